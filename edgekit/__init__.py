@@ -1,0 +1,35 @@
+"""edgekit: take a PyTorch model to an ExecuTorch program for CPU, and measure what it costs there.
+
+Example:
+    >>> import edgekit
+    >>> result = edgekit.build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
+    >>> result.manifest["verify"]["sqnr_db"]
+"""
+
+__version__ = "0.1.0"
+
+from .errors import EdgekitError  # noqa: E402
+from .models import DynamicBatch, InputSpec, load_model, parse_dynamic_batch, parse_input_spec  # noqa: E402
+from .targets import Target, list_targets, load_target  # noqa: E402
+
+
+def build(*args, **kwargs):
+    """Build a verified ExecuTorch package; see :func:`edgekit.pipeline.build.build`."""
+    from .pipeline.build import build as _build
+
+    return _build(*args, **kwargs)
+
+
+__all__ = [
+    "__version__",
+    "EdgekitError",
+    "DynamicBatch",
+    "InputSpec",
+    "Target",
+    "build",
+    "list_targets",
+    "load_model",
+    "load_target",
+    "parse_dynamic_batch",
+    "parse_input_spec",
+]

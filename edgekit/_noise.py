@@ -1,0 +1,93 @@
+"""Keep the stack's known start-up noise away from users, without hiding real errors.
+
+torchao prints that it cannot load CUDA kernels, torch warns about pytree internals, and the ExecuTorch
+runtime's cpuinfo prints lines from C++ straight to file descriptor 2. None of it is actionable. We
+capture fd 2 around the noisy calls and replay every line that is *not* a known noise pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+
+NOISE_PATTERNS = tuple(
+    re.compile(p)
+    for p in (
+        r"^Failed to load .*torchao/_C.*\.so",
+        r"is an Enum subclass and is now natively supported by torch\.compile",
+        r"^\[cpuinfo_utils\.cpp:\d+\]",
+        r"^\[cpuinfo\]",
+        r"LeafSpec.* is deprecated",
+        r"^\s*return cls\.__new__\(cls, \*args\)",
+        r"^\s*warnings\.warn\(",
+        r"^W\d{4} .*torch/_export/",
+        r"^W\d{4} .*torch/utils/_pytree\.py",
+        r"^W\d{4} .*torch/_dynamo/variables/",
+        r"TracerWarning: ",
+        r"^I\d{4} .*executorch",
+    )
+)
+
+
+def is_noise(line: str) -> bool:
+    """True for a stderr line that is known, harmless start-up or tracing noise."""
+    return any(p.search(line) for p in NOISE_PATTERNS)
+
+
+def _install_python_filters() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*TypedStorage is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*erase_node.*")
+    for name in ("torch._export", "torch.export", "torchao", "torch._dynamo", "torch.fx.experimental.symbolic_shapes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Capture fd 2 for the duration and replay only the lines that are not known noise.
+
+    Works for Python prints, ``logging`` and C++ code writing to stderr directly. Nested use is safe.
+    """
+    _install_python_filters()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. click's CliRunner swaps sys.stderr
+        fd = 2
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines() if line.strip() and not is_noise(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
+_stack_loaded = False
+
+
+def import_stack() -> None:
+    """Import torch, torchao and executorch once, quietly (their import-time noise is filtered)."""
+    global _stack_loaded
+    if _stack_loaded:
+        return
+    with quiet():
+        import torch  # noqa: F401
+        import torchao  # noqa: F401
+        import executorch.exir  # noqa: F401
+    _stack_loaded = True

@@ -1,0 +1,246 @@
+"""Calibration, evaluation and profiling data, loaded without ever executing the file.
+
+Sources: ``.npz`` (``numpy.load(allow_pickle=False)``), ``.npy``, ``.pt`` (``torch.load(weights_only=True)``),
+a folder of such files (concatenated in name order), or, from Python, a callable returning samples.
+
+Layout: arrays are sample-first, ``N x <one input's shape without its batch dimension>``. In an ``.npz`` or
+a ``.pt`` dict, inputs are under ``x`` (or ``inputs``/``input``; several inputs as ``x0, x1, ...``) and
+labels, when present, under ``y`` (or ``labels``/``label``/``targets``). A lone array is the inputs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import DataError
+
+INPUT_KEYS = ("x", "inputs", "input", "images", "data")
+LABEL_KEYS = ("y", "labels", "label", "targets", "target")
+SUFFIXES = (".npz", ".npy", ".pt")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Sample-first tensors: ``inputs[i]`` has shape ``(N, ...)``; ``labels`` has shape ``(N,)`` or is None."""
+
+    inputs: tuple
+    labels: Any
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+    def take(self, n: int, start: int = 0) -> "Dataset":
+        """The samples ``start .. start+n`` (fewer when the data is shorter)."""
+        sl = slice(start, start + n)
+        return Dataset(tuple(t[sl] for t in self.inputs), None if self.labels is None else self.labels[sl], self.source)
+
+    def batches(self, batch: int = 1) -> Iterator[tuple]:
+        """Model-ready input tuples of ``batch`` samples each; an incomplete last batch is dropped when batch > 1."""
+        n = len(self)
+        stop = n if batch == 1 else n - n % batch
+        for i in range(0, stop, batch):
+            yield tuple(t[i : i + batch].contiguous() for t in self.inputs)
+
+
+def _pick(mapping: dict, keys: Sequence[str]) -> Any:
+    for k in keys:
+        if k in mapping:
+            return mapping[k]
+    return None
+
+
+def _split_mapping(mapping: dict, path: str) -> tuple[list, Any]:
+    import re
+
+    inputs = _pick(mapping, INPUT_KEYS)
+    labels = _pick(mapping, LABEL_KEYS)
+    if inputs is not None:
+        return [inputs], labels
+    numbered = sorted((k for k in mapping if re.fullmatch(r"(x|input_?)(\d+)", k)), key=lambda k: int(re.sub(r"\D", "", k)))
+    if numbered:
+        return [mapping[k] for k in numbered], labels
+    rest = [k for k in mapping if k not in LABEL_KEYS]
+    if len(rest) == 1:
+        return [mapping[rest[0]]], labels
+    raise DataError(
+        f"{path}: cannot tell inputs from labels among keys {sorted(mapping)}",
+        "store inputs under 'x' (several as x0, x1, ...) and labels under 'y'",
+    )
+
+
+def _to_tensor(value: Any, path: str) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise DataError(f"{path} holds Python objects, not numbers", "save plain numeric arrays")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise DataError(f"{path}: expected arrays or tensors, found {type(value).__name__}", "save numeric arrays or tensors")
+
+
+def _load_file(path: Path) -> tuple[list, Any]:
+    import numpy as np
+    import torch
+
+    name = str(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                mapping = {k: z[k] for k in z.files}
+            inputs, labels = _split_mapping(mapping, name)
+        elif suffix == ".npy":
+            inputs, labels = [np.load(path, allow_pickle=False)], None
+        elif suffix in (".pt", ".pth"):
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+            if isinstance(obj, torch.Tensor):
+                inputs, labels = [obj], None
+            elif isinstance(obj, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in obj):
+                inputs, labels = list(obj), None
+            elif isinstance(obj, dict):
+                inputs, labels = _split_mapping(obj, name)
+            else:
+                raise DataError(f"{name} holds a {type(obj).__name__}", "save a tensor, a tuple of tensors, or {'x': ..., 'y': ...}")
+        else:
+            raise DataError(f"{name}: unsupported data format {suffix or '(no suffix)'}", "use .npz, .npy, .pt or a folder of them")
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+            raise DataError(f"{name} contains pickled Python objects, which edgekit will not execute", "save plain numeric arrays") from exc
+        raise DataError(f"{name} is unreadable or corrupt: {exc}", "re-create the file with numpy.savez or torch.save") from exc
+    except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in msg or "Unsupported global" in str(exc):
+            raise DataError(f"{name} contains Python objects that a safe load refuses", "save tensors only (torch.save(tensor))") from exc
+        raise DataError(f"{name} is unreadable or corrupt ({msg[:160]})", "re-create the file with numpy.savez or torch.save") from exc
+    return [_to_tensor(v, name) for v in inputs], (None if labels is None else _to_tensor(labels, name))
+
+
+def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
+    """Load a :class:`Dataset` from a file, a folder, or a callable.
+
+    Args:
+        source: path to .npz/.npy/.pt or a folder of them; or a callable returning an iterable of samples
+            (each a tensor or tuple of tensors, with or without a leading batch dimension of 1).
+        limit: keep at most this many samples.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or pickled data, or inconsistent sample counts.
+    """
+    import torch
+
+    if callable(source):
+        samples = [s if isinstance(s, (tuple, list)) else (s,) for s in source()]
+        if not samples:
+            raise DataError("the data callable returned no samples", "return an iterable of tensors")
+        inputs = [torch.stack([torch.as_tensor(s[i]) for s in samples]) for i in range(len(samples[0]))]
+        ds = Dataset(tuple(inputs), None, getattr(source, "__name__", "callable"))
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"data file {path} does not exist", "check the path")
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+            if not files:
+                raise DataError(f"folder {path} has no .npz/.npy/.pt files", "put data files in it")
+            parts = [_load_file(p) for p in files]
+            if len({len(p[0]) for p in parts}) != 1:
+                raise DataError(f"files in {path} hold different numbers of inputs", "give every file the same inputs")
+            try:
+                inputs = [torch.cat([_as_batch(p[0][i]) for p in parts]) for i in range(len(parts[0][0]))]
+            except RuntimeError as exc:
+                raise DataError(f"files in {path} have different sample shapes", "give every sample the same shape") from exc
+            have_labels = all(p[1] is not None for p in parts)
+            labels = torch.cat([p[1].reshape(-1) for p in parts]) if have_labels else None
+            ds = Dataset(tuple(inputs), labels, str(path))
+        else:
+            inputs, labels = _load_file(path)
+            ds = Dataset(tuple(inputs), labels, str(path))
+    n = {int(t.shape[0]) if t.dim() else 0 for t in ds.inputs}
+    if len(n) != 1 or 0 in n:
+        raise DataError(f"{ds.source}: inputs have different or zero sample counts {sorted(n)}", "stack samples along the first axis")
+    if ds.labels is not None and int(ds.labels.reshape(-1).shape[0]) != len(ds):
+        raise DataError(
+            f"{ds.source}: {len(ds)} samples but {ds.labels.reshape(-1).shape[0]} labels", "give one label per sample"
+        )
+    if ds.labels is not None:
+        ds = Dataset(ds.inputs, ds.labels.reshape(-1).long(), ds.source)
+    return ds.take(limit) if limit else ds
+
+
+def _as_batch(t: Any) -> Any:
+    # One sample saved per file in a folder: give it a sample axis so files concatenate.
+    return t if t.dim() and t.shape[0] >= 1 else t.unsqueeze(0)
+
+
+def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "calibration") -> Dataset:
+    """Check ``ds`` against the model's example inputs and cast it to their dtypes.
+
+    A sample's shape must equal one example input without its batch dimension. Data that was saved with
+    that batch dimension of 1 kept per sample (``N x 1 x C x H x W``) is accepted and squeezed.
+
+    Raises:
+        DataError: the number of inputs or a sample's shape does not match, naming both shapes.
+    """
+    if len(ds.inputs) != len(example_inputs):
+        raise DataError(
+            f"{role} data {ds.source} has {len(ds.inputs)} input array(s) but the model takes {len(example_inputs)}",
+            "store one array per model input (x0, x1, ...)",
+        )
+    fixed = []
+    for i, (t, ex) in enumerate(zip(ds.inputs, example_inputs)):
+        want = tuple(ex.shape[1:])
+        got = tuple(t.shape[1:])
+        if got != want and t.dim() == ex.dim() + 1 and t.shape[1] == 1 and tuple(t.shape[2:]) == want:
+            t = t.squeeze(1)
+            got = want
+        if got != want:
+            shape = "x".join(map(str, ex.shape))
+            raise DataError(
+                f"{role} data {ds.source} input {i} has samples of shape {got} but the model expects {want} "
+                f"(example input {shape})",
+                f"save it as an N x {'x'.join(map(str, want)) or 'scalar'} array",
+            )
+        if t.dtype != ex.dtype:
+            if t.dtype.is_floating_point and not ex.dtype.is_floating_point:
+                raise DataError(
+                    f"{role} data {ds.source} input {i} is {str(t.dtype)[6:]} but the model expects {str(ex.dtype)[6:]}",
+                    "save integer data for integer inputs",
+                )
+            t = t.to(ex.dtype)
+        fixed.append(t.contiguous())
+    return Dataset(tuple(fixed), ds.labels, ds.source)
+
+
+def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None) -> Dataset | None:
+    """``load_dataset`` + ``fit_to_model``, or None when ``source`` is None."""
+    if source is None:
+        return None
+    ds = source if isinstance(source, Dataset) else load_dataset(source, limit=limit)
+    ds = ds.take(limit) if limit else ds
+    return fit_to_model(ds, example_inputs, role=role)
+
+
+def random_dataset(example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random") -> Dataset:
+    """``n`` random samples shaped like the example inputs (normal floats / small ints)."""
+    import torch
+
+    from .models import InputSpec
+
+    gen = torch.Generator().manual_seed(seed)
+    tensors = []
+    for ex in example_inputs:
+        spec = InputSpec((n, *ex.shape[1:]), str(ex.dtype).removeprefix("torch."))
+        tensors.append(spec.make(gen))
+    return Dataset(tuple(tensors), None, source)
+
+

@@ -1,0 +1,67 @@
+"""Stage 4: lower to an ExecuTorch program, through the XNNPACK delegate or on portable kernels only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import LowerError
+from ..targets import Backend
+
+
+@dataclass(frozen=True)
+class LowerResult:
+    pte: bytes
+    delegation: dict
+    info: dict
+
+
+def delegation_summary(graph_module: Any) -> dict:
+    """How much of the graph the delegate took: partitions, node counts, and per operator.
+
+    ``by_operator[op] = {"delegated": n, "portable": m}``: ``portable`` counts nodes left to ExecuTorch's
+    own kernels (a delegated ``getitem`` is bookkeeping, not compute).
+    """
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    # getitem only unpacks a delegate call's outputs: counting it as "left on portable kernels" misleads.
+    by_op = {
+        op: {"delegated": int(b.delegated), "portable": int(b.non_delegated)}
+        for op, b in sorted(info.delegation_by_operator.items())
+        if op != "getitem"
+    }
+    return {
+        "delegated_partitions": int(info.num_delegated_subgraphs),
+        "delegated_nodes": sum(v["delegated"] for v in by_op.values()),
+        "portable_nodes": sum(v["portable"] for v in by_op.values()),
+        "portable_ops": sorted(op for op, v in by_op.items() if v["portable"]),
+        "by_operator": by_op,
+    }
+
+
+def lower_program(program: Any, backend: Backend) -> LowerResult:
+    """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it.
+
+    Raises:
+        LowerError: edge conversion, partitioning or serialization failed.
+    """
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    partitioners = []
+    if backend is Backend.XNNPACK:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioners = [XnnpackPartitioner()]
+    try:
+        edge = to_edge_transform_and_lower(program, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=True))
+        delegation = delegation_summary(edge.exported_program().graph_module)
+        et = edge.to_executorch()
+        pte = bytes(et.buffer)
+    except Exception as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise LowerError(
+            f"lowering to ExecuTorch ({backend.value}) failed: {first[:300]}",
+            "an operator may be unsupported by the edge dialect; try the portable-fp32 target or simplify that op",
+        ) from exc
+    return LowerResult(pte, delegation, {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None})

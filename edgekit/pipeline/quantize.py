@@ -1,0 +1,91 @@
+"""Stage 3: PT2E int8 quantization with the XNNPACK quantizer, calibrated on user data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..data import Dataset
+from ..errors import QuantizeError
+from ..targets import QuantScheme
+from .export import ExportResult
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    exported: ExportResult
+    info: dict
+
+
+def quantizer_for(scheme: QuantScheme) -> Any:
+    """The XNNPACKQuantizer configured for ``scheme``."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    per_channel = scheme is not QuantScheme.INT8_STATIC_PER_TENSOR
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=scheme.is_dynamic)
+    return XNNPACKQuantizer().set_global(config)
+
+
+def calibration_batch_size(exported: ExportResult) -> int:
+    """Samples per calibration call: the example batch for static shapes (``module()`` guards it)."""
+    if exported.dynamic_shapes is None:
+        return int(exported.example_inputs[0].shape[0])
+    return max(2, min(32, int(exported.example_inputs[0].shape[0]) * 8))
+
+
+def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: Dataset) -> QuantizeResult:
+    """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
+
+    Args:
+        exported: the export stage's result (not modified).
+        scheme: a quantizing scheme (not ``none``).
+        calibration: samples fitted to the model's inputs.
+
+    Raises:
+        QuantizeError: the quantizer could not prepare, calibrate or convert the model.
+    """
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    batch = calibration_batch_size(exported)
+    try:
+        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme))
+    except Exception as exc:
+        raise QuantizeError(f"PT2E prepare failed: {exc}".splitlines()[0], "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
+    used = 0
+    try:
+        with torch.no_grad():
+            for sample in calibration.batches(batch):
+                prepared(*sample)
+                used += int(sample[0].shape[0])
+    except Exception as exc:
+        raise QuantizeError(
+            f"calibration failed on a sample from {calibration.source}: {str(exc).splitlines()[0][:200]}",
+            "check the calibration data matches the model's inputs",
+        ) from exc
+    if used == 0:
+        raise QuantizeError(
+            f"no calibration batch of {batch} sample(s) could be formed from {len(calibration)} sample(s)",
+            f"give at least {batch} samples",
+        )
+    try:
+        converted = convert_pt2e(prepared)
+        with torch.no_grad():
+            program = torch.export.export(
+                converted, exported.example_inputs, dynamic_shapes=exported.dynamic_shapes, strict=bool(exported.strict)
+            )
+    except Exception as exc:
+        raise QuantizeError(f"PT2E convert failed: {str(exc).splitlines()[0][:200]}", "try the xnnpack-fp32 target") from exc
+    info = {
+        "scheme": scheme.value,
+        "quantizer": "XNNPACKQuantizer (torchao PT2E prepare/convert)",
+        "per_channel": scheme is not QuantScheme.INT8_STATIC_PER_TENSOR,
+        "dynamic": scheme.is_dynamic,
+        "calibration_samples": used,
+        "calibration_batch": batch,
+        "calibration": calibration.source,
+    }
+    return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)

@@ -1,0 +1,97 @@
+"""Stage 5: run the lowered program through the ExecuTorch runtime and compare it with eager fp32.
+
+Metrics per output: max/mean absolute error, SQNR in dB (10·log10(Σref² / Σ(ref−out)²); ``null`` with
+``exact: true`` when the outputs are identical), and cosine similarity (mean over samples). For outputs that
+look like class scores (2-D, more than one column) the top-1 agreement between eager and program. With
+labelled evaluation data: top-1 accuracy of the eager model and of the program, and the drop.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..data import Dataset
+from ..program import InProcessProgram
+
+
+def compare_outputs(ref: Any, got: Any) -> dict:
+    """Error metrics between two float tensors of the same shape (``N x ...``)."""
+    import torch
+
+    ref = ref.detach().double()
+    got = got.detach().double()
+    err = got - ref
+    signal = float((ref ** 2).sum())
+    noise = float((err ** 2).sum())
+    flat_r = ref.reshape(ref.shape[0], -1)
+    flat_g = got.reshape(got.shape[0], -1)
+    cos = torch.nn.functional.cosine_similarity(flat_r, flat_g, dim=1, eps=1e-12)
+    out = {
+        "max_abs_error": float(err.abs().max()) if err.numel() else 0.0,
+        "mean_abs_error": float(err.abs().mean()) if err.numel() else 0.0,
+        "sqnr_db": None if noise == 0 else (round(10 * math.log10(signal / noise), 3) if signal > 0 else None),
+        "exact": noise == 0,
+        "cosine_similarity": round(float(cos.mean()), 6),
+    }
+    if ref.dim() == 2 and ref.shape[1] > 1:
+        out["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).double().mean())
+    return out
+
+
+def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch: int = 1,
+                   labelled: bool = False) -> dict:
+    """Run ``data`` through the program and the eager ``reference`` and compare them.
+
+    Args:
+        pte_path: the program to verify.
+        reference: the eager fp32 module (not modified).
+        data: held-out samples (never the calibration ones).
+        batch: samples per call (the program's static batch, or a chunk when the batch is dynamic).
+        labelled: report accuracy when ``data.labels`` is set.
+
+    Returns:
+        The verify section of the manifest.
+    """
+    import torch
+
+    program = InProcessProgram(pte_path)
+    eager_out: list[list[Any]] = []
+    pte_out: list[list[Any]] = []
+    with torch.no_grad():
+        for sample in data.batches(batch):
+            e = reference(*sample)
+            e = (e,) if isinstance(e, torch.Tensor) else tuple(e)
+            p = program.run(sample)
+            eager_out.append(list(e))
+            pte_out.append(list(p))
+    n = sum(int(b[0].shape[0]) for b in data.batches(batch))
+    outputs = []
+    for i in range(len(eager_out[0])):
+        ref = torch.cat([b[i] for b in eager_out])
+        got = torch.cat([b[i] for b in pte_out])
+        outputs.append({"index": i, **compare_outputs(ref.float(), got.float())})
+    first = outputs[0]
+    sqnrs = [o["sqnr_db"] for o in outputs if o["sqnr_db"] is not None]
+    result = {
+        "samples": n,
+        "data": data.source,
+        "max_abs_error": max(o["max_abs_error"] for o in outputs),
+        "mean_abs_error": first["mean_abs_error"],
+        "sqnr_db": min(sqnrs) if sqnrs else None,
+        "exact": all(o["exact"] for o in outputs),
+        "cosine_similarity": min(o["cosine_similarity"] for o in outputs),
+        "outputs": outputs,
+    }
+    if "top1_agreement" in first:
+        result["top1_agreement"] = first["top1_agreement"]
+    if labelled and data.labels is not None:
+        labels = data.labels[:n]
+        eager_logits = torch.cat([b[0] for b in eager_out])
+        pte_logits = torch.cat([b[0] for b in pte_out])
+        eager_acc = float((eager_logits.argmax(1) == labels).double().mean())
+        pte_acc = float((pte_logits.argmax(1) == labels).double().mean())
+        result["accuracy"] = {"samples": n, "eager": round(eager_acc, 6), "program": round(pte_acc, 6),
+                              "drop": round(eager_acc - pte_acc, 6)}
+    return result

@@ -1,0 +1,1 @@
+# Built-in target definitions, installed as package data (edgekit.builtin_targets).
