@@ -92,6 +92,13 @@ def _load_file(path: Path) -> tuple[list, Any]:
 
     name = str(path)
     suffix = path.suffix.lower()
+    magic = {".npz": b"PK", ".npy": b"\x93NUMPY"}.get(suffix)
+    if magic is not None:
+        with open(path, "rb") as f:
+            if f.read(len(magic)) != magic:
+                # numpy would otherwise try the bytes as a pickle and blame pickling for plain junk
+                raise DataError(f"{name} is unreadable or corrupt (not a {suffix} file)",
+                                "re-create it with numpy.savez / numpy.save")
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -119,7 +126,7 @@ def _load_file(path: Path) -> tuple[list, Any]:
         raise DataError(f"{name} is unreadable or corrupt: {exc}", "re-create the file with numpy.savez or torch.save") from exc
     except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, KeyError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in msg or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
             raise DataError(f"{name} contains Python objects that a safe load refuses", "save tensors only (torch.save(tensor))") from exc
         raise DataError(f"{name} is unreadable or corrupt ({msg[:160]})", "re-create the file with numpy.savez or torch.save") from exc
     return [_to_tensor(v, name) for v in inputs], (None if labels is None else _to_tensor(labels, name))

@@ -199,12 +199,16 @@ def build(
 
         from .verify import verify_program
 
-        batch = min(32, len(verify_ds)) if dynamic else int(examples[0].shape[0])
-        if dynamic:
-            batch = max(batch, dynamic_batch.min if dynamic_batch else 1)
+        if dynamic and dynamic_batch is not None:  # chunks within the exported batch range
+            batch = max(dynamic_batch.min, min(32, dynamic_batch.max, len(verify_ds)))
+        else:
+            batch = int(examples[0].shape[0])
         verify = stages.run("verify", lambda: verify_program(pte_path, loaded.module, verify_ds, batch=batch,
                                                                 labelled=eval_ds is not None), verify_ds.source)
         method = info.method("forward")
+        if dynamic_batch is not None and method.inputs and method.inputs[0].shape[:1] != (dynamic_batch.max,):
+            warnings.append(f"the program accepts batches up to {method.inputs[0].shape[0]} only, "
+                            f"not {dynamic_batch.max} as asked (ExecuTorch's memory plan)")
         budget = _check_budget(tgt, info.size_bytes, verify)
         manifest = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -214,7 +218,9 @@ def build(
                 "spec": loaded.spec,
                 "inputs": _tensor_list(in_names, examples),
                 "outputs": [{"name": n, **m.to_dict()} for n, m in zip(out_names, method.outputs)],
-                "dynamic_batch": None if dynamic_batch is None else {"min": dynamic_batch.min, "max": dynamic_batch.max},
+                "dynamic_batch": None if dynamic_batch is None else {
+                    "min": dynamic_batch.min, "max": dynamic_batch.max,
+                    "program_max": method.inputs[0].shape[0] if method.inputs else None},
             },
             "target": tgt.to_dict(),
             "target_source": tgt.source,

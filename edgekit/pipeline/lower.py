@@ -40,6 +40,19 @@ def delegation_summary(graph_module: Any) -> dict:
     }
 
 
+def _shape_envs(program: Any) -> list:
+    import torch
+
+    envs = {}
+    for node in program.graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            for dim in val.shape:
+                if isinstance(dim, torch.SymInt):
+                    envs[id(dim.node.shape_env)] = dim.node.shape_env
+    return list(envs.values())
+
+
 def lower_program(program: Any, backend: Backend) -> LowerResult:
     """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it.
 
@@ -53,8 +66,16 @@ def lower_program(program: Any, backend: Backend) -> LowerResult:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         partitioners = [XnnpackPartitioner()]
+    # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
+    # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
+    # The memory planner then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is
+    # irrelevant to XNNPACK (it resizes at run time), so the exported ranges are restored before planning.
+    envs = _shape_envs(program)
+    saved = [(env, dict(env.var_to_range)) for env in envs]
     try:
         edge = to_edge_transform_and_lower(program, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=True))
+        for env, ranges in saved:
+            env.var_to_range.update(ranges)
         delegation = delegation_summary(edge.exported_program().graph_module)
         et = edge.to_executorch()
         pte = bytes(et.buffer)

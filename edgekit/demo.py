@@ -1,0 +1,181 @@
+"""The built-in demo: a small CNN trained on scikit-learn's bundled digits (real data, no download).
+
+It trains the network (seeded), builds it for ``xnnpack-fp32`` and ``xnnpack-int8`` (calibrated on
+training images), evaluates accuracy through the ``.pte`` files on the 360 held-out images, times each
+program and returns one comparison. Everything it writes stays under ``out``, so a user can repeat any
+step from the command line (the trained model is saved as ``digits_cnn.pt2``, the data as ``.npz``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import EdgekitError, OutputExistsError
+
+SEED = 0
+
+
+def digits_cnn() -> Any:
+    """The demo network: three conv blocks and a linear classifier, ~93k parameters, input 1x1x8x8."""
+    import torch
+    from torch import nn
+
+    class DigitsCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+            )
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.pool(self.features(x)).flatten(1))
+
+    torch.manual_seed(SEED)
+    return DigitsCNN(), torch.zeros(1, 1, 8, 8)
+
+
+def load_digits_split() -> dict:
+    """scikit-learn's digits as float32 ``N x 1 x 8 x 8`` in [0, 1]: 1437 train / 360 test, stratified, seeded."""
+    import numpy as np
+
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise EdgekitError("the demo needs scikit-learn (it ships the digits data)", "pip install 'edgekit[demo]'") from exc
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=SEED, stratify=y)
+    return {"x_train": np.ascontiguousarray(x_tr), "y_train": y_tr, "x_test": np.ascontiguousarray(x_te), "y_test": y_te}
+
+
+def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
+    """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), batch):
+            idx = perm[i : i + batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        sched.step()
+    return model.eval()
+
+
+def accuracy(model: Any, x: Any, y: Any) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float((model(torch.as_tensor(x)).argmax(1) == torch.as_tensor(y)).double().mean())
+
+
+def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Callable[[str], None] = lambda m: None,
+             time_runs: int = 200) -> dict:
+    """Train, build, evaluate and time the digits CNN; return the comparison rows.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``force`` is not set.
+    """
+    import numpy as np
+    import torch
+
+    from ._noise import import_stack
+    from .models import LoadedModel, contiguous
+    from .pipeline.build import build
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"demo folder {out} already exists", "pass --force to replace it, or choose another --out")
+    t0 = time.perf_counter()
+    import_stack()
+    torch.manual_seed(SEED)
+    data = load_digits_split()
+    tmp = out.parent / f".{out.name}.demo-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    np.savez(tmp / "data" / "calib.npz", x=data["x_train"][:256], y=data["y_train"][:256])
+    np.savez(tmp / "data" / "train.npz", x=data["x_train"], y=data["y_train"])
+    np.savez(tmp / "data" / "test.npz", x=data["x_test"], y=data["y_test"])
+
+    log(f"[bold]1/4[/] training the digits CNN on {len(data['x_train'])} images ({epochs} epochs)…")
+    model, example = digits_cnn()
+    train(model, data["x_train"], data["y_train"], epochs=epochs)
+    eager_acc = accuracy(model, data["x_test"], data["y_test"])
+    log(f"     eager test accuracy {eager_acc:.2%}")
+    with torch.no_grad():
+        ep = torch.export.export(model, (example,))
+    torch.export.save(ep, str(tmp / "digits_cnn.pt2"))
+    loaded = LoadedModel("edgekit.demo:digits_cnn (trained by the demo)", model, contiguous((example,)))
+
+    rows: list[dict] = [{"variant": "eager PyTorch (fp32)", "accuracy": eager_acc,
+                         "size_kib": sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 1024,
+                         "p50_ms": None, "sqnr_db": "–"}]
+    builds = {}
+    for step, (variant, target, calib) in enumerate(
+        [("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None),
+         ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz")], start=2):
+        log(f"[bold]{step}/4[/] building {target}…")
+        res = build(loaded, target, out=tmp / target, calibration=calib, eval=tmp / "data" / "test.npz", force=True)
+        builds[target] = res
+        v = res.manifest["verify"]
+        rows.append({"variant": variant, "target": target, "accuracy": v["accuracy"]["program"],
+                     "size_kib": res.manifest["program"]["size_bytes"] / 1024, "sqnr_db": v["sqnr_db"],
+                     "pte": str(out / target / "model.pte")})
+
+    log(f"[bold]4/4[/] timing ({time_runs} runs each, 1 thread)…")
+    timing = _time_all(model, example, [tmp / t / "model.pte" for t in builds], time_runs)
+    rows[0]["p50_ms"] = timing[0]
+    for row, p50 in zip(rows[1:], timing[1:]):
+        row["p50_ms"] = p50
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return {"rows": rows, "epochs": epochs, "test_samples": int(len(data["x_test"])), "seconds": round(time.perf_counter() - t0, 1),
+            "timing_note": _TIMING_NOTE.format(runs=time_runs), "out": str(out)}
+
+
+_TIMING_NOTE = ("p50 of {runs} single-image runs after warm-up, measured in this process; "
+                "use `edgekit profile` for isolated, complete measurements.")
+
+
+def _time_all(model: Any, example: Any, ptes: list[Path], runs: int) -> list[float]:
+    import statistics
+
+    import torch
+
+    from .program import InProcessProgram
+
+    def p50(fn: Callable[[], Any]) -> float:
+        for _ in range(max(10, runs // 10)):
+            fn()
+        samples = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(samples)
+
+    torch.set_num_threads(1)
+    x = example.clone()
+    with torch.no_grad():
+        results = [p50(lambda: model(x))]
+    for pte in ptes:
+        prog = InProcessProgram(pte)
+        results.append(p50(lambda: prog.run((x,))))
+    return results

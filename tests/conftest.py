@@ -1,0 +1,59 @@
+"""Shared fixtures. Builds that really lower a model are session-scoped so the suite stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.models import parse_input_spec
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def digits_like(tmp_path_factory) -> dict:
+    """A learnable 10-class problem on 1x8x8 inputs, saved as calibration and labelled eval data."""
+    rng = np.random.default_rng(0)
+    protos = rng.random((10, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 10, 400)
+    x = (protos[y] + 0.15 * rng.standard_normal((400, 1, 8, 8))).astype(np.float32)
+    folder = tmp_path_factory.mktemp("data")
+    np.savez(folder / "calib.npz", x=x[:64])
+    np.savez(folder / "eval.npz", x=x[300:], y=y[300:])
+    np.savez(folder / "train.npz", x=x[:300], y=y[:300])
+    return {"dir": folder, "calib": folder / "calib.npz", "eval": folder / "eval.npz", "train": folder / "train.npz",
+            "x": x, "y": y}
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits_like):
+    """toy SmallCNN trained briefly on digits_like, so accuracy figures mean something."""
+    from toy_models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.from_numpy(digits_like["x"][:300])
+    y = torch.from_numpy(digits_like["y"][:300])
+    for _ in range(40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def int8_build(tmp_path_factory, digits_like, trained_cnn):
+    out = tmp_path_factory.mktemp("builds") / "int8"
+    return edgekit.build(trained_cnn, "xnnpack-int8", out=out, inputs=[parse_input_spec("1x1x8x8")],
+                         calibration=digits_like["calib"], eval=digits_like["eval"])
+
+
+@pytest.fixture(scope="session")
+def fp32_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("builds") / "fp32"
+    return edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=out, inputs=[parse_input_spec("1x1x8x8")])

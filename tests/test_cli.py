@@ -1,0 +1,108 @@
+"""The command line as a user drives it: exit codes, one-line errors, JSON output."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+
+@pytest.fixture()
+def run():
+    def _run(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    return _run
+
+
+def _one_line_error(result, code, fragment):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and "Traceback" not in (result.stderr or "")
+    err_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(err_lines) == 1 and fragment in err_lines[0], result.stderr
+    return err_lines[0]
+
+
+def test_build_json_prints_the_manifest(run, tmp_path, digits_like):
+    r = run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", digits_like["calib"],
+            "--eval", digits_like["eval"], "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["quantize"]["calibration_samples"] == 64 and manifest["verify"]["samples"] == 100
+    assert "export" in r.stderr and "lower" in r.stderr  # progress goes to stderr, JSON alone on stdout
+    assert (tmp_path / "o" / "model.pte").is_file()
+
+
+def test_build_table_for_people(run, tmp_path):
+    r = run("build", "toy_models:mlp", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.stderr
+    assert "verify" in r.stdout and "delegation" in r.stdout and "SQNR" in r.stdout
+
+
+def test_targets_list_and_show(run):
+    r = run("targets", "list")
+    assert r.exit_code == 0 and "xnnpack-int8-dynamic" in r.stdout and "portable-fp32" in r.stdout
+    r = run("targets", "show", "xnnpack-int8")
+    assert r.exit_code == 0 and 'scheme = "int8-static-per-channel"' in r.stdout
+    r = run("targets", "list", "--json")
+    assert {t["name"] for t in json.loads(r.stdout)} >= {"xnnpack-fp32", "xnnpack-int8"}
+
+
+def test_unknown_target_is_a_usage_error_listing_valid_ones(run, tmp_path):
+    r = run("build", "toy_models:mlp", "-t", "xnnpack-int9", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "xnnpack-fp32" in r.stderr and "did you mean 'xnnpack-int8'" in r.stderr
+    r = run("targets", "show", "nope")
+    assert r.exit_code == 2
+
+
+def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
+    r = run("build", "toy_models:small_cnn", "-i", "1x3xfoo", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "1x3x224x224" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("no_such_pkg:make", "cannot import module 'no_such_pkg'"),
+    ("toy_models:smal_cnn", "did you mean small_cnn"),
+    ("toy_models:raises", "raised RuntimeError"),
+    ("toy_models:data_dependent", "torch.export failed"),
+])
+def test_model_errors_exit_1_in_one_line(run, tmp_path, spec, fragment):
+    r = run("build", spec, "-i", "1x1x8x8", "-o", tmp_path / "o")
+    _one_line_error(r, 1, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_a_model_file(run, tmp_path):
+    (tmp_path / "m.pt2").write_bytes(b"junk")
+    _one_line_error(run("build", tmp_path / "m.pt2", "-o", tmp_path / "o"), 1, "not a saved ExportedProgram")
+
+
+def test_bad_calibration_files(run, tmp_path):
+    (tmp_path / "c.npz").write_bytes(b"not a zip")
+    _one_line_error(run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", tmp_path / "c.npz",
+                        "-o", tmp_path / "o"), 1, "unreadable or corrupt")
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 2, 8, 8), np.float32))
+    _one_line_error(run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", tmp_path / "wrong.npy",
+                        "-o", tmp_path / "o"), 1, "model expects (1, 8, 8)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_exists(run, tmp_path):
+    (tmp_path / "o").mkdir()
+    line = _one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
+    assert "--force" in line
+
+
+def test_invalid_target_file(run, tmp_path):
+    (tmp_path / "t.toml").write_text('schema_version = 1\nname = "t"\n[quantize]\nscheme = "int3"\n')
+    line = _one_line_error(run("build", "toy_models:mlp", "-t", tmp_path / "t.toml", "-o", tmp_path / "o"), 1, "t.toml")
+    assert "int8-static-per-channel" in line
+
+
+def test_python_m_edgekit_and_version(run):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edgekit", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "edgekit, version" in r.stdout

@@ -1,0 +1,152 @@
+"""The build pipeline on the real stack: export, PT2E quantization, XNNPACK lowering, ExecuTorch runtime."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.errors import BudgetError, DataError, ExportError, OutputExistsError
+from edgekit.models import parse_dynamic_batch, parse_input_spec
+from edgekit.program import InProcessProgram, inspect_program, sha256_file
+from edgekit.targets import load_target
+
+X8 = [parse_input_spec("1x1x8x8")]
+
+
+def test_int8_manifest_records_everything(int8_build):
+    m = int8_build.manifest
+    assert int8_build.pte_path.is_file()
+    assert json.loads((int8_build.out_dir / "manifest.json").read_text()) == m
+    assert m["schema_version"] == 1
+    assert set(m["versions"]) >= {"edgekit", "torch", "executorch", "python"}
+    assert m["versions"]["torch"].startswith("2.13.0")
+    assert m["model"]["inputs"] == [{"name": "x", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+    assert m["model"]["outputs"][0]["shape"] == [1, 10]
+    assert m["target"]["name"] == "xnnpack-int8" and m["target"]["quantize"]["calibration_samples"] == 64
+    assert m["quantize"]["applied"] and m["quantize"]["calibration_samples"] == 64
+    assert m["quantize"]["calibration"].endswith("calib.npz")
+    assert m["program"]["sha256"] == sha256_file(int8_build.pte_path)
+    assert m["program"]["size_bytes"] == int8_build.pte_path.stat().st_size
+    d = m["program"]["delegation"]
+    assert d["delegated_partitions"] >= 1 and d["by_operator"]["aten_convolution_default"]["delegated"] == 2
+    assert m["program"]["planned_memory"]["planned_bytes"] > 0
+    assert set(m["timings_s"]) >= {"load", "export", "quantize", "lower", "verify", "total"}
+    assert m["prune"] == {"applied": False, "reason": "target asks for no pruning"}
+
+
+def test_int8_verify_metrics_and_accuracy(int8_build):
+    v = int8_build.manifest["verify"]
+    assert v["data"].endswith("eval.npz") and v["samples"] == 100
+    assert v["sqnr_db"] > 20 and v["cosine_similarity"] > 0.99 and v["top1_agreement"] >= 0.95
+    acc = v["accuracy"]
+    assert acc["eager"] > 0.9 and abs(acc["drop"]) <= 0.03
+    assert acc["drop"] == pytest.approx(acc["eager"] - acc["program"], abs=1e-6)
+
+
+def test_program_runs_like_eager_in_a_fresh_runtime(int8_build, trained_cnn, digits_like):
+    x = torch.from_numpy(digits_like["x"][350:351])  # in the calibrated range (random normals are not)
+    out = InProcessProgram(int8_build.pte_path).run((x,))[0]
+    assert torch.nn.functional.cosine_similarity(out, trained_cnn(x)).item() > 0.99
+
+
+def test_fp32_build_matches_eager_closely(fp32_build):
+    v = fp32_build.manifest["verify"]
+    assert v["sqnr_db"] is None or v["sqnr_db"] > 60
+    assert v["data"] == "random (held-out seed)"
+    assert fp32_build.manifest["quantize"] == {"scheme": "none", "applied": False}
+
+
+def test_random_calibration_is_recorded_and_warned(tmp_path):
+    res = edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8)
+    assert res.manifest["quantize"]["calibration"] == "random"
+    assert any("no calibration data" in w for w in res.warnings)
+    assert res.manifest["warnings"] == list(res.warnings)
+
+
+def test_portable_target_has_no_delegate(tmp_path):
+    res = edgekit.build("toy_models:mlp", "portable-fp32", out=tmp_path / "p")
+    d = res.manifest["program"]["delegation"]
+    assert d["delegated_partitions"] == 0 and d["portable_nodes"] > 0
+    assert not inspect_program(res.pte_path).method().delegates
+
+
+def test_dynamic_int8_on_linear_model_and_two_inputs(tmp_path):
+    res = edgekit.build("toy_models:mlp", "xnnpack-int8-dynamic", out=tmp_path / "d")
+    assert res.manifest["quantize"]["dynamic"] is True and res.manifest["verify"]["cosine_similarity"] > 0.99
+    res2 = edgekit.build("toy_models:two_inputs", "xnnpack-fp32", out=tmp_path / "two",
+                         inputs=[parse_input_spec("1x6:int64"), parse_input_spec("1x4")])
+    assert [i["dtype"] for i in res2.manifest["model"]["inputs"]] == ["int64", "float32"]
+
+
+def test_dynamic_batch_program_accepts_several_batch_sizes(tmp_path, digits_like):
+    res = edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "dyn", inputs=X8,
+                        dynamic_batch=parse_dynamic_batch("1:33"), calibration=digits_like["calib"])
+    prog = InProcessProgram(res.pte_path)
+    # 16 and above matters: a torch heuristic used to cap the planned batch at 15 (see lower.py).
+    for batch in (1, 5, 16, 33):
+        assert prog.run((torch.randn(batch, 1, 8, 8),))[0].shape == (batch, 10)
+    assert res.manifest["model"]["dynamic_batch"] == {"min": 1, "max": 33, "program_max": 33}
+    assert not [w for w in res.warnings if "batches up to" in w]
+
+
+def test_numpy_strided_example_builds_and_runs(tmp_path):
+    res = edgekit.build("toy_models:numpy_strided_inputs", "xnnpack-fp32", out=tmp_path / "s")
+    assert res.manifest["verify"]["cosine_similarity"] > 0.9999
+
+
+def test_saved_exported_program_builds(tmp_path):
+    from toy_models import small_cnn_with_inputs
+
+    model, x = small_cnn_with_inputs()
+    torch.export.save(torch.export.export(model.eval(), (x,)), str(tmp_path / "m.pt2"))
+    res = edgekit.build(str(tmp_path / "m.pt2"), "xnnpack-fp32", out=tmp_path / "o")
+    assert res.manifest["export"]["mode"] == "loaded"
+
+
+def test_strict_failure_falls_back_to_non_strict_and_says_so(tmp_path):
+    res = edgekit.build("toy_models:locked_linear", "xnnpack-fp32", out=tmp_path / "o")
+    assert res.manifest["export"]["mode"] == "non-strict"
+    assert "context manager" in res.manifest["export"]["fallback_reason"]
+    assert any("non-strict" in w for w in res.warnings)
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_export_failure_is_one_line_and_leaves_nothing(tmp_path):
+    with pytest.raises(ExportError) as info:
+        edgekit.build("toy_models:data_dependent", "xnnpack-fp32", out=tmp_path / "o")
+    assert "data-dependent" in info.value.message and "\n" not in str(info.value)
+    assert "torch.cond" in info.value.hint
+    assert _leftovers(tmp_path) == []
+
+
+def test_calibration_shape_mismatch_fails_before_writing(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(DataError, match=r"\(3, 8, 8\).*\(1, 8, 8\)"):
+        edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8, calibration=tmp_path / "bad.npy")
+    assert _leftovers(tmp_path) == ["bad.npy"]
+
+
+def test_existing_output_needs_force(fp32_build, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out)
+    assert _leftovers(out) == ["keep.txt"]
+    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=True)
+    assert _leftovers(out) == ["manifest.json", "model.pte"]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_size_budget_failure_leaves_nothing(tmp_path):
+    tight = load_target("xnnpack-fp32").replace(name="tight", budget__max_size_mb=0.001)
+    with pytest.raises(BudgetError) as info:
+        edgekit.build("toy_models:small_cnn", tight, out=tmp_path / "o", inputs=X8)
+    assert "size_mb" in info.value.message and "limit 0.001" in info.value.message
+    assert _leftovers(tmp_path) == []

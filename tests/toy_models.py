@@ -1,0 +1,112 @@
+"""Small models the tests build for real (importable as ``toy_models:<factory>``)."""
+
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return SmallCNN()
+
+
+def small_cnn_with_inputs():
+    torch.manual_seed(0)
+    return SmallCNN(), torch.randn(1, 1, 8, 8)
+
+
+def numpy_strided_inputs():
+    """Example input from numpy with one channel: strides (64, 1, 8, 1), ambiguous at export."""
+    torch.manual_seed(0)
+    arr = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32).transpose(0, 3, 1, 2)
+    return SmallCNN(), torch.from_numpy(arr)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def mlp():
+    torch.manual_seed(0)
+    return MLP(), torch.randn(1, 32)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16 + 4, 3)
+
+    def forward(self, tokens, feats):
+        return self.fc(torch.cat([self.emb(tokens).mean(1), feats], dim=1))
+
+
+def two_inputs():
+    torch.manual_seed(0)
+    return TwoInputs()
+
+
+class LockedLinear(nn.Module):
+    """Strict export (TorchDynamo) refuses the lock; non-strict tracing handles it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.lock = threading.Lock()
+
+    def forward(self, x):
+        with self.lock:
+            return self.fc(x)
+
+
+def locked_linear():
+    return LockedLinear(), torch.randn(1, 4)
+
+
+class DataDependent(nn.Module):
+    """Branches on a tensor's value: neither export mode can trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return x
+
+
+def data_dependent():
+    return DataDependent(), torch.randn(1, 4)
+
+
+def raises():
+    raise RuntimeError("weights file missing")
+
+
+def not_a_module():
+    return {"weights": 1}
+
+
+NOT_CALLABLE = 3
