@@ -20,6 +20,13 @@ def build(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
+def profile(*args, **kwargs):
+    """Profile a program or package in an isolated process; see :func:`edgekit.profile.harness.profile`."""
+    from .profile.harness import profile as _profile
+
+    return _profile(*args, **kwargs)
+
+
 __all__ = [
     "__version__",
     "EdgekitError",
@@ -32,4 +39,5 @@ __all__ = [
     "load_target",
     "parse_dynamic_batch",
     "parse_input_spec",
+    "profile",
 ]

@@ -30,6 +30,7 @@ NOISE_PATTERNS = tuple(
         r"^W\d{4} .*torch/_dynamo/variables/",
         r"TracerWarning: ",
         r"^I\d{4} .*executorch",
+        r"Output Buffer not found\. Tensor Debug Data will not be available",
     )
 )
 

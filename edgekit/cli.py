@@ -19,7 +19,10 @@ from .errors import EdgekitError
 def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not con.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, width=140)
+    return con
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -250,8 +253,181 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
     _console(stderr=False).print(f"[dim]{result['timing_note']}[/]")
 
 
+
+# ------------------------------------------------------------------------------------------- profile
+class _ProfileProgress:
+    def __init__(self, quiet: bool, label: str):
+        self.quiet = quiet
+        self.label = label
+        self.status = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        text = f"[bold]{self.label}[/] {phase}" + (f" {done}/{total}" if total else "")
+        if self.status is None:
+            self.status = _console().status(text)
+            self.status.start()
+        else:
+            self.status.update(text)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _f(v: Any, unit: str = "", digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.{digits}g}{unit}"
+
+
+def print_profile(results: list, con: Any = None) -> None:
+    """Latency, memory and energy sections for people (one row per thread setting)."""
+    from rich.table import Table
+
+    con = con or _console(stderr=False)
+    first = results[0]
+    subj = first.subject
+    title = subj.get("package") or subj.get("pte") or f"eager {subj.get('eager')}"
+    con.print(f"[bold]edgekit profile[/] {title}  [dim]engine {first.engine}, "
+              f"inputs {subj.get('input_source')}, {first.machine['cpu_model']}[/]")
+    lat = Table(title="latency (ms): timed runs", title_justify="left")
+    for col in ("threads", "runs", "p50", "p50 95% CI", "p90", "p99", "mean ± std", "min", "max", "outliers"):
+        lat.add_column(col, justify="right")
+    for r in results:
+        s = r.latency_ms
+        lat.add_row(f"{r.threads['effective']}", str(s.count), f"[bold]{_f(s.p50)}[/]",
+                    f"{s.ci95_median[0]:.4g}–{s.ci95_median[1]:.4g}", _f(s.p90), _f(s.p99),
+                    f"{_f(s.mean)} ± {_f(s.std, digits=2)}", _f(s.min), _f(s.max), str(s.outliers))
+    con.print(lat)
+    for r in results:
+        p = r.phases
+        con.print(f"[dim]{r.threads['effective']} thread(s): load {_f(p.load_ms)} ms · first run {_f(p.first_run_ms)} ms · "
+                  f"warm-up {p.warmup_runs} runs, mean {_f(p.warmup_mean_ms)} ms[/]")
+    con.print(f"[dim]percentiles: {first.latency_ms.percentile_method}; CI: {first.latency_ms.ci_method}[/]")
+    mem = Table(title="memory (MiB, resident set of the worker)", title_justify="left")
+    for col in ("threads", "baseline", "after load", "peak", "load Δ", "peak Δ", "USS peak", "planned", ".pte"):
+        mem.add_column(col, justify="right")
+    for r in results:
+        m = r.memory
+        mem.add_row(f"{r.threads['effective']}", _f(m.baseline_rss_mb), _f(m.load_rss_mb), _f(m.peak_rss_mb),
+                    _f(m.load_delta_mb), _f(m.peak_delta_mb), _f(m.uss_mb), _f(m.planned_mb), _f(m.pte_size_mb))
+    con.print(mem)
+    con.print(f"[dim]baseline: {first.memory.baseline_note}[/]")
+    en = Table(title="energy proxies (timed runs)", title_justify="left")
+    for col in ("threads", "CPU s/run", "CPU util.", "ctx sw. vol/invol", "J/run", "source"):
+        en.add_column(col, justify="right")
+    for r in results:
+        e = r.energy
+        en.add_row(f"{r.threads['effective']}", _f(e.cpu_seconds_per_run), f"{e.cpu_utilization:.2f}",
+                   f"{e.voluntary_ctx_switches}/{e.involuntary_ctx_switches}", _f(e.joules_per_run), e.joules_source)
+    con.print(en)
+    e = first.energy
+    con.print(f"[dim]{e.joules_note}" + (f"; inputs {e.estimate_inputs}" if e.estimate_inputs else "") + "[/]")
+    if e.cpu_freq_mhz:
+        con.print(f"[dim]CPU frequency: {e.cpu_freq_mhz['current']} MHz now (max {e.cpu_freq_mhz['max']})[/]")
+    for r in results:
+        if r.ops:
+            ops = Table(title=f"top operators by time ({r.threads['effective']} thread(s), {r.ops['runs']} traced runs)",
+                        title_justify="left")
+            for col in ("operator", "kind", "calls/run", "mean ms", "share"):
+                ops.add_column(col, justify="left" if col in ("operator", "kind") else "right")
+            for op in r.ops["ops"][:15]:
+                ops.add_row(op["name"], op["kind"], f"{op['calls_per_run']:g}", f"{op['mean_ms']:.4f}", f"{op['share']:.1%}")
+            con.print(ops)
+            con.print(f"[dim]{r.ops['note']}[/]")
+        for c in r.budget.get("checks", []):
+            mark = "[green]ok[/]" if c["ok"] else "[red]EXCEEDED[/]"
+            con.print(f"budget {c['name']}: {c['value']} (limit {c['limit']}) {mark}")
+    seen = set()
+    for r in results:
+        for w in r.warnings:
+            if w not in seen:
+                seen.add(w)
+                _console().print(f"[yellow]warning:[/] {w}")
+
+
+@cli.command()
+@click.argument("program", required=False)
+@click.option("--eager", metavar="MODEL_SPEC", help="Profile an eager PyTorch model instead (needs --input).")
+@click.option("--input", "-i", "input_specs", multiple=True, callback=_parse_inputs, metavar="SHAPE[:DTYPE]",
+              help="Input spec for --eager, e.g. 1x3x224x224.")
+@click.option("--inputs", "inputs_file", type=click.Path(), help="Real inputs (.npz/.pt) instead of random ones.")
+@click.option("--engine", type=click.Choice(["auto", "native", "python"]), default="auto", show_default=True,
+              help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.")
+@click.option("--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's).")
+@click.option("--cpus", metavar="LIST", help="Pin the worker to these CPUs, e.g. 0,1.")
+@click.option("--runs", type=int, help="Timed runs (at least; default: the target's).")
+@click.option("--warmup", type=int, help="Warm-up runs (at least; default: the target's).")
+@click.option("--warmup-seconds", type=float, default=0.5, show_default=True, help="Warm up for at least this long.")
+@click.option("--min-seconds", type=float, help="Keep timing until at least this long has passed.")
+@click.option("--max-seconds", type=float, default=60.0, show_default=True, help="Stop timing after this long.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Kill the worker after this many seconds.")
+@click.option("--method", default="forward", show_default=True, help="Program method to run.")
+@click.option("--ops", is_flag=True, help="Also record an ETDump and print the top operators by time.")
+@click.option("--target", "-t", help="Target for defaults, budgets and the power model (default: the package's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
+@click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@handle_errors
+def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, engine: str,
+            threads_text: str | None, cpus: str | None, runs: int | None, warmup: int | None, warmup_seconds: float,
+            min_seconds: float | None, max_seconds: float, timeout: float, method: str, ops: bool, target: str | None,
+            as_json: bool, out_file: str | None, quiet: bool) -> None:
+    """Measure PROGRAM (a .pte or a package folder) in an isolated worker process.
+
+    \b
+    Examples:
+      edgekit profile build/net --runs 200 --threads 2
+      edgekit profile build/net --threads 1,2 --ops --json
+      edgekit profile --eager mypkg.nets:make_net --input 1x3x224x224
+    """
+    from .errors import UsageError
+    from .profile.harness import ProfileOptions, parse_cpus, parse_threads, profile as run_profile
+
+    if program is None and eager is None:
+        raise UsageError("nothing to profile", "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE")
+    if program is not None and eager is not None:
+        raise UsageError("give PROGRAM or --eager, not both")
+    thread_list = parse_threads(threads_text) if threads_text else [None]
+    results = []
+    for threads in thread_list:
+        opts = ProfileOptions(runs=runs, warmup=warmup, warmup_seconds=warmup_seconds, min_seconds=min_seconds,
+                              max_seconds=max_seconds, threads=threads, cpus=parse_cpus(cpus), timeout=timeout,
+                              method=method, engine=engine, ops=ops)
+        bar = _ProfileProgress(quiet, f"profile ({threads or 'default'} thread(s))")
+        try:
+            results.append(run_profile(program, eager=eager, eager_inputs=input_specs, inputs=inputs_file, target=target,
+                                       options=opts, progress=bar))
+        finally:
+            bar.close()
+    data = [r.to_dict() for r in results]
+    payload = data[0] if len(data) == 1 else {"schema_version": 1, "sweep": data}
+    if out_file:
+        from pathlib import Path
+
+        from .pipeline.package import write_json
+
+        write_json(Path(out_file), payload)
+    if as_json:
+        _emit_json(payload)
+    else:
+        print_profile(results)
+    failed = [(r, c) for r in results for c in r.budget_failures]
+    if failed:
+        raise click.ClickException("budget exceeded: " + "; ".join(
+            f"{c['name']} {c['value']} > {c['limit']} ({r.threads['effective']} thread(s))" for r, c in failed))
+
+
 def main() -> None:
     """Console-script entry point."""
+    import os
+
+    # Like other tools that take module:attr specs (uvicorn, flask), resolve them from the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     cli(prog_name="edgekit")
 
 

@@ -1,0 +1,85 @@
+"""Facts about the machine and the software, recorded beside every measurement.
+
+Read without importing torch (package metadata only), so the profiler's parent stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def _pkg(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict:
+    """CPU, cores, frequency, memory, OS and the versions that change measured figures."""
+    import psutil
+
+    freq = None
+    try:
+        f = psutil.cpu_freq()
+        freq = round(f.max or f.current, 1) if f else None
+    except (OSError, NotImplementedError, AttributeError):
+        pass
+    facts = {
+        "cpu_model": cpu_model(),
+        "arch": platform.machine(),
+        "cores_logical": psutil.cpu_count(logical=True),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "cpu_max_mhz": freq,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "torch": _pkg("torch"),
+        "executorch": _pkg("executorch"),
+        "edgekit": _pkg("edgekit"),
+    }
+    facts["machine_id"] = machine_id(facts)
+    return facts
+
+
+#: Facts that must agree for two measurements to be comparable.
+COMPARABLE_KEYS = ("cpu_model", "arch", "cores_logical", "memory_gb", "os")
+
+
+def machine_id(facts: dict) -> str:
+    """A short stable id of the hardware + OS (not the software versions, which runs compare on purpose)."""
+    text = "|".join(str(facts.get(k)) for k in ("cpu_model", "arch", "cores_logical", "hostname"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def commit_facts(cwd: str | os.PathLike | None = None) -> dict:
+    """The git commit of the working tree (sha, dirty flag), or nulls outside a repository."""
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    if sha is None:
+        return {"sha": None, "short": None, "dirty": None, "branch": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"sha": sha, "short": sha[:10], "dirty": bool(status), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}

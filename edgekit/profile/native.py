@@ -1,0 +1,113 @@
+"""Compile and cache the native runner against the C++ runtime that the executorch wheel ships.
+
+The wheel carries headers (``executorch/include``), shared libraries (``executorch/lib``) and a CMake config
+(``share/cmake``) whose comments document the flags used here: C++17, ``C10_USING_CUSTOM_GENERATED_MACROS``,
+``ET_EVENT_TRACER_ENABLED`` (the libraries are built with it) and ``ET_USE_THREADPOOL``; each
+registration-only library linked with ``--no-as-needed`` so its kernels and delegate register. The
+CMake route needs CMake 3.28 for its imported targets, so the compiler is called directly.
+
+The binary is cached per executorch version and hash of (source, flags, compiler), and rebuilt when any
+changes. ``EDGEKIT_CACHE`` overrides the cache root (default ``~/.cache/edgekit``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import ProfileError
+
+SOURCE = Path(__file__).with_name("runner.cpp")
+LIBS = ("executorch", "executorch_kernels_optimized", "executorch_kernels_quantized", "executorch_backend_xnnpack",
+        "executorch_threadpool", "executorch_etdump")
+DEFINES = ("C10_USING_CUSTOM_GENERATED_MACROS", "ET_EVENT_TRACER_ENABLED", "ET_USE_THREADPOOL")
+
+
+class NativeUnavailable(ProfileError):
+    """The native engine cannot be used here (no compiler, or the wheel lacks its C++ runtime)."""
+
+
+def executorch_dir() -> Path:
+    spec = importlib.util.find_spec("executorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise NativeUnavailable("executorch is not installed", "pip install executorch==1.5.1")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def executorch_version() -> str:
+    from importlib.metadata import version
+
+    return version("executorch")
+
+
+def find_compiler() -> str | None:
+    """``$CXX``, else g++, else clang++ (None when there is none)."""
+    cxx = os.environ.get("CXX")
+    if cxx and shutil.which(cxx):
+        return shutil.which(cxx)
+    return shutil.which("g++") or shutil.which("clang++")
+
+
+def compile_command(cxx: str, out: Path) -> list[str]:
+    et = executorch_dir()
+    lib = (et / "lib").resolve()
+    cmd = [cxx, "-std=c++17", "-O2", "-DNDEBUG"]
+    cmd += [f"-D{d}" for d in DEFINES]
+    cmd += [f"-I{et / 'include'}", f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}"]
+    cmd += [str(SOURCE), "-o", str(out), f"-L{lib}", "-Wl,--no-as-needed"]
+    cmd += [f"-l{name}" for name in LIBS]
+    cmd += ["-Wl,--as-needed", f"-Wl,-rpath,{lib}", "-lpthread"]
+    return cmd
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit")
+
+
+def _compiler_id(cxx: str) -> str:
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return cxx
+
+
+def runner_path(rebuild: bool = False) -> Path:
+    """Path of the compiled runner, compiling it first when needed.
+
+    Raises:
+        NativeUnavailable: no compiler, missing runtime files, or compilation failed (with its first error).
+    """
+    cxx = find_compiler()
+    if cxx is None:
+        raise NativeUnavailable("no C++ compiler found for the native engine", "install g++ (or set CXX); using --engine python meanwhile")
+    et = executorch_dir()
+    missing = [f"lib{n}.so" for n in LIBS if not (et / "lib" / f"lib{n}.so").exists()]
+    if not (et / "include").is_dir() or missing:
+        raise NativeUnavailable(f"this executorch wheel lacks its C++ runtime ({', '.join(missing) or 'include/'})",
+                                "install the executorch wheel from PyPI, or use --engine python")
+    digest = hashlib.sha256()
+    digest.update(SOURCE.read_bytes())
+    digest.update(" ".join(compile_command("CXX", Path("OUT"))).encode())
+    digest.update(_compiler_id(cxx).encode())
+    folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
+    binary = folder / "edgekit-runner"
+    if binary.exists() and not rebuild:
+        return binary
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two profilers starting at once compile once
+        if binary.exists() and not rebuild:
+            return binary
+        tmp = folder / f".edgekit-runner.{os.getpid()}.tmp"
+        proc = subprocess.run(compile_command(cxx, tmp), capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+            raise NativeUnavailable(f"compiling the native runner failed: {first}", "use --engine python, or report this")
+        os.replace(tmp, binary)
+    return binary

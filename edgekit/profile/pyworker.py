@@ -1,0 +1,185 @@
+"""The Python profiling worker: the fallback engine (ExecuTorch pybindings) and the eager PyTorch engine.
+
+Speaks the native runner's protocol (same options, ``@phase``/``@progress``/``@error`` lines on stderr and a
+JSON result file), so both engines produce one result format. Its RSS baseline is taken after its imports
+and is reported as what it is: a Python interpreter with the ExecuTorch bindings (or torch) loaded.
+
+Run as ``python -m edgekit.profile.pyworker --model P.pte ...`` or ``--eager SPEC --dtype float32 ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+
+def _status_bytes(key: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def _usage() -> dict:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw, "maxrss": ru.ru_maxrss}
+
+
+def _delta(a: dict, b: dict) -> dict:
+    return {"user_s": b["user_s"] - a["user_s"], "sys_s": b["sys_s"] - a["sys_s"],
+            "voluntary_ctx_switches": b["nvcsw"] - a["nvcsw"], "involuntary_ctx_switches": b["nivcsw"] - a["nivcsw"]}
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _fail(msg: str) -> None:
+    _say("@error " + " ".join(msg.split()))
+    sys.exit(1)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="edgekit.profile.pyworker")
+    p.add_argument("--model")
+    p.add_argument("--eager")
+    p.add_argument("--method", default="forward")
+    p.add_argument("--inputs")
+    p.add_argument("--shape", action="append", default=[])
+    p.add_argument("--dtype", action="append", default=[])
+    p.add_argument("--result", required=True)
+    p.add_argument("--etdump")
+    p.add_argument("--etdump-runs", type=int, default=20)
+    p.add_argument("--loader", default="mmap")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--warmup-seconds", type=float, default=0.0)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--max-seconds", type=float, default=1e9)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parse(sys.argv[1:] if argv is None else argv)
+    engine = "eager" if a.eager else "python"
+    # Imports first: the baseline is the interpreter with its runtime loaded, before the model is.
+    import numpy as np
+    import torch
+
+    if engine == "python":
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        runtime = Runtime.get()
+        portable_lib._unsafe_reset_threadpool(a.threads)
+        threads_effective = int(portable_lib._threadpool_get_thread_count())
+    else:
+        from edgekit.models import load_model
+
+        torch.set_num_threads(a.threads)
+        threads_effective = torch.get_num_threads()
+    rss_baseline = _status_bytes("VmRSS")
+    u_start = _usage()
+
+    _say("@phase load")
+    t0 = time.perf_counter()
+    if engine == "python":
+        try:
+            program = runtime.load_program(a.model)
+            method = program.load_method(a.method)
+        except Exception as exc:  # the bindings raise RuntimeError/ValueError for bad programs
+            _fail(f"loading the program failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        run = lambda xs: method.execute(xs)  # noqa: E731
+    else:
+        try:
+            from edgekit.models import InputSpec
+
+            specs = [InputSpec(tuple(int(d) for d in s.split(",")), dt) for s, dt in zip(a.shape, a.dtype)]
+            module = load_model(a.eager, specs).module
+        except Exception as exc:
+            _fail(f"loading the eager model failed: {exc}")
+        grad = torch.no_grad()
+        grad.__enter__()
+        run = lambda xs: module(*xs)  # noqa: E731
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rss_after_load = _status_bytes("VmRSS")
+    hwm_after_load = _status_bytes("VmHWM")
+    u_loaded = _usage()
+
+    inputs = []
+    dtypes = a.dtype  # the parent passes one dtype per input for both engines
+    raw = open(a.inputs, "rb").read() if a.inputs else None
+    offset = 0
+    for shape_txt, dt in zip(a.shape, dtypes):
+        shape = tuple(int(d) for d in shape_txt.split(","))
+        np_dtype = np.dtype("bool" if dt == "bool" else dt if dt != "bfloat16" else "uint16")
+        n = int(np.prod(shape)) * np_dtype.itemsize
+        if raw is not None:
+            if offset + n > len(raw):
+                _fail("inputs file is shorter than the inputs need")
+            arr = np.frombuffer(raw, dtype=np_dtype, count=int(np.prod(shape)), offset=offset).reshape(shape).copy()
+        else:
+            arr = np.zeros(shape, np_dtype)
+        offset += n
+        inputs.append(torch.from_numpy(arr).contiguous())
+
+    def execute(phase: str):
+        try:
+            return run(inputs)
+        except Exception as exc:
+            _fail(f"execute() failed during {phase}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+    _say("@phase first_run")
+    t = time.perf_counter()
+    execute("the first run")
+    first_run_ms = (time.perf_counter() - t) * 1e3
+
+    _say("@phase warmup")
+    warm = []
+    tw = time.perf_counter()
+    while len(warm) < a.warmup or time.perf_counter() - tw < a.warmup_seconds:
+        t = time.perf_counter()
+        execute("warm-up")
+        warm.append((time.perf_counter() - t) * 1e3)
+
+    _say("@phase timed")
+    samples = []
+    u0 = _usage()
+    tt = time.perf_counter()
+    last = 0
+    while True:
+        elapsed = time.perf_counter() - tt
+        if (len(samples) >= a.runs and elapsed >= a.min_seconds) or (elapsed >= a.max_seconds and samples):
+            break
+        t = time.perf_counter()
+        execute("the timed runs")
+        samples.append((time.perf_counter() - t) * 1e3)
+        if len(samples) - last >= 25 or len(samples) == a.runs:
+            _say(f"@progress {len(samples)} {a.runs}")
+            last = len(samples)
+    timed_wall = time.perf_counter() - tt
+    u1 = _usage()
+    result = {
+        "engine": engine, "method": a.method, "loader": "pybindings" if engine == "python" else "torch",
+        "threads_requested": a.threads, "threads_effective": threads_effective,
+        "load_ms": load_ms, "first_run_ms": first_run_ms, "warmup_ms": warm, "samples_ms": samples, "timed_wall_s": timed_wall,
+        "rss_baseline_bytes": rss_baseline, "rss_after_load_bytes": rss_after_load, "rss_after_runs_bytes": _status_bytes("VmRSS"),
+        "hwm_after_load_bytes": hwm_after_load, "hwm_bytes": _status_bytes("VmHWM"), "ru_maxrss_bytes": u1["maxrss"] * 1024,
+        "cpu_load": _delta(u_start, u_loaded), "cpu_timed": _delta(u0, u1), "etdump": "not requested",
+    }
+    with open(a.result, "w") as f:
+        json.dump(result, f)
+    _say("@phase done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+// edgekit's native profiling runner: the measured process. No Python, no torch: its RSS is the program's.
+//
+// It loads an ExecuTorch program with the runtime that the executorch wheel ships, feeds it inputs the
+// parent prepared (raw bytes), runs it through the phases users know from TFLite's benchmark_model
+// (load, first run, warm-up, timed runs) and writes raw samples and counters as JSON to --result.
+// Statistics are computed by the parent from the raw samples, so both engines share one definition.
+//
+// Protocol: progress lines on stderr ("@phase NAME", "@progress DONE TOTAL"); errors as "@error MESSAGE"
+// and exit code 1. A crash (signal) is detected by the parent.
+
+#include <executorch/extension/data_loader/file_data_loader.h>
+#include <executorch/extension/data_loader/mmap_data_loader.h>
+#include <executorch/extension/memory_allocator/malloc_memory_allocator.h>
+#include <executorch/devtools/etdump/etdump_flatcc.h>
+#include <executorch/runtime/executor/method.h>
+#include <executorch/runtime/executor/program.h>
+#include <executorch/runtime/platform/runtime.h>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+// The wheel ships libexecutorch_threadpool.so but not threadpool.h: declare the members we call, exactly as
+// upstream's extension/threadpool/threadpool.h declares them (the class is never constructed here).
+namespace executorch::extension::threadpool {
+class ThreadPool {
+ public:
+  size_t get_thread_count() const;
+  bool _unsafe_reset_threadpool(uint32_t num_threads);
+};
+ThreadPool* get_threadpool();
+}  // namespace executorch::extension::threadpool
+
+using executorch::aten::ScalarType;
+using executorch::aten::Tensor;
+using executorch::aten::TensorImpl;
+using executorch::runtime::Error;
+using executorch::runtime::EValue;
+using executorch::runtime::HierarchicalAllocator;
+using executorch::runtime::MemoryManager;
+using executorch::runtime::Method;
+using executorch::runtime::MethodMeta;
+using executorch::runtime::Program;
+using executorch::runtime::Result;
+using executorch::runtime::Span;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+[[noreturn]] void fail(const std::string& msg) {
+  std::fprintf(stderr, "@error %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::exit(1);
+}
+
+// Resident and proportional memory of this process, in bytes (Linux /proc).
+long long read_status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  size_t n = std::strlen(key);
+  while (std::getline(f, line)) {
+    if (line.compare(0, n, key) == 0) {
+      return std::atoll(line.c_str() + n + 1);
+    }
+  }
+  return -1;
+}
+
+long long rss_bytes() {
+  long long kb = read_status_kb("VmRSS");
+  return kb < 0 ? -1 : kb * 1024;
+}
+
+long long hwm_bytes() {
+  long long kb = read_status_kb("VmHWM");
+  return kb < 0 ? -1 : kb * 1024;
+}
+
+struct Usage {
+  double user_s = 0, sys_s = 0;
+  long long nvcsw = 0, nivcsw = 0, maxrss_kb = 0;
+};
+
+Usage usage_now() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  Usage u;
+  u.user_s = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+  u.sys_s = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  u.nvcsw = ru.ru_nvcsw;
+  u.nivcsw = ru.ru_nivcsw;
+  u.maxrss_kb = ru.ru_maxrss;
+  return u;
+}
+
+std::string usage_json(const Usage& a, const Usage& b) {
+  std::ostringstream o;
+  o.precision(9);
+  o << "{\"user_s\":" << (b.user_s - a.user_s) << ",\"sys_s\":" << (b.sys_s - a.sys_s)
+    << ",\"voluntary_ctx_switches\":" << (b.nvcsw - a.nvcsw)
+    << ",\"involuntary_ctx_switches\":" << (b.nivcsw - a.nivcsw) << "}";
+  return o.str();
+}
+
+std::string samples_json(const std::vector<double>& v) {
+  std::ostringstream o;
+  o.precision(9);
+  o << "[";
+  for (size_t i = 0; i < v.size(); ++i) o << (i ? "," : "") << v[i];
+  o << "]";
+  return o.str();
+}
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
+struct Args {
+  std::string model, method = "forward", inputs, result, etdump, loader = "mmap";
+  std::vector<std::vector<int32_t>> shapes;
+  int threads = 1, warmup = 20, runs = 100, etdump_runs = 20;
+  double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
+};
+
+std::vector<int32_t> parse_shape(const std::string& s) {
+  std::vector<int32_t> dims;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) dims.push_back(static_cast<int32_t>(std::atoi(item.c_str())));
+  }
+  return dims;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (i + 1 >= argc) fail("missing value for " + k);
+    std::string v = argv[++i];
+    if (k == "--model") a.model = v;
+    else if (k == "--method") a.method = v;
+    else if (k == "--inputs") a.inputs = v;
+    else if (k == "--shape") a.shapes.push_back(parse_shape(v));
+    else if (k == "--result") a.result = v;
+    else if (k == "--etdump") a.etdump = v;
+    else if (k == "--etdump-runs") a.etdump_runs = std::atoi(v.c_str());
+    else if (k == "--loader") a.loader = v;
+    else if (k == "--threads") a.threads = std::atoi(v.c_str());
+    else if (k == "--warmup") a.warmup = std::atoi(v.c_str());
+    else if (k == "--warmup-seconds") a.warmup_seconds = std::atof(v.c_str());
+    else if (k == "--runs") a.runs = std::atoi(v.c_str());
+    else if (k == "--min-seconds") a.min_seconds = std::atof(v.c_str());
+    else if (k == "--max-seconds") a.max_seconds = std::atof(v.c_str());
+    else fail("unknown option " + k);
+  }
+  if (a.model.empty() || a.result.empty()) fail("--model and --result are required");
+  return a;
+}
+
+// Everything one loaded method needs to stay alive.
+struct Loaded {
+  std::vector<std::vector<uint8_t>> planned;
+  std::vector<Span<uint8_t>> spans;
+  std::unique_ptr<HierarchicalAllocator> planned_alloc;
+  std::unique_ptr<executorch::extension::MallocMemoryAllocator> method_alloc, temp_alloc;
+  std::unique_ptr<MemoryManager> memory;
+  std::unique_ptr<Method> method;
+};
+
+std::unique_ptr<Loaded> load_method(Program& program, const Args& a,
+                                     executorch::runtime::EventTracer* tracer) {
+  auto meta = program.method_meta(a.method.c_str());
+  if (!meta.ok()) fail("the program has no method '" + a.method + "'");
+  auto out = std::make_unique<Loaded>();
+  size_t n = meta->num_memory_planned_buffers();
+  out->planned.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    out->planned[i].resize(static_cast<size_t>(meta->memory_planned_buffer_size(i).get()));
+    out->spans.emplace_back(out->planned[i].data(), out->planned[i].size());
+  }
+  out->planned_alloc = std::make_unique<HierarchicalAllocator>(
+      Span<Span<uint8_t>>(out->spans.data(), out->spans.size()));
+  out->method_alloc = std::make_unique<executorch::extension::MallocMemoryAllocator>();
+  out->temp_alloc = std::make_unique<executorch::extension::MallocMemoryAllocator>();
+  out->memory = std::make_unique<MemoryManager>(out->method_alloc.get(), out->planned_alloc.get(),
+                                                out->temp_alloc.get());
+  auto m = program.load_method(a.method.c_str(), out->memory.get(), tracer);
+  if (!m.ok()) {
+    fail("loading method '" + a.method + "' failed with error 0x" +
+         [&] { std::ostringstream o; o << std::hex << static_cast<int>(m.error()); return o.str(); }());
+  }
+  out->method = std::make_unique<Method>(std::move(m.get()));
+  return out;
+}
+
+struct Inputs {
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<std::vector<int32_t>> sizes;
+  std::vector<std::vector<uint8_t>> dim_order;
+  std::vector<std::vector<int32_t>> strides;
+  std::vector<std::unique_ptr<TensorImpl>> impls;
+};
+
+void set_inputs(Method& method, Inputs& in) {
+  for (size_t i = 0; i < in.impls.size(); ++i) {
+    Error e = method.set_input(EValue(Tensor(in.impls[i].get())), i);
+    if (e != Error::Ok) {
+      std::ostringstream o;
+      o << "setting input " << i << " failed with error 0x" << std::hex << static_cast<int>(e)
+        << " (shape or dtype does not fit the program)";
+      fail(o.str());
+    }
+  }
+}
+
+std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
+  auto in = std::make_unique<Inputs>();
+  std::ifstream f;
+  if (!a.inputs.empty()) {
+    f.open(a.inputs, std::ios::binary);
+    if (!f) fail("cannot open inputs file " + a.inputs);
+  }
+  for (size_t i = 0; i < meta.num_inputs(); ++i) {
+    auto tm = meta.input_tensor_meta(i);
+    if (!tm.ok()) fail("input " + std::to_string(i) + " is not a tensor; only tensor inputs are supported");
+    std::vector<int32_t> sizes(tm->sizes().begin(), tm->sizes().end());
+    if (i < a.shapes.size() && !a.shapes[i].empty()) sizes = a.shapes[i];
+    size_t numel = 1;
+    for (auto s : sizes) numel *= static_cast<size_t>(s);
+    size_t elem = executorch::runtime::elementSize(tm->scalar_type());
+    std::vector<uint8_t> buf(numel * elem);
+    if (f.is_open()) {
+      f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+      if (static_cast<size_t>(f.gcount()) != buf.size()) fail("inputs file is shorter than the inputs need");
+    }
+    std::vector<uint8_t> order(sizes.size());
+    for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<uint8_t>(d);
+    std::vector<int32_t> strides(sizes.size());
+    int32_t st = 1;
+    for (int d = static_cast<int>(sizes.size()) - 1; d >= 0; --d) {
+      strides[d] = st;
+      st *= sizes[d];
+    }
+    in->data.push_back(std::move(buf));
+    in->sizes.push_back(std::move(sizes));
+    in->dim_order.push_back(std::move(order));
+    in->strides.push_back(std::move(strides));
+  }
+  for (size_t i = 0; i < in->data.size(); ++i) {
+    auto tm = meta.input_tensor_meta(i);
+    in->impls.push_back(std::make_unique<TensorImpl>(
+        tm->scalar_type(), static_cast<ssize_t>(in->sizes[i].size()), in->sizes[i].data(),
+        in->data[i].data(), in->dim_order[i].data(), in->strides[i].data(),
+        executorch::aten::TensorShapeDynamism::STATIC));
+  }
+  return in;
+}
+
+void execute_or_fail(Method& m, const char* phase) {
+  Error e = m.execute();
+  if (e != Error::Ok) {
+    std::ostringstream o;
+    o << "execute() failed during " << phase << " with error 0x" << std::hex << static_cast<int>(e);
+    fail(o.str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse(argc, argv);
+  // Baseline: the process with the runtime's shared libraries mapped and nothing loaded.
+  executorch::runtime::runtime_init();
+  long long rss_baseline = rss_bytes();
+  Usage u_start = usage_now();
+
+  auto* pool = executorch::extension::threadpool::get_threadpool();
+  if (pool == nullptr) fail("the ExecuTorch threadpool is unavailable");
+  if (a.threads > 0) pool->_unsafe_reset_threadpool(static_cast<uint32_t>(a.threads));
+  int threads_effective = static_cast<int>(pool->get_thread_count());
+
+  std::fprintf(stderr, "@phase load\n");
+  auto t_load = Clock::now();
+  std::unique_ptr<executorch::runtime::DataLoader> loader;
+  if (a.loader == "file") {
+    auto l = executorch::extension::FileDataLoader::from(a.model.c_str());
+    if (!l.ok()) fail("cannot open " + a.model);
+    loader = std::make_unique<executorch::extension::FileDataLoader>(std::move(l.get()));
+  } else {
+    auto l = executorch::extension::MmapDataLoader::from(
+        a.model.c_str(), executorch::extension::MmapDataLoader::MlockConfig::NoMlock);
+    if (!l.ok()) fail("cannot open " + a.model);
+    loader = std::make_unique<executorch::extension::MmapDataLoader>(std::move(l.get()));
+  }
+  auto program = Program::load(loader.get(), Program::Verification::InternalConsistency);
+  if (!program.ok()) {
+    std::ostringstream o;
+    o << "not a valid ExecuTorch program (Program::load error 0x" << std::hex << static_cast<int>(program.error()) << ")";
+    fail(o.str());
+  }
+  auto loaded = load_method(program.get(), a, nullptr);
+  double load_ms = ms_since(t_load);
+  long long rss_after_load = rss_bytes();
+  long long hwm_after_load = hwm_bytes();
+  Usage u_loaded = usage_now();
+
+  auto meta = program->method_meta(a.method.c_str());
+  auto inputs = read_inputs(meta.get(), a);
+  set_inputs(*loaded->method, *inputs);
+
+  std::fprintf(stderr, "@phase first_run\n");
+  auto t_first = Clock::now();
+  execute_or_fail(*loaded->method, "the first run");
+  double first_run_ms = ms_since(t_first);
+
+  std::fprintf(stderr, "@phase warmup\n");
+  std::vector<double> warm;
+  auto t_warm = Clock::now();
+  while (static_cast<int>(warm.size()) < a.warmup || seconds_since(t_warm) < a.warmup_seconds) {
+    auto t = Clock::now();
+    execute_or_fail(*loaded->method, "warm-up");
+    warm.push_back(ms_since(t));
+  }
+
+  std::fprintf(stderr, "@phase timed\n");
+  std::vector<double> samples;
+  samples.reserve(static_cast<size_t>(a.runs));
+  Usage u_timed0 = usage_now();
+  auto t_timed = Clock::now();
+  int last_report = 0;
+  while (true) {
+    double elapsed = seconds_since(t_timed);
+    bool enough = static_cast<int>(samples.size()) >= a.runs && elapsed >= a.min_seconds;
+    if (enough || (elapsed >= a.max_seconds && !samples.empty())) break;
+    auto t = Clock::now();
+    execute_or_fail(*loaded->method, "the timed runs");
+    samples.push_back(ms_since(t));
+    int done = static_cast<int>(samples.size());
+    if (done - last_report >= 25 || done == a.runs) {
+      std::fprintf(stderr, "@progress %d %d\n", done, a.runs);
+      last_report = done;
+    }
+  }
+  double timed_wall_s = seconds_since(t_timed);
+  Usage u_timed1 = usage_now();
+  long long rss_after_runs = rss_bytes();
+  long long hwm_end = hwm_bytes();
+
+  // Per-operator profile: a separate load with an ETDump tracer, so the timed runs above carry no tracing.
+  std::string etdump_status = "\"not requested\"";
+  if (!a.etdump.empty()) {
+    std::fprintf(stderr, "@phase ops\n");
+    executorch::etdump::ETDumpGen etdump;
+    auto traced = load_method(program.get(), a, &etdump);
+    set_inputs(*traced->method, *inputs);
+    for (int i = 0; i < a.etdump_runs; ++i) execute_or_fail(*traced->method, "the ETDump runs");
+    auto data = etdump.get_etdump_data();
+    if (data.buf == nullptr || data.size == 0) {
+      etdump_status = "\"empty\"";
+    } else {
+      std::ofstream f(a.etdump, std::ios::binary);
+      f.write(static_cast<const char*>(data.buf), static_cast<std::streamsize>(data.size));
+      free(data.buf);
+      etdump_status = "\"written\"";
+    }
+  }
+
+  std::ostringstream o;
+  o.precision(9);
+  o << "{\"engine\":\"native\",\"method\":\"" << escape(a.method) << "\",\"loader\":\"" << a.loader << "\""
+    << ",\"threads_requested\":" << a.threads << ",\"threads_effective\":" << threads_effective
+    << ",\"load_ms\":" << load_ms << ",\"first_run_ms\":" << first_run_ms
+    << ",\"warmup_ms\":" << samples_json(warm) << ",\"samples_ms\":" << samples_json(samples)
+    << ",\"timed_wall_s\":" << timed_wall_s
+    << ",\"rss_baseline_bytes\":" << rss_baseline << ",\"rss_after_load_bytes\":" << rss_after_load
+    << ",\"rss_after_runs_bytes\":" << rss_after_runs << ",\"hwm_after_load_bytes\":" << hwm_after_load
+    << ",\"hwm_bytes\":" << hwm_end << ",\"ru_maxrss_bytes\":" << (u_timed1.maxrss_kb * 1024)
+    << ",\"cpu_load\":" << usage_json(u_start, u_loaded) << ",\"cpu_timed\":" << usage_json(u_timed0, u_timed1)
+    << ",\"etdump\":" << etdump_status << "}";
+  std::ofstream out(a.result);
+  out << o.str() << "\n";
+  out.close();
+  if (!out) fail("cannot write result file " + a.result);
+  std::fprintf(stderr, "@phase done\n");
+  return 0;
+}
