@@ -20,11 +20,8 @@ def build(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
-def profile(*args, **kwargs):
-    """Profile a program or package in an isolated process; see :func:`edgekit.profile.harness.profile`."""
-    from .profile.harness import profile as _profile
-
-    return _profile(*args, **kwargs)
+# Callable subpackage: edgekit.profile(path, runs=200) profiles; edgekit.profile.ProfileResult is its type.
+from . import profile  # noqa: E402
 
 
 __all__ = [

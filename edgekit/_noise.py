@@ -46,6 +46,7 @@ def _install_python_filters() -> None:
     warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
     warnings.filterwarnings("ignore", message=r".*TypedStorage is deprecated.*")
     warnings.filterwarnings("ignore", message=r".*erase_node.*")
+    warnings.filterwarnings("ignore", message=r".*Output Buffer not found.*")
     for name in ("torch._export", "torch.export", "torchao", "torch._dynamo", "torch.fx.experimental.symbolic_shapes"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

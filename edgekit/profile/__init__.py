@@ -1,5 +1,20 @@
-"""The profiler: a watched worker process (native C++ runner or Python) measuring latency, memory and energy."""
+"""The profiler: a watched worker process (native C++ runner or Python) measuring latency, memory and energy.
+
+``edgekit.profile`` is both this package and the entry point: the module is callable, so
+``edgekit.profile("build/net", runs=200)`` and ``edgekit.profile.ProfileResult`` both work.
+"""
+
+import sys
+import types
 
 from .harness import EnergyResult, MemoryResult, Phases, ProfileOptions, ProfileResult, profile
 
 __all__ = ["EnergyResult", "MemoryResult", "Phases", "ProfileOptions", "ProfileResult", "profile"]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return profile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

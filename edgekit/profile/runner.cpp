@@ -67,6 +67,35 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// Names of runtime/core/error.h codes, so users read "DelegateInvalidCompatibility", not "0x30".
+std::string error_name(Error e) {
+  int c = static_cast<int>(e);
+  const char* name = "Unknown";
+  switch (c) {
+    case 0x01: name = "Internal"; break;
+    case 0x02: name = "InvalidState"; break;
+    case 0x03: name = "EndOfMethod"; break;
+    case 0x10: name = "NotSupported"; break;
+    case 0x11: name = "NotImplemented"; break;
+    case 0x12: name = "InvalidArgument"; break;
+    case 0x13: name = "InvalidType"; break;
+    case 0x14: name = "OperatorMissing"; break;
+    case 0x20: name = "NotFound"; break;
+    case 0x21: name = "MemoryAllocationFailed"; break;
+    case 0x22: name = "AccessFailed"; break;
+    case 0x23: name = "InvalidProgram"; break;
+    case 0x24: name = "InvalidExternalData"; break;
+    case 0x25: name = "OutOfResources"; break;
+    case 0x30: name = "DelegateInvalidCompatibility"; break;
+    case 0x31: name = "DelegateMemoryAllocationFailed"; break;
+    case 0x32: name = "DelegateInvalidHandle"; break;
+    default: break;
+  }
+  std::ostringstream o;
+  o << name << " (0x" << std::hex << c << ")";
+  return o.str();
+}
+
 [[noreturn]] void fail(const std::string& msg) {
   std::fprintf(stderr, "@error %s\n", msg.c_str());
   std::fflush(stderr);
@@ -213,8 +242,8 @@ std::unique_ptr<Loaded> load_method(Program& program, const Args& a,
                                                 out->temp_alloc.get());
   auto m = program.load_method(a.method.c_str(), out->memory.get(), tracer);
   if (!m.ok()) {
-    fail("loading method '" + a.method + "' failed with error 0x" +
-         [&] { std::ostringstream o; o << std::hex << static_cast<int>(m.error()); return o.str(); }());
+    fail("loading method '" + a.method + "' failed: " + error_name(m.error()) +
+         " - the program is corrupt, or needs a kernel or delegate this runtime lacks");
   }
   out->method = std::make_unique<Method>(std::move(m.get()));
   return out;
@@ -232,10 +261,8 @@ void set_inputs(Method& method, Inputs& in) {
   for (size_t i = 0; i < in.impls.size(); ++i) {
     Error e = method.set_input(EValue(Tensor(in.impls[i].get())), i);
     if (e != Error::Ok) {
-      std::ostringstream o;
-      o << "setting input " << i << " failed with error 0x" << std::hex << static_cast<int>(e)
-        << " (shape or dtype does not fit the program)";
-      fail(o.str());
+      fail("setting input " + std::to_string(i) + " failed: " + error_name(e) +
+           " (its shape or dtype does not fit the program)");
     }
   }
 }
@@ -286,9 +313,7 @@ std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
 void execute_or_fail(Method& m, const char* phase) {
   Error e = m.execute();
   if (e != Error::Ok) {
-    std::ostringstream o;
-    o << "execute() failed during " << phase << " with error 0x" << std::hex << static_cast<int>(e);
-    fail(o.str());
+    fail(std::string("execute() failed during ") + phase + ": " + error_name(e));
   }
 }
 
@@ -321,9 +346,7 @@ int main(int argc, char** argv) {
   }
   auto program = Program::load(loader.get(), Program::Verification::InternalConsistency);
   if (!program.ok()) {
-    std::ostringstream o;
-    o << "not a valid ExecuTorch program (Program::load error 0x" << std::hex << static_cast<int>(program.error()) << ")";
-    fail(o.str());
+    fail("not a valid ExecuTorch program: Program::load failed with " + error_name(program.error()));
   }
   auto loaded = load_method(program.get(), a, nullptr);
   double load_ms = ms_since(t_load);
