@@ -138,11 +138,16 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
                      "size_kib": res.manifest["program"]["size_bytes"] / 1024, "sqnr_db": v["sqnr_db"],
                      "pte": str(out / target / "model.pte")})
 
-    log(f"[bold]4/4[/] timing ({time_runs} runs each, 1 thread)…")
-    timing = _time_all(model, example, [tmp / t / "model.pte" for t in builds], time_runs)
-    rows[0]["p50_ms"] = timing[0]
-    for row, p50 in zip(rows[1:], timing[1:]):
-        row["p50_ms"] = p50
+    log(f"[bold]4/4[/] profiling each variant in an isolated worker ({time_runs} runs, 1 thread)…")
+    from .models import InputSpec
+    from .profile import profile
+
+    timing = dict(runs=time_runs, warmup=20, warmup_seconds=0.2, threads=1)
+    rows[0]["p50_ms"] = profile(eager=str(tmp / "digits_cnn.pt2"), eager_inputs=[InputSpec((1, 1, 8, 8))], **timing).latency_ms.p50
+    for row, target in zip(rows[1:], builds):
+        prof = profile(tmp / target, **timing)
+        row["p50_ms"] = prof.latency_ms.p50
+        row["engine"] = prof.engine
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -150,32 +155,5 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
             "timing_note": _TIMING_NOTE.format(runs=time_runs), "out": str(out)}
 
 
-_TIMING_NOTE = ("p50 of {runs} single-image runs after warm-up, measured in this process; "
-                "use `edgekit profile` for isolated, complete measurements.")
-
-
-def _time_all(model: Any, example: Any, ptes: list[Path], runs: int) -> list[float]:
-    import statistics
-
-    import torch
-
-    from .program import InProcessProgram
-
-    def p50(fn: Callable[[], Any]) -> float:
-        for _ in range(max(10, runs // 10)):
-            fn()
-        samples = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(samples)
-
-    torch.set_num_threads(1)
-    x = example.clone()
-    with torch.no_grad():
-        results = [p50(lambda: model(x))]
-    for pte in ptes:
-        prog = InProcessProgram(pte)
-        results.append(p50(lambda: prog.run((x,))))
-    return results
+_TIMING_NOTE = ("p50 of {runs} single-image runs after warm-up, 1 thread, each variant in its own worker process "
+                "(`edgekit profile`; the eager row runs the exported graph in PyTorch).")

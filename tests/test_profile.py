@@ -221,3 +221,12 @@ def test_cli_missing_program_and_budget(fp32_build, tmp_path):
     target.write_text('schema_version = 1\nname = "tight"\n[budget]\nmax_p50_ms = 0.000001\n')
     r = _cli("profile", fp32_build.out_dir, "-t", target, "--runs", 10, "--warmup", 1, "--warmup-seconds", 0)
     assert r.exit_code == 1 and "budget exceeded: p50_ms" in r.stderr
+
+
+def test_without_a_compiler_the_python_engine_is_used_and_said(fp32_build, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no g++, no clang++
+    monkeypatch.delenv("CXX", raising=False)
+    p = edgekit.profile(fp32_build.out_dir, **FAST)
+    assert p.engine == "python" and "no C++ compiler" in p.engine_note and p.warnings[0] == p.engine_note
+    with pytest.raises(ProfileError, match="no C\\+\\+ compiler"):
+        edgekit.profile(fp32_build.out_dir, engine="native", **FAST)
