@@ -47,6 +47,8 @@ def _install_python_filters() -> None:
     warnings.filterwarnings("ignore", message=r".*TypedStorage is deprecated.*")
     warnings.filterwarnings("ignore", message=r".*erase_node.*")
     warnings.filterwarnings("ignore", message=r".*Output Buffer not found.*")
+    # torch-pruning's note about parameters outside nn.Modules (positional embeddings, ...): it handles them.
+    warnings.filterwarnings("ignore", message=r".*Unwrapped parameters detected.*")
     for name in ("torch._export", "torch.export", "torchao", "torch._dynamo", "torch.fx.experimental.symbolic_shapes"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

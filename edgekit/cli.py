@@ -38,6 +38,16 @@ def handle_errors(fn: Callable) -> Callable:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; nothing was written") from None
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: still one line, traceback on request
+            import os
+
+            if os.environ.get("EDGEKIT_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise click.ClickException(f"unexpected {type(exc).__name__}: {first} (hint: rerun with EDGEKIT_DEBUG=1 for "
+                                       "the traceback, and please report it)") from None
 
     return wrapper
 
@@ -122,8 +132,20 @@ def print_build_summary(result: Any) -> None:
     if m["quantize"].get("applied"):
         t.add_row("calibration", f"{m['quantize']['calibration']} ({m['quantize']['calibration_samples']} samples)")
     if m["prune"].get("applied"):
-        t.add_row("pruning", m["prune"].get("summary", ""))
-    t.add_row("program", f"{m['program']['size_bytes'] / 1024:.1f} KiB, sha256 {m['program']['sha256'][:12]}…")
+        p = m["prune"]
+        t.add_row("pruning", p.get("summary", ""))
+        if p.get("structured_ratio") or p.get("layers"):
+            t.add_row("params / MACs", f"{p['params_before']:,} → {p['params_after']:,} ({p['params_ratio']:.0%}) / "
+                                       f"{p['macs_before']:,} → {p['macs_after']:,} ({p['macs_ratio']:.0%})")
+        if p.get("finetune"):
+            f = p["finetune"]
+            t.add_row("fine-tune", f"{f['epochs']} epoch(s) on {f['samples']} samples, loss {f['epoch_losses'][0]} → {f['epoch_losses'][-1]}")
+        sc = m["program"].get("size_comparison")
+        if sc:
+            t.add_row("sparsity", f"{p['sparsity_achieved']:.1%} zeros; deflated program {sc['without_sparsity']['deflate_bytes'] / 1024:.1f} → "
+                                  f"{sc['with_sparsity']['deflate_bytes'] / 1024:.1f} KiB (not faster: dense kernels)")
+    t.add_row("program", f"{m['program']['size_bytes'] / 1024:.1f} KiB ({m['program']['compressed_size_bytes'] / 1024:.1f} KiB deflated), "
+                         f"sha256 {m['program']['sha256'][:12]}…")
     t.add_row("planned memory", f"{m['program']['planned_memory']['planned_bytes'] / 1024:.1f} KiB")
     t.add_row("delegation", f"{d['delegated_partitions']} partition(s), {d['delegated_nodes']} nodes delegated, "
                             f"{d['portable_nodes']} on portable kernels")
@@ -132,7 +154,8 @@ def print_build_summary(result: Any) -> None:
               + (f", top-1 agreement {v['top1_agreement']:.1%}" if "top1_agreement" in v else ""))
     if "accuracy" in v:
         a = v["accuracy"]
-        t.add_row("accuracy", f"eager {a['eager']:.2%} → program {a['program']:.2%} (drop {a['drop'] * 100:+.2f} pts)")
+        pruned = f" → pruned eager {a['pruned_eager']:.2%}" if "pruned_eager" in a else ""
+        t.add_row("accuracy", f"eager {a['eager']:.2%}{pruned} → program {a['program']:.2%} (drop {a['drop'] * 100:+.2f} pts)")
     t.add_row("time", f"{m['timings_s']['total']:.1f} s")
     con.print(t)
     for w in m["warnings"]:
@@ -147,13 +170,29 @@ def print_build_summary(result: Any) -> None:
 @click.option("--dynamic-batch", callback=_parse_dynamic_batch, metavar="MIN:MAX", help="Export the batch dimension as dynamic.")
 @click.option("--calibration", "-c", type=click.Path(), help="Calibration data: .npz/.npy/.pt or a folder of them.")
 @click.option("--eval", "eval_data", type=click.Path(), help="Held-out data (inputs, optional labels) for verification and accuracy.")
+@click.option("--prune-channels", type=click.FloatRange(0, 1, max_open=True), metavar="RATIO",
+              help="Structured pruning: fraction of channels to remove (overrides the target).")
+@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), metavar="RATIO",
+              help="Magnitude sparsity: fraction of weights to zero (smaller download, not faster).")
+@click.option("--prune-ignore", multiple=True, metavar="LAYER", help="Layer name to keep whole; repeatable.")
+@click.option("--prune-importance", type=click.Choice(["l1", "l2"]), help="Channel ranking for structured pruning.")
+@click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per layer, or one global ranking.")
+@click.option("--prune-round-to", type=click.IntRange(1), metavar="N", help="Keep channel counts multiples of N.")
+@click.option("--finetune", type=click.Path(), help="Labelled training data for recovery fine-tuning after pruning.")
+@click.option("--finetune-epochs", type=click.IntRange(0), metavar="N", help="Fine-tuning epochs (default 3 with --finetune).")
+@click.option("--finetune-lr", type=click.FloatRange(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), metavar="FRACTION",
+              help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @handle_errors
 def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
-          out: str, force: bool, as_json: bool, quiet: bool) -> None:
+          prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_importance: str | None,
+          prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
+          finetune_lr: float | None, max_accuracy_drop: float | None, out: str, force: bool, as_json: bool,
+          quiet: bool) -> None:
     """Build MODEL into a verified ExecuTorch package.
 
     MODEL is package.module:factory, path/to/file.py:factory, or a .pt2 saved with torch.export.save.
@@ -166,12 +205,27 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
     from .targets import load_target
 
     tgt = load_target(target)  # fail on a bad target before the slow imports
+    overrides = {f"prune__{k}": v for k, v in (("structured_ratio", prune_channels), ("sparsity", sparsity),
+                                               ("importance", prune_importance), ("scope", prune_scope),
+                                               ("round_to", prune_round_to)) if v is not None}
+    if prune_ignore:
+        overrides["prune__ignore"] = tuple(prune_ignore)
+    if max_accuracy_drop is not None:
+        if eval_data is None:
+            from .errors import UsageError
+
+            raise UsageError("--max-accuracy-drop needs --eval with labelled data to measure accuracy",
+                             "add --eval test.npz (inputs 'x', labels 'y')")
+        overrides["budget__max_accuracy_drop"] = max_accuracy_drop
+    if overrides:
+        tgt = tgt.replace(**overrides)
     progress = _Progress(quiet)
     if not quiet:
         _console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
     try:
         result = run_build(model, tgt, out=out, inputs=inputs, calibration=calibration, eval=eval_data,
-                           dynamic_batch=dynamic_batch, force=force, progress=progress)
+                           dynamic_batch=dynamic_batch, finetune=finetune, finetune_epochs=finetune_epochs,
+                           finetune_lr=finetune_lr, force=force, progress=progress)
     finally:
         progress.close()
     if as_json:

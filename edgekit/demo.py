@@ -1,8 +1,9 @@
 """The built-in demo: a small CNN trained on scikit-learn's bundled digits (real data, no download).
 
-It trains the network (seeded), builds it for ``xnnpack-fp32`` and ``xnnpack-int8`` (calibrated on
-training images), evaluates accuracy through the ``.pte`` files on the 360 held-out images, times each
-program and returns one comparison. Everything it writes stays under ``out``, so a user can repeat any
+It trains the network (seeded), builds it for ``xnnpack-fp32``, ``xnnpack-int8`` (calibrated on training
+images) and ``xnnpack-int8-pruned`` (50% of channels removed, fine-tuned on the training images, then int8),
+evaluates accuracy through the ``.pte`` files on the 360 held-out images, times each program in an
+isolated worker and returns one comparison. Everything it writes stays under ``out``, so a user can repeat any
 step from the command line (the trained model is saved as ``digits_cnn.pt2``, the data as ``.npz``).
 """
 
@@ -86,7 +87,7 @@ def accuracy(model: Any, x: Any, y: Any) -> float:
 
 
 def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Callable[[str], None] = lambda m: None,
-             time_runs: int = 200) -> dict:
+             time_runs: int = 200, finetune_epochs: int = 5) -> dict:
     """Train, build, evaluate and time the digits CNN; return the comparison rows.
 
     Raises:
@@ -113,7 +114,7 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
     np.savez(tmp / "data" / "train.npz", x=data["x_train"], y=data["y_train"])
     np.savez(tmp / "data" / "test.npz", x=data["x_test"], y=data["y_test"])
 
-    log(f"[bold]1/4[/] training the digits CNN on {len(data['x_train'])} images ({epochs} epochs)…")
+    log(f"[bold]1/5[/] training the digits CNN on {len(data['x_train'])} images ({epochs} epochs)…")
     model, example = digits_cnn()
     train(model, data["x_train"], data["y_train"], epochs=epochs)
     eager_acc = accuracy(model, data["x_test"], data["y_test"])
@@ -127,18 +128,21 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
                          "size_kib": sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 1024,
                          "p50_ms": None, "sqnr_db": "–"}]
     builds = {}
-    for step, (variant, target, calib) in enumerate(
-        [("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None),
-         ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz")], start=2):
-        log(f"[bold]{step}/4[/] building {target}…")
-        res = build(loaded, target, out=tmp / target, calibration=calib, eval=tmp / "data" / "test.npz", force=True)
+    variants = [("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None, None),
+                ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz", None),
+                ("pruned 50% + fine-tune + int8 (xnnpack-int8-pruned)", "xnnpack-int8-pruned", tmp / "data" / "calib.npz",
+                 tmp / "data" / "train.npz")]
+    for step, (variant, target, calib, finetune) in enumerate(variants, start=2):
+        log(f"[bold]{step}/5[/] building {target}…")
+        res = build(loaded, target, out=tmp / target, calibration=calib, eval=tmp / "data" / "test.npz", force=True,
+                    finetune=finetune, finetune_epochs=finetune_epochs if finetune else None)
         builds[target] = res
         v = res.manifest["verify"]
         rows.append({"variant": variant, "target": target, "accuracy": v["accuracy"]["program"],
                      "size_kib": res.manifest["program"]["size_bytes"] / 1024, "sqnr_db": v["sqnr_db"],
-                     "pte": str(out / target / "model.pte")})
+                     "macs": res.manifest["prune"].get("macs_after"), "pte": str(out / target / "model.pte")})
 
-    log(f"[bold]4/4[/] profiling each variant in an isolated worker ({time_runs} runs, 1 thread)…")
+    log(f"[bold]5/5[/] profiling each variant in an isolated worker ({time_runs} runs, 1 thread)…")
     from .models import InputSpec
     from .profile import profile
 

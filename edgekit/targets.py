@@ -44,6 +44,13 @@ class QuantScheme(str, enum.Enum):
         return self in (QuantScheme.INT8_STATIC_PER_CHANNEL, QuantScheme.INT8_STATIC_PER_TENSOR)
 
 
+class PruneScope(str, enum.Enum):
+    """How ratios apply: the same ratio in every layer, or one global ranking across layers."""
+
+    LAYER = "layer"
+    GLOBAL = "global"
+
+
 class Importance(str, enum.Enum):
     """How structured pruning ranks channels."""
 
@@ -99,8 +106,10 @@ class PruneConfig:
     structured_ratio: float = 0.0
     sparsity: float = 0.0
     importance: Importance = Importance.L2
+    scope: PruneScope = PruneScope.LAYER
     round_to: int = 8
     ignore: tuple[str, ...] = ()
+    layer_ratios: dict[str, float] = field(default_factory=dict)
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
 
@@ -108,6 +117,11 @@ class PruneConfig:
         _number(self.structured_ratio, "prune.structured_ratio", lo=0.0, hi=1.0, hi_open=True)
         _number(self.sparsity, "prune.sparsity", lo=0.0, hi=1.0, hi_open=True)
         object.__setattr__(self, "importance", _enum(Importance, self.importance, "prune.importance"))
+        object.__setattr__(self, "scope", _enum(PruneScope, self.scope, "prune.scope"))
+        if not isinstance(self.layer_ratios, dict):
+            raise ConfigError(f"prune.layer_ratios must be a table of layer name = ratio, got {self.layer_ratios!r}")
+        for name, ratio in self.layer_ratios.items():
+            _number(ratio, f"prune.layer_ratios.{name}", lo=0.0, hi=1.0, hi_open=True)
         _number(self.round_to, "prune.round_to", lo=1, integer=True)
         if isinstance(self.ignore, str) or not all(isinstance(n, str) for n in self.ignore):
             raise ConfigError(f"prune.ignore must be a list of layer names, got {self.ignore!r}")
@@ -117,7 +131,11 @@ class PruneConfig:
 
     @property
     def active(self) -> bool:
-        return self.structured_ratio > 0 or self.sparsity > 0
+        return self.structured_ratio > 0 or self.sparsity > 0 or any(r > 0 for r in self.layer_ratios.values())
+
+    def __hash__(self) -> int:  # layer_ratios is a dict; hash what identifies the config
+        return hash((self.structured_ratio, self.sparsity, self.importance, self.scope, self.round_to, self.ignore,
+                     tuple(sorted(self.layer_ratios.items())), self.finetune_epochs, self.finetune_lr))
 
 
 @dataclass(frozen=True)
@@ -221,7 +239,8 @@ class Target:
                 v = getattr(getattr(self, sec), f.name)
                 if v is None:
                     continue
-                values[f.name] = v.value if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v
+                values[f.name] = (v.value if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple)
+                                  else dict(v) if isinstance(v, dict) else v)
             out[sec] = values
         return out
 
@@ -244,6 +263,8 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 

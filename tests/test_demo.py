@@ -7,16 +7,18 @@ from edgekit.demo import run_demo
 
 
 def test_demo_builds_fp32_and_int8_with_real_accuracy(tmp_path):
-    result = run_demo(tmp_path / "demo", epochs=3, time_runs=20)
+    result = run_demo(tmp_path / "demo", epochs=3, time_runs=20, finetune_epochs=2)
     rows = {r["variant"].split(" (")[0]: r for r in result["rows"]}
-    assert set(rows) >= {"eager PyTorch", "ExecuTorch fp32", "ExecuTorch int8"}
+    assert set(rows) >= {"eager PyTorch", "ExecuTorch fp32", "ExecuTorch int8", "pruned 50% + fine-tune + int8"}
     assert result["test_samples"] == 360
     assert rows["eager PyTorch"]["accuracy"] > 0.85
     assert abs(rows["ExecuTorch fp32"]["accuracy"] - rows["eager PyTorch"]["accuracy"]) < 1e-5
     assert rows["eager PyTorch"]["accuracy"] - rows["ExecuTorch int8"]["accuracy"] < 0.03
     assert rows["ExecuTorch int8"]["size_kib"] < rows["ExecuTorch fp32"]["size_kib"] / 2.5
     assert all(r["p50_ms"] > 0 for r in result["rows"])
-    for target in ("xnnpack-fp32", "xnnpack-int8"):
+    pruned = rows["pruned 50% + fine-tune + int8"]
+    assert pruned["size_kib"] < rows["ExecuTorch int8"]["size_kib"] / 2 and pruned["accuracy"] > 0.8
+    for target in ("xnnpack-fp32", "xnnpack-int8", "xnnpack-int8-pruned"):
         assert (tmp_path / "demo" / target / "model.pte").is_file()
     assert (tmp_path / "demo" / "digits_cnn.pt2").is_file() and (tmp_path / "demo" / "data" / "test.npz").is_file()
 

@@ -110,3 +110,58 @@ def not_a_module():
 
 
 NOT_CALLABLE = 3
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class ResidualConcat(nn.Module):
+    """Residual adds and a concatenation: the couplings structured pruning must respect."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 32, 3, padding=1)
+        self.block = Block(32)
+        self.left = nn.Conv2d(32, 16, 1)
+        self.right = nn.Conv2d(32, 16, 3, padding=1)
+        self.merge = nn.Conv2d(32, 32, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.block(torch.relu(self.stem(x)))
+        x = torch.relu(self.merge(torch.cat([self.left(x), self.right(x)], dim=1)))
+        return self.classifier(self.pool(x).flatten(1))
+
+
+def residual_concat():
+    torch.manual_seed(0)
+    return ResidualConcat(), torch.randn(1, 1, 8, 8)
+
+
+class FunctionalConv(nn.Module):
+    """A conv weight used through F.conv2d: torch-pruning cannot see which dimension is the channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.weight = nn.Parameter(torch.randn(16, 16, 3, 3) * 0.1)
+        self.classifier = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(torch.nn.functional.conv2d(torch.relu(self.stem(x)), self.weight, padding=1))
+        return self.classifier(x.mean((2, 3)))
+
+
+def functional_conv():
+    torch.manual_seed(0)
+    return FunctionalConv(), torch.randn(1, 1, 8, 8)
