@@ -134,3 +134,19 @@ def digits_cnn():
     data = load_digits_split()
     train(model, data["x_train"], data["y_train"], epochs=15)
     return model.eval(), example
+
+
+def digits_calib():
+    """256 training images of scikit-learn's digits (calibration data)."""
+    from edgekit.demo import load_digits_split
+
+    d = load_digits_split()
+    return {"x": d["x_train"][:256]}
+
+
+def digits_test():
+    """The 360 held-out digits with labels (evaluation data: real accuracy)."""
+    from edgekit.demo import load_digits_split
+
+    d = load_digits_split()
+    return {"x": d["x_test"], "y": d["y_test"]}

@@ -475,6 +475,179 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
             f"{c['name']} {c['value']} > {c['limit']} ({r.threads['effective']} thread(s))" for r, c in failed))
 
 
+# --------------------------------------------------------------------------------------------- bench
+@cli.group()
+def bench() -> None:
+    """Run benchmark suites, store results, compare against baselines, write reports."""
+
+
+_STORE_OPTION = click.option("--store", type=click.Path(), default=".edgekit/bench", show_default=True,
+                             help="Where runs and baselines are stored.")
+
+
+@bench.command("run")
+@click.argument("suite_file", metavar="SUITE")
+@click.option("--save-as", metavar="NAME", help="Also save the run as the named baseline NAME.")
+@_STORE_OPTION
+@click.option("--cache", type=click.Path(), default=".edgekit/cache/builds", show_default=True, help="Build cache folder.")
+@click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@handle_errors
+def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_save: bool, as_json: bool) -> None:
+    """Build and profile every model × target × threads of SUITE and store one run file."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench.run import run_suite
+    from .bench.store import save_run
+    from .bench.suite import load_suite
+
+    suite = load_suite(suite_file)
+    con = _console()
+    con.print(f"[bold]edgekit bench run[/] {suite.name}: {len(suite.items())} item(s)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con, transient=False) as bar:
+        task = bar.add_task("starting", total=len(suite.items()))
+
+        def progress(label: str, i: int, n: int) -> None:
+            bar.update(task, description=label, completed=i - 1)
+
+        run = run_suite(suite, cache=Path(cache), progress=progress)
+        bar.update(task, description="done", completed=len(suite.items()))
+    paths = [] if no_save else save_run(run, Path(store), save_as)
+    if as_json:
+        _emit_json(run)
+    else:
+        from rich.table import Table
+
+        from .bench.report import SUMMARY_HEAD, summary_rows
+
+        table = Table(title=f"{suite.name}: {run['wall_seconds']} s", title_justify="left")
+        for h in SUMMARY_HEAD:
+            table.add_column(h, justify="left" if h in ("model", "target") else "right", no_wrap=h in ("model", "target"))
+        for row in summary_rows(run):
+            table.add_row(*row)
+        _console(stderr=False).print(table)
+    for e in run["errors"]:
+        con.print(f"[red]failed:[/] {e['model']} × {e['target']} × {e['threads']}: {e['error']}")
+    for p in paths:
+        con.print(f"saved {p}")
+    if run["errors"]:
+        raise click.ClickException(f"{len(run['errors'])} item(s) failed; the others were measured and saved")
+
+
+@bench.command("compare")
+@click.option("--baseline", "-b", default="previous", show_default=True, metavar="NAME|FILE|latest|previous",
+              help="The reference run.")
+@click.option("--run", "-r", "run_ref", default="latest", show_default=True, metavar="FILE|latest", help="The run to judge.")
+@click.option("--fail-on", multiple=True, metavar="METRIC:PCT",
+              help="Gate on these metrics with these thresholds (default: every metric at its default).")
+@click.option("--allow-machine-mismatch", is_flag=True, help="Compare runs from different machines anyway.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.002, show_default=True,
+              help="Significance level of the Mann-Whitney U test.")
+@_STORE_OPTION
+@click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mismatch: bool, alpha: float, store: str,
+                  show_all: bool, as_json: bool) -> None:
+    """Compare a run with a baseline; exit 1 on a significant regression beyond its threshold.
+
+    \b
+    Metrics: latency_p50 (10%), latency_p90 (15%), peak_rss (10%), size (2%), accuracy (1 point), sqnr (3 dB).
+    Example:  edgekit bench compare --baseline main --fail-on latency_p50:10% --fail-on size:5%
+    """
+    from pathlib import Path
+
+    from .bench.compare import compare_runs, parse_fail_on
+    from .bench.store import load_run, resolve
+
+    thresholds = parse_fail_on(fail_on)
+    run = load_run(resolve(run_ref, Path(store), default="latest"))
+    base = load_run(resolve(baseline, Path(store), run["machine"]["machine_id"], default="previous"))
+    if Path(base["_path"]).resolve() == Path(run["_path"]).resolve() or (base.get("run_id") and base.get("run_id") == run.get("run_id")):
+        from .errors import UsageError
+
+        raise UsageError(f"the baseline ({base['_path']}) and the run ({run['_path']}) are the same run",
+                         "run the suite again, or pass --baseline NAME / --run FILE")
+    cmp = compare_runs(base, run, fail_on=thresholds or None, allow_machine_mismatch=allow_machine_mismatch, alpha=alpha)
+    if as_json:
+        _emit_json(cmp.to_dict())
+    else:
+        print_comparison(cmp, show_all)
+    if cmp.regressions:
+        raise click.ClickException(f"{len(cmp.regressions)} regression(s): " + "; ".join(
+            f"{r['key']} {r['metric']} " + (f"{r['ratio']:.2f}×" if r.get("ratio") is not None else f"{r['change']:+.3g}")
+            for r in cmp.regressions[:5]))
+
+
+def print_comparison(cmp: Any, show_all: bool = False) -> None:
+    from rich.table import Table
+
+    from .bench.report import COMPARE_HEAD, compare_rows
+
+    con = _console(stderr=False)
+    if cmp.machine_mismatch:
+        con.print("[bold red]MACHINES DIFFER[/] — " + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in cmp.machine_mismatch.items()))
+    table = Table(title=f"{cmp.baseline} → {cmp.run}", title_justify="left")
+    for h in COMPARE_HEAD:
+        table.add_column(h, justify="left" if h in ("model", "target", "metric", "verdict") else "right",
+                         no_wrap=h in ("model", "target", "metric"))
+    colors = {"regressed": "red", "improved": "green", "noisy": "yellow", "unchanged": "dim"}
+    rows = compare_rows(cmp)
+    shown = [r for r in rows if show_all or r[3] == "latency_p50" or not r[-1].startswith("unchanged")]
+    if len(shown) < len(rows):
+        table.caption = f"{len(rows) - len(shown)} unchanged rows of other metrics hidden (--all shows them)"
+    for row in shown:
+        color = colors.get(row[-1].split()[0], "")
+        table.add_row(*row[:-1], f"[{color}]{row[-1]}[/]")
+    con.print(table)
+    for w in cmp.warnings:
+        _console().print(f"[yellow]warning:[/] {w}")
+    con.print("[bold red]REGRESSED[/]" if cmp.regressions else "[bold green]no regression[/]" +
+              f" [dim](gated: {', '.join(f'{k} {v:g}' for k, v in cmp.gated.items())})[/]")
+
+
+@bench.command("report")
+@click.argument("runs", nargs=-1, metavar="[RUN...]")
+@click.option("--out", "-o", type=click.Path(), default="report", show_default=True, help="Report folder (replaced).")
+@click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
+@click.option("--allow-machine-mismatch", is_flag=True)
+@_STORE_OPTION
+@handle_errors
+def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, store: str) -> None:
+    """Write Markdown + self-contained HTML with plots for RUNs (default: the latest run)."""
+    from pathlib import Path
+
+    from .bench.compare import compare_runs
+    from .bench.report import write_report
+    from .bench.store import load_run, resolve
+
+    loaded = [load_run(resolve(r, Path(store))) for r in (runs or ("latest",))]
+    cmp = None
+    if baseline:
+        base = load_run(resolve(baseline, Path(store), loaded[-1]["machine"]["machine_id"]))
+        cmp = compare_runs(base, loaded[-1], allow_machine_mismatch=allow_machine_mismatch)
+    paths = write_report(loaded, Path(out), cmp)
+    click.echo(f"wrote {paths['html']} and {paths['markdown']}")
+
+
+@bench.command("list")
+@_STORE_OPTION
+@handle_errors
+def bench_list(store: str) -> None:
+    """List stored runs and named baselines."""
+    from pathlib import Path
+
+    from .bench.store import list_baselines, list_runs
+
+    for p in list_runs(Path(store)):
+        click.echo(str(p))
+    for name in list_baselines(Path(store)):
+        click.echo(f"baseline {name}")
+
+
 def main() -> None:
     """Console-script entry point."""
     import os

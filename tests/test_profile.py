@@ -230,3 +230,13 @@ def test_without_a_compiler_the_python_engine_is_used_and_said(fp32_build, monke
     assert p.engine == "python" and "no C++ compiler" in p.engine_note and p.warnings[0] == p.engine_note
     with pytest.raises(ProfileError, match="no C\\+\\+ compiler"):
         edgekit.profile(fp32_build.out_dir, engine="native", **FAST)
+
+
+def test_inputs_are_set_before_every_run(tmp_path):
+    """The planner reuses an input's buffer once consumed; a runner that sets inputs once feeds garbage token
+    ids to the embedding on the second run (caught by its bounds check). Every run must set its inputs."""
+    res = edgekit.build("toy_models:two_inputs", "xnnpack-fp32", out=tmp_path / "emb",
+                        inputs=[edgekit.parse_input_spec("1x6:int64"), edgekit.parse_input_spec("1x4")])
+    for engine in ("native", "python"):
+        p = edgekit.profile(res.out_dir, engine=engine, runs=50, warmup=5, warmup_seconds=0.0)
+        assert p.latency_ms.count == 50

@@ -56,6 +56,23 @@ def dynamic_shapes_for(example_inputs: tuple, dynamic_batch: DynamicBatch | None
     return tuple({0: batch} for _ in example_inputs)
 
 
+class _no_mha_fastpath:
+    """nn.TransformerEncoder/MultiheadAttention in eval mode take a fused "fast path"
+    (``aten._transformer_encoder_layer_fwd``) that export captures and ExecuTorch cannot lower; the
+    decomposed path computes the same thing with core ATen ops."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.prev = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.backends.mha.set_fastpath_enabled(self.prev)
+
+
 def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) -> ExportResult:
     """Trace ``model`` with ``torch.export``.
 
@@ -72,13 +89,13 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
     examples = batch_examples(model.example_inputs, dynamic_batch)
     shapes = dynamic_shapes_for(examples, dynamic_batch)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _no_mha_fastpath():
             ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=True)
         return ExportResult(ep, examples, shapes, True)
     except Exception as strict_exc:  # torch raises many types here; all mean "try the other mode"
         reason = _first_line(strict_exc)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _no_mha_fastpath():
                 ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=False)
         except Exception as exc:
             hint = (

@@ -310,7 +310,11 @@ std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
   return in;
 }
 
-void execute_or_fail(Method& m, const char* phase) {
+// One run, as ExecuTorch's Module::forward and the Python bindings do it: set the inputs, then execute.
+// Inputs are set every time because the memory planner may reuse an input's buffer once it is consumed,
+// so after a run the planned input holds intermediates, not the input.
+void run_once(Method& m, Inputs& in, const char* phase) {
+  set_inputs(m, in);
   Error e = m.execute();
   if (e != Error::Ok) {
     fail(std::string("execute() failed during ") + phase + ": " + error_name(e));
@@ -356,11 +360,9 @@ int main(int argc, char** argv) {
 
   auto meta = program->method_meta(a.method.c_str());
   auto inputs = read_inputs(meta.get(), a);
-  set_inputs(*loaded->method, *inputs);
-
   std::fprintf(stderr, "@phase first_run\n");
   auto t_first = Clock::now();
-  execute_or_fail(*loaded->method, "the first run");
+  run_once(*loaded->method, *inputs, "the first run");
   double first_run_ms = ms_since(t_first);
 
   std::fprintf(stderr, "@phase warmup\n");
@@ -368,7 +370,7 @@ int main(int argc, char** argv) {
   auto t_warm = Clock::now();
   while (static_cast<int>(warm.size()) < a.warmup || seconds_since(t_warm) < a.warmup_seconds) {
     auto t = Clock::now();
-    execute_or_fail(*loaded->method, "warm-up");
+    run_once(*loaded->method, *inputs, "warm-up");
     warm.push_back(ms_since(t));
   }
 
@@ -383,7 +385,7 @@ int main(int argc, char** argv) {
     bool enough = static_cast<int>(samples.size()) >= a.runs && elapsed >= a.min_seconds;
     if (enough || (elapsed >= a.max_seconds && !samples.empty())) break;
     auto t = Clock::now();
-    execute_or_fail(*loaded->method, "the timed runs");
+    run_once(*loaded->method, *inputs, "the timed runs");
     samples.push_back(ms_since(t));
     int done = static_cast<int>(samples.size());
     if (done - last_report >= 25 || done == a.runs) {
@@ -402,8 +404,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "@phase ops\n");
     executorch::etdump::ETDumpGen etdump;
     auto traced = load_method(program.get(), a, &etdump);
-    set_inputs(*traced->method, *inputs);
-    for (int i = 0; i < a.etdump_runs; ++i) execute_or_fail(*traced->method, "the ETDump runs");
+    for (int i = 0; i < a.etdump_runs; ++i) run_once(*traced->method, *inputs, "the ETDump runs");
     auto data = etdump.get_etdump_data();
     if (data.buf == nullptr || data.size == 0) {
       etdump_status = "\"empty\"";

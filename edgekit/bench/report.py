@@ -1,0 +1,195 @@
+"""Benchmark reports: Markdown and a self-contained HTML page (plots embedded), written atomically.
+
+Plots (matplotlib, Agg): latency distributions per model × target × threads (box plots of the raw samples,
+one panel per model), and size vs p50 latency across targets (accuracy in the labels). With a comparison,
+its table too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .compare import Comparison
+
+
+def _fig_png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def latency_plot(runs: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for run in runs for r in run["results"]})
+    fig, axes = plt.subplots(len(models), 1, figsize=(9, 2.6 * len(models)), squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        data, labels = [], []
+        for run in runs:
+            tag = run.get("name") or Path(run.get("_path", "run")).stem[:22]
+            for r in sorted((r for r in run["results"] if r["model"] == model), key=lambda r: (r["target"], r["threads"])):
+                data.append(r["samples_ms"])
+                labels.append(f"{r['target']}\n{r['threads']}t" + (f"\n{tag}" if len(runs) > 1 else ""))
+        ax.boxplot(data, vert=False, tick_labels=labels, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
+        ax.set_title(f"{model}: latency per run (ms)", fontsize=10, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    png = _fig_png(fig)
+    plt.close(fig)
+    return png
+
+
+def scatter_plot(run: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    models = sorted({r["model"] for r in run["results"]})
+    targets = sorted({r["target"] for r in run["results"]})
+    markers = "osD^vP*X"
+    cmap = plt.get_cmap("tab10")
+    for r in run["results"]:
+        if r["threads"] != min(x["threads"] for x in run["results"] if x["model"] == r["model"]):
+            continue  # one point per model × target: its lowest thread count
+        m, t = models.index(r["model"]), targets.index(r["target"])
+        x, y = r["latency_ms"]["p50"], r["build"]["size_bytes"] / 1024
+        ax.scatter(x, y, marker=markers[m % len(markers)], color=cmap(t % 10), s=60,
+                   label=f"{r['model']} / {r['target']}")
+        acc = r["build"].get("accuracy")
+        if acc is not None:
+            ax.annotate(f"{acc:.1%}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("p50 latency (ms, log)")
+    ax.set_ylabel(".pte size (KiB, log)")
+    ax.set_title("size vs latency across targets (labels: top-1 accuracy through the program)", fontsize=10, loc="left")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best", ncol=1)
+    fig.tight_layout()
+    png = _fig_png(fig)
+    plt.close(fig)
+    return png
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def summary_rows(run: dict) -> list[list[str]]:
+    rows = []
+    for r in sorted(run["results"], key=lambda r: (r["model"], r["target"], r["threads"])):
+        lat, b = r["latency_ms"], r["build"]
+        rows.append([r["model"], r["target"], str(r["threads"]), _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"]),
+                     f"{lat['ci95_median'][0]:.4g}–{lat['ci95_median'][1]:.4g}", _fmt(r["memory"]["peak_rss_mb"], ".1f"),
+                     f"{b['size_bytes'] / 1024:.1f}", "–" if b.get("accuracy") is None else f"{b['accuracy']:.2%}",
+                     "exact" if b.get("sqnr_db") is None else f"{b['sqnr_db']:.1f}", "yes" if b["cached"] else "no"])
+    return rows
+
+
+SUMMARY_HEAD = ["model", "target", "threads", "p50 ms", "p90 ms", "p99 ms", "p50 95% CI", "peak RSS MiB", "size KiB",
+                "accuracy", "SQNR dB", "cached build"]
+COMPARE_HEAD = ["model", "target", "threads", "metric", "base", "new", "ratio / Δ", "95% CI", "p", "verdict"]
+
+
+def compare_rows(cmp: Comparison) -> list[list[str]]:
+    out = []
+    for r in cmp.rows:
+        change = f"{r['ratio']:.3f}×" if r.get("ratio") is not None else f"{r['change']:+.4g}"
+        ci = f"{r['ci95'][0]:.3f}–{r['ci95'][1]:.3f}" if r.get("ci95") else "–"
+        p = f"{r['p_value']:.2g}" if r.get("p_value") is not None else "–"
+        out.append([r["model"], r["target"], str(r["threads"]), r["metric"], _fmt(r["base"]), _fmt(r["new"]), change, ci, p,
+                    r["verdict"] + ("" if r["gated"] else " (not gated)")])
+    return out
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None = None) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for row in rows:
+        cls = ""
+        if verdict_col is not None:
+            cls = f' class="{html.escape(row[verdict_col].split()[0])}"'
+        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}.meta{color:#555;font-size:.9em}
+tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{background:#ffefc6}
+img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
+
+
+def write_report(runs: list[dict], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
+    """Write ``report.md`` (+ PNGs) and a self-contained ``index.html`` into ``out`` (replaced atomically)."""
+    out = Path(out)
+    latest = runs[-1]
+    lat_png, sc_png = latency_plot(runs), scatter_plot(latest)
+    m = latest["machine"]
+    c = latest.get("commit") or {}
+    meta = (f"{m['cpu_model']} · {m['cores_logical']} cores · {m['os']} · Python {m['python']} · torch {m['torch']} · "
+            f"executorch {m['executorch']} · edgekit {m['edgekit']} · commit {c.get('short') or '–'}"
+            f"{' (dirty)' if c.get('dirty') else ''} · {latest['created']} · suite {latest['suite']['name']} · "
+            f"{latest['wall_seconds']} s")
+    errors = latest.get("errors") or []
+    md = [f"# edgekit benchmark report: {latest['suite']['name']}", "", meta, "", "## Results", "",
+          _md_table(SUMMARY_HEAD, summary_rows(latest)), "", "## Latency distributions", "", "![latency](latency.png)", "",
+          "## Size vs latency", "", "![size vs latency](size_vs_latency.png)", ""]
+    body = [f"<h1>edgekit benchmark report: {html.escape(latest['suite']['name'])}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
+            "<h2>Results</h2>", _html_table(SUMMARY_HEAD, summary_rows(latest))]
+    if errors:
+        md += ["## Failed items", ""] + [f"- {e['model']} × {e['target']} × {e['threads']}: {e['error']}" for e in errors] + [""]
+        body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e['model'])} × {html.escape(e['target'])}: "
+                                                 f"{html.escape(e['error'])}</li>" for e in errors] + ["</ul>"]
+    if comparison is not None:
+        verdict = f"{len(comparison.regressions)} regression(s)" if comparison.regressions else "no regression"
+        md += [f"## Comparison with {comparison.baseline}: {verdict}", "", _md_table(COMPARE_HEAD, compare_rows(comparison)), ""]
+        md += [f"- warning: {w}" for w in comparison.warnings] + [""]
+        body += [f"<h2>Comparison with {html.escape(comparison.baseline)}: {verdict}</h2>",
+                 _html_table(COMPARE_HEAD, compare_rows(comparison), verdict_col=9)]
+        body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
+    b64 = {name: base64.b64encode(png).decode() for name, png in (("lat", lat_png), ("sc", sc_png))}
+    body += ["<h2>Latency distributions</h2>", f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">',
+             "<h2>Size vs latency</h2>", f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">']
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(latest['suite']['name'])}"
+            f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        (tmp / "latency.png").write_bytes(lat_png)
+        (tmp / "size_vs_latency.png").write_bytes(sc_png)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"markdown": out / "report.md", "html": out / "index.html"}
