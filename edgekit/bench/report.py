@@ -139,7 +139,7 @@ def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None 
 CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}.meta{color:#555;font-size:.9em}
+th{background:#f3f3f3}td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}.meta{color:#555;font-size:.9em}
 tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{background:#ffefc6}
 img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
 
@@ -165,16 +165,21 @@ def write_report(runs: list[dict], out: str | Path, comparison: Comparison | Non
         md += ["## Failed items", ""] + [f"- {e['model']} × {e['target']} × {e['threads']}: {e['error']}" for e in errors] + [""]
         body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e['model'])} × {html.escape(e['target'])}: "
                                                  f"{html.escape(e['error'])}</li>" for e in errors] + ["</ul>"]
+    b64 = {name: base64.b64encode(png).decode() for name, png in (("lat", lat_png), ("sc", sc_png))}
+    body += ["<h2>Size vs latency</h2>", f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">',
+             "<h2>Latency distributions</h2>", f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">']
     if comparison is not None:
         verdict = f"{len(comparison.regressions)} regression(s)" if comparison.regressions else "no regression"
-        md += [f"## Comparison with {comparison.baseline}: {verdict}", "", _md_table(COMPARE_HEAD, compare_rows(comparison)), ""]
+        rows = compare_rows(comparison)
+        key_rows = [r for r in rows if r[3] == "latency_p50" or not r[-1].startswith("unchanged")]
+        md += [f"## Comparison with {comparison.baseline}: {verdict}", "", _md_table(COMPARE_HEAD, rows), ""]
         md += [f"- warning: {w}" for w in comparison.warnings] + [""]
         body += [f"<h2>Comparison with {html.escape(comparison.baseline)}: {verdict}</h2>",
-                 _html_table(COMPARE_HEAD, compare_rows(comparison), verdict_col=9)]
+                 "<p class=meta>median latency of every item, and every other metric that changed</p>",
+                 _html_table(COMPARE_HEAD, key_rows, verdict_col=9),
+                 f"<details><summary>all {len(rows)} comparisons</summary>", _html_table(COMPARE_HEAD, rows, verdict_col=9),
+                 "</details>"]
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
-    b64 = {name: base64.b64encode(png).decode() for name, png in (("lat", lat_png), ("sc", sc_png))}
-    body += ["<h2>Latency distributions</h2>", f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">',
-             "<h2>Size vs latency</h2>", f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">']
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(latest['suite']['name'])}"
             f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
