@@ -44,16 +44,16 @@ document.getElementById('out').textContent='IMAGES '+imgs.join(' ')+' TABLES '+d
         shot = args.screenshot or str(Path(profile) / "shot.png")
         subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1200,3000", f"--screenshot={shot}", url],
                        capture_output=True, text=True, timeout=120)
-    m = re.search(r"IMAGES ([\dx ]*) TABLES (\d+) ROWS (\d+)", dom)
-    if not m:
-        print("FAIL: the page did not report its images (did it load?)")
-        return 1
-    sizes = [tuple(map(int, s.split("x"))) for s in m.group(1).split()]
-    from PIL import Image
+        m = re.search(r"IMAGES ([\dx ]*) TABLES (\d+) ROWS (\d+)", dom)
+        if not m:
+            print("FAIL: the page did not report its images (did it load?)")
+            return 1
+        sizes = [tuple(map(int, s.split("x"))) for s in m.group(1).split()]
+        from PIL import Image
 
-    img = Image.open(shot).convert("L")
-    hist = img.histogram()  # 256 grey levels
-    non_white = sum(hist[:240]) / (img.width * img.height)
+        img = Image.open(shot).convert("L")
+        hist = img.histogram()  # 256 grey levels
+        non_white = sum(hist[:240]) / (img.width * img.height)
     ok = len(sizes) >= 2 and all(w > 300 and h > 200 for w, h in sizes) and int(m.group(2)) >= 1 and non_white > 0.02
     print(f"{'OK' if ok else 'FAIL'}: {len(sizes)} image(s) decoded {sizes}, {m.group(2)} table(s), {m.group(3)} rows, "
           f"{non_white:.1%} of the screenshot is ink" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
