@@ -59,8 +59,9 @@ def machine_facts() -> dict:
     return facts
 
 
-#: Facts that must agree for two measurements to be comparable.
-COMPARABLE_KEYS = ("cpu_model", "arch", "cores_logical", "memory_gb", "os")
+#: Hardware facts that must agree for two measurements to be comparable. The OS string (kernel version)
+#: and software versions are compared too, but only warned about: that is what runs are compared *for*.
+COMPARABLE_KEYS = ("cpu_model", "arch", "cores_logical", "memory_gb")
 
 
 def machine_id(facts: dict) -> str:

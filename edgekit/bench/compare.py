@@ -218,7 +218,7 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
         warnings.append("only in the baseline (not compared): " + ", ".join(missing_in_run))
     if missing_in_base:
         warnings.append("only in the new run (not compared): " + ", ".join(missing_in_base))
-    for key in ("torch", "executorch", "edgekit"):
+    for key in ("os", "python", "torch", "executorch", "edgekit"):
         a, b = baseline["machine"].get(key), run["machine"].get(key)
         if a != b:
             warnings.append(f"{key} changed: {a} → {b}")
