@@ -3,8 +3,11 @@
 Latency (p50, p90) is compared on the raw samples. A change is **regressed** (or **improved**) only when it
 is both statistically significant and larger than the metric's threshold:
 
-* significance: Mann-Whitney U, two-sided, p < ``alpha`` (0.002 by default); when either side has fewer
-  than 20 samples, non-overlapping 95% bootstrap confidence intervals of the two medians instead;
+* significance of a p50 change: Mann-Whitney U, two-sided, p < ``alpha`` (0.002 by default), and the
+  bootstrap interval of the ratio on the same side of 1 as the change; when either side has fewer than 20
+  samples, non-overlapping 95% bootstrap confidence intervals of the two medians instead;
+* significance of a p90 change: the 99% bootstrap interval of the p90 ratio excludes 1 (Mann-Whitney tests
+  a shift of location, not of the tail: p50 can improve significantly while p90 only looks worse);
 * size of the change: the ratio new/base of the statistic beyond ``1 ± threshold``.
 
 A change beyond the threshold that is not significant is **noisy** (a warning, never a failure); a
@@ -106,16 +109,22 @@ def compare_samples(base: list[float], new: list[float], *, metric: str = "laten
     ratio = _stat(n, metric) / _stat(b, metric)
     rng = np.random.default_rng(seed)
     bb, nb = _boot(b, metric, rng), _boot(n, metric, rng)
-    ci = (float(np.percentile(nb / bb, 2.5)), float(np.percentile(nb / bb, 97.5)))
+    ratios = nb / bb
+    ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5)))
     p = float(mannwhitneyu(n, b, alternative="two-sided").pvalue)
-    if min(len(b), len(n)) < FEW_SAMPLES:
+    if metric == "latency_p90":
+        lo99, hi99 = np.percentile(ratios, [0.5, 99.5])
+        significant = bool(lo99 > 1 or hi99 < 1)
+        test = "99% bootstrap interval of the p90 ratio excludes 1"
+    elif min(len(b), len(n)) < FEW_SAMPLES:
         lo_b, hi_b = np.percentile(bb, [2.5, 97.5])
         lo_n, hi_n = np.percentile(nb, [2.5, 97.5])
         significant = bool(lo_n > hi_b or hi_n < lo_b)
         test = "non-overlapping bootstrap 95% CIs of the median (few samples)"
     else:
-        significant = p < alpha
-        test = f"Mann-Whitney U, two-sided, p < {alpha}"
+        same_side = (ci[0] > 1) if ratio > 1 else (ci[1] < 1)
+        significant = p < alpha and same_side
+        test = f"Mann-Whitney U, two-sided, p < {alpha}, bootstrap CI on the side of the change"
     beyond = abs(ratio - 1) > threshold
     if significant and beyond:
         verdict = Verdict.REGRESSED if ratio > 1 else Verdict.IMPROVED
@@ -238,7 +247,8 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
             if row["verdict"] == Verdict.REGRESSED.value and row["gated"]:
                 regressions.append(row)
             elif row["verdict"] == Verdict.NOISY.value:
-                warnings.append(f"{key} {metric}: {row['ratio']:.2f}× but not significant (p={row['p_value']:.3g}); "
-                                "noise, not a failure — rerun with more --runs to settle it")
+                warnings.append(f"{key} {metric}: {row['ratio']:.2f}× but not significant (95% CI of the ratio "
+                                f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; {row['test']}); noise, not a failure — "
+                                "rerun with more runs to settle it")
     return Comparison(rows, regressions, warnings, missing_in_run, missing_in_base, diffs,
                       baseline.get("_path", "baseline"), run.get("_path", "run"), gated)
