@@ -248,7 +248,7 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
                 regressions.append(row)
             elif row["verdict"] == Verdict.NOISY.value:
                 warnings.append(f"{key} {metric}: {row['ratio']:.2f}× but not significant (95% CI of the ratio "
-                                f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; {row['test']}); noise, not a failure — "
+                                f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; criterion not met: {row['test']}); noise, not a failure — "
                                 "rerun with more runs to settle it")
     return Comparison(rows, regressions, warnings, missing_in_run, missing_in_base, diffs,
                       baseline.get("_path", "baseline"), run.get("_path", "run"), gated)
