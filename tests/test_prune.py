@@ -165,3 +165,16 @@ def test_cli_flags_override_the_target(tmp_path, digits_like):
 def test_pruned_target_ships():
     t = load_target("xnnpack-int8-pruned")
     assert t.prune.structured_ratio == 0.5 and t.prune.round_to == 8 and t.quantize.scheme.value == "int8-static-per-channel"
+
+
+def test_per_layer_ratios_and_their_toml_round_trip(tmp_path):
+    from toy_models import residual_concat
+
+    model, x = residual_concat()
+    res = prune_model(model, (x,), PruneConfig(layer_ratios={"left": 0.5}, round_to=1))
+    assert res.module.left.out_channels == 8 and res.module.right.out_channels == 16
+    with pytest.raises(PruneError, match="layer_ratios names 'lef'"):
+        prune_model(model, (x,), PruneConfig(layer_ratios={"lef": 0.5}))
+    t = load_target("xnnpack-fp32").replace(name="lr", prune__layer_ratios={"layer1.0.conv1": 0.3, "fc": 0.0})
+    (tmp_path / "t.toml").write_text(t.to_toml())
+    assert load_target(tmp_path / "t.toml") == t
