@@ -39,8 +39,19 @@ def _source_digest(spec: str | None) -> str:
     return "unresolved:" + left
 
 
+def edgekit_source_digest() -> str:
+    """Hash of edgekit's own code and targets: a change to the pipeline must not re-use old builds."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted([*root.rglob("*.py"), *root.rglob("*.cpp"), *(root.parent / "targets").glob("*.toml")]):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build_key(model: SuiteModel, target: Any, versions: dict) -> str:
-    """Content hash of everything a build depends on: model entry, target, sources, data, versions."""
+    """Content hash of everything a build depends on: model entry, target, sources, data, versions (and
+    edgekit's own source, so a changed pipeline rebuilds)."""
     doc = {"model": model.to_dict(), "target": target.to_dict(), "versions": versions,
            "sources": {k: _source_digest(v) for k, v in (("spec", model.spec), ("calibration", model.calibration),
                                                           ("eval", model.eval))}}
@@ -74,7 +85,7 @@ def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str
 
     t_start = time.perf_counter()
     facts = machine_facts()
-    versions = {k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}
+    versions = {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
     items = suite.items()
     results, errors = [], []
     builds: dict[tuple[str, str], tuple[dict, Path, bool, float]] = {}
