@@ -409,6 +409,7 @@ def print_profile(results: list, con: Any = None) -> None:
 @click.option("--input", "-i", "input_specs", multiple=True, callback=_parse_inputs, metavar="SHAPE[:DTYPE]",
               help="Input spec for --eager, e.g. 1x3x224x224.")
 @click.option("--inputs", "inputs_file", type=click.Path(), help="Real inputs (.npz/.pt) instead of random ones.")
+@click.option("--batch", type=int, help="Batch size to run (programs built with --dynamic-batch; default: their largest).")
 @click.option("--engine", type=click.Choice(["auto", "native", "python"]), default="auto", show_default=True,
               help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.")
 @click.option("--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's).")
@@ -426,7 +427,7 @@ def print_profile(results: list, con: Any = None) -> None:
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @handle_errors
-def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, engine: str,
+def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, batch: int | None, engine: str,
             threads_text: str | None, cpus: str | None, runs: int | None, warmup: int | None, warmup_seconds: float,
             min_seconds: float | None, max_seconds: float, timeout: float, method: str, ops: bool, target: str | None,
             as_json: bool, out_file: str | None, quiet: bool) -> None:
@@ -450,7 +451,7 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
     for threads in thread_list:
         opts = ProfileOptions(runs=runs, warmup=warmup, warmup_seconds=warmup_seconds, min_seconds=min_seconds,
                               max_seconds=max_seconds, threads=threads, cpus=parse_cpus(cpus), timeout=timeout,
-                              method=method, engine=engine, ops=ops)
+                              method=method, engine=engine, ops=ops, batch=batch)
         bar = _ProfileProgress(quiet, f"profile ({threads or 'default'} thread(s))")
         try:
             results.append(run_profile(program, eager=eager, eager_inputs=input_specs, inputs=inputs_file, target=target,

@@ -21,11 +21,14 @@ PTE_MAGIC_OFFSET = 4  # flatbuffer file identifier "ET12" etc. sits at bytes 4..
 
 @dataclass(frozen=True)
 class TensorMeta:
+    """A tensor's shape (the upper bound when dynamic), dtype, and whether its shape may shrink at run time."""
+
     shape: tuple[int, ...]
     dtype: str
+    dynamic: bool = False
 
     def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "dtype": self.dtype}
+        return {"shape": list(self.shape), "dtype": self.dtype, "dynamic": self.dynamic}
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ def sha256_file(path: str | Path) -> str:
 def _tensor_meta(value: Any) -> TensorMeta:
     val = value.val
     sizes = tuple(int(s) for s in getattr(val, "sizes", ()) or ())
-    return TensorMeta(sizes, SCALAR_TYPES.get(int(getattr(val, "scalar_type", -1)), f"scalar_type_{getattr(val, 'scalar_type', '?')}"))
+    dtype = SCALAR_TYPES.get(int(getattr(val, "scalar_type", -1)), f"scalar_type_{getattr(val, 'scalar_type', '?')}")
+    return TensorMeta(sizes, dtype, int(getattr(val, "shape_dynamism", 0) or 0) != 0)  # 0 = STATIC
 
 
 def inspect_program(path: str | Path) -> ProgramInfo:

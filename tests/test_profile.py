@@ -240,3 +240,16 @@ def test_inputs_are_set_before_every_run(tmp_path):
     for engine in ("native", "python"):
         p = edgekit.profile(res.out_dir, engine=engine, runs=50, warmup=5, warmup_seconds=0.0)
         assert p.latency_ms.count == 50
+
+
+def test_batch_sizes_of_a_dynamic_program(tmp_path, fp32_build):
+    res = edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=tmp_path / "dyn", inputs=[edgekit.parse_input_spec("1x1x8x8")],
+                        dynamic_batch=edgekit.parse_dynamic_batch("1:16"))
+    assert edgekit.profile(res.out_dir, **FAST).subject["inputs"][0]["shape"] == [16, 1, 8, 8]  # default: the bound
+    assert edgekit.profile(res.out_dir, batch=4, **FAST).subject["inputs"][0]["shape"] == [4, 1, 8, 8]
+    np.savez(tmp_path / "five.npz", x=np.random.rand(5, 1, 8, 8).astype(np.float32))
+    assert edgekit.profile(res.out_dir, inputs=tmp_path / "five.npz", **FAST).subject["inputs"][0]["shape"] == [5, 1, 8, 8]
+    with pytest.raises(UsageError, match="exceeds the program's largest batch, 16"):
+        edgekit.profile(res.out_dir, batch=17, **FAST)
+    with pytest.raises(UsageError, match="static batch of 1"):
+        edgekit.profile(fp32_build.out_dir, batch=4, **FAST)

@@ -48,8 +48,11 @@ class ProfileOptions:
     ops: bool = False
     ops_runs: int = 20
     loader: str = "mmap"
+    batch: int | None = None
 
     def __post_init__(self) -> None:
+        if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
+            raise UsageError(f"--batch must be a positive integer, got {self.batch}", "e.g. --batch 8")
         for name in ("runs", "warmup", "threads"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < (0 if name == "warmup" else 1)):
@@ -195,14 +198,35 @@ def resolve_program(path: str | Path, method: str = "forward") -> tuple[Path, Pr
     return pte, info, target, desc
 
 
-def _program_inputs(info: ProgramInfo, method: str, source: Any) -> tuple[list[tuple[int, ...]], list[str], list[Any], str]:
+def _batch_shapes(metas: Any, batch: int | None, data_rows: int | None) -> list[tuple[int, ...]]:
+    """The shapes to run: the program's own, or with ``batch`` (dynamic programs only, within their bound)."""
+    shapes = []
+    for i, m in enumerate(metas):
+        shape = tuple(m.shape)
+        want = batch
+        if want is None and data_rows is not None and m.dynamic and shape:
+            want = min(data_rows, shape[0])  # real inputs with fewer samples than the bound: run what was given
+        if want is not None and shape and want != shape[0]:
+            if not m.dynamic:
+                raise UsageError(f"--batch {want}: input {i} of this program has a static batch of {shape[0]}",
+                                 "build with --dynamic-batch MIN:MAX to profile other batch sizes")
+            if want > shape[0]:
+                raise UsageError(f"--batch {want} exceeds the program's largest batch, {shape[0]}",
+                                 f"use --batch 1..{shape[0]}, or rebuild with a larger --dynamic-batch MAX")
+            shape = (want, *shape[1:])
+        shapes.append(shape)
+    return shapes
+
+
+def _program_inputs(info: ProgramInfo, method: str, source: Any, batch: int | None = None
+                    ) -> tuple[list[tuple[int, ...]], list[str], list[Any], str]:
     """Input shapes, dtypes and arrays for a program: from ``source`` (checked), else random."""
     import numpy as np
 
     metas = info.method(method).inputs
-    shapes = [m.shape for m in metas]
     dtypes = [m.dtype for m in metas]
     if source is None:
+        shapes = _batch_shapes(metas, batch, None)
         rng = np.random.default_rng(0)
         arrays = []
         for shape, dt in zip(shapes, dtypes):
@@ -216,6 +240,7 @@ def _program_inputs(info: ProgramInfo, method: str, source: Any) -> tuple[list[t
     from ..data import load_dataset
 
     ds = source if hasattr(source, "inputs") else load_dataset(source)
+    shapes = _batch_shapes(metas, batch, int(ds.inputs[0].shape[0]) if ds.inputs[0].dim() else None)
     if len(ds.inputs) != len(metas):
         raise DataError(f"--inputs {ds.source} has {len(ds.inputs)} input array(s) but the program takes {len(metas)}",
                         "store one array per program input (x0, x1, ...)")
@@ -429,6 +454,8 @@ def profile(
         from ..models import InputSpec
 
         specs = [s if isinstance(s, InputSpec) else InputSpec(tuple(s), "float32") for s in eager_inputs]
+        if opts.batch is not None:
+            specs = [InputSpec((opts.batch, *s.shape[1:]), s.dtype) for s in specs]
         if not specs:
             raise UsageError("--eager needs --input for each model input", "e.g. --eager pkg.nets:make --input 1x3x224x224")
         subject = _Subject("eager", {"eager": str(eager)}, None, eager_spec=str(eager),
@@ -456,7 +483,7 @@ def profile(
     with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmpdir:
         tmp = Path(tmpdir)
         if subject.kind == "program":
-            shapes, dtypes, arrays, input_source = _program_inputs(subject.info, opts.method, inputs)
+            shapes, dtypes, arrays, input_source = _program_inputs(subject.info, opts.method, inputs, opts.batch)
             subject.shapes, subject.dtypes = shapes, dtypes
         else:
             rng = np.random.default_rng(0)
