@@ -137,6 +137,11 @@ def print_build_summary(result: Any) -> None:
         if p.get("structured_ratio") or p.get("layers"):
             t.add_row("params / MACs", f"{p['params_before']:,} → {p['params_after']:,} ({p['params_ratio']:.0%}) / "
                                        f"{p['macs_before']:,} → {p['macs_after']:,} ({p['macs_ratio']:.0%})")
+        pruned_layers = [r for r in p.get("layers", []) if r["out_after"] != r["out_before"]]
+        if pruned_layers:
+            shown = ", ".join(f"{r['layer']} {r['out_before']}→{r['out_after']}" for r in pruned_layers[:6])
+            more = f" (+{len(pruned_layers) - 6} more in the manifest)" if len(pruned_layers) > 6 else ""
+            t.add_row("channels kept", shown + more)
         if p.get("finetune"):
             f = p["finetune"]
             t.add_row("fine-tune", f"{f['epochs']} epoch(s) on {f['samples']} samples, loss {f['epoch_losses'][0]} → {f['epoch_losses'][-1]}")
@@ -152,7 +157,9 @@ def print_build_summary(result: Any) -> None:
     t.add_row("verify", f"{v['samples']} samples from {v['data']}: SQNR {_fmt_db(v['sqnr_db'])}, "
                         f"cosine {v['cosine_similarity']:.5f}, max |err| {v['max_abs_error']:.3g}"
               + (f", top-1 agreement {v['top1_agreement']:.1%}" if "top1_agreement" in v else ""))
-    if "accuracy" in v:
+    if v.get("accuracy_note"):
+        t.add_row("accuracy", v["accuracy_note"])
+    if v.get("accuracy"):
         a = v["accuracy"]
         pruned = f" → pruned eager {a['pruned_eager']:.2%}" if "pruned_eager" in a else ""
         t.add_row("accuracy", f"eager {a['eager']:.2%}{pruned} → program {a['program']:.2%} (drop {a['drop'] * 100:+.2f} pts)")

@@ -150,3 +150,17 @@ def test_size_budget_failure_leaves_nothing(tmp_path):
         edgekit.build("toy_models:small_cnn", tight, out=tmp_path / "o", inputs=X8)
     assert "size_mb" in info.value.message and "limit 0.001" in info.value.message
     assert _leftovers(tmp_path) == []
+
+
+def test_dict_outputs_are_verified_leaf_by_leaf(tmp_path):
+    res = edgekit.build("toy_models:dict_out", "xnnpack-fp32", out=tmp_path / "d")
+    v = res.manifest["verify"]
+    assert len(v["outputs"]) == 2 and v["cosine_similarity"] > 0.9999
+    assert [o["shape"] for o in res.manifest["model"]["outputs"]] == [[1, 3], [1, 3]]
+
+
+def test_labels_for_a_non_classifier_are_noted_not_crashed_on(tmp_path):
+    np.savez(tmp_path / "eval.npz", x=np.random.rand(8, 4).astype(np.float32), y=np.zeros(8, np.int64))
+    res = edgekit.build("toy_models:regressor", "xnnpack-fp32", out=tmp_path / "o", eval=tmp_path / "eval.npz")
+    v = res.manifest["verify"]
+    assert v["accuracy"] is None and "not N x classes" in v["accuracy_note"] and v["samples"] == 8

@@ -165,3 +165,26 @@ class FunctionalConv(nn.Module):
 def functional_conv():
     torch.manual_seed(0)
     return FunctionalConv(), torch.randn(1, 1, 8, 8)
+
+
+class DictOut(nn.Module):
+    """Returns a dict, as many model libraries do: the program's outputs are its pytree leaves."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return {"logits": y, "probs": torch.softmax(y, -1)}
+
+
+def dict_out():
+    torch.manual_seed(0)
+    return DictOut(), torch.randn(1, 4)
+
+
+def regressor():
+    """One output column: not class scores."""
+    torch.manual_seed(0)
+    return nn.Linear(4, 1), torch.randn(1, 4)

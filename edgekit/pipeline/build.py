@@ -229,7 +229,7 @@ def build(
             batch = int(examples[0].shape[0])
         verify = stages.run("verify", lambda: verify_program(pte_path, reference.module, verify_ds, batch=batch,
                                                                 labelled=eval_ds is not None), verify_ds.source)
-        if prune_info["applied"] and "accuracy" in verify:
+        if prune_info["applied"] and verify.get("accuracy"):
             from .prune import accuracy as eager_accuracy
 
             acc = verify["accuracy"]
@@ -338,7 +338,7 @@ def _check_budget(tgt: Target, size_bytes: int, verify: dict) -> dict:
         size_mb = round(size_bytes / 2**20, 3)
         checks.append({"name": "size_mb", "limit": b.max_size_mb, "value": size_mb, "ok": size_mb <= b.max_size_mb})
     acc = verify.get("accuracy")
-    if b.max_accuracy_drop is not None and acc is not None:
+    if b.max_accuracy_drop is not None and acc:
         checks.append({"name": "accuracy_drop", "limit": b.max_accuracy_drop, "value": acc["drop"],
                        "ok": acc["drop"] <= b.max_accuracy_drop})
     unchecked = [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None]

@@ -55,14 +55,15 @@ def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch
         The verify section of the manifest.
     """
     import torch
+    from torch.utils._pytree import tree_leaves
 
     program = InProcessProgram(pte_path)
     eager_out: list[list[Any]] = []
     pte_out: list[list[Any]] = []
     with torch.no_grad():
         for sample in data.batches(batch):
-            e = reference(*sample)
-            e = (e,) if isinstance(e, torch.Tensor) else tuple(e)
+            # The program's outputs are the pytree leaves of the eager ones (export flattens tuples, lists, dicts).
+            e = tuple(leaf for leaf in tree_leaves(reference(*sample)) if isinstance(leaf, torch.Tensor))
             p = program.run(sample)
             eager_out.append(list(e))
             pte_out.append(list(p))
@@ -86,7 +87,12 @@ def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch
     }
     if "top1_agreement" in first:
         result["top1_agreement"] = first["top1_agreement"]
-    if labelled and data.labels is not None:
+    first_out = eager_out[0][0]
+    if labelled and data.labels is not None and (first_out.dim() != 2 or first_out.shape[1] < 2):
+        result["accuracy"] = None
+        result["accuracy_note"] = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "
+                                   "not N x classes: top-1 accuracy does not apply")
+    elif labelled and data.labels is not None:
         labels = data.labels[:n]
         eager_logits = torch.cat([b[0] for b in eager_out])
         pte_logits = torch.cat([b[0] for b in pte_out])
