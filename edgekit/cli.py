@@ -182,6 +182,7 @@ def print_build_summary(result: Any) -> None:
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), metavar="RATIO",
               help="Magnitude sparsity: fraction of weights to zero (smaller download, not faster).")
 @click.option("--prune-ignore", multiple=True, metavar="LAYER", help="Layer name to keep whole; repeatable.")
+@click.option("--prune-layer", multiple=True, metavar="LAYER=RATIO", help="Per-layer channel ratio; repeatable.")
 @click.option("--prune-importance", type=click.Choice(["l1", "l2"]), help="Channel ranking for structured pruning.")
 @click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per layer, or one global ranking.")
 @click.option("--prune-round-to", type=click.IntRange(1), metavar="N", help="Keep channel counts multiples of N.")
@@ -196,7 +197,8 @@ def print_build_summary(result: Any) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @handle_errors
 def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
-          prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_importance: str | None,
+          prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple,
+          prune_importance: str | None,
           prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
           finetune_lr: float | None, max_accuracy_drop: float | None, out: str, force: bool, as_json: bool,
           quiet: bool) -> None:
@@ -217,6 +219,19 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
                                                ("round_to", prune_round_to)) if v is not None}
     if prune_ignore:
         overrides["prune__ignore"] = tuple(prune_ignore)
+    if prune_layer:
+        from .errors import UsageError
+
+        ratios = {}
+        for item in prune_layer:
+            name, sep, value = item.rpartition("=")
+            try:
+                ratios[name] = float(value)
+            except ValueError:
+                name = ""
+            if not sep or not name or not 0 <= ratios.get(name, -1) < 1:
+                raise UsageError(f"--prune-layer {item!r} is not LAYER=RATIO with 0 <= RATIO < 1", "e.g. --prune-layer layer1.0.conv1=0.3")
+        overrides["prune__layer_ratios"] = ratios
     if max_accuracy_drop is not None:
         if eval_data is None:
             from .errors import UsageError

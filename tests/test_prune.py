@@ -143,6 +143,8 @@ def _cli(*args):
     (["--prune-channels", "1.2"], "0<=x<1"),
     (["--sparsity", "1"], "0<=x<1"),
     (["--max-accuracy-drop", "0.01"], "--max-accuracy-drop needs --eval"),
+    (["--prune-layer", "features.0"], "is not LAYER=RATIO"),
+    (["--prune-layer", "features.0=1.5"], "is not LAYER=RATIO"),
 ])
 def test_cli_usage_errors(tmp_path, args, fragment):
     r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
@@ -160,6 +162,16 @@ def test_cli_flags_override_the_target(tmp_path, digits_like):
     assert m["target"]["prune"]["structured_ratio"] == 0.5 and m["target"]["prune"]["sparsity"] == 0.3
     assert m["prune"]["ignore"] == ["classifier"] and m["prune"]["finetune"]["epochs"] == 1
     assert m["prune"]["sparsity_achieved"] == pytest.approx(0.3, abs=0.02)
+
+
+def test_cli_per_layer_ratio(tmp_path):
+    r = _cli("build", "toy_models:residual_concat", "-o", tmp_path / "o", "--prune-layer", "left=0.5", "--prune-round-to", "1",
+             "--json", "-q")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    layers = {row["layer"]: row for row in json.loads(r.stdout)["prune"]["layers"]}
+    assert layers["left"]["out_after"] == 8 and layers["right"]["out_after"] == 16
 
 
 def test_pruned_target_ships():
