@@ -29,7 +29,7 @@ NOISE_PATTERNS = tuple(
         r"^W\d{4} .*torch/utils/_pytree\.py",
         r"^W\d{4} .*torch/_dynamo/variables/",
         r"TracerWarning: ",
-        r"^I\d{4} .*executorch",
+        r"^I [\d:.]+ executorch:",  # the runtime's info log ("I 00:00:00.000505 executorch:threadpool.cpp:66] ...")
         r"Output Buffer not found\. Tensor Debug Data will not be available",
     )
 )

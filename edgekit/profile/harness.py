@@ -2,8 +2,7 @@
 
 The worker is a separate process (the native C++ runner, or the Python worker), so a crash inside the
 ExecuTorch runtime never takes the caller down, and the parent's own imports and memory never enter the
-figures. The parent samples the worker's RSS with psutil while it runs, reads its rusage when it exits,
-and enforces the timeout.
+figures. The parent samples the worker's RSS with psutil while it runs and enforces the timeout.
 """
 
 from __future__ import annotations
@@ -293,14 +292,9 @@ def _reader(stream: Any, watch: _Watch, progress: Callable[[str, int, int], None
                 progress("timed", int(parts[1]), int(parts[2]))
         elif line.startswith("@error "):
             watch.errors.append(line[7:])
-        elif line and not is_noise(line) and not _runtime_info(line):
+        elif line and not is_noise(line):
             watch.other.append(line)
             del watch.other[:-20]
-
-
-def _runtime_info(line: str) -> bool:
-    # The runtime's own info lines ("I 00:00:00.000505 executorch:cpuinfo_utils.cpp:71] ...").
-    return line.startswith("I 00:") or "executorch:threadpool.cpp" in line or "executorch:cpuinfo" in line
 
 
 def _sampler(pid: int, watch: _Watch, stop: threading.Event, interval: float = 0.002) -> None:
@@ -327,7 +321,7 @@ def _sampler(pid: int, watch: _Watch, stop: threading.Event, interval: float = 0
 
 
 def _run_worker(cmd: list[str], opts: ProfileOptions, progress: Callable[[str, int, int], None] | None,
-                rapl: list, env: dict | None = None) -> tuple[_Watch, Any, float]:
+                rapl: list, env: dict | None = None) -> tuple[_Watch, float]:
     def pin() -> None:  # runs in the child before exec: the measured process starts pinned
         os.setsid()
         if opts.cpus:
@@ -347,12 +341,11 @@ def _run_worker(cmd: list[str], opts: ProfileOptions, progress: Callable[[str, i
                threading.Thread(target=_sampler, args=(proc.pid, watch, stop), daemon=True)]
     for t in threads:
         t.start()
-    rusage = None
     status = None
     deadline = t0 + opts.timeout
     try:
         while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
@@ -380,7 +373,7 @@ def _run_worker(cmd: list[str], opts: ProfileOptions, progress: Callable[[str, i
         reason = watch.errors[-1] if watch.errors else (watch.other[-1] if watch.other else f"exit code {code}")
         raise ProfileError(f"the profiling worker failed during phase '{watch.phase}': {reason}",
                            "check the program and inputs; see `edgekit profile --help`")
-    return watch, rusage, wall
+    return watch, wall
 
 
 # ------------------------------------------------------------------------------------------- profile
@@ -513,10 +506,9 @@ def profile(
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p]])
         rapl = energy_mod.rapl_domains()
-        rapl_before_all = energy_mod.read_rapl(rapl) if rapl else None
         freq = energy_mod.cpu_freq_mhz()
         batt_before = energy_mod.battery()
-        watch, rusage, wall = _run_worker(cmd, opts, progress, rapl, env)
+        watch, wall = _run_worker(cmd, opts, progress, rapl, env)
         batt_after = energy_mod.battery()
         try:
             raw = json.loads((tmp / "result.json").read_text())
@@ -527,7 +519,6 @@ def profile(
             from .ops import op_table
 
             ops = op_table(tmp / "run.etdp") if (tmp / "run.etdp").exists() else None
-        del rapl_before_all
 
     samples = [float(x) for x in raw["samples_ms"]]
     stats = summarize(samples)
@@ -541,7 +532,7 @@ def profile(
     if opts.threads > cores:
         warnings.append(f"{opts.threads} threads on {cores} CPU(s): threads compete for cores and timings suffer")
 
-    # Memory: the worker's own readings, the parent's sampler and the kernel's rusage at exit.
+    # Memory: the worker's own readings and the parent's sampler.
     base = raw["rss_baseline_bytes"]
     # Not getrusage's ru_maxrss: Linux carries it across exec, so the worker would inherit the high-water mark
     # of the forked Python parent (torch loaded, hundreds of MiB). VmHWM is the same kernel counter for the

@@ -29,7 +29,7 @@ def _status_bytes(key: str) -> int:
 
 def _usage() -> dict:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw, "maxrss": ru.ru_maxrss}
+    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw}
 
 
 def _delta(a: dict, b: dict) -> dict:
@@ -112,7 +112,6 @@ def main(argv: list[str] | None = None) -> None:
         run = lambda xs: module(*xs)  # noqa: E731
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_after_load = _status_bytes("VmRSS")
-    hwm_after_load = _status_bytes("VmHWM")
     u_loaded = _usage()
 
     inputs = []
@@ -172,8 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         "engine": engine, "method": a.method, "loader": "pybindings" if engine == "python" else "torch",
         "threads_requested": a.threads, "threads_effective": threads_effective,
         "load_ms": load_ms, "first_run_ms": first_run_ms, "warmup_ms": warm, "samples_ms": samples, "timed_wall_s": timed_wall,
-        "rss_baseline_bytes": rss_baseline, "rss_after_load_bytes": rss_after_load, "rss_after_runs_bytes": _status_bytes("VmRSS"),
-        "hwm_after_load_bytes": hwm_after_load, "hwm_bytes": _status_bytes("VmHWM"), "ru_maxrss_bytes": u1["maxrss"] * 1024,
+        "rss_baseline_bytes": rss_baseline, "rss_after_load_bytes": rss_after_load, "hwm_bytes": _status_bytes("VmHWM"),
         "cpu_load": _delta(u_start, u_loaded), "cpu_timed": _delta(u0, u1), "etdump": "not requested",
     }
     with open(a.result, "w") as f:

@@ -127,7 +127,7 @@ long long hwm_bytes() {
 
 struct Usage {
   double user_s = 0, sys_s = 0;
-  long long nvcsw = 0, nivcsw = 0, maxrss_kb = 0;
+  long long nvcsw = 0, nivcsw = 0;
 };
 
 Usage usage_now() {
@@ -138,7 +138,6 @@ Usage usage_now() {
   u.sys_s = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
   u.nvcsw = ru.ru_nvcsw;
   u.nivcsw = ru.ru_nivcsw;
-  u.maxrss_kb = ru.ru_maxrss;
   return u;
 }
 
@@ -355,7 +354,6 @@ int main(int argc, char** argv) {
   auto loaded = load_method(program.get(), a, nullptr);
   double load_ms = ms_since(t_load);
   long long rss_after_load = rss_bytes();
-  long long hwm_after_load = hwm_bytes();
   Usage u_loaded = usage_now();
 
   auto meta = program->method_meta(a.method.c_str());
@@ -395,7 +393,6 @@ int main(int argc, char** argv) {
   }
   double timed_wall_s = seconds_since(t_timed);
   Usage u_timed1 = usage_now();
-  long long rss_after_runs = rss_bytes();
   long long hwm_end = hwm_bytes();
 
   // Per-operator profile: a separate load with an ETDump tracer, so the timed runs above carry no tracing.
@@ -424,8 +421,7 @@ int main(int argc, char** argv) {
     << ",\"warmup_ms\":" << samples_json(warm) << ",\"samples_ms\":" << samples_json(samples)
     << ",\"timed_wall_s\":" << timed_wall_s
     << ",\"rss_baseline_bytes\":" << rss_baseline << ",\"rss_after_load_bytes\":" << rss_after_load
-    << ",\"rss_after_runs_bytes\":" << rss_after_runs << ",\"hwm_after_load_bytes\":" << hwm_after_load
-    << ",\"hwm_bytes\":" << hwm_end << ",\"ru_maxrss_bytes\":" << (u_timed1.maxrss_kb * 1024)
+    << ",\"hwm_bytes\":" << hwm_end
     << ",\"cpu_load\":" << usage_json(u_start, u_loaded) << ",\"cpu_timed\":" << usage_json(u_timed0, u_timed1)
     << ",\"etdump\":" << etdump_status << "}";
   std::ofstream out(a.result);
