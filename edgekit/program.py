@@ -81,16 +81,21 @@ def _tensor_meta(value: Any) -> TensorMeta:
     return TensorMeta(sizes, dtype, int(getattr(val, "shape_dynamism", 0) or 0) != 0)  # 0 = STATIC
 
 
-def inspect_program(path: str | Path) -> ProgramInfo:
+def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
     """Read a ``.pte`` file's methods, tensor metadata and memory plan.
+
+    Args:
+        path: the program file.
+        data: its bytes, when the caller already holds them (saves reading and hashing the file again).
 
     Raises:
         ProgramError: the file is missing, empty, or not an ExecuTorch program.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ProgramError(f"program {p} does not exist", "build one with `edgekit build`, or check the path")
-    data = p.read_bytes()
+    if data is None:
+        if not p.is_file():
+            raise ProgramError(f"program {p} does not exist", "build one with `edgekit build`, or check the path")
+        data = p.read_bytes()
     if len(data) < 16 or data[PTE_MAGIC_OFFSET:PTE_MAGIC_OFFSET + 2] != b"ET":
         raise ProgramError(f"{p} is not an ExecuTorch program (no ET flatbuffer header)", "pass a .pte written by edgekit build or to_executorch()")
     from ._noise import quiet

@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..pipeline.package import staged_output
 from .compare import Comparison
 
 
@@ -182,19 +180,9 @@ def write_report(runs: list[dict], out: str | Path, comparison: Comparison | Non
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(latest['suite']['name'])}"
             f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out, force=True) as tmp:  # a report folder is regenerated: replace it whole
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "latency.png").write_bytes(lat_png)
         (tmp / "size_vs_latency.png").write_bytes(sc_png)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"markdown": out / "report.md", "html": out / "index.html"}

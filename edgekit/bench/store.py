@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
 from ..errors import BenchError
+from ..pipeline.package import write_json
 
 RUN_SCHEMA_VERSION = 1
 RUN_KIND = "edgekit-bench-run"
 DEFAULT_ROOT = Path(".edgekit") / "bench"
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_run(run: dict, root: Path = DEFAULT_ROOT, name: str | None = None) -> list[Path]:
@@ -38,7 +31,8 @@ def save_run(run: dict, root: Path = DEFAULT_ROOT, name: str | None = None) -> l
             raise BenchError(f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ .")
         paths.append(Path(root) / "baselines" / f"{name}.json")
     for p in paths:
-        _write_atomic(p, {**run, "name": name})
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_json(p, {**run, "name": name})
     return paths
 
 

@@ -196,6 +196,7 @@ def build(
     lowered = stages.run("lower", lambda: lower_program(final.program, tgt.backend), tgt.backend.value)
     if tgt.backend is Backend.XNNPACK and lowered.delegation["delegated_partitions"] == 0:
         warnings.append("XNNPACK took no part of the graph: everything runs on portable kernels")
+    deflated = deflate_size(lowered.pte)
     size_comparison = None
     if dense_twin is not None:
         def dense_size() -> dict:
@@ -204,7 +205,7 @@ def build(
             return {"size_bytes": len(pte), "deflate_bytes": deflate_size(pte)}
 
         size_comparison = {"without_sparsity": stages.run("compare", dense_size, "lowering the dense twin for sizes"),
-                           "with_sparsity": {"size_bytes": len(lowered.pte), "deflate_bytes": deflate_size(lowered.pte)},
+                           "with_sparsity": {"size_bytes": len(lowered.pte), "deflate_bytes": deflated},
                            "note": "sparsity shrinks the compressed download, not the .pte or the latency"}
 
     # Verification data: the user's held-out set, else random samples with their own seed.
@@ -219,7 +220,7 @@ def build(
     with staged_output(out, force) as tmp:
         pte_path = tmp / PTE_NAME
         pte_path.write_bytes(lowered.pte)
-        info = inspect_program(pte_path)
+        info = inspect_program(pte_path, lowered.pte)
 
         from .verify import verify_program
 
@@ -265,7 +266,7 @@ def build(
                 "file": PTE_NAME,
                 "sha256": info.sha256,
                 "size_bytes": info.size_bytes,
-                "compressed_size_bytes": deflate_size(pte_path.read_bytes()),
+                "compressed_size_bytes": deflated,
                 "size_comparison": size_comparison,
                 "methods": sorted(info.methods),
                 "backend": tgt.backend.value,

@@ -7,6 +7,7 @@ figures. The parent samples the worker's RSS with psutil while it runs and enfor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import DataError, ProfileError, ProgramError, UsageError
-from ..program import ProgramInfo, inspect_program, sha256_file
+from ..program import ProgramInfo, inspect_program
 from ..targets import Target, load_target, target_from_dict
 from . import energy as energy_mod
 from .stats import LatencyStats, measurement_warnings, summarize
@@ -180,7 +181,8 @@ def resolve_program(path: str | Path, method: str = "forward") -> tuple[Path, Pr
             raise ProgramError(f"{manifest_path} is not an edgekit manifest ({exc})", "rebuild the package") from None
         if not pte.is_file():
             raise ProgramError(f"package {p} has no {pte.name}", "rebuild the package")
-        actual = sha256_file(pte)
+        data = pte.read_bytes()  # read once: hashed here, parsed by inspect_program
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise ProgramError(f"{pte} does not match its manifest (sha256 {actual[:12]}… ≠ {expected[:12]}…): the file changed after the build",
                                "rebuild the package, or profile the .pte file directly")
@@ -190,8 +192,8 @@ def resolve_program(path: str | Path, method: str = "forward") -> tuple[Path, Pr
             target = None
         desc.update({"package": str(p), "model": manifest.get("model", {}).get("spec"), "target": manifest["target"].get("name")})
     else:
-        pte = p
-    info = inspect_program(pte)
+        pte, data = p, None
+    info = inspect_program(pte, data)
     info.method(method)  # raises with the list of methods
     desc.update({"pte": str(pte), "sha256": info.sha256, "size_bytes": info.size_bytes, "method": method})
     return pte, info, target, desc
