@@ -58,32 +58,26 @@ def load_digits_split() -> dict:
     return {"x_train": np.ascontiguousarray(x_tr), "y_train": y_tr, "x_test": np.ascontiguousarray(x_te), "y_test": y_te}
 
 
-def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
-    """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode."""
+def _dataset(x: Any, y: Any) -> Any:
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt), batch):
-            idx = perm[i : i + batch]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-        sched.step()
-    return model.eval()
+    from .data import Dataset
+
+    return Dataset((torch.as_tensor(x),), torch.as_tensor(y), "scikit-learn digits")
+
+
+def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
+    """Train in place (Adam, cross-entropy, cosine-annealed rate); returns the model in eval mode."""
+    from .pipeline.prune import finetune_
+
+    finetune_(model, _dataset(x, y), epochs=epochs, lr=lr, batch=batch, seed=seed, cosine=True)
+    return model
 
 
 def accuracy(model: Any, x: Any, y: Any) -> float:
-    import torch
+    from .pipeline.prune import accuracy as dataset_accuracy
 
-    with torch.no_grad():
-        return float((model(torch.as_tensor(x)).argmax(1) == torch.as_tensor(y)).double().mean())
+    return dataset_accuracy(model, _dataset(x, y))
 
 
 def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Callable[[str], None] = lambda m: None,

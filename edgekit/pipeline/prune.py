@@ -204,12 +204,18 @@ def check_finetune_data(ds: Dataset, model: Any, example_inputs: tuple) -> int:
     return classes
 
 
-def finetune_(model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0) -> list[float]:
-    """Train in place with Adam and cross-entropy; returns the mean loss of each epoch."""
+def finetune_(model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0,
+              cosine: bool = False) -> list[float]:
+    """Train in place with Adam and cross-entropy (``cosine``: anneal the rate over the epochs).
+
+    Returns:
+        The mean loss of each epoch.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if cosine else None
     n = len(ds)
     losses = []
     model.train()
@@ -227,6 +233,8 @@ def finetune_(model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 3
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         losses.append(round(total / max(1, count), 5))
+        if sched is not None:
+            sched.step()
     model.eval()
     return losses
 
