@@ -45,22 +45,30 @@ def _channels(module: Any) -> tuple[int, int]:
     return module.in_features, module.out_features
 
 
-def _output_layers(model: Any, example_inputs: tuple) -> list[str]:
-    """Names of conv/linear layers whose output *is* a model output (pruning them would change the outputs)."""
+def _forward(model: Any, example_inputs: tuple, produced: dict[int, str] | None = None) -> list[Any]:
+    """One forward pass: the output tensors (pytree leaves, as export flattens them). With ``produced``,
+    also records which conv/linear layer produced each tensor (by identity)."""
     import torch
+    from torch.utils._pytree import tree_leaves
 
-    produced: dict[int, str] = {}
     hooks = []
-    for name, m in model.named_modules():
-        if _prunable(m):
-            hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: produced.__setitem__(id(out), name)))
+    if produced is not None:
+        for name, m in model.named_modules():
+            if _prunable(m):
+                hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: produced.__setitem__(id(out), name)))
     try:
         with torch.no_grad():
             out = model(*example_inputs)
     finally:
         for h in hooks:
             h.remove()
-    outs = [out] if isinstance(out, torch.Tensor) else [o for o in out if isinstance(o, torch.Tensor)]
+    return [leaf for leaf in tree_leaves(out) if isinstance(leaf, torch.Tensor)]
+
+
+def _output_layers(model: Any, outs: list[Any], produced: dict[int, str]) -> list[str]:
+    """Names of conv/linear layers whose output *is* a model output (pruning them would change the outputs)."""
+    import torch
+
     names = [produced[id(o)] for o in outs if id(o) in produced]
     if not names:  # outputs post-processed after the last layer: protect layers producing the class dimension
         dims = {o.shape[-1] for o in outs if o.dim() >= 1}
@@ -115,15 +123,6 @@ def unwrapped_conv_weights(model: Any) -> list[tuple[str, tuple[int, ...]]]:
             if p.dim() >= 3 and p.shape[0] > 1:
                 out.append((f"{mod_name}.{p_name}" if mod_name else p_name, tuple(p.shape)))
     return out
-
-
-def _output_shapes(model: Any, example_inputs: tuple) -> list[tuple[int, ...]]:
-    import torch
-
-    with torch.no_grad():
-        out = model(*example_inputs)
-    outs = [out] if isinstance(out, torch.Tensor) else [o for o in out if isinstance(o, torch.Tensor)]
-    return [tuple(o.shape) for o in outs]
 
 
 def structured_prune_(model: Any, example_inputs: tuple, cfg: PruneConfig, ignored: list[Any]) -> None:
@@ -184,16 +183,13 @@ def make_sparsity_permanent_(targets: list[tuple[str, Any]]) -> list[dict]:
     return rows
 
 
-def check_finetune_data(ds: Dataset, model: Any, example_inputs: tuple) -> int:
-    """Labels present, within the model's classes; returns the number of classes."""
-    import torch
-
+def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
+    """Labels present and within the classes of the model's (single) output; returns the number of classes."""
     if ds.labels is None:
         raise DataError(f"fine-tune data {ds.source} has no labels", "store labels under 'y' beside the inputs 'x'")
-    with torch.no_grad():
-        out = model(*example_inputs)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    out = outputs[0] if len(outputs) == 1 else None
+    if out is None or out.dim() != 2 or out.shape[1] < 2:
+        shape = tuple(out.shape) if out is not None else f"{len(outputs)} tensors"
         raise DataError(f"fine-tuning uses cross-entropy on class scores, but the model outputs {shape}",
                         "fine-tune the model yourself before building, or skip --finetune")
     classes = int(out.shape[1])
@@ -262,11 +258,13 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         DataError: fine-tune data without labels, or labels that do not fit the model.
     """
     model = copy.deepcopy(module).eval()
-    auto_ignored = _output_layers(model, example_inputs)
+    produced: dict[int, str] = {}
+    outputs = _forward(model, example_inputs, produced)
+    auto_ignored = _output_layers(model, outputs, produced)
     ignore_names = tuple(dict.fromkeys((*cfg.ignore, *auto_ignored)))
     ignored = _resolve_ignore(model, ignore_names)
     if finetune is not None:
-        check_finetune_data(finetune, model, example_inputs)
+        check_finetune_data(finetune, outputs)
     macs0, params0 = count_macs_params(model, example_inputs)
     before = {n: _channels(m) for n, m in model.named_modules() if _prunable(m)}
     info: dict = {"applied": True, "structured_ratio": cfg.structured_ratio, "sparsity": cfg.sparsity,
@@ -280,10 +278,10 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
             raise PruneError(f"structured pruning cannot handle parameter {name!r} ({'x'.join(map(str, shape))}): it is used "
                              "outside an nn layer (e.g. through F.conv2d), so its channel dimension is unknown",
                              "wrap it in nn.Conv2d/nn.Linear, or use --sparsity (unstructured) for this model")
-        shapes = _output_shapes(model, example_inputs)
+        shapes = [tuple(o.shape) for o in outputs]
         structured_prune_(model, example_inputs, cfg, ignored)
         try:
-            after = _output_shapes(model, example_inputs)
+            after = [tuple(o.shape) for o in _forward(model, example_inputs)]
         except Exception as exc:
             raise PruneError(f"the pruned model no longer runs: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                              "add the layer named there to --prune-ignore") from exc
