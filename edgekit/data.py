@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 INPUT_KEYS = ("x", "inputs", "input", "images", "data")
 LABEL_KEYS = ("y", "labels", "label", "targets", "target")
@@ -125,7 +125,7 @@ def _load_file(path: Path) -> tuple[list, Any]:
             raise DataError(f"{name} contains pickled Python objects, which edgekit will not execute", "save plain numeric arrays") from exc
         raise DataError(f"{name} is unreadable or corrupt: {exc}", "re-create the file with numpy.savez or torch.save") from exc
     except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
             raise DataError(f"{name} contains Python objects that a safe load refuses", "save tensors only (torch.save(tensor))") from exc
         raise DataError(f"{name} is unreadable or corrupt ({msg[:160]})", "re-create the file with numpy.savez or torch.save") from exc
@@ -175,6 +175,11 @@ def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
     n = {int(t.shape[0]) if t.dim() else 0 for t in ds.inputs}
     if len(n) != 1 or 0 in n:
         raise DataError(f"{ds.source}: inputs have different or zero sample counts {sorted(n)}", "stack samples along the first axis")
+    for i, t in enumerate(ds.inputs):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).reshape(len(ds), -1).any(1).nonzero()[0, 0])
+            raise DataError(f"{ds.source}: input {i} holds NaN or infinity (first in sample {bad})",
+                            "clean the data: every value must be a finite number")
     if ds.labels is not None and int(ds.labels.reshape(-1).shape[0]) != len(ds):
         raise DataError(
             f"{ds.source}: {len(ds)} samples but {ds.labels.reshape(-1).shape[0]} labels", "give one label per sample"

@@ -68,14 +68,14 @@ def _dataset(x: Any, y: Any) -> Any:
 
 def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
     """Train in place (Adam, cross-entropy, cosine-annealed rate); returns the model in eval mode."""
-    from .pipeline.prune import finetune_
+    from .training import finetune_
 
     finetune_(model, _dataset(x, y), epochs=epochs, lr=lr, batch=batch, seed=seed, cosine=True)
     return model
 
 
 def accuracy(model: Any, x: Any, y: Any) -> float:
-    from .pipeline.prune import accuracy as dataset_accuracy
+    from .training import accuracy as dataset_accuracy
 
     return dataset_accuracy(model, _dataset(x, y))
 

@@ -1,8 +1,9 @@
 """Errors raised by edgekit.
 
 Every error carries a one-line ``message`` that names the problem and a ``hint`` that names the fix.
-Library code raises these and never prints or exits; :mod:`edgekit.cli` turns them into exit codes:
-``UsageError`` subclasses exit 2 (like click's own usage errors), everything else exits 1.
+Library code raises these and never prints or exits. Each class owns its exit code (click's pattern: a class
+attribute): ``UsageError`` subclasses exit 2 like click's own usage errors, everything else exits 1.
+:mod:`edgekit.cli` turns them into that exit code and the one-line message, in one place.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ class EdgekitError(Exception):
         hint: what the user can do about it, in one line (optional).
     """
 
-    #: True when the error is about how the command was called (exit code 2).
-    usage = False
+    #: The process exit code when this error ends a command: 1 for a failure of the work.
+    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
         # Keep everything on one line: users read these in a terminal and in CI logs.
@@ -32,7 +33,7 @@ class EdgekitError(Exception):
 class UsageError(EdgekitError):
     """A malformed option or argument (exit code 2)."""
 
-    usage = True
+    exit_code = 2
 
 
 class ConfigError(EdgekitError):
@@ -76,7 +77,15 @@ class VerifyError(EdgekitError):
 
 
 class BudgetError(EdgekitError):
-    """A result exceeds the target's budget."""
+    """A build or profile exceeds the target's budget (the result is complete and can still be shown)."""
+
+
+class RegressionError(EdgekitError):
+    """``bench compare`` found a significant regression beyond its threshold."""
+
+
+class ContractError(EdgekitError):
+    """A manifest, worker result or bench run document lacks a field or has a wrong one."""
 
 
 class OutputExistsError(EdgekitError):
@@ -93,3 +102,12 @@ class ProfileError(EdgekitError):
 
 class BenchError(EdgekitError):
     """A benchmark suite, stored run or comparison is invalid."""
+
+
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an exception's text (or its type name): how foreign errors are quoted."""
+    text = exc if isinstance(exc, str) else str(exc)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__ if not isinstance(exc, str) else ""

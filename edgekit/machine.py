@@ -31,6 +31,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def software_versions() -> dict:
+    """The versions that change what a build produces (read from package metadata: no imports)."""
+    from . import __version__
+
+    return {"edgekit": __version__, "torch": _pkg("torch"), "executorch": _pkg("executorch"), "torchao": _pkg("torchao"),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
 def machine_facts() -> dict:
     """CPU, cores, frequency, memory, OS and the versions that change measured figures."""
     import psutil

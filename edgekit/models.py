@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import InputSpecError, ModelLoadError
+from .errors import InputSpecError, ModelLoadError, first_line
 
 if TYPE_CHECKING:  # torch is imported lazily so that `edgekit --help` stays fast
     import torch
@@ -285,7 +285,7 @@ def _load_file(spec: str, given: tuple) -> LoadedModel:
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(
             f"{spec} is not a saved ExportedProgram ({first[:200]})",
             "save one with torch.export.save(torch.export.export(model, inputs), 'model.pt2'), or use module:factory",

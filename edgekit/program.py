@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ProgramError
+from .errors import ProgramError, first_line
 
 # ExecuTorch ScalarType codes (schema/scalar_type.fbs) to dtype names; the ones a program's inputs may use.
 SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
@@ -248,19 +248,20 @@ def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
 
 
 class InProcessProgram:
-    """A program loaded into this process with ``executorch.runtime`` (for verification)."""
+    """A program loaded into this process with ``executorch.runtime`` (for verification), from a file or bytes."""
 
-    def __init__(self, path: str | Path, method: str = "forward"):
+    def __init__(self, program: str | Path | bytes, method: str = "forward"):
         from ._noise import quiet
 
+        name = "the lowered program" if isinstance(program, (bytes, bytearray)) else str(program)
         with quiet():
             from executorch.runtime import Runtime
 
             try:
-                self._program = Runtime.get().load_program(str(path))
+                self._program = Runtime.get().load_program(program if isinstance(program, (bytes, bytearray)) else str(program))
                 self._method = self._program.load_method(method)
             except Exception as exc:
-                raise ProgramError(f"the ExecuTorch runtime could not load {path}: {str(exc).splitlines()[0][:200]}",
+                raise ProgramError(f"the ExecuTorch runtime could not load {name}: {first_line(exc, 200)}",
                                    "rebuild the program; check the target's backend") from exc
 
     def run(self, inputs: tuple) -> tuple:
@@ -268,5 +269,5 @@ class InProcessProgram:
             return tuple(self._method.execute(list(inputs)))
         except Exception as exc:
             shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
-            raise ProgramError(f"the program failed on inputs of shape {shapes}: {str(exc).splitlines()[0][:200]}",
+            raise ProgramError(f"the program failed on inputs of shape {shapes}: {first_line(exc, 200)}",
                                "check the inputs match the program") from exc

@@ -23,7 +23,7 @@ def test_parse_input_spec(text, shape, dtype):
 def test_parse_input_spec_rejects(text, fragment):
     with pytest.raises(InputSpecError, match=fragment) as info:
         parse_input_spec(text)
-    assert info.value.hint and info.value.usage
+    assert info.value.hint and info.value.exit_code == 2
 
 
 def test_parse_dynamic_batch():

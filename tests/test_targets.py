@@ -66,7 +66,7 @@ def test_unknown_target_lists_valid_ones():
     with pytest.raises(TargetNotFoundError) as info:
         load_target("xnnpack-int9")
     assert "did you mean 'xnnpack-int8'" in info.value.message
-    assert "xnnpack-fp32" in info.value.hint and info.value.usage
+    assert "xnnpack-fp32" in info.value.hint and info.value.exit_code == 2
 
 
 def test_portable_cannot_quantize():

@@ -1,5 +1,6 @@
-"""The build pipeline: export → prune → quantize → lower → verify → package."""
+"""The build pipeline: load → prune → export → quantize → lower → verify → package."""
 
-from .build import STAGES, BuildResult, StageEvent, build
+from .build import BuildResult, build
+from .stages import Stage, StageEvent, StageState
 
-__all__ = ["STAGES", "BuildResult", "StageEvent", "build"]
+__all__ = ["BuildResult", "Stage", "StageEvent", "StageState", "build"]

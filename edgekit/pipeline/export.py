@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..models import DynamicBatch, LoadedModel, contiguous
 
 
@@ -22,13 +22,6 @@ class ExportResult:
     def info(self) -> dict:
         mode = "loaded" if self.strict is None else ("strict" if self.strict else "non-strict")
         return {"mode": mode, "fallback_reason": self.fallback_reason, "dynamic_batch": self.dynamic_shapes is not None}
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return type(exc).__name__
 
 
 def batch_examples(example_inputs: tuple, dynamic_batch: DynamicBatch | None) -> tuple:
@@ -93,7 +86,7 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
             ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=True)
         return ExportResult(ep, examples, shapes, True)
     except Exception as strict_exc:  # torch raises many types here; all mean "try the other mode"
-        reason = _first_line(strict_exc)
+        reason = first_line(strict_exc)
         try:
             with torch.no_grad(), _no_mha_fastpath():
                 ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=False)
@@ -104,5 +97,5 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
             )
             if dynamic_batch is not None and ("Constraints violated" in str(exc) or "specialized" in str(exc)):
                 hint = "the model fixes its batch size somewhere (a reshape with a literal batch?); drop --dynamic-batch or use -1"
-            raise ExportError(f"torch.export failed for {model.spec}: {_first_line(exc)}", hint) from exc
+            raise ExportError(f"torch.export failed for {model.spec}: {first_line(exc)}", hint) from exc
         return ExportResult(ep, examples, shapes, False, fallback_reason=reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import LowerError
+from ..errors import LowerError, first_line
 from ..targets import Backend
 
 
@@ -80,7 +80,7 @@ def lower_program(program: Any, backend: Backend) -> LowerResult:
         et = edge.to_executorch()
         pte = bytes(et.buffer)
     except Exception as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise LowerError(
             f"lowering to ExecuTorch ({backend.value}) failed: {first[:300]}",
             "an operator may be unsupported by the edge dialect; try the portable-fp32 target or simplify that op",

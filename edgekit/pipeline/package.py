@@ -1,58 +1,104 @@
-"""Stage 6: write ``model.pte`` and ``manifest.json`` to a temp folder and move it into place atomically."""
+"""The package stage: assemble the manifest, check the budget, and write ``model.pte`` + ``manifest.json``
+into a temp folder that is swapped into place whole (a failed or killed build leaves nothing at OUT)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import tempfile
+import datetime as _dt
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
-from ..errors import OutputExistsError
+from .._fs import staged_output, write_json
+from ..errors import BudgetError
+from ..machine import software_versions
+from ..manifest import (MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PTE_NAME, BudgetCheck, BudgetSection, DynamicBatchInfo,
+                        ExportSection, Manifest, ModelSection, PlannedMemory, ProgramSection, TensorEntry)
+from ..program import ProgramInfo, inspect_program
+from ..targets import Target
 
-PTE_NAME = "model.pte"
-MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .build import BuildResult, _BuildState
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Fail early (before any work) when ``out`` exists and ``force`` is not set."""
-    if out.exists() and not force:
-        raise OutputExistsError(f"output folder {out} already exists", "pass --force to replace it, or choose another -o")
+def check_budget(tgt: Target, size_bytes: int, verify: Any) -> BudgetSection:
+    """The checks a build can make itself (size, accuracy); the rest is left to ``edgekit profile``."""
+    b = tgt.budget
+    checks = []
+    if b.max_size_mb is not None:
+        size_mb = round(size_bytes / 2**20, 3)
+        checks.append(BudgetCheck("size_mb", b.max_size_mb, size_mb, size_mb <= b.max_size_mb))
+    if b.max_accuracy_drop is not None and verify.accuracy is not None:
+        drop = verify.accuracy.drop
+        checks.append(BudgetCheck("accuracy_drop", b.max_accuracy_drop, drop, drop <= b.max_accuracy_drop))
+    unchecked = [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None]
+    return BudgetSection(checks, unchecked)
 
 
-@contextlib.contextmanager
-def staged_output(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temp folder next to ``out``; on success rename it to ``out``, on failure remove it.
+def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
+    """Raise :class:`BudgetError` naming every check that failed."""
+    failed = budget.failures
+    if failed:
+        raise BudgetError(f"{what} exceeds the target's budget: " +
+                          "; ".join(f"{c.name} is {c.value:g} (limit {c.limit:g})" for c in failed),
+                          "relax the target's [budget] or change the model/target")
 
-    A failed build never leaves a half-written package, and a replaced package is swapped, not mixed.
+
+def _model_section(st: "_BuildState", info: ProgramInfo, dynamic_batch: Any) -> ModelSection:
+    sig = st.exported.program.graph_signature
+    examples = st.exported.example_inputs
+    method = info.method("forward")
+    inputs = [TensorEntry(n, list(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(sig.user_inputs, examples)]
+    outputs = [TensorEntry(n, list(m.shape), m.dtype, m.dynamic) for n, m in zip(sig.user_outputs, method.outputs)]
+    dyn = None
+    if dynamic_batch is not None:
+        dyn = DynamicBatchInfo(dynamic_batch.min, dynamic_batch.max, method.inputs[0].shape[0] if method.inputs else None)
+        if dyn.program_max is not None and dyn.program_max != dynamic_batch.max:
+            st.warnings.append(f"the program accepts batches up to {dyn.program_max} only, not {dynamic_batch.max} "
+                               "as asked (ExecuTorch's memory plan)")
+    return ModelSection(st.loaded.spec, inputs, outputs, dyn)
+
+
+def _program_section(st: "_BuildState", info: ProgramInfo) -> ProgramSection:
+    return ProgramSection(
+        file=PTE_NAME, sha256=info.sha256, size_bytes=info.size_bytes, compressed_size_bytes=st.deflated,
+        methods=sorted(info.methods), backend=st.target.backend.value, delegation=st.lowered.delegation,
+        planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")), size_comparison=st.size_comparison)
+
+
+def assemble_manifest(st: "_BuildState", t_start: float, dynamic_batch: Any) -> Manifest:
+    """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
+    info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
+    model = _model_section(st, info, dynamic_batch)
+    budget = check_budget(st.target, info.size_bytes, st.verify)
+    return Manifest.from_dict({
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": software_versions(),
+        "model": model,
+        "target": st.target.to_dict(),
+        "target_source": st.target.source,
+        "export": ExportSection.from_dict(st.exported.info()),
+        "prune": st.prune,
+        "quantize": st.quantize,
+        "program": _program_section(st, info),
+        "verify": st.verify,
+        "budget": budget,
+        "warnings": list(st.warnings),
+        "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
+    })
+
+
+def write_package(st: "_BuildState", force: bool, t_start: float, dynamic_batch: Any) -> "BuildResult":
+    """Check the budget, then write the package atomically.
+
+    Raises:
+        BudgetError: the program exceeds the target's budget; nothing is written.
     """
-    out = Path(out)
-    check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    from .build import BuildResult
 
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON via a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_manifest(folder: Path) -> dict:
-    return json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = assemble_manifest(st, t_start, dynamic_batch)
+    raise_for_budget(manifest.budget)
+    with staged_output(st.out, force) as tmp:
+        (tmp / PTE_NAME).write_bytes(st.lowered.pte)
+        write_json(tmp / MANIFEST_NAME, manifest.to_dict())
+    return BuildResult(Path(st.out), Path(st.out) / PTE_NAME, manifest, tuple(manifest.warnings))

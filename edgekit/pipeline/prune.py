@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import Dataset
-from ..errors import DataError, PruneError
+from ..errors import PruneError, first_line
+from ..training import check_finetune_data, finetune_
 from ..targets import Importance, PruneConfig, PruneScope
 
 PRUNABLE = ("Conv1d", "Conv2d", "Conv3d", "Linear")
@@ -146,7 +147,7 @@ def structured_prune_(model: Any, example_inputs: tuple, cfg: PruneConfig, ignor
             ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None)
         pruner.step()
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise PruneError(f"torch-pruning cannot prune this model: {type(exc).__name__}: {msg[:240]}",
                          "add the layer it names to --prune-ignore, or use --sparsity (unstructured) instead") from exc
 
@@ -181,69 +182,6 @@ def make_sparsity_permanent_(targets: list[tuple[str, Any]]) -> list[dict]:
         rows.append({"layer": name, "weights": int(w.numel()), "zeros": int((w == 0).sum()),
                      "sparsity": round(float((w == 0).double().mean()), 4)})
     return rows
-
-
-def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
-    """Labels present and within the classes of the model's (single) output; returns the number of classes."""
-    if ds.labels is None:
-        raise DataError(f"fine-tune data {ds.source} has no labels", "store labels under 'y' beside the inputs 'x'")
-    out = outputs[0] if len(outputs) == 1 else None
-    if out is None or out.dim() != 2 or out.shape[1] < 2:
-        shape = tuple(out.shape) if out is not None else f"{len(outputs)} tensors"
-        raise DataError(f"fine-tuning uses cross-entropy on class scores, but the model outputs {shape}",
-                        "fine-tune the model yourself before building, or skip --finetune")
-    classes = int(out.shape[1])
-    lo, hi = int(ds.labels.min()), int(ds.labels.max())
-    if lo < 0 or hi >= classes:
-        raise DataError(f"fine-tune labels in {ds.source} range over {lo}..{hi} but the model has {classes} classes",
-                        f"labels must be integers in 0..{classes - 1}")
-    return classes
-
-
-def finetune_(model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0,
-              cosine: bool = False) -> list[float]:
-    """Train in place with Adam and cross-entropy (``cosine``: anneal the rate over the epochs).
-
-    Returns:
-        The mean loss of each epoch.
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if cosine else None
-    n = len(ds)
-    losses = []
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, n, batch):
-            idx = perm[i : i + batch]
-            if len(idx) < 2:  # batch norm cannot train on one sample
-                continue
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(*(t[idx] for t in ds.inputs)), ds.labels[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        losses.append(round(total / max(1, count), 5))
-        if sched is not None:
-            sched.step()
-    model.eval()
-    return losses
-
-
-def accuracy(model: Any, ds: Dataset, batch: int = 256) -> float:
-    import torch
-
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(ds), batch):
-            logits = model(*(t[i : i + batch] for t in ds.inputs))
-            correct += int((logits.argmax(1) == ds.labels[i : i + batch]).sum())
-    return correct / len(ds)
 
 
 def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetune: Dataset | None = None,
@@ -283,7 +221,7 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         try:
             after = [tuple(o.shape) for o in _forward(model, example_inputs)]
         except Exception as exc:
-            raise PruneError(f"the pruned model no longer runs: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            raise PruneError(f"the pruned model no longer runs: {type(exc).__name__}: {first_line(exc, 200)}",
                              "add the layer named there to --prune-ignore") from exc
         if after != shapes:
             raise PruneError(f"pruning changed the model's output shapes {shapes} → {after}",
@@ -294,7 +232,7 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         try:
             losses = finetune_(model, finetune, epochs=finetune_epochs, lr=finetune_lr, seed=seed)
         except Exception as exc:  # a model that cannot train on batches (fixed batch size, no grad...) lands here
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = first_line(exc)
             raise PruneError(f"fine-tuning failed: {type(exc).__name__}: {msg[:200]}",
                              "check the model trains on batches of the fine-tune data") from exc
         info["finetune"] = {"data": finetune.source, "samples": len(finetune), "epochs": finetune_epochs, "lr": finetune_lr,
@@ -325,3 +263,13 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         parts.append(f"fine-tuned {finetune_epochs} epoch(s)")
     info["summary"] = "; ".join(parts)
     return PruneResult(model.eval(), info, None if dense is None else dense.eval())
+
+
+def prune_detail(cfg: PruneConfig) -> str:
+    """One line for the progress display: what this pruning config asks for."""
+    parts = []
+    if cfg.structured_ratio > 0 or cfg.layer_ratios:
+        parts.append(f"channels {cfg.structured_ratio:.0%}" + (" + per-layer" if cfg.layer_ratios else ""))
+    if cfg.sparsity > 0:
+        parts.append(f"sparsity {cfg.sparsity:.0%}")
+    return ", ".join(parts)

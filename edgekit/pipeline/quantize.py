@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import Dataset
-from ..errors import QuantizeError
+from ..errors import QuantizeError, first_line
 from ..targets import QuantScheme
 from .export import ExportResult
 
@@ -54,7 +54,7 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
     try:
         prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme))
     except Exception as exc:
-        raise QuantizeError(f"PT2E prepare failed: {exc}".splitlines()[0], "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
+        raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
     used = 0
     try:
         with torch.no_grad():
@@ -63,7 +63,7 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
                 used += int(sample[0].shape[0])
     except Exception as exc:
         raise QuantizeError(
-            f"calibration failed on a sample from {calibration.source}: {str(exc).splitlines()[0][:200]}",
+            f"calibration failed on a sample from {calibration.source}: {first_line(exc, 200)}",
             "check the calibration data matches the model's inputs",
         ) from exc
     if used == 0:
@@ -78,7 +78,7 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
                 converted, exported.example_inputs, dynamic_shapes=exported.dynamic_shapes, strict=bool(exported.strict)
             )
     except Exception as exc:
-        raise QuantizeError(f"PT2E convert failed: {str(exc).splitlines()[0][:200]}", "try the xnnpack-fp32 target") from exc
+        raise QuantizeError(f"PT2E convert failed: {first_line(exc, 200)}", "try the xnnpack-fp32 target") from exc
     info = {
         "scheme": scheme.value,
         "quantizer": "XNNPACKQuantizer (torchao PT2E prepare/convert)",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Dataset
+from ..errors import DataError
+from ..manifest import Accuracy, OutputFidelity, VerifySection
 from ..program import InProcessProgram
 
 
@@ -40,12 +42,12 @@ def compare_outputs(ref: Any, got: Any) -> dict:
     return out
 
 
-def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch: int = 1,
-                   labelled: bool = False) -> dict:
+def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, batch: int = 1,
+                   labelled: bool = False) -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
     Args:
-        pte_path: the program to verify.
+        pte: the program to verify (its bytes, or a file).
         reference: the eager fp32 module (not modified).
         data: held-out samples (never the calibration ones).
         batch: samples per call (the program's static batch, or a chunk when the batch is dynamic).
@@ -53,11 +55,17 @@ def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch
 
     Returns:
         The verify section of the manifest.
+
+    Raises:
+        DataError: ``data`` has fewer samples than one batch of the program.
     """
     import torch
     from torch.utils._pytree import tree_leaves
 
-    program = InProcessProgram(pte_path)
+    if len(data) < batch:
+        raise DataError(f"{data.source} has {len(data)} sample(s) but the program runs batches of {batch}",
+                        f"give at least {batch} held-out samples, or build with --dynamic-batch")
+    program = InProcessProgram(pte)
     eager_out: list[list[Any]] = []
     pte_out: list[list[Any]] = []
     with torch.no_grad():
@@ -73,31 +81,20 @@ def verify_program(pte_path: str | Path, reference: Any, data: Dataset, *, batch
         ref = torch.cat([b[i] for b in eager_out])
         got = torch.cat([b[i] for b in pte_out])
         outputs.append({"index": i, **compare_outputs(ref.float(), got.float())})
-    first = outputs[0]
-    sqnrs = [o["sqnr_db"] for o in outputs if o["sqnr_db"] is not None]
-    result = {
-        "samples": n,
-        "data": data.source,
-        "max_abs_error": max(o["max_abs_error"] for o in outputs),
-        "mean_abs_error": first["mean_abs_error"],
-        "sqnr_db": min(sqnrs) if sqnrs else None,
-        "exact": all(o["exact"] for o in outputs),
-        "cosine_similarity": min(o["cosine_similarity"] for o in outputs),
-        "outputs": outputs,
-    }
-    if "top1_agreement" in first:
-        result["top1_agreement"] = first["top1_agreement"]
+    fid = [OutputFidelity.from_dict(o) for o in outputs]
+    sqnrs = [o.sqnr_db for o in fid if o.sqnr_db is not None]
+    accuracy, note = None, None
     first_out = eager_out[0][0]
     if labelled and data.labels is not None and (first_out.dim() != 2 or first_out.shape[1] < 2):
-        result["accuracy"] = None
-        result["accuracy_note"] = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "
-                                   "not N x classes: top-1 accuracy does not apply")
+        note = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "
+                "not N x classes: top-1 accuracy does not apply")
     elif labelled and data.labels is not None:
         labels = data.labels[:n]
-        eager_logits = torch.cat([b[0] for b in eager_out])
-        pte_logits = torch.cat([b[0] for b in pte_out])
-        eager_acc = float((eager_logits.argmax(1) == labels).double().mean())
-        pte_acc = float((pte_logits.argmax(1) == labels).double().mean())
-        result["accuracy"] = {"samples": n, "eager": round(eager_acc, 6), "program": round(pte_acc, 6),
-                              "drop": round(eager_acc - pte_acc, 6)}
-    return result
+        eager_acc = float((torch.cat([b[0] for b in eager_out]).argmax(1) == labels).double().mean())
+        pte_acc = float((torch.cat([b[0] for b in pte_out]).argmax(1) == labels).double().mean())
+        accuracy = Accuracy(samples=n, eager=round(eager_acc, 6), program=round(pte_acc, 6), drop=round(eager_acc - pte_acc, 6))
+    return VerifySection(
+        samples=n, data=data.source, max_abs_error=max(o.max_abs_error for o in fid), mean_abs_error=fid[0].mean_abs_error,
+        sqnr_db=min(sqnrs) if sqnrs else None, exact=all(o.exact for o in fid),
+        cosine_similarity=min(o.cosine_similarity for o in fid), outputs=fid, top1_agreement=fid[0].top1_agreement,
+        accuracy=accuracy, accuracy_note=note)

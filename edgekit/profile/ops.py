@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ProfileError
+from ..errors import ProfileError, first_line
+from .stats import percentile
 
 
 def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
@@ -17,7 +18,8 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
 
     Returns:
         ``{"runs": n, "total_ms": mean run time from top-level events, "ops": [...]}``, each op with
-        ``name, kind (operator|delegate_call|delegate_op), backend, calls_per_run, mean_ms, p50_ms, share``.
+        ``name, kind (operator|delegate_call|delegate_op), backend, calls_per_run, mean_ms, p50_ms, share``; p50 is the
+        type-7 percentile the latency figures use.
     """
     from .._noise import quiet
 
@@ -27,7 +29,7 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
 
             inspector = Inspector(etdump_path=str(etdump_path))
     except Exception as exc:
-        raise ProfileError(f"reading the ETDump failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+        raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}",
                            "profile without --ops") from exc
     rows = []
     runs = 0
@@ -48,7 +50,7 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
             else:
                 kind = "operator"
             rows.append({"name": ev.name, "kind": kind, "backend": ev.delegate_backend_name, "samples": len(raw),
-                         "mean_ms": sum(raw) / len(raw), "p50_ms": float(sorted(raw)[len(raw) // 2])})
+                         "mean_ms": sum(raw) / len(raw), "p50_ms": percentile(sorted(raw), 50)})
     if not rows:
         raise ProfileError("the ETDump holds no operator timings", "the runtime may have been built without profiling")
     method = [r["mean_ms"] for r in rows if r["kind"] == "method"]

@@ -15,6 +15,8 @@ import resource
 import sys
 import time
 
+from edgekit.errors import first_line
+
 
 def _status_bytes(key: str) -> int:
     try:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             program = runtime.load_program(a.model)
             method = program.load_method(a.method)
         except Exception as exc:  # the bindings raise RuntimeError/ValueError for bad programs
-            _fail(f"loading the program failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            _fail(f"loading the program failed: {first_line(exc)}")
         run = lambda xs: method.execute(xs)  # noqa: E731
     else:
         try:
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             return run(inputs)
         except Exception as exc:
-            _fail(f"execute() failed during {phase}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            _fail(f"execute() failed during {phase}: {first_line(exc)}")
 
     _say("@phase first_run")
     t = time.perf_counter()

@@ -1,0 +1,156 @@
+"""Files that are whole or absent: atomic JSON writes, staged output folders, and cleaning up after dead builds.
+
+Every temporary file or folder edgekit makes beside its destination is named ``.<name>.<pid>.<token>.tmp``, so a
+later run (or ``edgekit clean``) can tell the leftovers of a killed process (its pid is gone) from the work of a
+live one, and remove only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ContractError, EdgekitError, OutputExistsError
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+PACKAGE_MARKER = "manifest.json"
+
+
+def temp_name(name: str) -> str:
+    """A sibling name for a temporary copy of ``name`` that records this process's pid."""
+    return f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def stale_temps(folder: str | Path) -> list[Path]:
+    """Temporary files and folders in ``folder`` left by edgekit processes that no longer run."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in folder.iterdir():
+        m = _TEMP_RE.match(entry.name)
+        if m and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            out.append(entry)
+    return sorted(out)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove :func:`stale_temps` of ``folder``; returns what was removed."""
+    removed = []
+    for entry in stale_temps(folder):
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:  # another cleaner got there first, or no permission: leave it
+            continue
+    return removed
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON via a temp file and rename, so readers never see half a file; never writes NaN.
+
+    Raises:
+        ContractError: ``data`` holds a non-finite number (strict JSON parsers reject NaN).
+        EdgekitError: the file cannot be written.
+    """
+    path = Path(path)
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise ContractError(f"refusing to write {path}: it would hold NaN or infinity", "please report it") from None
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgekitError(f"cannot write {path}: {exc.strerror or exc}", "check the path and its permissions") from None
+
+
+def read_json(path: str | Path, what: str, error: type[EdgekitError] = EdgekitError, hint: str | None = None) -> Any:
+    """Parse a JSON file, or raise ``error`` naming ``what`` it should have been."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {p} does not exist", hint) from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {p} is corrupt or unreadable ({str(exc)[:120]})", hint) from None
+
+
+def check_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) -> None:
+    """Fail before any work when ``out`` cannot become an edgekit output folder (one that holds ``marker``).
+
+    ``out`` may be absent, an empty folder, or (with ``force``) an earlier output of the same kind (it holds
+    ``marker``). A regular file, or a folder that holds something else, is never replaced, even with ``force``. The parent must be a writable folder:
+    this is probed by creating it and a temp entry in it.
+
+    Raises:
+        OutputExistsError: ``out`` exists and may not be replaced.
+        EdgekitError: the parent is a file or cannot be written.
+    """
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputExistsError(f"{out} exists and is not a folder; edgekit never replaces it, even with --force",
+                                "choose another output path")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / marker).is_file():
+            what = "an edgekit package" if marker == PACKAGE_MARKER else f"an edgekit output (no {marker})"
+            raise OutputExistsError(f"{out} is a folder that is not {what}; edgekit never replaces it, "
+                                    "even with --force", "choose another output path, or empty that folder")
+        if not force:
+            raise OutputExistsError(f"output folder {out} already exists", "pass --force to replace it, or choose another -o")
+    parent = out.absolute().parent
+    for p in [parent, *parent.parents]:
+        if p.exists() and not p.is_dir():
+            raise EdgekitError(f"cannot write {out}: {p} is a file, not a folder", "choose another output path")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / temp_name(out.name)
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise EdgekitError(f"cannot write {out}: {exc.strerror or exc} in {parent}",
+                           "choose a writable output location") from None
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) -> Iterator[Path]:
+    """Yield a temp folder next to ``out``; on success swap it into place, on failure remove it.
+
+    A failed build never leaves a half-written package, and a replaced package is swapped, not mixed. The
+    leftovers of earlier processes that were killed mid-write are removed first.
+    """
+    out = Path(out)
+    check_output(out, force, marker=marker)
+    remove_stale_temps(out.absolute().parent)
+    tmp = out.parent / temp_name(out.name)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / temp_name(out.name)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

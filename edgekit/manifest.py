@@ -1,0 +1,243 @@
+"""The package manifest (``manifest.json``): what a build did and measured, as one typed, versioned document.
+
+Written by the package stage, read by ``edgekit profile`` (program file, sha256, target), ``bench run``, the
+demo and the build summary: every one of them goes through :class:`Manifest`, so a missing or mistyped field is
+one error naming the file and the field, never a ``KeyError`` deep in a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._contract import Contract
+from ._fs import PACKAGE_MARKER, read_json
+from .errors import ContractError, ProgramError
+
+MANIFEST_NAME = PACKAGE_MARKER
+PTE_NAME = "model.pte"
+MANIFEST_SCHEMA_VERSION = 2  # 2: the typed sections below (1 was an untyped dict)
+
+
+@dataclass(frozen=True)
+class TensorEntry(Contract):
+    name: str
+    shape: list[int]
+    dtype: str
+    dynamic: bool = False
+
+
+@dataclass(frozen=True)
+class DynamicBatchInfo(Contract):
+    min: int
+    max: int
+    program_max: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSection(Contract):
+    spec: str
+    inputs: list[TensorEntry]
+    outputs: list[TensorEntry]
+    dynamic_batch: DynamicBatchInfo | None = None
+
+
+@dataclass(frozen=True)
+class ExportSection(Contract):
+    mode: str  # strict | non-strict | loaded
+    fallback_reason: str | None = None
+    dynamic_batch: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneInfo(Contract):
+    data: str
+    samples: int
+    epochs: int
+    lr: float
+    loss: str
+    optimizer: str
+    epoch_losses: list[float]
+
+
+@dataclass(frozen=True)
+class PruneSection(Contract):
+    """What pruning did; ``applied`` false (with ``reason``) when the target asks for none."""
+
+    applied: bool
+    reason: str | None = None
+    summary: str = ""
+    structured_ratio: float = 0.0
+    sparsity: float = 0.0
+    importance: str | None = None
+    scope: str | None = None
+    round_to: int | None = None
+    ignore: list[str] = field(default_factory=list)
+    auto_ignored: list[str] = field(default_factory=list)
+    library: str | None = None
+    finetune: FinetuneInfo | None = None
+    params_before: int | None = None
+    params_after: int | None = None
+    macs_before: int | None = None
+    macs_after: int | None = None
+    params_ratio: float | None = None
+    macs_ratio: float | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    sparsity_by_layer: list[dict[str, Any]] | None = None
+    sparsity_achieved: float | None = None
+    sparsity_note: str | None = None
+
+
+@dataclass(frozen=True)
+class QuantizeSection(Contract):
+    scheme: str
+    applied: bool
+    quantizer: str | None = None
+    per_channel: bool | None = None
+    dynamic: bool | None = None
+    calibration_samples: int | None = None
+    calibration_batch: int | None = None
+    calibration: str | None = None  # the data's source, or "random"
+
+
+@dataclass(frozen=True)
+class Delegation(Contract):
+    delegated_partitions: int
+    delegated_nodes: int
+    portable_nodes: int
+    portable_ops: list[str] = field(default_factory=list)
+    by_operator: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SizeComparison(Contract):
+    without_sparsity: dict[str, int]
+    with_sparsity: dict[str, int]
+    note: str
+
+
+@dataclass(frozen=True)
+class PlannedMemory(Contract):
+    method: str
+    planned_buffers_bytes: list[int]
+    planned_bytes: int
+    planned_mb: float
+
+
+@dataclass(frozen=True)
+class ProgramSection(Contract):
+    file: str
+    sha256: str
+    size_bytes: int
+    compressed_size_bytes: int
+    methods: list[str]
+    backend: str
+    delegation: Delegation
+    planned_memory: PlannedMemory
+    size_comparison: SizeComparison | None = None
+
+
+@dataclass(frozen=True)
+class Accuracy(Contract):
+    """Top-1 accuracy on labelled data. After pruning, ``eager`` is the original model and ``pruned_eager`` the
+    pruned one: the budget counts the drop from the model the user gave."""
+
+    samples: int
+    eager: float
+    program: float
+    drop: float
+    original_eager: float | None = None
+    pruned_eager: float | None = None
+
+
+@dataclass(frozen=True)
+class OutputFidelity(Contract):
+    index: int
+    max_abs_error: float
+    mean_abs_error: float
+    sqnr_db: float | None
+    exact: bool
+    cosine_similarity: float
+    top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class VerifySection(Contract):
+    samples: int
+    data: str
+    max_abs_error: float
+    mean_abs_error: float
+    sqnr_db: float | None  # None: the outputs are identical (exact)
+    exact: bool
+    cosine_similarity: float
+    outputs: list[OutputFidelity]
+    top1_agreement: float | None = None
+    accuracy: Accuracy | None = None
+    accuracy_note: str | None = None
+    reference: str = "the eager model"
+
+
+@dataclass(frozen=True)
+class BudgetCheck(Contract):
+    name: str
+    limit: float
+    value: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class BudgetSection(Contract):
+    checks: list[BudgetCheck] = field(default_factory=list)
+    checked_by_profile: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[BudgetCheck]:
+        return [c for c in self.checks if not c.ok]
+
+
+@dataclass(frozen=True)
+class Manifest(Contract):
+    """``manifest.json`` of a package.
+
+    Example:
+        >>> m = read_manifest("build/net")
+        >>> m.verify.sqnr_db, m.program.size_bytes, m.target["name"]
+    """
+
+    schema_version: int
+    created: str
+    versions: dict[str, str | None]
+    model: ModelSection
+    target: dict[str, Any]
+    target_source: str
+    export: ExportSection
+    prune: PruneSection
+    quantize: QuantizeSection
+    program: ProgramSection
+    verify: VerifySection
+    budget: BudgetSection
+    warnings: list[str]
+    timings_s: dict[str, float]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "") -> "Manifest":
+        if isinstance(data, dict) and data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+            raise ContractError(f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not "
+                                f"{MANIFEST_SCHEMA_VERSION}, the version this edgekit reads", "rebuild the package with this edgekit")
+        return super().from_dict(data, source)
+
+
+def read_manifest(package: str | Path) -> Manifest:
+    """Read and validate a package's manifest.
+
+    Raises:
+        ProgramError: the folder has no readable manifest, or a field is missing or wrong (named).
+    """
+    path = Path(package) / MANIFEST_NAME
+    hint = "pass a package folder from `edgekit build` (or its .pte file), or rebuild the package"
+    data = read_json(path, "manifest", ProgramError, hint)
+    try:
+        return Manifest.from_dict(data, str(path))
+    except ContractError as exc:
+        raise ProgramError(exc.message, exc.hint) from None

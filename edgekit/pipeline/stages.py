@@ -1,0 +1,69 @@
+"""The build's stages, in the order they run, and the runner that times them and reports progress."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .._noise import quiet
+
+
+class Stage(str, enum.Enum):
+    """Build stages in the order they run. Pruning works on the eager ``nn.Module``, so it comes before export."""
+
+    LOAD = "load"
+    PRUNE = "prune"
+    EXPORT = "export"
+    QUANTIZE = "quantize"
+    LOWER = "lower"
+    VERIFY = "verify"
+    PACKAGE = "package"
+
+
+class StageState(str, enum.Enum):
+    START = "start"
+    DONE = "done"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """A progress event: a stage started, finished (with its time) or was skipped (with the reason)."""
+
+    stage: Stage
+    state: StageState
+    seconds: float = 0.0
+    detail: str = ""
+
+
+class StageRunner:
+    """Runs stages quietly (the stack's known noise filtered), times them and reports progress."""
+
+    def __init__(self, progress: Callable[[StageEvent], None] | None = None):
+        self.progress = progress or (lambda e: None)
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: Stage, fn: Callable[[], Any], detail: str = "") -> Any:
+        self.progress(StageEvent(stage, StageState.START, detail=detail))
+        t0 = time.perf_counter()
+        with quiet():
+            value = fn()
+        self.seconds[stage.value] = round(self.seconds.get(stage.value, 0.0) + time.perf_counter() - t0, 3)
+        self.progress(StageEvent(stage, StageState.DONE, self.seconds[stage.value], detail))
+        return value
+
+    def skip(self, stage: Stage, reason: str) -> None:
+        self.seconds[stage.value] = 0.0
+        self.progress(StageEvent(stage, StageState.SKIP, detail=reason))
+
+
+class SilentRunner(StageRunner):
+    """A runner for side work (the dense twin's sizes) that reports nothing."""
+
+    def run(self, stage: Stage, fn: Callable[[], Any], detail: str = "") -> Any:
+        return fn()
+
+    def skip(self, stage: Stage, reason: str) -> None:
+        return None
