@@ -3,12 +3,14 @@
 Example:
     >>> import edgekit
     >>> result = edgekit.build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
-    >>> result.manifest["verify"]["sqnr_db"]
+    >>> result.manifest.verify.sqnr_db
+    >>> edgekit.profile(result.pte_path, runs=200).latency_ms.p50
 """
 
 __version__ = "0.1.0"
 
 from .errors import EdgekitError  # noqa: E402
+from .manifest import Manifest, read_manifest  # noqa: E402
 from .models import DynamicBatch, InputSpec, load_model, parse_dynamic_batch, parse_input_spec  # noqa: E402
 from .targets import Target, list_targets, load_target  # noqa: E402
 
@@ -29,6 +31,7 @@ __all__ = [
     "EdgekitError",
     "DynamicBatch",
     "InputSpec",
+    "Manifest",
     "Target",
     "build",
     "list_targets",
@@ -37,4 +40,5 @@ __all__ = [
     "parse_dynamic_batch",
     "parse_input_spec",
     "profile",
+    "read_manifest",
 ]

@@ -101,7 +101,12 @@ def _plain(value: Any, path: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Contract:
-    """Base class of edgekit's typed documents."""
+    """Base class of edgekit's typed documents. Constructing one validates (and converts) every field too."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _check(getattr(self, f.name), hints[f.name], f"{type(self).__name__}.{f.name}"))
 
     @classmethod
     def _from(cls: type[C], data: Any, path: str) -> C:

@@ -9,14 +9,15 @@ step from the command line (the trained model is saved as ``digits_cnn.pt2``, th
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import EdgekitError, OutputExistsError
+from ._fs import check_output, staged_output, write_json
+from .errors import EdgekitError
 
 SEED = 0
+DEMO_MARKER = "demo.json"  # marks a folder as an earlier demo's, so --force may replace it
 
 
 def digits_cnn() -> Any:
@@ -85,24 +86,32 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
     """Train, build, evaluate and time the digits CNN; return the comparison rows.
 
     Raises:
-        OutputExistsError: ``out`` exists and ``force`` is not set.
+        OutputExistsError: ``out`` exists and ``force`` is not set, or it is not an earlier demo folder.
     """
-    import numpy as np
     import torch
 
     from ._noise import import_stack
-    from .models import LoadedModel, contiguous
-    from .pipeline.build import build
 
     out = Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"demo folder {out} already exists", "pass --force to replace it, or choose another --out")
+    check_output(out, force, marker=DEMO_MARKER)
     t0 = time.perf_counter()
     import_stack()
     torch.manual_seed(SEED)
     data = load_digits_split()
-    tmp = out.parent / f".{out.name}.demo-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    with staged_output(out, force, marker=DEMO_MARKER) as tmp:
+        result = _run(tmp, out, data, epochs, log, time_runs, finetune_epochs)
+        write_json(tmp / DEMO_MARKER, result)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _run(tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int) -> dict:
+    import numpy as np
+    import torch
+
+    from .models import LoadedModel, contiguous
+    from .pipeline.build import build
+
     (tmp / "data").mkdir(parents=True)
     np.savez(tmp / "data" / "calib.npz", x=data["x_train"][:256], y=data["y_train"][:256])
     np.savez(tmp / "data" / "train.npz", x=data["x_train"], y=data["y_train"])
@@ -131,10 +140,10 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
         res = build(loaded, target, out=tmp / target, calibration=calib, eval=tmp / "data" / "test.npz", force=True,
                     finetune=finetune, finetune_epochs=finetune_epochs if finetune else None)
         builds[target] = res
-        v = res.manifest["verify"]
-        rows.append({"variant": variant, "target": target, "accuracy": v["accuracy"]["program"],
-                     "size_kib": res.manifest["program"]["size_bytes"] / 1024, "sqnr_db": v["sqnr_db"],
-                     "macs": res.manifest["prune"].get("macs_after"), "pte": str(out / target / "model.pte")})
+        m = res.manifest
+        rows.append({"variant": variant, "target": target, "accuracy": m.verify.accuracy.program,
+                     "size_kib": m.program.size_bytes / 1024, "sqnr_db": m.verify.sqnr_db,
+                     "macs": m.prune.macs_after, "pte": str(out / target / "model.pte")})
 
     log(f"[bold]5/5[/] profiling each variant in an isolated worker ({time_runs} runs, 1 thread)…")
     from .models import InputSpec
@@ -146,10 +155,7 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
         prof = profile(tmp / target, **timing)
         row["p50_ms"] = prof.latency_ms.p50
         row["engine"] = prof.engine
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return {"rows": rows, "epochs": epochs, "test_samples": int(len(data["x_test"])), "seconds": round(time.perf_counter() - t0, 1),
+    return {"rows": rows, "epochs": epochs, "test_samples": int(len(data["x_test"])),
             "timing_note": _TIMING_NOTE.format(runs=time_runs), "out": str(out)}
 
 

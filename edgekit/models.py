@@ -151,7 +151,12 @@ def _close_matches(name: str, candidates: Sequence[str]) -> str:
     return f"did you mean {', '.join(close)}?" if close else ""
 
 
-def _import_target(spec: str) -> Any:
+def import_object(spec: str) -> Any:
+    """The object a ``package.module:name`` or ``path/to/file.py:name`` spec names (the user's code is imported).
+
+    Raises:
+        ModelLoadError: the module or file cannot be imported, or has no such name (close matches suggested).
+    """
     left, _, attr = spec.rpartition(":")
     if not left or not attr:
         raise ModelLoadError(
@@ -239,7 +244,7 @@ def load_model(spec: Any, inputs: Sequence[InputSpec] = (), *, seed: int = 0) ->
     if ":" not in spec or (path.exists() and path.is_file()):
         return _load_file(spec, given)
 
-    factory = _import_target(spec)
+    factory = import_object(spec)
     if not callable(factory):
         raise ModelLoadError(f"{spec} is a {type(factory).__name__}, not a callable", "point the spec at a function or class")
     try:

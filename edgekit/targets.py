@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ def _number(value: Any, key: str, *, lo: float | None = None, hi: float | None =
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if (lo is not None and value < lo) or too_high:
         rng = f"[{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
@@ -336,7 +339,8 @@ def load_target(name_or_path: str | Path | Target) -> Target:
         return name_or_path
     text = str(name_or_path)
     path = Path(text)
-    if not (path.suffix == ".toml" or path.exists()):
+    # A path is a .toml name or an existing file; a folder that happens to share a built-in's name is not a target.
+    if not (path.suffix == ".toml" or path.is_file()):
         path = builtin_targets_dir() / f"{text}.toml"
         if not path.exists():
             names = builtin_target_names()
@@ -354,3 +358,47 @@ def load_target(name_or_path: str | Path | Target) -> Target:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return target_from_dict(data, str(path))
+
+
+def parse_layer_ratios(items: Any) -> dict[str, float]:
+    """``["layer1.0.conv1=0.3", ...]`` → {layer: ratio}.
+
+    Raises:
+        UsageError: an item is not LAYER=RATIO with a finite 0 <= RATIO < 1.
+    """
+    from .errors import UsageError
+
+    ratios = {}
+    for item in items:
+        name, sep, value = str(item).rpartition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = math.nan
+        if not sep or not name or not math.isfinite(ratio) or not 0 <= ratio < 1:
+            raise UsageError(f"--prune-layer {item!r} is not LAYER=RATIO with 0 <= RATIO < 1", "e.g. --prune-layer layer1.0.conv1=0.3")
+        ratios[name] = ratio
+    return ratios
+
+
+def with_build_options(target: Target, *, has_eval: bool, prune_layer: Any = (), prune_ignore: Any = (),
+                       max_accuracy_drop: float | None = None, **prune: Any) -> Target:
+    """The target with the build command's overrides applied (``prune`` keys are ``[prune]`` fields; None = unset).
+
+    Raises:
+        UsageError: malformed per-layer ratios, or an accuracy budget without labelled data to check it.
+        ConfigError: an override outside its valid range.
+    """
+    from .errors import UsageError
+
+    changes = {f"prune__{k}": v for k, v in prune.items() if v is not None}
+    if prune_ignore:
+        changes["prune__ignore"] = tuple(prune_ignore)
+    if prune_layer:
+        changes["prune__layer_ratios"] = parse_layer_ratios(prune_layer)
+    if max_accuracy_drop is not None:
+        if not has_eval:
+            raise UsageError("--max-accuracy-drop needs --eval with labelled data to measure accuracy",
+                             "add --eval test.npz (inputs 'x', labels 'y')")
+        changes["budget__max_accuracy_drop"] = max_accuracy_drop
+    return target.replace(**changes) if changes else target

@@ -1,6 +1,5 @@
 """Benchmark suites, stored runs, the statistical comparison and reports."""
 
-import copy
 import json
 
 import numpy as np
@@ -9,6 +8,9 @@ from click.testing import CliRunner
 
 from edgekit.bench import compare_runs, compare_samples, load_run, load_suite, parse_fail_on, resolve, save_run
 from edgekit.bench.compare import compare_value
+from edgekit.bench.document import run_from_dict
+from edgekit.bench.store import list_runs
+from edgekit.profile.stats import summarize
 from edgekit.bench.report import write_report
 from edgekit.cli import cli
 from edgekit.errors import BenchError, UsageError
@@ -88,16 +90,21 @@ MACHINE = {"machine_id": "m1", "cpu_model": "cpu", "arch": "x86_64", "cores_logi
 
 
 def _result(model, target="xnnpack-fp32", threads=1, scale=1.0, size=1000, acc=0.99, seed=0):
-    return {"key": f"{model}|{target}|{threads}", "model": model, "target": target, "threads": threads,
-            "samples_ms": _samples(seed, scale=scale), "latency_ms": {"p50": scale, "p90": scale, "p99": scale, "ci95_median": [scale, scale]},
-            "build": {"size_bytes": size, "accuracy": acc, "sqnr_db": 40.0, "cached": False},
+    samples = _samples(seed, scale=scale)
+    return {"key": f"{model}|{target}|{threads}", "model": model, "target": target, "threads": threads, "engine": "native",
+            "samples_ms": samples, "latency_ms": summarize(samples).to_dict(), "phases": {}, "energy": {},
+            "build": {"size_bytes": size, "accuracy": acc, "sqnr_db": 40.0, "cached": False, "seconds": 1.0, "sha256": "0" * 64},
             "memory": {"peak_delta_mb": 5.0, "peak_rss_mb": 10.0}}
 
 
-def _run(results, machine=MACHINE, run_id="a"):
-    return {"schema_version": 1, "kind": "edgekit-bench-run", "run_id": run_id, "created": "2026-11-28T00:00:00+00:00",
-            "suite": {"name": "s"}, "machine": dict(machine), "commit": {"short": "abc", "dirty": False},
+def _doc(results, machine=MACHINE, run_id="a"):
+    return {"schema_version": 2, "kind": "edgekit-bench-run", "run_id": run_id, "created": "2026-11-28T00:00:00+00:00",
+            "suite": {"name": "s"}, "machine": dict(machine), "commit": {"short": "abc", "dirty": False}, "settings": {},
             "results": results, "errors": [], "wall_seconds": 1.0}
+
+
+def _run(results, machine=MACHINE, run_id="a"):
+    return run_from_dict(_doc(results, machine, run_id), "test")
 
 
 def test_compare_runs_flags_only_real_regressions():
@@ -125,16 +132,15 @@ def test_machine_mismatch_and_partial_suites():
 
 
 def test_store_round_trip_and_references(tmp_path):
-    first, second = _run([_result("a")], run_id="1"), _run([_result("a", seed=2)], run_id="2")
+    # ids that sort the wrong way round: the order must come from when a run was saved, not from its name
+    first, second = _run([_result("a")], run_id="zz-first"), _run([_result("a", seed=2)], run_id="aa-second")
     save_run(first, tmp_path, name="main")
-    import time
-
-    time.sleep(1.1)  # run files are named by the second
-    save_run(second, tmp_path)
-    assert load_run(resolve("latest", tmp_path))["run_id"] == "2"
-    assert load_run(resolve("previous", tmp_path))["run_id"] == "1"
+    save_run(second, tmp_path)  # within the same second: both kept, in the order they were saved
+    assert len(list_runs(tmp_path)) == 2
+    assert load_run(resolve("latest", tmp_path)).run_id == "aa-second"
+    assert load_run(resolve("previous", tmp_path)).run_id == "zz-first"
     named = load_run(resolve("main", tmp_path))
-    assert named["run_id"] == "1" and named["results"][0]["samples_ms"] == first["results"][0]["samples_ms"]
+    assert named.run_id == "zz-first" and named.results[0].samples_ms == first.results[0].samples_ms
     with pytest.raises(BenchError) as info:
         resolve("nightly", tmp_path)
     assert "no baseline named 'nightly'" in info.value.message and "main" in info.value.hint
@@ -147,10 +153,18 @@ def test_corrupt_run_files(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(BenchError, match="not an edgekit benchmark run"):
         load_run(tmp_path / "other.json")
-    broken = _run([{"model": "a"}])
+    broken = _doc([{"model": "a"}])
     (tmp_path / "broken.json").write_text(json.dumps(broken))
-    with pytest.raises(BenchError, match="lacks model/target/threads/samples_ms"):
+    with pytest.raises(BenchError, match=r"broken.json: missing field results\[0\]\.key"):
         load_run(tmp_path / "broken.json")
+    no_machine = {k: v for k, v in _doc([_result("a")]).items() if k != "machine"}
+    (tmp_path / "no_machine.json").write_text(json.dumps(no_machine))
+    with pytest.raises(BenchError, match="no_machine.json: missing field machine"):
+        load_run(tmp_path / "no_machine.json")
+    old = {**_doc([_result("a")]), "schema_version": 1}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(BenchError, match="schema_version 1"):
+        load_run(tmp_path / "old.json")
 
 
 # --------------------------------------------------------------------------------------- suites
@@ -209,8 +223,7 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     assert "no regression" in cmp.stdout and "latency_p50" in cmp.stdout
 
     # a synthetic 2x slowdown in a stored run is caught by the CLI gate (exit 1)
-    slow = load_run(resolve("latest", store))
-    slow = copy.deepcopy({k: v for k, v in slow.items() if k != "_path"})
+    slow = load_run(resolve("latest", store)).to_dict()
     slow["run_id"] = "slow"
     for r in slow["results"]:
         r["samples_ms"] = [x * 2 for x in r["samples_ms"]]

@@ -90,8 +90,12 @@ def test_bad_calibration_files(run, tmp_path):
 
 def test_output_exists(run, tmp_path):
     (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "manifest.json").write_text("{}")  # an earlier package
     line = _one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
     assert "--force" in line
+    (tmp_path / "f").write_text("mine")
+    _one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "f", "--force"), 1, "never replaces it")
+    assert (tmp_path / "f").read_text() == "mine"
 
 
 def test_invalid_target_file(run, tmp_path):

@@ -2,14 +2,21 @@
 
 import json
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import edgekit
-from edgekit.errors import BudgetError, DataError, ExportError, OutputExistsError
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+from edgekit.errors import BudgetError, DataError, EdgekitError, ExportError, OutputExistsError
 from edgekit.models import parse_dynamic_batch, parse_input_spec
+from edgekit.manifest import read_manifest
 from edgekit.program import InProcessProgram, inspect_program, sha256_file
 from edgekit.targets import load_target
 
@@ -17,13 +24,14 @@ X8 = [parse_input_spec("1x1x8x8")]
 
 
 def test_int8_manifest_records_everything(int8_build):
-    m = int8_build.manifest
+    m = int8_build.manifest.to_dict()
     assert int8_build.pte_path.is_file()
     assert json.loads((int8_build.out_dir / "manifest.json").read_text()) == m
-    assert m["schema_version"] == 1
+    assert read_manifest(int8_build.out_dir) == int8_build.manifest  # the typed document round-trips
+    assert m["schema_version"] == 2
     assert set(m["versions"]) >= {"edgekit", "torch", "executorch", "python"}
     assert m["versions"]["torch"].startswith("2.13.0")
-    assert m["model"]["inputs"] == [{"name": "x", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+    assert m["model"]["inputs"] == [{"name": "x", "shape": [1, 1, 8, 8], "dtype": "float32", "dynamic": False}]
     assert m["model"]["outputs"][0]["shape"] == [1, 10]
     assert m["target"]["name"] == "xnnpack-int8" and m["target"]["quantize"]["calibration_samples"] == 64
     assert m["quantize"]["applied"] and m["quantize"]["calibration_samples"] == 64
@@ -33,12 +41,13 @@ def test_int8_manifest_records_everything(int8_build):
     d = m["program"]["delegation"]
     assert d["delegated_partitions"] >= 1 and d["by_operator"]["aten_convolution_default"]["delegated"] == 2
     assert m["program"]["planned_memory"]["planned_bytes"] > 0
-    assert set(m["timings_s"]) >= {"load", "export", "quantize", "lower", "verify", "total"}
-    assert m["prune"] == {"applied": False, "reason": "target asks for no pruning"}
+    assert list(m["timings_s"])[:5] == ["load", "prune", "export", "quantize", "lower"]  # the stages, in their order
+    assert set(m["timings_s"]) >= {"verify", "total"}
+    assert not m["prune"]["applied"] and m["prune"]["reason"] == "target asks for no pruning"
 
 
 def test_int8_verify_metrics_and_accuracy(int8_build):
-    v = int8_build.manifest["verify"]
+    v = int8_build.manifest.to_dict()["verify"]
     assert v["data"].endswith("eval.npz") and v["samples"] == 100
     assert v["sqnr_db"] > 20 and v["cosine_similarity"] > 0.99 and v["top1_agreement"] >= 0.95
     acc = v["accuracy"]
@@ -53,32 +62,32 @@ def test_program_runs_like_eager_in_a_fresh_runtime(int8_build, trained_cnn, dig
 
 
 def test_fp32_build_matches_eager_closely(fp32_build):
-    v = fp32_build.manifest["verify"]
+    v = fp32_build.manifest.to_dict()["verify"]
     assert v["sqnr_db"] is None or v["sqnr_db"] > 60
     assert v["data"] == "random (held-out seed)"
-    assert fp32_build.manifest["quantize"] == {"scheme": "none", "applied": False}
+    assert fp32_build.manifest.quantize.scheme == "none" and not fp32_build.manifest.quantize.applied
 
 
 def test_random_calibration_is_recorded_and_warned(tmp_path):
     res = edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8)
-    assert res.manifest["quantize"]["calibration"] == "random"
+    assert res.manifest.to_dict()["quantize"]["calibration"] == "random"
     assert any("no calibration data" in w for w in res.warnings)
-    assert res.manifest["warnings"] == list(res.warnings)
+    assert res.manifest.to_dict()["warnings"] == list(res.warnings)
 
 
 def test_portable_target_has_no_delegate(tmp_path):
     res = edgekit.build("toy_models:mlp", "portable-fp32", out=tmp_path / "p")
-    d = res.manifest["program"]["delegation"]
+    d = res.manifest.to_dict()["program"]["delegation"]
     assert d["delegated_partitions"] == 0 and d["portable_nodes"] > 0
     assert not inspect_program(res.pte_path).method().delegates
 
 
 def test_dynamic_int8_on_linear_model_and_two_inputs(tmp_path):
     res = edgekit.build("toy_models:mlp", "xnnpack-int8-dynamic", out=tmp_path / "d")
-    assert res.manifest["quantize"]["dynamic"] is True and res.manifest["verify"]["cosine_similarity"] > 0.99
+    assert res.manifest.to_dict()["quantize"]["dynamic"] is True and res.manifest.to_dict()["verify"]["cosine_similarity"] > 0.99
     res2 = edgekit.build("toy_models:two_inputs", "xnnpack-fp32", out=tmp_path / "two",
                          inputs=[parse_input_spec("1x6:int64"), parse_input_spec("1x4")])
-    assert [i["dtype"] for i in res2.manifest["model"]["inputs"]] == ["int64", "float32"]
+    assert [i["dtype"] for i in res2.manifest.to_dict()["model"]["inputs"]] == ["int64", "float32"]
 
 
 def test_dynamic_batch_program_accepts_several_batch_sizes(tmp_path, digits_like):
@@ -88,13 +97,13 @@ def test_dynamic_batch_program_accepts_several_batch_sizes(tmp_path, digits_like
     # 16 and above matters: a torch heuristic used to cap the planned batch at 15 (see lower.py).
     for batch in (1, 5, 16, 33):
         assert prog.run((torch.randn(batch, 1, 8, 8),))[0].shape == (batch, 10)
-    assert res.manifest["model"]["dynamic_batch"] == {"min": 1, "max": 33, "program_max": 33}
+    assert res.manifest.to_dict()["model"]["dynamic_batch"] == {"min": 1, "max": 33, "program_max": 33}
     assert not [w for w in res.warnings if "batches up to" in w]
 
 
 def test_numpy_strided_example_builds_and_runs(tmp_path):
     res = edgekit.build("toy_models:numpy_strided_inputs", "xnnpack-fp32", out=tmp_path / "s")
-    assert res.manifest["verify"]["cosine_similarity"] > 0.9999
+    assert res.manifest.to_dict()["verify"]["cosine_similarity"] > 0.9999
 
 
 def test_saved_exported_program_builds(tmp_path):
@@ -103,13 +112,13 @@ def test_saved_exported_program_builds(tmp_path):
     model, x = small_cnn_with_inputs()
     torch.export.save(torch.export.export(model.eval(), (x,)), str(tmp_path / "m.pt2"))
     res = edgekit.build(str(tmp_path / "m.pt2"), "xnnpack-fp32", out=tmp_path / "o")
-    assert res.manifest["export"]["mode"] == "loaded"
+    assert res.manifest.to_dict()["export"]["mode"] == "loaded"
 
 
 def test_strict_failure_falls_back_to_non_strict_and_says_so(tmp_path):
     res = edgekit.build("toy_models:locked_linear", "xnnpack-fp32", out=tmp_path / "o")
-    assert res.manifest["export"]["mode"] == "non-strict"
-    assert "context manager" in res.manifest["export"]["fallback_reason"]
+    assert res.manifest.to_dict()["export"]["mode"] == "non-strict"
+    assert "context manager" in res.manifest.to_dict()["export"]["fallback_reason"]
     assert any("non-strict" in w for w in res.warnings)
 
 
@@ -132,16 +141,50 @@ def test_calibration_shape_mismatch_fails_before_writing(tmp_path):
     assert _leftovers(tmp_path) == ["bad.npy"]
 
 
-def test_existing_output_needs_force(fp32_build, tmp_path):
+def test_existing_output_needs_force_and_only_a_package_is_ever_replaced(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
+    for force in (False, True):  # a folder of the user's is never replaced, even with --force
+        with pytest.raises(OutputExistsError, match="not an edgekit package"):
+            edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=force)
+    assert _leftovers(out) == ["keep.txt"]
+    (out / "keep.txt").unlink()  # an empty folder is fine
+    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out)
+    assert _leftovers(out) == ["manifest.json", "model.pte"]
     with pytest.raises(OutputExistsError, match="already exists"):
         edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out)
-    assert _leftovers(out) == ["keep.txt"]
-    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=True)
+    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=True)  # a package is, with --force
     assert _leftovers(out) == ["manifest.json", "model.pte"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_bad_output_locations_fail_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    cases = [(tmp_path / "file", OutputExistsError, "is not a folder"),  # even with --force
+             (tmp_path / "file" / "o", EdgekitError, "is a file, not a folder"),
+             (Path("/proc/edgekit-cannot-write-here"), EdgekitError, "cannot write")]
+    for out, error, fragment in cases:
+        t0 = time.perf_counter()
+        with pytest.raises(error, match=fragment):
+            edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=True)
+        assert time.perf_counter() - t0 < 5  # checked before loading, exporting or lowering anything
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_leftovers_of_a_killed_build_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = tmp_path / f".o.{dead.pid}.0badc0de.tmp"
+    stale.mkdir()
+    (stale / "model.pte").write_bytes(b"half")
+    live = tmp_path / f".other.{os.getpid() + 0}.00c0ffee.tmp"  # this process: alive, so never touched
+    live.mkdir()
+    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "o")
+    assert not stale.exists() and live.exists()
+    stale.mkdir()
+    r = CliRunner().invoke(cli, ["clean", str(tmp_path)])
+    assert r.exit_code == 0 and "1 leftover(s) removed" in r.output and not stale.exists() and live.exists()
 
 
 def test_size_budget_failure_leaves_nothing(tmp_path):
@@ -154,13 +197,13 @@ def test_size_budget_failure_leaves_nothing(tmp_path):
 
 def test_dict_outputs_are_verified_leaf_by_leaf(tmp_path):
     res = edgekit.build("toy_models:dict_out", "xnnpack-fp32", out=tmp_path / "d")
-    v = res.manifest["verify"]
+    v = res.manifest.to_dict()["verify"]
     assert len(v["outputs"]) == 2 and v["cosine_similarity"] > 0.9999
-    assert [o["shape"] for o in res.manifest["model"]["outputs"]] == [[1, 3], [1, 3]]
+    assert [o["shape"] for o in res.manifest.to_dict()["model"]["outputs"]] == [[1, 3], [1, 3]]
 
 
 def test_labels_for_a_non_classifier_are_noted_not_crashed_on(tmp_path):
     np.savez(tmp_path / "eval.npz", x=np.random.rand(8, 4).astype(np.float32), y=np.zeros(8, np.int64))
     res = edgekit.build("toy_models:regressor", "xnnpack-fp32", out=tmp_path / "o", eval=tmp_path / "eval.npz")
-    v = res.manifest["verify"]
+    v = res.manifest.to_dict()["verify"]
     assert v["accuracy"] is None and "not N x classes" in v["accuracy_note"] and v["samples"] == 8

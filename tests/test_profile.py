@@ -26,7 +26,7 @@ def native_profile(fp32_build):
 def test_native_profile_measures_everything(native_profile, fp32_build):
     p = native_profile
     assert p.engine == "native" and p.engine_note is None
-    assert p.subject["package"] == str(fp32_build.out_dir) and p.subject["sha256"] == fp32_build.manifest["program"]["sha256"]
+    assert p.subject["package"] == str(fp32_build.out_dir) and p.subject["sha256"] == fp32_build.manifest.to_dict()["program"]["sha256"]
     assert p.latency_ms.count == 30 and len(p.samples_ms) == 30
     s = p.latency_ms
     assert 0 < s.min <= s.p50 <= s.p90 <= s.p99 <= s.max and s.ci95_median[0] <= s.p50 <= s.ci95_median[1]

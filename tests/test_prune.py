@@ -27,7 +27,7 @@ def residual_build(tmp_path_factory):
 
 
 def test_structured_pruning_of_residual_block_and_concat(residual_build):
-    p = residual_build.manifest["prune"]
+    p = residual_build.manifest.to_dict()["prune"]
     layers = {row["layer"]: row for row in p["layers"]}
     # the residual add ties stem and block.conv2; the concat ties left/right to merge's inputs
     assert layers["stem"]["out_after"] == layers["block.conv2"]["out_after"] == 16
@@ -37,8 +37,8 @@ def test_structured_pruning_of_residual_block_and_concat(residual_build):
     assert p["params_after"] < 0.4 * p["params_before"] and p["macs_after"] < 0.4 * p["macs_before"]
     out = InProcessProgram(residual_build.pte_path).run((torch.randn(1, 1, 8, 8),))[0]
     assert out.shape == (1, 10)
-    assert residual_build.manifest["verify"]["reference"] == "the pruned eager model"
-    assert residual_build.manifest["verify"]["sqnr_db"] is None or residual_build.manifest["verify"]["sqnr_db"] > 60
+    assert residual_build.manifest.to_dict()["verify"]["reference"] == "the pruned eager model"
+    assert residual_build.manifest.to_dict()["verify"]["sqnr_db"] is None or residual_build.manifest.to_dict()["verify"]["sqnr_db"] > 60
 
 
 def test_pruning_does_not_modify_the_callers_model():
@@ -60,11 +60,11 @@ def test_ignore_keeps_a_layer_whole():
 
 def test_magnitude_sparsity_is_permanent_and_shrinks_the_download(tmp_path):
     res = edgekit.build("toy_models:residual_concat", _target(sparsity=0.7), out=tmp_path / "s")
-    p = res.manifest["prune"]
+    p = res.manifest.to_dict()["prune"]
     assert p["sparsity_achieved"] == pytest.approx(0.7, abs=0.02)
     assert all(row["sparsity"] == pytest.approx(0.7, abs=0.02) for row in p["sparsity_by_layer"])
     assert "do not speed up" in p["sparsity_note"]
-    sc = res.manifest["program"]["size_comparison"]
+    sc = res.manifest.to_dict()["program"]["size_comparison"]
     assert sc["with_sparsity"]["deflate_bytes"] < 0.8 * sc["without_sparsity"]["deflate_bytes"]
     assert abs(sc["with_sparsity"]["size_bytes"] - sc["without_sparsity"]["size_bytes"]) < 0.05 * sc["without_sparsity"]["size_bytes"]
 
@@ -87,11 +87,11 @@ def test_finetune_recovers_accuracy_and_report_has_three_accuracies(tmp_path, tr
     raw = edgekit.build(trained_cnn, target.replace(budget__max_accuracy_drop=None), out=tmp_path / "raw", **common)
     tuned = edgekit.build(trained_cnn, target, out=tmp_path / "ft", finetune=digits_like["train"], finetune_epochs=15,
                           finetune_lr=1e-2, **common)
-    a_raw, a_ft = raw.manifest["verify"]["accuracy"], tuned.manifest["verify"]["accuracy"]
+    a_raw, a_ft = raw.manifest.to_dict()["verify"]["accuracy"], tuned.manifest.to_dict()["verify"]["accuracy"]
     assert set(a_ft) >= {"original_eager", "pruned_eager", "program", "drop"}
     assert a_ft["original_eager"] == a_raw["original_eager"] > 0.9
     assert a_raw["program"] < 0.5 < 0.95 < a_ft["program"] and a_ft["drop"] <= 0.02  # collapse, then recovery
-    assert tuned.manifest["prune"]["finetune"]["epochs"] == 15
+    assert tuned.manifest.to_dict()["prune"]["finetune"]["epochs"] == 15
     assert any("without --finetune" in w for w in raw.warnings)
 
 

@@ -22,13 +22,15 @@ accuracy by the drop in points, SQNR by the drop in dB.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import BenchError, UsageError
+from ..errors import BenchError, RegressionError, UsageError
 from ..machine import COMPARABLE_KEYS
+from .document import BenchItem, BenchRun
 
 ALPHA = 0.002
 FEW_SAMPLES = 20
@@ -83,8 +85,8 @@ def parse_fail_on(specs: tuple[str, ...] | list[str]) -> dict[str, float]:
             number = float(text.removesuffix("%"))
         except ValueError:
             raise UsageError(f"--fail-on {spec!r}: {value!r} is not a number", "e.g. latency_p50:10% or sqnr:3") from None
-        if number < 0:
-            raise UsageError(f"--fail-on {spec!r}: the threshold must be >= 0")
+        if not math.isfinite(number) or number < 0:
+            raise UsageError(f"--fail-on {spec!r}: the threshold must be a finite number >= 0", "e.g. latency_p50:10%")
         out[name] = number if METRICS[name].kind == "db" else number / 100.0
     return out
 
@@ -155,7 +157,7 @@ def compare_value(base: float | None, new: float | None, *, metric: str, thresho
             "significant": None, "test": "deterministic threshold", "verdict": verdict.value, "threshold": threshold}
 
 
-def machine_differences(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
+def machine_differences(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in COMPARABLE_KEYS if a.get(k) != b.get(k)}
 
 
@@ -175,6 +177,13 @@ class Comparison:
     def exit_code(self) -> int:
         return 1 if self.regressions else 0
 
+    def raise_for_regressions(self) -> None:
+        """Raise :class:`RegressionError` naming the first regressions (significant and beyond their threshold)."""
+        if self.regressions:
+            raise RegressionError(f"{len(self.regressions)} regression(s): " + "; ".join(
+                f"{r['key']} {r['metric']} " + (f"{r['ratio']:.2f}×" if r.get("ratio") is not None else f"{r['change']:+.3g}")
+                for r in self.regressions[:5]), "see the comparison table above; rerun to rule out noise")
+
     def to_dict(self) -> dict:
         return {"baseline": self.baseline, "run": self.run, "gated_metrics": self.gated, "rows": self.rows,
                 "regressions": self.regressions, "warnings": self.warnings, "missing_in_run": self.missing_in_run,
@@ -182,19 +191,19 @@ class Comparison:
                 "machine_mismatch": {k: list(v) for k, v in self.machine_mismatch.items()}, "exit_code": self.exit_code}
 
 
-def _value(result: dict, metric: str) -> float | None:
+def _value(result: BenchItem, metric: str) -> float | None:
     if metric == "peak_rss":
-        return (result.get("memory") or {}).get("peak_delta_mb")
+        return result.memory.get("peak_delta_mb")
     if metric == "size":
-        return (result.get("build") or {}).get("size_bytes")
+        return result.build.size_bytes
     if metric == "accuracy":
-        return (result.get("build") or {}).get("accuracy")
+        return result.build.accuracy
     if metric == "sqnr":
-        return (result.get("build") or {}).get("sqnr_db")
+        return result.build.sqnr_db
     raise KeyError(metric)
 
 
-def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None = None, allow_machine_mismatch: bool = False,
+def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float] | None = None, allow_machine_mismatch: bool = False,
                  alpha: float = ALPHA) -> Comparison:
     """Compare every (model, target, threads) present in both runs.
 
@@ -205,15 +214,15 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
     Raises:
         BenchError: the machines differ and mismatch is not allowed, or the runs share no item.
     """
-    diffs = machine_differences(baseline["machine"], run["machine"])
+    diffs = machine_differences(baseline.machine, run.machine)
     if diffs and not allow_machine_mismatch:
         what = "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in diffs.items())
         raise BenchError(f"the runs come from different machines ({what})",
                          "compare runs from one machine, or pass --allow-machine-mismatch to compare anyway")
     gated = dict(fail_on) if fail_on else {m: d.default_threshold for m, d in METRICS.items()}
     thresholds = {m: gated.get(m, d.default_threshold) for m, d in METRICS.items()}
-    base_by = {r["key"]: r for r in baseline["results"]}
-    run_by = {r["key"]: r for r in run["results"]}
+    base_by = {r.key: r for r in baseline.results}
+    run_by = {r.key: r for r in run.results}
     common = [k for k in run_by if k in base_by]
     missing_in_run = sorted(set(base_by) - set(run_by))
     missing_in_base = sorted(set(run_by) - set(base_by))
@@ -228,7 +237,7 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
     if missing_in_base:
         warnings.append("only in the new run (not compared): " + ", ".join(missing_in_base))
     for key in ("os", "python", "torch", "executorch", "edgekit"):
-        a, b = baseline["machine"].get(key), run["machine"].get(key)
+        a, b = baseline.machine.get(key), run.machine.get(key)
         if a != b:
             warnings.append(f"{key} changed: {a} → {b}")
     rows, regressions = [], []
@@ -236,12 +245,12 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
         b, n = base_by[key], run_by[key]
         for metric, mdef in METRICS.items():
             if mdef.kind == "samples":
-                res = compare_samples(b["samples_ms"], n["samples_ms"], metric=metric, threshold=thresholds[metric], alpha=alpha)
+                res = compare_samples(b.samples_ms, n.samples_ms, metric=metric, threshold=thresholds[metric], alpha=alpha)
             else:
                 res = compare_value(_value(b, metric), _value(n, metric), metric=metric, threshold=thresholds[metric])
                 if res is None:
                     continue
-            row = {"key": key, "model": n["model"], "target": n["target"], "threads": n["threads"], "metric": metric,
+            row = {"key": key, "model": n.model, "target": n.target, "threads": n.threads, "metric": metric,
                    "gated": metric in gated, **res}
             rows.append(row)
             if row["verdict"] == Verdict.REGRESSED.value and row["gated"]:
@@ -251,4 +260,4 @@ def compare_runs(baseline: dict, run: dict, *, fail_on: dict[str, float] | None 
                                 f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; criterion not met: {row['test']}); noise, not a failure — "
                                 "rerun with more runs to settle it")
     return Comparison(rows, regressions, warnings, missing_in_run, missing_in_base, diffs,
-                      baseline.get("_path", "baseline"), run.get("_path", "run"), gated)
+                      baseline.path or "baseline", run.path or "run", gated)

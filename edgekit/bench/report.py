@@ -13,8 +13,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..pipeline.package import staged_output
+from .._fs import staged_output
+from ..errors import BenchError
 from .compare import Comparison
+from .document import BenchRun
 
 
 def _fig_png(fig: Any) -> bytes:
@@ -23,21 +25,21 @@ def _fig_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def latency_plot(runs: list[dict]) -> bytes:
+def latency_plot(runs: list[BenchRun]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for run in runs for r in run["results"]})
+    models = sorted({r.model for run in runs for r in run.results})
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 2.6 * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models):
         data, labels = [], []
         for run in runs:
-            tag = run.get("name") or Path(run.get("_path", "run")).stem[:22]
-            for r in sorted((r for r in run["results"] if r["model"] == model), key=lambda r: (r["target"], r["threads"])):
-                data.append(r["samples_ms"])
-                labels.append(f"{r['target']}\n{r['threads']}t" + (f"\n{tag}" if len(runs) > 1 else ""))
+            tag = run.name or Path(run.path or "run").stem[:22]
+            for r in sorted((r for r in run.results if r.model == model), key=lambda r: (r.target, r.threads)):
+                data.append(r.samples_ms)
+                labels.append(f"{r.target}\n{r.threads}t" + (f"\n{tag}" if len(runs) > 1 else ""))
         ax.boxplot(data, vert=False, tick_labels=labels, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
         ax.set_title(f"{model}: latency per run (ms)", fontsize=10, loc="left")
         ax.tick_params(labelsize=8)
@@ -48,25 +50,24 @@ def latency_plot(runs: list[dict]) -> bytes:
     return png
 
 
-def scatter_plot(run: dict) -> bytes:
+def scatter_plot(run: BenchRun) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    models = sorted({r["model"] for r in run["results"]})
-    targets = sorted({r["target"] for r in run["results"]})
+    models = sorted({r.model for r in run.results})
+    targets = sorted({r.target for r in run.results})
     markers = "osD^vP*X"
     cmap = plt.get_cmap("tab10")
-    for r in run["results"]:
-        if r["threads"] != min(x["threads"] for x in run["results"] if x["model"] == r["model"]):
+    for r in run.results:
+        if r.threads != min(x.threads for x in run.results if x.model == r.model):
             continue  # one point per model × target: its lowest thread count
-        m, t = models.index(r["model"]), targets.index(r["target"])
-        x, y = r["latency_ms"]["p50"], r["build"]["size_bytes"] / 1024
-        ax.scatter(x, y, marker=markers[m % len(markers)], color=cmap(t % 10), s=60,
-                   label=f"{r['model']} / {r['target']}")
-        acc = r["build"].get("accuracy")
+        m, t = models.index(r.model), targets.index(r.target)
+        x, y = r.latency_ms.p50, r.build.size_bytes / 1024
+        ax.scatter(x, y, marker=markers[m % len(markers)], color=cmap(t % 10), s=60, label=f"{r.model} / {r.target}")
+        acc = r.build.accuracy
         if acc is not None:
             ax.annotate(f"{acc:.1%}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
@@ -90,14 +91,14 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return str(v)
 
 
-def summary_rows(run: dict) -> list[list[str]]:
+def summary_rows(run: BenchRun) -> list[list[str]]:
     rows = []
-    for r in sorted(run["results"], key=lambda r: (r["model"], r["target"], r["threads"])):
-        lat, b = r["latency_ms"], r["build"]
-        rows.append([r["model"], r["target"], str(r["threads"]), _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"]),
-                     f"{lat['ci95_median'][0]:.4g}–{lat['ci95_median'][1]:.4g}", _fmt(r["memory"]["peak_rss_mb"], ".1f"),
-                     f"{b['size_bytes'] / 1024:.1f}", "–" if b.get("accuracy") is None else f"{b['accuracy']:.2%}",
-                     "exact" if b.get("sqnr_db") is None else f"{b['sqnr_db']:.1f}", "yes" if b["cached"] else "no"])
+    for r in sorted(run.results, key=lambda r: (r.model, r.target, r.threads)):
+        lat, b = r.latency_ms, r.build
+        rows.append([r.model, r.target, str(r.threads), _fmt(lat.p50), _fmt(lat.p90), _fmt(lat.p99),
+                     f"{lat.ci95_median[0]:.4g}–{lat.ci95_median[1]:.4g}", _fmt(r.memory.get("peak_rss_mb"), ".1f"),
+                     f"{b.size_bytes / 1024:.1f}", "–" if b.accuracy is None else f"{b.accuracy:.2%}",
+                     "exact" if b.sqnr_db is None else f"{b.sqnr_db:.1f}", "yes" if b.cached else "no"])
     return rows
 
 
@@ -142,27 +143,33 @@ tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{backg
 img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
 
 
-def write_report(runs: list[dict], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
-    """Write ``report.md`` (+ PNGs) and a self-contained ``index.html`` into ``out`` (replaced atomically)."""
+def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
+    """Write ``report.md`` (+ PNGs) and a self-contained ``index.html`` into ``out`` (replaced atomically).
+
+    Raises:
+        BenchError: no runs to report.
+    """
     out = Path(out)
+    if not runs:
+        raise BenchError("no runs to report", "run `edgekit bench run SUITE` first, or pass run files")
     latest = runs[-1]
     lat_png, sc_png = latency_plot(runs), scatter_plot(latest)
-    m = latest["machine"]
-    c = latest.get("commit") or {}
-    meta = (f"{m['cpu_model']} · {m['cores_logical']} cores · {m['os']} · Python {m['python']} · torch {m['torch']} · "
-            f"executorch {m['executorch']} · edgekit {m['edgekit']} · commit {c.get('short') or '–'}"
-            f"{' (dirty)' if c.get('dirty') else ''} · {latest['created']} · suite {latest['suite']['name']} · "
-            f"{latest['wall_seconds']} s")
-    errors = latest.get("errors") or []
-    md = [f"# edgekit benchmark report: {latest['suite']['name']}", "", meta, "", "## Results", "",
+    m = latest.machine
+    c = latest.commit or {}
+    name = latest.suite.get("name", "?")
+    meta = (f"{m.cpu_model} · {m.cores_logical} cores · {m.os} · Python {m.python} · torch {m.torch} · "
+            f"executorch {m.executorch} · edgekit {m.edgekit} · commit {c.get('short') or '–'}"
+            f"{' (dirty)' if c.get('dirty') else ''} · {latest.created} · suite {name} · {latest.wall_seconds} s")
+    errors = latest.errors
+    md = [f"# edgekit benchmark report: {name}", "", meta, "", "## Results", "",
           _md_table(SUMMARY_HEAD, summary_rows(latest)), "", "## Latency distributions", "", "![latency](latency.png)", "",
           "## Size vs latency", "", "![size vs latency](size_vs_latency.png)", ""]
-    body = [f"<h1>edgekit benchmark report: {html.escape(latest['suite']['name'])}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
+    body = [f"<h1>edgekit benchmark report: {html.escape(name)}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
             "<h2>Results</h2>", _html_table(SUMMARY_HEAD, summary_rows(latest))]
     if errors:
-        md += ["## Failed items", ""] + [f"- {e['model']} × {e['target']} × {e['threads']}: {e['error']}" for e in errors] + [""]
-        body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e['model'])} × {html.escape(e['target'])}: "
-                                                 f"{html.escape(e['error'])}</li>" for e in errors] + ["</ul>"]
+        md += ["## Failed items", ""] + [f"- {e.model} × {e.target} × {e.threads}: {e.error}" for e in errors] + [""]
+        body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e.model)} × {html.escape(e.target)}: "
+                                                 f"{html.escape(e.error)}</li>" for e in errors] + ["</ul>"]
     b64 = {name: base64.b64encode(png).decode() for name, png in (("lat", lat_png), ("sc", sc_png))}
     body += ["<h2>Size vs latency</h2>", f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">',
              "<h2>Latency distributions</h2>", f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">']
@@ -178,9 +185,9 @@ def write_report(runs: list[dict], out: str | Path, comparison: Comparison | Non
                  f"<details><summary>all {len(rows)} comparisons</summary>", _html_table(COMPARE_HEAD, rows, verdict_col=9),
                  "</details>"]
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(latest['suite']['name'])}"
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(name)}"
             f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    with staged_output(out, force=True) as tmp:  # a report folder is regenerated: replace it whole
+    with staged_output(out, force=True, marker="index.html") as tmp:  # a report folder is regenerated: replace it whole
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "latency.png").write_bytes(lat_png)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BenchError, EdgekitError
-from .store import RUN_KIND, RUN_SCHEMA_VERSION
+from ..manifest import MANIFEST_NAME, Manifest
+from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchFailure, BenchItem, BenchRun, BuildFigures, MachineFacts
 from .suite import Suite, SuiteModel, resolve_data_source
 
 CACHE_ROOT = Path(".edgekit") / "cache" / "builds"
@@ -58,27 +59,52 @@ def build_key(model: SuiteModel, target: Any, versions: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _cached_build(model: SuiteModel, target_name: str, cache: Path, versions: dict) -> tuple[dict, Path, bool, float]:
+def _cached_build(model: SuiteModel, target_name: str, cache: Path, versions: dict) -> tuple[Manifest, Path, bool, float]:
+    from ..manifest import read_manifest
     from ..pipeline.build import build
-    from ..pipeline.package import MANIFEST_NAME
     from ..targets import load_target
 
     target = load_target(target_name)
     key = build_key(model, target, versions)
     folder = cache / key
     if (folder / MANIFEST_NAME).is_file():
-        return json.loads((folder / MANIFEST_NAME).read_text()), folder, True, 0.0
+        try:
+            return read_manifest(folder), folder, True, 0.0
+        except EdgekitError:  # an entry from another edgekit, or damaged: build it again
+            pass
     t0 = time.perf_counter()
     res = build(model.spec, target, out=folder, inputs=model.inputs, calibration=resolve_data_source(model.calibration),
                 eval=resolve_data_source(model.eval), force=True)
     return res.manifest, folder, False, time.perf_counter() - t0
 
 
+def _item(model: SuiteModel, target: str, threads: int, manifest: Manifest, cached: bool, build_s: float, prof: Any) -> BenchItem:
+    acc = manifest.verify.accuracy
+    prog = manifest.program
+    return BenchItem(
+        key=f"{model.name}|{Path(target).stem}|{threads}", model=model.name, target=Path(target).stem, threads=threads,
+        engine=prof.engine,
+        build=BuildFigures(cached=cached, seconds=round(build_s, 3), sha256=prog.sha256, size_bytes=prog.size_bytes,
+                           compressed_size_bytes=prog.compressed_size_bytes, accuracy=acc.program if acc else None,
+                           eager_accuracy=acc.eager if acc else None, sqnr_db=manifest.verify.sqnr_db,
+                           planned_bytes=prog.planned_memory.planned_bytes,
+                           delegated_partitions=prog.delegation.delegated_partitions),
+        latency_ms=prof.latency_ms, samples_ms=list(prof.samples_ms),
+        phases={"load_ms": prof.phases.load_ms, "first_run_ms": prof.phases.first_run_ms},
+        memory={k: getattr(prof.memory, k) for k in ("baseline_rss_mb", "load_rss_mb", "peak_rss_mb", "peak_delta_mb", "load_delta_mb")},
+        energy={"cpu_seconds_per_run": prof.energy.cpu_seconds_per_run, "joules_per_run": prof.energy.joules_per_run,
+                "joules_source": prof.energy.joules_source},
+        warnings=list(prof.warnings))
+
+
 def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str, int, int], None] | None = None,
-              keep_going: bool = True) -> dict:
+              keep_going: bool = True) -> BenchRun:
     """Build and profile every item of ``suite``; return the run document (not yet saved).
 
     A failing item is recorded under ``errors`` and the others still run (``keep_going``).
+
+    Raises:
+        BenchError: every item failed.
     """
     from ..machine import commit_facts, machine_facts
     from ..profile.harness import ProfileOptions, profile
@@ -88,11 +114,10 @@ def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str
     versions = {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
     items = suite.items()
     results, errors = [], []
-    builds: dict[tuple[str, str], tuple[dict, Path, bool, float]] = {}
+    builds: dict[tuple[str, str], tuple[Manifest, Path, bool, float]] = {}
     for i, (model, target, threads) in enumerate(items, start=1):
-        label = f"{model.name} × {target} × {threads} thread(s)"
         if progress:
-            progress(label, i, len(items))
+            progress(f"{model.name} × {target} × {threads} thread(s)", i, len(items))
         try:
             if (model.name, target) not in builds:
                 builds[(model.name, target)] = _cached_build(model, target, cache, versions)
@@ -100,37 +125,15 @@ def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str
             r = suite.run
             opts = ProfileOptions(runs=r.runs, warmup=r.warmup, warmup_seconds=r.warmup_seconds, threads=threads,
                                   engine=r.engine, timeout=r.timeout, max_seconds=r.max_seconds)
-            prof = profile(folder, options=opts)
+            results.append(_item(model, target, threads, manifest, cached, build_s, profile(folder, options=opts)))
         except EdgekitError as exc:
             if not keep_going:
                 raise
-            errors.append({"model": model.name, "target": target, "threads": threads, "error": str(exc)})
-            continue
-        acc = manifest["verify"].get("accuracy") or {}
-        results.append({
-            "key": f"{model.name}|{Path(target).stem}|{threads}", "model": model.name, "target": Path(target).stem,
-            "threads": threads, "engine": prof.engine,
-            "build": {"cached": cached, "seconds": round(build_s, 3), "sha256": manifest["program"]["sha256"],
-                      "size_bytes": manifest["program"]["size_bytes"],
-                      "compressed_size_bytes": manifest["program"].get("compressed_size_bytes"),
-                      "accuracy": acc.get("program"), "eager_accuracy": acc.get("eager"),
-                      "sqnr_db": manifest["verify"].get("sqnr_db"), "planned_bytes": manifest["program"]["planned_memory"]["planned_bytes"],
-                      "delegated_partitions": manifest["program"]["delegation"]["delegated_partitions"]},
-            "latency_ms": prof.latency_ms.to_dict(), "samples_ms": list(prof.samples_ms),
-            "phases": {"load_ms": prof.phases.load_ms, "first_run_ms": prof.phases.first_run_ms},
-            "memory": {"baseline_rss_mb": prof.memory.baseline_rss_mb, "load_rss_mb": prof.memory.load_rss_mb,
-                       "peak_rss_mb": prof.memory.peak_rss_mb, "peak_delta_mb": prof.memory.peak_delta_mb,
-                       "load_delta_mb": prof.memory.load_delta_mb},
-            "energy": {"cpu_seconds_per_run": prof.energy.cpu_seconds_per_run, "joules_per_run": prof.energy.joules_per_run,
-                       "joules_source": prof.energy.joules_source},
-            "warnings": list(prof.warnings),
-        })
+            errors.append(BenchFailure(model.name, target, threads, str(exc)))
     if not results and errors:
-        raise BenchError(f"every item of suite {suite.name} failed; first: {errors[0]['error']}")
-    return {
-        "schema_version": RUN_SCHEMA_VERSION, "kind": RUN_KIND, "run_id": uuid.uuid4().hex,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "suite": suite.to_dict(), "machine": facts, "commit": commit_facts(suite.path.parent),
-        "settings": suite.run.to_dict(), "results": results, "errors": errors,
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-    }
+        raise BenchError(f"every item of suite {suite.name} failed; first: {errors[0].error}")
+    return BenchRun(
+        schema_version=RUN_SCHEMA_VERSION, kind=RUN_KIND, run_id=uuid.uuid4().hex,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), suite=suite.to_dict(),
+        machine=MachineFacts.from_dict(facts), commit=commit_facts(suite.path.parent), settings=suite.run.to_dict(),
+        results=results, errors=errors, wall_seconds=round(time.perf_counter() - t_start, 1))

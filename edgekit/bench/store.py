@@ -2,70 +2,58 @@
 
 Layout under the store root (default ``.edgekit/bench``)::
 
-    <machine-id>/<UTC timestamp>_<commit>.json     every run, newest last by name
+    <machine-id>/<UTC timestamp>_<commit>_<run id>.json   every run, newest last by name (the run id keeps two
+                                                          runs in one second apart)
     baselines/<NAME>.json                          runs saved with --save-as NAME
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 
+from .._fs import read_json, write_json
 from ..errors import BenchError
-from ..pipeline.package import write_json
+from .document import BenchRun, run_from_dict
 
-RUN_SCHEMA_VERSION = 1
-RUN_KIND = "edgekit-bench-run"
 DEFAULT_ROOT = Path(".edgekit") / "bench"
 
 
-def save_run(run: dict, root: Path = DEFAULT_ROOT, name: str | None = None) -> list[Path]:
+def save_run(run: BenchRun, root: Path = DEFAULT_ROOT, name: str | None = None) -> list[Path]:
     """Write the run under its machine id (and as baseline ``name``); returns the paths written."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    commit = (run.get("commit") or {}).get("short") or "nocommit"
-    dirty = "-dirty" if (run.get("commit") or {}).get("dirty") else ""
-    paths = [Path(root) / run["machine"]["machine_id"] / f"{stamp}_{commit}{dirty}.json"]
+    commit = (run.commit or {}).get("short") or "nocommit"
+    dirty = "-dirty" if (run.commit or {}).get("dirty") else ""
+    paths = [Path(root) / run.machine.machine_id / f"{stamp}_{commit}{dirty}_{run.run_id[:8]}.json"]
     if name:
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise BenchError(f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ .")
         paths.append(Path(root) / "baselines" / f"{name}.json")
+    data = run.replace(name=name).to_dict()
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
-        write_json(p, {**run, "name": name})
+        write_json(p, data)
     return paths
 
 
-def load_run(path: str | Path) -> dict:
-    """Read and check a run file.
+def load_run(path: str | Path) -> BenchRun:
+    """Read and validate a run file.
 
     Raises:
-        BenchError: missing, not JSON, or not an edgekit run (names the file).
+        BenchError: missing, not JSON, not an edgekit run, or a missing/mistyped field (names the file and field).
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchError(f"run file {p} does not exist") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BenchError(f"run file {p} is corrupt ({str(exc)[:120]})", "delete it and run the suite again") from None
-    if not isinstance(data, dict) or data.get("kind") != RUN_KIND or not isinstance(data.get("results"), list):
-        raise BenchError(f"run file {p} is not an edgekit benchmark run", "pass a file written by `edgekit bench run`")
-    if data.get("schema_version") != RUN_SCHEMA_VERSION:
-        raise BenchError(f"run file {p} has schema_version {data.get('schema_version')!r}; this edgekit reads {RUN_SCHEMA_VERSION}")
-    for r in data["results"]:
-        if not isinstance(r, dict) or not {"model", "target", "threads", "samples_ms"} <= set(r):
-            raise BenchError(f"run file {p} is corrupt (a result lacks model/target/threads/samples_ms)", "run the suite again")
-    data["_path"] = str(p)
-    return data
+    data = read_json(p, "run file", BenchError, "delete it and run the suite again")
+    return run_from_dict(data, str(p))
 
 
 def list_runs(root: Path = DEFAULT_ROOT, machine_id: str | None = None) -> list[Path]:
     """Run files, oldest first (names start with a UTC timestamp)."""
     root = Path(root)
     dirs = [root / machine_id] if machine_id else [d for d in root.iterdir() if d.is_dir() and d.name != "baselines"] if root.is_dir() else []
-    files = [f for d in dirs if d.is_dir() for f in d.glob("*.json")]
-    return sorted(files, key=lambda f: f.name)
+    files = [f for d in dirs if d.is_dir() for f in d.glob("*.json") if not f.name.startswith(".")]
+    # By the UTC second in the name, then by when the file was written (two runs within one second).
+    return sorted(files, key=lambda f: (f.name.split("_")[0], f.stat().st_mtime_ns))
 
 
 def list_baselines(root: Path = DEFAULT_ROOT) -> list[str]:
@@ -104,3 +92,20 @@ def _available(root: Path) -> str:
     runs = list_runs(root)
     return ("available baselines: " + (", ".join(names) if names else "none") + f"; {len(runs)} stored run(s), "
             "refer to them as latest / previous or by path; save one with `edgekit bench run SUITE --save-as NAME`")
+
+
+def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT) -> tuple[BenchRun, BenchRun]:
+    """The baseline and the run to judge, by reference; the baseline is looked up for the run's machine.
+
+    Raises:
+        BenchError: a reference matches nothing (the available ones are listed).
+        UsageError: both references name the same run.
+    """
+    from ..errors import UsageError
+
+    run = load_run(resolve(run_ref, root, default="latest"))
+    base = load_run(resolve(baseline, root, run.machine.machine_id, default="previous"))
+    if Path(base.path).resolve() == Path(run.path).resolve() or base.run_id == run.run_id:
+        raise UsageError(f"the baseline ({base.path}) and the run ({run.path}) are the same run",
+                         "run the suite again, or pass --baseline NAME / --run FILE")
+    return base, run

@@ -220,9 +220,9 @@ def resolve_data_source(source: str | None) -> Any:
     if ":" not in source or Path(source).exists():
         return source
     from ..data import Dataset
-    from ..models import _import_target
+    from ..models import import_object
 
-    fn = _import_target(source)
+    fn = import_object(source)
     try:
         value = fn()
     except Exception as exc:

@@ -39,7 +39,7 @@ def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
     failed = budget.failures
     if failed:
         raise BudgetError(f"{what} exceeds the target's budget: " +
-                          "; ".join(f"{c.name} is {c.value:g} (limit {c.limit:g})" for c in failed),
+                          "; ".join(f"{c.name} is {c.value} (limit {c.limit})" for c in failed),
                           "relax the target's [budget] or change the model/target")
 
 

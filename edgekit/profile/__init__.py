@@ -7,9 +7,11 @@
 import sys
 import types
 
-from .harness import EnergyResult, MemoryResult, Phases, ProfileOptions, ProfileResult, profile
+from .harness import ProfileOptions, profile
+from .protocol import Engine
+from .result import EnergyResult, MemoryResult, Phases, ProfileResult
 
-__all__ = ["EnergyResult", "MemoryResult", "Phases", "ProfileOptions", "ProfileResult", "profile"]
+__all__ = ["Engine", "EnergyResult", "MemoryResult", "Phases", "ProfileOptions", "ProfileResult", "profile"]
 
 
 class _CallableModule(types.ModuleType):

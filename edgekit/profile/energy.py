@@ -81,3 +81,10 @@ def battery() -> dict | None:
 def estimate_joules(cpu_seconds: float, wall_seconds: float, active_watts_per_core: float, idle_watts: float) -> float:
     """The power-model estimate (see the module docstring)."""
     return cpu_seconds * active_watts_per_core + wall_seconds * idle_watts
+
+
+def battery_change(before: dict | None, after: dict | None) -> dict | None:
+    """The battery's state around a measurement (None on machines without one)."""
+    if before is None:
+        return None
+    return {"before": before, "after": after, "note": "drain is meaningful only on battery and for long runs"}

@@ -16,6 +16,8 @@ import sys
 import time
 
 from edgekit.errors import first_line
+from edgekit.profile.protocol import (ERROR_PREFIX, PHASE_PREFIX, PROGRESS_PREFIX, PROTOCOL_VERSION, WORKER_OPTIONS,
+                                      CpuUsage, Phase, WorkerResult)
 
 
 def _status_bytes(key: str) -> int:
@@ -29,14 +31,14 @@ def _status_bytes(key: str) -> int:
     return -1
 
 
-def _usage() -> dict:
+def _usage() -> CpuUsage:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw}
+    return CpuUsage(ru.ru_utime, ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw)
 
 
-def _delta(a: dict, b: dict) -> dict:
-    return {"user_s": b["user_s"] - a["user_s"], "sys_s": b["sys_s"] - a["sys_s"],
-            "voluntary_ctx_switches": b["nvcsw"] - a["nvcsw"], "involuntary_ctx_switches": b["nivcsw"] - a["nivcsw"]}
+def _delta(a: CpuUsage, b: CpuUsage) -> CpuUsage:
+    return CpuUsage(b.user_s - a.user_s, b.sys_s - a.sys_s, b.voluntary_ctx_switches - a.voluntary_ctx_switches,
+                    b.involuntary_ctx_switches - a.involuntary_ctx_switches)
 
 
 def _say(line: str) -> None:
@@ -44,29 +46,28 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+def _phase(phase: Phase) -> None:
+    _say(PHASE_PREFIX + phase.value)
+
+
 def _fail(msg: str) -> None:
-    _say("@error " + " ".join(msg.split()))
+    _say(ERROR_PREFIX + " ".join(msg.split()))
     sys.exit(1)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edgekit.profile.pyworker")
-    p.add_argument("--model")
-    p.add_argument("--eager")
-    p.add_argument("--method", default="forward")
-    p.add_argument("--inputs")
-    p.add_argument("--shape", action="append", default=[])
-    p.add_argument("--dtype", action="append", default=[])
-    p.add_argument("--result", required=True)
-    p.add_argument("--etdump")
-    p.add_argument("--etdump-runs", type=int, default=20)
-    p.add_argument("--loader", default="mmap")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--warmup-seconds", type=float, default=0.0)
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--min-seconds", type=float, default=0.0)
-    p.add_argument("--max-seconds", type=float, default=1e9)
+    types = {"--etdump-runs": int, "--threads": int, "--warmup": int, "--runs": int,
+             "--warmup-seconds": float, "--min-seconds": float, "--max-seconds": float}
+    defaults = {"--method": "forward", "--loader": "mmap", "--etdump-runs": 20, "--threads": 1, "--warmup": 20,
+                "--warmup-seconds": 0.0, "--runs": 100, "--min-seconds": 0.0, "--max-seconds": 1e9}
+    for opt in WORKER_OPTIONS:  # the protocol's options, as the native runner takes them
+        if opt == "--shape":
+            p.add_argument(opt, action="append", default=[])
+        else:
+            p.add_argument(opt, type=types.get(opt, str), default=defaults.get(opt), required=opt == "--result")
+    p.add_argument("--eager")  # Python-only: an eager model spec instead of --model
+    p.add_argument("--dtype", action="append", default=[])  # one per input (the runner reads dtypes from the program)
     return p.parse_args(argv)
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     rss_baseline = _status_bytes("VmRSS")
     u_start = _usage()
 
-    _say("@phase load")
+    _phase(Phase.LOAD)
     t0 = time.perf_counter()
     if engine == "python":
         try:
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             arr = np.zeros(shape, np_dtype)
         offset += n
-        inputs.append(torch.from_numpy(arr).contiguous())
+        tensor = torch.from_numpy(arr)
+        inputs.append((tensor.view(torch.bfloat16) if dt == "bfloat16" else tensor).contiguous())
 
     def execute(phase: str):
         try:
@@ -139,12 +141,12 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as exc:
             _fail(f"execute() failed during {phase}: {first_line(exc)}")
 
-    _say("@phase first_run")
+    _phase(Phase.FIRST_RUN)
     t = time.perf_counter()
     execute("the first run")
     first_run_ms = (time.perf_counter() - t) * 1e3
 
-    _say("@phase warmup")
+    _phase(Phase.WARMUP)
     warm = []
     tw = time.perf_counter()
     while len(warm) < a.warmup or time.perf_counter() - tw < a.warmup_seconds:
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         execute("warm-up")
         warm.append((time.perf_counter() - t) * 1e3)
 
-    _say("@phase timed")
+    _phase(Phase.TIMED)
     samples = []
     u0 = _usage()
     tt = time.perf_counter()
@@ -165,20 +167,19 @@ def main(argv: list[str] | None = None) -> None:
         execute("the timed runs")
         samples.append((time.perf_counter() - t) * 1e3)
         if len(samples) - last >= 25 or len(samples) == a.runs:
-            _say(f"@progress {len(samples)} {a.runs}")
+            _say(f"{PROGRESS_PREFIX}{len(samples)} {a.runs}")
             last = len(samples)
     timed_wall = time.perf_counter() - tt
     u1 = _usage()
-    result = {
-        "engine": engine, "method": a.method, "loader": "pybindings" if engine == "python" else "torch",
-        "threads_requested": a.threads, "threads_effective": threads_effective,
-        "load_ms": load_ms, "first_run_ms": first_run_ms, "warmup_ms": warm, "samples_ms": samples, "timed_wall_s": timed_wall,
-        "rss_baseline_bytes": rss_baseline, "rss_after_load_bytes": rss_after_load, "hwm_bytes": _status_bytes("VmHWM"),
-        "cpu_load": _delta(u_start, u_loaded), "cpu_timed": _delta(u0, u1), "etdump": "not requested",
-    }
+    result = WorkerResult(
+        protocol=PROTOCOL_VERSION, engine=engine, method=a.method, loader="pybindings" if engine == "python" else "torch",
+        threads_requested=a.threads, threads_effective=threads_effective, load_ms=load_ms, first_run_ms=first_run_ms,
+        warmup_ms=warm, samples_ms=samples, timed_wall_s=timed_wall, rss_baseline_bytes=rss_baseline,
+        rss_after_load_bytes=rss_after_load, hwm_bytes=_status_bytes("VmHWM"), cpu_load=_delta(u_start, u_loaded),
+        cpu_timed=_delta(u0, u1), etdump="not requested")
     with open(a.result, "w") as f:
-        json.dump(result, f)
-    _say("@phase done")
+        json.dump(result.to_dict(), f)
+    _phase(Phase.DONE)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 // (load, first run, warm-up, timed runs) and writes raw samples and counters as JSON to --result.
 // Statistics are computed by the parent from the raw samples, so both engines share one definition.
 //
-// Protocol: progress lines on stderr ("@phase NAME", "@progress DONE TOTAL"); errors as "@error MESSAGE"
-// and exit code 1. A crash (signal) is detected by the parent.
+// Protocol (edgekit/profile/protocol.py, version kProtocolVersion): progress lines on stderr ("@phase NAME",
+// "@progress DONE TOTAL"); errors as "@error MESSAGE" and exit code 1; the result file is a WorkerResult.
+// A crash (signal) is detected by the parent.
 
 #include <executorch/extension/data_loader/file_data_loader.h>
 #include <executorch/extension/data_loader/mmap_data_loader.h>
@@ -56,6 +57,8 @@ using executorch::runtime::Result;
 using executorch::runtime::Span;
 
 namespace {
+
+constexpr int kProtocolVersion = 1;  // edgekit/profile/protocol.py PROTOCOL_VERSION
 
 using Clock = std::chrono::steady_clock;
 
@@ -415,7 +418,7 @@ int main(int argc, char** argv) {
 
   std::ostringstream o;
   o.precision(9);
-  o << "{\"engine\":\"native\",\"method\":\"" << escape(a.method) << "\",\"loader\":\"" << a.loader << "\""
+  o << "{\"protocol\":" << kProtocolVersion << ",\"engine\":\"native\",\"method\":\"" << escape(a.method) << "\",\"loader\":\"" << a.loader << "\""
     << ",\"threads_requested\":" << a.threads << ",\"threads_effective\":" << threads_effective
     << ",\"load_ms\":" << load_ms << ",\"first_run_ms\":" << first_run_ms
     << ",\"warmup_ms\":" << samples_json(warm) << ",\"samples_ms\":" << samples_json(samples)

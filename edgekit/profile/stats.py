@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
+
+from .._contract import Contract
 
 PERCENTILE_METHOD = "linear interpolation between closest ranks (Hyndman-Fan type 7, numpy default)"
 CI_METHOD = "distribution-free order-statistic interval of the median (ranks n/2 ± 0.98·sqrt(n))"
@@ -23,7 +25,7 @@ OUTLIER_MIN_RELATIVE = 0.05
 
 
 @dataclass(frozen=True)
-class LatencyStats:
+class LatencyStats(Contract):
     """Summary of timed runs, in milliseconds."""
 
     count: int
@@ -40,11 +42,6 @@ class LatencyStats:
     percentile_method: str = PERCENTILE_METHOD
     ci_method: str = CI_METHOD
     outlier_method: str = OUTLIER_METHOD
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ci95_median"] = list(self.ci95_median)
-        return d
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -95,13 +92,6 @@ def summarize(samples: Sequence[float]) -> LatencyStats:
     k = sum(mask)
     return LatencyStats(count=n, mean=mean, std=std, min=s[0], max=s[-1], p50=percentile(s, 50), p90=percentile(s, 90),
                         p99=percentile(s, 99), ci95_median=median_ci(s), outliers=k, outlier_fraction=k / n)
-
-
-@dataclass
-class Advice:
-    """Warnings about the measurement itself (not about the model)."""
-
-    messages: list[str] = field(default_factory=list)
 
 
 def measurement_warnings(stats: LatencyStats, first_run_ms: float, warmup_ms: Sequence[float]) -> list[str]:

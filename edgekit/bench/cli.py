@@ -1,0 +1,126 @@
+"""``edgekit bench``: run suites, store runs, compare them against baselines, write reports.
+
+The commands parse and show; the library decides: a failed item raises from ``BenchRun.raise_for_errors``, a
+regression from ``Comparison.raise_for_regressions`` (exit 1), after the results were shown and stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_STORE_OPTION = click.option("--store", type=click.Path(), default=".edgekit/bench", show_default=True,
+                             help="Where runs and baselines are stored.")
+
+
+@click.group()
+def bench() -> None:
+    """Run benchmark suites, store results, compare against baselines, write reports."""
+
+
+@bench.command("run")
+@click.argument("suite_file", metavar="SUITE")
+@click.option("--save-as", metavar="NAME", help="Also save the run as the named baseline NAME.")
+@_STORE_OPTION
+@click.option("--cache", type=click.Path(), default=".edgekit/cache/builds", show_default=True, help="Build cache folder.")
+@click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_save: bool, as_json: bool) -> None:
+    """Build and profile every model × target × threads of SUITE and store one run file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import render
+    from .run import run_suite
+    from .store import save_run
+    from .suite import load_suite
+
+    suite = load_suite(suite_file)
+    con = render.console()
+    n = len(suite.items())
+    con.print(f"[bold]edgekit bench run[/] {suite.name}: {n} item(s)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=con) as bar:
+        task = bar.add_task("starting", total=n)
+        run = run_suite(suite, cache=Path(cache), progress=lambda label, i, _: bar.update(task, description=label, completed=i - 1))
+        bar.update(task, description="done", completed=n)
+    paths = [] if no_save else save_run(run, Path(store), save_as)
+    if as_json:
+        click.echo(_json(run.to_dict()))
+    else:
+        render.bench_run(run)
+    for p in paths:
+        con.print(f"saved {p}")
+    run.raise_for_errors()
+
+
+@bench.command("compare")
+@click.option("--baseline", "-b", default="previous", show_default=True, metavar="NAME|FILE|latest|previous",
+              help="The reference run.")
+@click.option("--run", "-r", "run_ref", default="latest", show_default=True, metavar="FILE|latest", help="The run to judge.")
+@click.option("--fail-on", multiple=True, metavar="METRIC:PCT",
+              help="Gate on these metrics with these thresholds (default: every metric at its default).")
+@click.option("--allow-machine-mismatch", is_flag=True, help="Compare runs from different machines anyway.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.002, show_default=True,
+              help="Significance level of the Mann-Whitney U test.")
+@_STORE_OPTION
+@click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mismatch: bool, alpha: float, store: str,
+                  show_all: bool, as_json: bool) -> None:
+    """Compare a run with a baseline; exit 1 on a significant regression beyond its threshold.
+
+    \b
+    Metrics: latency_p50 (10%), latency_p90 (15%), peak_rss (10%), size (2%), accuracy (1 point), sqnr (3 dB).
+    Example:  edgekit bench compare --baseline main --fail-on latency_p50:10% --fail-on size:5%
+    """
+    from .. import render
+    from .compare import compare_runs, parse_fail_on
+    from .store import load_pair
+
+    thresholds = parse_fail_on(fail_on)
+    base, run = load_pair(baseline, run_ref, Path(store))
+    cmp = compare_runs(base, run, fail_on=thresholds or None, allow_machine_mismatch=allow_machine_mismatch, alpha=alpha)
+    if as_json:
+        click.echo(_json(cmp.to_dict()))
+    else:
+        render.comparison(cmp, show_all)
+    cmp.raise_for_regressions()
+
+
+@bench.command("report")
+@click.argument("runs", nargs=-1, metavar="[RUN...]")
+@click.option("--out", "-o", type=click.Path(), default="report", show_default=True, help="Report folder (replaced).")
+@click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
+@click.option("--allow-machine-mismatch", is_flag=True)
+@_STORE_OPTION
+def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, store: str) -> None:
+    """Write Markdown + self-contained HTML with plots for RUNs (default: the latest run)."""
+    from .compare import compare_runs
+    from .report import write_report
+    from .store import load_run, resolve
+
+    loaded = [load_run(resolve(r, Path(store))) for r in (runs or ("latest",))]
+    cmp = None
+    if baseline:
+        base = load_run(resolve(baseline, Path(store), loaded[-1].machine.machine_id))
+        cmp = compare_runs(base, loaded[-1], allow_machine_mismatch=allow_machine_mismatch)
+    paths = write_report(loaded, Path(out), cmp)
+    click.echo(f"wrote {paths['html']} and {paths['markdown']}")
+
+
+@bench.command("list")
+@_STORE_OPTION
+def bench_list(store: str) -> None:
+    """List stored runs and named baselines."""
+    from .store import list_baselines, list_runs
+
+    for p in list_runs(Path(store)):
+        click.echo(str(p))
+    for name in list_baselines(Path(store)):
+        click.echo(f"baseline {name}")
+
+
+def _json(data: object) -> str:
+    import json
+
+    return json.dumps(data, indent=2, allow_nan=False)

@@ -1,0 +1,127 @@
+"""The bench run file: one typed, versioned document per ``bench run``, with raw samples and machine facts.
+
+Written by :func:`edgekit.bench.run.run_suite` (through :mod:`edgekit.bench.store`), read by ``bench compare``,
+``bench report`` and ``bench list``. A file that lacks a field, or has a wrong one, is refused with one line naming
+the file and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._contract import Contract
+from ..errors import BenchError, ContractError
+from ..profile.stats import LatencyStats
+
+RUN_SCHEMA_VERSION = 2  # 2: typed document (1 was read by string keys)
+RUN_KIND = "edgekit-bench-run"
+
+
+@dataclass(frozen=True)
+class MachineFacts(Contract):
+    """What must match for two runs to be comparable (and what is only warned about)."""
+
+    machine_id: str
+    cpu_model: str
+    arch: str
+    cores_logical: int | None
+    memory_gb: float | None = None
+    cores_physical: int | None = None
+    cpu_max_mhz: float | None = None
+    os: str | None = None
+    hostname: str | None = None
+    python: str | None = None
+    torch: str | None = None
+    executorch: str | None = None
+    edgekit: str | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+@dataclass(frozen=True)
+class BuildFigures(Contract):
+    cached: bool
+    seconds: float
+    sha256: str
+    size_bytes: int
+    compressed_size_bytes: int | None = None
+    accuracy: float | None = None
+    eager_accuracy: float | None = None
+    sqnr_db: float | None = None
+    planned_bytes: int | None = None
+    delegated_partitions: int | None = None
+
+
+@dataclass(frozen=True)
+class BenchItem(Contract):
+    """One model × target × threads: its build figures and its raw latency samples."""
+
+    key: str
+    model: str
+    target: str
+    threads: int
+    engine: str
+    build: BuildFigures
+    latency_ms: LatencyStats
+    samples_ms: list[float]
+    phases: dict[str, float | None]
+    memory: dict[str, float | None]
+    energy: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BenchFailure(Contract):
+    model: str
+    target: str
+    threads: int
+    error: str
+
+
+@dataclass(frozen=True)
+class BenchRun(Contract):
+    """A stored run. ``path`` is where it was read from (not stored)."""
+
+    schema_version: int
+    kind: str
+    run_id: str
+    created: str
+    suite: dict[str, Any]
+    machine: MachineFacts
+    commit: dict[str, Any]
+    settings: dict[str, Any]
+    results: list[BenchItem]
+    errors: list[BenchFailure]
+    wall_seconds: float
+    name: str | None = None
+    path: str | None = field(default=None, compare=False)
+
+    def to_dict(self, path: str = "") -> dict:
+        d = super().to_dict(path)
+        d.pop("path")
+        return d
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`BenchError` when items failed (the others were measured and saved)."""
+        if self.errors:
+            raise BenchError(f"{len(self.errors)} item(s) failed; the others were measured and saved",
+                             "see the 'failed:' lines above; first: " + self.errors[0].error[:200])
+
+
+def run_from_dict(data: Any, source: str) -> BenchRun:
+    """Validate a parsed run file.
+
+    Raises:
+        BenchError: not an edgekit run, another schema version, or a missing/mistyped field (named).
+    """
+    if not isinstance(data, dict) or data.get("kind") != RUN_KIND:
+        raise BenchError(f"run file {source} is not an edgekit benchmark run", "pass a file written by `edgekit bench run`")
+    if data.get("schema_version") != RUN_SCHEMA_VERSION:
+        raise BenchError(f"run file {source} has schema_version {data.get('schema_version')!r}; this edgekit reads "
+                         f"{RUN_SCHEMA_VERSION}", "run the suite again with this edgekit")
+    try:
+        return BenchRun.from_dict({**data, "path": source}, f"run file {source}")
+    except ContractError as exc:
+        raise BenchError(f"{exc.message} (corrupt)", "run the suite again") from None

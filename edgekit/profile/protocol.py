@@ -1,0 +1,109 @@
+"""The profiler's worker protocol, version :data:`PROTOCOL_VERSION`: one definition for the C++ runner
+(``runner.cpp``), the Python worker (``pyworker.py``) and the parent (``harness.py``).
+
+A worker is started with the options in :data:`WORKER_OPTIONS`. While it runs it writes lines to stderr:
+``@phase NAME`` when it enters a :class:`Phase`, ``@progress DONE TOTAL`` during the timed runs, and
+``@error MESSAGE`` before exiting with code 1. At the end it writes one JSON object, a :class:`WorkerResult`, to
+the ``--result`` file. Raw samples only: statistics are computed by the parent, so every engine shares one
+definition. ``tests/test_profile_protocol.py`` checks that ``runner.cpp`` speaks exactly this.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._contract import Contract
+from .._fs import read_json
+from ..errors import ContractError, ProfileError
+
+PROTOCOL_VERSION = 1
+
+PHASE_PREFIX = "@phase "
+PROGRESS_PREFIX = "@progress "
+ERROR_PREFIX = "@error "
+
+#: Options every worker accepts (each takes one value; ``--shape`` and ``--dtype`` repeat, one per input).
+WORKER_OPTIONS = ("--model", "--method", "--inputs", "--shape", "--result", "--etdump", "--etdump-runs", "--loader",
+                  "--threads", "--warmup", "--warmup-seconds", "--runs", "--min-seconds", "--max-seconds")
+
+
+class Phase(str, enum.Enum):
+    """What the worker is doing, in order (``ops`` only with an ETDump)."""
+
+    START = "start"  # not announced: the parent's state before the first line
+    LOAD = "load"
+    FIRST_RUN = "first_run"
+    WARMUP = "warmup"
+    TIMED = "timed"
+    OPS = "ops"
+    DONE = "done"
+
+
+class Engine(str, enum.Enum):
+    """Which worker measures: ``auto`` picks native when a compiler is there, else python."""
+
+    AUTO = "auto"
+    NATIVE = "native"  # the C++ runner: no Python in the measured process
+    PYTHON = "python"  # ExecuTorch's Python bindings (a fallback; its RSS includes the interpreter and torch)
+    EAGER = "eager"  # eager PyTorch, for comparison
+
+
+class Loader(str, enum.Enum):
+    MMAP = "mmap"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class CpuUsage(Contract):
+    """getrusage deltas over one phase of the worker."""
+
+    user_s: float
+    sys_s: float
+    voluntary_ctx_switches: int
+    involuntary_ctx_switches: int
+
+
+@dataclass(frozen=True)
+class WorkerResult(Contract):
+    """The worker's ``--result`` file."""
+
+    protocol: int
+    engine: str
+    method: str
+    loader: str
+    threads_requested: int
+    threads_effective: int
+    load_ms: float
+    first_run_ms: float
+    warmup_ms: list[float]
+    samples_ms: list[float]
+    timed_wall_s: float
+    rss_baseline_bytes: int
+    rss_after_load_bytes: int
+    hwm_bytes: int
+    cpu_load: CpuUsage
+    cpu_timed: CpuUsage
+    etdump: str  # "not requested" | "written" | "empty"
+
+
+def read_result(path: str | Path) -> WorkerResult:
+    """Read and validate a worker's result file.
+
+    Raises:
+        ProfileError: missing, not JSON, another protocol version, or a missing/mistyped field.
+    """
+    hint = "rerun; report it if it persists"
+    data = read_json(path, "the profiling worker's result", ProfileError, hint)
+    if not isinstance(data, dict) or data.get("protocol") != PROTOCOL_VERSION:
+        got = data.get("protocol") if isinstance(data, dict) else None
+        raise ProfileError(f"the profiling worker speaks protocol {got!r}, this edgekit {PROTOCOL_VERSION}",
+                           "rebuild the runner (it is cached by source hash; delete ~/.cache/edgekit/native-runner)")
+    try:
+        result = WorkerResult.from_dict(data, "the profiling worker's result")
+    except ContractError as exc:
+        raise ProfileError(exc.message, hint) from None
+    if not result.samples_ms:
+        raise ProfileError("the profiling worker recorded no timed runs", "raise --max-seconds or --runs")
+    return result

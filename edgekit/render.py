@@ -1,0 +1,271 @@
+"""What people read: tables and progress lines for the CLI (rich). Machines get ``--json`` instead.
+
+Results go to stdout, progress and warnings to stderr, so ``--json`` output stays clean. Nothing here decides an
+outcome: the library raises for budgets and regressions, the CLI only shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Wide enough that tables are not squeezed when output is piped or captured.
+PIPE_WIDTH = 140
+
+
+def console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not con.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return con
+
+
+def table(title: str | None, columns: list[str], left: tuple[str, ...] = (), wrap: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """A rich table; ``left`` columns are left-aligned (and not wrapped unless in ``wrap``), the rest numbers."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", **kwargs)
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right", no_wrap=col in left and col not in wrap)
+    return t
+
+
+def warn(messages: Any) -> None:
+    con = console()
+    for w in dict.fromkeys(messages):
+        con.print(f"[yellow]warning:[/] {w}")
+
+
+def fmt(v: Any, unit: str = "", digits: int = 4) -> str:
+    return "–" if v is None else f"{v:.{digits}g}{unit}"
+
+
+def fmt_db(v: Any) -> str:
+    return "exact" if v is None else f"{v:.1f} dB"
+
+
+class StageProgress:
+    """Build progress on stderr: a spinner per running stage, then a line with its time."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.console = console()
+        self._status = None
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        name = event.stage.value
+        if event.state.value == "start":
+            self._status = self.console.status(f"[bold]{name}[/] {event.detail}".rstrip())
+            self._status.start()
+            return
+        self.close()
+        if event.state.value == "done":
+            self.console.print(f"  [green]✓[/] {name:<9} {event.seconds:7.2f} s  [dim]{event.detail}[/]")
+        else:
+            self.console.print(f"  [dim]–[/] {name:<9}    skip    [dim]{event.detail}[/]")
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+class PhaseProgress:
+    """Profile progress on stderr: the worker's phase, and runs done during the timed phase."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.quiet = quiet
+        self.label = label
+        self.status = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        text = f"[bold]{self.label}[/] {phase}" + (f" {done}/{total}" if total else "")
+        if self.status is None:
+            self.status = console().status(text)
+            self.status.start()
+        else:
+            self.status.update(text)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+# ------------------------------------------------------------------------------------------------ build
+def _prune_rows(p: Any) -> list[tuple[str, str]]:
+    rows = [("pruning", p.summary)]
+    if p.structured_ratio or p.layers:
+        rows.append(("params / MACs", f"{p.params_before:,} → {p.params_after:,} ({p.params_ratio:.0%}) / "
+                                      f"{p.macs_before:,} → {p.macs_after:,} ({p.macs_ratio:.0%})"))
+    pruned = [r for r in p.layers if r["out_after"] != r["out_before"]]
+    if pruned:
+        shown = ", ".join(f"{r['layer']} {r['out_before']}→{r['out_after']}" for r in pruned[:6])
+        rows.append(("channels kept", shown + (f" (+{len(pruned) - 6} more in the manifest)" if len(pruned) > 6 else "")))
+    if p.finetune:
+        f = p.finetune
+        rows.append(("fine-tune", f"{f.epochs} epoch(s) on {f.samples} samples, loss {f.epoch_losses[0]} → {f.epoch_losses[-1]}"))
+    return rows
+
+
+def build_summary(result: Any) -> None:
+    """The build's manifest, one line per thing a user checks."""
+    m = result.manifest
+    v, d, prog = m.verify, m.program.delegation, m.program
+    t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), show_header=False)
+    t.add_row("model", m.model.spec)
+    t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme})")
+    if m.quantize.applied:
+        t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples)")
+    if m.prune.applied:
+        for row in _prune_rows(m.prune):
+            t.add_row(*row)
+        sc = prog.size_comparison
+        if sc:
+            t.add_row("sparsity", f"{m.prune.sparsity_achieved:.1%} zeros; deflated program "
+                                  f"{sc.without_sparsity['deflate_bytes'] / 1024:.1f} → {sc.with_sparsity['deflate_bytes'] / 1024:.1f} KiB "
+                                  "(not faster: dense kernels)")
+    t.add_row("program", f"{prog.size_bytes / 1024:.1f} KiB ({prog.compressed_size_bytes / 1024:.1f} KiB deflated), "
+                         f"sha256 {prog.sha256[:12]}…")
+    t.add_row("planned memory", f"{prog.planned_memory.planned_bytes / 1024:.1f} KiB")
+    t.add_row("delegation", f"{d.delegated_partitions} partition(s), {d.delegated_nodes} nodes delegated, "
+                            f"{d.portable_nodes} on portable kernels")
+    t.add_row("verify", f"{v.samples} samples from {v.data}: SQNR {fmt_db(v.sqnr_db)}, cosine {v.cosine_similarity:.5f}, "
+                        f"max |err| {v.max_abs_error:.3g}"
+              + (f", top-1 agreement {v.top1_agreement:.1%}" if v.top1_agreement is not None else ""))
+    if v.accuracy_note:
+        t.add_row("accuracy", v.accuracy_note)
+    if v.accuracy:
+        a = v.accuracy
+        pruned = f" → pruned eager {a.pruned_eager:.2%}" if a.pruned_eager is not None else ""
+        t.add_row("accuracy", f"eager {a.eager:.2%}{pruned} → program {a.program:.2%} (drop {a.drop * 100:+.2f} pts)")
+    t.add_row("time", f"{m.timings_s['total']:.1f} s")
+    console(stderr=False).print(t)
+    warn(m.warnings)
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def _latency_table(results: list) -> Any:
+    t = table("latency (ms): timed runs", ["threads", "runs", "p50", "p50 95% CI", "p90", "p99", "mean ± std", "min", "max",
+                                          "outliers"])
+    for r in results:
+        s = r.latency_ms
+        t.add_row(f"{r.threads['effective']}", str(s.count), f"[bold]{fmt(s.p50)}[/]", f"{s.ci95_median[0]:.4g}–{s.ci95_median[1]:.4g}",
+                  fmt(s.p90), fmt(s.p99), f"{fmt(s.mean)} ± {fmt(s.std, digits=2)}", fmt(s.min), fmt(s.max), str(s.outliers))
+    return t
+
+
+def _memory_table(results: list) -> Any:
+    t = table("memory (MiB, resident set of the worker)", ["threads", "baseline", "after load", "peak", "load Δ", "peak Δ",
+                                                           "USS peak", "planned", ".pte"])
+    for r in results:
+        m = r.memory
+        t.add_row(f"{r.threads['effective']}", fmt(m.baseline_rss_mb), fmt(m.load_rss_mb), fmt(m.peak_rss_mb),
+                  fmt(m.load_delta_mb), fmt(m.peak_delta_mb), fmt(m.uss_mb), fmt(m.planned_mb), fmt(m.pte_size_mb))
+    return t
+
+
+def _energy_table(results: list) -> Any:
+    t = table("energy proxies (timed runs)", ["threads", "CPU s/run", "CPU util.", "ctx sw. vol/invol", "J/run", "source"])
+    for r in results:
+        e = r.energy
+        t.add_row(f"{r.threads['effective']}", fmt(e.cpu_seconds_per_run), f"{e.cpu_utilization:.2f}",
+                  f"{e.voluntary_ctx_switches}/{e.involuntary_ctx_switches}", fmt(e.joules_per_run), e.joules_source)
+    return t
+
+
+def _ops_table(r: Any) -> Any:
+    t = table(f"top operators by time ({r.threads['effective']} thread(s), {r.ops['runs']} traced runs)",
+              ["operator", "kind", "calls/run", "mean ms", "share"], left=("operator", "kind"))
+    for op in r.ops["ops"][:15]:
+        t.add_row(op["name"], op["kind"], f"{op['calls_per_run']:g}", f"{op['mean_ms']:.4f}", f"{op['share']:.1%}")
+    return t
+
+
+def profile_report(results: list) -> None:
+    """Latency, memory, energy (and operators) for people: one row per thread setting."""
+    con = console(stderr=False)
+    first = results[0]
+    subj = first.subject
+    title = subj.get("package") or subj.get("pte") or f"eager {subj.get('eager')}"
+    con.print(f"[bold]edgekit profile[/] {title}  [dim]engine {first.engine}, inputs {subj.get('input_source')}, "
+              f"{first.machine['cpu_model']}[/]")
+    con.print(_latency_table(results))
+    for r in results:
+        p = r.phases
+        con.print(f"[dim]{r.threads['effective']} thread(s): load {fmt(p.load_ms)} ms · first run {fmt(p.first_run_ms)} ms · "
+                  f"warm-up {p.warmup_runs} runs, mean {fmt(p.warmup_mean_ms)} ms[/]")
+    con.print(f"[dim]percentiles: {first.latency_ms.percentile_method}; CI: {first.latency_ms.ci_method}[/]")
+    con.print(_memory_table(results))
+    con.print(f"[dim]baseline: {first.memory.baseline_note}[/]")
+    con.print(_energy_table(results))
+    e = first.energy
+    con.print(f"[dim]{e.joules_note}" + (f"; inputs {e.estimate_inputs}" if e.estimate_inputs else "") + "[/]")
+    if e.cpu_freq_mhz:
+        con.print(f"[dim]CPU frequency: {e.cpu_freq_mhz['current']} MHz now (max {e.cpu_freq_mhz['max']})[/]")
+    for r in results:
+        if r.ops:
+            con.print(_ops_table(r))
+            con.print(f"[dim]{r.ops['note']}[/]")
+        for c in r.budget.get("checks", []):
+            con.print(f"budget {c['name']}: {c['value']} (limit {c['limit']}) " + ("[green]ok[/]" if c["ok"] else "[red]EXCEEDED[/]"))
+    warn(w for r in results for w in r.warnings)
+
+
+# ------------------------------------------------------------------------------------------ bench, demo
+def bench_run(run: Any) -> None:
+    from .bench.report import SUMMARY_HEAD, summary_rows
+
+    t = table(f"{run.suite['name']}: {run.wall_seconds} s", SUMMARY_HEAD, left=("model", "target"))
+    for row in summary_rows(run):
+        t.add_row(*row)
+    console(stderr=False).print(t)
+    con = console()
+    for e in run.errors:
+        con.print(f"[red]failed:[/] {e.model} × {e.target} × {e.threads}: {e.error}")
+
+
+def comparison(cmp: Any, show_all: bool = False) -> None:
+    from .bench.report import COMPARE_HEAD, compare_rows
+
+    con = console(stderr=False)
+    if cmp.machine_mismatch:
+        con.print("[bold red]MACHINES DIFFER[/] — " + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in cmp.machine_mismatch.items()))
+    t = table(f"{cmp.baseline} → {cmp.run}", COMPARE_HEAD, left=("model", "target", "metric", "verdict"))
+    colors = {"regressed": "red", "improved": "green", "noisy": "yellow", "unchanged": "dim"}
+    rows = compare_rows(cmp)
+    shown = [r for r in rows if show_all or r[3] == "latency_p50" or not r[-1].startswith("unchanged")]
+    if len(shown) < len(rows):
+        t.caption = f"{len(rows) - len(shown)} unchanged rows of other metrics hidden (--all shows them)"
+    for row in shown:
+        t.add_row(*row[:-1], f"[{colors.get(row[-1].split()[0], '')}]{row[-1]}[/]")
+    con.print(t)
+    warn(cmp.warnings)
+    verdict = "[bold red]REGRESSED[/]" if cmp.regressions else "[bold green]no regression[/]"
+    con.print(f"{verdict} [dim](gated: {', '.join(f'{k} {v:g}' for k, v in cmp.gated.items())})[/]")
+
+
+def demo(result: dict) -> None:
+    t = table("edgekit demo: digits CNN (scikit-learn load_digits, 360 held-out images)",
+              ["variant", "accuracy", "size", "p50 latency", "SQNR vs eager"], left=("variant",))
+    for row in result["rows"]:
+        t.add_row(row["variant"], f"{row['accuracy']:.2%}", f"{row['size_kib']:.1f} KiB",
+                  f"{row['p50_ms']:.4f} ms" if row.get("p50_ms") is not None else "–",
+                  "–" if row.get("sqnr_db", "–") == "–" else fmt_db(row["sqnr_db"]))
+    con = console(stderr=False)
+    con.print(t)
+    con.print(f"[dim]{result['timing_note']}[/]")
+
+
+def targets(items: list) -> None:
+    t = table(None, ["name", "backend", "quantization", "pruning", "description"],
+              left=("name", "backend", "quantization", "pruning", "description"), wrap=("description",))
+    for tg in items:
+        prune = "none" if not tg.prune.active else f"channels {tg.prune.structured_ratio:.0%}, sparsity {tg.prune.sparsity:.0%}"
+        t.add_row(tg.name, tg.backend.value, tg.quantize.scheme.value, prune, tg.description)
+    console(stderr=False).print(t)
