@@ -54,10 +54,12 @@ def _install_python_filters() -> None:
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet(drop_on_error: bool = False):
     """Capture fd 2 for the duration and replay only the lines that are not known noise.
 
-    Works for Python prints, ``logging`` and C++ code writing to stderr directly. Nested use is safe.
+    Works for Python prints, ``logging`` and C++ code writing to stderr directly. Nested use is safe. With
+    ``drop_on_error``, nothing is replayed when the block raises: the error itself says what went wrong (torch's
+    export prints whole graph dumps before raising); ``EDGEKIT_DEBUG=1`` keeps them.
     """
     _install_python_filters()
     try:
@@ -68,15 +70,19 @@ def quiet():
     saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), fd)
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = drop_on_error and not os.environ.get("EDGEKIT_DEBUG")
+            raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
             text = sink.read().decode("utf-8", "replace")
-            kept = [line for line in text.splitlines() if line.strip() and not is_noise(line)]
+            kept = [] if failed else [line for line in text.splitlines() if line.strip() and not is_noise(line)]
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()

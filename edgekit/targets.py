@@ -214,9 +214,7 @@ class Target:
             raise ConfigError(f"schema_version {self.schema_version!r} is not supported; this edgekit reads {SCHEMA_VERSION}")
         object.__setattr__(self, "backend", _enum(Backend, self.backend, "backend"))
         if self.backend is Backend.PORTABLE and self.quantize.scheme is not QuantScheme.NONE:
-            raise ConfigError(
-                "backend = 'portable' runs fp32 only here; quantized programs need the xnnpack backend",
-                )
+            raise ConfigError("backend = 'portable' runs fp32 only here; quantized programs need the xnnpack backend")
 
     def replace(self, **changes: Any) -> "Target":
         """A copy with top-level fields or ``section__field`` keys changed (``prune__sparsity=0.5``)."""
@@ -361,11 +359,7 @@ def load_target(name_or_path: str | Path | Target) -> Target:
 
 
 def parse_layer_ratios(items: Any) -> dict[str, float]:
-    """``["layer1.0.conv1=0.3", ...]`` → {layer: ratio}.
-
-    Raises:
-        UsageError: an item is not LAYER=RATIO with a finite 0 <= RATIO < 1.
-    """
+    """``["layer1.0.conv1=0.3", ...]`` → {layer: ratio}; UsageError unless each is LAYER=RATIO, finite, in [0, 1)."""
     from .errors import UsageError
 
     ratios = {}

@@ -75,27 +75,32 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
     Raises:
         ExportError: both modes failed; the message carries torch's reason in one line.
     """
-    import torch
-
     if model.exported is not None and dynamic_batch is None:
         return ExportResult(model.exported, model.example_inputs, None, None)
     examples = batch_examples(model.example_inputs, dynamic_batch)
     shapes = dynamic_shapes_for(examples, dynamic_batch)
     try:
-        with torch.no_grad(), _no_mha_fastpath():
-            ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=True)
+        ep = _trace(model.module, examples, shapes, strict=True)
         return ExportResult(ep, examples, shapes, True)
     except Exception as strict_exc:  # torch raises many types here; all mean "try the other mode"
         reason = first_line(strict_exc)
-        try:
-            with torch.no_grad(), _no_mha_fastpath():
-                ep = torch.export.export(model.module, examples, dynamic_shapes=shapes, strict=False)
-        except Exception as exc:
-            hint = (
-                "make forward traceable: no data-dependent Python control flow or .item() on tensors "
-                "(use torch.cond), no unsupported Python side effects"
-            )
-            if dynamic_batch is not None and ("Constraints violated" in str(exc) or "specialized" in str(exc)):
-                hint = "the model fixes its batch size somewhere (a reshape with a literal batch?); drop --dynamic-batch or use -1"
-            raise ExportError(f"torch.export failed for {model.spec}: {first_line(exc)}", hint) from exc
-        return ExportResult(ep, examples, shapes, False, fallback_reason=reason)
+    try:
+        ep = _trace(model.module, examples, shapes, strict=False)
+    except Exception as exc:
+        hint = ("make forward traceable: no data-dependent Python control flow or .item() on tensors "
+                "(use torch.cond), no unsupported Python side effects")
+        if dynamic_batch is not None and ("Constraints violated" in str(exc) or "specialized" in str(exc)):
+            hint = "the model fixes its batch size somewhere (a reshape with a literal batch?); drop --dynamic-batch or use -1"
+        raise ExportError(f"torch.export failed for {model.spec}: {first_line(exc)}", hint) from exc
+    return ExportResult(ep, examples, shapes, False, fallback_reason=reason)
+
+
+def _trace(module: Any, examples: tuple, shapes: Any, *, strict: bool) -> Any:
+    """One ``torch.export`` attempt. A failed one prints graph dumps before raising: they are dropped (the error
+    is reported in one line), unless EDGEKIT_DEBUG is set."""
+    import torch
+
+    from .._noise import quiet
+
+    with quiet(drop_on_error=True), torch.no_grad(), _no_mha_fastpath():
+        return torch.export.export(module, examples, dynamic_shapes=shapes, strict=strict)

@@ -14,6 +14,7 @@ import json
 import resource
 import sys
 import time
+from typing import Any, Callable
 
 from edgekit.errors import first_line
 from edgekit.profile.protocol import (ERROR_PREFIX, PHASE_PREFIX, PROGRESS_PREFIX, PROTOCOL_VERSION, WORKER_OPTIONS,
@@ -71,11 +72,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    a = _parse(sys.argv[1:] if argv is None else argv)
-    engine = "eager" if a.eager else "python"
-    # Imports first: the baseline is the interpreter with its runtime loaded, before the model is.
-    import numpy as np
+def _setup(a: argparse.Namespace, engine: str) -> tuple[Any, int]:
+    """Import the engine's runtime and size its threadpool (before the baseline RSS is read)."""
     import torch
 
     if engine == "python":
@@ -84,79 +82,61 @@ def main(argv: list[str] | None = None) -> None:
 
         runtime = Runtime.get()
         portable_lib._unsafe_reset_threadpool(a.threads)
-        threads_effective = int(portable_lib._threadpool_get_thread_count())
-    else:
-        from edgekit.models import load_model
+        return runtime, int(portable_lib._threadpool_get_thread_count())
+    import edgekit.models  # noqa: F401  (its imports belong to the baseline, not to the load)
 
-        torch.set_num_threads(a.threads)
-        threads_effective = torch.get_num_threads()
-    rss_baseline = _status_bytes("VmRSS")
-    u_start = _usage()
+    torch.set_num_threads(a.threads)
+    return None, torch.get_num_threads()
 
-    _phase(Phase.LOAD)
-    t0 = time.perf_counter()
+
+def _load(a: argparse.Namespace, engine: str, runtime: Any) -> Callable[[list], Any]:
+    """Load the program (or eager model); returns a function that runs it on a list of inputs."""
     if engine == "python":
         try:
             program = runtime.load_program(a.model)
             method = program.load_method(a.method)
         except Exception as exc:  # the bindings raise RuntimeError/ValueError for bad programs
             _fail(f"loading the program failed: {first_line(exc)}")
-        run = lambda xs: method.execute(xs)  # noqa: E731
-    else:
-        try:
-            from edgekit.models import InputSpec
+        return lambda xs: method.execute(xs)
+    import torch
 
-            specs = [InputSpec(tuple(int(d) for d in s.split(",")), dt) for s, dt in zip(a.shape, a.dtype)]
-            module = load_model(a.eager, specs).module
-        except Exception as exc:
-            _fail(f"loading the eager model failed: {exc}")
-        grad = torch.no_grad()
-        grad.__enter__()
-        run = lambda xs: module(*xs)  # noqa: E731
-    load_ms = (time.perf_counter() - t0) * 1e3
-    rss_after_load = _status_bytes("VmRSS")
-    u_loaded = _usage()
+    from edgekit.models import InputSpec, load_model
 
-    inputs = []
-    dtypes = a.dtype  # the parent passes one dtype per input for both engines
+    try:
+        specs = [InputSpec(tuple(int(d) for d in s.split(",")), dt) for s, dt in zip(a.shape, a.dtype)]
+        module = load_model(a.eager, specs).module
+    except Exception as exc:
+        _fail(f"loading the eager model failed: {first_line(exc)}")
+    torch.set_grad_enabled(False)
+    return lambda xs: module(*xs)
+
+
+def _inputs(a: argparse.Namespace) -> list[Any]:
+    """The tensors from the parent's raw bytes (one ``--shape`` and ``--dtype`` per input)."""
+    import numpy as np
+    import torch
+
     raw = open(a.inputs, "rb").read() if a.inputs else None
-    offset = 0
-    for shape_txt, dt in zip(a.shape, dtypes):
+    inputs, offset = [], 0
+    for shape_txt, dt in zip(a.shape, a.dtype):
         shape = tuple(int(d) for d in shape_txt.split(","))
-        np_dtype = np.dtype("bool" if dt == "bool" else dt if dt != "bfloat16" else "uint16")
-        n = int(np.prod(shape)) * np_dtype.itemsize
+        np_dtype = np.dtype("uint16" if dt == "bfloat16" else dt)
+        count = int(np.prod(shape))
         if raw is not None:
-            if offset + n > len(raw):
+            if offset + count * np_dtype.itemsize > len(raw):
                 _fail("inputs file is shorter than the inputs need")
-            arr = np.frombuffer(raw, dtype=np_dtype, count=int(np.prod(shape)), offset=offset).reshape(shape).copy()
+            arr = np.frombuffer(raw, dtype=np_dtype, count=count, offset=offset).reshape(shape).copy()
         else:
             arr = np.zeros(shape, np_dtype)
-        offset += n
+        offset += count * np_dtype.itemsize
         tensor = torch.from_numpy(arr)
         inputs.append((tensor.view(torch.bfloat16) if dt == "bfloat16" else tensor).contiguous())
+    return inputs
 
-    def execute(phase: str):
-        try:
-            return run(inputs)
-        except Exception as exc:
-            _fail(f"execute() failed during {phase}: {first_line(exc)}")
 
-    _phase(Phase.FIRST_RUN)
-    t = time.perf_counter()
-    execute("the first run")
-    first_run_ms = (time.perf_counter() - t) * 1e3
-
-    _phase(Phase.WARMUP)
-    warm = []
-    tw = time.perf_counter()
-    while len(warm) < a.warmup or time.perf_counter() - tw < a.warmup_seconds:
-        t = time.perf_counter()
-        execute("warm-up")
-        warm.append((time.perf_counter() - t) * 1e3)
-
-    _phase(Phase.TIMED)
-    samples = []
-    u0 = _usage()
+def _timed(a: argparse.Namespace, execute: Callable[[str], Any]) -> tuple[list[float], float]:
+    """The timed runs: at least ``--runs`` and ``--min-seconds``, at most ``--max-seconds``."""
+    samples: list[float] = []
     tt = time.perf_counter()
     last = 0
     while True:
@@ -169,7 +149,43 @@ def main(argv: list[str] | None = None) -> None:
         if len(samples) - last >= 25 or len(samples) == a.runs:
             _say(f"{PROGRESS_PREFIX}{len(samples)} {a.runs}")
             last = len(samples)
-    timed_wall = time.perf_counter() - tt
+    return samples, time.perf_counter() - tt
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parse(sys.argv[1:] if argv is None else argv)
+    engine = "eager" if a.eager else "python"
+    runtime, threads_effective = _setup(a, engine)  # imports first: the baseline is the interpreter with its runtime
+    rss_baseline = _status_bytes("VmRSS")
+    u_start = _usage()
+    _phase(Phase.LOAD)
+    t0 = time.perf_counter()
+    run = _load(a, engine, runtime)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rss_after_load = _status_bytes("VmRSS")
+    u_loaded = _usage()
+    inputs = _inputs(a)
+
+    def execute(phase: str) -> Any:
+        try:
+            return run(inputs)
+        except Exception as exc:
+            _fail(f"execute() failed during {phase}: {first_line(exc)}")
+
+    _phase(Phase.FIRST_RUN)
+    t = time.perf_counter()
+    execute("the first run")
+    first_run_ms = (time.perf_counter() - t) * 1e3
+    _phase(Phase.WARMUP)
+    warm: list[float] = []
+    tw = time.perf_counter()
+    while len(warm) < a.warmup or time.perf_counter() - tw < a.warmup_seconds:
+        t = time.perf_counter()
+        execute("warm-up")
+        warm.append((time.perf_counter() - t) * 1e3)
+    _phase(Phase.TIMED)
+    u0 = _usage()
+    samples, timed_wall = _timed(a, execute)
     u1 = _usage()
     result = WorkerResult(
         protocol=PROTOCOL_VERSION, engine=engine, method=a.method, loader="pybindings" if engine == "python" else "torch",
