@@ -193,34 +193,37 @@ def test_bad_suites_name_the_line(tmp_path, body, fragment):
 
 
 # ------------------------------------------------------------------------------------ end to end
+def _cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
+    """A two-model suite, run twice through the CLI (the first saved as baseline "main"): every test here can run
+    alone."""
     d = tmp_path_factory.mktemp("bench")
     (d / "suite.toml").write_text(
         'schema_version = 1\nname = "mini"\n[run]\nruns = 30\nwarmup = 3\nwarmup_seconds = 0.0\nthreads = [1]\n'
         '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n'
         '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-fp32"]\n')
-    return d
-
-
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    store, cache = d / "store", d / "cache"
+    for extra in (["--save-as", "main"], []):
+        r = _cli("bench", "run", d / "suite.toml", "--store", store, "--cache", cache, *extra)
+        assert r.exit_code == 0, r.stderr
+    return {"dir": d, "suite": d / "suite.toml", "store": store, "cache": cache}
 
 
 def test_bench_run_store_cache_compare_report(mini, tmp_path):
-    store, cache = mini / "store", mini / "cache"
-    r1 = _cli("bench", "run", mini / "suite.toml", "--store", store, "--cache", cache, "--save-as", "main")
-    assert r1.exit_code == 0, r1.stderr
-    r2 = _cli("bench", "run", mini / "suite.toml", "--store", store, "--cache", cache, "--json", "--no-save")
+    store, cache = mini["store"], mini["cache"]
+    r2 = _cli("bench", "run", mini["suite"], "--store", store, "--cache", cache, "--json", "--no-save")
     assert r2.exit_code == 0, r2.stderr
     run2 = json.loads(r2.stdout)
     assert all(r["build"]["cached"] for r in run2["results"])  # unchanged inputs and versions: builds re-used
     assert run2["machine"]["cores_logical"] >= 1 and "sha" in run2["commit"] and len(run2["results"][0]["samples_ms"]) == 30
-    r3 = _cli("bench", "run", mini / "suite.toml", "--store", store, "--cache", cache)
-    assert r3.exit_code == 0
+    assert len(list_runs(store)) == 2  # --no-save stored nothing
     cmp = _cli("bench", "compare", "--baseline", "main", "--store", store, "--fail-on", "latency_p50:50%", "--fail-on", "size:1%")
     assert cmp.exit_code == 0, cmp.stdout + cmp.stderr
-    assert "no regression" in cmp.stdout and "latency_p50" in cmp.stdout
+    assert "no regression" in cmp.stdout and "latency_p50" in cmp.stdout and "gated: latency_p50 0.5, size 0.01" in cmp.stdout
 
     # a synthetic 2x slowdown in a stored run is caught by the CLI gate (exit 1)
     slow = load_run(resolve("latest", store)).to_dict()
@@ -230,6 +233,7 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     (tmp_path / "slow.json").write_text(json.dumps(slow))
     gate = _cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "slow.json", "--store", store)
     assert gate.exit_code == 1 and "regression(s)" in gate.stderr and "latency_p50" in gate.stderr
+    assert "REGRESSED" in gate.stdout and "(gated:" in gate.stdout  # the gate is shown with a regression too
 
     rep = _cli("bench", "report", "--store", store, "--baseline", "main", "-o", tmp_path / "report")
     assert rep.exit_code == 0, rep.stderr
@@ -240,12 +244,12 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
 
 
 def test_bench_cli_bad_inputs(mini, tmp_path):
-    r = _cli("bench", "compare", "--baseline", "nope", "--store", mini / "store")
+    r = _cli("bench", "compare", "--baseline", "nope", "--store", mini["store"])
     assert r.exit_code == 1 and "no baseline named 'nope'" in r.stderr and "main" in r.stderr
     (tmp_path / "corrupt.json").write_text("{")
-    r = _cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "corrupt.json", "--store", mini / "store")
+    r = _cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "corrupt.json", "--store", mini["store"])
     assert r.exit_code == 1 and "corrupt" in r.stderr
-    r = _cli("bench", "compare", "--fail-on", "speed:5%", "--store", mini / "store")
+    r = _cli("bench", "compare", "--fail-on", "speed:5%", "--store", mini["store"])
     assert r.exit_code == 2 and "valid metrics" in r.stderr
     r = _cli("bench", "run", tmp_path / "missing.toml")
     assert r.exit_code == 1 and "does not exist" in r.stderr
@@ -254,6 +258,7 @@ def test_bench_cli_bad_inputs(mini, tmp_path):
 
 
 def test_report_of_several_runs(mini, tmp_path):
-    runs = [load_run(p) for p in sorted((mini / "store").glob("*/*.json"))[:2]]
+    runs = [load_run(p) for p in list_runs(mini["store"])]
+    assert len(runs) == 2
     paths = write_report(runs, tmp_path / "r")
     assert paths["html"].is_file() and "mini" in paths["markdown"].read_text()

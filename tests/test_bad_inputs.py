@@ -1,0 +1,172 @@
+"""Bad input of every kind ends as one clean line (exit 1 or 2) with nothing written: never `unexpected …`."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import edgekit
+from edgekit.cli import cli
+from edgekit.errors import ConfigError, DataError, ProgramError
+from edgekit.models import parse_input_spec
+from edgekit.program import _Table, inspect_program
+from edgekit.profile.subject import to_bytes
+from edgekit.targets import load_target
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+X8 = [parse_input_spec("1x1x8x8")]
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line(r, code, fragment):
+    assert r.exit_code == code, (r.exit_code, r.output)
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error")]
+    assert len(err) == 1 and fragment in err[0], r.stderr
+    assert "unexpected" not in r.stderr and "Traceback" not in r.output
+    return err[0]
+
+
+# ------------------------------------------------------------------------------------------ build
+def test_non_exportable_model_prints_only_the_error(tmp_path):
+    env = {"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "edgekit", "build", "toy_models:data_dependent", "-o", str(tmp_path / "o"), "-q"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "torch.export failed" in p.stderr  # no graph dumps
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("[budget]\nmax_size_mb = nan\n", "budget.max_size_mb must be a finite number, got nan"),
+    ("[prune]\nsparsity = inf\n", "prune.sparsity must be a finite number"),
+    ("[power]\nidle_watts = -inf\n", "power.idle_watts must be a finite number"),
+])
+def test_non_finite_numbers_in_targets_are_refused(tmp_path, body, fragment):
+    (tmp_path / "t.toml").write_text(f'schema_version = 1\nname = "t"\n{body}')
+    with pytest.raises(ConfigError, match=fragment):
+        load_target(tmp_path / "t.toml")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--sparsity", "nan"], "not a finite number"),
+    (["--prune-channels", "inf"], "inf"),
+    (["--max-accuracy-drop", "nan", "--eval", "x.npz"], "not a finite number"),
+    (["--prune-layer", "conv1=nan"], "not LAYER=RATIO"),
+])
+def test_non_finite_numbers_on_the_command_line_are_usage_errors(tmp_path, args, fragment):
+    r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
+    _one_line(r, 2, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_nan_in_data_is_refused_and_never_reaches_json(tmp_path):
+    x = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
+    x[3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(8, np.int64))
+    with pytest.raises(DataError, match="NaN or infinity .*sample 3"):
+        edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=tmp_path / "o", inputs=X8, eval=tmp_path / "eval.npz")
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_data_smaller_than_the_programs_batch(tmp_path):
+    np.savez(tmp_path / "eval.npz", x=np.zeros((2, 1, 8, 8), np.float32))
+    with pytest.raises(DataError, match="2 sample.*batches of 4"):
+        edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=tmp_path / "o", inputs=[parse_input_spec("4x1x8x8")],
+                      eval=tmp_path / "eval.npz")
+
+
+def test_a_folder_named_like_a_target_does_not_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "xnnpack-int8").mkdir()
+    assert load_target("xnnpack-int8").quantize.scheme.value == "int8-static-per-channel"
+
+
+# ---------------------------------------------------------------------------------------- programs
+def _input_tensor(data: bytes, method: int = 0, index: int = 0) -> _Table:
+    """The flatbuffer table of a method's input tensor (to damage its metadata in place)."""
+    from edgekit.program import _get
+
+    root = _Table(data, _get(data, "<I", 0))
+    plan = root.tables(1)[method]
+    return plan.tables(2)[plan.scalars(3, "<i")[index]].table(1)
+
+
+def _patched(data: bytes, tensor: _Table, slot: int, value: bytes) -> bytes:
+    out = bytearray(data)
+    at = tensor.pos + tensor._slot(slot)
+    out[at:at + len(value)] = value
+    return bytes(out)
+
+
+def test_programs_with_corrupt_metadata_are_clean_errors(tmp_path, fp32_build):
+    data = fp32_build.pte_path.read_bytes()
+    t = _input_tensor(data)
+    cases = {"scalar": (_patched(data, t, 0, bytes([99])), "unknown scalar type 99")}
+    sizes_at = t.pos + t._slot(2)
+    sizes_at += int.from_bytes(data[sizes_at:sizes_at + 4], "little") + 4  # first element of the sizes vector
+    neg = bytearray(data)
+    neg[sizes_at:sizes_at + 4] = (-3).to_bytes(4, "little", signed=True)
+    cases["negative"] = (bytes(neg), "impossible shape [-3")
+    for name, (blob, fragment) in cases.items():
+        path = tmp_path / f"{name}.pte"
+        path.write_bytes(blob)
+        with pytest.raises(ProgramError) as info:
+            inspect_program(path)
+        assert fragment in info.value.message
+        _one_line(_cli("profile", path, "--runs", "3"), 1, fragment)
+    line = _one_line(_cli("profile", fp32_build.pte_path, "--method", "predict"), 1, "has no method 'predict'")
+    assert "forward" in line
+
+
+def test_seeded_mutants_never_crash_hang_or_surprise(tmp_path, fp32_build, int8_build):
+    spec = importlib.util.spec_from_file_location("mutate_programs", ROOT / "benchmarks" / "mutate_programs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report = mod.run_mutants([fp32_build.pte_path, int8_build.pte_path], count=60, seed=1, work=tmp_path)
+    o = report["outcomes"]
+    assert sum(o.values()) == 60 and o.get("clean error", 0) > 10, report
+    assert not any(o.get(k) for k in ("unexpected", "hang", "crash")), report
+
+
+def test_bfloat16_inputs_are_written_as_bfloat16(tmp_path):
+    x = np.array([1.0, -2.5, 3.14159, 1e-3], np.float32)
+    assert to_bytes(x, "bfloat16") == torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+    assert len(to_bytes(x, "bfloat16")) == 2 * x.size
+
+
+# ----------------------------------------------------------------------------------------- bench
+def test_run_files_with_missing_fields_name_the_field(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": 2, "kind": "edgekit-bench-run", "results": []}))
+    r = _cli("bench", "report", tmp_path / "run.json", "-o", tmp_path / "rep")
+    _one_line(r, 1, "missing field")
+
+
+def test_a_report_of_no_runs_is_a_clean_error(tmp_path):
+    from edgekit.bench.report import write_report
+    from edgekit.errors import BenchError
+
+    with pytest.raises(BenchError, match="no runs"):
+        write_report([], tmp_path / "r")
+
+
+def test_a_broken_manifest_names_its_field(tmp_path, fp32_build):
+    import shutil
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(fp32_build.out_dir, pkg)
+    m = json.loads((pkg / "manifest.json").read_text())
+    del m["program"]["sha256"]
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    _one_line(_cli("profile", pkg), 1, "missing field program.sha256")
+    (pkg / "manifest.json").write_text('{"schema_version": 2, "verify": NaN')
+    _one_line(_cli("profile", pkg), 1, "corrupt")
