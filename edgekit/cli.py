@@ -242,7 +242,7 @@ cli.add_command(bench)
 
 
 @cli.command()
-@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False))
 def clean(folders: tuple) -> None:
     """Remove what killed edgekit processes left behind in FOLDERS (default: the current folder).
 

@@ -17,7 +17,8 @@ from .errors import ContractError, ProgramError
 
 MANIFEST_NAME = PACKAGE_MARKER
 PTE_NAME = "model.pte"
-MANIFEST_SCHEMA_VERSION = 2  # 2: the typed sections below (1 was an untyped dict)
+MANIFEST_SCHEMA_VERSION = 2  # 2: the typed sections below
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 (edgekit 0.1's untyped dict) has the same fields: its packages stay usable
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,10 @@ class Manifest(Contract):
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":
-        if isinstance(data, dict) and data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-            raise ContractError(f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not "
-                                f"{MANIFEST_SCHEMA_VERSION}, the version this edgekit reads", "rebuild the package with this edgekit")
+        if isinstance(data, dict) and data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+            raise ContractError(f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not one this "
+                                f"edgekit reads ({', '.join(map(str, READABLE_SCHEMA_VERSIONS))})",
+                                "rebuild the package with this edgekit")
         return super().from_dict(data, source)
 
 

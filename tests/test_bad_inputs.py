@@ -170,3 +170,19 @@ def test_a_broken_manifest_names_its_field(tmp_path, fp32_build):
     _one_line(_cli("profile", pkg), 1, "missing field program.sha256")
     (pkg / "manifest.json").write_text('{"schema_version": 2, "verify": NaN')
     _one_line(_cli("profile", pkg), 1, "corrupt")
+
+
+def test_packages_of_the_previous_manifest_version_stay_usable(tmp_path, fp32_build):
+    import shutil
+
+    pkg = tmp_path / "old"
+    shutil.copytree(fp32_build.out_dir, pkg)
+    m = json.loads((pkg / "manifest.json").read_text())
+    m["schema_version"] = 1  # edgekit 0.1 wrote the same fields, untyped
+    for entry in m["model"]["inputs"]:
+        del entry["dynamic"]
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    assert _cli("profile", pkg, "--runs", "3", "--warmup-seconds", "0", "--json").exit_code == 0
+    m["schema_version"] = 7
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    _one_line(_cli("profile", pkg), 1, "schema_version 7 is not one this edgekit reads")

@@ -161,10 +161,12 @@ def test_corrupt_run_files(tmp_path):
     (tmp_path / "no_machine.json").write_text(json.dumps(no_machine))
     with pytest.raises(BenchError, match="no_machine.json: missing field machine"):
         load_run(tmp_path / "no_machine.json")
-    old = {**_doc([_result("a")]), "schema_version": 1}
+    old = {**_doc([_result("a")]), "schema_version": 1}  # edgekit 0.1's runs stay readable: baselines survive upgrades
     (tmp_path / "old.json").write_text(json.dumps(old))
-    with pytest.raises(BenchError, match="schema_version 1"):
-        load_run(tmp_path / "old.json")
+    assert load_run(tmp_path / "old.json").results[0].model == "a"
+    (tmp_path / "future.json").write_text(json.dumps({**old, "schema_version": 9}))
+    with pytest.raises(BenchError, match="schema_version 9"):
+        load_run(tmp_path / "future.json")
 
 
 # --------------------------------------------------------------------------------------- suites

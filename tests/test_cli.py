@@ -1,6 +1,8 @@
 """The command line as a user drives it: exit codes, one-line errors, JSON output."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +112,20 @@ def test_python_m_edgekit_and_version(run):
 
     r = subprocess.run([sys.executable, "-m", "edgekit", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "edgekit, version" in r.stdout
+
+
+def test_commands_that_only_read_files_do_not_import_torch(fp32_build, tmp_path):
+    """Start-up is part of the product: --help, targets, profile of a package and clean never load torch or exir."""
+    script = f"""
+import sys
+from click.testing import CliRunner
+from edgekit.cli import cli
+for args in (["--help"], ["targets", "list"], ["profile", {str(fp32_build.out_dir)!r}, "--runs", "3", "--warmup-seconds", "0"],
+             ["clean", {str(tmp_path)!r}]):
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, (args, r.output)
+print(sorted(m for m in ("torch", "executorch.exir", "executorch.runtime") if m in sys.modules))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

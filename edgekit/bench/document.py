@@ -14,7 +14,8 @@ from .._contract import Contract
 from ..errors import BenchError, ContractError
 from ..profile.stats import LatencyStats
 
-RUN_SCHEMA_VERSION = 2  # 2: typed document (1 was read by string keys)
+RUN_SCHEMA_VERSION = 2  # 2: this typed document
+READABLE_RUN_VERSIONS = (1, 2)  # 1 (edgekit 0.1) has the same fields: stored baselines stay comparable
 RUN_KIND = "edgekit-bench-run"
 
 
@@ -118,9 +119,9 @@ def run_from_dict(data: Any, source: str) -> BenchRun:
     """
     if not isinstance(data, dict) or data.get("kind") != RUN_KIND:
         raise BenchError(f"run file {source} is not an edgekit benchmark run", "pass a file written by `edgekit bench run`")
-    if data.get("schema_version") != RUN_SCHEMA_VERSION:
+    if data.get("schema_version") not in READABLE_RUN_VERSIONS:
         raise BenchError(f"run file {source} has schema_version {data.get('schema_version')!r}; this edgekit reads "
-                         f"{RUN_SCHEMA_VERSION}", "run the suite again with this edgekit")
+                         f"{', '.join(map(str, READABLE_RUN_VERSIONS))}", "run the suite again with this edgekit")
     try:
         return BenchRun.from_dict({**data, "path": source}, f"run file {source}")
     except ContractError as exc:
