@@ -8,7 +8,6 @@ code and one line, in one place. Commands import torch only when they need it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._options import Finite
 from .errors import EdgekitError, first_line
 
 
@@ -38,16 +38,6 @@ class _Group(click.Group):
                 raise
             raise click.ClickException(f"unexpected {type(exc).__name__}: {first_line(exc)} (hint: rerun with "
                                        "EDGEKIT_DEBUG=1 for the traceback, and please report it)") from None
-
-
-class _Finite(click.FloatRange):
-    """A float range that also refuses nan and inf (click's own range lets nan through)."""
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        v = super().convert(value, param, ctx)
-        if v is not None and not math.isfinite(v):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return v
 
 
 def _parsed(parser: str):
@@ -73,7 +63,7 @@ def cli() -> None:
     """Package PyTorch models as verified ExecuTorch programs and measure what they cost on a CPU."""
 
 
-RATIO = _Finite(0, 1, max_open=True)
+RATIO = Finite(0, 1, max_open=True)
 
 
 @cli.command()
@@ -93,8 +83,8 @@ RATIO = _Finite(0, 1, max_open=True)
 @click.option("--prune-round-to", type=click.IntRange(1), metavar="N", help="Keep channel counts multiples of N.")
 @click.option("--finetune", type=click.Path(), help="Labelled training data for recovery fine-tuning after pruning.")
 @click.option("--finetune-epochs", type=click.IntRange(0), metavar="N", help="Fine-tuning epochs (default 3 with --finetune).")
-@click.option("--finetune-lr", type=_Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
-@click.option("--max-accuracy-drop", type=_Finite(0, 1), metavar="FRACTION",
+@click.option("--finetune-lr", type=Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
+@click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION",
               help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json).")
 @click.option("--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package).")
@@ -187,10 +177,10 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
 @click.option("--cpus", metavar="LIST", help="Pin the worker to these CPUs, e.g. 0,1.")
 @click.option("--runs", type=click.IntRange(1), help="Timed runs (at least; default: the target's).")
 @click.option("--warmup", type=click.IntRange(0), help="Warm-up runs (at least; default: the target's).")
-@click.option("--warmup-seconds", type=_Finite(0), default=0.5, show_default=True, help="Warm up for at least this long.")
-@click.option("--min-seconds", type=_Finite(0), help="Keep timing until at least this long has passed.")
-@click.option("--max-seconds", type=_Finite(0), default=60.0, show_default=True, help="Stop timing after this long.")
-@click.option("--timeout", type=_Finite(0, min_open=True), default=300.0, show_default=True, help="Kill the worker after this many seconds.")
+@click.option("--warmup-seconds", type=Finite(0), default=0.5, show_default=True, help="Warm up for at least this long.")
+@click.option("--min-seconds", type=Finite(0), help="Keep timing until at least this long has passed.")
+@click.option("--max-seconds", type=Finite(0), default=60.0, show_default=True, help="Stop timing after this long.")
+@click.option("--timeout", type=Finite(0, min_open=True), default=300.0, show_default=True, help="Kill the worker after this many seconds.")
 @click.option("--method", default="forward", show_default=True, help="Program method to run.")
 @click.option("--ops", is_flag=True, help="Also record an ETDump and print the top operators by time.")
 @click.option("--target", "-t", help="Target for defaults, budgets and the power model (default: the package's).")

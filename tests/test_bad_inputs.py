@@ -186,3 +186,11 @@ def test_packages_of_the_previous_manifest_version_stay_usable(tmp_path, fp32_bu
     m["schema_version"] = 7
     (pkg / "manifest.json").write_text(json.dumps(m))
     _one_line(_cli("profile", pkg), 1, "schema_version 7 is not one this edgekit reads")
+
+
+def test_non_finite_numbers_in_bench_options_and_suites(tmp_path):
+    _one_line(_cli("bench", "compare", "--alpha", "nan", "--store", tmp_path), 2, "not a finite number")
+    _one_line(_cli("bench", "compare", "--fail-on", "latency_p50:nan%", "--store", tmp_path), 2, "finite number")
+    (tmp_path / "s.toml").write_text('schema_version = 1\nname = "s"\n[run]\ntimeout = inf\n'
+                                     '[[model]]\nname = "m"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n')
+    _one_line(_cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number")

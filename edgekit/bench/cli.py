@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from .._options import Finite
+
 _STORE_OPTION = click.option("--store", type=click.Path(), default=".edgekit/bench", show_default=True,
                              help="Where runs and baselines are stored.")
 
@@ -60,7 +62,7 @@ def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_s
 @click.option("--fail-on", multiple=True, metavar="METRIC:PCT",
               help="Gate on these metrics with these thresholds (default: every metric at its default).")
 @click.option("--allow-machine-mismatch", is_flag=True, help="Compare runs from different machines anyway.")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.002, show_default=True,
+@click.option("--alpha", type=Finite(0, 1, min_open=True), default=0.002, show_default=True,
               help="Significance level of the Mann-Whitney U test.")
 @_STORE_OPTION
 @click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")

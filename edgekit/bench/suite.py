@@ -26,6 +26,7 @@ eval = "models.py:digits_test"           # optional: labelled data -> accuracy
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -158,6 +159,11 @@ def load_suite(path: str | Path) -> Suite:
         raise _err(p, _line_of(text, "engine", run_line), f"engine {run.engine!r} is not valid", "valid: " + ", ".join(ENGINES))
     if run.runs < 1 or run.warmup < 0:
         raise _err(p, run_line, "runs must be >= 1 and warmup >= 0")
+    for key in ("warmup_seconds", "timeout", "max_seconds"):
+        value = getattr(run, key)
+        if not math.isfinite(value) or value < 0 or (key == "timeout" and value == 0):
+            raise _err(p, _line_of(text, key, run_line), f"[run] {key} must be a finite number "
+                       f"{'> 0' if key == 'timeout' else '>= 0'}, got {value}")
 
     from ..targets import builtin_target_names, load_target
 

@@ -1,0 +1,18 @@
+"""Click parameter types shared by the command groups."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and inf (click's own range lets nan through: nan compares false)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        v = super().convert(value, param, ctx)
+        if v is not None and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
