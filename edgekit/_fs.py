@@ -94,8 +94,9 @@ def read_json(path: str | Path, what: str, error: type[EdgekitError] = EdgekitEr
         raise error(f"{what} {p} is corrupt or unreadable ({str(exc)[:120]})", hint) from None
 
 
-def check_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) -> None:
-    """Fail before any work when ``out`` cannot become an edgekit output folder (one that holds ``marker``).
+def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] = PACKAGE_MARKER) -> None:
+    """Fail before any work when ``out`` cannot become an edgekit output folder (one that holds ``marker``, or one
+    of several).
 
     ``out`` may be absent, an empty folder, or (with ``force``) an earlier output of the same kind (it holds
     ``marker``). A regular file, or a folder that holds something else, is never replaced, even with ``force``. The parent must be a writable folder:
@@ -110,8 +111,9 @@ def check_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) 
         raise OutputExistsError(f"{out} exists and is not a folder; edgekit never replaces it, even with --force",
                                 "choose another output path")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / marker).is_file():
-            what = "an edgekit package" if marker == PACKAGE_MARKER else f"an edgekit output (no {marker})"
+        markers = (marker,) if isinstance(marker, str) else tuple(marker)
+        if not any((out / m).is_file() for m in markers):
+            what = "an edgekit package" if marker == PACKAGE_MARKER else f"an edgekit output (no {markers[0]})"
             raise OutputExistsError(f"{out} is a folder that is not {what}; edgekit never replaces it, "
                                     "even with --force", "choose another output path, or empty that folder")
         if not force:
@@ -131,7 +133,7 @@ def check_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) 
 
 
 @contextlib.contextmanager
-def staged_output(out: str | Path, force: bool, *, marker: str = PACKAGE_MARKER) -> Iterator[Path]:
+def staged_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] = PACKAGE_MARKER) -> Iterator[Path]:
     """Yield a temp folder next to ``out``; on success swap it into place, on failure remove it.
 
     A failed build never leaves a half-written package, and a replaced package is swapped, not mixed. The

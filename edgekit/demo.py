@@ -18,6 +18,7 @@ from .errors import EdgekitError
 
 SEED = 0
 DEMO_MARKER = "demo.json"  # marks a folder as an earlier demo's, so --force may replace it
+DEMO_MARKERS = (DEMO_MARKER, "digits_cnn.pt2")  # the second: demo folders of edgekit 0.1, which wrote no demo.json
 
 
 def digits_cnn() -> Any:
@@ -93,12 +94,12 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
     from ._noise import import_stack
 
     out = Path(out)
-    check_output(out, force, marker=DEMO_MARKER)
+    check_output(out, force, marker=DEMO_MARKERS)
     t0 = time.perf_counter()
     import_stack()
     torch.manual_seed(SEED)
     data = load_digits_split()
-    with staged_output(out, force, marker=DEMO_MARKER) as tmp:
+    with staged_output(out, force, marker=DEMO_MARKERS) as tmp:
         result = _run(tmp, out, data, epochs, log, time_runs, finetune_epochs)
         write_json(tmp / DEMO_MARKER, result)
     result["seconds"] = round(time.perf_counter() - t0, 1)

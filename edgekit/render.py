@@ -117,7 +117,8 @@ def build_summary(result: Any) -> None:
     """The build's manifest, one line per thing a user checks."""
     m = result.manifest
     v, d, prog = m.verify, m.program.delegation, m.program
-    t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), show_header=False)
+    t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), wrap=(" ",), show_header=False)
+    t.columns[0].style = "bold"
     t.add_row("model", m.model.spec)
     t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme})")
     if m.quantize.applied:
