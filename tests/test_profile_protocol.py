@@ -37,7 +37,7 @@ def test_the_python_worker_takes_the_protocols_options():
 def test_results_of_another_version_or_shape_are_refused(tmp_path):
     good = {"protocol": PROTOCOL_VERSION, "engine": "native", "method": "forward", "loader": "mmap", "threads_requested": 1,
             "threads_effective": 1, "load_ms": 1.0, "first_run_ms": 1.0, "warmup_ms": [1.0], "samples_ms": [1.0, 2.0],
-            "timed_wall_s": 0.1, "rss_baseline_bytes": 1, "rss_after_load_bytes": 2, "hwm_bytes": 3,
+            "timed_wall_s": 0.1, "reference_before_ms": 2.0, "reference_after_ms": 2.1, "rss_baseline_bytes": 1, "rss_after_load_bytes": 2, "hwm_bytes": 3,
             "cpu_load": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
             "cpu_timed": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
             "etdump": "not requested"}

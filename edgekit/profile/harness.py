@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..targets import Target, load_target
 from . import energy as energy_mod
 from .protocol import Engine, Loader, WorkerResult, read_result
-from .result import SCHEMA_VERSION, EnergyResult, MemoryResult, Phases, ProfileResult
+from .result import SCHEMA_VERSION, EnergyResult, MemoryResult, NoiseFloor, Phases, ProfileResult
 from .stats import LatencyStats, measurement_warnings, summarize
 from .subject import Subject, eager_subject, program_inputs, random_inputs, resolve_program, to_bytes
 from .worker import Watch, run_worker
@@ -134,7 +134,7 @@ def profile(
                       warmup_mean_ms=(sum(raw.warmup_ms) / len(raw.warmup_ms)) if raw.warmup_ms else None),
         latency_ms=stats, samples_ms=tuple(raw.samples_ms), memory=memory,
         energy=_energy(raw, stats, watch, rapl, tgt, freq, battery), ops=ops, budget=_budget(tgt, stats, memory, engine),
-        warnings=tuple(_warnings(raw, stats, opts, engine_note)), machine=machine_facts())
+        warnings=tuple(_warnings(raw, stats, opts, engine_note)), machine=machine_facts(), noise=noise_floor(raw))
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -278,8 +278,21 @@ def _energy(raw: WorkerResult, stats: LatencyStats, watch: Watch, rapl: list, tg
                         estimate_inputs=inputs, battery=battery)
 
 
+#: Drift of the reference workload beyond which a profile warns: the machine moved more than this during it.
+NOISE_WARN_PCT = 3.0
+
+
+def noise_floor(raw: WorkerResult) -> NoiseFloor:
+    before, after = raw.reference_before_ms, raw.reference_after_ms
+    return NoiseFloor(before, after, round((after - before) / before * 100, 2) if before > 0 else 0.0)
+
+
 def _warnings(raw: WorkerResult, stats: LatencyStats, opts: ProfileOptions, engine_note: str | None) -> list[str]:
     warnings = measurement_warnings(stats, raw.first_run_ms, raw.warmup_ms)
+    drift = noise_floor(raw).drift_pct
+    if abs(drift) > NOISE_WARN_PCT:
+        warnings.append(f"the machine itself drifted {drift:+.1f}% during this profile (a fixed reference workload, timed "
+                        "before and after): differences smaller than that cannot be told from noise")
     if engine_note:
         warnings.insert(0, engine_note)
     if raw.threads_effective != opts.threads:

@@ -18,7 +18,7 @@ from .._contract import Contract
 from .._fs import read_json
 from ..errors import ContractError, ProfileError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the reference workload (noise floor) before and after the timed runs
 
 PHASE_PREFIX = "@phase "
 PROGRESS_PREFIX = "@progress "
@@ -80,6 +80,8 @@ class WorkerResult(Contract):
     warmup_ms: list[float]
     samples_ms: list[float]
     timed_wall_s: float
+    reference_before_ms: float  # the fixed reference workload, before the warm-up ...
+    reference_after_ms: float  # ... and after the timed runs: how much the machine itself drifted
     rss_baseline_bytes: int
     rss_after_load_bytes: int
     hwm_bytes: int

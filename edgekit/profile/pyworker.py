@@ -152,6 +152,20 @@ def _timed(a: argparse.Namespace, execute: Callable[[str], Any]) -> tuple[list[f
     return samples, time.perf_counter() - tt
 
 
+def _reference_ms() -> float:
+    """The noise floor's fixed workload (as in runner.cpp, in numpy): median of 5 timings, in ms."""
+    import numpy as np
+
+    times = []
+    for _ in range(5):
+        buf = 1.0 + np.arange(1024, dtype=np.float32) * np.float32(1e-6)
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            buf = buf * np.float32(0.999999) + np.float32(1e-7)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[2]
+
+
 def main(argv: list[str] | None = None) -> None:
     a = _parse(sys.argv[1:] if argv is None else argv)
     engine = "eager" if a.eager else "python"
@@ -165,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     rss_after_load = _status_bytes("VmRSS")
     u_loaded = _usage()
     inputs = _inputs(a)
+    reference_before = _reference_ms()
 
     def execute(phase: str) -> Any:
         try:
@@ -187,11 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     u0 = _usage()
     samples, timed_wall = _timed(a, execute)
     u1 = _usage()
+    hwm = _status_bytes("VmHWM")
+    reference_after = _reference_ms()
     result = WorkerResult(
         protocol=PROTOCOL_VERSION, engine=engine, method=a.method, loader="pybindings" if engine == "python" else "torch",
         threads_requested=a.threads, threads_effective=threads_effective, load_ms=load_ms, first_run_ms=first_run_ms,
-        warmup_ms=warm, samples_ms=samples, timed_wall_s=timed_wall, rss_baseline_bytes=rss_baseline,
-        rss_after_load_bytes=rss_after_load, hwm_bytes=_status_bytes("VmHWM"), cpu_load=_delta(u_start, u_loaded),
+        warmup_ms=warm, samples_ms=samples, timed_wall_s=timed_wall, reference_before_ms=reference_before,
+        reference_after_ms=reference_after, rss_baseline_bytes=rss_baseline, rss_after_load_bytes=rss_after_load, hwm_bytes=hwm, cpu_load=_delta(u_start, u_loaded),
         cpu_timed=_delta(u0, u1), etdump="not requested")
     with open(a.result, "w") as f:
         json.dump(result.to_dict(), f)

@@ -57,6 +57,18 @@ class EnergyResult(Contract):
 
 
 @dataclass(frozen=True)
+class NoiseFloor(Contract):
+    """The machine's own drift during a profile: a fixed reference workload timed before the warm-up and after the
+    timed runs. A change in the model smaller than this drift cannot be told from the machine moving."""
+
+    reference_before_ms: float
+    reference_after_ms: float
+    drift_pct: float  # (after - before) / before, in percent
+    note: str = ("a fixed scalar/SIMD loop timed before the warm-up and after the timed runs (median of 5 each); "
+                 "frequency scaling, thermal throttling and neighbours move it, the model does not")
+
+
+@dataclass(frozen=True)
 class ProfileResult(Contract):
     """One profile of one program (or eager model) at one thread count.
 
@@ -80,6 +92,8 @@ class ProfileResult(Contract):
     budget: dict[str, Any]
     warnings: tuple[str, ...]
     machine: dict[str, Any]
+    noise: NoiseFloor | None = None
+    device: dict[str, Any] | None = None  # with --device: the device, its facts before and after, bytes sent
 
     @property
     def budget_failures(self) -> list[dict]:

@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -58,7 +59,7 @@ using executorch::runtime::Span;
 
 namespace {
 
-constexpr int kProtocolVersion = 1;  // edgekit/profile/protocol.py PROTOCOL_VERSION
+constexpr int kProtocolVersion = 2;  // edgekit/profile/protocol.py PROTOCOL_VERSION
 
 using Clock = std::chrono::steady_clock;
 
@@ -312,6 +313,30 @@ std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
   return in;
 }
 
+// The noise floor: a fixed scalar + SIMD-friendly loop (multiply-adds over a 4 KiB array, ~2 ms on a server
+// core), timed 5 times; the median is returned. Timed before the warm-up and after the timed runs, its drift
+// shows how much the machine itself (frequency, thermal throttling, neighbours) moved during the measurement.
+int rep_guard() {
+  static volatile int i = 7;
+  return i;
+}
+
+double reference_ms() {
+  static float buf[1024];
+  std::vector<double> t(5);
+  for (double& ms : t) {
+    for (int i = 0; i < 1024; ++i) buf[i] = 1.0f + static_cast<float>(i) * 1e-6f;
+    auto t0 = Clock::now();
+    for (int rep = 0; rep < 20000; ++rep) {
+      for (int i = 0; i < 1024; ++i) buf[i] = buf[i] * 0.999999f + 1e-7f;
+    }
+    ms = ms_since(t0);
+    if (buf[rep_guard()] < 0) std::fprintf(stderr, "\n");  // keeps the loop from being optimised away
+  }
+  std::sort(t.begin(), t.end());
+  return t[2];
+}
+
 // One run, as ExecuTorch's Module::forward and the Python bindings do it: set the inputs, then execute.
 // Inputs are set every time because the memory planner may reuse an input's buffer once it is consumed,
 // so after a run the planned input holds intermediates, not the input.
@@ -361,6 +386,7 @@ int main(int argc, char** argv) {
 
   auto meta = program->method_meta(a.method.c_str());
   auto inputs = read_inputs(meta.get(), a);
+  double reference_before_ms = reference_ms();
   std::fprintf(stderr, "@phase first_run\n");
   auto t_first = Clock::now();
   run_once(*loaded->method, *inputs, "the first run");
@@ -397,6 +423,7 @@ int main(int argc, char** argv) {
   double timed_wall_s = seconds_since(t_timed);
   Usage u_timed1 = usage_now();
   long long hwm_end = hwm_bytes();
+  double reference_after_ms = reference_ms();
 
   // Per-operator profile: a separate load with an ETDump tracer, so the timed runs above carry no tracing.
   std::string etdump_status = "\"not requested\"";
@@ -422,7 +449,8 @@ int main(int argc, char** argv) {
     << ",\"threads_requested\":" << a.threads << ",\"threads_effective\":" << threads_effective
     << ",\"load_ms\":" << load_ms << ",\"first_run_ms\":" << first_run_ms
     << ",\"warmup_ms\":" << samples_json(warm) << ",\"samples_ms\":" << samples_json(samples)
-    << ",\"timed_wall_s\":" << timed_wall_s
+    << ",\"timed_wall_s\":" << timed_wall_s << ",\"reference_before_ms\":" << reference_before_ms
+    << ",\"reference_after_ms\":" << reference_after_ms
     << ",\"rss_baseline_bytes\":" << rss_baseline << ",\"rss_after_load_bytes\":" << rss_after_load
     << ",\"hwm_bytes\":" << hwm_end
     << ",\"cpu_load\":" << usage_json(u_start, u_loaded) << ",\"cpu_timed\":" << usage_json(u_timed0, u_timed1)
