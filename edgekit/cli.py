@@ -184,13 +184,16 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
 @click.option("--method", default="forward", show_default=True, help="Program method to run.")
 @click.option("--ops", is_flag=True, help="Also record an ETDump and print the top operators by time.")
 @click.option("--target", "-t", help="Target for defaults, budgets and the power model (default: the package's).")
+@click.option("--device", "-d", metavar="NAME|ssh://USER@HOST[:PORT]", help="Measure on this device over ssh instead of here.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES",
+              help="Devices file (default ~/.config/edgekit/devices.toml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, batch: int | None, engine: str,
             threads_text: str | None, cpus: str | None, runs: int | None, warmup: int | None, warmup_seconds: float,
             min_seconds: float | None, max_seconds: float, timeout: float, method: str, ops: bool, target: str | None,
-            as_json: bool, out_file: str | None, quiet: bool) -> None:
+            device: str | None, devices_file: str | None, as_json: bool, out_file: str | None, quiet: bool) -> None:
     """Measure PROGRAM (a .pte or a package folder) in an isolated worker process.
 
     \b
@@ -198,6 +201,7 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
       edgekit profile build/net --runs 200 --threads 2
       edgekit profile build/net --threads 1,2 --ops --json
       edgekit profile --eager mypkg.nets:make_net --input 1x3x224x224
+      edgekit profile build/net --device pi5 --threads 1,4
     """
     from . import render
     from ._fs import write_json
@@ -214,7 +218,7 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
         bar = render.PhaseProgress(quiet, f"profile ({threads or 'default'} thread(s))")
         try:
             results.append(run_profile(program, eager=eager, eager_inputs=input_specs, inputs=inputs_file, target=target,
-                                       options=opts, progress=bar))
+                                       options=opts, progress=bar, device=device, devices_file=devices_file))
         finally:
             bar.close()
     data = [r.to_dict() for r in results]
@@ -226,9 +230,11 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
         r.raise_for_budget()
 
 
-from .bench.cli import bench  # noqa: E402  (the bench group lives beside its library)
+from .bench.cli import bench  # noqa: E402  (each group lives beside its library)
+from .device.cli import devices, runner  # noqa: E402
 
-cli.add_command(bench)
+for _group in (bench, devices, runner):
+    cli.add_command(_group)
 
 
 @cli.command()

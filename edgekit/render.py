@@ -194,7 +194,8 @@ def profile_report(results: list) -> None:
     first = results[0]
     subj = first.subject
     title = subj.get("package") or subj.get("pte") or f"eager {subj.get('eager')}"
-    con.print(f"[bold]edgekit profile[/] {title}  [dim]engine {first.engine}, inputs {subj.get('input_source')}, "
+    where = f"on device {first.device['name']} " if first.device else ""
+    con.print(f"[bold]edgekit profile[/] {title}  [dim]{where}engine {first.engine}, inputs {subj.get('input_source')}, "
               f"{first.machine['cpu_model']}[/]")
     con.print(_latency_table(results))
     for r in results:
@@ -207,6 +208,13 @@ def profile_report(results: list) -> None:
     con.print(_energy_table(results))
     e = first.energy
     con.print(f"[dim]{e.joules_note}" + (f"; inputs {e.estimate_inputs}" if e.estimate_inputs else "") + "[/]")
+    for r in results:
+        n = r.noise
+        if n:
+            con.print(f"[dim]{r.threads['effective']} thread(s): noise floor {n.reference_before_ms:.3f} → {n.reference_after_ms:.3f} ms "
+                      f"(drift {n.drift_pct:+.1f}%): the machine's own movement during the profile[/]")
+    if first.device:
+        _device_lines(con, results)
     if e.cpu_freq_mhz:
         con.print(f"[dim]CPU frequency: {e.cpu_freq_mhz['current']} MHz now (max {e.cpu_freq_mhz['max']})[/]")
     for r in results:
@@ -270,3 +278,16 @@ def targets(items: list) -> None:
         prune = "none" if not tg.prune.active else f"channels {tg.prune.structured_ratio:.0%}, sparsity {tg.prune.sparsity:.0%}"
         t.add_row(tg.name, tg.backend.value, tg.quantize.scheme.value, prune, tg.description)
     console(stderr=False).print(t)
+
+
+def _device_lines(con: Any, results: list) -> None:
+    for r in results:
+        d = r.device
+        b, a = d["before"], d["after"]
+        temps = ", ".join(f"{k} {v:g}→{a.get('thermal_c', {}).get(k, float('nan')):g} °C" for k, v in list(b.get("thermal_c", {}).items())[:3])
+        freqs = ", ".join(f"{k} {v:g}→{a.get('cpu_freq_mhz', {}).get(k, float('nan')):g} MHz"
+                          for k, v in list(b.get("cpu_freq_mhz", {}).items())[:2])
+        sent = d["bytes_sent"]
+        con.print(f"[dim]device {d['name']} ({d['facts']['arch']}, glibc {d['facts']['glibc']}): "
+                  f"{temps or 'no thermal zones readable'}; {freqs or 'no CPU frequency readable'}; sent "
+                  f"{sent['bundle'] / 1024:.0f} KiB of bundle + {sent['program_and_inputs'] / 1024:.0f} KiB of program and inputs[/]")

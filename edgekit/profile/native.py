@@ -53,23 +53,41 @@ def find_compiler() -> str | None:
     return shutil.which("g++") or shutil.which("clang++")
 
 
-def compile_command(cxx: str, out: Path) -> list[str]:
-    et = executorch_dir()
+def compile_command(cxx: str, out: Path, et: Path | None = None, rpath: str | None = None) -> list[str]:
+    """The compiler call for the runner against the executorch tree ``et`` (default: this wheel's), with the
+    libraries found at ``rpath`` at run time (default: that tree's lib/; a bundle uses ``$ORIGIN/lib``)."""
+    et = et or executorch_dir()
     lib = (et / "lib").resolve()
     cmd = [cxx, "-std=c++17", "-O2", "-DNDEBUG"]
     cmd += [f"-D{d}" for d in DEFINES]
     cmd += [f"-I{et / 'include'}", f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}"]
     cmd += [str(SOURCE), "-o", str(out), f"-L{lib}", "-Wl,--no-as-needed"]
     cmd += [f"-l{name}" for name in LIBS]
-    cmd += ["-Wl,--as-needed", f"-Wl,-rpath,{lib}", "-lpthread"]
+    cmd += ["-Wl,--as-needed", f"-Wl,-rpath,{rpath or lib}", "-lpthread"]
     return cmd
+
+
+def compile_runner(cmd: list[str], out: Path) -> None:
+    """Run ``cmd`` (from :func:`compile_command`) to write ``out`` atomically.
+
+    Raises:
+        NativeUnavailable: compilation failed (its first error line).
+    """
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    proc = subprocess.run([*cmd[:cmd.index("-o") + 1], str(tmp), *cmd[cmd.index("-o") + 2:]], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+        raise NativeUnavailable(f"compiling the native runner failed: {first}", "use --engine python, or report this")
+    os.replace(tmp, out)
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit")
 
 
-def _compiler_id(cxx: str) -> str:
+def compiler_id(cxx: str) -> str:
     try:
         return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
@@ -93,7 +111,7 @@ def runner_path(rebuild: bool = False) -> Path:
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
     digest.update(" ".join(compile_command("CXX", Path("OUT"))).encode())
-    digest.update(_compiler_id(cxx).encode())
+    digest.update(compiler_id(cxx).encode())
     folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
     binary = folder / "edgekit-runner"
     if binary.exists() and not rebuild:
@@ -103,11 +121,5 @@ def runner_path(rebuild: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two profilers starting at once compile once
         if binary.exists() and not rebuild:
             return binary
-        tmp = folder / f".edgekit-runner.{os.getpid()}.tmp"
-        proc = subprocess.run(compile_command(cxx, tmp), capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
-            raise NativeUnavailable(f"compiling the native runner failed: {first}", "use --engine python, or report this")
-        os.replace(tmp, binary)
+        compile_runner(compile_command(cxx, binary), binary)
     return binary

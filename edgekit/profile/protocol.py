@@ -4,7 +4,7 @@
 A worker is started with the options in :data:`WORKER_OPTIONS`. While it runs it writes lines to stderr:
 ``@phase NAME`` when it enters a :class:`Phase`, ``@progress DONE TOTAL`` during the timed runs, and
 ``@error MESSAGE`` before exiting with code 1. At the end it writes one JSON object, a :class:`WorkerResult`, to
-the ``--result`` file. Raw samples only: statistics are computed by the parent, so every engine shares one
+the ``--result`` file (and, with ``--outputs``, the last run's output tensors as raw bytes). Raw samples only: statistics are computed by the parent, so every engine shares one
 definition. ``tests/test_profile_protocol.py`` checks that ``runner.cpp`` speaks exactly this.
 """
 
@@ -25,8 +25,8 @@ PROGRESS_PREFIX = "@progress "
 ERROR_PREFIX = "@error "
 
 #: Options every worker accepts (each takes one value; ``--shape`` and ``--dtype`` repeat, one per input).
-WORKER_OPTIONS = ("--model", "--method", "--inputs", "--shape", "--result", "--etdump", "--etdump-runs", "--loader",
-                  "--threads", "--warmup", "--warmup-seconds", "--runs", "--min-seconds", "--max-seconds")
+WORKER_OPTIONS = ("--model", "--method", "--inputs", "--shape", "--result", "--outputs", "--etdump", "--etdump-runs",
+                  "--loader", "--threads", "--warmup", "--warmup-seconds", "--runs", "--min-seconds", "--max-seconds")
 
 
 class Phase(str, enum.Enum):

@@ -174,7 +174,7 @@ std::string escape(const std::string& s) {
 }
 
 struct Args {
-  std::string model, method = "forward", inputs, result, etdump, loader = "mmap";
+  std::string model, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
   std::vector<std::vector<int32_t>> shapes;
   int threads = 1, warmup = 20, runs = 100, etdump_runs = 20;
   double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
@@ -202,6 +202,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--shape") a.shapes.push_back(parse_shape(v));
     else if (k == "--result") a.result = v;
     else if (k == "--etdump") a.etdump = v;
+    else if (k == "--outputs") a.outputs = v;
     else if (k == "--etdump-runs") a.etdump_runs = std::atoi(v.c_str());
     else if (k == "--loader") a.loader = v;
     else if (k == "--threads") a.threads = std::atoi(v.c_str());
@@ -424,6 +425,19 @@ int main(int argc, char** argv) {
   Usage u_timed1 = usage_now();
   long long hwm_end = hwm_bytes();
   double reference_after_ms = reference_ms();
+
+  // The outputs of the last timed run, raw, one tensor after another (to compare engines and devices).
+  if (!a.outputs.empty()) {
+    std::ofstream f(a.outputs, std::ios::binary);
+    Method& m = *loaded->method;
+    for (size_t i = 0; i < m.outputs_size(); ++i) {
+      const EValue& v = m.get_output(i);
+      if (!v.isTensor()) continue;
+      const Tensor t = v.toTensor();
+      f.write(static_cast<const char*>(t.const_data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    }
+    if (!f) fail("cannot write outputs file " + a.outputs);
+  }
 
   // Per-operator profile: a separate load with an ETDump tracer, so the timed runs above carry no tracing.
   std::string etdump_status = "\"not requested\"";

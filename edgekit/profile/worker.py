@@ -96,8 +96,10 @@ def _wait(proc: subprocess.Popen, watch: Watch, timeout: float) -> int:
 
 
 def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None = None, progress: Progress | None = None,
-               rapl: list | None = None, env: dict | None = None) -> Watch:
+               rapl: list | None = None, env: dict | None = None, sample: bool = True) -> Watch:
     """Start ``cmd`` in its own session (pinned to ``cpus``), watch it, and return what was seen.
+
+    ``sample``: sample the process's RSS with psutil (off when ``cmd`` is ``ssh`` and the worker runs elsewhere).
 
     Raises:
         ProfileError: it could not start, timed out (killed), crashed (the signal is named) or failed (its
@@ -118,8 +120,9 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
     except OSError as exc:
         raise ProfileError(f"cannot start the profiling worker: {exc}", "check the installation") from exc
     stop = threading.Event()
-    threads = [threading.Thread(target=_reader, args=(proc.stderr, watch, progress, rapl or []), daemon=True),
-               threading.Thread(target=_sampler, args=(proc.pid, watch, stop), daemon=True)]
+    threads = [threading.Thread(target=_reader, args=(proc.stderr, watch, progress, rapl or []), daemon=True)]
+    if sample:
+        threads.append(threading.Thread(target=_sampler, args=(proc.pid, watch, stop), daemon=True))
     for t in threads:
         t.start()
     try:

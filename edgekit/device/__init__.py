@@ -1,0 +1,1 @@
+"""Devices: runner bundles cross-built per architecture, a devices file, and profiling over the system OpenSSH client."""
