@@ -187,13 +187,15 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
 @click.option("--device", "-d", metavar="NAME|ssh://USER@HOST[:PORT]", help="Measure on this device over ssh instead of here.")
 @click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES",
               help="Devices file (default ~/.config/edgekit/devices.toml).")
+@click.option("--save-outputs", type=click.Path(dir_okay=False), help="Save the last run's outputs (raw bytes) to compare devices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, batch: int | None, engine: str,
             threads_text: str | None, cpus: str | None, runs: int | None, warmup: int | None, warmup_seconds: float,
             min_seconds: float | None, max_seconds: float, timeout: float, method: str, ops: bool, target: str | None,
-            device: str | None, devices_file: str | None, as_json: bool, out_file: str | None, quiet: bool) -> None:
+            device: str | None, devices_file: str | None, save_outputs: str | None, as_json: bool, out_file: str | None,
+            quiet: bool) -> None:
     """Measure PROGRAM (a .pte or a package folder) in an isolated worker process.
 
     \b
@@ -214,7 +216,8 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
     results = []
     for threads in (parse_threads(threads_text) if threads_text else [None]):
         opts = ProfileOptions(runs=runs, warmup=warmup, warmup_seconds=warmup_seconds, min_seconds=min_seconds, max_seconds=max_seconds,
-                              threads=threads, cpus=parse_cpus(cpus), timeout=timeout, method=method, engine=engine, ops=ops, batch=batch)
+                              threads=threads, cpus=parse_cpus(cpus), timeout=timeout, method=method, engine=engine, ops=ops, batch=batch,
+                              save_outputs=save_outputs)
         bar = render.PhaseProgress(quiet, f"profile ({threads or 'default'} thread(s))")
         try:
             results.append(run_profile(program, eager=eager, eager_inputs=input_specs, inputs=inputs_file, target=target,

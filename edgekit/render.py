@@ -230,7 +230,8 @@ def profile_report(results: list) -> None:
 def bench_run(run: Any) -> None:
     from .bench.report import SUMMARY_HEAD, summary_rows
 
-    t = table(f"{run.suite['name']}: {run.wall_seconds} s", SUMMARY_HEAD, left=("model", "target"))
+    where = f" on device {run.device} ({run.machine.cpu_model})" if run.device else ""
+    t = table(f"{run.suite['name']}{where}: {run.wall_seconds} s", SUMMARY_HEAD, left=("model", "target"))
     for row in summary_rows(run):
         t.add_row(*row)
     console(stderr=False).print(t)

@@ -27,32 +27,69 @@ def bench() -> None:
 @_STORE_OPTION
 @click.option("--cache", type=click.Path(), default=".edgekit/cache/builds", show_default=True, help="Build cache folder.")
 @click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
-def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_save: bool, as_json: bool) -> None:
-    """Build and profile every model × target × threads of SUITE and store one run file."""
+@click.option("--device", "device_names", metavar="NAME[,NAME...]", help="Profile on these devices (each build made once here).")
+@click.option("--devices-tag", metavar="TAG", help="Profile on every device with this tag.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES", help="Devices file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run(s) as JSON.")
+def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_save: bool, device_names: str | None,
+              devices_tag: str | None, devices_file: str | None, as_json: bool) -> None:
+    """Build and profile every model × target × threads of SUITE and store one run file (one per device)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import render
-    from .run import run_suite
+    from .run import run_suite, run_suite_on_devices
     from .store import save_run
     from .suite import load_suite
 
     suite = load_suite(suite_file)
+    devices = _devices(device_names, devices_tag, devices_file)
     con = render.console()
-    n = len(suite.items())
-    con.print(f"[bold]edgekit bench run[/] {suite.name}: {n} item(s)")
+    n = len(suite.items()) * max(1, len(devices))
+    con.print(f"[bold]edgekit bench run[/] {suite.name}: {n} item(s)" + (f" on {len(devices)} device(s)" if devices else ""))
+    failures: list[str] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=con) as bar:
         task = bar.add_task("starting", total=n)
-        run = run_suite(suite, cache=Path(cache), progress=lambda label, i, _: bar.update(task, description=label, completed=i - 1))
+
+        def progress(label: str, i: int, _: int) -> None:
+            bar.update(task, description=label, completed=max(0, i - (0 if devices else 1)))
+
+        if devices:
+            runs, failures = run_suite_on_devices(suite, devices, cache=Path(cache), progress=progress)
+        else:
+            runs = [run_suite(suite, cache=Path(cache), progress=progress)]
         bar.update(task, description="done", completed=n)
-    paths = [] if no_save else save_run(run, Path(store), save_as)
+    paths = [] if no_save else [p for run in runs for p in save_run(run, Path(store), save_as)]
     if as_json:
-        click.echo(_json(run.to_dict()))
+        click.echo(_json(runs[0].to_dict() if not devices else [r.to_dict() for r in runs]))
     else:
-        render.bench_run(run)
+        for run in runs:
+            render.bench_run(run)
     for p in paths:
         con.print(f"saved {p}")
-    run.raise_for_errors()
+    for line in failures:
+        con.print(f"[red]device failed:[/] {line}")
+    for run in runs:
+        run.raise_for_errors()
+    if failures:
+        from ..errors import BenchError
+
+        raise BenchError(f"{len(failures)} device(s) produced no run; the others were measured and saved", failures[0][:200])
+
+
+def _devices(names: str | None, tag: str | None, devices_file: str | None) -> list:
+    from ..errors import UsageError
+
+    if names and tag:
+        raise UsageError("give --device or --devices-tag, not both")
+    if tag:
+        from ..device.devices import devices_with_tag
+
+        return devices_with_tag(tag, devices_file)
+    if not names:
+        return []
+    from ..device.devices import resolve_device
+
+    return [resolve_device(n.strip(), devices_file) for n in names.split(",") if n.strip()]
 
 
 @bench.command("compare")
@@ -66,9 +103,10 @@ def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_s
               help="Significance level of the Mann-Whitney U test.")
 @_STORE_OPTION
 @click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")
+@click.option("--device", metavar="NAME", help="Compare the runs of this device (from bench run --device).")
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mismatch: bool, alpha: float, store: str,
-                  show_all: bool, as_json: bool) -> None:
+                  show_all: bool, device: str | None, as_json: bool) -> None:
     """Compare a run with a baseline; exit 1 on a significant regression beyond its threshold.
 
     \b
@@ -80,7 +118,7 @@ def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mis
     from .store import load_pair
 
     thresholds = parse_fail_on(fail_on)
-    base, run = load_pair(baseline, run_ref, Path(store))
+    base, run = load_pair(baseline, run_ref, Path(store), device)
     cmp = compare_runs(base, run, fail_on=thresholds or None, allow_machine_mismatch=allow_machine_mismatch, alpha=alpha)
     if as_json:
         click.echo(_json(cmp.to_dict()))
@@ -94,17 +132,18 @@ def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mis
 @click.option("--out", "-o", type=click.Path(), default="report", show_default=True, help="Report folder (replaced).")
 @click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
 @click.option("--allow-machine-mismatch", is_flag=True)
+@click.option("--device", metavar="NAME", help="Report the runs of this device (from bench run --device).")
 @_STORE_OPTION
-def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, store: str) -> None:
+def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, device: str | None, store: str) -> None:
     """Write Markdown + self-contained HTML with plots for RUNs (default: the latest run)."""
     from .compare import compare_runs
     from .report import write_report
     from .store import load_run, resolve
 
-    loaded = [load_run(resolve(r, Path(store))) for r in (runs or ("latest",))]
+    loaded = [load_run(resolve(r, Path(store), device=device)) for r in (runs or ("latest",))]
     cmp = None
     if baseline:
-        base = load_run(resolve(baseline, Path(store), loaded[-1].machine.machine_id))
+        base = load_run(resolve(baseline, Path(store), loaded[-1].machine.machine_id, device=device))
         cmp = compare_runs(base, loaded[-1], allow_machine_mismatch=allow_machine_mismatch)
     paths = write_report(loaded, Path(out), cmp)
     click.echo(f"wrote {paths['html']} and {paths['markdown']}")

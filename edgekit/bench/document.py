@@ -97,6 +97,7 @@ class BenchRun(Contract):
     errors: list[BenchFailure]
     wall_seconds: float
     name: str | None = None
+    device: str | None = None  # the device it was measured on (bench run --device), else this machine
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self, path: str = "") -> dict:

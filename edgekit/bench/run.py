@@ -97,21 +97,47 @@ def _item(model: SuiteModel, target: str, threads: int, manifest: Manifest, cach
         warnings=list(prof.warnings))
 
 
+def _options(suite: Suite, threads: int) -> Any:
+    from ..profile.harness import ProfileOptions
+
+    r = suite.run
+    return ProfileOptions(runs=r.runs, warmup=r.warmup, warmup_seconds=r.warmup_seconds, threads=threads, engine=r.engine,
+                          timeout=r.timeout, max_seconds=r.max_seconds)
+
+
+def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: float, device: str | None = None) -> BenchRun:
+    from ..machine import commit_facts
+
+    if not results and errors:
+        where = f" on device {device}" if device else ""
+        raise BenchError(f"every item of suite {suite.name} failed{where}; first: {errors[0].error}")
+    return BenchRun(
+        schema_version=RUN_SCHEMA_VERSION, kind=RUN_KIND, run_id=uuid.uuid4().hex,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), suite=suite.to_dict(),
+        machine=MachineFacts.from_dict({k: facts.get(k) for k in MACHINE_KEYS if k in facts}), commit=commit_facts(suite.path.parent),
+        settings=suite.run.to_dict(), results=results, errors=errors, wall_seconds=round(time.perf_counter() - t_start, 1),
+        device=device)
+
+
+def _versions(facts: dict) -> dict:
+    return {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
+
+
 def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str, int, int], None] | None = None,
               keep_going: bool = True) -> BenchRun:
-    """Build and profile every item of ``suite``; return the run document (not yet saved).
+    """Build and profile every item of ``suite`` here; return the run document (not yet saved).
 
     A failing item is recorded under ``errors`` and the others still run (``keep_going``).
 
     Raises:
         BenchError: every item failed.
     """
-    from ..machine import commit_facts, machine_facts
-    from ..profile.harness import ProfileOptions, profile
+    from ..machine import machine_facts
+    from ..profile.harness import profile
 
     t_start = time.perf_counter()
     facts = machine_facts()
-    versions = {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
+    versions = _versions(facts)
     items = suite.items()
     results, errors = [], []
     builds: dict[tuple[str, str], tuple[Manifest, Path, bool, float]] = {}
@@ -122,18 +148,77 @@ def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str
             if (model.name, target) not in builds:
                 builds[(model.name, target)] = _cached_build(model, target, cache, versions)
             manifest, folder, cached, build_s = builds[(model.name, target)]
-            r = suite.run
-            opts = ProfileOptions(runs=r.runs, warmup=r.warmup, warmup_seconds=r.warmup_seconds, threads=threads,
-                                  engine=r.engine, timeout=r.timeout, max_seconds=r.max_seconds)
-            results.append(_item(model, target, threads, manifest, cached, build_s, profile(folder, options=opts)))
+            results.append(_item(model, target, threads, manifest, cached, build_s, profile(folder, options=_options(suite, threads))))
         except EdgekitError as exc:
             if not keep_going:
                 raise
             errors.append(BenchFailure(model.name, target, threads, str(exc)))
-    if not results and errors:
-        raise BenchError(f"every item of suite {suite.name} failed; first: {errors[0].error}")
-    return BenchRun(
-        schema_version=RUN_SCHEMA_VERSION, kind=RUN_KIND, run_id=uuid.uuid4().hex,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), suite=suite.to_dict(),
-        machine=MachineFacts.from_dict(facts), commit=commit_facts(suite.path.parent), settings=suite.run.to_dict(),
-        results=results, errors=errors, wall_seconds=round(time.perf_counter() - t_start, 1))
+    return _document(suite, facts, results, errors, t_start)
+
+
+def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: Path = CACHE_ROOT,
+                         progress: Callable[[str, int, int], None] | None = None) -> tuple[list[BenchRun], list[str]]:
+    """Build every item once here, then profile it on every device: devices in parallel, each device one item at
+    a time (measurements never overlap on a device). One run document per device, under that device's machine id.
+
+    Returns:
+        The runs, and one line per device that produced none (unreachable, every item failed).
+
+    Raises:
+        BenchError: no device produced a run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+
+    from ..machine import machine_facts
+
+    t_start = time.perf_counter()
+    versions = _versions(machine_facts())
+    items = suite.items()
+    builds, build_errors = {}, {}
+    for i, (model, target) in enumerate(dict.fromkeys((m, t) for m, t, _ in items), start=1):
+        if progress:
+            progress(f"building {model.name} × {target}", 0, len(items) * len(devices))
+        try:
+            builds[(model.name, target)] = _cached_build(model, target, cache, versions)
+        except EdgekitError as exc:
+            build_errors[(model.name, target)] = str(exc)
+    done, lock = [0], Lock()
+
+    def on_device(device: Any) -> BenchRun:
+        from ..device.devices import Ssh, device_facts
+        from ..profile.harness import profile
+
+        facts = device_facts(Ssh(device))
+        results, errors = [], []
+        for model, target, threads in items:
+            try:
+                if (model.name, target) in build_errors:
+                    raise BenchError(build_errors[(model.name, target)])
+                manifest, folder, cached, build_s = builds[(model.name, target)]
+                prof = profile(folder, options=_options(suite, threads), device=device)
+                results.append(_item(model, target, threads, manifest, cached, build_s, prof))
+            except EdgekitError as exc:
+                errors.append(BenchFailure(model.name, target, threads, str(exc)))
+            with lock:
+                done[0] += 1
+                if progress:
+                    progress(f"{device.name}: {model.name} × {target} × {threads}", done[0], len(items) * len(devices))
+        return _document(suite, {**facts, **{k: v for k, v in versions.items() if k in MACHINE_KEYS}}, results, errors,
+                         t_start, device=device.name)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = [pool.submit(on_device, d) for d in devices]
+    runs, failures = [], []
+    for d, f in zip(devices, futures):
+        try:
+            runs.append(f.result())
+        except EdgekitError as exc:
+            failures.append(f"{d.name}: {exc}")
+    if not runs:
+        raise BenchError("no device produced a run: " + "; ".join(failures))
+    return runs, failures
+
+
+MACHINE_KEYS = ("machine_id", "cpu_model", "arch", "cores_logical", "memory_gb", "cores_physical", "cpu_max_mhz", "os",
+                "hostname", "python", "torch", "executorch", "edgekit")

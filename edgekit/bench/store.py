@@ -4,7 +4,7 @@ Layout under the store root (default ``.edgekit/bench``)::
 
     <machine-id>/<UTC timestamp>_<commit>_<run id>.json   every run, newest last by name (the run id keeps two
                                                           runs in one second apart)
-    baselines/<NAME>.json                          runs saved with --save-as NAME
+    baselines/<NAME>.json                          runs saved with --save-as NAME (<NAME>@<device>.json for a device)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def save_run(run: BenchRun, root: Path = DEFAULT_ROOT, name: str | None = None) 
     if name:
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise BenchError(f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ .")
-        paths.append(Path(root) / "baselines" / f"{name}.json")
+        paths.append(Path(root) / "baselines" / (f"{name}@{run.device}.json" if run.device else f"{name}.json"))
     data = run.replace(name=name).to_dict()
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -47,13 +47,22 @@ def load_run(path: str | Path) -> BenchRun:
     return run_from_dict(data, str(p))
 
 
-def list_runs(root: Path = DEFAULT_ROOT, machine_id: str | None = None) -> list[Path]:
-    """Run files, oldest first (names start with a UTC timestamp)."""
+def list_runs(root: Path = DEFAULT_ROOT, machine_id: str | None = None, device: str | None = None) -> list[Path]:
+    """Run files, oldest first (names start with a UTC timestamp); with ``device``, only that device's runs."""
     root = Path(root)
     dirs = [root / machine_id] if machine_id else [d for d in root.iterdir() if d.is_dir() and d.name != "baselines"] if root.is_dir() else []
     files = [f for d in dirs if d.is_dir() for f in d.glob("*.json") if not f.name.startswith(".")]
+    if device is not None:
+        files = [f for f in files if _device_of(f) == device]
     # By the UTC second in the name, then by when the file was written (two runs within one second).
     return sorted(files, key=lambda f: (f.name.split("_")[0], f.stat().st_mtime_ns))
+
+
+def _device_of(path: Path) -> str | None:
+    try:
+        return read_json(path, "run file", BenchError).get("device")
+    except (BenchError, AttributeError):
+        return None
 
 
 def list_baselines(root: Path = DEFAULT_ROOT) -> list[str]:
@@ -61,7 +70,8 @@ def list_baselines(root: Path = DEFAULT_ROOT) -> list[str]:
     return sorted(f.stem for f in d.glob("*.json")) if d.is_dir() else []
 
 
-def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None = None, *, default: str = "latest") -> Path:
+def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None = None, *, default: str = "latest",
+            device: str | None = None) -> Path:
     """A run reference → a file: ``latest``, ``previous``, a baseline NAME, or a path.
 
     Raises:
@@ -69,11 +79,11 @@ def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None =
     """
     ref = ref or default
     if ref in ("latest", "previous"):
-        runs = list_runs(root, machine_id) or list_runs(root)
+        runs = list_runs(root, device=device) if device else (list_runs(root, machine_id) or list_runs(root))
         need = 1 if ref == "latest" else 2
         if len(runs) < need:
             raise BenchError(f"no {'' if ref == 'latest' else 'previous '}run stored under {root}" +
-                             (f" for machine {machine_id}" if machine_id else ""),
+                             (f" for device {device}" if device else f" for machine {machine_id}" if machine_id else ""),
                              "run `edgekit bench run SUITE` first" + (" twice" if need == 2 else ""))
         return runs[-need]
     p = Path(ref)
@@ -81,9 +91,9 @@ def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None =
         if not p.is_file():
             raise BenchError(f"run file {p} does not exist", _available(root))
         return p
-    named = Path(root) / "baselines" / f"{ref}.json"
-    if named.is_file():
-        return named
+    for named in ([Path(root) / "baselines" / f"{ref}@{device}.json"] if device else []) + [Path(root) / "baselines" / f"{ref}.json"]:
+        if named.is_file():
+            return named
     raise BenchError(f"no baseline named {ref!r}", _available(root))
 
 
@@ -94,7 +104,7 @@ def _available(root: Path) -> str:
             "refer to them as latest / previous or by path; save one with `edgekit bench run SUITE --save-as NAME`")
 
 
-def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT) -> tuple[BenchRun, BenchRun]:
+def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT, device: str | None = None) -> tuple[BenchRun, BenchRun]:
     """The baseline and the run to judge, by reference; the baseline is looked up for the run's machine.
 
     Raises:
@@ -103,8 +113,8 @@ def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT) -> tuple[B
     """
     from ..errors import UsageError
 
-    run = load_run(resolve(run_ref, root, default="latest"))
-    base = load_run(resolve(baseline, root, run.machine.machine_id, default="previous"))
+    run = load_run(resolve(run_ref, root, default="latest", device=device))
+    base = load_run(resolve(baseline, root, run.machine.machine_id, default="previous", device=device))
     if Path(base.path).resolve() == Path(run.path).resolve() or base.run_id == run.run_id:
         raise UsageError(f"the baseline ({base.path}) and the run ({run.path}) are the same run",
                          "run the suite again, or pass --baseline NAME / --run FILE")

@@ -8,22 +8,21 @@ figures. The parent imports neither torch nor exir for a program: it starts in a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
 from ..targets import Target, load_target
 from . import energy as energy_mod
-from .protocol import Engine, Loader, WorkerResult, read_result
+from .protocol import Engine, Loader, WorkerResult
 from .result import SCHEMA_VERSION, EnergyResult, MemoryResult, NoiseFloor, Phases, ProfileResult
 from .stats import LatencyStats, measurement_warnings, summarize
-from .subject import Subject, eager_subject, program_inputs, random_inputs, resolve_program, to_bytes
-from .worker import Watch, run_worker
+from .subject import Subject, eager_subject, resolve_program
+from .measure import measure_here, measure_on_device, resolve_target_device
+from .worker import Watch
 
 MB = 2**20
 
@@ -46,6 +45,7 @@ class ProfileOptions:
     ops_runs: int = 20
     loader: Loader = Loader.MMAP
     batch: int | None = None
+    save_outputs: str | None = None  # write the last run's outputs (raw bytes) here: compare engines and devices
 
     def __post_init__(self) -> None:
         import math
@@ -111,14 +111,14 @@ def profile(
     """
     opts = dataclasses.replace(options or ProfileOptions(), **overrides)
     subject = _subject(program, eager, eager_inputs, inputs, opts)
-    dev = _device(device, devices_file, subject, opts)
+    dev = resolve_target_device(device, devices_file, subject, opts)
     tgt = load_target(target) if target is not None else (subject.target or load_target("xnnpack-fp32"))
     opts = _with_target_defaults(opts, tgt)
     if dev is not None and dev.power is not None:  # the device's own power model beats the target's generic one
         tgt = tgt.replace(power__active_watts_per_core=dev.power.active_watts_per_core, power__idle_watts=dev.power.idle_watts)
     engine, runner, engine_note = (Engine.NATIVE, None, None) if dev else _pick_engine(opts, subject.kind == "eager")
     with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmpdir:
-        m = (_measure_on_device if dev else _measure_here)(subject, opts, inputs, Path(tmpdir), progress, engine, runner, dev)
+        m = (measure_on_device if dev else measure_here)(subject, opts, inputs, Path(tmpdir), progress, engine, runner, dev)
     raw, watch = m.raw, m.watch
     stats = summarize(raw.samples_ms)
     from ..machine import machine_facts
@@ -138,70 +138,6 @@ def profile(
         energy=_energy(raw, stats, watch, m.rapl, tgt, m.freq, m.battery), ops=m.ops, budget=_budget(tgt, stats, memory, engine),
         warnings=tuple(_warnings(raw, stats, opts, engine_note) + m.warnings),
         machine=m.device["facts"] if m.device else machine_facts(), noise=noise_floor(raw), device=m.device)
-
-
-@dataclass
-class _Measured:
-    """One worker run, here or on a device, with what was read around it."""
-
-    raw: WorkerResult
-    watch: Watch
-    input_source: str
-    rapl: list = field(default_factory=list)
-    freq: dict | None = None
-    battery: dict | None = None
-    ops: dict | None = None
-    device: dict | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def _measure_here(subject: Subject, opts: ProfileOptions, inputs: Any, tmp: Path, progress: Any, engine: Engine,
-                  runner: Path | None, dev: Any) -> _Measured:
-    blobs, source = _input_blobs(subject, opts, inputs)
-    (tmp / "inputs.bin").write_bytes(b"".join(blobs))
-    cmd, env = _command(engine, runner, subject, opts, tmp)
-    rapl = energy_mod.rapl_domains()
-    freq, batt_before = energy_mod.cpu_freq_mhz(), energy_mod.battery()
-    watch = run_worker(cmd, timeout=opts.timeout, cpus=opts.cpus, progress=progress, rapl=rapl, env=env)
-    battery = energy_mod.battery_change(batt_before, energy_mod.battery())
-    return _Measured(read_result(tmp / "result.json"), watch, source, rapl, freq, battery,
-                     _ops(tmp / "run.etdp") if opts.ops else None)
-
-
-def _measure_on_device(subject: Subject, opts: ProfileOptions, inputs: Any, tmp: Path, progress: Any, engine: Engine,
-                       runner: Path | None, dev: Any) -> _Measured:
-    from ..device.remote import profile_on_device
-
-    blobs, source = _input_blobs(subject, opts, inputs)
-    run = profile_on_device(dev, subject.pte, blobs, _worker_args(subject, opts, Path("."), outputs=True),
-                            timeout=opts.timeout, cpus=opts.cpus, progress=progress, local=tmp)
-    info = dict(run.info)
-    outputs = info.pop("outputs", None)
-    info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
-    warnings = []
-    if run.info["emulated"]:
-        warnings.append(f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
-                        "mean nothing for real hardware; its outputs do")
-    for key, label in (("cpu_freq_mhz", "CPU frequency"),):
-        before, after = run.info["before"].get(key) or {}, run.info["after"].get(key) or {}
-        dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
-        if dropped:
-            warnings.append(f"{label} dropped during the run on {', '.join(dropped[:4])} "
-                            f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down")
-    return _Measured(run.raw, run.watch, source, device=info, warnings=warnings)
-
-
-def _device(device: Any, devices_file: Any, subject: Subject, opts: ProfileOptions) -> Any:
-    if device is None:
-        return None
-    from ..device.devices import resolve_device
-
-    if subject.kind != "program":
-        raise UsageError("--device profiles ExecuTorch programs, not --eager models", "drop --eager, or drop --device")
-    if opts.engine is Engine.PYTHON or opts.ops:
-        raise UsageError("--device uses the native runner bundle: --engine python and --ops are for local profiles",
-                         "drop --engine python / --ops")
-    return resolve_device(device, devices_file)
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -253,51 +189,6 @@ def _pick_engine(opts: ProfileOptions, eager: bool) -> tuple[Engine, Path | None
             raise UsageError(f"--ops needs the native engine (it links the ETDump library): {exc.message}",
                              "install g++ or drop --ops") from None
         return Engine.PYTHON, None, f"using the python engine: {exc}"
-
-
-def _input_blobs(subject: Subject, opts: ProfileOptions, inputs: Any) -> tuple[list[bytes], str]:
-    if subject.kind == "program":
-        return program_inputs(subject, opts.method, inputs, opts.batch)
-    arrays = random_inputs(subject.shapes, subject.dtypes)
-    return [to_bytes(a, d) for a, d in zip(arrays, subject.dtypes)], "random (seed 0)"
-
-
-def _worker_args(subject: Subject, opts: ProfileOptions, folder: Path, outputs: bool = False) -> list[str]:
-    """The protocol's options for one run, with its files in ``folder``."""
-    args = ["--inputs", str(folder / "inputs.bin"), "--result", str(folder / "result.json"), "--method", opts.method,
-            "--threads", str(opts.threads), "--warmup", str(opts.warmup), "--warmup-seconds", str(opts.warmup_seconds),
-            "--runs", str(opts.runs), "--min-seconds", str(opts.min_seconds), "--max-seconds", str(opts.max_seconds)]
-    if subject.kind == "program":
-        args += ["--model", str(folder / "model.pte") if outputs else str(subject.pte)]
-    if outputs:
-        args += ["--outputs", str(folder / "outputs.bin")]
-    for s in subject.shapes:
-        args += ["--shape", ",".join(map(str, s))]
-    return args
-
-
-def _command(engine: Engine, runner: Path | None, subject: Subject, opts: ProfileOptions, tmp: Path) -> tuple[list[str], dict | None]:
-    """The worker's command line (protocol.WORKER_OPTIONS) and, for Python workers, its environment."""
-    common = _worker_args(subject, opts, tmp)
-    if engine is Engine.NATIVE:
-        cmd = [str(runner), "--loader", opts.loader.value, *common]
-        if opts.ops:
-            cmd += ["--etdump", str(tmp / "run.etdp"), "--etdump-runs", str(opts.ops_runs)]
-        return cmd, None
-    cmd = [sys.executable, "-m", "edgekit.profile.pyworker", *common]
-    if subject.kind == "eager":
-        cmd += ["--eager", subject.eager_spec]
-    for d in subject.dtypes:
-        cmd += ["--dtype", d]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p]])
-    return cmd, env
-
-
-def _ops(etdump: Path) -> dict | None:
-    from .ops import op_table
-
-    return op_table(etdump) if etdump.exists() else None
 
 
 def _mb(b: float | int | None) -> float | None:

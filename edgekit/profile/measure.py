@@ -1,0 +1,140 @@
+"""Running the measured worker: here (native runner or Python worker, watched and sampled) or on a device over ssh.
+Either way the result is one :class:`Measured`: the worker's protocol result, what the watcher saw, and the facts
+read around the run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from . import energy as energy_mod
+from .protocol import Engine, WorkerResult, read_result
+from .subject import Subject, program_inputs, random_inputs, to_bytes
+from .worker import Watch, run_worker
+
+
+@dataclass
+class Measured:
+    """One worker run, here or on a device, with what was read around it."""
+
+    raw: WorkerResult
+    watch: Watch
+    input_source: str
+    rapl: list = field(default_factory=list)
+    freq: dict | None = None
+    battery: dict | None = None
+    ops: dict | None = None
+    device: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def measure_here(subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine,
+                  runner: Path | None, dev: Any) -> Measured:
+    blobs, source = _input_blobs(subject, opts, inputs)
+    (tmp / "inputs.bin").write_bytes(b"".join(blobs))
+    cmd, env = _command(engine, runner, subject, opts, tmp)
+    rapl = energy_mod.rapl_domains()
+    freq, batt_before = energy_mod.cpu_freq_mhz(), energy_mod.battery()
+    watch = run_worker(cmd, timeout=opts.timeout, cpus=opts.cpus, progress=progress, rapl=rapl, env=env)
+    battery = energy_mod.battery_change(batt_before, energy_mod.battery())
+    _save_outputs(tmp / "outputs.bin", opts)
+    return Measured(read_result(tmp / "result.json"), watch, source, rapl, freq, battery,
+                     _ops(tmp / "run.etdp") if opts.ops else None)
+
+
+def _save_outputs(produced: Path | None, opts: Any) -> None:
+    if opts.save_outputs and produced is not None and produced.is_file():
+        from .._fs import temp_name
+
+        dest = Path(opts.save_outputs)
+        tmp = dest.with_name(temp_name(dest.name))
+        shutil.copyfile(produced, tmp)
+        os.replace(tmp, dest)
+
+
+def measure_on_device(subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine,
+                       runner: Path | None, dev: Any) -> Measured:
+    from ..device.remote import profile_on_device
+
+    blobs, source = _input_blobs(subject, opts, inputs)
+    run = profile_on_device(dev, subject.pte, blobs, _worker_args(subject, opts, Path("."), remote=True),
+                            timeout=opts.timeout, cpus=opts.cpus, progress=progress, local=tmp)
+    info = dict(run.info)
+    outputs = info.pop("outputs", None)
+    _save_outputs(outputs, opts)
+    info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
+    warnings = []
+    if run.info["emulated"]:
+        warnings.append(f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
+                        "mean nothing for real hardware; its outputs do")
+    for key, label in (("cpu_freq_mhz", "CPU frequency"),):
+        before, after = run.info["before"].get(key) or {}, run.info["after"].get(key) or {}
+        dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
+        if dropped:
+            warnings.append(f"{label} dropped during the run on {', '.join(dropped[:4])} "
+                            f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down")
+    return Measured(run.raw, run.watch, source, device=info, warnings=warnings)
+
+
+def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts: Any) -> Any:
+    if device is None:
+        return None
+    from ..device.devices import resolve_device
+
+    if subject.kind != "program":
+        raise UsageError("--device profiles ExecuTorch programs, not --eager models", "drop --eager, or drop --device")
+    if opts.engine is Engine.PYTHON or opts.ops:
+        raise UsageError("--device uses the native runner bundle: --engine python and --ops are for local profiles",
+                         "drop --engine python / --ops")
+    return resolve_device(device, devices_file)
+
+
+def _input_blobs(subject: Subject, opts: Any, inputs: Any) -> tuple[list[bytes], str]:
+    if subject.kind == "program":
+        return program_inputs(subject, opts.method, inputs, opts.batch)
+    arrays = random_inputs(subject.shapes, subject.dtypes)
+    return [to_bytes(a, d) for a, d in zip(arrays, subject.dtypes)], "random (seed 0)"
+
+
+def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False) -> list[str]:
+    """The protocol's options for one run, with its files in ``folder`` (``remote``: the program is there too)."""
+    args = ["--inputs", str(folder / "inputs.bin"), "--result", str(folder / "result.json"), "--method", opts.method,
+            "--threads", str(opts.threads), "--warmup", str(opts.warmup), "--warmup-seconds", str(opts.warmup_seconds),
+            "--runs", str(opts.runs), "--min-seconds", str(opts.min_seconds), "--max-seconds", str(opts.max_seconds)]
+    if subject.kind == "program":
+        args += ["--model", str(folder / "model.pte") if remote else str(subject.pte)]
+    if remote or opts.save_outputs:
+        args += ["--outputs", str(folder / "outputs.bin")]
+    for s in subject.shapes:
+        args += ["--shape", ",".join(map(str, s))]
+    return args
+
+
+def _command(engine: Engine, runner: Path | None, subject: Subject, opts: Any, tmp: Path) -> tuple[list[str], dict | None]:
+    """The worker's command line (protocol.WORKER_OPTIONS) and, for Python workers, its environment."""
+    common = _worker_args(subject, opts, tmp)
+    if engine is Engine.NATIVE:
+        cmd = [str(runner), "--loader", opts.loader.value, *common]
+        if opts.ops:
+            cmd += ["--etdump", str(tmp / "run.etdp"), "--etdump-runs", str(opts.ops_runs)]
+        return cmd, None
+    cmd = [sys.executable, "-m", "edgekit.profile.pyworker", *common]
+    if subject.kind == "eager":
+        cmd += ["--eager", subject.eager_spec]
+    for d in subject.dtypes:
+        cmd += ["--dtype", d]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *[p for p in sys.path if p]])
+    return cmd, env
+
+
+def _ops(etdump: Path) -> dict | None:
+    from .ops import op_table
+
+    return op_table(etdump) if etdump.exists() else None
