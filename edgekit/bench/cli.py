@@ -133,14 +133,19 @@ def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mis
 @click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
 @click.option("--allow-machine-mismatch", is_flag=True)
 @click.option("--device", metavar="NAME", help="Report the runs of this device (from bench run --device).")
+@click.option("--all-devices", is_flag=True, help="One section per device: the newest run of every device in the store.")
 @_STORE_OPTION
-def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, device: str | None, store: str) -> None:
+def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, device: str | None,
+                 all_devices: bool, store: str) -> None:
     """Write Markdown + self-contained HTML with plots for RUNs (default: the latest run)."""
     from .compare import compare_runs
     from .report import write_report
-    from .store import load_run, resolve
+    from .store import latest_per_device, load_run, resolve
 
-    loaded = [load_run(resolve(r, Path(store), device=device)) for r in (runs or ("latest",))]
+    if all_devices:
+        loaded = latest_per_device(Path(store))
+    else:
+        loaded = [load_run(resolve(r, Path(store), device=device)) for r in (runs or ("latest",))]
     cmp = None
     if baseline:
         base = load_run(resolve(baseline, Path(store), loaded[-1].machine.machine_id, device=device))

@@ -36,10 +36,10 @@ def latency_plot(runs: list[BenchRun]) -> bytes:
     for ax, model in zip(axes[:, 0], models):
         data, labels = [], []
         for run in runs:
-            tag = run.name or Path(run.path or "run").stem[:22]
+            tag = (f"{run.device}: " if run.device else "") + (run.name or Path(run.path or "run").stem[:22])
             for r in sorted((r for r in run.results if r.model == model), key=lambda r: (r.target, r.threads)):
                 data.append(r.samples_ms)
-                labels.append(f"{r.target}\n{r.threads}t" + (f"\n{tag}" if len(runs) > 1 else ""))
+                labels.append(f"{r.target}\n{r.threads}t" + (f"\n{tag}" if len(runs) > 1 or run.device else ""))
         ax.boxplot(data, vert=False, tick_labels=labels, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
         ax.set_title(f"{model}: latency per run (ms)", fontsize=10, loc="left")
         ax.tick_params(labelsize=8)
@@ -143,6 +143,14 @@ tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{backg
 img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
 
 
+def _meta(run: BenchRun) -> str:
+    m, c = run.machine, run.commit or {}
+    where = f"device {run.device}: " if run.device else ""
+    return (f"{where}{m.cpu_model} · {m.cores_logical} cores · {m.os} · Python {m.python} · torch {m.torch} · "
+            f"executorch {m.executorch} · edgekit {m.edgekit} · commit {c.get('short') or '–'}"
+            f"{' (dirty)' if c.get('dirty') else ''} · {run.created} · suite {run.suite.get('name', '?')} · {run.wall_seconds} s")
+
+
 def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
     """Write ``report.md`` (+ PNGs) and a self-contained ``index.html`` into ``out`` (replaced atomically).
 
@@ -154,18 +162,19 @@ def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison |
         raise BenchError("no runs to report", "run `edgekit bench run SUITE` first, or pass run files")
     latest = runs[-1]
     lat_png, sc_png = latency_plot(runs), scatter_plot(latest)
-    m = latest.machine
-    c = latest.commit or {}
     name = latest.suite.get("name", "?")
-    meta = (f"{m.cpu_model} · {m.cores_logical} cores · {m.os} · Python {m.python} · torch {m.torch} · "
-            f"executorch {m.executorch} · edgekit {m.edgekit} · commit {c.get('short') or '–'}"
-            f"{' (dirty)' if c.get('dirty') else ''} · {latest.created} · suite {name} · {latest.wall_seconds} s")
-    errors = latest.errors
-    md = [f"# edgekit benchmark report: {name}", "", meta, "", "## Results", "",
-          _md_table(SUMMARY_HEAD, summary_rows(latest)), "", "## Latency distributions", "", "![latency](latency.png)", "",
-          "## Size vs latency", "", "![size vs latency](size_vs_latency.png)", ""]
-    body = [f"<h1>edgekit benchmark report: {html.escape(name)}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
-            "<h2>Results</h2>", _html_table(SUMMARY_HEAD, summary_rows(latest))]
+    # One section per device (the newest run of each): a fleet run reads as one report.
+    newest = {r.device: r for r in runs}
+    md = [f"# edgekit benchmark report: {name}", ""]
+    body = [f"<h1>edgekit benchmark report: {html.escape(name)}</h1>"]
+    for device, run in newest.items():
+        title = "Results" if len(newest) == 1 else f"Results on {device or 'this machine'}"
+        md += [f"## {title}", "", _meta(run), "", _md_table(SUMMARY_HEAD, summary_rows(run)), ""]
+        body += [f"<h2>{html.escape(title)}</h2>", f"<p class=meta>{html.escape(_meta(run))}</p>",
+                 _html_table(SUMMARY_HEAD, summary_rows(run))]
+    md += ["## Latency distributions", "", "![latency](latency.png)", "", "## Size vs latency", "",
+           "![size vs latency](size_vs_latency.png)", ""]
+    errors = [e for run in newest.values() for e in run.errors]
     if errors:
         md += ["## Failed items", ""] + [f"- {e.model} × {e.target} × {e.threads}: {e.error}" for e in errors] + [""]
         body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e.model)} × {html.escape(e.target)}: "

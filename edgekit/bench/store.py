@@ -119,3 +119,13 @@ def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT, device: st
         raise UsageError(f"the baseline ({base.path}) and the run ({run.path}) are the same run",
                          "run the suite again, or pass --baseline NAME / --run FILE")
     return base, run
+
+
+def latest_per_device(root: Path = DEFAULT_ROOT) -> list[BenchRun]:
+    """The newest run of every device in the store (runs made here count as one device, ``None``)."""
+    newest: dict = {}
+    for path in list_runs(root):
+        newest[_device_of(path)] = path
+    if not newest:
+        raise BenchError(f"no run stored under {root}", "run `edgekit bench run SUITE --device NAME` first")
+    return [load_run(p) for p in newest.values()]

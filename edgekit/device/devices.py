@@ -131,7 +131,7 @@ def load_devices(path: str | Path | None = None) -> list[Device]:
     return devices
 
 
-_SSH_URL = re.compile(r"^ssh://(?P<dest>[^:/]+(?:@[^:/]+)?)(?::(?P<port>\d+))?/?$")
+_SSH_URL = re.compile(r"^ssh://(?P<dest>(?:[\w.-]+@)?[\w.-]+)(?::(?P<port>\d+))?/?$")
 
 
 def resolve_device(ref: str | Device, devices_file: str | Path | None = None) -> Device:
@@ -190,8 +190,11 @@ class Ssh:
         if not shutil.which("ssh"):
             raise DeviceError("the OpenSSH client (ssh) is not installed", "apt-get install -y openssh-client")
         d = self.device
+        # One master connection per device definition: two devices on one host with different keys or options must
+        # not share a login (ssh's own %C hashes only host, port and user).
+        ident = hashlib.sha256(repr((d.host, d.port, d.ssh_options)).encode()).hexdigest()[:8]
         cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ControlMaster=auto",
-               "-o", f"ControlPath={_control_dir()}/%C", "-o", "ControlPersist=60", "-o", "ServerAliveInterval=5",
+               "-o", f"ControlPath={_control_dir()}/{ident}-%C", "-o", "ControlPersist=60", "-o", "ServerAliveInterval=5",
                "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if d.port:
             cmd += ["-p", str(d.port)]

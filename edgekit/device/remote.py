@@ -33,7 +33,8 @@ facts() {{
   return 0
 }}
 cd "$R" || exit 97
-facts > before.txt
+echo $$ > pgid
+facts > before.txt 2>/dev/null
 {prefix} {runner} {args} &
 pid=$!
 echo $pid > pid
@@ -44,8 +45,8 @@ while kill -0 $pid 2>/dev/null; do
 done
 wait $pid
 code=$?
-facts > after.txt
-echo "$peak" > sampler_kb
+facts > after.txt 2>/dev/null
+echo "$peak" > sampler_kb 2>/dev/null
 exit $code
 """
 
@@ -163,10 +164,12 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
 
 
 def _kill(ssh: Ssh, run: str) -> None:
-    """Best effort: stop a runner left running (timeout, Ctrl-C) and remove the run's folder."""
+    """Best effort: stop what a run left running (timeout, Ctrl-C) and remove its folder. The run's shell leads its
+    own process group (sshd starts it so), so killing the group takes the runner, the emulator and the sampler."""
     q = shlex.quote(run)
     try:
-        ssh.run(f"[ -f {q}/pid ] && kill -9 $(cat {q}/pid) 2>/dev/null; rm -rf {q}", timeout=30)
+        ssh.run(f"if [ -f {q}/pgid ]; then kill -9 -$(cat {q}/pgid) 2>/dev/null || kill -9 $(cat {q}/pid) $(cat {q}/pgid) "
+                f"2>/dev/null; fi; rm -rf {q}", timeout=30)
     except DeviceError:
         pass
 

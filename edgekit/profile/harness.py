@@ -135,8 +135,8 @@ def profile(
         phases=Phases(load_ms=raw.load_ms, first_run_ms=raw.first_run_ms, warmup_runs=len(raw.warmup_ms),
                       warmup_mean_ms=(sum(raw.warmup_ms) / len(raw.warmup_ms)) if raw.warmup_ms else None),
         latency_ms=stats, samples_ms=tuple(raw.samples_ms), memory=memory,
-        energy=_energy(raw, stats, watch, m.rapl, tgt, m.freq, m.battery), ops=m.ops, budget=_budget(tgt, stats, memory, engine),
-        warnings=tuple(_warnings(raw, stats, opts, engine_note) + m.warnings),
+        energy=_energy(raw, stats, watch, m.rapl, tgt, m.freq, m.battery, m.device), ops=m.ops, budget=_budget(tgt, stats, memory, engine),
+        warnings=tuple(m.warnings + _warnings(raw, stats, opts, engine_note)),
         machine=m.device["facts"] if m.device else machine_facts(), noise=noise_floor(raw), device=m.device)
 
 
@@ -218,7 +218,7 @@ def _memory(raw: WorkerResult, watch: Watch, subject: Subject, engine: Engine, m
 
 
 def _energy(raw: WorkerResult, stats: LatencyStats, watch: Watch, rapl: list, tgt: Target, freq: dict | None,
-            battery: dict | None) -> EnergyResult:
+            battery: dict | None, device: dict | None = None) -> EnergyResult:
     """CPU time and context switches of the timed runs; joules from RAPL, else the target's power model (labelled)."""
     cpu = raw.cpu_timed
     cpu_s = cpu.user_s + cpu.sys_s
@@ -232,10 +232,12 @@ def _energy(raw: WorkerResult, stats: LatencyStats, watch: Watch, rapl: list, tg
     else:
         p = tgt.power
         per_run, source = energy_mod.estimate_joules(cpu_s, timed_wall, p.active_watts_per_core, p.idle_watts) / n, "estimated"
+        model = f"device {device['name']}" if device and device.get("power_model") else f"target {tgt.name}"
         inputs = {"cpu_seconds": round(cpu_s, 6), "wall_seconds": round(timed_wall, 6), "active_watts_per_core": p.active_watts_per_core,
-                  "idle_watts": p.idle_watts, "power_model": f"target {tgt.name}"}
-        note = ("ESTIMATED, not measured: RAPL is not readable here; joules = cpu_seconds × active_watts_per_core "
-                "+ wall_seconds × idle_watts from the target's power model")
+                  "idle_watts": p.idle_watts, "power_model": model}
+        where = f"edgekit reads no power sensor on device {device['name']} yet" if device else "RAPL is not readable here"
+        note = (f"ESTIMATED, not measured: {where}; joules = cpu_seconds × active_watts_per_core "
+                f"+ wall_seconds × idle_watts from the {model.split()[0]}'s power model")
     return EnergyResult(cpu_user_s=cpu.user_s, cpu_sys_s=cpu.sys_s, cpu_seconds_per_run=cpu_s / n, cpu_utilization=cpu_s / timed_wall,
                         voluntary_ctx_switches=cpu.voluntary_ctx_switches, involuntary_ctx_switches=cpu.involuntary_ctx_switches,
                         cpu_freq_mhz=freq, joules_per_run=per_run, joules_source=source, joules_note=note,

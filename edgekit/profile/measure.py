@@ -69,6 +69,7 @@ def measure_on_device(subject: Subject, opts: Any, inputs: Any, tmp: Path, progr
     outputs = info.pop("outputs", None)
     _save_outputs(outputs, opts)
     info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
+    info["power_model"] = dev.power is not None
     warnings = []
     if run.info["emulated"]:
         warnings.append(f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "

@@ -132,7 +132,10 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
         for t in threads:
             t.join(timeout=2)
         proc.returncode = 0
-        proc.stderr.close()
+        if not threads[0].is_alive():
+            proc.stderr.close()
+        # else: an ssh multiplexing master holds the pipe for the remote session (killed by the caller's cleanup);
+        # closing it now would wait on the reader thread, which ends with that session.
     watch.wall_s = time.monotonic() - t0
     if code < 0:
         name = signal.Signals(-code).name

@@ -1,0 +1,220 @@
+"""Devices for real: runner bundles (x86_64 native, aarch64 cross-built and run under qemu-user -cpu cortex-a76),
+a private sshd on 127.0.0.1 started here, the system OpenSSH client, fleet benchmarks, and every way it can fail.
+
+Needs openssh-server, g++-aarch64-linux-gnu and qemu-user (`make test` installs them when it runs as root).
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgekit
+from edgekit.cli import cli
+from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
+from edgekit.device.devices import DeviceError, load_devices
+from edgekit.errors import ProfileError, UsageError
+
+MISSING = [tool for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
+           if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()]
+if MISSING:  # not a skip: a missing prerequisite is a failure that says what to install
+    pytest.fail(f"device tests need {', '.join(MISSING)}: apt-get install -y openssh-server g++-aarch64-linux-gnu qemu-user "
+                "(make test does it when run as root)", pytrace=False)
+
+QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
+FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """A private sshd (own host key, own authorized key, no PAM) on two loopback ports; the second one makes
+    `getconf` report an old glibc. A devices file with good and broken devices."""
+    d = Path(tmp_path_factory.mktemp("fleet"))
+    for name in ("host_key", "key", "other_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    shutil.copy(d / "key.pub", d / "authorized_keys")
+    (d / "fakebin").mkdir()
+    (d / "fakebin" / "getconf").write_text('#!/bin/sh\necho "glibc 2.31"\n')
+    (d / "fakebin" / "getconf").chmod(0o755)
+    port, old_port, closed = _free_port(), _free_port(), _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nPort {old_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        f"StrictModes no\nPermitRootLogin prohibit-password\nMatch LocalPort {old_port}\n    SetEnv PATH={d}/fakebin:/usr/bin:/bin\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    subprocess.run(["/usr/sbin/sshd", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")], check=True)
+    for _ in range(100):
+        if (d / "sshd.pid").exists():
+            break
+        time.sleep(0.05)
+    full = d / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)]).returncode == 0
+    opts = f'["-i", "{d}/key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]'
+    bad = f'["-i", "{d}/other_key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"]'
+
+    def dev(name, port_, workdir, extra=""):
+        return f'[[device]]\nname = "{name}"\nhost = "root@127.0.0.1"\nport = {port_}\nworkdir = "{workdir}"\n{extra}\n'
+
+    (d / "devices.toml").write_text(
+        dev("loop", port, d / "work", f'ssh_options = {opts}\ntags = ["ci"]') +
+        dev("loop2", port, d / "work2", f'ssh_options = {opts}\ntags = ["ci"]') +
+        dev("arm", port, d / "work-arm", f'arch = "aarch64"\nexec_prefix = "{QEMU}"\nssh_options = {opts}') +
+        dev("old", old_port, d / "work-old", f"ssh_options = {opts}") +
+        dev("badkey", port, d / "work-bad", f"ssh_options = {bad}") +
+        dev("closed", closed, d / "work-closed", f"ssh_options = {opts}") +
+        dev("full", port, full / "w", f"ssh_options = {opts}"))
+    yield {"dir": d, "devices": d / "devices.toml", "mounted": mounted}
+    subprocess.run(["kill", (d / "sshd.pid").read_text().strip()])
+    if mounted:
+        subprocess.run(["umount", str(full)])
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _runs_left(fleet, name="work"):
+    runs = fleet["dir"] / name / "runs"
+    return sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------- bundles
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_bundles_are_self_contained_and_check_out(arch, tmp_path):
+    out = tmp_path / arch
+    r = _cli("runner", "build", "--arch", arch, "-o", out)
+    assert r.exit_code == 0, r.output
+    b = read_bundle(out)
+    assert b.arch == arch and b.glibc_floor == "2.34" and {f"lib/lib{n}.so" for n in ("executorch", "executorch_backend_xnnpack")} <= set(b.files)
+    assert b"$ORIGIN/lib" in (out / "edgekit-runner").read_bytes()  # relocatable: libraries found beside the runner
+    assert build_bundle(arch) == build_bundle(arch)  # cached by content
+    r = _cli("runner", "check", out)
+    assert r.exit_code == 0 and "outputs match eager PyTorch" in r.output, r.output
+    assert ("qemu-aarch64 -cpu cortex-a76" in r.output) == (arch == "aarch64")
+    (out / "lib" / "libexecutorch.so").write_bytes(b"damaged")
+    with pytest.raises(BundleError, match="damaged: lib/libexecutorch.so"):
+        check_bundle(out)
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def test_profile_over_ssh_returns_the_local_result_format(fleet, fp32_build, int8_build):
+    p = edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], **FAST)
+    local = edgekit.profile(fp32_build.out_dir, **FAST)
+    assert set(p.to_dict()) == set(local.to_dict())  # the same document, plus the device section
+    assert p.latency_ms.count == 20 and p.memory.peak_sources_mb["vm_hwm"] > 1 and p.memory.peak_sources_mb["sampler_rss"] > 1
+    assert p.noise is not None and p.machine["hostname"] and p.device["facts"]["glibc"] == "2.36"
+    assert p.device["bytes_sent"]["program_and_inputs"] > fp32_build.manifest.program.size_bytes // 2
+    q = edgekit.profile(int8_build.out_dir, device="loop", devices_file=fleet["devices"], **FAST)
+    assert q.device["bytes_sent"]["bundle"] == 0  # the bundle stays on the device: only the program and inputs travel
+    assert q.device["bytes_sent"]["program_and_inputs"] < 64 * 1024
+    assert _runs_left(fleet) == []  # each run's folder is removed
+
+
+@pytest.mark.parametrize("build", ["int8_build", "fp32_build"])
+def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tmp_path):
+    pkg = request.getfixturevalue(build).out_dir
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32))
+    outs = {}
+    for device in ("loop", "arm"):
+        outs[device] = tmp_path / f"{device}.bin"
+        p = edgekit.profile(pkg, device=device, devices_file=fleet["devices"], inputs=tmp_path / "in.npz",
+                            save_outputs=str(outs[device]), runs=5, warmup=1, warmup_seconds=0.0)
+        assert p.device["bundle"]["arch"] == ("aarch64" if device == "arm" else "x86_64")
+    x86, arm = (np.fromfile(outs[d], np.float32) for d in ("loop", "arm"))
+    if build == "int8_build":
+        assert np.array_equal(x86, arm)  # the same int8 kernels' arithmetic, bit for bit
+    else:
+        np.testing.assert_allclose(arm, x86, rtol=1e-5, atol=1e-5)  # fp32: FMA order differs between SIMD kernels
+    assert p.machine["cpu_model"].startswith("emulated aarch64") and any("emulator" in w for w in p.warnings)
+
+
+def test_cli_profile_on_a_device(fleet, fp32_build):
+    r = _cli("profile", fp32_build.out_dir, "--device", "loop", "--devices", fleet["devices"], "--runs", "20", "--threads", "1,2")
+    assert r.exit_code == 0, r.output
+    assert "on device loop" in r.stdout and "noise floor" in r.stdout and "device loop (x86_64, glibc 2.36)" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------------ fleet
+def test_bench_run_on_two_devices_stores_a_run_per_device(fleet, tmp_path):
+    (tmp_path / "suite.toml").write_text(
+        'schema_version = 1\nname = "fleet"\n[run]\nruns = 20\nwarmup = 2\nwarmup_seconds = 0.0\n'
+        '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n')
+    args = ["bench", "run", tmp_path / "suite.toml", "--devices", fleet["devices"], "--store", tmp_path / "st",
+            "--cache", tmp_path / "cache"]
+    r = _cli(*args, "--device", "loop,loop2", "--save-as", "main")
+    assert r.exit_code == 0, r.output
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "st").glob("*/*.json")) if p.parent.name != "baselines"]
+    assert sorted(run["device"] for run in runs) == ["loop", "loop2"]
+    assert len({run["machine"]["machine_id"] for run in runs}) == 2  # stored per device, not per host
+    assert sorted(p.name for p in (tmp_path / "st" / "baselines").iterdir()) == ["main@loop.json", "main@loop2.json"]
+    r = _cli(*args, "--devices-tag", "ci")
+    assert r.exit_code == 0, r.output
+    cmp = _cli("bench", "compare", "--device", "loop", "--baseline", "main", "--store", tmp_path / "st", "--fail-on", "size:1%")
+    assert cmp.exit_code == 0 and "no regression" in cmp.stdout, cmp.output
+    rep = _cli("bench", "report", "--device", "loop2", "--store", tmp_path / "st", "-o", tmp_path / "rep")
+    assert rep.exit_code == 0 and "device loop2:" in (tmp_path / "rep" / "report.md").read_text()
+    rep = _cli("bench", "report", "--all-devices", "--store", tmp_path / "st", "-o", tmp_path / "all")
+    md = (tmp_path / "all" / "report.md").read_text()
+    assert rep.exit_code == 0 and "## Results on loop\n" in md and "## Results on loop2\n" in md
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def _one_line(r, code, fragment):
+    assert r.exit_code == code, r.output
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
+    assert len(err) == 1 and fragment in err[0] and "unexpected" not in r.stderr, r.stderr
+    return err[0]
+
+
+@pytest.mark.parametrize("device, code, fragment", [
+    ("nope", 2, "unknown device 'nope'"),
+    ("ssh://bad host", 2, "is not ssh://"),
+    ("closed", 1, "cannot reach root@127.0.0.1"),
+    ("badkey", 1, "refused the login"),
+    ("old", 1, "has glibc 2.31, the x86_64 runner needs >= 2.34"),
+])
+def test_device_errors_are_one_line(fleet, fp32_build, device, code, fragment):
+    line = _one_line(_cli("profile", fp32_build.out_dir, "--device", device, "--devices", fleet["devices"], "--runs", "5"),
+                     code, fragment)
+    if device == "nope":
+        assert "loop" in line  # the known devices are listed
+
+
+def test_unknown_arch_and_bad_devices_file(tmp_path):
+    (tmp_path / "d.toml").write_text('[[device]]\nname = "rv"\nhost = "x"\narch = "riscv64"\n')
+    with pytest.raises(UsageError, match="no runner bundle for arch 'riscv64'"):
+        load_devices(tmp_path / "d.toml")
+    (tmp_path / "d.toml").write_text('[[device]]\nname = "a"\nhost = "x"\nhots = "y"\n')
+    _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, "unknown key 'hots' in [[device]] (did you mean 'host'?)")
+
+
+def test_remote_crash_timeout_and_full_disk_leave_nothing_behind(fleet, fp32_build, tmp_path):
+    from test_profile import _corrupt_delegate  # the XNNPACK blob damaged: only the runner on the device sees it
+
+    bad = tmp_path / "corrupt.pte"
+    bad.write_bytes(_corrupt_delegate(fp32_build.pte_path.read_bytes()))
+    with pytest.raises(ProfileError, match="on device loop: the profiling worker failed during phase 'load'"):
+        edgekit.profile(bad, device="loop", devices_file=fleet["devices"], **FAST)
+    t0 = time.monotonic()
+    with pytest.raises(ProfileError, match="exceeded the 3 s timeout"):
+        edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], runs=10**9, warmup=1,
+                        warmup_seconds=0.0, max_seconds=1000, timeout=3)
+    assert time.monotonic() - t0 < 30 and _runs_left(fleet) == []
+    assert subprocess.run(["pgrep", "-f", "work/bundles/.*/edgekit-runner"], capture_output=True).stdout == b""
+    assert fleet["mounted"], "the full-disk case needs a 256 KiB tmpfs (run the tests as root)"
+    with pytest.raises(DeviceError, match="disk is full"):
+        edgekit.profile(fp32_build.out_dir, device="full", devices_file=fleet["devices"], **FAST)
+    assert not any((fleet["dir"] / "full" / "w" / "bundles").glob("*")) if (fleet["dir"] / "full" / "w" / "bundles").exists() else True
