@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgekit demo --out build/demo --force
 
-test: $(STAMP)
+# The device tests need a private sshd, the aarch64 cross compiler and qemu-user: installed here when root.
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/aarch64-linux-gnu-g++ /usr/bin/qemu-aarch64
+SYSTEM_PACKAGES := openssh-server openssh-client g++-aarch64-linux-gnu qemu-user
+
+system-packages:
+	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt-get: $(SYSTEM_PACKAGES))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing$$missing: run as root, or: sudo apt-get install -y $(SYSTEM_PACKAGES) (the device tests fail without them)"; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest -q
 
 clean:

@@ -6,7 +6,6 @@ Needs openssh-server, g++-aarch64-linux-gnu and qemu-user (`make test` installs 
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import edgekit
 from edgekit.cli import cli
 from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
 from edgekit.device.devices import DeviceError, load_devices
+from edgekit.device.loopback import free_port, private_sshd
 from edgekit.errors import ProfileError, UsageError
 
 MISSING = [tool for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
@@ -31,53 +31,23 @@ QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
 FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """A private sshd (own host key, own authorized key, no PAM) on two loopback ports; the second one makes
-    `getconf` report an old glibc. A devices file with good and broken devices."""
+    """A private sshd (edgekit.device.loopback) and a devices file with good and broken devices."""
     d = Path(tmp_path_factory.mktemp("fleet"))
-    for name in ("host_key", "key", "other_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    shutil.copy(d / "key.pub", d / "authorized_keys")
-    (d / "fakebin").mkdir()
-    (d / "fakebin" / "getconf").write_text('#!/bin/sh\necho "glibc 2.31"\n')
-    (d / "fakebin" / "getconf").chmod(0o755)
-    port, old_port, closed = _free_port(), _free_port(), _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nPort {old_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
-        f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        f"StrictModes no\nPermitRootLogin prohibit-password\nMatch LocalPort {old_port}\n    SetEnv PATH={d}/fakebin:/usr/bin:/bin\n")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    subprocess.run(["/usr/sbin/sshd", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")], check=True)
-    for _ in range(100):
-        if (d / "sshd.pid").exists():
-            break
-        time.sleep(0.05)
     full = d / "full"
     full.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)]).returncode == 0
-    opts = f'["-i", "{d}/key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]'
-    bad = f'["-i", "{d}/other_key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"]'
-
-    def dev(name, port_, workdir, extra=""):
-        return f'[[device]]\nname = "{name}"\nhost = "root@127.0.0.1"\nport = {port_}\nworkdir = "{workdir}"\n{extra}\n'
-
-    (d / "devices.toml").write_text(
-        dev("loop", port, d / "work", f'ssh_options = {opts}\ntags = ["ci"]') +
-        dev("loop2", port, d / "work2", f'ssh_options = {opts}\ntags = ["ci"]') +
-        dev("arm", port, d / "work-arm", f'arch = "aarch64"\nexec_prefix = "{QEMU}"\nssh_options = {opts}') +
-        dev("old", old_port, d / "work-old", f"ssh_options = {opts}") +
-        dev("badkey", port, d / "work-bad", f"ssh_options = {bad}") +
-        dev("closed", closed, d / "work-closed", f"ssh_options = {opts}") +
-        dev("full", port, full / "w", f"ssh_options = {opts}"))
-    yield {"dir": d, "devices": d / "devices.toml", "mounted": mounted}
-    subprocess.run(["kill", (d / "sshd.pid").read_text().strip()])
+    with private_sshd(d / "sshd") as sshd:
+        (d / "devices.toml").write_text(
+            sshd.device_toml("loop", d / "work", extra='tags = ["ci"]') +
+            sshd.device_toml("loop2", d / "work2", extra='tags = ["ci"]') +
+            sshd.device_toml("arm", d / "work-arm", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU}"') +
+            sshd.device_toml("old", d / "work-old", port=sshd.old_glibc_port) +
+            sshd.device_toml("badkey", d / "work-bad", key=sshd.folder / "other_key") +
+            sshd.device_toml("closed", d / "work-closed", port=free_port()) +
+            sshd.device_toml("full", full / "w"))
+        yield {"dir": d, "devices": d / "devices.toml", "mounted": mounted}
     if mounted:
         subprocess.run(["umount", str(full)])
 
