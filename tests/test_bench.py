@@ -264,3 +264,16 @@ def test_report_of_several_runs(mini, tmp_path):
     assert len(runs) == 2
     paths = write_report(runs, tmp_path / "r")
     assert paths["html"].is_file() and "mini" in paths["markdown"].read_text()
+
+
+def test_the_noise_floor_stands_beside_each_latency_verdict():
+    base, new = _result("a"), _result("a", scale=1.2, seed=5)
+    base["noise"] = {"reference_before_ms": 2.0, "reference_after_ms": 2.1, "drift_pct": 5.0}
+    new["noise"] = {"reference_before_ms": 2.0, "reference_after_ms": 2.5, "drift_pct": 25.0}
+    cmp = compare_runs(_run([base]), _run([new], run_id="b"))
+    p50 = next(r for r in cmp.rows if r["metric"] == "latency_p50")
+    assert p50["verdict"] == "regressed" and p50["noise_pct"] == 25.0
+    assert any("drifted up to 25.0%" in w for w in cmp.warnings)  # a 20% change inside 25% of machine drift is flagged
+    from edgekit.bench.report import COMPARE_HEAD, compare_rows
+
+    assert compare_rows(cmp)[0][COMPARE_HEAD.index("noise")] == "±25.0%"

@@ -112,6 +112,11 @@ def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tm
 
 
 def test_cli_profile_on_a_device(fleet, fp32_build):
+    r = _cli("profile", fp32_build.out_dir, "--device", "loop", "--devices", fleet["devices"], "--runs", "20", "--threads", "1,2",
+             "--cpus", "0", "--json")
+    assert r.exit_code == 0, r.output
+    sweep = json.loads(r.stdout)["sweep"]
+    assert [p["threads"]["effective"] for p in sweep] == [1, 2] and all(p["threads"]["cpus"] == [0] for p in sweep)
     r = _cli("profile", fp32_build.out_dir, "--device", "loop", "--devices", fleet["devices"], "--runs", "20", "--threads", "1,2")
     assert r.exit_code == 0, r.output
     assert "on device loop" in r.stdout and "noise floor" in r.stdout and "device loop (x86_64, glibc 2.36)" in r.stdout

@@ -10,6 +10,9 @@ is both statistically significant and larger than the metric's threshold:
   a shift of location, not of the tail: p50 can improve significantly while p90 only looks worse);
 * size of the change: the ratio new/base of the statistic beyond ``1 ± threshold``.
 
+Beside each latency verdict stands the noise floor of the two runs (the larger drift of the reference workload the
+runner times before and after its timed runs); a regression or improvement smaller than that drift is flagged.
+
 A change beyond the threshold that is not significant is **noisy** (a warning, never a failure); a
 significant change within the threshold is **unchanged**. The ratio's 95% confidence interval comes from a
 seeded bootstrap (2,000 resamples of each side).
@@ -203,6 +206,12 @@ def _value(result: BenchItem, metric: str) -> float | None:
     raise KeyError(metric)
 
 
+def _noise_pct(*items: BenchItem) -> float | None:
+    """The larger noise-floor drift of two measurements (None when either run predates the noise floor)."""
+    drifts = [abs(i.noise["drift_pct"]) for i in items if i.noise and "drift_pct" in i.noise]
+    return round(max(drifts), 2) if len(drifts) == len(items) else None
+
+
 def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float] | None = None, allow_machine_mismatch: bool = False,
                  alpha: float = ALPHA) -> Comparison:
     """Compare every (model, target, threads) present in both runs.
@@ -252,6 +261,13 @@ def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float]
                     continue
             row = {"key": key, "model": n.model, "target": n.target, "threads": n.threads, "metric": metric,
                    "gated": metric in gated, **res}
+            if mdef.kind == "samples":
+                row["noise_pct"] = _noise_pct(b, n)
+                if row["noise_pct"] is not None and row["verdict"] in (Verdict.REGRESSED.value, Verdict.IMPROVED.value) \
+                        and abs(row["ratio"] - 1) * 100 < row["noise_pct"]:
+                    warnings.append(f"{key} {metric}: {row['verdict']} by {abs(row['ratio'] - 1):.1%}, but the machine itself "
+                                    f"drifted up to {row['noise_pct']:.1f}% during these runs (noise floor): check it on a "
+                                    "quieter machine")
             rows.append(row)
             if row["verdict"] == Verdict.REGRESSED.value and row["gated"]:
                 regressions.append(row)

@@ -71,6 +71,7 @@ class BenchItem(Contract):
     memory: dict[str, float | None]
     energy: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
 
 
 @dataclass(frozen=True)

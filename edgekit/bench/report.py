@@ -104,7 +104,7 @@ def summary_rows(run: BenchRun) -> list[list[str]]:
 
 SUMMARY_HEAD = ["model", "target", "threads", "p50 ms", "p90 ms", "p99 ms", "p50 95% CI", "peak RSS MiB", "size KiB",
                 "accuracy", "SQNR dB", "cached build"]
-COMPARE_HEAD = ["model", "target", "threads", "metric", "base", "new", "ratio / Δ", "95% CI", "p", "verdict"]
+COMPARE_HEAD = ["model", "target", "threads", "metric", "base", "new", "ratio / Δ", "95% CI", "p", "noise", "verdict"]
 
 
 def compare_rows(cmp: Comparison) -> list[list[str]]:
@@ -113,8 +113,9 @@ def compare_rows(cmp: Comparison) -> list[list[str]]:
         change = f"{r['ratio']:.3f}×" if r.get("ratio") is not None else f"{r['change']:+.4g}"
         ci = f"{r['ci95'][0]:.3f}–{r['ci95'][1]:.3f}" if r.get("ci95") else "–"
         p = f"{r['p_value']:.2g}" if r.get("p_value") is not None else "–"
+        noise = f"±{r['noise_pct']:.1f}%" if r.get("noise_pct") is not None else "–"
         out.append([r["model"], r["target"], str(r["threads"]), r["metric"], _fmt(r["base"]), _fmt(r["new"]), change, ci, p,
-                    r["verdict"] + ("" if r["gated"] else " (not gated)")])
+                    noise, r["verdict"] + ("" if r["gated"] else " (not gated)")])
     return out
 
 
@@ -190,8 +191,8 @@ def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison |
         md += [f"- warning: {w}" for w in comparison.warnings] + [""]
         body += [f"<h2>Comparison with {html.escape(comparison.baseline)}: {verdict}</h2>",
                  "<p class=meta>median latency of every item, and every other metric that changed</p>",
-                 _html_table(COMPARE_HEAD, key_rows, verdict_col=9),
-                 f"<details><summary>all {len(rows)} comparisons</summary>", _html_table(COMPARE_HEAD, rows, verdict_col=9),
+                 _html_table(COMPARE_HEAD, key_rows, verdict_col=10),
+                 f"<details><summary>all {len(rows)} comparisons</summary>", _html_table(COMPARE_HEAD, rows, verdict_col=10),
                  "</details>"]
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(name)}"

@@ -94,7 +94,7 @@ def _item(model: SuiteModel, target: str, threads: int, manifest: Manifest, cach
         memory={k: getattr(prof.memory, k) for k in ("baseline_rss_mb", "load_rss_mb", "peak_rss_mb", "peak_delta_mb", "load_delta_mb")},
         energy={"cpu_seconds_per_run": prof.energy.cpu_seconds_per_run, "joules_per_run": prof.energy.joules_per_run,
                 "joules_source": prof.energy.joules_source},
-        warnings=list(prof.warnings))
+        warnings=list(prof.warnings), noise=prof.noise.to_dict() if prof.noise else None)
 
 
 def _options(suite: Suite, threads: int) -> Any:
