@@ -27,7 +27,6 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import edgekit
     from edgekit.device.loopback import private_sshd
-    from edgekit.models import parse_input_spec
 
     with tempfile.TemporaryDirectory(prefix="ek-remote-") as tmp:
         t = Path(tmp)
