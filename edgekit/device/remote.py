@@ -132,7 +132,8 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
     bundle, remote_bundle, bundle_bytes = ensure_bundle(ssh, facts, workdir)
     run = f"{workdir}/runs/{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
     payload = _tar({"model.pte": pte, "inputs.bin": b"".join(blobs)})
-    ssh.run(f"mkdir -p {shlex.quote(run)} && tar -xzf - -C {shlex.quote(run)}", data=payload, timeout=600)
+    q = shlex.quote(run)
+    ssh.run(f"mkdir -p {q} && tar -xzf - -C {q} || {{ rm -rf {q}; exit 1; }}", data=payload, timeout=600)
     prefix = device.exec_prefix + (f" taskset -c {','.join(map(str, cpus))}" if cpus else "")
     script = RUN_SCRIPT.format(run=shlex.quote(run), prefix=prefix, runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
                                args=" ".join(shlex.quote(a) for a in worker_args))
