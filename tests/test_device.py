@@ -193,3 +193,26 @@ def test_remote_crash_timeout_and_full_disk_leave_nothing_behind(fleet, fp32_bui
     with pytest.raises(DeviceError, match="disk is full"):
         edgekit.profile(fp32_build.out_dir, device="full", devices_file=fleet["devices"], **FAST)
     assert not any((fleet["dir"] / "full" / "w" / "bundles").glob("*")) if (fleet["dir"] / "full" / "w" / "bundles").exists() else True
+
+
+def test_a_dropped_connection_is_one_line_and_leaves_nothing(fleet, fp32_build):
+    import threading
+
+    import psutil
+
+    listener = int((fleet["dir"] / "sshd" / "sshd.pid").read_text())
+
+    def drop():  # kill the sshd process serving our session, as a network drop or a reboot would
+        time.sleep(2.5)
+        for child in psutil.Process(listener).children():
+            child.kill()
+
+    t = threading.Thread(target=drop)
+    t.start()
+    with pytest.raises(DeviceError, match="device loop: cannot reach root@127.0.0.1") as info:
+        edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], runs=10**9, warmup=1,
+                        warmup_seconds=0.0, max_seconds=60, timeout=120)
+    t.join()
+    assert "\n" not in str(info.value)
+    time.sleep(0.5)
+    assert _runs_left(fleet) == []

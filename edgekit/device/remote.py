@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 from ..errors import ProfileError, UsageError
 from ..profile.protocol import WorkerResult, read_result
-from ..profile.worker import Watch, run_worker
+from ..profile.worker import Watch, WorkerFailed, run_worker
 from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, read_bundle
-from .devices import Device, DeviceError, Ssh, device_facts, glibc_ok, remote_error, ssh_error
+from .devices import Device, DeviceError, Ssh, device_facts, glibc_ok, ssh_error
 
 RUN_SCRIPT = r"""
 set -u
@@ -32,7 +32,7 @@ facts() {{
   for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$f" ] && echo "freq ${{f%/cpufreq/*}} $(cat "$f")"; done
   return 0
 }}
-cd "$R" || exit 97
+cd "$R" || exit 1
 echo $$ > pgid
 facts > before.txt 2>/dev/null
 {prefix} {runner} {args} &
@@ -135,16 +135,17 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
     q = shlex.quote(run)
     ssh.run(f"mkdir -p {q} && tar -xzf - -C {q} || {{ rm -rf {q}; exit 1; }}", data=payload, timeout=600)
     prefix = device.exec_prefix + (f" taskset -c {','.join(map(str, cpus))}" if cpus else "")
-    script = RUN_SCRIPT.format(run=shlex.quote(run), prefix=prefix, runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
+    script = RUN_SCRIPT.format(run=q, prefix=prefix, runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
                                args=" ".join(shlex.quote(a) for a in worker_args))
     try:
         watch = run_worker(ssh.command(script), timeout=timeout, progress=progress, sample=False)
-    except ProfileError as exc:
+    except WorkerFailed as exc:
         _kill(ssh, run)
-        if "exit code 255" in exc.message:
-            raise ssh_error(device, "\n".join(["connection lost during the run"])) from None
-        if "exit code 97" in exc.message:
-            raise remote_error(device, "the run folder vanished", 97) from None
+        if exc.status == 255:  # ssh itself: the connection dropped during the run
+            raise ssh_error(device, "\n".join(exc.tail) or "the connection was lost during the run") from None
+        raise ProfileError(f"on device {device.name}: {exc.message}", exc.hint) from None
+    except ProfileError as exc:  # the timeout, or a crash by signal
+        _kill(ssh, run)
         raise ProfileError(f"on device {device.name}: {exc.message}", exc.hint) from None
     except BaseException:
         _kill(ssh, run)

@@ -18,6 +18,15 @@ from .protocol import ERROR_PREFIX, PHASE_PREFIX, PROGRESS_PREFIX, Phase
 Progress = Callable[[str, int, int], None]
 
 
+class WorkerFailed(ProfileError):
+    """The worker exited with an error: ``status`` is its exit status, ``tail`` its last stderr lines."""
+
+    def __init__(self, message: str, hint: str, status: int, tail: list[str]):
+        super().__init__(message, hint)
+        self.status = status
+        self.tail = tail
+
+
 @dataclass
 class Watch:
     """What the parent saw of a running worker."""
@@ -144,6 +153,6 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
                            "rebuild the program; compare with --engine python")
     if code != 0:
         reason = watch.errors[-1] if watch.errors else (watch.other[-1] if watch.other else f"exit code {code}")
-        raise ProfileError(f"the profiling worker failed during phase '{watch.phase}': {reason}",
-                           "check the program and inputs; see `edgekit profile --help`")
+        raise WorkerFailed(f"the profiling worker failed during phase '{watch.phase}': {reason}",
+                           "check the program and inputs; see `edgekit profile --help`", code, watch.other[-5:])
     return watch
