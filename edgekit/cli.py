@@ -233,10 +233,10 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
         r.raise_for_budget()
 
 
-from .bench.cli import bench  # noqa: E402  (each group lives beside its library)
+from .bench.cli import bench, cache  # noqa: E402  (each group lives beside its library)
 from .device.cli import devices, runner  # noqa: E402
 
-for _group in (bench, devices, runner):
+for _group in (bench, cache, devices, runner):
     cli.add_command(_group)
 
 

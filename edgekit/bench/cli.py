@@ -25,14 +25,17 @@ def bench() -> None:
 @click.argument("suite_file", metavar="SUITE")
 @click.option("--save-as", metavar="NAME", help="Also save the run as the named baseline NAME.")
 @_STORE_OPTION
-@click.option("--cache", type=click.Path(), default=".edgekit/cache/builds", show_default=True, help="Build cache folder.")
+@click.option("--cache", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
+              help="Content-addressed build cache: a folder or an fsspec URL (file://, s3://, gs://, memory://).")
+@click.option("--executor", metavar="local[:N]|dask://HOST:PORT", envvar="EDGEKIT_EXECUTOR",
+              help="Where builds run (default: a local process pool sized by cores and free memory).")
 @click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
 @click.option("--device", "device_names", metavar="NAME[,NAME...]", help="Profile on these devices (each build made once here).")
 @click.option("--devices-tag", metavar="TAG", help="Profile on every device with this tag.")
 @click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES", help="Devices file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run(s) as JSON.")
-def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_save: bool, device_names: str | None,
-              devices_tag: str | None, devices_file: str | None, as_json: bool) -> None:
+def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, executor: str | None, no_save: bool,
+              device_names: str | None, devices_tag: str | None, devices_file: str | None, as_json: bool) -> None:
     """Build and profile every model × target × threads of SUITE and store one run file (one per device)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -54,9 +57,9 @@ def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_s
             bar.update(task, description=label, completed=max(0, i - (0 if devices else 1)))
 
         if devices:
-            runs, failures = run_suite_on_devices(suite, devices, cache=Path(cache), progress=progress)
+            runs, failures = run_suite_on_devices(suite, devices, cache=cache, executor=executor, progress=progress)
         else:
-            runs = [run_suite(suite, cache=Path(cache), progress=progress)]
+            runs = [run_suite(suite, cache=cache, executor=executor, progress=progress)]
         bar.update(task, description="done", completed=n)
     paths = [] if no_save else [p for run in runs for p in save_run(run, Path(store), save_as)]
     if as_json:
@@ -64,6 +67,8 @@ def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, no_s
     else:
         for run in runs:
             render.bench_run(run)
+    for note in dict.fromkeys(n for run in runs for n in run.notes):
+        con.print(f"[dim]{note}[/]")
     for p in paths:
         con.print(f"saved {p}")
     for line in failures:
@@ -170,3 +175,47 @@ def _json(data: object) -> str:
     import json
 
     return json.dumps(data, indent=2, allow_nan=False)
+
+
+@click.group()
+def cache() -> None:
+    """The shared, content-addressed build cache (a folder or an fsspec URL)."""
+
+
+_CACHE_OPTION = click.option("--cache", "url", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE",
+                             metavar="PATH|URL", help="The cache: a folder or an fsspec URL.")
+
+
+@cache.command("ls")
+@_CACHE_OPTION
+def cache_ls(url: str) -> None:
+    """List complete entries, oldest first."""
+    from .. import render
+    from ..scale.cache import BuildCache
+
+    t = render.table(None, ["key", "model", "target", "size KiB", "modified"], left=("key", "model", "target", "modified"))
+    for e in BuildCache(url).entries():
+        t.add_row(e.key, e.model or "?", e.target or "?", f"{e.size_bytes / 1024:.1f}",
+                  e.modified.isoformat(timespec="seconds") if e.modified else "?")
+    render.console(stderr=False).print(t)
+
+
+@cache.command("du")
+@_CACHE_OPTION
+def cache_du(url: str) -> None:
+    """Entries and total size."""
+    from ..scale.cache import BuildCache
+
+    entries = BuildCache(url).entries()
+    click.echo(f"{len(entries)} entries, {sum(e.size_bytes for e in entries) / 2**20:.1f} MiB in {url}")
+
+
+@cache.command("prune")
+@_CACHE_OPTION
+@click.option("--older-than", default="30d", show_default=True, metavar="AGE", help="e.g. 30d, 12h, 90m.")
+def cache_prune(url: str, older_than: str) -> None:
+    """Remove entries older than AGE."""
+    from ..scale.cache import BuildCache, parse_age
+
+    gone = BuildCache(url).prune(parse_age(older_than))
+    click.echo(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} older than {older_than}")

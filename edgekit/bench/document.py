@@ -53,6 +53,9 @@ class BuildFigures(Contract):
     sqnr_db: float | None = None
     planned_bytes: int | None = None
     delegated_partitions: int | None = None
+    worker: str | None = None  # where it was built (a Dask worker's address, or host:pid); None: from the cache
+    attempts: int = 1  # > 1: a worker died and another one built it
+    peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound for this build)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class BenchRun(Contract):
     errors: list[BenchFailure]
     wall_seconds: float
     name: str | None = None
+    notes: list[str] = field(default_factory=list)  # the executor used, cache warnings
     device: str | None = None  # the device it was measured on (bench run --device), else this machine
     path: str | None = field(default=None, compare=False)
 

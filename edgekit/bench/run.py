@@ -6,15 +6,17 @@ import datetime as _dt
 import hashlib
 import importlib.util
 import json
+import os
 import time
 import uuid
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import BenchError, EdgekitError
-from ..manifest import MANIFEST_NAME, Manifest
+from ..errors import BenchError, EdgekitError, first_line
+from ..manifest import Manifest
 from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchFailure, BenchItem, BenchRun, BuildFigures, MachineFacts
-from .suite import Suite, SuiteModel, resolve_data_source
+from .suite import Suite, SuiteModel
 
 CACHE_ROOT = Path(".edgekit") / "cache" / "builds"
 
@@ -59,32 +61,97 @@ def build_key(model: SuiteModel, target: Any, versions: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _cached_build(model: SuiteModel, target_name: str, cache: Path, versions: dict) -> tuple[Manifest, Path, bool, float]:
+@dataclass
+class Built:
+    """One (model, target) build: its package here, and where and how it was made."""
+
+    manifest: Manifest
+    folder: Path
+    cached: bool
+    seconds: float
+    worker: str | None = None
+    attempts: int = 1
+    peak_rss_mb: float | None = None
+
+
+def build_all(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict, list[str]]:
+    """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache.
+
+    Returns:
+        ``({(model, target): Built}, {(model, target): error}, notes)``; notes say which executor ran and anything
+        the cache had to say (a corrupt entry rebuilt).
+
+    Raises:
+        CacheError, ExecutorError: the cache or the executor cannot be used (before anything is built).
+    """
+    from ..machine import machine_facts
     from ..manifest import read_manifest
-    from ..pipeline.build import build
+    from ..scale.cache import BuildCache
+    from ..scale.executor import build_task, make_executor, stack_facts
     from ..targets import load_target
 
-    target = load_target(target_name)
-    key = build_key(model, target, versions)
-    folder = cache / key
-    if (folder / MANIFEST_NAME).is_file():
+    store = BuildCache(cache)
+    store.check_writable()
+    versions = _versions(machine_facts())
+    mirror = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cache-mirror"
+    pairs = list(dict.fromkeys((m, t) for m, t, _ in suite.items()))
+    keys = {(m.name, t): build_key(m, load_target(t), versions) for m, t in pairs}
+    built, errors, todo = {}, {}, []
+    for m, t in pairs:
+        folder = store.get(keys[(m.name, t)], mirror)
+        if folder is not None:
+            built[(m.name, t)] = Built(read_manifest(folder), folder, True, 0.0)
+        else:
+            todo.append((m, t))
+    notes = []
+    if todo:
+        ex = make_executor(executor)
+        notes.append(f"{len(todo)} build(s) on {ex.describe}")
+        futures = {}
         try:
-            return read_manifest(folder), folder, True, 0.0
-        except EdgekitError:  # an entry from another edgekit, or damaged: build it again
-            pass
-    t0 = time.perf_counter()
-    res = build(model.spec, target, out=folder, inputs=model.inputs, calibration=resolve_data_source(model.calibration),
-                eval=resolve_data_source(model.eval), force=True)
-    return res.manifest, folder, False, time.perf_counter() - t0
+            ex.check_stack(stack_facts())
+            futures = {ex.submit(build_task, m, t, keys[(m.name, t)], store.url): (m, t) for m, t in todo}
+            for n, fut in enumerate(ex.as_completed(list(futures)), start=1):
+                m, t = futures[fut]
+                if progress:
+                    progress(f"built {m.name} × {t}", n, len(todo))
+                try:
+                    r = fut.result()
+                    folder = store.get(r["key"], mirror)
+                    if folder is None:
+                        raise BenchError(f"the build of {m.name} × {t} left no intact cache entry")
+                    built[(m.name, t)] = Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
+                                               _attempts(store, r["key"]), r["peak_rss_mb"])
+                except EdgekitError as exc:
+                    errors[(m.name, t)] = str(exc)
+                except Exception as exc:  # a worker that died twice (KilledWorker), a broken pool: this build failed
+                    errors[(m.name, t)] = f"build failed on the executor: {type(exc).__name__}: {first_line(exc)}"
+        except KeyboardInterrupt:
+            ex.cancel(list(futures))
+            raise
+        finally:
+            ex.close()
+    notes += store.warnings
+    return built, errors, notes
 
 
-def _item(model: SuiteModel, target: str, threads: int, manifest: Manifest, cached: bool, build_s: float, prof: Any) -> BenchItem:
+def _attempts(store: Any, key: str) -> int:
+    try:
+        return max(1, len(store.fs.ls(f"{store.root}/.attempts/{key}", detail=False)))
+    except FileNotFoundError:
+        return 1
+
+
+def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> BenchItem:
+    manifest = b.manifest
     acc = manifest.verify.accuracy
     prog = manifest.program
     return BenchItem(
         key=f"{model.name}|{Path(target).stem}|{threads}", model=model.name, target=Path(target).stem, threads=threads,
         engine=prof.engine,
-        build=BuildFigures(cached=cached, seconds=round(build_s, 3), sha256=prog.sha256, size_bytes=prog.size_bytes,
+        build=BuildFigures(cached=b.cached, seconds=round(b.seconds, 3), sha256=prog.sha256, size_bytes=prog.size_bytes,
+                           worker=b.worker, attempts=b.attempts, peak_rss_mb=b.peak_rss_mb,
                            compressed_size_bytes=prog.compressed_size_bytes, accuracy=acc.program if acc else None,
                            eager_accuracy=acc.eager if acc else None, sqnr_db=manifest.verify.sqnr_db,
                            planned_bytes=prog.planned_memory.planned_bytes,
@@ -105,7 +172,8 @@ def _options(suite: Suite, threads: int) -> Any:
                           timeout=r.timeout, max_seconds=r.max_seconds)
 
 
-def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: float, device: str | None = None) -> BenchRun:
+def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: float, device: str | None = None,
+              notes: list[str] | None = None) -> BenchRun:
     from ..machine import commit_facts
 
     if not results and errors:
@@ -116,50 +184,49 @@ def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: f
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), suite=suite.to_dict(),
         machine=MachineFacts.from_dict({k: facts.get(k) for k in MACHINE_KEYS if k in facts}), commit=commit_facts(suite.path.parent),
         settings=suite.run.to_dict(), results=results, errors=errors, wall_seconds=round(time.perf_counter() - t_start, 1),
-        device=device)
+        device=device, notes=list(notes or []))
 
 
 def _versions(facts: dict) -> dict:
     return {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
 
 
-def run_suite(suite: Suite, *, cache: Path = CACHE_ROOT, progress: Callable[[str, int, int], None] | None = None,
-              keep_going: bool = True) -> BenchRun:
-    """Build and profile every item of ``suite`` here; return the run document (not yet saved).
+def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> BenchRun:
+    """Build every item of ``suite`` (through ``executor``, into ``cache``), then profile each here, one at a time
+    and only once no build runs here any more; return the run document (not yet saved).
 
-    A failing item is recorded under ``errors`` and the others still run (``keep_going``).
+    A failing item is recorded under ``errors`` and the others still run.
 
     Raises:
-        BenchError: every item failed.
+        BenchError: every item failed. CacheError, ExecutorError: the cache or executor cannot be used.
     """
     from ..machine import machine_facts
     from ..profile.harness import profile
 
     t_start = time.perf_counter()
     facts = machine_facts()
-    versions = _versions(facts)
+    built, build_errors, notes = build_all(suite, cache=cache, executor=executor, progress=progress)
     items = suite.items()
     results, errors = [], []
-    builds: dict[tuple[str, str], tuple[Manifest, Path, bool, float]] = {}
     for i, (model, target, threads) in enumerate(items, start=1):
         if progress:
             progress(f"{model.name} × {target} × {threads} thread(s)", i, len(items))
         try:
-            if (model.name, target) not in builds:
-                builds[(model.name, target)] = _cached_build(model, target, cache, versions)
-            manifest, folder, cached, build_s = builds[(model.name, target)]
-            results.append(_item(model, target, threads, manifest, cached, build_s, profile(folder, options=_options(suite, threads))))
+            if (model.name, target) in build_errors:
+                raise BenchError(build_errors[(model.name, target)])
+            b = built[(model.name, target)]
+            results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads))))
         except EdgekitError as exc:
-            if not keep_going:
-                raise
             errors.append(BenchFailure(model.name, target, threads, str(exc)))
-    return _document(suite, facts, results, errors, t_start)
+    return _document(suite, facts, results, errors, t_start, notes=notes)
 
 
-def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: Path = CACHE_ROOT,
+def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
                          progress: Callable[[str, int, int], None] | None = None) -> tuple[list[BenchRun], list[str]]:
-    """Build every item once here, then profile it on every device: devices in parallel, each device one item at
-    a time (measurements never overlap on a device). One run document per device, under that device's machine id.
+    """Build every item once (through ``executor``), then profile it on every device: devices in parallel, each
+    device one item at a time (measurements never overlap on a device). One run document per device, under that
+    device's machine id.
 
     Returns:
         The runs, and one line per device that produced none (unreachable, every item failed).
@@ -174,15 +241,8 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: Path = CACH
 
     t_start = time.perf_counter()
     versions = _versions(machine_facts())
+    built, build_errors, notes = build_all(suite, cache=cache, executor=executor, progress=progress)
     items = suite.items()
-    builds, build_errors = {}, {}
-    for i, (model, target) in enumerate(dict.fromkeys((m, t) for m, t, _ in items), start=1):
-        if progress:
-            progress(f"building {model.name} × {target}", 0, len(items) * len(devices))
-        try:
-            builds[(model.name, target)] = _cached_build(model, target, cache, versions)
-        except EdgekitError as exc:
-            build_errors[(model.name, target)] = str(exc)
     done, lock = [0], Lock()
 
     def on_device(device: Any) -> BenchRun:
@@ -195,9 +255,8 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: Path = CACH
             try:
                 if (model.name, target) in build_errors:
                     raise BenchError(build_errors[(model.name, target)])
-                manifest, folder, cached, build_s = builds[(model.name, target)]
-                prof = profile(folder, options=_options(suite, threads), device=device)
-                results.append(_item(model, target, threads, manifest, cached, build_s, prof))
+                b = built[(model.name, target)]
+                results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads), device=device)))
             except EdgekitError as exc:
                 errors.append(BenchFailure(model.name, target, threads, str(exc)))
             with lock:
@@ -205,7 +264,7 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: Path = CACH
                 if progress:
                     progress(f"{device.name}: {model.name} × {target} × {threads}", done[0], len(items) * len(devices))
         return _document(suite, {**facts, **{k: v for k, v in versions.items() if k in MACHINE_KEYS}}, results, errors,
-                         t_start, device=device.name)
+                         t_start, device=device.name, notes=notes)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         futures = [pool.submit(on_device, d) for d in devices]

@@ -1,0 +1,170 @@
+"""Builds on a real Dask cluster (a scheduler and two workers started here on 127.0.0.1) and the fsspec build cache."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.bench.run import run_suite
+from edgekit.bench.suite import load_suite
+from edgekit.cli import cli
+from edgekit.device.loopback import free_port
+from edgekit.scale.executor import ExecutorError
+
+TESTS = Path(__file__).parent
+DASK = Path(sys.executable).with_name("dask")
+SUITE = ('schema_version = 1\nname = "scale"\n[run]\nruns = 10\nwarmup = 1\nwarmup_seconds = 0.0\n'
+         '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32", "xnnpack-int8"]\n'
+         '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8"]\n')
+
+
+def _start_cluster(folder: Path, workers: int, pythonpath: str) -> tuple[str, list]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=open(folder / "scheduler.log", "w"), env=env)]
+    for i in range(workers):
+        procs.append(subprocess.Popen([str(DASK), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "1", "--nthreads", "1",
+                                       "--no-dashboard", "--name", f"w{i}"], cwd=folder, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=open(folder / f"worker{i}.log", "w")))
+    from distributed import Client
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with Client(f"tcp://127.0.0.1:{port}", timeout="2s") as c:
+                if len(c.scheduler_info()["workers"]) == workers:
+                    return f"127.0.0.1:{port}", procs
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Dask cluster did not come up: {(folder / 'scheduler.log').read_text()[-500:]}")
+
+
+def _stop(procs):
+    for p in reversed(procs):
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dask")
+    address, procs = _start_cluster(d, 2, os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+    (d / "suite.toml").write_text(SUITE)
+    yield {"address": address, "dir": d, "suite": load_suite(d / "suite.toml")}
+    _stop(procs)
+
+
+def _shas(run):
+    return {r.key: r.build.sha256 for r in run.results}
+
+
+def test_builds_on_dask_equal_local_builds_and_the_cache_is_shared(cluster, tmp_path):
+    url = f"file://{tmp_path}/cache"
+    remote = run_suite(cluster["suite"], cache=url, executor=f"dask://{cluster['address']}")
+    assert not remote.errors and len(remote.results) == 3
+    assert {r.build.worker for r in remote.results} <= {f"tcp://{a}" for a in _workers(cluster)}
+    assert all(not r.build.cached and r.build.attempts == 1 and r.build.seconds > 0 for r in remote.results)
+    local = run_suite(cluster["suite"], cache=tmp_path / "local-cache", executor="local:1")
+    assert _shas(local) == _shas(remote)  # the same stack builds the same bytes, wherever it runs
+    again = run_suite(cluster["suite"], cache=url, executor=f"dask://{cluster['address']}")
+    assert all(r.build.cached for r in again.results) and not any("build(s) on" in n for n in again.notes)  # nothing built
+
+
+def _workers(cluster):
+    from distributed import Client
+
+    with Client(f"tcp://{cluster['address']}", timeout="5s") as c:
+        return [a.removeprefix("tcp://") for a in c.scheduler_info()["workers"]]
+
+
+def test_a_worker_killed_mid_build_is_retried_elsewhere(cluster, tmp_path):
+    from distributed import Client
+
+    (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
+                                         'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n')
+    suite = load_suite(tmp_path / "suite.toml")
+    cache = tmp_path / "cache"
+
+    def kill_the_builder():
+        with Client(f"tcp://{cluster['address']}", timeout="5s") as c:
+            pids = c.run(os.getpid)
+            for _ in range(400):
+                markers = list((cache / ".attempts").glob("*/*")) if (cache / ".attempts").exists() else []
+                if markers:
+                    time.sleep(0.5)
+                    addr = next(a for a in pids if a.replace("/", "_").replace(":", "_") == markers[0].name)
+                    os.kill(pids[addr], signal.SIGKILL)
+                    return
+                time.sleep(0.05)
+
+    t = threading.Thread(target=kill_the_builder)
+    t.start()
+    run = run_suite(suite, cache=str(cache), executor=f"dask://{cluster['address']}")
+    t.join()
+    assert not run.errors and run.results[0].build.attempts == 2  # the retry is recorded in the run file
+    deadline = time.time() + 60
+    while len(_workers(cluster)) < 2 and time.time() < deadline:  # the nanny restarts the killed worker
+        time.sleep(0.5)
+
+
+def test_a_worker_with_another_stack_is_refused_before_any_build(tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(TESTS.parent / "edgekit", other / "edgekit", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "edgekit" / "pipeline" / "build.py", "a") as f:
+        f.write("\n# a different edgekit\n")
+    address, procs = _start_cluster(tmp_path, 1, os.pathsep.join([str(other), str(TESTS)]))
+    try:
+        (tmp_path / "suite.toml").write_text(SUITE)
+        with pytest.raises(ExecutorError, match="runs a different stack .*edgekit_source"):
+            run_suite(load_suite(tmp_path / "suite.toml"), cache=tmp_path / "cache", executor=f"dask://{address}")
+        assert not (tmp_path / "cache" / ".attempts").exists()  # nothing was submitted
+    finally:
+        _stop(procs)
+
+
+def _one_line(r, code, fragment):
+    assert r.exit_code == code, r.output
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
+    assert len(err) == 1 and fragment in err[0] and "unexpected" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["--executor", "dask://127.0.0.1:1"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+    (["--executor", "cluster"], 2, "is not local, local:N or dask://HOST:PORT"),
+    (["--cache", "nosuchscheme://bucket/x"], 1, "no fsspec driver for nosuchscheme://"),
+    (["--cache", "/proc/edgekit-cache"], 1, "is not writable"),
+])
+def test_bad_executor_and_cache_are_one_line(cluster, tmp_path, args, code, fragment):
+    r = CliRunner().invoke(cli, ["bench", "run", str(cluster["dir"] / "suite.toml"), "--store", str(tmp_path / "st"),
+                                 "--cache", str(tmp_path / "c"), *args])
+    _one_line(r, code, fragment)
+
+
+def test_a_corrupt_cache_entry_is_rebuilt_and_said_once(cluster, tmp_path):
+    cache = tmp_path / "cache"
+    first = run_suite(cluster["suite"], cache=cache, executor="local:2")
+    entry = next(p for p in cache.iterdir() if (p / "model.pte").exists())
+    (entry / "model.pte").write_bytes(b"garbage")
+    second = run_suite(cluster["suite"], cache=cache, executor="local:2")
+    corrupt = [n for n in second.notes if "corrupt" in n]
+    assert len(corrupt) == 1 and entry.name in corrupt[0] and corrupt[0].endswith("rebuilt")  # said once
+    assert _shas(first) == _shas(second) and sum(not r.build.cached for r in second.results) >= 1
+    r = CliRunner().invoke(cli, ["cache", "ls", "--cache", str(cache)])
+    assert r.exit_code == 0 and "toy_models:mlp" in r.stdout
+    r = CliRunner().invoke(cli, ["cache", "prune", "--cache", str(cache), "--older-than", "0m"])
+    assert r.exit_code == 0 and "removed 3 entries" in r.stdout
+    json.dumps(second.to_dict())  # the run document stays valid JSON
