@@ -163,6 +163,12 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
         except ImportError:
             raise ExecutorError("--executor dask:// needs Dask distributed", "pip install 'edgekit[scale]'") from None
         address = "tcp://" + spec[len("dask://"):]
+        host, _, port = spec[len("dask://"):].rpartition(":")
+        try:  # a refused port fails at once, not after the client's own retries
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+        except (OSError, ValueError) as exc:
+            raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({exc})",
+                                "start one with `dask scheduler` and point --executor at its address") from None
         try:
             client = Client(address, timeout="10s")
         except (OSError, TimeoutError) as exc:
