@@ -220,6 +220,7 @@ class Manifest(Contract):
     budget: BudgetSection
     warnings: list[str]
     timings_s: dict[str, float]
+    build_peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound when it built more)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":

@@ -106,7 +106,8 @@ def build_all(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
             todo.append((m, t))
     notes = []
     if todo:
-        ex = make_executor(executor)
+        peaks = [b.manifest.build_peak_rss_mb for b in built.values() if b.manifest.build_peak_rss_mb]
+        ex = make_executor(executor, build_gb=max(peaks) / 1024 if peaks else None)
         notes.append(f"{len(todo)} build(s) on {ex.describe}")
         futures = {}
         try:

@@ -4,6 +4,7 @@ into a temp folder that is swapped into place whole (a failed or killed build le
 from __future__ import annotations
 
 import datetime as _dt
+import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ def assemble_manifest(st: "_BuildState", t_start: float, dynamic_batch: Any) -> 
         "budget": budget,
         "warnings": list(st.warnings),
         "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
+        "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     })
 
 

@@ -132,7 +132,8 @@ def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
     per = build_gb or DEFAULT_BUILD_GB
     free_gb = psutil.virtual_memory().available / 2**30
     n = max(1, min(cores, int(free_gb // per)))
-    why = f"{cores} cores, {free_gb:.1f} GiB free / {per:.1f} GiB per build" + ("" if build_gb else " (assumed)")
+    why = (f"{cores} cores, {free_gb:.1f} GiB free / {per:.1f} GiB per build"
+           + (" (the largest peak RSS of this suite's earlier builds)" if build_gb else " (assumed: no earlier build to go by)"))
     return n, why
 
 
