@@ -39,7 +39,7 @@ def main() -> None:
                     peaks[b.worker] = max(peaks[b.worker], b.peak_rss_mb or 0)
                 rows.append((label, wall, len(built), len(errors), dict(peaks)))
     print(f"default suite: {pairs} builds (model x target), cold cache each time, on this machine's cores")
-    print(f"{'executor':<32}{'wall s':>8}{'speed-up':>10}  built  failed  peak RSS per worker (MiB)")
+    print(f"{'executor':<32}{'wall s':>8}{'speed-up':>10}  built  failed  peak RSS per worker (MiB; local: pid, Dask: port)")
     for label, wall, n, failed, peaks in rows:
         print(f"{label:<32}{wall:>8.1f}{rows[0][1] / wall:>9.2f}x  {n:>5}  {failed:>6}  "
               + ", ".join(f"{w.rsplit(':', 1)[-1]}: {p:.0f}" for w, p in sorted(peaks.items())))

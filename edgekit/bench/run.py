@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import BenchError, EdgekitError, first_line
 from ..manifest import Manifest
@@ -74,13 +74,11 @@ class Built:
     peak_rss_mb: float | None = None
 
 
-def build_all(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict, list[str]]:
-    """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache.
-
-    Returns:
-        ``({(model, target): Built}, {(model, target): error}, notes)``; notes say which executor ran and anything
-        the cache had to say (a corrupt entry rebuilt).
+def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
+                progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> Iterator:
+    """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache; yield
+    ``((model, target), Built | error text)`` as each one is ready (cache hits first), so measuring can start behind
+    the builds. ``notes`` receives which executor ran and anything the cache had to say (a corrupt entry rebuilt).
 
     Raises:
         CacheError, ExecutorError: the cache or the executor cannot be used (before anything is built).
@@ -91,22 +89,23 @@ def build_all(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
     from ..scale.executor import build_task, make_executor, stack_facts
     from ..targets import load_target
 
+    notes = notes if notes is not None else []
     store = BuildCache(cache)
     store.check_writable()
     versions = _versions(machine_facts())
     mirror = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cache-mirror"
     pairs = list(dict.fromkeys((m, t) for m, t, _ in suite.items()))
     keys = {(m.name, t): build_key(m, load_target(t), versions) for m, t in pairs}
-    built, errors, todo = {}, {}, []
+    todo, peaks = [], []
     for m, t in pairs:
         folder = store.get(keys[(m.name, t)], mirror)
-        if folder is not None:
-            built[(m.name, t)] = Built(read_manifest(folder), folder, True, 0.0)
-        else:
+        if folder is None:
             todo.append((m, t))
-    notes = []
+            continue
+        manifest = read_manifest(folder)
+        peaks += [manifest.build_peak_rss_mb] if manifest.build_peak_rss_mb else []
+        yield (m.name, t), Built(manifest, folder, True, 0.0)
     if todo:
-        peaks = [b.manifest.build_peak_rss_mb for b in built.values() if b.manifest.build_peak_rss_mb]
         ex = make_executor(executor, build_gb=max(peaks) / 1024 if peaks else None)
         notes.append(f"{len(todo)} build(s) on {ex.describe}")
         futures = {}
@@ -122,18 +121,27 @@ def build_all(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
                     folder = store.get(r["key"], mirror)
                     if folder is None:
                         raise BenchError(f"the build of {m.name} × {t} left no intact cache entry")
-                    built[(m.name, t)] = Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
-                                               _attempts(store, r["key"]), r["peak_rss_mb"])
+                    done: Any = Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
+                                      _attempts(store, r["key"]), r["peak_rss_mb"])
                 except EdgekitError as exc:
-                    errors[(m.name, t)] = str(exc)
-                except Exception as exc:  # a worker that died twice (KilledWorker), a broken pool: this build failed
-                    errors[(m.name, t)] = f"build failed on the executor: {type(exc).__name__}: {first_line(exc)}"
-        except KeyboardInterrupt:
+                    done = str(exc)
+                except Exception as exc:  # a worker that died too often (KilledWorker), a broken pool: this build failed
+                    done = f"build failed on the executor: {type(exc).__name__}: {first_line(exc)}"
+                yield (m.name, t), done
+        except (KeyboardInterrupt, GeneratorExit):
             ex.cancel(list(futures))
             raise
         finally:
             ex.close()
     notes += store.warnings
+
+
+def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
+    """Every build of ``suite`` (see :func:`iter_builds`): ``({pair: Built}, {pair: error}, notes)``."""
+    notes: list[str] = []
+    built, errors = {}, {}
+    for pair, done in iter_builds(suite, notes=notes, **kwargs):
+        (built if isinstance(done, Built) else errors)[pair] = done
     return built, errors, notes
 
 
@@ -225,9 +233,9 @@ def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
 
 def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
                          progress: Callable[[str, int, int], None] | None = None) -> tuple[list[BenchRun], list[str]]:
-    """Build every item once (through ``executor``), then profile it on every device: devices in parallel, each
-    device one item at a time (measurements never overlap on a device). One run document per device, under that
-    device's machine id.
+    """Build every item once (through ``executor``) and profile it on every device as soon as its build is ready:
+    devices in parallel, each device one item at a time (measurements never overlap on a device; the builds do not
+    run on the devices). One run document per device, under that device's machine id.
 
     Returns:
         The runs, and one line per device that produced none (unreachable, every item failed).
@@ -235,6 +243,7 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
     Raises:
         BenchError: no device produced a run.
     """
+    import queue
     from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
 
@@ -242,9 +251,9 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
 
     t_start = time.perf_counter()
     versions = _versions(machine_facts())
-    built, build_errors, notes = build_all(suite, cache=cache, executor=executor, progress=progress)
     items = suite.items()
-    done, lock = [0], Lock()
+    queues = {d.name: queue.Queue() for d in devices}
+    done, lock, notes = [0], Lock(), []
 
     def on_device(device: Any) -> BenchRun:
         from ..device.devices import Ssh, device_facts
@@ -252,11 +261,11 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
 
         facts = device_facts(Ssh(device))
         results, errors = [], []
-        for model, target, threads in items:
+        while (job := queues[device.name].get()) is not None:
+            (model, target, threads), b = job
             try:
-                if (model.name, target) in build_errors:
-                    raise BenchError(build_errors[(model.name, target)])
-                b = built[(model.name, target)]
+                if not isinstance(b, Built):
+                    raise BenchError(b)
                 results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads), device=device)))
             except EdgekitError as exc:
                 errors.append(BenchFailure(model.name, target, threads, str(exc)))
@@ -269,6 +278,14 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         futures = [pool.submit(on_device, d) for d in devices]
+        try:
+            for (name, target), b in iter_builds(suite, cache=cache, executor=executor, notes=notes):
+                for item in [it for it in items if it[0].name == name and it[1] == target]:
+                    for q in queues.values():
+                        q.put((item, b))
+        finally:
+            for q in queues.values():
+                q.put(None)
     runs, failures = [], []
     for d, f in zip(devices, futures):
         try:

@@ -97,10 +97,14 @@ class Executor:
         return as_completed(futures)
 
     def cancel(self, futures: list) -> None:
+        """Ctrl-C: drop the queued builds and stop the running ones (the cache only ever holds whole entries)."""
         if self._client is not None:
             self._client.cancel(futures)
-        else:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            return
+        for proc in list(getattr(self._pool, "_processes", {}).values()):  # the pool has no public way to stop a task
+            proc.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
 
     def close(self) -> None:
         if self._client is not None:
