@@ -33,8 +33,9 @@ system-packages:
 	  fi; \
 	fi
 
+# Two test processes (one per core here), each file kept on one process so its module fixtures build once.
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf build .edgekit $(VENV)
