@@ -193,8 +193,12 @@ def cache_ls(url: str) -> None:
     from .. import render
     from ..scale.cache import BuildCache
 
+    entries = BuildCache(url).entries()
+    if not entries:
+        click.echo(f"no entries in {url}", err=True)
+        return
     t = render.table(None, ["key", "model", "target", "size KiB", "modified"], left=("key", "model", "target", "modified"))
-    for e in BuildCache(url).entries():
+    for e in entries:
         t.add_row(e.key, e.model or "?", e.target or "?", f"{e.size_bytes / 1024:.1f}",
                   e.modified.isoformat(timespec="seconds") if e.modified else "?")
     render.console(stderr=False).print(t)

@@ -68,6 +68,12 @@ def devices_list(devices_file: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in items], indent=2, default=str))
         return
+    if not items:
+        from .devices import DEFAULT_DEVICES_FILE
+
+        click.echo(f"no devices: {devices_file or DEFAULT_DEVICES_FILE} lists none (see `edgekit devices --help` for its "
+                   "format, or profile with --device ssh://user@host)", err=True)
+        return
     t = render.table(None, ["name", "host", "arch", "tags", "exec prefix"], left=("name", "host", "arch", "tags", "exec prefix"))
     for d in items:
         t.add_row(d.name, d.host + (f":{d.port}" if d.port else ""), d.arch or "(detect)", ", ".join(d.tags), d.exec_prefix or "–")
@@ -86,6 +92,12 @@ def devices_check(names: tuple, devices_file: str | None, as_json: bool) -> None
     from .remote import device_status
 
     targets = [resolve_device(n, devices_file) for n in names] if names else load_devices(devices_file)
+    if not targets:
+        from ..errors import UsageError
+        from .devices import DEFAULT_DEVICES_FILE
+
+        raise UsageError(f"no devices to check: {devices_file or DEFAULT_DEVICES_FILE} lists none",
+                         "name one (ssh://user@host works too), or add [[device]] tables to the devices file")
     rows, failed = [], 0
     for d in targets:
         try:
