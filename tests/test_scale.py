@@ -173,3 +173,24 @@ def test_a_corrupt_cache_entry_is_rebuilt_and_said_once(cluster, tmp_path):
     assert r.exit_code == 0 and "toy_models:mlp" in r.stdout
     r = CliRunner().invoke(cli, ["cache", "prune", "--cache", str(cache), "--older-than", "0m"])
     assert r.exit_code == 0 and "removed 3 entries" in r.stdout
+
+
+def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
+    (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
+                                         'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n')
+    cache = tmp_path / "cache"
+
+    def kill_the_builder():
+        for _ in range(600):
+            markers = list((cache / ".attempts").glob("*/*")) if (cache / ".attempts").exists() else []
+            if markers:
+                time.sleep(0.5)
+                os.kill(int(markers[0].name.rsplit("_", 1)[-1]), signal.SIGKILL)  # the marker is named host_pid
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_the_builder)
+    t.start()
+    run = run_suite(load_suite(tmp_path / "suite.toml"), cache=str(cache), executor="local:1")
+    t.join()
+    assert not run.errors and run.results[0].build.attempts == 2 and any("local process pool of 1" in n for n in run.notes)

@@ -108,32 +108,36 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
     if todo:
         ex = make_executor(executor, build_gb=max(peaks) / 1024 if peaks else None)
         notes.append(f"{len(todo)} build(s) on {ex.describe}")
-        futures = {}
         try:
             ex.check_stack(stack_facts())
-            futures = {ex.submit(build_task, m, t, keys[(m.name, t)], store.url): (m, t) for m, t in todo}
-            for n, fut in enumerate(ex.as_completed(list(futures)), start=1):
-                m, t = futures[fut]
+            jobs = [(m, t, keys[(m.name, t)], store.url) for m, t in todo]
+            for n, ((m, t, key, _), r, error) in enumerate(ex.run(build_task, jobs), start=1):
                 if progress:
                     progress(f"built {m.name} × {t}", n, len(todo))
-                try:
-                    r = fut.result()
-                    folder = store.get(r["key"], mirror)
-                    if folder is None:
-                        raise BenchError(f"the build of {m.name} × {t} left no intact cache entry")
-                    done: Any = Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
-                                      _attempts(store, r["key"]), r["peak_rss_mb"])
-                except EdgekitError as exc:
-                    done = str(exc)
-                except Exception as exc:  # a worker that died too often (KilledWorker), a broken pool: this build failed
-                    done = f"build failed on the executor: {type(exc).__name__}: {first_line(exc)}"
-                yield (m.name, t), done
+                yield (m.name, t), _built(store, mirror, m, t, key, r, error)
         except (KeyboardInterrupt, GeneratorExit):
-            ex.cancel(list(futures))
+            ex.cancel()
             raise
         finally:
             ex.close()
     notes += store.warnings
+
+
+def _built(store: Any, mirror: Path, m: SuiteModel, t: str, key: str, r: dict | None, error: BaseException | None) -> Any:
+    """A finished build task as a :class:`Built` (its package read back from the cache), or its error text."""
+    from ..manifest import read_manifest
+
+    if isinstance(error, EdgekitError):
+        return str(error)
+    if error is not None:  # a worker that died too often (KilledWorker), a broken pool: this build failed
+        return f"build failed on the executor: {type(error).__name__}: {first_line(error)}"
+    folder = store.get(key, mirror)
+    if folder is None:
+        return f"the build of {m.name} × {t} left no intact cache entry"
+    try:
+        return Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"], _attempts(store, key), r["peak_rss_mb"])
+    except EdgekitError as exc:
+        return str(exc)
 
 
 def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:

@@ -12,7 +12,7 @@ import os
 import platform
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -81,25 +81,54 @@ class Executor:
     describe: str
     _pool: Any = None
     _client: Any = None
+    _new_pool: Callable[[], Any] | None = None
+    _futures: dict = field(default_factory=dict)
 
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        if self._client is not None:
-            return self._client.submit(fn, *args, pure=False, retries=1)
-        return self._pool.submit(fn, *args)
+    def run(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
+        """Run ``fn(*job)`` for every job; yield ``(job, result, error)`` as each finishes.
 
-    def as_completed(self, futures: list) -> Iterator:
+        A job whose worker died is run once more on another worker: Dask reschedules it itself; a local pool that
+        lost a process is replaced and the jobs it was running are submitted again, once.
+        """
         if self._client is not None:
             from distributed import as_completed
 
-            return iter(as_completed(futures))
+            self._futures = {self._client.submit(fn, *job, pure=False, retries=1): job for job in jobs}
+            for fut in as_completed(list(self._futures)):
+                yield self._outcome(fut, self._futures[fut])
+            return
         from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
-        return as_completed(futures)
+        tries = {job: 1 for job in jobs}
+        pending = {self._pool.submit(fn, *job): job for job in jobs}
+        while pending:
+            self._futures = pending
+            broken = []
+            for fut in as_completed(list(pending)):
+                job = pending[fut]
+                if isinstance(fut.exception(), BrokenProcessPool) and tries[job] < 2:
+                    broken.append(job)  # the pool lost a process: every job it held failed with it
+                    continue
+                yield self._outcome(fut, job)
+            if broken:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                for job in broken:
+                    tries[job] += 1
+            pending = {self._pool.submit(fn, *job): job for job in broken}
 
-    def cancel(self, futures: list) -> None:
+    @staticmethod
+    def _outcome(fut: Any, job: tuple) -> tuple[tuple, Any, BaseException | None]:
+        try:
+            return job, fut.result(), None
+        except Exception as exc:  # the task's own error, a worker that died too often, a broken pool
+            return job, None, exc
+
+    def cancel(self) -> None:
         """Ctrl-C: drop the queued builds and stop the running ones (the cache only ever holds whole entries)."""
         if self._client is not None:
-            self._client.cancel(futures)
+            self._client.cancel(list(self._futures))
             return
         for proc in list(getattr(self._pool, "_processes", {}).values()):  # the pool has no public way to stop a task
             proc.terminate()
@@ -160,8 +189,10 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
-        return Executor(spec, n, f"local process pool of {n} ({why})", _pool=pool)
+        def new_pool() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+
+        return Executor(spec, n, f"local process pool of {n} ({why})", _pool=new_pool(), _new_pool=new_pool)
     if spec.startswith("dask://"):
         try:
             from distributed import Client
