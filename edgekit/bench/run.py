@@ -75,10 +75,12 @@ class Built:
 
 
 def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
-                progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None) -> Iterator:
+                progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
+                state: dict | None = None) -> Iterator:
     """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache; yield
     ``((model, target), Built | error text)`` as each one is ready (cache hits first), so measuring can start behind
-    the builds. ``notes`` receives which executor ran and anything the cache had to say (a corrupt entry rebuilt).
+    the builds. ``notes`` receives which executor ran and anything the cache had to say (a corrupt entry rebuilt);
+    ``state["builds_here"]`` says whether builds may run on this machine (set once the executor is up).
 
     Raises:
         CacheError, ExecutorError: the cache or the executor cannot be used (before anything is built).
@@ -108,6 +110,8 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
     if todo:
         ex = make_executor(executor, build_gb=max(peaks) / 1024 if peaks else None)
         notes.append(f"{len(todo)} build(s) on {ex.describe}")
+        if state is not None:
+            state["builds_here"] = ex.builds_here
         try:
             ex.check_stack(stack_facts())
             jobs = [(m, t, keys[(m.name, t)], store.url) for m, t in todo]
@@ -206,8 +210,9 @@ def _versions(facts: dict) -> dict:
 
 def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> BenchRun:
-    """Build every item of ``suite`` (through ``executor``, into ``cache``), then profile each here, one at a time
-    and only once no build runs here any more; return the run document (not yet saved).
+    """Build every item of ``suite`` (through ``executor``, into ``cache``) and profile each here, one at a time: once
+    no build runs here any more, or (Dask workers on other machines only) as soon as its build is ready. Returns
+    the run document (not yet saved).
 
     A failing item is recorded under ``errors`` and the others still run.
 
@@ -219,19 +224,27 @@ def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
 
     t_start = time.perf_counter()
     facts = machine_facts()
-    built, build_errors, notes = build_all(suite, cache=cache, executor=executor, progress=progress)
-    items = suite.items()
-    results, errors = [], []
-    for i, (model, target, threads) in enumerate(items, start=1):
+    items, notes, state = suite.items(), [], {}
+    results, errors, ready = [], [], []
+
+    def measure(model: Any, target: str, threads: int, b: Any) -> None:
         if progress:
-            progress(f"{model.name} × {target} × {threads} thread(s)", i, len(items))
+            progress(f"{model.name} × {target} × {threads} thread(s)", len(results) + len(errors) + 1, len(items))
         try:
-            if (model.name, target) in build_errors:
-                raise BenchError(build_errors[(model.name, target)])
-            b = built[(model.name, target)]
+            if not isinstance(b, Built):
+                raise BenchError(b)
             results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads))))
         except EdgekitError as exc:
             errors.append(BenchFailure(model.name, target, threads, str(exc)))
+
+    for (name, target), b in iter_builds(suite, cache=cache, executor=executor, notes=notes, state=state):
+        for model, t, threads in (it for it in items if it[0].name == name and it[1] == target):
+            if state.get("builds_here", True):
+                ready.append((model, t, threads, b))  # builds may run on this machine: measure once they are done
+            else:
+                measure(model, t, threads, b)  # the builds run on other machines: measure behind them
+    for job in ready:
+        measure(*job)
     return _document(suite, facts, results, errors, t_start, notes=notes)
 
 

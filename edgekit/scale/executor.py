@@ -125,6 +125,18 @@ class Executor:
         except Exception as exc:  # the task's own error, a worker that died too often, a broken pool
             return job, None, exc
 
+    @property
+    def builds_here(self) -> bool:
+        """Whether builds may run on this machine (then measuring here must wait for them to end)."""
+        if self._client is None:
+            return True
+        import psutil
+
+        local = {"127.0.0.1", "localhost", socket.gethostname()}
+        local |= {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        hosts = {a.split("://")[-1].rsplit(":", 1)[0] for a in self._client.scheduler_info().get("workers", {})}
+        return bool(hosts & local)
+
     def cancel(self) -> None:
         """Ctrl-C: drop the queued builds and stop the running ones (the cache only ever holds whole entries)."""
         if self._client is not None:
