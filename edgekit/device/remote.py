@@ -94,8 +94,10 @@ def ensure_bundle(ssh: Ssh, facts: dict, workdir: str) -> tuple[Bundle, str, int
         return bundle, remote, 0
     payload = _tar({rel: bundle.path / rel for rel in [*bundle.files, "bundle.json"]})
     tmp = f"{remote}.{secrets.token_hex(4)}.tmp"
-    ssh.run(f"mkdir -p {shlex.quote(tmp)} && tar -xzf - -C {shlex.quote(tmp)} && mv {shlex.quote(tmp)} {q} "
-            f"|| {{ rm -rf {shlex.quote(tmp)}; exit 1; }}", data=payload, timeout=600)
+    t = shlex.quote(tmp)
+    # Another edgekit may push the same bundle at the same time: whoever renames first wins, the other discards its copy.
+    ssh.run(f"mkdir -p {t} && tar -xzf - -C {t} || {{ rm -rf {t}; exit 1; }}; "
+            f"if [ -d {q} ]; then rm -rf {t}; else mv {t} {q} || {{ rm -rf {t}; exit 1; }}; fi", data=payload, timeout=600)
     return bundle, remote, len(payload)
 
 
