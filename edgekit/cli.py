@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from ._options import Finite
+from .profile.protocol import SELECTABLE_ENGINES
 from .errors import EdgekitError, first_line
 
 
@@ -171,7 +172,7 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
               help="Input spec for --eager, e.g. 1x3x224x224.")
 @click.option("--inputs", "inputs_file", type=click.Path(), help="Real inputs (.npz/.pt) instead of random ones.")
 @click.option("--batch", type=click.IntRange(1), help="Batch size to run (programs built with --dynamic-batch; default: their largest).")
-@click.option("--engine", type=click.Choice(["auto", "native", "python"]), default="auto", show_default=True,
+@click.option("--engine", type=click.Choice(SELECTABLE_ENGINES), default="auto", show_default=True,
               help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.")
 @click.option("--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's).")
 @click.option("--cpus", metavar="LIST", help="Pin the worker to these CPUs, e.g. 0,1.")

@@ -35,9 +35,9 @@ from typing import Any
 
 from ..errors import BenchError
 from ..models import InputSpec, parse_input_spec
+from ..profile.protocol import SELECTABLE_ENGINES
 
 SCHEMA_VERSION = 1
-ENGINES = ("auto", "native", "python")
 _TOP_KEYS = ("schema_version", "name", "description", "run", "model")
 _RUN_KEYS = ("runs", "warmup", "warmup_seconds", "threads", "engine", "timeout", "max_seconds")
 _MODEL_KEYS = ("name", "spec", "inputs", "targets", "threads", "calibration", "eval", "description")
@@ -155,8 +155,8 @@ def load_suite(path: str | Path) -> Suite:
             max_seconds=float(run_table.get("max_seconds", 60.0)))
     except (TypeError, ValueError) as exc:
         raise _err(p, run_line, f"[run] has a value of the wrong type: {exc}") from None
-    if run.engine not in ENGINES:
-        raise _err(p, _line_of(text, "engine", run_line), f"engine {run.engine!r} is not valid", "valid: " + ", ".join(ENGINES))
+    if run.engine not in SELECTABLE_ENGINES:
+        raise _err(p, _line_of(text, "engine", run_line), f"engine {run.engine!r} is not valid", "valid: " + ", ".join(SELECTABLE_ENGINES))
     if run.runs < 1 or run.warmup < 0:
         raise _err(p, run_line, "runs must be >= 1 and warmup >= 0")
     for key in ("warmup_seconds", "timeout", "max_seconds"):

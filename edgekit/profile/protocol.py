@@ -50,6 +50,10 @@ class Engine(str, enum.Enum):
     EAGER = "eager"  # eager PyTorch, for comparison
 
 
+#: The engines a user may choose (eager is chosen by --eager, not by name).
+SELECTABLE_ENGINES = tuple(e.value for e in Engine if e is not Engine.EAGER)
+
+
 class Loader(str, enum.Enum):
     MMAP = "mmap"
     FILE = "file"
