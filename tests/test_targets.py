@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from edgekit.errors import ConfigError, TargetNotFoundError
@@ -79,3 +81,17 @@ def test_replace_validates():
     assert t.prune.sparsity == 0.5 and t.name == "y"
     with pytest.raises(ConfigError):
         t.replace(prune__sparsity=1.0)
+
+
+def test_builtin_targets_carry_no_device_budgets():
+    for t in list_targets():  # a generic recipe cannot know the user's device: no size, latency or memory caps
+        assert t.budget.max_size_mb is None and t.budget.max_p50_ms is None and t.budget.max_peak_rss_mb is None, t.name
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "targets" / "examples").glob("*.toml")))
+def test_example_device_targets_load_round_trip_and_carry_budgets(path, tmp_path):
+    t = load_target(path)
+    assert t.budget.max_size_mb and t.budget.max_p50_ms and t.budget.max_peak_rss_mb and "EXAMPLE" in t.description
+    (tmp_path / "t.toml").write_text(t.to_toml())
+    assert load_target(tmp_path / "t.toml") == t
+    assert t.name not in [b.name for b in list_targets()]  # examples are files to copy, not built-ins
