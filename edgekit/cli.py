@@ -87,6 +87,8 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option("--finetune-lr", type=Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
 @click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION",
               help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
+@click.option("--task", type=click.Choice(["classify", "embed", "regress"]),
+              help="What the first output is, for the verify figures (default: guessed from the output and the data).")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json).")
 @click.option("--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
@@ -94,7 +96,8 @@ RATIO = Finite(0, 1, max_open=True)
 def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
           prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple, prune_importance: str | None,
           prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
-          finetune_lr: float | None, max_accuracy_drop: float | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
+          finetune_lr: float | None, max_accuracy_drop: float | None, task: str | None, out: str, force: bool, as_json: bool,
+          quiet: bool) -> None:
     """Build MODEL into a verified ExecuTorch package: load → prune → export → quantize → lower → verify → package.
 
     MODEL is package.module:factory, path/to/file.py:factory, or a .pt2 saved with torch.export.save.
@@ -117,7 +120,8 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
     try:
         result = run_build(model, tgt, out=out, inputs=inputs, calibration=calibration, eval=eval_data, dynamic_batch=dynamic_batch,
-                           finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, progress=progress)
+                           finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, task=task,
+                           progress=progress)
     finally:
         progress.close()
     _emit_json(result.manifest.to_dict()) if as_json else render.build_summary(result)

@@ -161,6 +161,7 @@ class OutputFidelity(Contract):
     exact: bool
     cosine_similarity: float
     top1_agreement: float | None = None
+    cosine_min: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,10 @@ class VerifySection(Contract):
     accuracy: Accuracy | None = None
     accuracy_note: str | None = None
     reference: str = "the eager model"
+    task: str | None = None  # classify | embed | regress: which figures apply (pipeline.verify.Task)
+    task_reason: str | None = None  # "given with --task", or why it was guessed
+    cosine_min: float | None = None  # the worst sample's cosine (cosine_similarity is the mean)
+    nn_agreement: float | None = None  # embed: share of samples whose nearest neighbour stays the same
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,17 @@ def _prune_rows(p: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def _fidelity(v: Any) -> str:
+    """The verify figures that mean something for what the output is (VerifySection.task)."""
+    if v.task == "embed":
+        nn = f", nearest-neighbour agreement {v.nn_agreement:.1%}" if v.nn_agreement is not None else ""
+        return f"cosine mean {v.cosine_similarity:.5f}, min {v.cosine_min:.5f}{nn}, SQNR {fmt_db(v.sqnr_db)}"
+    if v.task == "regress":
+        return f"SQNR {fmt_db(v.sqnr_db)}, max |err| {v.max_abs_error:.3g}"
+    top1 = f", top-1 agreement {v.top1_agreement:.1%}" if v.top1_agreement is not None else ""
+    return f"SQNR {fmt_db(v.sqnr_db)}, cosine {v.cosine_similarity:.5f}, max |err| {v.max_abs_error:.3g}{top1}"
+
+
 def build_summary(result: Any) -> None:
     """The build's manifest, one line per thing a user checks."""
     m = result.manifest
@@ -136,9 +147,9 @@ def build_summary(result: Any) -> None:
     t.add_row("planned memory", f"{prog.planned_memory.planned_bytes / 1024:.1f} KiB")
     t.add_row("delegation", f"{d.delegated_partitions} partition(s), {d.delegated_nodes} nodes delegated, "
                             f"{d.portable_nodes} on portable kernels")
-    t.add_row("verify", f"{v.samples} samples from {v.data}: SQNR {fmt_db(v.sqnr_db)}, cosine {v.cosine_similarity:.5f}, "
-                        f"max |err| {v.max_abs_error:.3g}"
-              + (f", top-1 agreement {v.top1_agreement:.1%}" if v.top1_agreement is not None else ""))
+    t.add_row("verify", f"{v.samples} samples from {v.data}: " + _fidelity(v))
+    if v.task:
+        t.add_row("output kind", f"{v.task} ({v.task_reason})")
     if v.accuracy_note:
         t.add_row("accuracy", v.accuracy_note)
     if v.accuracy:

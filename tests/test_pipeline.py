@@ -207,3 +207,25 @@ def test_labels_for_a_non_classifier_are_noted_not_crashed_on(tmp_path):
     res = edgekit.build("toy_models:regressor", "xnnpack-fp32", out=tmp_path / "o", eval=tmp_path / "eval.npz")
     v = res.manifest.to_dict()["verify"]
     assert v["accuracy"] is None and "not N x classes" in v["accuracy_note"] and v["samples"] == 8
+
+
+def test_verify_figures_fit_what_the_output_is(tmp_path, int8_build):
+    assert int8_build.manifest.verify.task == "classify" and int8_build.manifest.verify.top1_agreement is not None
+    reg = edgekit.build("toy_models:regressor", "xnnpack-fp32", out=tmp_path / "r")
+    assert reg.manifest.verify.task == "regress" and reg.manifest.verify.top1_agreement is None
+    emb = edgekit.build("toy_models:mlp", "xnnpack-int8-dynamic", out=tmp_path / "e", task="embed", verify_samples=16)
+    v = emb.manifest.verify
+    assert v.task == "embed" and v.task_reason == "given with --task" and v.top1_agreement is None
+    assert 0.9 < v.cosine_min <= v.cosine_similarity <= 1.0 and 0.5 <= v.nn_agreement <= 1.0
+    r = CliRunner().invoke(cli, ["build", "toy_models:mlp", "-t", "xnnpack-int8-dynamic", "--task", "embed", "-o", tmp_path / "c", "-q"])
+    assert r.exit_code == 0 and "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
+
+
+def test_the_output_kind_is_guessed_from_shape_values_and_labels():
+    from edgekit.pipeline.verify import Task, guess_task
+
+    logits = torch.randn(8, 10)
+    assert guess_task(logits, labelled=False)[0] is Task.CLASSIFY and guess_task(logits, labelled=True)[0] is Task.CLASSIFY
+    assert guess_task(torch.nn.functional.normalize(torch.randn(8, 384), dim=1), labelled=False)[0] is Task.EMBED
+    assert guess_task(torch.randn(8, 32, 384), labelled=False)[0] is Task.EMBED  # a last hidden state
+    assert guess_task(torch.randn(8, 1), labelled=False)[0] is Task.REGRESS

@@ -76,6 +76,7 @@ def build(
     force: bool = False,
     verify_samples: int = 32,
     seed: int = 0,
+    task: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
@@ -95,6 +96,8 @@ def build(
             given and the target says 0).
         force: replace an existing package at ``out`` (never a file or a folder that is not a package).
         verify_samples: how many held-out samples to verify on when ``eval`` is not given.
+        task: what the model's first output is (``classify``, ``embed``, ``regress``), so verification reports the
+            figures that fit it; guessed from the output and the data when None.
         progress: called with a :class:`~edgekit.pipeline.stages.StageEvent` at each stage's start and end.
 
     Returns:
@@ -117,7 +120,7 @@ def build(
     st.exported = _export(st, st.reference, dynamic_batch, st.stages)
     st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
     _lower(st, dynamic_batch)
-    _verify(st, dynamic_batch, verify_samples)
+    _verify(st, dynamic_batch, verify_samples, task)
     from .package import write_package
 
     return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start, dynamic_batch), str(st.out))
@@ -221,7 +224,7 @@ def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
         note="sparsity shrinks the compressed download, not the .pte or the latency")
 
 
-def _verify(st: _BuildState, dynamic_batch: DynamicBatch | None, verify_samples: int) -> None:
+def _verify(st: _BuildState, dynamic_batch: DynamicBatch | None, verify_samples: int, task: str | None) -> None:
     """Run held-out data through the program (from memory) and the eager reference, and compare."""
     from .verify import verify_program
 
@@ -238,7 +241,7 @@ def _verify(st: _BuildState, dynamic_batch: DynamicBatch | None, verify_samples:
     else:
         batch = int(examples[0].shape[0])
     verify = st.stages.run(Stage.VERIFY, lambda: verify_program(st.lowered.pte, st.reference.module, data, batch=batch,
-                                                                labelled=st.eval_ds is not None), data.source)
+                                                                labelled=st.eval_ds is not None, task=task), data.source)
     if st.prune.applied:
         verify = _original_accuracy(st, verify, data)
     st.verify = verify

@@ -1,13 +1,18 @@
-"""Stage 5: run the lowered program through the ExecuTorch runtime and compare it with eager fp32.
+"""The verify stage: run the lowered program through the ExecuTorch runtime and compare it with eager fp32.
 
 Metrics per output: max/mean absolute error, SQNR in dB (10·log10(Σref² / Σ(ref−out)²); ``null`` with
-``exact: true`` when the outputs are identical), and cosine similarity (mean over samples). For outputs that
-look like class scores (2-D, more than one column) the top-1 agreement between eager and program. With
-labelled evaluation data: top-1 accuracy of the eager model and of the program, and the drop.
+``exact: true`` when the outputs are identical), and cosine similarity (per sample: mean and minimum). Then the
+figures that fit what the first output *is* (:class:`Task`, guessed from the output and the data, or given):
+
+* ``classify`` (class scores): top-1 agreement between eager and program; with labels, top-1 accuracy and the drop;
+* ``embed`` (embeddings, hidden states): per-sample cosine (min, mean) and nearest-neighbour agreement over the
+  verification set (does each sample's closest other sample stay the same?);
+* ``regress`` (anything else): SQNR and maximum error only.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,44 @@ from ..data import Dataset
 from ..errors import DataError
 from ..manifest import Accuracy, OutputFidelity, VerifySection
 from ..program import InProcessProgram
+
+
+class Task(str, enum.Enum):
+    """What a model's first output is, so that verification reports the figures that mean something for it."""
+
+    CLASSIFY = "classify"
+    EMBED = "embed"
+    REGRESS = "regress"
+
+
+def guess_task(first_out: Any, labelled: bool) -> tuple[Task, str]:
+    """(task, why) from the first output's shape and values, and whether the data has labels."""
+    import torch
+
+    if labelled:
+        return Task.CLASSIFY, "guessed: the data has labels"
+    if first_out.dim() >= 3 and first_out.shape[-1] >= 16:
+        return Task.EMBED, f"guessed: a {first_out.dim()}-D output (N x ... x {first_out.shape[-1]}) looks like hidden states"
+    if first_out.dim() == 2 and first_out.shape[1] >= 2:
+        norms = torch.linalg.vector_norm(first_out.double(), dim=1)
+        if bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)):
+            return Task.EMBED, "guessed: rows of unit length look like normalised embeddings"
+        return Task.CLASSIFY, f"guessed: an N x {first_out.shape[1]} output looks like class scores (--task embed if not)"
+    return Task.REGRESS, f"guessed: an output of shape {tuple(first_out.shape)} is neither class scores nor embeddings"
+
+
+def nn_agreement(ref: Any, got: Any) -> float | None:
+    """Share of samples whose nearest other sample (by cosine) is the same for eager and program outputs."""
+    import torch
+
+    if ref.shape[0] < 3:
+        return None
+    a = torch.nn.functional.normalize(ref.reshape(ref.shape[0], -1).double(), dim=1)
+    b = torch.nn.functional.normalize(got.reshape(got.shape[0], -1).double(), dim=1)
+    sa, sb = a @ a.T, b @ b.T
+    sa.fill_diagonal_(-2)
+    sb.fill_diagonal_(-2)
+    return round(float((sa.argmax(1) == sb.argmax(1)).double().mean()), 6)
 
 
 def compare_outputs(ref: Any, got: Any) -> dict:
@@ -36,6 +79,7 @@ def compare_outputs(ref: Any, got: Any) -> dict:
         "sqnr_db": None if noise == 0 else (round(10 * math.log10(signal / noise), 3) if signal > 0 else None),
         "exact": noise == 0,
         "cosine_similarity": round(float(cos.mean()), 6),
+        "cosine_min": round(float(cos.min()), 6),
     }
     if ref.dim() == 2 and ref.shape[1] > 1:
         out["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).double().mean())
@@ -43,7 +87,7 @@ def compare_outputs(ref: Any, got: Any) -> dict:
 
 
 def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, batch: int = 1,
-                   labelled: bool = False) -> VerifySection:
+                   labelled: bool = False, task: Task | str | None = None) -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
     Args:
@@ -52,6 +96,7 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
         data: held-out samples (never the calibration ones).
         batch: samples per call (the program's static batch, or a chunk when the batch is dynamic).
         labelled: report accuracy when ``data.labels`` is set.
+        task: what the first output is (``classify``, ``embed``, ``regress``); guessed when None.
 
     Returns:
         The verify section of the manifest.
@@ -85,6 +130,8 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
     sqnrs = [o.sqnr_db for o in fid if o.sqnr_db is not None]
     accuracy, note = None, None
     first_out = eager_out[0][0]
+    kind, why = (Task(task), "given with --task") if task else guess_task(first_out, labelled and data.labels is not None)
+    first_ref, first_got = torch.cat([b[0] for b in eager_out]).float(), torch.cat([b[0] for b in pte_out]).float()
     if labelled and data.labels is not None and (first_out.dim() != 2 or first_out.shape[1] < 2):
         note = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "
                 "not N x classes: top-1 accuracy does not apply")
@@ -96,5 +143,7 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
     return VerifySection(
         samples=n, data=data.source, max_abs_error=max(o.max_abs_error for o in fid), mean_abs_error=fid[0].mean_abs_error,
         sqnr_db=min(sqnrs) if sqnrs else None, exact=all(o.exact for o in fid),
-        cosine_similarity=min(o.cosine_similarity for o in fid), outputs=fid, top1_agreement=fid[0].top1_agreement,
-        accuracy=accuracy, accuracy_note=note)
+        cosine_similarity=min(o.cosine_similarity for o in fid), outputs=fid,
+        top1_agreement=fid[0].top1_agreement if kind is Task.CLASSIFY else None,
+        accuracy=accuracy, accuracy_note=note, task=kind.value, task_reason=why, cosine_min=min(o.cosine_min for o in fid),
+        nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None)
