@@ -87,6 +87,8 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option("--finetune-lr", type=Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
 @click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION",
               help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
+@click.option("--quantize-embeddings", type=click.Choice(["none", "int8", "int4"]),
+              help="Weight-only quantization of nn.Embedding tables (overrides the target's [quantize] embeddings).")
 @click.option("--task", type=click.Choice(["classify", "embed", "regress"]),
               help="What the first output is, for the verify figures (default: guessed from the output and the data).")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json).")
@@ -96,8 +98,8 @@ RATIO = Finite(0, 1, max_open=True)
 def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
           prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple, prune_importance: str | None,
           prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
-          finetune_lr: float | None, max_accuracy_drop: float | None, task: str | None, out: str, force: bool, as_json: bool,
-          quiet: bool) -> None:
+          finetune_lr: float | None, max_accuracy_drop: float | None, quantize_embeddings: str | None, task: str | None,
+          out: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Build MODEL into a verified ExecuTorch package: load → prune → export → quantize → lower → verify → package.
 
     MODEL is package.module:factory, path/to/file.py:factory, or a .pt2 saved with torch.export.save.
@@ -109,10 +111,12 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
     from . import render
     from ._fs import check_output
     from .pipeline.build import build as run_build
-    from .targets import load_target, with_build_options
+    from .target_overrides import with_build_options
+    from .targets import load_target
 
     tgt = with_build_options(load_target(target), has_eval=eval_data is not None, prune_layer=prune_layer,
-                             prune_ignore=prune_ignore, max_accuracy_drop=max_accuracy_drop, structured_ratio=prune_channels,
+                             prune_ignore=prune_ignore, max_accuracy_drop=max_accuracy_drop, quantize_embeddings=quantize_embeddings,
+                             structured_ratio=prune_channels,
                              sparsity=sparsity, importance=prune_importance, scope=prune_scope, round_to=prune_round_to)
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)

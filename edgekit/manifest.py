@@ -100,6 +100,8 @@ class QuantizeSection(Contract):
     calibration_samples: int | None = None
     calibration_batch: int | None = None
     calibration: str | None = None  # the data's source, or "random"
+    embeddings: str = "none"  # none | int8 | int4: weight-only, per row, fused to ExecuTorch's quantized embedding ops
+    embedding_tables: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

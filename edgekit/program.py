@@ -255,6 +255,7 @@ class InProcessProgram:
 
         name = "the lowered program" if isinstance(program, (bytes, bytearray)) else str(program)
         with quiet():
+            import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed::embedding_byte & co.)
             from executorch.runtime import Runtime
 
             try:

@@ -131,7 +131,8 @@ def build_summary(result: Any) -> None:
     t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), wrap=(" ",), show_header=False)
     t.columns[0].style = "bold"
     t.add_row("model", m.model.spec)
-    t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme})")
+    emb = f", embeddings={m.quantize.embeddings} ({len(m.quantize.embedding_tables)} table(s))" if m.quantize.embedding_tables else ""
+    t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme}{emb})")
     if m.quantize.applied:
         t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples)")
     if m.prune.applied:

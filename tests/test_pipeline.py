@@ -229,3 +229,25 @@ def test_the_output_kind_is_guessed_from_shape_values_and_labels():
     assert guess_task(torch.nn.functional.normalize(torch.randn(8, 384), dim=1), labelled=False)[0] is Task.EMBED
     assert guess_task(torch.randn(8, 32, 384), labelled=False)[0] is Task.EMBED  # a last hidden state
     assert guess_task(torch.randn(8, 1), labelled=False)[0] is Task.REGRESS
+
+
+@pytest.mark.parametrize("kind, op", [("int8", "quantized_decomposed::embedding_byte.out"),
+                                      ("int4", "quantized_decomposed::embedding_4bit.out")])
+def test_embedding_tables_are_quantized_and_run_on_the_quantized_kernels(tmp_path, kind, op):
+    inputs = [parse_input_spec("1x6:int64"), parse_input_spec("1x4")]
+    plain = edgekit.build("toy_models:two_inputs", load_target("xnnpack-int8-dynamic").replace(quantize__embeddings="none"),
+                          out=tmp_path / "plain", inputs=inputs)
+    res = edgekit.build("toy_models:two_inputs", load_target("xnnpack-int8-dynamic").replace(quantize__embeddings=kind),
+                        out=tmp_path / kind, inputs=inputs)
+    q = res.manifest.quantize
+    assert q.embeddings == kind and q.embedding_tables == ["emb"] and plain.manifest.quantize.embedding_tables == []
+    assert op in inspect_program(res.pte_path).method().operators
+    assert res.manifest.program.size_bytes < plain.manifest.program.size_bytes  # 50 x 16 fp32 → int8/int4 rows
+    assert res.manifest.verify.cosine_similarity > 0.99  # verified against the fp32 eager model
+    for engine in ("native", "python"):  # both workers carry the quantized embedding kernels
+        assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0, engine=engine).latency_ms.count == 5
+
+
+def test_the_dynamic_target_quantizes_embeddings_by_default():
+    assert load_target("xnnpack-int8-dynamic").quantize.embeddings.value == "int8"
+    assert load_target("xnnpack-int8").quantize.embeddings.value == "none"

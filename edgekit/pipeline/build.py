@@ -17,7 +17,7 @@ from ..data import Dataset, random_dataset, resolve_data
 from ..errors import PruneError
 from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
-from ..targets import Backend, QuantScheme, Target, load_target
+from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
 from .stages import SilentRunner, Stage, StageEvent, StageRunner
 
 DEFAULT_FINETUNE_EPOCHS = 3
@@ -58,6 +58,7 @@ class _BuildState:
     deflated: int = 0
     size_comparison: SizeComparison | None = None
     verify: Any = None
+    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
     warnings: list[str] = field(default_factory=list)
 
 
@@ -172,8 +173,17 @@ def _prune(st: _BuildState, finetune_epochs: int | None, finetune_lr: float | No
 
 
 def _export(st: _BuildState, model: LoadedModel, dynamic_batch: DynamicBatch | None, stages: StageRunner) -> Any:
+    """Export; embedding tables are quantized on the eager module first (torchao works on nn.Modules), a copy."""
     from .export import export_model
 
+    embeddings = st.target.quantize.embeddings
+    if embeddings is not EmbeddingQuant.NONE:
+        from .quantize import quantize_embeddings
+
+        model, st.embedding_tables = quantize_embeddings(model, embeddings)
+        if model.exported is not None and not isinstance(stages, SilentRunner):
+            st.warnings.append(f"quantize.embeddings = {embeddings.value} does not apply to a saved ExportedProgram (its "
+                               "tables are graph constants): build from the model's factory to quantize them")
     exported = stages.run(Stage.EXPORT, lambda: export_model(model, dynamic_batch))
     if exported.fallback_reason and not isinstance(stages, SilentRunner):
         st.warnings.append(f"strict torch.export failed ({exported.fallback_reason}); used non-strict tracing")
@@ -183,9 +193,10 @@ def _export(st: _BuildState, model: LoadedModel, dynamic_batch: DynamicBatch | N
 def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: StageRunner) -> tuple[Any, QuantizeSection]:
     """(what to lower, the manifest's quantize section)."""
     scheme = st.target.quantize.scheme
+    embeddings = {"embeddings": st.target.quantize.embeddings.value, "embedding_tables": list(st.embedding_tables)}
     if scheme is QuantScheme.NONE:
-        stages.skip(Stage.QUANTIZE, "target asks for fp32")
-        return exported, QuantizeSection(scheme=scheme.value, applied=False)
+        stages.skip(Stage.QUANTIZE, "target asks for fp32" + (" (embedding tables quantized at export)" if st.embedding_tables else ""))
+        return exported, QuantizeSection(scheme=scheme.value, applied=False, **embeddings)
     from .quantize import quantize_program
 
     calib = st.calib_ds
@@ -196,7 +207,7 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
             st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
                                "data may suffer; pass --calibration with a few dozen real samples")
     res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib), scheme.value)
-    info = {**res.info, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}
+    info = {**res.info, **embeddings, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}
     return res.exported, QuantizeSection.from_dict(info)
 
 
@@ -205,7 +216,8 @@ def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
     from .lower import lower_program
 
     backend = st.target.backend
-    st.lowered = st.stages.run(Stage.LOWER, lambda: lower_program(st.final.program, backend), backend.value)
+    fuse = bool(st.embedding_tables)
+    st.lowered = st.stages.run(Stage.LOWER, lambda: lower_program(st.final.program, backend, fuse_embeddings=fuse), backend.value)
     if backend is Backend.XNNPACK and st.lowered.delegation["delegated_partitions"] == 0:
         st.warnings.append("XNNPACK took no part of the graph: everything runs on portable kernels")
     st.deflated = deflate_size(st.lowered.pte)
@@ -215,7 +227,7 @@ def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
     def dense_sizes() -> dict:
         quiet = SilentRunner()
         twin, _ = _quantize(st, _export(st, st.dense_twin, dynamic_batch, quiet), st.calib_ds is None, quiet)
-        pte = lower_program(twin.program, backend).pte
+        pte = lower_program(twin.program, backend, fuse_embeddings=fuse).pte
         return {"size_bytes": len(pte), "deflate_bytes": deflate_size(pte)}
 
     st.size_comparison = SizeComparison(

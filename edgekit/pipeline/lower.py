@@ -53,8 +53,20 @@ def _shape_envs(program: Any) -> list:
     return list(envs.values())
 
 
-def lower_program(program: Any, backend: Backend) -> LowerResult:
-    """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it.
+def _fuse_quantized_embeddings(edge: Any) -> Any:
+    """torchao's dequantize + embedding → ExecuTorch's quantized embedding ops (embedding_byte / embedding_4bit),
+    with the packed weights folded to constants (as executorch's own quant-fusion tests do)."""
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    from executorch.exir.passes.quant_fusion_pass import QuantFusionPass, _get_node_value_dict
+
+    edge = edge.transform([QuantFusionPass(_fix_node_meta_val=True, node_value_dict=_get_node_value_dict(edge.exported_program()))])
+    constant_prop_pass(edge.exported_program())
+    return edge
+
+
+def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False) -> LowerResult:
+    """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it (``fuse_embeddings``: the
+    program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels).
 
     Raises:
         LowerError: edge conversion, partitioning or serialization failed.
@@ -73,7 +85,10 @@ def lower_program(program: Any, backend: Backend) -> LowerResult:
     envs = _shape_envs(program)
     saved = [(env, dict(env.var_to_range)) for env in envs]
     try:
-        edge = to_edge_transform_and_lower(program, partitioner=partitioners, compile_config=EdgeCompileConfig(_check_ir_validity=True))
+        edge = to_edge_transform_and_lower(program, partitioner=partitioners,
+                                           compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings))
+        if fuse_embeddings:
+            edge = _fuse_quantized_embeddings(edge)
         for env, ranges in saved:
             env.var_to_range.update(ranges)
         delegation = delegation_summary(edge.exported_program().graph_module)

@@ -89,3 +89,39 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         "calibration": calibration.source,
     }
     return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)
+
+
+def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:
+    """A copy of ``model`` (a LoadedModel) whose ``nn.Embedding`` tables are quantized weight-only, per row
+    (torchao ``IntxWeightOnlyConfig``, symmetric); the lower stage fuses them to ExecuTorch's quantized embedding
+    kernels. Returns the copy and the tables' names (none: the model passes through unchanged).
+
+    A saved ExportedProgram has no nn.Embedding modules (its tables are graph constants): it passes through, and the
+    caller says so.
+
+    Raises:
+        QuantizeError: torchao failed.
+    """
+    import copy
+
+    import torch
+
+    from ..models import LoadedModel
+
+    if model.exported is not None:
+        return model, []
+    tables = [name for name, m in model.module.named_modules() if isinstance(m, torch.nn.Embedding)]
+    if not tables:
+        return model, []
+    from torchao.quantization.granularity import PerAxis
+    from torchao.quantization.quant_api import IntxWeightOnlyConfig, quantize_
+
+    module = copy.deepcopy(model.module)
+    bits = {"int8": torch.int8, "int4": torch.int4}[kind.value]
+    try:
+        quantize_(module, IntxWeightOnlyConfig(weight_dtype=bits, granularity=PerAxis(0)),
+                  lambda m, fqn: isinstance(m, torch.nn.Embedding))
+    except Exception as exc:
+        raise QuantizeError(f"quantizing the embedding tables failed: {first_line(exc, 200)}",
+                            "pass --quantize-embeddings none") from exc
+    return LoadedModel(model.spec, module, model.example_inputs), tables

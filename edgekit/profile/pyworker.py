@@ -77,6 +77,7 @@ def _setup(a: argparse.Namespace, engine: str) -> tuple[Any, int]:
     import torch
 
     if engine == "python":
+        import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels, for programs that use them)
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
