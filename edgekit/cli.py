@@ -87,6 +87,8 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option("--finetune-lr", type=Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
 @click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION",
               help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
+@click.option("--hf-output", type=click.Choice(["pooled", "last_hidden_state", "logits"]),
+              help="hf:PATH models: what the wrapper returns (default: logits for classifiers, else pooled).")
 @click.option("--quantize-embeddings", type=click.Choice(["none", "int8", "int4"]),
               help="Weight-only quantization of nn.Embedding tables (overrides the target's [quantize] embeddings).")
 @click.option("--task", type=click.Choice(["classify", "embed", "regress"]),
@@ -98,11 +100,12 @@ RATIO = Finite(0, 1, max_open=True)
 def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
           prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple, prune_importance: str | None,
           prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
-          finetune_lr: float | None, max_accuracy_drop: float | None, quantize_embeddings: str | None, task: str | None,
-          out: str, force: bool, as_json: bool, quiet: bool) -> None:
+          finetune_lr: float | None, max_accuracy_drop: float | None, hf_output: str | None, quantize_embeddings: str | None,
+          task: str | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Build MODEL into a verified ExecuTorch package: load → prune → export → quantize → lower → verify → package.
 
-    MODEL is package.module:factory, path/to/file.py:factory, or a .pt2 saved with torch.export.save.
+    MODEL is package.module:factory, path/to/file.py:factory, a .pt2 saved with torch.export.save, or hf:FOLDER (a
+    local Hugging Face model; --calibration/--eval may then be text files, one sentence a line).
 
     \b
     Example:
@@ -125,7 +128,7 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
     try:
         result = run_build(model, tgt, out=out, inputs=inputs, calibration=calibration, eval=eval_data, dynamic_batch=dynamic_batch,
                            finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, task=task,
-                           progress=progress)
+                           hf_output=hf_output, progress=progress)
     finally:
         progress.close()
     _emit_json(result.manifest.to_dict()) if as_json else render.build_summary(result)

@@ -233,10 +233,20 @@ def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "cal
     return Dataset(tuple(fixed), ds.labels, ds.source)
 
 
-def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None) -> Dataset | None:
-    """``load_dataset`` + ``fit_to_model``, or None when ``source`` is None."""
+def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None,
+                 tokenizer: Any = None) -> Dataset | None:
+    """``load_dataset`` + ``fit_to_model``, or None when ``source`` is None. A ``.txt`` file holds sentences, tokenised
+    with ``tokenizer`` (an hf: model's) to the example inputs' length."""
     if source is None:
         return None
+    if not isinstance(source, Dataset) and not callable(source) and Path(source).suffix.lower() == ".txt":
+        from .hf import text_dataset
+
+        if not Path(source).is_file():
+            raise DataError(f"{role} text file {source} does not exist", "check the path")
+        ds = text_dataset(Path(source), tokenizer, int(example_inputs[0].shape[1]))
+        ds = ds.take(limit) if limit else ds
+        return fit_to_model(ds, example_inputs, role=role)
     ds = source if isinstance(source, Dataset) else load_dataset(source, limit=limit)
     ds = ds.take(limit) if limit else ds
     return fit_to_model(ds, example_inputs, role=role)

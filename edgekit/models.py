@@ -3,7 +3,8 @@
 Model specs:
   * ``package.module:factory``  an importable module and a callable in it;
   * ``path/to/file.py:factory`` a Python file and a callable in it;
-  * ``path/to/model.pt2``       a program saved with ``torch.export.save``.
+  * ``path/to/model.pt2``       a program saved with ``torch.export.save``;
+  * ``hf:path/to/folder``       a local Hugging Face model folder (see :mod:`edgekit.hf`).
 
 A factory returns an ``nn.Module``, or ``(module, example_inputs)`` where ``example_inputs`` is a
 tensor or a tuple of tensors. ``--input`` specs (``1x3x224x224``, ``1x128:int64``) override them.
@@ -129,6 +130,8 @@ class LoadedModel:
     module: Any
     example_inputs: tuple
     exported: Any = None
+    tokenizer: Any = None  # hf: models: tokenises text-file data to the exported length
+    task: str | None = None  # what the first output is, when the loader knows (hf: pooled → embed)
 
     @property
     def input_specs(self) -> tuple[InputSpec, ...]:
@@ -212,13 +215,14 @@ def _as_inputs(value: Any, spec: str) -> tuple:
     )
 
 
-def load_model(spec: Any, inputs: Sequence[InputSpec] = (), *, seed: int = 0) -> LoadedModel:
+def load_model(spec: Any, inputs: Sequence[InputSpec] = (), *, seed: int = 0, hf_output: str | None = None) -> LoadedModel:
     """Resolve a model spec to a :class:`LoadedModel` in eval mode with contiguous example inputs.
 
     Args:
         spec: a spec string (see the module docstring), an ``nn.Module``, or a ``LoadedModel``.
         inputs: input specs; they override example inputs the factory or program provides.
         seed: seed for random example inputs.
+        hf_output: for ``hf:PATH`` specs, what the wrapper returns (see :mod:`edgekit.hf`).
 
     Returns:
         The loaded model.
@@ -240,6 +244,10 @@ def load_model(spec: Any, inputs: Sequence[InputSpec] = (), *, seed: int = 0) ->
         return LoadedModel(f"<{type(spec).__name__} object>", spec.eval(), contiguous(given))
 
     spec = str(spec)
+    if spec.startswith("hf:"):
+        from .hf import load_hf
+
+        return load_hf(spec, inputs, hf_output)
     path = Path(spec)
     if ":" not in spec or (path.exists() and path.is_file()):
         return _load_file(spec, given)

@@ -78,6 +78,7 @@ def build(
     verify_samples: int = 32,
     seed: int = 0,
     task: str | None = None,
+    hf_output: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
@@ -99,6 +100,7 @@ def build(
         verify_samples: how many held-out samples to verify on when ``eval`` is not given.
         task: what the model's first output is (``classify``, ``embed``, ``regress``), so verification reports the
             figures that fit it; guessed from the output and the data when None.
+        hf_output: for ``hf:PATH`` models, what the wrapper returns: ``pooled``, ``last_hidden_state`` or ``logits``.
         progress: called with a :class:`~edgekit.pipeline.stages.StageEvent` at each stage's start and end.
 
     Returns:
@@ -116,7 +118,7 @@ def build(
     st = _BuildState(load_target(target), Path(out), StageRunner(progress))
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
-    _load(st, model, inputs, calibration, eval, finetune, seed)
+    _load(st, model, inputs, calibration, eval, finetune, seed, hf_output)
     _prune(st, finetune_epochs, finetune_lr, seed)
     st.exported = _export(st, st.reference, dynamic_batch, st.stages)
     st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
@@ -129,16 +131,17 @@ def build(
 
 # ------------------------------------------------------------------------------------------------ steps
 def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], calibration: Any, eval_data: Any, finetune: Any,
-          seed: int) -> None:
+          seed: int, hf_output: str | None) -> None:
     """The model and every data set, checked against the model before any slow work."""
-    st.loaded = st.stages.run(Stage.LOAD, lambda: load_model(model, inputs, seed=seed), model if isinstance(model, str) else "")
+    st.loaded = st.stages.run(Stage.LOAD, lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
+                              model if isinstance(model, str) else "")
     st.reference = st.loaded
-    examples = st.loaded.example_inputs
+    examples, tok = st.loaded.example_inputs, st.loaded.tokenizer
     tgt = st.target
-    st.eval_ds = resolve_data(eval_data, examples, role="eval")
+    st.eval_ds = resolve_data(eval_data, examples, role="eval", tokenizer=tok)
     if tgt.quantize.scheme is not QuantScheme.NONE:
-        st.calib_ds = resolve_data(calibration, examples, role="calibration", limit=tgt.quantize.calibration_samples)
-    st.finetune_ds = resolve_data(finetune, examples, role="fine-tune")
+        st.calib_ds = resolve_data(calibration, examples, role="calibration", limit=tgt.quantize.calibration_samples, tokenizer=tok)
+    st.finetune_ds = resolve_data(finetune, examples, role="fine-tune", tokenizer=tok)
     if tgt.budget.max_accuracy_drop is not None and (st.eval_ds is None or st.eval_ds.labels is None):
         st.warnings.append(f"budget.max_accuracy_drop = {tgt.budget.max_accuracy_drop} is not checked: "
                            "pass --eval with labelled data to check it")
@@ -252,8 +255,10 @@ def _verify(st: _BuildState, dynamic_batch: DynamicBatch | None, verify_samples:
         batch = max(dynamic_batch.min, min(32, dynamic_batch.max, len(data)))
     else:
         batch = int(examples[0].shape[0])
+    reason = "given with --task" if task else f"the {st.loaded.spec} wrapper returns it"
     verify = st.stages.run(Stage.VERIFY, lambda: verify_program(st.lowered.pte, st.reference.module, data, batch=batch,
-                                                                labelled=st.eval_ds is not None, task=task), data.source)
+                                                                labelled=st.eval_ds is not None, task=task or st.loaded.task,
+                                                                task_reason=reason), data.source)
     if st.prune.applied:
         verify = _original_accuracy(st, verify, data)
     st.verify = verify

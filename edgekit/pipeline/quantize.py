@@ -117,6 +117,11 @@ def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:
     from torchao.quantization.quant_api import IntxWeightOnlyConfig, quantize_
 
     module = copy.deepcopy(model.module)
+    for m in module.modules():
+        if isinstance(m, torch.nn.Embedding):
+            # padding_idx changes only gradients, and ExecuTorch's fusion pattern expects the default (-1): a word
+            # table with padding_idx = 0 (BERT's) would otherwise stay a float dequantize the runtime cannot run.
+            m.padding_idx = None
     bits = {"int8": torch.int8, "int4": torch.int4}[kind.value]
     try:
         quantize_(module, IntxWeightOnlyConfig(weight_dtype=bits, granularity=PerAxis(0)),

@@ -87,7 +87,7 @@ def compare_outputs(ref: Any, got: Any) -> dict:
 
 
 def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, batch: int = 1,
-                   labelled: bool = False, task: Task | str | None = None) -> VerifySection:
+                   labelled: bool = False, task: Task | str | None = None, task_reason: str = "given with --task") -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
     Args:
@@ -130,7 +130,7 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
     sqnrs = [o.sqnr_db for o in fid if o.sqnr_db is not None]
     accuracy, note = None, None
     first_out = eager_out[0][0]
-    kind, why = (Task(task), "given with --task") if task else guess_task(first_out, labelled and data.labels is not None)
+    kind, why = (Task(task), task_reason) if task else guess_task(first_out, labelled and data.labels is not None)
     first_ref, first_got = torch.cat([b[0] for b in eager_out]).float(), torch.cat([b[0] for b in pte_out]).float()
     if labelled and data.labels is not None and (first_out.dim() != 2 or first_out.shape[1] < 2):
         note = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "

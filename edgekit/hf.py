@@ -1,0 +1,119 @@
+"""``hf:PATH`` model specs: a local Hugging Face model folder (``save_pretrained``), never a download.
+
+The model is wrapped so that export sees tensors in and tensors out: ``forward(input_ids, attention_mask)`` returns
+
+* ``pooled`` (the default for base models): the attention-masked mean of the last hidden state, ``N x hidden``
+  (what sentence encoders such as all-MiniLM-L6-v2 use);
+* ``last_hidden_state``: ``N x tokens x hidden``;
+* ``logits``: a classification head's ``N x classes`` (the default for ``*ForSequenceClassification`` models).
+
+The example inputs are a placeholder sentence padded to ``--input``'s length (default 1 x 32 tokens). A text file
+(one sentence per line) is accepted as ``--calibration`` / ``--eval`` data: it is tokenised with the model's own
+tokenizer to the exported length. ``transformers`` is an optional extra (``pip install 'edgekit[hf]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import DataError, ModelLoadError, UsageError
+
+HF_OUTPUTS = ("pooled", "last_hidden_state", "logits")
+DEFAULT_TOKENS = 32
+
+
+def _wrapper(model: Any, output: str) -> Any:
+    import torch
+
+    class HfModel(torch.nn.Module):
+        """input_ids, attention_mask → one tensor (edgekit's wrapper around a Hugging Face model)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            # The 4-D additive mask is built here, so transformers' own mask construction (index arithmetic that
+            # PT2E's prepare turns into float indices) is skipped: same attention, quantizable graph.
+            additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            out = self.model(input_ids=input_ids, attention_mask=additive)
+            if output == "logits":
+                return out.logits
+            hidden = out.last_hidden_state
+            if output == "last_hidden_state":
+                return hidden
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    return HfModel().eval()
+
+
+def load_hf(spec: str, inputs: Sequence[Any], output: str | None = None) -> Any:
+    """``hf:PATH`` → a LoadedModel (with the tokenizer, and the kind of output for verification).
+
+    Raises:
+        ModelLoadError: no such folder, not a model folder, or transformers is not installed.
+        UsageError: an unknown ``output`` or more than one ``--input``.
+    """
+    from .models import LoadedModel
+
+    folder = Path(spec[3:]).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"hf: model folder {folder} does not exist", "pass a folder written by save_pretrained "
+                             "(edgekit never downloads models)")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} is not a Hugging Face model folder (no config.json)",
+                             "pass the folder that save_pretrained wrote")
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("hf: models need the transformers package", "pip install 'edgekit[hf]'") from None
+    if output is not None and output not in HF_OUTPUTS:
+        raise UsageError(f"--hf-output {output!r} is not one of {', '.join(HF_OUTPUTS)}")
+    if len(inputs) > 1:
+        raise UsageError("an hf: model takes one --input: its token shape, e.g. 1x128", "drop the other --input")
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
+        model = auto.from_pretrained(folder, local_files_only=True, attn_implementation="eager").eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the Hugging Face model in {folder}: {str(exc).splitlines()[0][:200]}",
+                             "check the folder holds a model and its tokenizer (save_pretrained for both)") from None
+    output = output or ("logits" if classifier else "pooled")
+    if output == "logits" and not classifier:
+        raise UsageError(f"{folder} has no classification head: --hf-output logits does not apply", "use pooled or last_hidden_state")
+    if inputs and len(inputs[0].shape) != 2:
+        raise UsageError(f"--input {inputs[0]} for an hf: model must be BATCHxTOKENS", "e.g. --input 1x128")
+    batch, tokens = tuple(inputs[0].shape) if inputs else (1, DEFAULT_TOKENS)
+    enc = tokenize(tokenizer, ["an example sentence"] * batch, tokens)
+    return LoadedModel(spec, _wrapper(model, output), (enc[0].contiguous(), enc[1].contiguous()), tokenizer=tokenizer,
+                       task="classify" if output == "logits" else "embed")
+
+
+def tokenize(tokenizer: Any, sentences: Sequence[str], tokens: int) -> tuple:
+    """Sentences → (input_ids, attention_mask), int64, padded or truncated to ``tokens``."""
+    enc = tokenizer(list(sentences), padding="max_length", truncation=True, max_length=tokens, return_tensors="pt")
+    return enc["input_ids"].long(), enc["attention_mask"].long()
+
+
+def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Any:
+    """A text file of sentences (one a line; blank lines skipped) as a Dataset of token ids and masks.
+
+    Raises:
+        DataError: the file is empty, or there is no tokenizer (the model is not an hf: model).
+    """
+    from .data import Dataset
+
+    if tokenizer is None:
+        raise DataError(f"{path} is a text file: it needs a model with a tokenizer", "use an hf:PATH model, or save token ids as .npz")
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not lines:
+        raise DataError(f"text file {path} holds no sentences", "put one sentence per line")
+    ids, mask = tokenize(tokenizer, lines, tokens)
+    return Dataset((ids, mask), None, f"{path} ({len(lines)} sentences, {tokens} tokens)")

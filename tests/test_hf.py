@@ -1,0 +1,68 @@
+"""hf:PATH models for real: a small BERT made here with BertConfig and save_pretrained (no download, no mock)."""
+
+import pytest
+from click.testing import CliRunner
+
+import edgekit
+from edgekit.cli import cli
+from edgekit.errors import DataError, ModelLoadError
+from edgekit.models import parse_input_spec
+from edgekit.program import inspect_program
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat ran fast slow red blue big small house tree".split()
+SENTENCES = "the cat sat on the mat\na dog ran fast\n\nthe red house\nsmall blue tree\nthe big dog sat\na slow cat\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("hf")
+    (d / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=64)).eval()
+    model.save_pretrained(d / "bert")
+    tok.save_pretrained(d / "bert")
+    (d / "sentences.txt").write_text(SENTENCES)
+    return d
+
+
+def test_a_local_bert_builds_with_text_data_and_embedding_metrics(tiny_bert, tmp_path):
+    res = edgekit.build(f"hf:{tiny_bert / 'bert'}", "xnnpack-int8-dynamic", out=tmp_path / "o", inputs=[parse_input_spec("1x16")],
+                        calibration=tiny_bert / "sentences.txt", eval=tiny_bert / "sentences.txt")
+    m = res.manifest
+    assert [i.name for i in m.model.inputs] == ["input_ids", "attention_mask"] and m.model.inputs[0].shape == [1, 16]
+    assert m.quantize.embeddings == "int8" and len(m.quantize.embedding_tables) == 3  # word, position, token type
+    ops = inspect_program(res.pte_path).method().operators
+    assert "quantized_decomposed::embedding_byte.out" in ops and not any("dequantize_affine" in op for op in ops)
+    v = m.verify
+    assert v.task == "embed" and "wrapper" in v.task_reason and v.samples == 6 and "6 sentences" in v.data
+    assert v.cosine_min > 0.99 and v.nn_agreement is not None and v.top1_agreement is None
+    assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0).latency_ms.count == 5
+
+
+def test_the_last_hidden_state_and_the_cli(tiny_bert, tmp_path):
+    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "--hf-output", "last_hidden_state", "-i", "1x8",
+                                 "-t", "xnnpack-fp32", "--eval", str(tiny_bert / "sentences.txt"), "-o", str(tmp_path / "h"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
+    assert inspect_program(tmp_path / "h" / "model.pte").method().outputs[0].shape == (1, 8, 32)
+
+
+def test_bad_hf_inputs_are_one_line(tiny_bert, tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        edgekit.build(f"hf:{tmp_path / 'nope'}", out=tmp_path / "o")
+    (tmp_path / "empty_model").mkdir()
+    with pytest.raises(ModelLoadError, match="not a Hugging Face model folder"):
+        edgekit.build(f"hf:{tmp_path / 'empty_model'}", out=tmp_path / "o")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="holds no sentences"):
+        edgekit.build(f"hf:{tiny_bert / 'bert'}", out=tmp_path / "o", eval=tmp_path / "empty.txt")
+    with pytest.raises(DataError, match="needs a model with a tokenizer"):
+        edgekit.build("toy_models:mlp", out=tmp_path / "o", eval=tiny_bert / "sentences.txt")
+    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "16", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "BATCHxTOKENS" in r.stderr
+    assert not (tmp_path / "o").exists()
