@@ -181,6 +181,18 @@ def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> 
         warnings=list(prof.warnings), noise=prof.noise.to_dict() if prof.noise else None)
 
 
+def _measure(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any, device: Any = None) -> Any:
+    """Profile one item of a finished build (here, or on ``device``): a BenchItem, or the BenchFailure saying why not."""
+    from ..profile.harness import profile
+
+    try:
+        if not isinstance(b, Built):
+            raise BenchError(b)  # the build itself failed: its error text
+        return _item(model, target, threads, b, profile(b.folder, options=_options(suite, threads), device=device))
+    except EdgekitError as exc:
+        return BenchFailure(model.name, target, threads, str(exc))
+
+
 def _options(suite: Suite, threads: int) -> Any:
     from ..profile.harness import ProfileOptions
 
@@ -220,7 +232,6 @@ def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
         BenchError: every item failed. CacheError, ExecutorError: the cache or executor cannot be used.
     """
     from ..machine import machine_facts
-    from ..profile.harness import profile
 
     t_start = time.perf_counter()
     facts = machine_facts()
@@ -230,12 +241,8 @@ def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
     def measure(model: Any, target: str, threads: int, b: Any) -> None:
         if progress:
             progress(f"{model.name} × {target} × {threads} thread(s)", len(results) + len(errors) + 1, len(items))
-        try:
-            if not isinstance(b, Built):
-                raise BenchError(b)
-            results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads))))
-        except EdgekitError as exc:
-            errors.append(BenchFailure(model.name, target, threads, str(exc)))
+        outcome = _measure(suite, model, target, threads, b)
+        (results if isinstance(outcome, BenchItem) else errors).append(outcome)
 
     for (name, target), b in iter_builds(suite, cache=cache, executor=executor, notes=notes, state=state):
         for model, t, threads in (it for it in items if it[0].name == name and it[1] == target):
@@ -274,18 +281,13 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
 
     def on_device(device: Any) -> BenchRun:
         from ..device.devices import Ssh, device_facts
-        from ..profile.harness import profile
 
         facts = device_facts(Ssh(device))
         results, errors = [], []
         while (job := queues[device.name].get()) is not None:
             (model, target, threads), b = job
-            try:
-                if not isinstance(b, Built):
-                    raise BenchError(b)
-                results.append(_item(model, target, threads, b, profile(b.folder, options=_options(suite, threads), device=device)))
-            except EdgekitError as exc:
-                errors.append(BenchFailure(model.name, target, threads, str(exc)))
+            outcome = _measure(suite, model, target, threads, b, device)
+            (results if isinstance(outcome, BenchItem) else errors).append(outcome)
             with lock:
                 done[0] += 1
                 if progress:

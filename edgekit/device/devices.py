@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,6 @@ class Ssh:
 
     device: Device
     connect_timeout: int = 10
-    masters: list[list[str]] = field(default_factory=list)
 
     def base(self) -> list[str]:
         if not shutil.which("ssh"):

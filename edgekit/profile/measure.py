@@ -74,12 +74,11 @@ def measure_on_device(subject: Subject, opts: Any, inputs: Any, tmp: Path, progr
     if run.info["emulated"]:
         warnings.append(f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
                         "mean nothing for real hardware; its outputs do")
-    for key, label in (("cpu_freq_mhz", "CPU frequency"),):
-        before, after = run.info["before"].get(key) or {}, run.info["after"].get(key) or {}
-        dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
-        if dropped:
-            warnings.append(f"{label} dropped during the run on {', '.join(dropped[:4])} "
-                            f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down")
+    before, after = run.info["before"].get("cpu_freq_mhz") or {}, run.info["after"].get("cpu_freq_mhz") or {}
+    dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
+    if dropped:
+        warnings.append(f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
+                        f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down")
     return Measured(run.raw, run.watch, source, device=info, warnings=warnings)
 
 
