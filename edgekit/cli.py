@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from ._options import Finite
+from .dynamic import DYNAMIC_DIM_HELP
 from .profile.protocol import SELECTABLE_ENGINES
 from .errors import EdgekitError, first_line
 
@@ -44,9 +45,10 @@ class _Group(click.Group):
 def _parsed(parser: str):
     """A click callback that runs a library parser (``models.parse_input_spec``, ...) and reports a bad value."""
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        from . import models
+        import importlib
 
-        fn = getattr(models, parser)
+        module, _, name = parser.rpartition(".")
+        fn = getattr(importlib.import_module(f"edgekit.{module or 'models'}"), name)
         try:
             return tuple(fn(v) for v in value) if isinstance(value, tuple) else (None if value is None else fn(value))
         except EdgekitError as exc:
@@ -73,6 +75,8 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option("--input", "-i", "inputs", multiple=True, callback=_parsed("parse_input_spec"), metavar="SHAPE[:DTYPE]",
               help="Example input, e.g. 1x3x224x224 or 1x128:int64; repeat for several inputs.")
 @click.option("--dynamic-batch", callback=_parsed("parse_dynamic_batch"), metavar="MIN:MAX", help="Export the batch dimension as dynamic.")
+@click.option("--dynamic-dim", "dynamic_dims", multiple=True, callback=_parsed("dynamic.parse_dynamic_dim"),
+              metavar="INPUTS:DIM:MIN:MAX", help=DYNAMIC_DIM_HELP)
 @click.option("--calibration", "-c", type=click.Path(), help="Calibration data: .npz/.npy/.pt or a folder of them.")
 @click.option("--eval", "eval_data", type=click.Path(), help="Held-out data (inputs, optional labels) for verification and accuracy.")
 @click.option("--prune-channels", type=RATIO, metavar="RATIO", help="Structured pruning: fraction of channels to remove (overrides the target).")
@@ -97,7 +101,7 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option("--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibration: str | None, eval_data: str | None,
+def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, dynamic_dims: tuple, calibration: str | None, eval_data: str | None,
           prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple, prune_importance: str | None,
           prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
           finetune_lr: float | None, max_accuracy_drop: float | None, hf_output: str | None, quantize_embeddings: str | None,
@@ -127,7 +131,7 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, calibratio
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
     try:
         result = run_build(model, tgt, out=out, inputs=inputs, calibration=calibration, eval=eval_data, dynamic_batch=dynamic_batch,
-                           finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, task=task,
+                           dynamic_dims=dynamic_dims, finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, task=task,
                            hf_output=hf_output, progress=progress)
     finally:
         progress.close()

@@ -30,6 +30,8 @@ class Dataset:
     inputs: tuple
     labels: Any
     source: str
+    retokenize: Any = None  # sentences: a callable giving the same data at another token length
+
 
     def __len__(self) -> int:
         return int(self.inputs[0].shape[0])
@@ -37,7 +39,8 @@ class Dataset:
     def take(self, n: int, start: int = 0) -> "Dataset":
         """The samples ``start .. start+n`` (fewer when the data is shorter)."""
         sl = slice(start, start + n)
-        return Dataset(tuple(t[sl] for t in self.inputs), None if self.labels is None else self.labels[sl], self.source)
+        return Dataset(tuple(t[sl] for t in self.inputs), None if self.labels is None else self.labels[sl], self.source,
+                       None if self.retokenize is None else (lambda tokens: self.retokenize(tokens).take(n, start)))
 
     def batches(self, batch: int = 1) -> Iterator[tuple]:
         """Model-ready input tuples of ``batch`` samples each; an incomplete last batch is dropped when batch > 1."""
@@ -230,7 +233,7 @@ def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "cal
                 )
             t = t.to(ex.dtype)
         fixed.append(t.contiguous())
-    return Dataset(tuple(fixed), ds.labels, ds.source)
+    return Dataset(tuple(fixed), ds.labels, ds.source, ds.retokenize)
 
 
 def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None,
@@ -252,11 +255,17 @@ def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit
     return fit_to_model(ds, example_inputs, role=role)
 
 
-def random_dataset(example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random") -> Dataset:
-    """``n`` random samples shaped like the example inputs (normal floats / small ints)."""
+def random_dataset(example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random", tokenizer: Any = None) -> Dataset:
+    """``n`` random samples shaped like the example inputs (normal floats / small ints; with an hf: model's
+    ``tokenizer``, random sentences of its vocabulary with a matching attention mask)."""
     import torch
 
     from .models import InputSpec
+
+    if tokenizer is not None:
+        from .hf import random_sentences
+
+        return random_sentences(tokenizer, example_inputs, n, seed=seed, source=source)
 
     gen = torch.Generator().manual_seed(seed)
     tensors = []

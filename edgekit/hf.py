@@ -43,8 +43,10 @@ def _wrapper(model: Any, output: str) -> Any:
             hidden = out.last_hidden_state
             if output == "last_hidden_state":
                 return hidden
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            # the masked mean as a batched matmul (XNNPACK runs it; a sum over tokens would stay on portable kernels)
+            mask = attention_mask.to(hidden.dtype)
+            total = torch.bmm(mask.unsqueeze(1), hidden).squeeze(1)
+            return total / mask.sum(1, keepdim=True).clamp(min=1e-9)
 
     return HfModel().eval()
 
@@ -105,8 +107,6 @@ def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Any:
     Raises:
         DataError: the file is empty, or there is no tokenizer (the model is not an hf: model).
     """
-    from .data import Dataset
-
     if tokenizer is None:
         raise DataError(f"{path} is a text file: it needs a model with a tokenizer", "use an hf:PATH model, or save token ids as .npz")
     try:
@@ -115,5 +115,30 @@ def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Any:
         raise DataError(f"cannot read {path}: {exc}") from None
     if not lines:
         raise DataError(f"text file {path} holds no sentences", "put one sentence per line")
+    return _sentences(tokenizer, lines, tokens, str(path))
+
+
+def _sentences(tokenizer: Any, lines: list[str], tokens: int, source: str) -> Any:
+    from .data import Dataset
+
     ids, mask = tokenize(tokenizer, lines, tokens)
-    return Dataset((ids, mask), None, f"{path} ({len(lines)} sentences, {tokens} tokens)")
+    return Dataset((ids, mask), None, f"{source} ({len(lines)} sentences, {tokens} tokens)",
+                   lambda length: _sentences(tokenizer, lines, length, source))
+
+
+def random_sentences(tokenizer: Any, examples: Sequence[Any], n: int, *, seed: int, source: str) -> Any:
+    """``n`` random "sentences": token ids drawn from the vocabulary (special tokens aside) between the
+    tokenizer's own start and end tokens, of random lengths, padded to the examples' length with a 0/1 mask.
+    Random integers as ids and mask would be out of vocabulary and a mask of 2..9 overflows the additive mask."""
+    import random
+
+    from .data import Dataset
+
+    rng = random.Random(seed)
+    special = set(tokenizer.all_special_ids)
+    vocab = [i for i in range(len(tokenizer)) if i not in special] or [0]
+    tokens = int(examples[0].shape[1])
+    words = [" ".join(tokenizer.convert_ids_to_tokens([rng.choice(vocab) for _ in range(rng.randint(1, max(1, tokens - 2)))]))
+             for _ in range(n)]
+    ds = _sentences(tokenizer, words, tokens, source)
+    return Dataset(ds.inputs, None, f"{source}: {n} random sentences of the tokenizer's vocabulary", ds.retokenize)

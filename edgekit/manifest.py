@@ -37,11 +37,24 @@ class DynamicBatchInfo(Contract):
 
 
 @dataclass(frozen=True)
+class DynamicDimInfo(Contract):
+    """A range the program accepts: dimension ``dim`` of ``inputs`` (positions ``indices``), one shared size."""
+
+    inputs: list[str]
+    indices: list[int]
+    dim: int
+    min: int
+    max: int
+    program_max: int | None = None  # the bound ExecuTorch's memory plan was sized for
+
+
+@dataclass(frozen=True)
 class ModelSection(Contract):
     spec: str
     inputs: list[TensorEntry]
     outputs: list[TensorEntry]
     dynamic_batch: DynamicBatchInfo | None = None
+    dynamic_dims: list[DynamicDimInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ class Delegation(Contract):
     portable_nodes: int
     portable_ops: list[str] = field(default_factory=list)
     by_operator: dict[str, dict[str, int]] = field(default_factory=dict)
+    portable_reasons: dict[str, list[str]] = field(default_factory=dict)  # op → why it stayed on portable kernels
+    passes: list[str] = field(default_factory=list)  # pre-lowering rewrites that let XNNPACK take more of the graph
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,17 @@ class OutputFidelity(Contract):
 
 
 @dataclass(frozen=True)
+class SizeCheck(Contract):
+    """The program verified with its dynamic dimensions at other sizes (``sizes``: ``"input_ids:1" -> 8``)."""
+
+    sizes: dict[str, int]
+    samples: int
+    max_abs_error: float
+    sqnr_db: float | None
+    cosine_min: float
+
+
+@dataclass(frozen=True)
 class VerifySection(Contract):
     samples: int
     data: str
@@ -184,6 +210,7 @@ class VerifySection(Contract):
     task_reason: str | None = None  # "given with --task", or why it was guessed
     cosine_min: float | None = None  # the worst sample's cosine (cosine_similarity is the mean)
     nn_agreement: float | None = None  # embed: share of samples whose nearest neighbour stays the same
+    at_sizes: list[SizeCheck] = field(default_factory=list)  # dynamic dimensions: the program checked at other sizes
 
 
 @dataclass(frozen=True)

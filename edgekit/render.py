@@ -148,7 +148,15 @@ def build_summary(result: Any) -> None:
     t.add_row("planned memory", f"{prog.planned_memory.planned_bytes / 1024:.1f} KiB")
     t.add_row("delegation", f"{d.delegated_partitions} partition(s), {d.delegated_nodes} nodes delegated, "
                             f"{d.portable_nodes} on portable kernels")
+    for op in d.portable_ops:
+        why = "; ".join(d.portable_reasons.get(op, [])) or "no reason recorded"
+        t.add_row("", f"[dim]portable: {op} ×{d.by_operator[op]['portable']} — {why}[/]")
+    for r in m.model.dynamic_dims:
+        t.add_row("dynamic", f"{','.join(r.inputs)} dimension {r.dim}: {r.min}..{r.program_max or r.max}")
     t.add_row("verify", f"{v.samples} samples from {v.data}: " + _fidelity(v))
+    for c in v.at_sizes:
+        sizes = ", ".join(f"{k} = {n}" for k, n in c.sizes.items())
+        t.add_row("", f"at {sizes}: {c.samples} samples, SQNR {fmt_db(c.sqnr_db)}, cosine min {c.cosine_min:.5f}")
     if v.task:
         t.add_row("output kind", f"{v.task} ({v.task_reason})")
     if v.accuracy_note:

@@ -66,3 +66,58 @@ def test_bad_hf_inputs_are_one_line(tiny_bert, tmp_path):
     r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "16", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "BATCHxTOKENS" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths(tiny_bert, tmp_path):
+    import numpy as np
+
+    from edgekit.hf import tokenize
+
+    out = tmp_path / "dyn"
+    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "-t", "xnnpack-int8-dynamic",
+                                 "--dynamic-dim", "input_ids,attention_mask:1:4:48", "-c", str(tiny_bert / "sentences.txt"),
+                                 "--eval", str(tiny_bert / "sentences.txt"), "-o", str(out), "-q", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    m = json.loads(r.stdout)
+    assert m["model"]["dynamic_dims"] == [{"inputs": ["input_ids", "attention_mask"], "indices": [0, 1], "dim": 1, "min": 4,
+                                           "max": 48, "program_max": 48}]
+    checked = {c["sizes"]["input_ids,attention_mask:1"]: c for c in m["verify"]["at_sizes"]}
+    assert sorted(checked) == [4, 48] and all(c["cosine_min"] > 0.99 for c in checked.values())
+    assert m["verify"]["cosine_min"] > 0.99  # at the traced 16 tokens
+    tok = edgekit.models.load_model(f"hf:{tiny_bert / 'bert'}").tokenizer
+    for tokens in (4, 30, 48):  # any length inside the range, with the real tokenizer's ids and mask
+        ids, mask = tokenize(tok, ["the cat sat on the mat", "a dog ran fast"], tokens)
+        np.savez(tmp_path / f"t{tokens}.npz", x0=ids.numpy(), x1=mask.numpy())
+        prof = edgekit.profile(out, inputs=tmp_path / f"t{tokens}.npz", runs=3, warmup=1, warmup_seconds=0.0)
+        assert [i["shape"] for i in prof.subject["inputs"]] == [[1, tokens], [1, tokens]]
+    ids, mask = tokenize(tok, ["the cat"], 3)
+    np.savez(tmp_path / "short.npz", x0=ids.numpy(), x1=mask.numpy())
+    r = CliRunner().invoke(cli, ["profile", str(out), "--inputs", str(tmp_path / "short.npz")])
+    assert r.exit_code == 1 and "outside the program's range 4..48" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("input_ids:1:8", "expected INPUTS:DIM:MIN:MAX"),
+    ("input_ids:1:64:8", "need 1 <= MIN < MAX"),
+    ("tokens:1:4:32", "no input named 'tokens'"),
+    ("input_ids:2:4:32", "has 2 dimension(s), so 2 does not exist"),
+    ("2:1:4:32", "input 2 does not exist"),
+])
+def test_bad_dynamic_dims_are_usage_errors_and_write_nothing(tiny_bert, tmp_path, flag, message):
+    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "--dynamic-dim", flag, "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_portable_ops_carry_the_partitioners_reason_and_layer_norm_is_delegated(tiny_bert, tmp_path):
+    res = edgekit.build(f"hf:{tiny_bert / 'bert'}", "xnnpack-int8-dynamic", out=tmp_path / "o", inputs=[parse_input_spec("1x16")],
+                        calibration=tiny_bert / "sentences.txt")
+    d = res.manifest.program.delegation
+    assert d.portable_ops and set(d.portable_reasons) == set(d.portable_ops) and all(d.portable_reasons.values())
+    assert not any("layer_norm" in op or "expand" in op for op in d.portable_ops), d.portable_ops
+    assert "layer_norm → linear-mean form" in d.passes
+    assert d.portable_nodes <= 8 and d.delegated_partitions <= 8, (d.portable_nodes, d.delegated_partitions)
+    assert "quantized embedding lookup" in d.portable_reasons["embedding_byte_default"][0]
+    assert "random sentences" in res.manifest.verify.data and res.manifest.verify.cosine_min > 0.99

@@ -251,3 +251,17 @@ def test_embedding_tables_are_quantized_and_run_on_the_quantized_kernels(tmp_pat
 def test_the_dynamic_target_quantizes_embeddings_by_default():
     assert load_target("xnnpack-int8-dynamic").quantize.embeddings.value == "int8"
     assert load_target("xnnpack-int8").quantize.embeddings.value == "none"
+
+
+def test_a_shared_dynamic_dimension_is_one_symbol_and_a_half_declared_one_says_how(tmp_path):
+    from edgekit.dynamic import parse_dynamic_dim
+    from edgekit.errors import ExportError
+
+    res = edgekit.build("toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "ok", dynamic_dims=[parse_dynamic_dim("a,b:1:2:40")])
+    assert [c.sizes for c in res.manifest.verify.at_sizes] == [{"a,b:1": 2}, {"a,b:1": 40}]
+    assert all(c.sqnr_db is None or c.sqnr_db > 60 for c in res.manifest.verify.at_sizes)
+    assert res.manifest.model.inputs[0].dynamic and not res.manifest.program.delegation.portable_ops  # layer_norm delegated
+    with pytest.raises(ExportError) as err:
+        edgekit.build("toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "half", dynamic_dims=[parse_dynamic_dim("a:1:2:40")])
+    assert "declare them together: --dynamic-dim a,b:1:2:40" in err.value.hint, err.value.hint
+    assert not (tmp_path / "half").exists()

@@ -188,3 +188,20 @@ def regressor():
     """One output column: not class scores."""
     torch.manual_seed(0)
     return nn.Linear(4, 1), torch.randn(1, 4)
+
+
+class SequenceMixer(nn.Module):
+    """Two N x T x 8 sequences added, a per-step linear, LayerNorm: T must be the same for both inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, a, b):
+        return self.norm(self.fc(a + b))
+
+
+def sequence_mixer():
+    torch.manual_seed(0)
+    return SequenceMixer(), (torch.randn(1, 12, 8), torch.randn(1, 12, 8))

@@ -16,6 +16,7 @@ from .._noise import import_stack
 from ..data import Dataset, random_dataset, resolve_data
 from ..errors import PruneError
 from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
+from ..dynamic import DynamicDim, ResolvedDim, batch_dim
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
 from .stages import SilentRunner, Stage, StageEvent, StageRunner
@@ -59,6 +60,7 @@ class _BuildState:
     size_comparison: SizeComparison | None = None
     verify: Any = None
     embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
+    dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
     warnings: list[str] = field(default_factory=list)
 
 
@@ -71,6 +73,7 @@ def build(
     calibration: Any = None,
     eval: Any = None,  # noqa: A002 - mirrors the CLI's --eval
     dynamic_batch: DynamicBatch | None = None,
+    dynamic_dims: Sequence[DynamicDim] = (),
     finetune: Any = None,
     finetune_epochs: int | None = None,
     finetune_lr: float | None = None,
@@ -93,6 +96,8 @@ def build(
             it, random inputs are used, a warning is returned, and the manifest says ``calibration: random``.
         eval: held-out data for verification; with labels, accuracy of eager vs program is reported.
         dynamic_batch: export the batch dimension as dynamic within these bounds.
+        dynamic_dims: more dynamic dimensions (:mod:`edgekit.dynamic`: ``input_ids,attention_mask:1:8:128``); the
+            program is verified at each one's bounds and the manifest records the ranges it accepts.
         finetune: labelled training data for recovery fine-tuning after pruning (cross-entropy, Adam).
         finetune_epochs, finetune_lr: override the target's ``[prune]`` values (3 epochs when data is
             given and the target says 0).
@@ -118,23 +123,33 @@ def build(
     st = _BuildState(load_target(target), Path(out), StageRunner(progress))
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
-    _load(st, model, inputs, calibration, eval, finetune, seed, hf_output)
+    dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
+    _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
     _prune(st, finetune_epochs, finetune_lr, seed)
-    st.exported = _export(st, st.reference, dynamic_batch, st.stages)
+    st.exported = _export(st, st.reference, st.stages)
     st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
-    _lower(st, dynamic_batch)
-    _verify(st, dynamic_batch, verify_samples, task)
+    _lower(st)
+    _verify(st, verify_samples, task)
     from .package import write_package
 
-    return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start, dynamic_batch), str(st.out))
+    return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start), str(st.out))
 
 
 # ------------------------------------------------------------------------------------------------ steps
-def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], calibration: Any, eval_data: Any, finetune: Any,
-          seed: int, hf_output: str | None) -> None:
-    """The model and every data set, checked against the model before any slow work."""
-    st.loaded = st.stages.run(Stage.LOAD, lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
-                              model if isinstance(model, str) else "")
+def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], dims: list[DynamicDim], data: tuple, seed: int,
+          hf_output: str | None) -> None:
+    """The model, its dynamic dimensions and every data set, checked against the model before any slow work."""
+    from dataclasses import replace
+
+    from ..dynamic import export_examples, forward_names, resolve
+
+    calibration, eval_data, finetune = data
+    loaded = st.stages.run(Stage.LOAD, lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
+                           model if isinstance(model, str) else "")
+    module = loaded.exported.module() if loaded.exported is not None else loaded.module
+    st.dims = resolve(dims, forward_names(module, len(loaded.example_inputs)), loaded.example_inputs)
+    # the examples (and so every data set) at a size inside each range: what export traces and verify compares
+    st.loaded = replace(loaded, example_inputs=export_examples(loaded.example_inputs, st.dims)) if st.dims else loaded
     st.reference = st.loaded
     examples, tok = st.loaded.example_inputs, st.loaded.tokenizer
     tgt = st.target
@@ -175,7 +190,7 @@ def _prune(st: _BuildState, finetune_epochs: int | None, finetune_lr: float | No
         st.dense_twin = LoadedModel(loaded.spec, res.dense_module, loaded.example_inputs)
 
 
-def _export(st: _BuildState, model: LoadedModel, dynamic_batch: DynamicBatch | None, stages: StageRunner) -> Any:
+def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
     """Export; embedding tables are quantized on the eager module first (torchao works on nn.Modules), a copy."""
     from .export import export_model
 
@@ -187,7 +202,7 @@ def _export(st: _BuildState, model: LoadedModel, dynamic_batch: DynamicBatch | N
         if model.exported is not None and not isinstance(stages, SilentRunner):
             st.warnings.append(f"quantize.embeddings = {embeddings.value} does not apply to a saved ExportedProgram (its "
                                "tables are graph constants): build from the model's factory to quantize them")
-    exported = stages.run(Stage.EXPORT, lambda: export_model(model, dynamic_batch))
+    exported = stages.run(Stage.EXPORT, lambda: export_model(model, st.dims))
     if exported.fallback_reason and not isinstance(stages, SilentRunner):
         st.warnings.append(f"strict torch.export failed ({exported.fallback_reason}); used non-strict tracing")
     return exported
@@ -205,7 +220,7 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
     calib = st.calib_ds
     if calib is None:
         calib = random_dataset(exported.example_inputs, st.target.quantize.calibration_samples, seed=CALIBRATION_SEED,
-                               source="random")
+                               source="random", tokenizer=st.loaded.tokenizer)
         if scheme.needs_calibration and not isinstance(stages, SilentRunner):
             st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
                                "data may suffer; pass --calibration with a few dozen real samples")
@@ -214,7 +229,7 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
     return res.exported, QuantizeSection.from_dict(info)
 
 
-def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
+def _lower(st: _BuildState) -> None:
     """Lower to a program; with sparsity, also lower the dense twin to show what the zeros save."""
     from .lower import lower_program
 
@@ -229,7 +244,7 @@ def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
 
     def dense_sizes() -> dict:
         quiet = SilentRunner()
-        twin, _ = _quantize(st, _export(st, st.dense_twin, dynamic_batch, quiet), st.calib_ds is None, quiet)
+        twin, _ = _quantize(st, _export(st, st.dense_twin, quiet), st.calib_ds is None, quiet)
         pte = lower_program(twin.program, backend, fuse_embeddings=fuse).pte
         return {"size_bytes": len(pte), "deflate_bytes": deflate_size(pte)}
 
@@ -239,26 +254,33 @@ def _lower(st: _BuildState, dynamic_batch: DynamicBatch | None) -> None:
         note="sparsity shrinks the compressed download, not the .pte or the latency")
 
 
-def _verify(st: _BuildState, dynamic_batch: DynamicBatch | None, verify_samples: int, task: str | None) -> None:
-    """Run held-out data through the program (from memory) and the eager reference, and compare."""
-    from .verify import verify_program
+def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
+    """Run held-out data through the program (from memory) and the eager reference, and compare; a program with
+    dynamic dimensions beyond the batch is checked again at each one's bounds."""
+    from .verify import verify_at_sizes, verify_program
 
     examples = st.exported.example_inputs
-    dynamic = st.exported.dynamic_shapes is not None
+    batch_range = next((d for d in st.dims if d.dim == 0), None)
     if st.eval_ds is not None:
         data = st.eval_ds
     else:  # random samples with their own seed, in whole batches for a static batch size
-        static_batch = 1 if dynamic else int(examples[0].shape[0])
+        static_batch = 1 if batch_range else int(examples[0].shape[0])
         n = -(-verify_samples // static_batch) * static_batch
-        data = random_dataset(examples, n, seed=VERIFY_SEED, source="random (held-out seed)")
-    if dynamic and dynamic_batch is not None:  # chunks within the exported batch range
-        batch = max(dynamic_batch.min, min(32, dynamic_batch.max, len(data)))
-    else:
-        batch = int(examples[0].shape[0])
+        data = random_dataset(examples, n, seed=VERIFY_SEED, source="random (held-out seed)", tokenizer=st.loaded.tokenizer)
+    # chunks within the exported batch range, else the program's static batch
+    batch = max(batch_range.min, min(32, batch_range.max, len(data))) if batch_range else int(examples[0].shape[0])
     reason = "given with --task" if task else f"the {st.loaded.spec} wrapper returns it"
-    verify = st.stages.run(Stage.VERIFY, lambda: verify_program(st.lowered.pte, st.reference.module, data, batch=batch,
-                                                                labelled=st.eval_ds is not None, task=task or st.loaded.task,
-                                                                task_reason=reason), data.source)
+    kind = task or st.loaded.task
+
+    def run() -> Any:
+        verify = verify_program(st.lowered.pte, st.reference.module, data, batch=batch, labelled=st.eval_ds is not None,
+                                task=kind, task_reason=reason)
+        others = [d for d in st.dims if d.dim != 0]
+        if others:
+            verify = verify.replace(at_sizes=verify_at_sizes(st.lowered.pte, st.reference.module, data, others, batch=batch))
+        return verify
+
+    verify = st.stages.run(Stage.VERIFY, run, data.source)
     if st.prune.applied:
         verify = _original_accuracy(st, verify, data)
     st.verify = verify

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import ExportError, first_line
-from ..models import DynamicBatch, LoadedModel, contiguous
+from ..dynamic import ResolvedDim, dynamic_shapes, export_examples
+from ..models import LoadedModel, contiguous
 
 
 @dataclass(frozen=True)
@@ -21,32 +22,11 @@ class ExportResult:
 
     def info(self) -> dict:
         mode = "loaded" if self.strict is None else ("strict" if self.strict else "non-strict")
-        return {"mode": mode, "fallback_reason": self.fallback_reason, "dynamic_batch": self.dynamic_shapes is not None}
+        return {"mode": mode, "fallback_reason": self.fallback_reason, "dynamic_batch": self.batch_dynamic}
 
-
-def batch_examples(example_inputs: tuple, dynamic_batch: DynamicBatch | None) -> tuple:
-    """Examples with a batch of at least 2 when the batch is dynamic (export specialises sizes 0 and 1)."""
-    import torch
-
-    if dynamic_batch is None:
-        return example_inputs
-    size = max(2, dynamic_batch.min)
-    out = []
-    for t in example_inputs:
-        if t.shape[0] != size:
-            reps = (size + t.shape[0] - 1) // t.shape[0]
-            t = torch.cat([t] * reps)[:size]
-        out.append(t)
-    return contiguous(out)
-
-
-def dynamic_shapes_for(example_inputs: tuple, dynamic_batch: DynamicBatch | None) -> Any:
-    if dynamic_batch is None:
-        return None
-    from torch.export import Dim
-
-    batch = Dim("batch", min=dynamic_batch.min, max=dynamic_batch.max)
-    return tuple({0: batch} for _ in example_inputs)
+    @property
+    def batch_dynamic(self) -> bool:
+        return any(0 in shape for shape in self.dynamic_shapes or ())
 
 
 class _no_mha_fastpath:
@@ -66,7 +46,7 @@ class _no_mha_fastpath:
         torch.backends.mha.set_fastpath_enabled(self.prev)
 
 
-def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) -> ExportResult:
+def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> ExportResult:
     """Trace ``model`` with ``torch.export``.
 
     Strict mode (TorchDynamo) is tried first; when it fails, non-strict tracing is tried and the strict
@@ -75,10 +55,10 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
     Raises:
         ExportError: both modes failed; the message carries torch's reason in one line.
     """
-    if model.exported is not None and dynamic_batch is None:
+    if model.exported is not None and not dims:
         return ExportResult(model.exported, model.example_inputs, None, None)
-    examples = batch_examples(model.example_inputs, dynamic_batch)
-    shapes = dynamic_shapes_for(examples, dynamic_batch)
+    examples = contiguous(export_examples(model.example_inputs, dims))
+    shapes = dynamic_shapes(len(examples), dims)
     try:
         ep = _trace(model.module, examples, shapes, strict=True)
         return ExportResult(ep, examples, shapes, True)
@@ -89,8 +69,8 @@ def export_model(model: LoadedModel, dynamic_batch: DynamicBatch | None = None) 
     except Exception as exc:
         hint = ("make forward traceable: no data-dependent Python control flow or .item() on tensors "
                 "(use torch.cond), no unsupported Python side effects")
-        if dynamic_batch is not None and ("Constraints violated" in str(exc) or "specialized" in str(exc)):
-            hint = "the model fixes its batch size somewhere (a reshape with a literal batch?); drop --dynamic-batch or use -1"
+        if dims and ("Constraints violated" in str(exc) or "specialized" in str(exc) or "must be equal" in str(exc)):
+            hint = _dims_hint(str(exc), dims)
         raise ExportError(f"torch.export failed for {model.spec}: {first_line(exc)}", hint) from exc
     return ExportResult(ep, examples, shapes, False, fallback_reason=reason)
 
@@ -104,3 +84,18 @@ def _trace(module: Any, examples: tuple, shapes: Any, *, strict: bool) -> Any:
 
     with quiet(drop_on_error=True), torch.no_grad(), _no_mha_fastpath():
         return torch.export.export(module, examples, dynamic_shapes=shapes, strict=strict)
+
+
+def _dims_hint(message: str, dims: Sequence[ResolvedDim]) -> str:
+    """What to change when export refuses the dynamic dimensions (torch names the symbol it had to fix or tie)."""
+    import re
+
+    for d in dims:
+        if re.search(rf"\b{re.escape(d.name)}\b", message):
+            if d.peers:
+                return (f"{d.label()} cannot change alone: if {', '.join(d.peers)} share its size, declare them "
+                        f"together: {d.hint()}")
+            what = "batch size" if d.dim == 0 else f"size of {d.label()}"
+            return (f"the model fixes the {what} somewhere (a reshape or a table with a literal size?), "
+                    f"or {d.min}..{d.max} is wider than it allows: narrow the range or drop that dynamic dimension")
+    return "a dynamic dimension is tied to another input or to a fixed size: check each --dynamic-dim against the model"

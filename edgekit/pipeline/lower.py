@@ -1,12 +1,27 @@
-"""Stage 4: lower to an ExecuTorch program, through the XNNPACK delegate or on portable kernels only."""
+"""Stage 4: lower to an ExecuTorch program, through the XNNPACK delegate or on portable kernels only.
+
+Before partitioning, a few rewrites give XNNPACK ops it has no kernel for as ops it has (each is listed in the
+manifest's ``delegation.passes``): ``layer_norm`` as linear/sub/mul/rsqrt (a mean is a linear with a constant
+1/n row, so it works at any sequence length), no-op ``expand_copy`` removed, static ``unsqueeze``/``squeeze``
+as ``view``. What still runs on portable kernels is listed with the partitioner's own reason.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LowerError, first_line
 from ..targets import Backend
+
+#: Why an op with no partitioner rule of its own stays on portable kernels.
+_KNOWN_REASONS = {
+    "embedding_byte": "quantized embedding lookup: ExecuTorch's quantized kernels run it (XNNPACK has no embedding op)",
+    "embedding_4bit": "quantized embedding lookup: ExecuTorch's quantized kernels run it (XNNPACK has no embedding op)",
+    "sym_size": "reads a dynamic dimension's size for shape arithmetic (host side, no compute)",
+}
 
 
 @dataclass(frozen=True)
@@ -16,11 +31,66 @@ class LowerResult:
     info: dict
 
 
-def delegation_summary(graph_module: Any) -> dict:
+def _op_type(node_name: str) -> str:
+    """``aten_view_copy_default_3`` → ``aten_view_copy_default`` (executorch's delegation info names ops so)."""
+    return re.sub(r"_\d+$", "", node_name)
+
+
+class _WhyNot(logging.Handler):
+    """Collects XNNPACK's ``WhyNoPartition`` debug records: op type → the partitioner's reasons."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reasons: dict[str, set[str]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        why = record.msg  # the WhyNoPartition object itself, read now (it is reused for the next node)
+        node, reason = getattr(why, "node", None), getattr(why, "reason", None)
+        if node is not None and reason:
+            reason = str(reason).rstrip(".")
+            self.reasons.setdefault(_op_type(node.name), set()).add(_explain(node) if reason == "invalid dtype" else reason)
+
+    def __enter__(self) -> "_WhyNot":
+        self.logger = logging.getLogger("executorch.backends.xnnpack")
+        self.saved = (self.logger.level, self.logger.propagate)
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
+
+
+def _explain(node: Any) -> str:
+    """XNNPACK says "invalid dtype" for any argument it cannot take: say which."""
+    import torch
+
+    args = [a for arg in node.args for a in (arg if isinstance(arg, (list, tuple)) else [arg]) if isinstance(a, torch.fx.Node)]
+    vals = [a.meta.get("val") for a in args]
+    if any(isinstance(v, torch.SymInt) for v in vals):
+        return "takes a dynamic size as an argument (XNNPACK needs it static here)"
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in vals if isinstance(v, torch.Tensor)}
+                    - {"float32", "float16", "int8", "uint8", "int32"})
+    if dtypes:
+        return f"{', '.join(dtypes)} data: XNNPACK computes in float32/float16 and int8"
+    return "an argument type XNNPACK does not take"
+
+
+def _xnnpack_ops() -> set[str]:
+    """Op types that XNNPACK's partitioner has a rule for (``aten_view_copy_default``, ...)."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+
+    return {"aten_" + cfg.target_name.replace(".", "_") for cfg in ALL_PARTITIONER_CONFIGS if getattr(cfg, "target_name", None)}
+
+
+def delegation_summary(graph_module: Any, reasons: dict[str, set[str]] | None = None, backend: Backend = Backend.XNNPACK) -> dict:
     """How much of the graph the delegate took: partitions, node counts, and per operator.
 
     ``by_operator[op] = {"delegated": n, "portable": m}``: ``portable`` counts nodes left to ExecuTorch's
-    own kernels (a delegated ``getitem`` is bookkeeping, not compute).
+    own kernels (a delegated ``getitem`` is bookkeeping, not compute). ``portable_reasons[op]`` says why.
     """
     from executorch.devtools.backend_debug import get_delegation_info
 
@@ -31,13 +101,28 @@ def delegation_summary(graph_module: Any) -> dict:
         for op, b in sorted(info.delegation_by_operator.items())
         if op != "getitem"
     }
+    portable = sorted(op for op, v in by_op.items() if v["portable"])
     return {
         "delegated_partitions": int(info.num_delegated_subgraphs),
         "delegated_nodes": sum(v["delegated"] for v in by_op.values()),
         "portable_nodes": sum(v["portable"] for v in by_op.values()),
-        "portable_ops": sorted(op for op, v in by_op.items() if v["portable"]),
+        "portable_ops": portable,
         "by_operator": by_op,
+        "portable_reasons": {op: _reasons_for(op, reasons or {}, backend) for op in portable},
     }
+
+
+def _reasons_for(op: str, reasons: dict[str, set[str]], backend: Backend) -> list[str]:
+    if backend is not Backend.XNNPACK:
+        return ["the target lowers without a delegate (portable kernels only)"]
+    if op in reasons:
+        return sorted(reasons[op])
+    for key, why in _KNOWN_REASONS.items():
+        if key in op:
+            return [why]
+    if op not in _xnnpack_ops():
+        return ["XNNPACK's partitioner has no rule for this operator"]
+    return ["XNNPACK's partitioner declined it without a reason (a dtype or layout it does not take)"]
 
 
 def _shape_envs(program: Any) -> list:
@@ -64,6 +149,67 @@ def _fuse_quantized_embeddings(edge: Any) -> Any:
     return edge
 
 
+def _layer_norm_as_linear(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5,
+                          cudnn_enable: bool = True) -> Any:
+    """``layer_norm`` over the last dimension with ops XNNPACK has: each mean is a linear with a 1/n row."""
+    import torch
+
+    if len(normalized_shape) != 1:
+        return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
+    n = int(normalized_shape[0])
+    row = torch.full((1, n), 1.0 / n, dtype=x.dtype)
+    centred = x - torch.nn.functional.linear(x, row)
+    y = centred * torch.rsqrt(torch.nn.functional.linear(centred * centred, row) + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def prepare_for_xnnpack(program: Any) -> tuple[Any, list[str]]:
+    """Rewrite ops XNNPACK has no kernel for into ones it has, before lowering (the aten-level part)."""
+    import torch
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    ln = torch.ops.aten.layer_norm.default
+    if not any(n.op == "call_function" and n.target == ln for n in program.graph.nodes):
+        return program, []
+    program = program.run_decompositions({ln: _layer_norm_as_linear})
+    # fold only the 1/n rows into constants: quantize/dequantize pairs and everything else stay as they are
+    skip = {n.target for n in program.graph.nodes if n.op == "call_function" and n.target != torch.ops.aten.full.default}
+    program = constant_prop_pass(program, custom_skip_targets=skip)
+    return program, ["layer_norm → linear-mean form"]
+
+
+def _one_inferred_dim(graph_module: Any) -> Any:
+    """``view_copy(x, [1, s0, 12, 32])`` → ``view_copy(x, [1, -1, 12, 32])``: a reshape with one dynamic size is
+    one XNNPACK runs (it infers that size at run time); the symbolic form it refuses."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import PassResult
+
+    changed = False
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or node.target != exir_ops.edge.aten.view_copy.default:
+            continue
+        shape = list(node.args[1])
+        symbolic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+        if len(symbolic) == 1 and -1 not in shape:
+            shape[symbolic[0]] = -1
+            node.args = (node.args[0], shape, *node.args[2:])
+            changed = True
+    if changed:
+        graph_module.graph.eliminate_dead_code()
+        graph_module.recompile()
+    return PassResult(graph_module, changed)
+
+
+def _edge_passes() -> tuple[list, list[str]]:
+    from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import ReplaceSqueezeAndUnsqueezeWithViewPass
+    from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
+
+    return ([RemoveNoopExpandCopyPass(), ReplaceSqueezeAndUnsqueezeWithViewPass(), _one_inferred_dim],
+            ["no-op expand_copy removed", "static squeeze/unsqueeze → view_copy", "one dynamic reshape size → -1"])
+
+
 def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False) -> LowerResult:
     """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it (``fuse_embeddings``: the
     program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels).
@@ -73,25 +219,29 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
     """
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    partitioners = []
-    if backend is Backend.XNNPACK:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        partitioners = [XnnpackPartitioner()]
-    # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
-    # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
-    # The memory planner then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is
-    # irrelevant to XNNPACK (it resizes at run time), so the exported ranges are restored before planning.
-    envs = _shape_envs(program)
-    saved = [(env, dict(env.var_to_range)) for env in envs]
+    partitioners, passes, applied = [], [], []
     try:
-        edge = to_edge_transform_and_lower(program, partitioner=partitioners,
-                                           compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings))
+        if backend is Backend.XNNPACK:
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+            partitioners = [XnnpackPartitioner()]
+            program, applied = prepare_for_xnnpack(program)
+            passes, names = _edge_passes()
+            applied += names
+        # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
+        # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
+        # The memory planner then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is
+        # irrelevant to XNNPACK (it resizes at run time), so the exported ranges are restored before planning.
+        envs = _shape_envs(program)
+        saved = [(env, dict(env.var_to_range)) for env in envs]
+        with _WhyNot() as why:
+            edge = to_edge_transform_and_lower(program, transform_passes=passes or None, partitioner=partitioners,
+                                               compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings))
         if fuse_embeddings:
             edge = _fuse_quantized_embeddings(edge)
         for env, ranges in saved:
             env.var_to_range.update(ranges)
-        delegation = delegation_summary(edge.exported_program().graph_module)
+        delegation = {**delegation_summary(edge.exported_program().graph_module, why.reasons, backend), "passes": applied}
         et = edge.to_executorch()
         pte = bytes(et.buffer)
     except Exception as exc:

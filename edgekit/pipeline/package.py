@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .._fs import staged_output, write_json
 from ..errors import BudgetError
 from ..machine import software_versions
-from ..manifest import (MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PTE_NAME, BudgetCheck, BudgetSection, DynamicBatchInfo,
+from ..manifest import (MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PTE_NAME, BudgetCheck, BudgetSection, DynamicBatchInfo, DynamicDimInfo,
                         ExportSection, Manifest, ModelSection, PlannedMemory, ProgramSection, TensorEntry)
 from ..program import ProgramInfo, inspect_program
 from ..targets import Target
@@ -44,19 +44,23 @@ def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
                           "relax the target's [budget] or change the model/target")
 
 
-def _model_section(st: "_BuildState", info: ProgramInfo, dynamic_batch: Any) -> ModelSection:
+def _model_section(st: "_BuildState", info: ProgramInfo) -> ModelSection:
     sig = st.exported.program.graph_signature
     examples = st.exported.example_inputs
     method = info.method("forward")
-    inputs = [TensorEntry(n, list(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in zip(sig.user_inputs, examples)]
+    inputs = [TensorEntry(n, list(t.shape), str(t.dtype).removeprefix("torch."), m.dynamic)
+              for n, t, m in zip(sig.user_inputs, examples, method.inputs)]
     outputs = [TensorEntry(n, list(m.shape), m.dtype, m.dynamic) for n, m in zip(sig.user_outputs, method.outputs)]
-    dyn = None
-    if dynamic_batch is not None:
-        dyn = DynamicBatchInfo(dynamic_batch.min, dynamic_batch.max, method.inputs[0].shape[0] if method.inputs else None)
-        if dyn.program_max is not None and dyn.program_max != dynamic_batch.max:
-            st.warnings.append(f"the program accepts batches up to {dyn.program_max} only, not {dynamic_batch.max} "
-                               "as asked (ExecuTorch's memory plan)")
-    return ModelSection(st.loaded.spec, inputs, outputs, dyn)
+    dims, batch = [], None
+    for d in st.dims:
+        planned = method.inputs[d.indices[0]].shape[d.dim] if method.inputs else None
+        dims.append(DynamicDimInfo(list(d.names), list(d.indices), d.dim, d.min, d.max, planned))
+        if planned is not None and planned != d.max:
+            st.warnings.append(f"the program accepts {d.label()} up to {planned} only, not {d.max} as asked "
+                               "(ExecuTorch's memory plan)")
+        if d.dim == 0:
+            batch = DynamicBatchInfo(d.min, d.max, planned)
+    return ModelSection(st.loaded.spec, inputs, outputs, batch, dims)
 
 
 def _program_section(st: "_BuildState", info: ProgramInfo) -> ProgramSection:
@@ -66,10 +70,10 @@ def _program_section(st: "_BuildState", info: ProgramInfo) -> ProgramSection:
         planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")), size_comparison=st.size_comparison)
 
 
-def assemble_manifest(st: "_BuildState", t_start: float, dynamic_batch: Any) -> Manifest:
+def assemble_manifest(st: "_BuildState", t_start: float) -> Manifest:
     """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
     info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
-    model = _model_section(st, info, dynamic_batch)
+    model = _model_section(st, info)
     budget = check_budget(st.target, info.size_bytes, st.verify)
     return Manifest.from_dict({
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -90,7 +94,7 @@ def assemble_manifest(st: "_BuildState", t_start: float, dynamic_batch: Any) -> 
     })
 
 
-def write_package(st: "_BuildState", force: bool, t_start: float, dynamic_batch: Any) -> "BuildResult":
+def write_package(st: "_BuildState", force: bool, t_start: float) -> "BuildResult":
     """Check the budget, then write the package atomically.
 
     Raises:
@@ -98,7 +102,7 @@ def write_package(st: "_BuildState", force: bool, t_start: float, dynamic_batch:
     """
     from .build import BuildResult
 
-    manifest = assemble_manifest(st, t_start, dynamic_batch)
+    manifest = assemble_manifest(st, t_start)
     raise_for_budget(manifest.budget)
     with staged_output(st.out, force) as tmp:
         (tmp / PTE_NAME).write_bytes(st.lowered.pte)

@@ -31,7 +31,7 @@ def quantizer_for(scheme: QuantScheme) -> Any:
 
 def calibration_batch_size(exported: ExportResult) -> int:
     """Samples per calibration call: the example batch for static shapes (``module()`` guards it)."""
-    if exported.dynamic_shapes is None:
+    if not exported.batch_dynamic:
         return int(exported.example_inputs[0].shape[0])
     return max(2, min(32, int(exported.example_inputs[0].shape[0]) * 8))
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Dataset
-from ..errors import DataError
-from ..manifest import Accuracy, OutputFidelity, VerifySection
+from ..errors import DataError, VerifyError
+from ..manifest import Accuracy, OutputFidelity, SizeCheck, VerifySection
 from ..program import InProcessProgram
 
 
@@ -125,6 +125,7 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
     for i in range(len(eager_out[0])):
         ref = torch.cat([b[i] for b in eager_out])
         got = torch.cat([b[i] for b in pte_out])
+        _check_finite(ref, got, i, data.source)
         outputs.append({"index": i, **compare_outputs(ref.float(), got.float())})
     fid = [OutputFidelity.from_dict(o) for o in outputs]
     sqnrs = [o.sqnr_db for o in fid if o.sqnr_db is not None]
@@ -147,3 +148,53 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
         top1_agreement=fid[0].top1_agreement if kind is Task.CLASSIFY else None,
         accuracy=accuracy, accuracy_note=note, task=kind.value, task_reason=why, cosine_min=min(o.cosine_min for o in fid),
         nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None)
+
+
+def _check_finite(ref: Any, got: Any, index: int, source: str) -> None:
+    """NaN or inf in the program's output where eager's is finite: the program is broken on this data."""
+    import torch
+
+    bad = ~torch.isfinite(got.float()) & torch.isfinite(ref.float())
+    if bool(bad.any()):
+        raise VerifyError(f"output {index} of the program holds {int(bad.sum())} NaN/inf value(s) on {source} where the "
+                          "eager model's are finite", "an activation overflows after quantization: try the "
+                          "xnnpack-fp32 target, or check the data is what the model expects")
+
+
+def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
+    """``data`` with each dynamic dimension at its size: re-tokenised text where the data is sentences (the token
+    dimension of every input), else cut or tiled along the dimension."""
+    from ..dynamic import at_sizes
+
+    token_dims = [(d, s) for d, s in zip(dims, sizes) if d.dim == 1 and len(d.indices) == len(data.inputs)]
+    if data.retokenize is not None and len(token_dims) == len(dims):
+        return data.retokenize(token_dims[0][1])
+    return Dataset(at_sizes(data.inputs, dims, sizes), data.labels, data.source)
+
+
+def verify_at_sizes(pte: bytes | str | Path, reference: Any, data: Dataset, dims: Any, *, batch: int,
+                    samples: int = 16) -> list[SizeCheck]:
+    """The program against eager with each dynamic dimension (batch aside) at its bounds, one at a time.
+
+    Raises:
+        VerifyError: the program fails to run, or gives NaN/inf, at one of the sizes.
+    """
+    from ..dynamic import verify_sizes
+    from ..errors import ProgramError
+
+    checks = []
+    base = [d.example for d in dims]
+    for k, d in enumerate(dims):
+        for size in verify_sizes(d):
+            if size == d.example:
+                continue
+            sizes = base[:k] + [size] + base[k + 1:]
+            sub = data_at(data, dims, sizes).take(max(batch, samples))
+            try:
+                v = verify_program(pte, reference, sub, batch=batch, task=Task.REGRESS)
+            except ProgramError as exc:
+                raise VerifyError(f"the program does not run with {d.label()} = {size}, inside its range {d.min}..{d.max}: "
+                                  f"{exc}", "narrow the --dynamic-dim range") from exc
+            checks.append(SizeCheck(sizes={dd.label(): sz for dd, sz in zip(dims, sizes)}, samples=v.samples,
+                                    max_abs_error=v.max_abs_error, sqnr_db=v.sqnr_db, cosine_min=v.cosine_min or 0.0))
+    return checks

@@ -23,6 +23,7 @@ class Subject:
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     dtypes: list[str] = field(default_factory=list)
     eager_spec: str | None = None
+    ranges: list = field(default_factory=list)  # a package's dynamic dimensions (manifest model.dynamic_dims)
 
 
 def resolve_program(path: str | Path, method: str = "forward") -> Subject:
@@ -35,7 +36,7 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
     from ..manifest import read_manifest
 
     p = Path(path)
-    target = None
+    target, ranges = None, []
     desc: dict = {"path": str(p)}
     if p.is_dir():
         manifest = read_manifest(p)
@@ -53,6 +54,7 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
         except ConfigError:  # an edited target section: profile with the default settings
             target = None
         desc.update({"package": str(p), "model": manifest.model.spec, "target": manifest.target.get("name")})
+        ranges = list(manifest.model.dynamic_dims)
     else:
         if p.suffix == ".json" or p.name == "manifest.json":
             raise ProgramError(f"{p} is a manifest, not a program", f"pass the package folder {p.parent} instead")
@@ -60,7 +62,7 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
     info = inspect_program(pte, data)
     info.method(method)  # raises with the list of methods
     desc.update({"pte": str(pte), "sha256": info.sha256, "size_bytes": info.size_bytes, "method": method})
-    return Subject("program", desc, target, pte=pte, info=info)
+    return Subject("program", desc, target, pte=pte, info=info, ranges=ranges)
 
 
 def eager_subject(spec: Any, input_specs: Any, batch: int | None) -> Subject:
@@ -151,20 +153,43 @@ def _user_inputs(subject: Subject, metas: Any, source: Any, batch: int | None) -
         raise DataError(f"--inputs {ds.source} has {len(ds.inputs)} input array(s) but the program takes {len(metas)}",
                         "store one array per program input (x0, x1, ...)")
     arrays = []
-    for i, (t, shape, dt) in enumerate(zip(ds.inputs, subject.shapes, subject.dtypes)):
+    for i, (t, shape, dt, meta) in enumerate(zip(ds.inputs, subject.shapes, subject.dtypes, metas)):
         arr = t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
         if tuple(arr.shape) != tuple(shape):
-            if tuple(arr.shape[1:]) == tuple(shape[1:]) and arr.shape[0] >= shape[0]:
-                arr = arr[: shape[0]]  # sample-first data: take the program's batch
-            elif tuple(arr.shape) == tuple(shape[1:]) and shape[0] == 1:
-                arr = arr[None]
-            else:
-                raise DataError(f"--inputs {ds.source} input {i} has shape {tuple(arr.shape)} but the program expects {tuple(shape)}",
-                                "save N x " + "x".join(map(str, shape[1:])) + " samples")
+            arr = _fit(arr, shape, meta.dynamic, f"--inputs {ds.source} input {i}")
         if str(arr.dtype) != dt:
             both_float = arr.dtype.kind == "f" and (dt.startswith("float") or dt == "bfloat16")
             if not both_float:
                 raise DataError(f"--inputs {ds.source} input {i} is {arr.dtype} but the program expects {dt}",
                                 f"save it as {dt}")
         arrays.append(np.ascontiguousarray(arr))
+    subject.shapes = [tuple(a.shape) for a in arrays]
+    if subject.ranges:
+        from ..dynamic import check_sizes
+
+        check_sizes(subject.shapes, subject.ranges, f"--inputs {ds.source}")
     return arrays, ds.source
+
+
+def _fit(arr: Any, shape: tuple, dynamic: bool, what: str) -> Any:
+    """The user's array as the program runs it: the program's batch of sample-first data, one sample given
+    without its batch dimension, or (dynamic programs) any size up to the program's bound in each dimension.
+
+    Raises:
+        DataError: a rank or a size the program cannot take.
+    """
+    if tuple(arr.shape[1:]) == tuple(shape[1:]) and arr.shape[0] >= shape[0]:
+        return arr[: shape[0]]  # sample-first data: take the program's batch
+    if tuple(arr.shape) == tuple(shape[1:]) and shape[0] == 1:
+        return arr[None]
+    if dynamic and arr.ndim == len(shape) - 1:
+        arr = arr[None]
+    if dynamic and arr.ndim == len(shape):
+        arr = arr[: shape[0]]
+        for d in range(1, len(shape)):
+            if arr.shape[d] > shape[d]:
+                raise DataError(f"{what} has size {arr.shape[d]} in dimension {d}, above the program's bound {shape[d]}",
+                                f"give at most {shape[d]} there, or rebuild with a larger --dynamic-dim MAX")
+        return arr
+    raise DataError(f"{what} has shape {tuple(arr.shape)} but the program expects {tuple(shape)}",
+                    "save N x " + "x".join(map(str, shape[1:])) + " samples")
