@@ -251,8 +251,9 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
 
 from .bench.cli import bench, cache  # noqa: E402  (each group lives beside its library)
 from .device.cli import devices, runner  # noqa: E402
+from .tune.cli import tune  # noqa: E402
 
-for _group in (bench, cache, devices, runner):
+for _group in (bench, cache, devices, runner, tune):
     cli.add_command(_group)
 
 

@@ -115,6 +115,7 @@ class QuantizeSection(Contract):
     calibration: str | None = None  # the data's source, or "random"
     embeddings: str = "none"  # none | int8 | int4: weight-only, per row, fused to ExecuTorch's quantized embedding ops
     embedding_tables: list[str] = field(default_factory=list)
+    fp32_layers: list[str] = field(default_factory=list)  # mixed precision: layers left in float32
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,35 @@ class BudgetSection(Contract):
 
 
 @dataclass(frozen=True)
+class TuneCandidate(Contract):
+    """One recipe `edgekit tune` tried, with what was measured and its fate."""
+
+    name: str
+    recipe: dict[str, Any]  # scheme, fp32_layers, prune ratio
+    status: str  # chosen | beaten | over budget | failed | skipped
+    reason: str
+    size_bytes: int | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    peak_rss_mb: float | None = None
+    accuracy_drop: float | None = None
+    sqnr_db: float | None = None
+    cosine_min: float | None = None
+    build_s: float | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class TuneSection(Contract):
+    objective: str  # p50 | size | peak_rss
+    budget: dict[str, float]  # max_accuracy_drop and/or min_sqnr
+    threads: int
+    candidates: list[TuneCandidate]
+    decision: str  # why the chosen one won, in one sentence
+    mann_whitney_p: float | None = None  # chosen vs runner-up latency samples (one-sided), when compared
+
+
+@dataclass(frozen=True)
 class Manifest(Contract):
     """``manifest.json`` of a package.
 
@@ -255,6 +285,7 @@ class Manifest(Contract):
     warnings: list[str]
     timings_s: dict[str, float]
     build_peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound when it built more)
+    tune: TuneSection | None = None  # set on the package `edgekit tune` chose: every candidate and why it won or lost
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":

@@ -97,6 +97,47 @@ class PhaseProgress:
             self.status = None
 
 
+class TuneProgress:
+    """Tune progress on stderr: a bar over builds and measurements with elapsed time and an ETA (the total grows as
+    the search decides what to try next)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.task = quiet, None, None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console())
+            self.bar.start()
+            self.task = self.bar.add_task(what, total=max(total, 1))
+        self.bar.update(self.task, description=what, completed=done, total=max(total, done, 1))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def tune_table(candidates: list, result: Any) -> None:
+    """Every candidate with its figures and fate; then the decision and where the package is."""
+    from .tune.report import HEAD, rows
+
+    t = table("edgekit tune: candidates", HEAD, left=("candidate", "status", "why"), wrap=("why",))
+    styles = {"chosen": "bold green", "over": "red", "failed": "red", "skipped": "dim"}
+    for c, row in zip(candidates, rows(candidates)):
+        t.add_row(*row, style=styles.get(c.status))
+    console(stderr=False).print(t)
+    if result is not None:
+        console(stderr=False).print(f"[bold]chosen:[/] {result.manifest.tune.decision}\n"
+                                    f"package: {result.out_dir} (Pareto plot: {result.out_dir / 'tune.html'})")
+        for note in result.notes:
+            console(stderr=False).print(f"[dim]{note}[/]")
+
+
 # ------------------------------------------------------------------------------------------------ build
 def _prune_rows(p: Any) -> list[tuple[str, str]]:
     rows = [("pruning", p.summary)]

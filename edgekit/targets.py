@@ -97,13 +97,18 @@ def _number(value: Any, key: str, *, lo: float | None = None, hi: float | None =
 @dataclass(frozen=True)
 class QuantizeConfig:
     """PT2E quantization. ``calibration_samples``: how many samples calibrate a static scheme. ``embeddings``:
-    weight-only quantization of embedding tables, independent of the scheme."""
+    weight-only quantization of embedding tables, independent of the scheme. ``fp32_layers``: module names
+    (``features.0.0``) kept in float32 while the rest is quantized: mixed precision (what ``edgekit tune`` picks)."""
 
     scheme: QuantScheme = QuantScheme.NONE
     calibration_samples: int = 64
     embeddings: EmbeddingQuant = EmbeddingQuant.NONE
+    fp32_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.fp32_layers, str) or not all(isinstance(n, str) for n in self.fp32_layers):
+            raise ConfigError(f"quantize.fp32_layers must be a list of layer names, got {self.fp32_layers!r}")
+        object.__setattr__(self, "fp32_layers", tuple(self.fp32_layers))
         object.__setattr__(self, "scheme", _enum(QuantScheme, self.scheme, "quantize.scheme"))
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
@@ -306,8 +311,9 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
             if not isinstance(table, dict):
                 raise ConfigError(f"[{sec}] must be a table")
             _check_keys(table, cls, f"[{sec}] ", source)
-            if sec == "prune" and "ignore" in table and isinstance(table["ignore"], list):
-                table = {**table, "ignore": tuple(table["ignore"])}
+            for key in ("ignore", "fp32_layers"):
+                if isinstance(table.get(key), list):
+                    table = {**table, key: tuple(table[key])}
             kwargs[sec] = cls(**table)
         if "name" not in kwargs:
             raise ConfigError("missing key 'name'", "add name = \"my-target\"")

@@ -205,3 +205,27 @@ class SequenceMixer(nn.Module):
 def sequence_mixer():
     torch.manual_seed(0)
     return SequenceMixer(), (torch.randn(1, 12, 8), torch.randn(1, 12, 8))
+
+
+class Fragile(nn.Module):
+    """An MLP whose fc2 output carries one huge channel (x1000) that the head ignores: int8 activations (one scale
+    per tensor, or per row for dynamic ones) crush every other channel to zero, so plain int8 loses the output
+    unless fc2 and head stay in fp32."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 8)
+        with torch.no_grad():
+            self.fc2.weight[0] *= 1000
+            self.fc2.bias[0] = 1000.0
+            self.head.weight[:, 0] = 0
+
+    def forward(self, x):
+        return self.head(self.fc2(torch.relu(self.fc1(x))))
+
+
+def fragile():
+    torch.manual_seed(0)
+    return Fragile(), (torch.randn(1, 16),)

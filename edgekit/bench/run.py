@@ -52,6 +52,11 @@ def edgekit_source_digest() -> str:
     return h.hexdigest()[:16]
 
 
+def cache_mirror() -> Path:
+    """Where cache entries of a remote cache are mirrored to be read as local folders."""
+    return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cache-mirror"
+
+
 def build_key(model: SuiteModel, target: Any, versions: dict) -> str:
     """Content hash of everything a build depends on: model entry, target, sources, data, versions (and
     edgekit's own source, so a changed pipeline rebuilds)."""
@@ -95,7 +100,7 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
     store = BuildCache(cache)
     store.check_writable()
     versions = _versions(machine_facts())
-    mirror = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cache-mirror"
+    mirror = cache_mirror()
     pairs = list(dict.fromkeys((m, t) for m, t, _ in suite.items()))
     keys = {(m.name, t): build_key(m, load_target(t), versions) for m, t in pairs}
     todo, peaks = [], []

@@ -224,7 +224,9 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
         if scheme.needs_calibration and not isinstance(stages, SilentRunner):
             st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
                                "data may suffer; pass --calibration with a few dozen real samples")
-    res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib), scheme.value)
+    keep = st.target.quantize.fp32_layers
+    res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib, keep),
+                     scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""))
     info = {**res.info, **embeddings, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}
     return res.exported, QuantizeSection.from_dict(info)
 

@@ -17,8 +17,8 @@ class QuantizeResult:
     info: dict
 
 
-def quantizer_for(scheme: QuantScheme) -> Any:
-    """The XNNPACKQuantizer configured for ``scheme``."""
+def quantizer_for(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> Any:
+    """The XNNPACKQuantizer configured for ``scheme``, leaving the modules named in ``fp32_layers`` in float32."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -26,7 +26,35 @@ def quantizer_for(scheme: QuantScheme) -> Any:
 
     per_channel = scheme is not QuantScheme.INT8_STATIC_PER_TENSOR
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=scheme.is_dynamic)
-    return XNNPACKQuantizer().set_global(config)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if fp32_layers:
+        from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+        keep = [get_module_name_filter(name) for name in fp32_layers]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in keep))
+    return quantizer
+
+
+def layer_names(program: Any) -> list[str]:
+    """Module names of the quantizable layers (conv, linear) in an exported program, in graph order."""
+    names = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and any(k in str(node.target) for k in ("conv", "linear")):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                names.append(list(stack.values())[-1][0])
+    return list(dict.fromkeys(names))
+
+
+def check_layers(program: Any, fp32_layers: tuple[str, ...]) -> None:
+    """Raises QuantizeError naming a ``quantize.fp32_layers`` entry that is no conv or linear of the model."""
+    if not fp32_layers:
+        return
+    known = layer_names(program)
+    missing = [n for n in fp32_layers if n not in known and not any(k.startswith(n + ".") for k in known)]
+    if missing:
+        raise QuantizeError(f"quantize.fp32_layers names {', '.join(missing)}: no conv or linear layer of the model",
+                            "layers: " + ", ".join(known[:12]) + (" …" if len(known) > 12 else ""))
 
 
 def calibration_batch_size(exported: ExportResult) -> int:
@@ -36,7 +64,8 @@ def calibration_batch_size(exported: ExportResult) -> int:
     return max(2, min(32, int(exported.example_inputs[0].shape[0]) * 8))
 
 
-def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: Dataset) -> QuantizeResult:
+def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: Dataset,
+                     fp32_layers: tuple[str, ...] = ()) -> QuantizeResult:
     """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
 
     Args:
@@ -52,7 +81,8 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
 
     batch = calibration_batch_size(exported)
     try:
-        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme))
+        check_layers(exported.program, fp32_layers)
+        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
     except Exception as exc:
         raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
     used = 0
@@ -87,6 +117,7 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         "calibration_samples": used,
         "calibration_batch": batch,
         "calibration": calibration.source,
+        "fp32_layers": list(fp32_layers),
     }
     return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)
 

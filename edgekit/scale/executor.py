@@ -35,8 +35,9 @@ def stack_facts() -> dict:
             "edgekit_source": edgekit_source_digest(), "python": platform.python_version(), "arch": platform.machine()}
 
 
-def build_task(model: Any, target: str, key: str, cache_url: str) -> dict:
-    """Build one (model, target) into the shared cache unless it is there; what happened, and where.
+def build_task(model: Any, target: Any, key: str, cache_url: str, options: tuple = ()) -> dict:
+    """Build one (model, target) into the shared cache unless it is there; what happened, and where (``options``:
+    more ``build()`` arguments as (name, value) pairs (jobs are hashable), e.g. ``finetune`` data for a pruning recipe of ``edgekit tune``).
 
     Runs on a pool process or a Dask worker: it imports the stack itself and writes only to the cache.
     """
@@ -57,7 +58,8 @@ def build_task(model: Any, target: str, key: str, cache_url: str) -> dict:
         if cache.get(key, Path(tmp)) is not None:
             return {"key": key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
         res = build(model.spec, target, out=Path(tmp) / "pkg", inputs=model.inputs,
-                    calibration=resolve_data_source(model.calibration), eval=resolve_data_source(model.eval), force=True)
+                    calibration=resolve_data_source(model.calibration), eval=resolve_data_source(model.eval), force=True,
+                    **{k: v for k, v in options if v is not None})
         cache.put(key, res.out_dir)
     return {"key": key, "cached": False, "worker": worker, "seconds": round(time.perf_counter() - t0, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -1,0 +1,147 @@
+"""What `edgekit tune` tries: recipes (precision × fp32 layers × prune ratio) as targets, whether the CPU has native
+fp16, and the per-layer sensitivity that drives accuracy-driven mixed precision.
+
+Mixed precision: each quantizable layer (conv, linear) is quantized *alone* (every other one stays fp32) in PT2E's
+simulation, and the SQNR of the model's output against fp32 ranks the layers; the most sensitive ones are then kept
+in fp32 one more at a time, in simulation, until the budget holds. Only that recipe is built and verified for real.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..targets import QuantScheme, Target
+
+PRUNE_RATIOS = (0.25, 0.5, 0.7)
+#: how many of the most sensitive layers mixed precision may keep in fp32 before it gives up
+MAX_FP32_LAYERS = 8
+
+_SHORT = {QuantScheme.NONE: "fp32", QuantScheme.INT8_STATIC_PER_CHANNEL: "int8 per-channel",
+          QuantScheme.INT8_STATIC_PER_TENSOR: "int8 per-tensor", QuantScheme.INT8_DYNAMIC_PER_CHANNEL: "int8 dynamic (qd8)"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    scheme: QuantScheme
+    fp32_layers: tuple[str, ...] = ()
+    prune: float = 0.0
+
+    @property
+    def name(self) -> str:
+        parts = [_SHORT.get(self.scheme, self.scheme.value)]
+        if self.fp32_layers:
+            parts.append(f"{len(self.fp32_layers)} layer(s) fp32")
+        if self.prune:
+            parts.insert(0, f"prune {self.prune:g}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"scheme": self.scheme.value, "fp32_layers": list(self.fp32_layers), "prune": self.prune}
+
+    def target(self, base: Target, finetune_epochs: int = 0) -> Target:
+        """The base target with this recipe's quantization and pruning (its budget, threads and power kept)."""
+        slug = self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+        return base.replace(name=f"tune-{slug}", quantize__scheme=self.scheme, quantize__fp32_layers=self.fp32_layers,
+                            prune__structured_ratio=self.prune, prune__sparsity=0.0,
+                            prune__finetune_epochs=finetune_epochs if self.prune else 0)
+
+
+def base_recipes() -> list[Recipe]:
+    return [Recipe(QuantScheme.NONE), Recipe(QuantScheme.INT8_STATIC_PER_CHANNEL),
+            Recipe(QuantScheme.INT8_STATIC_PER_TENSOR), Recipe(QuantScheme.INT8_DYNAMIC_PER_CHANNEL)]
+
+
+def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[bool, str]:
+    """(does this CPU do fp16 arithmetic natively, why we think so). Without it XNNPACK emulates fp16 in fp32 and
+    an fp16 program is slower than fp32, so tune does not try one."""
+    try:
+        flags = set()
+        for line in cpuinfo.read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        return False, f"cannot read {cpuinfo} to detect fp16 arithmetic"
+    arch = platform.machine()
+    if arch == "x86_64":
+        return ("avx512fp16" in flags, "x86-64 " + ("with" if "avx512fp16" in flags else "without") + " AVX512-FP16")
+    if arch in ("aarch64", "arm64"):
+        ok = bool({"asimdhp", "fphp"} & flags)
+        return ok, "Arm " + ("with" if ok else "without") + " FP16 arithmetic (asimdhp)"
+    return False, f"{arch}: fp16 arithmetic unknown"
+
+
+# ------------------------------------------------------------------------------------------------ sensitivity
+def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...]) -> Any:
+    """PT2E prepare → calibrate → convert in PyTorch (no lowering): a module that computes what the quantized
+    program would, to rank layers and try recipes in seconds."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from ..pipeline.quantize import calibration_batch_size, quantizer_for
+
+    prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
+    with torch.no_grad():
+        for sample in calib.batches(calibration_batch_size(exported)):
+            prepared(*sample)
+    return convert_pt2e(prepared)
+
+
+def _first(out: Any) -> Any:
+    from torch.utils._pytree import tree_leaves
+
+    return tree_leaves(out)[0]
+
+
+def fidelity(module: Any, reference: list, data: Any, batch: int, labels: Any) -> dict:
+    """SQNR (dB) of ``module``'s first output against ``reference`` (eager outputs), and top-1 accuracy with labels."""
+    import torch
+
+    with torch.no_grad():
+        got = torch.cat([_first(module(*s)).float() for s in data.batches(batch)])
+    ref = torch.cat(reference).float()
+    noise = float(((got - ref) ** 2).sum())
+    sqnr = math.inf if noise == 0 else 10 * math.log10(max(float((ref ** 2).sum()), 1e-30) / noise)
+    acc = None
+    if labels is not None:
+        acc = float((got.argmax(1) == labels[: len(got)]).double().mean())
+    return {"sqnr_db": sqnr, "accuracy": acc}
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    layers: list[tuple[str, float]]  # (layer, SQNR in dB with only that layer quantized), most sensitive first
+    keep: tuple[str, ...] | None  # the smallest most-sensitive set that meets the budget in simulation
+    tried: list[tuple[int, dict]]  # (layers kept, simulated fidelity)
+
+
+def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, meets: Callable[[dict], bool],
+                    step: Callable[[str], None] = lambda s: None) -> Sensitivity:
+    """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``."""
+    import torch
+
+    from ..pipeline.quantize import layer_names
+
+    names = layer_names(exported.program)
+    batch = int(exported.example_inputs[0].shape[0])
+    eager = exported.program.module()
+    with torch.no_grad():
+        reference = [_first(eager(*s)).float() for s in data.batches(batch)]
+    ranked = []
+    for i, name in enumerate(names, start=1):
+        step(f"sensitivity {i}/{len(names)}: {name}")
+        alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name))
+        ranked.append((name, fidelity(alone, reference, data, batch, None)["sqnr_db"]))
+    ranked.sort(key=lambda r: r[1])
+    tried = []
+    for k in range(1, min(MAX_FP32_LAYERS, len(names) - 1) + 1):
+        keep = tuple(n for n, _ in ranked[:k])
+        step(f"mixed precision: {k} layer(s) in fp32")
+        fid = fidelity(simulate(exported, scheme, calib, keep), reference, data, batch, data.labels)
+        tried.append((k, fid))
+        if meets(fid):
+            return Sensitivity(ranked, keep, tried)
+    return Sensitivity(ranked, None, tried)

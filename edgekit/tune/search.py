@@ -1,0 +1,210 @@
+"""``tune()``: build and measure recipes, keep the fastest (or smallest) program within the accuracy budget.
+
+Order: the plain precisions (fp32, int8 per-channel, per-tensor, dynamic) → mixed precision when static int8 misses
+the budget → structured pruning at a few ratios on the best precision so far → the two best re-measured in
+interleaved rounds. Builds go through the executor (local pool or Dask) into the content-addressed build cache, and
+each measurement is cached beside them, so an interrupted tune resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BudgetError, UsageError
+from ..manifest import TuneCandidate
+from ..targets import QuantScheme
+from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
+
+OBJECTIVES = ("p50", "size", "peak_rss")
+ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_accuracy_drop: float | None = None
+    min_sqnr: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in (("max_accuracy_drop", self.max_accuracy_drop), ("min_sqnr", self.min_sqnr)) if v is not None}
+
+    def miss(self, drop: float | None, sqnr: float | None) -> float | None:
+        """How far a program is outside the budget (0 inside; None when the figure is unknown)."""
+        if self.max_accuracy_drop is not None:
+            return None if drop is None else max(0.0, drop - self.max_accuracy_drop)
+        if sqnr is None:  # identical outputs
+            return 0.0
+        return max(0.0, self.min_sqnr - sqnr)
+
+    def describe(self) -> str:
+        if self.max_accuracy_drop is not None:
+            return f"top-1 accuracy drop ≤ {self.max_accuracy_drop:g}"
+        return f"SQNR ≥ {self.min_sqnr:g} dB"
+
+
+@dataclass
+class Tried:
+    """One recipe's journey: built (or not), measured (or not), in or over budget."""
+
+    recipe: Recipe
+    status: str = "pending"
+    reason: str = ""
+    folder: Path | None = None
+    manifest: Any = None
+    build_s: float | None = None
+    cached: bool = False
+    profile: dict = field(default_factory=dict)  # p50, p90, peak_rss_mb, samples
+
+    @property
+    def drop(self) -> float | None:
+        acc = self.manifest.verify.accuracy if self.manifest else None
+        return acc.drop if acc else None
+
+    @property
+    def sqnr(self) -> float | None:
+        return self.manifest.verify.sqnr_db if self.manifest else None
+
+    def record(self) -> TuneCandidate:
+        m = self.manifest
+        return TuneCandidate(
+            name=self.recipe.name, recipe=self.recipe.to_dict(), status=self.status, reason=self.reason,
+            size_bytes=m.program.size_bytes if m else None, p50_ms=self.profile.get("p50"), p90_ms=self.profile.get("p90"),
+            peak_rss_mb=self.profile.get("peak_rss_mb"), accuracy_drop=self.drop, sqnr_db=self.sqnr,
+            cosine_min=m.verify.cosine_min if m else None, build_s=self.build_s, cached=self.cached)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    objective: str = "p50"
+    threads: int = 1
+    runs: int = 100
+    rounds: int = 3
+    time_budget_s: float | None = None
+    cache: str | Path = Path(".edgekit") / "cache" / "builds"
+    executor: str | None = None
+    prune_ratios: tuple[float, ...] = PRUNE_RATIOS
+    finetune_epochs: int = 3
+
+
+def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: str) -> Budget:
+    """The budget to use; refuses what tuning cannot do meaningfully.
+
+    Raises:
+        UsageError: no calibration data, an accuracy budget without --eval, or an unknown objective.
+    """
+    if calibration is None:
+        raise UsageError("edgekit tune needs --calibration DATA: int8 ranges from random inputs say nothing about "
+                         "your data, so every comparison would be meaningless",
+                         "pass a few dozen real input samples (.npz/.npy/.pt, a folder, or sentences for hf: models)")
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if budget.max_accuracy_drop is not None and budget.min_sqnr is not None:
+        raise UsageError("give --max-accuracy-drop or --min-sqnr, not both")
+    if budget.max_accuracy_drop is not None and eval_data is None:
+        raise UsageError("--max-accuracy-drop needs labelled --eval data", "pass --eval with labels, or use --min-sqnr")
+    if budget.max_accuracy_drop is None and budget.min_sqnr is None:
+        return Budget(min_sqnr=30.0)
+    return budget
+
+
+def measurement_key(build_key: str, opts: TuneOptions, machine: str) -> str:
+    doc = {"build": build_key, "threads": opts.threads, "runs": opts.runs, "machine": machine}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def measure(t: Tried, opts: TuneOptions, store: Any, key: str) -> None:
+    """Profile a built candidate with the native harness (cached per build, machine and settings)."""
+    from ..profile import profile
+
+    path = f"{store.root}/.tune/{key}.json"
+    if store.fs.exists(path):
+        t.profile = json.loads(store.fs.cat_file(path))
+        return
+    r = profile(t.folder, runs=opts.runs, threads=opts.threads, warmup=10, warmup_seconds=0.1)
+    t.profile = {"p50": r.latency_ms.p50, "p90": r.latency_ms.p90, "peak_rss_mb": r.memory.peak_rss_mb,
+                 "samples": list(r.samples_ms)}
+    store.fs.makedirs(f"{store.root}/.tune", exist_ok=True)
+    store.fs.pipe_file(path, json.dumps(t.profile).encode())
+
+
+def rank_key(t: Tried, objective: str) -> tuple:
+    size = t.manifest.program.size_bytes
+    if objective == "size":
+        return (size, t.profile.get("p50", 0.0))
+    if objective == "peak_rss":
+        return (t.profile.get("peak_rss_mb", 0.0), size)
+    return (t.profile.get("p50", 0.0), size)
+
+
+def decide(best: Tried, second: Tried | None, opts: TuneOptions,
+           remeasure: Callable[[Tried], list[float]]) -> tuple[Tried, str, float | None]:
+    """Chosen, why, and the Mann-Whitney p-value when two programs' latencies were compared.
+
+    For ``p50``: both are re-measured in interleaved rounds; the faster wins only when Mann-Whitney (one-sided)
+    says so at α = 0.01, else the smaller program wins the tie."""
+    if second is None:
+        return best, "the only candidate within the budget", None
+    if opts.objective != "p50":
+        unit = "bytes" if opts.objective == "size" else "MiB peak RSS"
+        return best, f"lowest {opts.objective} ({rank_key(best, opts.objective)[0]:g} {unit})", None
+    from scipy.stats import mannwhitneyu
+
+    a, b = [], []
+    for _ in range(opts.rounds):  # interleaved: drift hits both alike
+        a += remeasure(best)
+        b += remeasure(second)
+    p = float(mannwhitneyu(a, b, alternative="less").pvalue)
+    import statistics
+
+    ma, mb = statistics.median(a), statistics.median(b)
+    if p < ALPHA:
+        return best, (f"faster than {second.recipe.name}: p50 {ma:.4g} vs {mb:.4g} ms over {opts.rounds} interleaved rounds "
+                      f"(Mann-Whitney p = {p:.2g} < {ALPHA})"), p
+    small = min((best, second), key=lambda t: t.manifest.program.size_bytes)
+    other = second if small is best else best
+    return small, (f"no significant latency difference from {other.recipe.name} (p50 {ma:.4g} vs {mb:.4g} ms, "
+                   f"Mann-Whitney p = {p:.2g} ≥ {ALPHA}): the smaller program wins"), p
+
+
+def no_candidate_error(tried: list[Tried], budget: Budget) -> BudgetError:
+    built = [t for t in tried if t.manifest is not None]
+    misses = [(budget.miss(t.drop, t.sqnr), t) for t in built]
+    misses = [(m, t) for m, t in misses if m is not None]
+    if not misses:
+        return BudgetError("no candidate could be built and verified", "see the table above for each one's error")
+    m, t = min(misses, key=lambda x: x[0])
+    have = f"accuracy drop {t.drop:.4g}" if budget.max_accuracy_drop is not None else f"SQNR {t.sqnr:.1f} dB"
+    return BudgetError(f"no candidate meets {budget.describe()}: the closest, {t.recipe.name}, has {have} "
+                       f"(misses by {m:.3g})", "relax the budget, give --finetune data for pruning, or improve calibration")
+
+
+def plan_precisions() -> tuple[list[Recipe], list[TuneCandidate]]:
+    """The plain precisions to build, and the ones skipped with why (fp16 without native arithmetic)."""
+    ok, why = native_fp16()
+    skipped = [TuneCandidate(name="fp16", recipe={"scheme": "fp16"}, status="skipped",
+                             reason=(f"{why}: XNNPACK would emulate fp16 in fp32, slower than fp32" if not ok else
+                                     f"{why}, but this edgekit does not build fp16 programs yet"))]
+    return base_recipes(), skipped
+
+
+def prune_recipes(best: Recipe, ratios: tuple[float, ...], has_finetune: bool, prunable: tuple[bool, str]) -> tuple[list[Recipe], list[str]]:
+    """Prune ratios on the best precision; without fine-tuning data only the mildest (accuracy collapses beyond)."""
+    if not prunable[0]:
+        return [], [prunable[1]]
+    ratios = ratios if has_finetune else ratios[:1]
+    notes = [] if has_finetune else ["no --finetune data: only the mildest prune ratio is tried (without recovery "
+                                     "fine-tuning larger ratios collapse accuracy)"]
+    return [Recipe(best.scheme, best.fp32_layers, r) for r in ratios], notes
+
+
+def static_int8(tried: list[Tried]) -> Tried | None:
+    return next((t for t in tried if t.recipe.scheme is QuantScheme.INT8_STATIC_PER_CHANNEL and not t.recipe.fp32_layers
+                 and not t.recipe.prune), None)
+
+
+def elapsed_over(t0: float, opts: TuneOptions) -> bool:
+    return opts.time_budget_s is not None and time.monotonic() - t0 > opts.time_budget_s

@@ -1,0 +1,77 @@
+"""edgekit tune on the real stack: builds through the executor and cache, native profiles, mixed precision."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgekit
+from edgekit.cli import cli
+from edgekit.errors import UsageError
+from edgekit.manifest import read_manifest
+from edgekit.tune import Budget, TuneOptions, tune
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tune")
+    rng = np.random.default_rng(0)
+    np.savez(d / "calib.npz", x=rng.standard_normal((64, 16)).astype(np.float32))
+    np.savez(d / "eval.npz", x=rng.standard_normal((32, 16)).astype(np.float32))
+    return d
+
+
+def _opts(tmp_path, **kw):
+    return TuneOptions(runs=20, rounds=2, cache=str(tmp_path / "cache"), executor="local:2", **kw)
+
+
+def test_mixed_precision_keeps_the_fragile_layers_in_fp32_and_meets_a_budget_plain_int8_misses(data, tmp_path):
+    res = tune("toy_models:fragile", calibration=data / "calib.npz", eval=data / "eval.npz", out=tmp_path / "best",
+               budget=Budget(min_sqnr=30), options=_opts(tmp_path))
+    cands = {c.name: c for c in res.manifest.tune.candidates}
+    assert cands["int8 per-channel"].status == "over" and cands["int8 per-channel"].sqnr_db < 30
+    mixed = [c for c in cands.values() if c.recipe.get("fp32_layers")]
+    assert mixed and sorted(mixed[0].recipe["fp32_layers"]) == ["fc2", "head"], mixed
+    assert mixed[0].status in ("chosen", "beaten") and mixed[0].sqnr_db >= 30
+    assert cands["fp16"].status == "skipped" and cands["fp16"].reason
+    chosen = [c for c in cands.values() if c.status == "chosen"]
+    assert len(chosen) == 1 and res.manifest.tune.decision.startswith(chosen[0].name)
+    m = read_manifest(tmp_path / "best")  # a normal package: the chosen program, verified, with the tune section
+    assert m.tune == res.manifest.tune and m.verify.sqnr_db is None or m.verify.sqnr_db >= 30
+    assert (tmp_path / "best" / "tune.html").read_text().count("data:image/png;base64") == 1
+    assert edgekit.profile(tmp_path / "best", runs=3, warmup=1, warmup_seconds=0.0).latency_ms.count == 3
+
+
+def test_an_interrupted_tune_resumes_from_the_cache(data, tmp_path):
+    seen = []
+
+    def interrupt(what, done, total):
+        seen.append(what)
+        if sum(w.startswith("built") for w in seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune("toy_models:mlp", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path), progress=interrupt)
+    assert not (tmp_path / "o").exists()
+    r = CliRunner().invoke(cli, ["tune", "toy_models:mlp", "-c", str(data / "calib.npz"), "--runs", "20", "--cache",
+                                 str(tmp_path / "cache"), "--executor", "local:2", "-o", str(tmp_path / "o"), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    cands = json.loads(r.stdout)["tune"]["candidates"]
+    assert sum(c["cached"] for c in cands) >= 2 and any(c["status"] == "chosen" for c in cands)
+
+
+def test_no_candidate_meeting_the_budget_names_the_closest_and_writes_nothing(data, tmp_path):
+    r = CliRunner().invoke(cli, ["tune", "toy_models:fragile", "-c", str(data / "calib.npz"), "--eval", str(data / "eval.npz"),
+                                 "--min-sqnr", "400", "--runs", "20", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "no candidate meets SQNR ≥ 400 dB: the closest" in r.stderr and "misses by" in r.stderr, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
+
+
+def test_tune_refuses_to_run_without_calibration_data(tmp_path):
+    with pytest.raises(UsageError, match="needs --calibration"):
+        tune("toy_models:mlp", calibration=None, out=tmp_path / "o")
+    r = CliRunner().invoke(cli, ["tune", "toy_models:mlp", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "needs --calibration DATA" in r.stderr and not (tmp_path / "o").exists()
+    with pytest.raises(UsageError, match="needs labelled --eval"):
+        tune("toy_models:mlp", calibration=tmp_path / "c.npz", out=tmp_path / "o", budget=Budget(max_accuracy_drop=0.01))
