@@ -19,16 +19,17 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(d / "calib.npz", x=rng.standard_normal((64, 16)).astype(np.float32))
     np.savez(d / "eval.npz", x=rng.standard_normal((32, 16)).astype(np.float32))
+    (d / "cache").mkdir()  # shared: the no-candidate test finds the fragile model's builds and measurements here
     return d
 
 
-def _opts(tmp_path, **kw):
-    return TuneOptions(runs=20, rounds=2, cache=str(tmp_path / "cache"), executor="local:2", **kw)
+def _opts(cache, **kw):
+    return TuneOptions(runs=20, rounds=2, cache=str(cache), executor="local:2", **kw)
 
 
 def test_mixed_precision_keeps_the_fragile_layers_in_fp32_and_meets_a_budget_plain_int8_misses(data, tmp_path):
     res = tune("toy_models:fragile", calibration=data / "calib.npz", eval=data / "eval.npz", out=tmp_path / "best",
-               budget=Budget(min_sqnr=30), options=_opts(tmp_path))
+               budget=Budget(min_sqnr=30), options=_opts(data / "cache"))
     cands = {c.name: c for c in res.manifest.tune.candidates}
     assert cands["int8 per-channel"].status == "over" and cands["int8 per-channel"].sqnr_db < 30
     mixed = [c for c in cands.values() if c.recipe.get("fp32_layers")]
@@ -52,18 +53,20 @@ def test_an_interrupted_tune_resumes_from_the_cache(data, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tune("toy_models:mlp", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path), progress=interrupt)
+        tune("toy_models:mlp", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path / "cache", prune_ratios=()),
+             progress=interrupt)
     assert not (tmp_path / "o").exists()
     r = CliRunner().invoke(cli, ["tune", "toy_models:mlp", "-c", str(data / "calib.npz"), "--runs", "20", "--cache",
-                                 str(tmp_path / "cache"), "--executor", "local:2", "-o", str(tmp_path / "o"), "--json", "-q"])
+                                 str(tmp_path / "cache"), "--executor", "local:2", "--prune-ratios", "none", "-o", str(tmp_path / "o"), "--json", "-q"])
     assert r.exit_code == 0, r.output
     cands = json.loads(r.stdout)["tune"]["candidates"]
     assert sum(c["cached"] for c in cands) >= 2 and any(c["status"] == "chosen" for c in cands)
+    assert not any(c["recipe"].get("prune") for c in cands)  # --prune-ratios none
 
 
 def test_no_candidate_meeting_the_budget_names_the_closest_and_writes_nothing(data, tmp_path):
     r = CliRunner().invoke(cli, ["tune", "toy_models:fragile", "-c", str(data / "calib.npz"), "--eval", str(data / "eval.npz"),
-                                 "--min-sqnr", "400", "--runs", "20", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "o")])
+                                 "--min-sqnr", "400", "--runs", "20", "--cache", str(data / "cache"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "no candidate meets SQNR ≥ 400 dB: the closest" in r.stderr and "misses by" in r.stderr, r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
 

@@ -8,6 +8,18 @@ import click
 from .._options import Finite
 
 
+def _ratios(value: str) -> tuple[float, ...]:
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        ratios = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of ratios like 0.25,0.5") from None
+    if not all(0 < r < 1 for r in ratios):
+        raise click.BadParameter(f"{value!r}: every ratio must be between 0 and 1 (exclusive)")
+    return ratios
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
@@ -29,6 +41,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--min-sqnr", type=Finite(), metavar="DB", help="Budget: output SQNR vs eager fp32 (default 30 dB).")
 @click.option("--objective", type=click.Choice(["p50", "size", "peak_rss"]), default="p50", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--prune-ratios", default="0.25,0.5,0.7", show_default=True, callback=lambda c, p, v: _ratios(v),
+              metavar="R,R,...|none", help="Structured prune ratios to try on the best precision (none: no pruning).")
 @click.option("--runs", type=click.IntRange(5), default=100, show_default=True, help="Timed runs per measurement.")
 @click.option("--time-budget", callback=_duration, metavar="DURATION", help="Stop starting builds after this long (e.g. 30m).")
 @click.option("--cache", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
@@ -39,7 +53,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen package's manifest (with its tune section) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | None, finetune: str | None, base_target: str,
-         max_accuracy_drop: float | None, min_sqnr: float | None, objective: str, threads: int, runs: int,
+         max_accuracy_drop: float | None, min_sqnr: float | None, objective: str, threads: int, prune_ratios: tuple, runs: int,
          time_budget: float | None, cache: str, executor: str | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Search recipes for MODEL and keep the fastest program within the accuracy budget.
 
@@ -60,7 +74,8 @@ def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | No
     from . import tune as run_tune
 
     specs = [parse_input_spec(s) for s in inputs]
-    opts = TuneOptions(objective=objective, threads=threads, runs=runs, time_budget_s=time_budget, cache=cache, executor=executor)
+    opts = TuneOptions(objective=objective, threads=threads, runs=runs, time_budget_s=time_budget, cache=cache, executor=executor,
+                       prune_ratios=prune_ratios)
     bar = render.TuneProgress(quiet)
     try:
         result = run_tune(model, calibration=calibration, out=out, inputs=specs, eval=eval_data, finetune=finetune,
