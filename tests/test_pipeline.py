@@ -115,11 +115,13 @@ def test_saved_exported_program_builds(tmp_path):
     assert res.manifest.to_dict()["export"]["mode"] == "loaded"
 
 
-def test_strict_failure_falls_back_to_non_strict_and_says_so(tmp_path):
-    res = edgekit.build("toy_models:locked_linear", "xnnpack-fp32", out=tmp_path / "o")
-    assert res.manifest.to_dict()["export"]["mode"] == "non-strict"
-    assert "context manager" in res.manifest.to_dict()["export"]["fallback_reason"]
-    assert any("non-strict" in w for w in res.warnings)
+def test_non_strict_failure_falls_back_to_strict_and_says_so(tmp_path):
+    res = edgekit.build("toy_models:dynamo_only", "xnnpack-fp32", out=tmp_path / "o")
+    assert res.manifest.to_dict()["export"]["mode"] == "strict"
+    assert "only traces under TorchDynamo" in res.manifest.to_dict()["export"]["fallback_reason"]
+    assert any("non-strict torch.export failed" in w for w in res.warnings)
+    locked = edgekit.build("toy_models:locked_linear", "xnnpack-fp32", out=tmp_path / "l")  # strict refuses the lock
+    assert locked.manifest.export.mode == "non-strict" and locked.manifest.export.fallback_reason is None
 
 
 def _leftovers(folder):

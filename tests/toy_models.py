@@ -229,3 +229,24 @@ class Fragile(nn.Module):
 def fragile():
     torch.manual_seed(0)
     return Fragile(), (torch.randn(1, 16),)
+
+
+class DynamoOnly(nn.Module):
+    """Runs eagerly and traces under TorchDynamo (strict export), but refuses plain Python tracing on fake tensors
+    (non-strict export): the case edgekit's strict fallback exists for."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if torch.compiler.is_dynamo_compiling():
+            return self.fc(x)
+        if torch._guards.detect_fake_mode() is not None:
+            raise RuntimeError("this model only traces under TorchDynamo")
+        return self.fc(x)
+
+
+def dynamo_only():
+    torch.manual_seed(0)
+    return DynamoOnly(), (torch.randn(1, 4),)

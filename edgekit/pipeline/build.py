@@ -204,7 +204,7 @@ def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
                                "tables are graph constants): build from the model's factory to quantize them")
     exported = stages.run(Stage.EXPORT, lambda: export_model(model, st.dims))
     if exported.fallback_reason and not isinstance(stages, SilentRunner):
-        st.warnings.append(f"strict torch.export failed ({exported.fallback_reason}); used non-strict tracing")
+        st.warnings.append(f"non-strict torch.export failed ({exported.fallback_reason}); used strict tracing (TorchDynamo)")
     return exported
 
 

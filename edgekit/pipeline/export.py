@@ -1,4 +1,5 @@
-"""Stage 1: trace the model with ``torch.export`` (strict first, non-strict as a reported fallback)."""
+"""Stage 1: trace the model with ``torch.export`` (non-strict, torch's default, first; TorchDynamo's strict mode as a
+reported fallback)."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ class _no_mha_fastpath:
 def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> ExportResult:
     """Trace ``model`` with ``torch.export``.
 
-    Strict mode (TorchDynamo) is tried first; when it fails, non-strict tracing is tried and the strict
-    failure is reported in ``fallback_reason``. A saved ExportedProgram is used as it is.
+    Non-strict tracing (torch.export's default) is tried first; when it fails, strict mode (TorchDynamo) is tried
+    and the non-strict failure is reported in ``fallback_reason``. A saved ExportedProgram is used as it is.
 
     Raises:
         ExportError: both modes failed; the message carries torch's reason in one line.
@@ -59,20 +60,21 @@ def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> Export
         return ExportResult(model.exported, model.example_inputs, None, None)
     examples = contiguous(export_examples(model.example_inputs, dims))
     shapes = dynamic_shapes(len(examples), dims)
+    try:  # torch.export's default: non-strict tracing (on MobileNetV2 @224: 0.5 s; TorchDynamo's strict mode: 3.1 s)
+        ep = _trace(model.module, examples, shapes, strict=False)
+        return ExportResult(ep, examples, shapes, False)
+    except Exception as exc:  # torch raises many types here; all mean "try the other mode"
+        first = exc
     try:
         ep = _trace(model.module, examples, shapes, strict=True)
-        return ExportResult(ep, examples, shapes, True)
-    except Exception as strict_exc:  # torch raises many types here; all mean "try the other mode"
-        reason = first_line(strict_exc)
-    try:
-        ep = _trace(model.module, examples, shapes, strict=False)
-    except Exception as exc:
+    except Exception:
         hint = ("make forward traceable: no data-dependent Python control flow or .item() on tensors "
                 "(use torch.cond), no unsupported Python side effects")
-        if dims and ("Constraints violated" in str(exc) or "specialized" in str(exc) or "must be equal" in str(exc)):
-            hint = _dims_hint(str(exc), dims)
-        raise ExportError(f"torch.export failed for {model.spec}: {first_line(exc)}", hint) from exc
-    return ExportResult(ep, examples, shapes, False, fallback_reason=reason)
+        text = str(first)
+        if dims and ("Constraints violated" in text or "specialized" in text or "must be equal" in text):
+            hint = _dims_hint(text, dims)
+        raise ExportError(f"torch.export failed for {model.spec}: {first_line(first)}", hint) from first
+    return ExportResult(ep, examples, shapes, True, fallback_reason=first_line(first))
 
 
 def _trace(module: Any, examples: tuple, shapes: Any, *, strict: bool) -> Any:
