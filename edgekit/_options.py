@@ -16,3 +16,8 @@ class Finite(click.FloatRange):
         if v is not None and not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return v
+
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
