@@ -222,7 +222,7 @@ class MiniLMEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1]
-        x = self.word(input_ids) + self.position(self.position_ids[:, :t]) + self.token_type.weight[0]
+        x = self.word(input_ids) + self.position(self.position_ids[:, :t]) + self.token_type(torch.zeros_like(input_ids))
         x = self.norm(x)
         mask = attention_mask.to(x.dtype)
         additive = (1.0 - mask[:, None, None, :]) * -10000.0

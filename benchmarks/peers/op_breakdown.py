@@ -27,16 +27,18 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
 CALIB = 32
+#: XNNPACK runs 1x1 convolutions as fully connected GEMMs (NHWC), so the two are one category on both sides
+GEMM = "1x1 conv + linear (GEMM)"
 
 
 def et_category(name: str, kind: str) -> str:
     if kind == "operator":
         return "portable: " + re.sub(r"^native_call_|\.out$", "", name)
-    rules = [("DWConv", "depthwise conv"), (r"Convolution.*IGEMM", "conv k x k"), (r"Convolution.*GEMM", "conv 1x1"),
-             ("Convolution", "conv (other)"), ("Fully Connected", "fully connected / matmul"),
-             ("Batch Matrix Multiply", "batch matmul"), ("Pooling", "pooling"), ("Softmax", "softmax"),
+    rules = [("DWConv", "depthwise conv"), (r"Convolution.*IGEMM", "conv k x k"), (r"Convolution.*GEMM", GEMM),
+             ("Convolution", "conv (other)"), ("Fully Connected", GEMM),
+             ("Batch Matrix Multiply", "batch matmul"), (r"(Pooling|Mean)", "pooling / reduce"), ("Softmax", "softmax"),
              (r"^(Add|Multiply|Subtract|Divide|Maximum|Minimum|Square)", "element-wise"),
-             (r"(HardSwish|Sigmoid|Clamp|ELU|GELU|Tanh|Leaky|Reciprocal Square Root|Square Root)", "activation / unary"),
+             (r"(HardSwish|Sigmoid|Clamp|ELU|GELU|Tanh|Leaky|Reciprocal Square Root|Square Root|Unary)", "activation / unary"),
              (r"(Convert|Quantize|Dequantize)", "quantize / convert"),
              (r"(Transpose|Copy|Reshape|Constant Pad|Concatenate|Slice|Even Split)", "layout / copy")]
     for pattern, cat in rules:
@@ -45,22 +47,25 @@ def et_category(name: str, kind: str) -> str:
     return "other: " + re.sub(r" #\d+$", "", name)
 
 
-def ort_category(op: str, weight_shape: tuple | None, group: int) -> str:
+def ort_category(op: str, weight_shape: tuple | None, group: int, activations_only: bool = False) -> str:
     if op in ("QLinearConv", "Conv", "FusedConv", "NhwcConv", "NhwcFusedConv", "ConvInteger"):
         if weight_shape is None:
             return "conv (other)"
         out_c, k = weight_shape[0], tuple(weight_shape[2:])
         if group > 1 and group == out_c:
             return "depthwise conv"
-        return "conv 1x1" if all(d == 1 for d in k) else "conv k x k"
-    table = {"fully connected / matmul": ("MatMulInteger", "QLinearMatMul", "MatMul", "Gemm", "DynamicQuantizeMatMul",
+        return GEMM if all(d == 1 for d in k) else "conv k x k"
+    if op == "MatMul" and activations_only:
+        return "batch matmul"
+    table = {GEMM: ("MatMulInteger", "QLinearMatMul", "MatMul", "Gemm", "DynamicQuantizeMatMul",
                                           "MatMulIntegerToFloat", "QGemm", "FusedMatMul"),
-             "pooling": ("QLinearGlobalAveragePool", "GlobalAveragePool", "MaxPool", "QLinearAveragePool", "AveragePool"),
+             "pooling / reduce": ("QLinearGlobalAveragePool", "GlobalAveragePool", "MaxPool", "QLinearAveragePool", "AveragePool",
+                                  "ReduceMean"),
              "element-wise": ("Add", "QLinearAdd", "Mul", "QLinearMul", "Sub", "Div", "Pow", "Where", "Equal"),
              "activation / unary": ("HardSwish", "Sigmoid", "QLinearSigmoid", "Relu", "Clip", "Gelu", "FastGelu", "Erf",
                                     "Sqrt", "Tanh", "HardSigmoid", "BiasGelu", "QuickGelu", "Cast"),
              "softmax": ("Softmax", "QLinearSoftmax"), "layer norm": ("LayerNormalization", "SkipLayerNormalization",
-                                                                     "SimplifiedLayerNormalization", "ReduceMean"),
+                                                                     "SimplifiedLayerNormalization"),
              "quantize / convert": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),
              "layout / copy": ("Transpose", "Reshape", "Concat", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Shape",
                                "Gather", "Expand", "Identity", "ReorderInput", "ReorderOutput", "QLinearConcat"),
@@ -135,27 +140,30 @@ def ort_side(model: str, tmp: Path, calib: Path, runs: int) -> dict:
     for _ in range(runs):
         sess.run(None, feeds)
     trace = json.loads(Path(sess.end_profiling()).read_text())
-    shapes, groups = _conv_info(onnx.load(str(tmp / f"{model}_opt.onnx"), load_external_data=False))
+    shapes, groups, act_matmuls = _conv_info(onnx.load(str(tmp / f"{model}_opt.onnx"), load_external_data=False))
     cats: dict[str, float] = defaultdict(float)
     for ev in trace:
         if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
             continue
         node = ev["name"][: -len("_kernel_time")]
-        cats[ort_category(ev["args"].get("op_name", "?"), shapes.get(node), groups.get(node, 1))] += ev["dur"] / 1000 / runs
+        cat = ort_category(ev["args"].get("op_name", "?"), shapes.get(node), groups.get(node, 1), node in act_matmuls)
+        cats[cat] += ev["dur"] / 1000 / runs
     return {"categories": dict(cats)}
 
 
-def _conv_info(model) -> tuple[dict, dict]:
-    """Node name → weight shape and group, for the convolutions of the optimized ONNX graph."""
+def _conv_info(model) -> tuple[dict, dict, set]:
+    """Node name → weight shape and group, for the convolutions of the optimized ONNX graph; and the MatMuls of two
+    activations (attention's), which are batch matmuls, not linears."""
     inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
     shapes, groups = {}, {}
+    act_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in inits for i in n.input)}
     for n in model.graph.node:
         if "Conv" not in n.op_type:
             continue
         w = n.input[3] if n.op_type == "QLinearConv" else (n.input[1] if len(n.input) > 1 else None)
         shapes[n.name] = inits.get(w)
         groups[n.name] = next((a.i for a in n.attribute if a.name == "group"), 1)
-    return shapes, groups
+    return shapes, groups, act_matmuls
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from .._fs import check_output
 from .._noise import import_stack
 from ..data import Dataset, random_dataset, resolve_data
-from ..errors import PruneError
+from ..errors import ExportError, PruneError
 from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
 from ..dynamic import DynamicDim, ResolvedDim, batch_dim
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
@@ -202,7 +202,14 @@ def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
         if model.exported is not None and not isinstance(stages, SilentRunner):
             st.warnings.append(f"quantize.embeddings = {embeddings.value} does not apply to a saved ExportedProgram (its "
                                "tables are graph constants): build from the model's factory to quantize them")
-    exported = stages.run(Stage.EXPORT, lambda: export_model(model, st.dims))
+    try:
+        exported = stages.run(Stage.EXPORT, lambda: export_model(model, st.dims))
+    except ExportError as exc:
+        if st.embedding_tables and "IntxUnpacked" in exc.message:
+            raise ExportError(exc.message, "the model uses an nn.Embedding's weight other than by lookup (indexing or "
+                              "slicing .weight), which int8 tables do not support: build with --quantize-embeddings "
+                              "none, or look the rows up by calling the embedding") from exc
+        raise
     if exported.fallback_reason and not isinstance(stages, SilentRunner):
         st.warnings.append(f"non-strict torch.export failed ({exported.fallback_reason}); used strict tracing (TorchDynamo)")
     return exported
