@@ -45,9 +45,11 @@ class Recipe:
     def target(self, base: Target, finetune_epochs: int = 0) -> Target:
         """The base target with this recipe's quantization and pruning (its budget, threads and power kept)."""
         slug = self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+        # fp32 means fp32 throughout: embedding tables too (the base target may quantize them)
+        embeddings = {"quantize__embeddings": "none"} if self.scheme is QuantScheme.NONE else {}
         return base.replace(name=f"tune-{slug}", quantize__scheme=self.scheme, quantize__fp32_layers=self.fp32_layers,
                             prune__structured_ratio=self.prune, prune__sparsity=0.0,
-                            prune__finetune_epochs=finetune_epochs if self.prune else 0)
+                            prune__finetune_epochs=finetune_epochs if self.prune else 0, **embeddings)
 
 
 def base_recipes() -> list[Recipe]:
