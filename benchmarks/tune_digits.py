@@ -53,14 +53,18 @@ def main() -> None:
         size = "–" if c.size_bytes is None else f"{c.size_bytes / 1024:.1f}"
         drop = "–" if c.accuracy_drop is None else f"{c.accuracy_drop:+.4f}"
         lines.append(f"{c.name:<46}{c.status:<8}{p50:>9}{size:>10}{drop:>10}")
-    acc = res.manifest.verify.accuracy
+    acc, base_acc = res.manifest.verify.accuracy, base.manifest.verify.accuracy
     lines += [f"decision: {t.decision}",
               f"pick vs xnnpack-int8: p50 {statistics.median(a):.4f} vs {statistics.median(b):.4f} ms "
               f"({statistics.median(b) / statistics.median(a):.2f}× faster; Mann-Whitney p = {p:.2g}); pick accuracy "
-              f"{acc.program:.2%} (original eager {acc.eager:.2%}), xnnpack-int8 {base.manifest.verify.accuracy.program:.2%}"]
+              f"{_pct(acc, 'program')} (original eager {_pct(acc, 'eager')}), xnnpack-int8 {_pct(base_acc, 'program')}"]
     text = "\n".join(lines)
     print(text)
     (HERE / "results" / "tune_digits.txt").write_text(text + "\n")
+
+
+def _pct(acc, field: str) -> str:
+    return "not measured" if acc is None else f"{getattr(acc, field):.2%}"
 
 
 if __name__ == "__main__":

@@ -97,9 +97,12 @@ class _Session:
                 measure(t, self.opts, self.store, measurement_key(keys[id(t)], self.opts, self.machine))
                 self.done += 1
                 miss = self.budget.miss(t.drop, t.sqnr)
-                t.status = "over" if miss else "beaten"
                 unit = " dB" if self.budget.min_sqnr is not None else ""
-                t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
+                if miss is None:  # never counted as within: the budget could not be checked on this one
+                    t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
+                else:
+                    t.status = "over" if miss else "beaten"
+                    t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
             else:
                 self.done += 1
         return items
