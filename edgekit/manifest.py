@@ -258,7 +258,7 @@ class TuneSection(Contract):
     threads: int
     candidates: list[TuneCandidate]
     decision: str  # why the chosen one won, in one sentence
-    mann_whitney_p: float | None = None  # chosen vs runner-up latency samples (one-sided), when compared
+    mann_whitney_p: float | None = None  # the two best programs' re-measured latency samples (two-sided), when compared
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,14 @@ def main() -> None:
             et = statistics.median(m[0] for m in measured[et_label])
             best = min(orts, key=lambda k: statistics.median(m[0] for m in measured[k]))
             ob = statistics.median(m[0] for m in measured[best])
-            lines.append(f"→ {'edgekit WINS' if et <= ob else 'edgekit LOSES'}: {et:.3f} vs {ob:.3f} ms ({best}), ratio "
-                         f"{ob / et:.2f}×; tune: {res.manifest.tune.decision}")
+            spread = max(m[0] for m in measured[et_label]) - min(m[0] for m in measured[et_label])
+            verdict = "edgekit WINS" if et <= ob else "edgekit LOSES"
+            if abs(et - ob) < spread:
+                verdict += f" (by less than its own round-to-round spread, {spread:.3f} ms: a tie)"
+            lines.append(f"→ {verdict}: {et:.3f} vs {ob:.3f} ms ({best}), ratio {ob / et:.3f}×; per round: edgekit "
+                         + ", ".join(f"{m[0]:.3f}" for m in measured[et_label]) + f"; {best} "
+                         + ", ".join(f"{m[0]:.3f}" for m in measured[best]))
+            lines.append(f"  tune: {res.manifest.tune.decision}")
             print("\n".join(lines), flush=True)
     (ROOT / "benchmarks" / "results" / "tune_vs_ort.txt").write_text("\n".join(lines) + "\n")
 

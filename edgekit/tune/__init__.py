@@ -159,13 +159,11 @@ def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any]
 
 def _search(s: _Session, out: Path, force: bool) -> TuneResult:
     from ..profile import profile
-    from .search import decide, no_candidate_error, plan_precisions, prune_recipes, rank_key, static_int8
+    from .search import decide, no_candidate_error, plan_precisions, prune_recipes, rank_key
 
     recipes, skipped = plan_precisions()
     s.build(recipes)
-    int8 = static_int8(s.tried)
-    if int8 is not None and int8.status == "over":
-        _mixed(s, int8.recipe)
+    _rescue(s)
     within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
     if within:
         best = next((t for t in within if t.recipe.scheme.value != "none"), within[0])
@@ -194,6 +192,27 @@ def _search(s: _Session, out: Path, force: bool) -> TuneResult:
     return write_tuned(s, chosen, skipped, why, p, out, force)
 
 
+def _rescue(s: _Session) -> None:
+    """The fastest quantized program misses the budget: keep its embedding tables in fp32 (when it quantized some),
+    then the fewest most sensitive layers, until it holds."""
+    from ..targets import QuantScheme
+    from .recipes import Recipe
+
+    quantized = [t for t in s.tried if t.profile and t.recipe.scheme is not QuantScheme.NONE]
+    if not quantized:
+        return
+    fastest = min(quantized, key=lambda t: t.profile["p50"])
+    if fastest.status != "over":
+        return
+    recipe = fastest.recipe
+    if fastest.manifest.quantize.embedding_tables:
+        (tried,) = s.build([Recipe(recipe.scheme, embeddings="none")])
+        if tried.status != "over":
+            return
+        recipe = tried.recipe
+    _mixed(s, recipe)
+
+
 def _mixed(s: _Session, recipe: Any) -> None:
     """Static int8 misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that."""
     from ..data import resolve_data
@@ -203,23 +222,30 @@ def _mixed(s: _Session, recipe: Any) -> None:
     from .recipes import Recipe, mixed_precision
 
     loaded = load_model(s.model.spec, s.model.inputs)
+    reference = loaded.module
+    tables = s.base.quantize.embeddings if recipe.embeddings is None else recipe.embeddings
+    if str(getattr(tables, "value", tables)) != "none":  # simulate what the build will do to the tables too
+        from ..pipeline.quantize import quantize_embeddings
+        from ..targets import EmbeddingQuant
+
+        loaded, _ = quantize_embeddings(loaded, EmbeddingQuant(str(getattr(tables, "value", tables))))
     ex = loaded.example_inputs
     calib = resolve_data(s.model.calibration, ex, role="calibration", limit=s.base.quantize.calibration_samples,
                          tokenizer=loaded.tokenizer)
     data = resolve_data(s.model.eval, ex, role="eval", tokenizer=loaded.tokenizer) if s.model.eval else calib
     exported = export_model(loaded)
     if s.budget.max_accuracy_drop is not None:
-        eager = accuracy(loaded.module, data)
+        eager = accuracy(reference, data)
         meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
     else:
         meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
-    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what))
+    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference)
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
     s.notes.append(f"most sensitive layers (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:
         s.notes.append(f"mixed precision: keeping up to {len(found.tried)} layer(s) in fp32 did not meet the budget in simulation")
         return
-    s.build([Recipe(recipe.scheme, found.keep)])
+    s.build([Recipe(recipe.scheme, found.keep, embeddings=recipe.embeddings)])
 
 
 def _prunable(spec: str) -> tuple[bool, str]:

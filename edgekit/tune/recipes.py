@@ -29,10 +29,13 @@ class Recipe:
     scheme: QuantScheme
     fp32_layers: tuple[str, ...] = ()
     prune: float = 0.0
+    embeddings: str | None = None  # None: as the base target says; "none": embedding tables stay fp32
 
     @property
     def name(self) -> str:
         parts = [_SHORT.get(self.scheme, self.scheme.value)]
+        if self.embeddings == "none" and self.scheme is not QuantScheme.NONE:
+            parts.append("fp32 embeddings")
         if self.fp32_layers:
             parts.append(f"{len(self.fp32_layers)} layer(s) fp32")
         if self.prune:
@@ -40,13 +43,16 @@ class Recipe:
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
-        return {"scheme": self.scheme.value, "fp32_layers": list(self.fp32_layers), "prune": self.prune}
+        return {"scheme": self.scheme.value, "fp32_layers": list(self.fp32_layers), "prune": self.prune,
+                "embeddings": self.embeddings}
 
     def target(self, base: Target, finetune_epochs: int = 0) -> Target:
         """The base target with this recipe's quantization and pruning (its budget, threads and power kept)."""
         slug = self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
         # fp32 means fp32 throughout: embedding tables too (the base target may quantize them)
         embeddings = {"quantize__embeddings": "none"} if self.scheme is QuantScheme.NONE else {}
+        if self.embeddings is not None and self.scheme is not QuantScheme.NONE:
+            embeddings = {"quantize__embeddings": self.embeddings}
         return base.replace(name=f"tune-{slug}", quantize__scheme=self.scheme, quantize__fp32_layers=self.fp32_layers,
                             prune__structured_ratio=self.prune, prune__sparsity=0.0,
                             prune__finetune_epochs=finetune_epochs if self.prune else 0, **embeddings)
@@ -121,15 +127,16 @@ class Sensitivity:
 
 
 def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, meets: Callable[[dict], bool],
-                    step: Callable[[str], None] = lambda s: None) -> Sensitivity:
-    """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``."""
+                    step: Callable[[str], None] = lambda s: None, reference: Any = None) -> Sensitivity:
+    """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
+    (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables)."""
     import torch
 
     from ..pipeline.quantize import layer_names
 
     names = layer_names(exported.program)
     batch = int(exported.example_inputs[0].shape[0])
-    eager = exported.program.module()
+    eager = reference if reference is not None else exported.program.module()
     with torch.no_grad():
         reference = [_first(eager(*s)).float() for s in data.batches(batch)]
     ranked = []

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from ..errors import BudgetError, UsageError
 from ..manifest import TuneCandidate
-from ..targets import QuantScheme
 from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
 
 OBJECTIVES = ("p50", "size", "peak_rss")
@@ -144,8 +143,8 @@ def decide(best: Tried, second: Tried | None, opts: TuneOptions,
            remeasure: Callable[[Tried], list[float]]) -> tuple[Tried, str, float | None]:
     """Chosen, why, and the Mann-Whitney p-value when two programs' latencies were compared.
 
-    For ``p50``: both are re-measured in interleaved rounds; the faster wins only when Mann-Whitney (one-sided)
-    says so at α = 0.01, else the smaller program wins the tie."""
+    For ``p50``: both are re-measured in interleaved rounds; the faster one there wins only when Mann-Whitney
+    (two-sided) says the two differ at α = 0.01, else the smaller program wins the tie."""
     if second is None:
         return best, "the only candidate within the budget", None
     if opts.objective != "p50":
@@ -157,12 +156,13 @@ def decide(best: Tried, second: Tried | None, opts: TuneOptions,
     for _ in range(opts.rounds):  # interleaved: drift hits both alike
         a += remeasure(best)
         b += remeasure(second)
-    p = float(mannwhitneyu(a, b, alternative="less").pvalue)
+    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
     import statistics
 
     ma, mb = statistics.median(a), statistics.median(b)
-    if p < ALPHA:
-        return best, (f"faster than {second.recipe.name}: p50 {ma:.4g} vs {mb:.4g} ms over {opts.rounds} interleaved rounds "
+    if p < ALPHA:  # a real difference: the faster one in the re-measurement wins, whichever ranked first
+        fast, slow, mf, ms = (best, second, ma, mb) if ma <= mb else (second, best, mb, ma)
+        return fast, (f"faster than {slow.recipe.name}: p50 {mf:.4g} vs {ms:.4g} ms over {opts.rounds} interleaved rounds "
                       f"(Mann-Whitney p = {p:.2g} < {ALPHA})"), p
     small = min((best, second), key=lambda t: t.manifest.program.size_bytes)
     other = second if small is best else best
@@ -198,12 +198,7 @@ def prune_recipes(best: Recipe, ratios: tuple[float, ...], has_finetune: bool, p
     ratios = ratios if has_finetune else ratios[:1]
     notes = [] if has_finetune else ["no --finetune data: only the mildest prune ratio is tried (without recovery "
                                      "fine-tuning larger ratios collapse accuracy)"]
-    return [Recipe(best.scheme, best.fp32_layers, r) for r in ratios], notes
-
-
-def static_int8(tried: list[Tried]) -> Tried | None:
-    return next((t for t in tried if t.recipe.scheme is QuantScheme.INT8_STATIC_PER_CHANNEL and not t.recipe.fp32_layers
-                 and not t.recipe.prune), None)
+    return [Recipe(best.scheme, best.fp32_layers, r, best.embeddings) for r in ratios], notes
 
 
 def elapsed_over(t0: float, opts: TuneOptions) -> bool:
