@@ -32,8 +32,8 @@ class _Session:
         from ..machine import machine_facts
         from ..scale.cache import BuildCache
 
-        self.model = SuiteModel("tune", spec, (), tuple(inputs), None if calibration is None else str(calibration),
-                                None if eval_data is None else str(eval_data))
+        self.model = SuiteModel("tune", spec, (), tuple(inputs), calibration=None if calibration is None else str(calibration),
+                                eval=None if eval_data is None else str(eval_data))
         self.finetune, self.base, self.budget, self.opts, self.progress = finetune, base, budget, opts, progress
         self.store = BuildCache(opts.cache)
         self.store.check_writable()
