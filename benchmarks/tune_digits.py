@@ -52,7 +52,8 @@ def main() -> None:
         p50 = "–" if c.p50_ms is None else f"{c.p50_ms:.4f}"
         size = "–" if c.size_bytes is None else f"{c.size_bytes / 1024:.1f}"
         drop = "–" if c.accuracy_drop is None else f"{c.accuracy_drop:+.4f}"
-        lines.append(f"{c.name:<46}{c.status:<8}{p50:>9}{size:>10}{drop:>10}")
+        why = f"  ({c.reason})" if c.status in ("failed", "over", "skipped") else ""
+        lines.append(f"{c.name:<46}{c.status:<8}{p50:>9}{size:>10}{drop:>10}{why}")
     acc, base_acc = res.manifest.verify.accuracy, base.manifest.verify.accuracy
     lines += [f"decision: {t.decision}",
               f"pick vs xnnpack-int8: p50 {statistics.median(a):.4f} vs {statistics.median(b):.4f} ms "

@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--cache", default=str(ROOT / ".edgekit" / "cache" / "builds"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_vs_ort.txt"))
     args = ap.parse_args()
     f = machine_facts()
     lines = [f"# edgekit tune vs ONNX Runtime's best int8 — {f['cpu_model']}, {f['os']}; torch {f['torch']}, executorch "
@@ -156,8 +157,13 @@ def main() -> None:
                          + ", ".join(f"{m[0]:.3f}" for m in measured[et_label]) + f"; {best} "
                          + ", ".join(f"{m[0]:.3f}" for m in measured[best]))
             lines.append(f"  tune: {res.manifest.tune.decision}")
+            for c in res.manifest.tune.candidates:
+                p50 = "–" if c.p50_ms is None else f"{c.p50_ms:.3f}"
+                sq = "–" if c.sqnr_db is None else f"{c.sqnr_db:.1f}"
+                lines.append(f"    {c.name:<44}{c.status:<8} p50 {p50:>7}  SQNR {sq:>6}  {c.reason[:90]}")
+            lines += [f"    {n}" for n in res.notes]
             print("\n".join(lines), flush=True)
-    (ROOT / "benchmarks" / "results" / "tune_vs_ort.txt").write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 def run_ort(model: Path, inputs: Path, runs: int, tmp: Path) -> dict:

@@ -150,11 +150,23 @@ def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any]
     check_output(Path(out), force)
     base = load_target(base_target)
     import_stack()
+    _check_data(model, inputs, calibration, eval, finetune)
     s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None))
     try:
         return _search(s, Path(out), force)
     finally:
         s.close()
+
+
+def _check_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any) -> None:
+    """The model loads and every data set fits it, before any build starts (a wrong shape fails in seconds, not as
+    one failed build per candidate)."""
+    from ..data import resolve_data
+    from ..models import load_model
+
+    loaded = load_model(model, inputs)
+    for role, source in (("calibration", calibration), ("eval", eval_data), ("fine-tune", finetune)):
+        resolve_data(source, loaded.example_inputs, role=role, limit=8, tokenizer=loaded.tokenizer)
 
 
 def _search(s: _Session, out: Path, force: bool) -> TuneResult:
@@ -193,28 +205,34 @@ def _search(s: _Session, out: Path, force: bool) -> TuneResult:
 
 
 def _rescue(s: _Session) -> None:
-    """The fastest quantized program misses the budget: keep its embedding tables in fp32 (when it quantized some),
-    then the fewest most sensitive layers, until it holds."""
+    """Quantized programs better by the objective than every one within the budget miss it. First their embedding tables stay fp32
+    (one build each, where they quantized some); if none is within the budget then, the one that misses by least is
+    given mixed precision (the fewest most sensitive layers in fp32)."""
     from ..targets import QuantScheme
     from .recipes import Recipe
+    from .search import rank_key
 
-    quantized = [t for t in s.tried if t.profile and t.recipe.scheme is not QuantScheme.NONE]
-    if not quantized:
-        return
-    fastest = min(quantized, key=lambda t: t.profile["p50"])
-    if fastest.status != "over":
-        return
-    recipe = fastest.recipe
-    if fastest.manifest.quantize.embedding_tables:
-        (tried,) = s.build([Recipe(recipe.scheme, embeddings="none")])
-        if tried.status != "over":
-            return
-        recipe = tried.recipe
-    _mixed(s, recipe)
+    def score(t: Tried) -> float:
+        return rank_key(t, s.opts.objective)[0]
+
+    def over_and_faster() -> list[Tried]:  # "faster": better by the objective (p50, size or peak RSS)
+        ok = [score(t) for t in s.tried if t.status == "beaten" and t.profile]
+        bar = min(ok) if ok else float("inf")
+        return [t for t in s.tried if t.status == "over" and t.profile and t.recipe.scheme is not QuantScheme.NONE
+                and score(t) < bar]
+
+    tables = [t for t in over_and_faster() if t.manifest.quantize.embedding_tables and t.recipe.embeddings is None]
+    if tables:
+        s.build([Recipe(t.recipe.scheme, embeddings="none") for t in tables])
+    candidates = [t for t in over_and_faster() if not t.recipe.fp32_layers]
+    if candidates:  # still something faster than everything within the budget
+        closest = min(candidates, key=lambda t: s.budget.miss(t.drop, t.sqnr) or 0.0)
+        _mixed(s, closest.recipe)
 
 
-def _mixed(s: _Session, recipe: Any) -> None:
-    """Static int8 misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that."""
+def _mixed(s: _Session, recipe: Any) -> bool:
+    """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
+    whether the built program is within the budget."""
     from ..data import resolve_data
     from ..models import load_model
     from ..pipeline.export import export_model
@@ -241,11 +259,14 @@ def _mixed(s: _Session, recipe: Any) -> None:
         meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
     found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference)
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
-    s.notes.append(f"most sensitive layers (output SQNR with only that layer quantized): {worst}")
+    s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:
-        s.notes.append(f"mixed precision: keeping up to {len(found.tried)} layer(s) in fp32 did not meet the budget in simulation")
-        return
-    s.build([Recipe(recipe.scheme, found.keep, embeddings=recipe.embeddings)])
+        best = max((f["sqnr_db"] for _, f in found.tried), default=None)
+        s.notes.append(f"mixed precision ({recipe.name}): keeping up to {len(found.tried)} layer(s) in fp32 did not meet "
+                       "the budget in simulation" + (f" (best output SQNR: {best:.1f} dB)" if best is not None else ""))
+        return False
+    (built,) = s.build([Recipe(recipe.scheme, found.keep, embeddings=recipe.embeddings)])
+    return built.status == "beaten"
 
 
 def _prunable(spec: str) -> tuple[bool, str]:
