@@ -53,9 +53,12 @@ class Recipe:
         embeddings = {"quantize__embeddings": "none"} if self.scheme is QuantScheme.NONE else {}
         if self.embeddings is not None and self.scheme is not QuantScheme.NONE:
             embeddings = {"quantize__embeddings": self.embeddings}
+        # tune judges accuracy against its own budget (a candidate over it is shown as "over", with its figures), so
+        # the base target's accuracy guard must not turn a candidate into a failed build; size budgets still apply
         return base.replace(name=f"tune-{slug}", quantize__scheme=self.scheme, quantize__fp32_layers=self.fp32_layers,
                             prune__structured_ratio=self.prune, prune__sparsity=0.0,
-                            prune__finetune_epochs=finetune_epochs if self.prune else 0, **embeddings)
+                            prune__finetune_epochs=finetune_epochs if self.prune else 0, budget__max_accuracy_drop=None,
+                            **embeddings)
 
 
 def base_recipes() -> list[Recipe]:
