@@ -66,7 +66,7 @@ def without_rewrites():
 
     saved = lower.prepare_for_xnnpack, lower._edge_passes
     lower.prepare_for_xnnpack = lambda program: (program, [])
-    lower._edge_passes = lambda: ([], [])
+    lower._edge_passes = lambda program: ([], [])
     return lambda: (setattr(lower, "prepare_for_xnnpack", saved[0]), setattr(lower, "_edge_passes", saved[1]))
 
 

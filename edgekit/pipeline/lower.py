@@ -202,12 +202,24 @@ def _one_inferred_dim(graph_module: Any) -> Any:
     return PassResult(graph_module, changed)
 
 
-def _edge_passes() -> tuple[list, list[str]]:
+def _edge_passes(program: Any) -> tuple[list, list[str]]:
+    """The edge-level rewrites this program needs: each one re-traces the whole graph (about a second on
+    MobileNetV2 @224), so only those whose operators occur are run."""
     from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import ReplaceSqueezeAndUnsqueezeWithViewPass
     from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
 
-    return ([RemoveNoopExpandCopyPass(), ReplaceSqueezeAndUnsqueezeWithViewPass(), _one_inferred_dim],
-            ["no-op expand_copy removed", "static squeeze/unsqueeze → view_copy", "one dynamic reshape size → -1"])
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    passes, names = [], []
+    if any("expand" in op or "matmul" in op for op in ops):  # matmul decomposes to expand + bmm at the edge
+        passes.append(RemoveNoopExpandCopyPass())
+        names.append("no-op expand_copy removed")
+    if any("squeeze" in op for op in ops):
+        passes.append(ReplaceSqueezeAndUnsqueezeWithViewPass())
+        names.append("static squeeze/unsqueeze → view_copy")
+    if _shape_envs(program):
+        passes.append(_one_inferred_dim)
+        names.append("one dynamic reshape size → -1")
+    return passes, names
 
 
 def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False) -> LowerResult:
@@ -226,7 +238,7 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
 
             partitioners = [XnnpackPartitioner()]
             program, applied = prepare_for_xnnpack(program)
-            passes, names = _edge_passes()
+            passes, names = _edge_passes(program)
             applied += names
         # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
         # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
