@@ -240,3 +240,18 @@ def minilm_encoder(tokens: int = 32):
 
 MODELS = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small,
           "minilm_encoder": minilm_encoder}
+
+
+def image_calibration():
+    """32 seeded random images at 224 (no image data ships here): the same samples tune_vs_ort.py calibrates on."""
+    import numpy as np
+
+    return {"x": np.random.default_rng(1).standard_normal((32, *IMAGE[1:])).astype(np.float32)}
+
+
+def token_calibration():
+    """32 seeded random token sequences (ids in the vocabulary's middle range, full masks), 32 tokens."""
+    import numpy as np
+
+    ids = np.random.default_rng(1).integers(1000, 30000, (32, 32))
+    return {"x0": ids, "x1": np.ones_like(ids)}
