@@ -277,3 +277,15 @@ def test_the_noise_floor_stands_beside_each_latency_verdict():
     from edgekit.bench.report import COMPARE_HEAD, compare_rows
 
     assert compare_rows(cmp)[0][COMPARE_HEAD.index("noise")] == "±25.0%"
+
+
+def test_a_suite_data_function_may_return_several_inputs(tmp_path):
+    from edgekit.bench.suite import resolve_data_source
+
+    (tmp_path / "d.py").write_text("import numpy as np\n"
+                                   "def two():\n    return {'x0': np.zeros((4, 8), np.int64), 'x1': np.ones((4, 8), np.int64)}\n"
+                                   "def listed():\n    return {'x': [np.zeros((4, 3)), np.ones((4, 5))], 'y': np.arange(4)}\n")
+    ds = resolve_data_source(f"{tmp_path / 'd.py'}:two")
+    assert [tuple(t.shape) for t in ds.inputs] == [(4, 8), (4, 8)] and ds.labels is None
+    ds = resolve_data_source(f"{tmp_path / 'd.py'}:listed")
+    assert [tuple(t.shape) for t in ds.inputs] == [(4, 3), (4, 5)] and ds.labels.tolist() == [0, 1, 2, 3]

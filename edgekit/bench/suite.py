@@ -237,9 +237,12 @@ def resolve_data_source(source: str | None) -> Any:
         return value
     import torch
 
-    if isinstance(value, dict) and "x" in value:
-        x = value["x"]
-        xs = x if isinstance(x, (list, tuple)) else [x]
-        y = value.get("y")
+    if isinstance(value, dict) and "x" in value and isinstance(value["x"], (list, tuple)):  # {"x": [a, b], "y": ...}
+        value = {**{f"x{i}": t for i, t in enumerate(value["x"])}, **({"y": value["y"]} if "y" in value else {})}
+    if isinstance(value, dict):
+        from ..data import _split_mapping
+
+        xs, y = _split_mapping(value, source)  # the same keys as data files: x (or x0, x1, ...) and y
         return Dataset(tuple(torch.as_tensor(t) for t in xs), None if y is None else torch.as_tensor(y).long(), source)
-    raise BenchError(f"data function {source} returned {type(value).__name__}", "return {'x': array, 'y': labels}")
+    raise BenchError(f"data function {source} returned {type(value).__name__}",
+                     "return {'x': array, 'y': labels} (several inputs: x0, x1, ...)")
