@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import InputSpecError, UsageError
+from .errors import DataError, InputSpecError, UsageError
 
 DYNAMIC_DIM_HELP = ("INPUTS:DIM:MIN:MAX — make dimension DIM of INPUTS dynamic (repeatable). Inputs that share the "
                     "dimension are listed together and share one size: input_ids,attention_mask:1:8:128. INPUTS are "
@@ -183,8 +183,6 @@ def check_sizes(shapes: Sequence[Sequence[int]], ranges: Sequence[Any], source: 
     Raises:
         DataError: a dynamic dimension's size is outside [min, max].
     """
-    from .errors import DataError
-
     for r in ranges:
         for name, i in zip(r.inputs, r.indices):
             size = shapes[i][r.dim]

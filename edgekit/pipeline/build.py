@@ -266,6 +266,7 @@ def _lower(st: _BuildState) -> None:
 def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
     """Run held-out data through the program (from memory) and the eager reference, and compare; a program with
     dynamic dimensions beyond the batch is checked again at each one's bounds."""
+    from ..program import InProcessProgram
     from .verify import verify_at_sizes, verify_program
 
     examples = st.exported.example_inputs
@@ -282,11 +283,12 @@ def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
     kind = task or st.loaded.task
 
     def run() -> Any:
-        verify = verify_program(st.lowered.pte, st.reference.module, data, batch=batch, labelled=st.eval_ds is not None,
+        program = InProcessProgram(st.lowered.pte)  # loaded once: the held-out data, then each dynamic size
+        verify = verify_program(program, st.reference.module, data, batch=batch, labelled=st.eval_ds is not None,
                                 task=kind, task_reason=reason)
         others = [d for d in st.dims if d.dim != 0]
         if others:
-            verify = verify.replace(at_sizes=verify_at_sizes(st.lowered.pte, st.reference.module, data, others, batch=batch))
+            verify = verify.replace(at_sizes=verify_at_sizes(program, st.reference.module, data, others, batch=batch))
         return verify
 
     verify = st.stages.run(Stage.VERIFY, run, data.source)

@@ -86,7 +86,7 @@ def compare_outputs(ref: Any, got: Any) -> dict:
     return out
 
 
-def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, batch: int = 1,
+def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, data: Dataset, *, batch: int = 1,
                    labelled: bool = False, task: Task | str | None = None, task_reason: str = "given with --task") -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
@@ -109,7 +109,7 @@ def verify_program(pte: bytes | str | Path, reference: Any, data: Dataset, *, ba
     if len(data) < batch:
         raise DataError(f"{data.source} has {len(data)} sample(s) but the program runs batches of {batch}",
                         f"give at least {batch} held-out samples, or build with --dynamic-batch")
-    program = InProcessProgram(pte)
+    program = pte if isinstance(pte, InProcessProgram) else InProcessProgram(pte)
     with torch.no_grad():
         pte_out = [list(program.run(sample)) for sample in data.batches(batch)]
     n = sum(int(b[0].shape[0]) for b in pte_out)
@@ -188,7 +188,7 @@ def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
     return Dataset(at_sizes(data.inputs, dims, sizes), data.labels, data.source)
 
 
-def verify_at_sizes(pte: bytes | str | Path, reference: Any, data: Dataset, dims: Any, *, batch: int,
+def verify_at_sizes(pte: bytes | str | Path | InProcessProgram, reference: Any, data: Dataset, dims: Any, *, batch: int,
                     samples: int = 16) -> list[SizeCheck]:
     """The program against eager with each dynamic dimension (batch aside) at its bounds, one at a time.
 
@@ -200,6 +200,7 @@ def verify_at_sizes(pte: bytes | str | Path, reference: Any, data: Dataset, dims
 
     checks = []
     base = [d.example for d in dims]
+    program = pte if isinstance(pte, InProcessProgram) else InProcessProgram(pte)  # loaded once for every size
     for k, d in enumerate(dims):
         for size in verify_sizes(d):
             if size == d.example:
@@ -207,7 +208,7 @@ def verify_at_sizes(pte: bytes | str | Path, reference: Any, data: Dataset, dims
             sizes = base[:k] + [size] + base[k + 1:]
             sub = data_at(data, dims, sizes).take(max(batch, samples))
             try:
-                v = verify_program(pte, reference, sub, batch=batch, task=Task.REGRESS)
+                v = verify_program(program, reference, sub, batch=batch, task=Task.REGRESS)
             except ProgramError as exc:
                 raise VerifyError(f"the program does not run with {d.label()} = {size}, inside its range {d.min}..{d.max}: "
                                   f"{exc}", "narrow the --dynamic-dim range") from exc

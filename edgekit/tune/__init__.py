@@ -26,7 +26,7 @@ class _Session:
     """One tune: the model entry, the cache, the executor (started on first use) and everything tried so far."""
 
     def __init__(self, spec: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any,
-                 budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None]):
+                 budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None], data: "_Data"):
         from ..bench.run import _versions, cache_mirror
         from ..bench.suite import SuiteModel
         from ..machine import machine_facts
@@ -35,6 +35,7 @@ class _Session:
         self.model = SuiteModel("tune", spec, (), tuple(inputs), calibration=None if calibration is None else str(calibration),
                                 eval=None if eval_data is None else str(eval_data))
         self.finetune, self.base, self.budget, self.opts, self.progress = finetune, base, budget, opts, progress
+        self.data = data  # the model and data sets, loaded once (checked up front, reused by mixed precision)
         self.store = BuildCache(opts.cache)
         self.store.check_writable()
         facts = machine_facts()
@@ -62,6 +63,7 @@ class _Session:
     def build(self, recipes: list) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
         from ..bench.run import Built
+        from ..manifest import read_manifest
         from ..scale.executor import build_task, make_executor, stack_facts
         from .search import elapsed_over, measure, measurement_key
 
@@ -79,7 +81,7 @@ class _Session:
             if folder is None:
                 todo.append(t)
             else:
-                self._take(t, Built(_manifest(folder), folder, True, 0.0))
+                self._take(t, Built(read_manifest(folder), folder, True, 0.0))
         if todo:
             if self.executor is None:
                 self.executor = make_executor(self.opts.executor)
@@ -125,12 +127,6 @@ class _Session:
             self.executor.close()
 
 
-def _manifest(folder: Path) -> Any:
-    from ..manifest import read_manifest
-
-    return read_manifest(folder)
-
-
 def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any] = (), eval: Any = None,  # noqa: A002
          finetune: Any = None, base_target: Any = "xnnpack-int8", budget: Budget = Budget(),
          options: TuneOptions = TuneOptions(), force: bool = False,
@@ -150,23 +146,32 @@ def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any]
     check_output(Path(out), force)
     base = load_target(base_target)
     import_stack()
-    _check_data(model, inputs, calibration, eval, finetune)
-    s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None))
+    data = _load_data(model, inputs, calibration, eval, finetune, base)
+    s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)
     try:
         return _search(s, Path(out), force)
     finally:
         s.close()
 
 
-def _check_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any) -> None:
-    """The model loads and every data set fits it, before any build starts (a wrong shape fails in seconds, not as
-    one failed build per candidate)."""
+@dataclass(frozen=True)
+class _Data:
+    loaded: Any  # LoadedModel
+    calibration: Any  # Dataset, as many samples as the base target calibrates on
+    eval: Any  # Dataset or None
+
+
+def _load_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any) -> _Data:
+    """The model and every data set, checked against each other before any build starts (a wrong shape fails in
+    seconds, not as one failed build per candidate); kept for mixed precision's simulation."""
     from ..data import resolve_data
     from ..models import load_model
 
     loaded = load_model(model, inputs)
-    for role, source in (("calibration", calibration), ("eval", eval_data), ("fine-tune", finetune)):
-        resolve_data(source, loaded.example_inputs, role=role, limit=8, tokenizer=loaded.tokenizer)
+    ex, tok = loaded.example_inputs, loaded.tokenizer
+    resolve_data(finetune, ex, role="fine-tune", limit=8, tokenizer=tok)
+    return _Data(loaded, resolve_data(calibration, ex, role="calibration", limit=base.quantize.calibration_samples, tokenizer=tok),
+                 resolve_data(eval_data, ex, role="eval", tokenizer=tok))
 
 
 def _search(s: _Session, out: Path, force: bool) -> TuneResult:
@@ -233,24 +238,19 @@ def _rescue(s: _Session) -> None:
 def _mixed(s: _Session, recipe: Any) -> bool:
     """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
     whether the built program is within the budget."""
-    from ..data import resolve_data
-    from ..models import load_model
     from ..pipeline.export import export_model
+    from ..targets import EmbeddingQuant
     from ..training import accuracy
     from .recipes import Recipe, mixed_precision
 
-    loaded = load_model(s.model.spec, s.model.inputs)
+    loaded, calib = s.data.loaded, s.data.calibration
+    data = s.data.eval if s.data.eval is not None else calib
     reference = loaded.module
-    tables = s.base.quantize.embeddings if recipe.embeddings is None else recipe.embeddings
-    if str(getattr(tables, "value", tables)) != "none":  # simulate what the build will do to the tables too
+    tables = EmbeddingQuant(s.base.quantize.embeddings if recipe.embeddings is None else recipe.embeddings)
+    if tables is not EmbeddingQuant.NONE:  # simulate what the build will do to the tables too (on a copy)
         from ..pipeline.quantize import quantize_embeddings
-        from ..targets import EmbeddingQuant
 
-        loaded, _ = quantize_embeddings(loaded, EmbeddingQuant(str(getattr(tables, "value", tables))))
-    ex = loaded.example_inputs
-    calib = resolve_data(s.model.calibration, ex, role="calibration", limit=s.base.quantize.calibration_samples,
-                         tokenizer=loaded.tokenizer)
-    data = resolve_data(s.model.eval, ex, role="eval", tokenizer=loaded.tokenizer) if s.model.eval else calib
+        loaded, _ = quantize_embeddings(loaded, tables)
     exported = export_model(loaded)
     if s.budget.max_accuracy_drop is not None:
         eager = accuracy(reference, data)

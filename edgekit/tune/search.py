@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,8 +158,6 @@ def decide(best: Tried, second: Tried | None, opts: TuneOptions,
         a += remeasure(best)
         b += remeasure(second)
     p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    import statistics
-
     ma, mb = statistics.median(a), statistics.median(b)
     if p < ALPHA:  # a real difference: the faster one in the re-measurement wins, whichever ranked first
         fast, slow, mf, ms = (best, second, ma, mb) if ma <= mb else (second, best, mb, ma)
