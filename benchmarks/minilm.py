@@ -20,7 +20,6 @@ some of them (held out).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -120,23 +119,9 @@ def ort_side(model_dir: Path, tmp: Path, ids, mask, eager) -> dict:
     return out
 
 
-def run_ort(model: Path, inputs: Path, runs: int, tmp: Path) -> dict:
-    from edgekit.profile.stats import summarize
-
-    import numpy as np
-
-    with np.load(inputs) as z:  # the ONNX graph has the static batch of 1 it was exported with
-        np.savez(tmp / "ort_in.npz", **{k: z[k][:1] for k in z.files})
-    r = subprocess.run([sys.executable, str(HERE / "peers" / "ort_worker.py"), str(model), str(tmp / "ort_in.npz"),
-                        str(tmp / "ort.json"), "--threads", "1", "--runs", str(runs)], capture_output=True, text=True, timeout=600)
-    if r.returncode:
-        raise SystemExit(f"ort_worker failed: {r.stderr.strip().splitlines()[-1:]}")
-    raw = json.loads((tmp / "ort.json").read_text())
-    return {"p50": summarize(raw["samples_ms"]).p50, "peak_rss_mb": raw["hwm_bytes"] / 2**20, "version": raw["version"]}
-
-
 def main() -> None:
     import edgekit
+    from benchmarks.peers.onnxruntime_compare import run_ort_file
     from edgekit.dynamic import parse_dynamic_dim
     from edgekit.models import parse_input_spec
     from edgekit.program import InProcessProgram
@@ -196,7 +181,7 @@ def main() -> None:
             subjects[f"ET int8-dyn 8..128 @{n}"] = (lambda n=n: edgekit.profile(builds["int8-dynamic, 8..128 tokens"].out_dir,
                                                                                  inputs=t / f"tok{n}.npz", runs=args.runs, threads=1))
         for name, v in ort_variants.items():
-            subjects[f"ORT quantize_dynamic {name} @32"] = (lambda v=v: run_ort(v["path"], t / "tok32.npz", args.runs, t))
+            subjects[f"ORT quantize_dynamic {name} @32"] = (lambda v=v: run_ort_file(v["path"], t / "tok32.npz", 1, args.runs, t))
         measured: dict[str, list] = {}
         for _ in range(args.rounds):  # interleaved: drift hits every subject alike
             for label, fn in subjects.items():

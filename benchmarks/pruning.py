@@ -30,18 +30,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
-    import numpy as np
-
-    from edgekit.demo import digits_cnn, load_digits_split, train
+    from edgekit.demo import digits_cnn, load_digits_split, train, write_digits_files
     from edgekit.models import LoadedModel, contiguous
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         data = load_digits_split()
-        np.savez(tmp / "calib.npz", x=data["x_train"][:256])
-        np.savez(tmp / "train.npz", x=data["x_train"], y=data["y_train"])
-        np.savez(tmp / "test.npz", x=data["x_test"], y=data["y_test"])
+        write_digits_files(tmp, data)
         model, example = digits_cnn()
         train(model, data["x_train"], data["y_train"], epochs=15)
         digits = LoadedModel("digits_cnn (trained)", model, contiguous((example,)))

@@ -18,11 +18,10 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def main() -> None:
-    import numpy as np
     from scipy.stats import mannwhitneyu
 
     import edgekit
-    from edgekit.demo import load_digits_split
+    from edgekit.demo import load_digits_split, write_digits_files
     from edgekit.tune import Budget, TuneOptions, tune
 
     ap = argparse.ArgumentParser()
@@ -32,9 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         data = load_digits_split()
-        np.savez(tmp / "calib.npz", x=data["x_train"][:256])
-        np.savez(tmp / "train.npz", x=data["x_train"], y=data["y_train"])
-        np.savez(tmp / "test.npz", x=data["x_test"], y=data["y_test"])
+        write_digits_files(tmp, data)
         spec = f"{HERE / 'models.py'}:digits_cnn"
         res = tune(spec, calibration=tmp / "calib.npz", eval=tmp / "test.npz", finetune=tmp / "train.npz", out=tmp / "tuned",
                    budget=Budget(max_accuracy_drop=0.005), options=TuneOptions(runs=args.runs, cache=tmp / "cache"))

@@ -106,17 +106,26 @@ def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Cal
     return result
 
 
-def _run(tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int) -> dict:
+def write_digits_files(folder: Path, data: dict) -> dict[str, Path]:
+    """The split as the data files edgekit reads: ``calib.npz`` (256 training images), ``train.npz`` and ``test.npz``
+    (images and labels). Returns their paths by name."""
     import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"calib": (data["x_train"][:256], data["y_train"][:256]), "train": (data["x_train"], data["y_train"]),
+             "test": (data["x_test"], data["y_test"])}
+    for name, (x, y) in files.items():
+        np.savez(folder / f"{name}.npz", x=x, y=y)
+    return {name: folder / f"{name}.npz" for name in files}
+
+
+def _run(tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int) -> dict:
     import torch
 
     from .models import LoadedModel, contiguous
     from .pipeline.build import build
 
-    (tmp / "data").mkdir(parents=True)
-    np.savez(tmp / "data" / "calib.npz", x=data["x_train"][:256], y=data["y_train"][:256])
-    np.savez(tmp / "data" / "train.npz", x=data["x_train"], y=data["y_train"])
-    np.savez(tmp / "data" / "test.npz", x=data["x_test"], y=data["y_test"])
+    write_digits_files(tmp / "data", data)
 
     log(f"[bold]1/5[/] training the digits CNN on {len(data['x_train'])} images ({epochs} epochs)…")
     model, example = digits_cnn()

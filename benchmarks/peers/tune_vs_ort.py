@@ -93,17 +93,10 @@ def ort_variants(model: str, net, example: tuple, calib: Path, held: Path, tmp: 
     return result
 
 
-def one_row(input_file: Path, tmp: Path) -> Path:
-    import numpy as np
-
-    with np.load(input_file) as z:
-        np.savez(tmp / "one.npz", **{("x0" if k == "x" else k): z[k][:1] for k in z.files})
-    return tmp / "one.npz"
-
-
 def main() -> None:
     import edgekit
     from benchmarks import realsize
+    from benchmarks.peers.onnxruntime_compare import run_ort_file
     from edgekit.machine import machine_facts
     from edgekit.tune import Budget, TuneOptions, tune
 
@@ -131,13 +124,12 @@ def main() -> None:
                        options=TuneOptions(runs=args.runs, cache=args.cache, prune_ratios=()))
             v = res.manifest.verify
             pick = res.manifest.tune.decision.split(":")[0]
-            one = one_row(held, tmp)
             measured: dict[str, list] = {}
             for _ in range(args.rounds):
                 p = edgekit.profile(res.out_dir, inputs=held, runs=args.runs, threads=1)
                 measured.setdefault(f"edgekit tune → {pick}", []).append((p.latency_ms.p50, p.memory.peak_rss_mb))
                 for label, o in orts.items():
-                    r = run_ort(o["path"], one, args.runs, tmp)
+                    r = run_ort_file(o["path"], held, 1, args.runs, tmp)
                     measured.setdefault(label, []).append((r["p50"], r["peak_rss_mb"]))
             et_label = f"edgekit tune → {pick}"
             fid = {et_label: {"sqnr": v.sqnr_db if v.sqnr_db is not None else math.inf, "cos_min": v.cosine_min}}
@@ -164,21 +156,6 @@ def main() -> None:
             lines += [f"    {n}" for n in res.notes]
             print("\n".join(lines), flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
-
-
-def run_ort(model: Path, inputs: Path, runs: int, tmp: Path) -> dict:
-    """ONNX Runtime in its own process (ort_worker.py feeds x0, x1, ... in the session's input order)."""
-    import json
-    import subprocess
-
-    from edgekit.profile.stats import summarize
-
-    r = subprocess.run([sys.executable, str(HERE / "ort_worker.py"), str(model), str(inputs), str(tmp / "ort.json"),
-                        "--threads", "1", "--runs", str(runs)], capture_output=True, text=True, timeout=900)
-    if r.returncode:
-        raise SystemExit(f"ort_worker failed: {r.stderr.strip()[-400:]}")
-    raw = json.loads((tmp / "ort.json").read_text())
-    return {"p50": summarize(raw["samples_ms"]).p50, "peak_rss_mb": raw["hwm_bytes"] / 2**20}
 
 
 if __name__ == "__main__":

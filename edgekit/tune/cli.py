@@ -70,8 +70,8 @@ def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | No
     from .. import render
     from ..errors import BudgetError
     from ..models import parse_input_spec
-    from . import Budget, TuneOptions
-    from . import tune as run_tune
+    from .run import Budget, TuneOptions
+    from .run import tune as run_tune
 
     specs = [parse_input_spec(s) for s in inputs]
     opts = TuneOptions(objective=objective, threads=threads, runs=runs, time_budget_s=time_budget, cache=cache, executor=executor,

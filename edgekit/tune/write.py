@@ -11,7 +11,7 @@ from typing import Any
 def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, out: Path, force: bool) -> Any:
     from .._fs import staged_output, write_json
     from ..manifest import MANIFEST_NAME, TuneSection
-    from . import TuneResult
+    from .run import TuneResult
     from .report import html_page
 
     section = TuneSection(objective=s.opts.objective, budget=s.budget.to_dict(), threads=s.opts.threads,

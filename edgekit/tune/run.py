@@ -1,0 +1,275 @@
+"""``tune()``: the session that builds, measures and rescues candidates, and the search around it.
+
+See :mod:`edgekit.tune.search` for the order of the search and :mod:`edgekit.tune.recipes` for mixed precision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .search import Budget, Tried, TuneOptions
+
+@dataclass(frozen=True)
+class TuneResult:
+    out_dir: Path
+    manifest: Any  # the chosen package's Manifest, with its ``tune`` section
+    notes: tuple[str, ...] = ()
+
+
+class _Session:
+    """One tune: the model entry, the cache, the executor (started on first use) and everything tried so far."""
+
+    def __init__(self, spec: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any,
+                 budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None], data: "_Data"):
+        from ..bench.run import _versions, cache_mirror
+        from ..bench.suite import SuiteModel
+        from ..machine import machine_facts
+        from ..scale.cache import BuildCache
+
+        self.model = SuiteModel("tune", spec, (), tuple(inputs), calibration=None if calibration is None else str(calibration),
+                                eval=None if eval_data is None else str(eval_data))
+        self.finetune, self.base, self.budget, self.opts, self.progress = finetune, base, budget, opts, progress
+        self.data = data  # the model and data sets, loaded once (checked up front, reused by mixed precision)
+        self.store = BuildCache(opts.cache)
+        self.store.check_writable()
+        facts = machine_facts()
+        self.versions, self.machine, self.mirror = _versions(facts), facts["machine_id"], cache_mirror()
+        self.tried: list[Tried] = []
+        self.notes: list[str] = []
+        self.t0 = time.monotonic()
+        self.executor: Any = None
+        self.done, self.total = 0, 0
+
+    def step(self, what: str, planned: int = 0) -> None:
+        self.total += planned
+        self.progress(what, self.done, max(self.total, self.done))
+
+    def key(self, target: Any) -> str:
+        import hashlib
+
+        from ..bench.run import _file_digest, build_key
+
+        key = build_key(self.model, target, self.versions)
+        if self.finetune is not None and target.prune.active:
+            key = hashlib.sha256((key + _file_digest(Path(self.finetune))).encode()).hexdigest()[:24]
+        return key
+
+    def build(self, recipes: list) -> list[Tried]:
+        """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
+        from ..bench.run import Built
+        from ..manifest import read_manifest
+        from ..scale.executor import build_task, make_executor, stack_facts
+        from .search import elapsed_over, measure, measurement_key
+
+        items = [Tried(r) for r in recipes]
+        self.tried += items
+        self.step("building", 2 * len(items))
+        targets = {id(t): t.recipe.target(self.base, self.opts.finetune_epochs if self.finetune else 0) for t in items}
+        keys = {id(t): self.key(targets[id(t)]) for t in items}
+        todo = []
+        for t in items:
+            folder = self.store.get(keys[id(t)], self.mirror)
+            if elapsed_over(self.t0, self.opts) and folder is None:
+                t.status, t.reason = "skipped", "the --time-budget ran out first"
+                continue
+            if folder is None:
+                todo.append(t)
+            else:
+                self._take(t, Built(read_manifest(folder), folder, True, 0.0))
+        if todo:
+            if self.executor is None:
+                self.executor = make_executor(self.opts.executor)
+                self.executor.check_stack(stack_facts())
+                self.notes.append(f"builds on {self.executor.describe}")
+            options = (("finetune", None if self.finetune is None else str(self.finetune)),)
+            jobs = [(self.model, targets[id(t)], keys[id(t)], self.store.url, options) for t in todo]
+            by_key = {keys[id(t)]: t for t in todo}
+            for job, r, error in self.executor.run(build_task, jobs):
+                t = by_key[job[2]]
+                self._take(t, self._built(job, r, error))
+        for t in items:
+            if t.manifest is not None:
+                self.step(f"measuring {t.recipe.name}")
+                measure(t, self.opts, self.store, measurement_key(keys[id(t)], self.opts, self.machine))
+                self.done += 1
+                miss = self.budget.miss(t.drop, t.sqnr)
+                unit = " dB" if self.budget.min_sqnr is not None else ""
+                if miss is None:  # never counted as within: the budget could not be checked on this one
+                    t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
+                else:
+                    t.status = "over" if miss else "beaten"
+                    t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
+            else:
+                self.done += 1
+        return items
+
+    def _built(self, job: tuple, r: Any, error: Any) -> Any:
+        from ..bench.run import _built
+
+        return _built(self.store, self.mirror, self.model, job[1].name, job[2], r, error)
+
+    def _take(self, t: Tried, built: Any) -> None:
+        self.done += 1
+        self.step(f"built {t.recipe.name}")
+        if isinstance(built, str):
+            t.status, t.reason = "failed", built
+            return
+        t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+
+
+def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any] = (), eval: Any = None,  # noqa: A002
+         finetune: Any = None, base_target: Any = "xnnpack-int8", budget: Budget = Budget(),
+         options: TuneOptions = TuneOptions(), force: bool = False,
+         progress: Callable[[str, int, int], None] | None = None) -> TuneResult:
+    """Search recipes for ``model`` and write the winner as a normal package at ``out`` (with a ``tune`` section).
+
+    Raises:
+        UsageError: no calibration data, or a budget the data cannot check.
+        BudgetError: no candidate meets the budget (the closest one and by how much are named); nothing is written.
+    """
+    from .._fs import check_output
+    from .._noise import import_stack
+    from ..targets import load_target
+    from .search import check_request
+
+    budget = check_request(calibration, eval, budget, options.objective)
+    check_output(Path(out), force)
+    base = load_target(base_target)
+    import_stack()
+    data = _load_data(model, inputs, calibration, eval, finetune, base)
+    s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)
+    try:
+        return _search(s, Path(out), force)
+    finally:
+        s.close()
+
+
+@dataclass(frozen=True)
+class _Data:
+    loaded: Any  # LoadedModel
+    calibration: Any  # Dataset, as many samples as the base target calibrates on
+    eval: Any  # Dataset or None
+
+
+def _load_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any) -> _Data:
+    """The model and every data set, checked against each other before any build starts (a wrong shape fails in
+    seconds, not as one failed build per candidate); kept for mixed precision's simulation."""
+    from ..data import resolve_data
+    from ..models import load_model
+
+    loaded = load_model(model, inputs)
+    ex, tok = loaded.example_inputs, loaded.tokenizer
+    resolve_data(finetune, ex, role="fine-tune", limit=8, tokenizer=tok)
+    return _Data(loaded, resolve_data(calibration, ex, role="calibration", limit=base.quantize.calibration_samples, tokenizer=tok),
+                 resolve_data(eval_data, ex, role="eval", tokenizer=tok))
+
+
+def _search(s: _Session, out: Path, force: bool) -> TuneResult:
+    from ..profile import profile
+    from .search import decide, no_candidate_error, plan_precisions, prune_recipes, rank_key
+
+    recipes, skipped = plan_precisions()
+    s.build(recipes)
+    _rescue(s)
+    within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
+    if within:
+        best = next((t for t in within if t.recipe.scheme.value != "none"), within[0])
+        more, notes = prune_recipes(best.recipe, s.opts.prune_ratios, s.finetune is not None, _prunable(s.model.spec))
+        s.notes += notes
+        if more:
+            s.build(more)
+    within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
+    records = skipped + [t.record() for t in s.tried]
+    if not within:
+        err = no_candidate_error(s.tried, s.budget)
+        err.candidates = records  # the CLI shows the table before the error line
+        raise err
+
+    def remeasure(t: Tried) -> list[float]:
+        s.step(f"re-measuring {t.recipe.name}")
+        return list(profile(t.folder, runs=s.opts.runs, threads=s.opts.threads, warmup=10, warmup_seconds=0.1).samples_ms)
+
+    chosen, why, p = decide(within[0], within[1] if len(within) > 1 else None, s.opts, remeasure)
+    chosen.status, chosen.reason = "chosen", "see the decision"
+    for t in within:
+        if t is not chosen:
+            t.reason = f"{s.opts.objective} {rank_key(t, s.opts.objective)[0]:.4g} vs {rank_key(chosen, s.opts.objective)[0]:.4g}"
+    from .write import write_tuned
+
+    return write_tuned(s, chosen, skipped, why, p, out, force)
+
+
+def _rescue(s: _Session) -> None:
+    """Quantized programs better by the objective than every one within the budget miss it. First their embedding tables stay fp32
+    (one build each, where they quantized some); if none is within the budget then, the one that misses by least is
+    given mixed precision (the fewest most sensitive layers in fp32)."""
+    from ..targets import QuantScheme
+    from .recipes import Recipe
+    from .search import rank_key
+
+    def score(t: Tried) -> float:
+        return rank_key(t, s.opts.objective)[0]
+
+    def over_and_faster() -> list[Tried]:  # "faster": better by the objective (p50, size or peak RSS)
+        ok = [score(t) for t in s.tried if t.status == "beaten" and t.profile]
+        bar = min(ok) if ok else float("inf")
+        return [t for t in s.tried if t.status == "over" and t.profile and t.recipe.scheme is not QuantScheme.NONE
+                and score(t) < bar]
+
+    tables = [t for t in over_and_faster() if t.manifest.quantize.embedding_tables and t.recipe.embeddings is None]
+    if tables:
+        s.build([Recipe(t.recipe.scheme, embeddings="none") for t in tables])
+    candidates = [t for t in over_and_faster() if not t.recipe.fp32_layers]
+    if candidates:  # still something faster than everything within the budget
+        closest = min(candidates, key=lambda t: s.budget.miss(t.drop, t.sqnr) or 0.0)
+        _mixed(s, closest.recipe)
+
+
+def _mixed(s: _Session, recipe: Any) -> bool:
+    """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
+    whether the built program is within the budget."""
+    from ..pipeline.export import export_model
+    from ..targets import EmbeddingQuant
+    from ..training import accuracy
+    from .recipes import Recipe, mixed_precision
+
+    loaded, calib = s.data.loaded, s.data.calibration
+    data = s.data.eval if s.data.eval is not None else calib
+    reference = loaded.module
+    tables = EmbeddingQuant(s.base.quantize.embeddings if recipe.embeddings is None else recipe.embeddings)
+    if tables is not EmbeddingQuant.NONE:  # simulate what the build will do to the tables too (on a copy)
+        from ..pipeline.quantize import quantize_embeddings
+
+        loaded, _ = quantize_embeddings(loaded, tables)
+    exported = export_model(loaded)
+    if s.budget.max_accuracy_drop is not None:
+        eager = accuracy(reference, data)
+        meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
+    else:
+        meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
+    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference)
+    worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
+    s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
+    if found.keep is None:
+        best = max((f["sqnr_db"] for _, f in found.tried), default=None)
+        s.notes.append(f"mixed precision ({recipe.name}): keeping up to {len(found.tried)} layer(s) in fp32 did not meet "
+                       "the budget in simulation" + (f" (best output SQNR: {best:.1f} dB)" if best is not None else ""))
+        return False
+    (built,) = s.build([Recipe(recipe.scheme, found.keep, embeddings=recipe.embeddings)])
+    return built.status == "beaten"
+
+
+def _prunable(spec: str) -> tuple[bool, str]:
+    if spec.startswith("hf:"):
+        return False, "structured pruning skipped: hf: transformer models are not pruned by this edgekit"
+    if spec.endswith(".pt2"):
+        return False, "structured pruning skipped: a saved ExportedProgram has no nn.Module layers to prune"
+    return True, ""
+
