@@ -194,9 +194,11 @@ def prune_recipes(best: Recipe, ratios: tuple[float, ...], has_finetune: bool, p
     """Prune ratios on the best precision; without fine-tuning data only the mildest (accuracy collapses beyond)."""
     if not prunable[0]:
         return [], [prunable[1]]
-    ratios = ratios if has_finetune else ratios[:1]
-    notes = [] if has_finetune else ["no --finetune data: only the mildest prune ratio is tried (without recovery "
-                                     "fine-tuning larger ratios collapse accuracy)"]
+    notes = []
+    if not has_finetune and len(ratios) > 1:
+        notes.append(f"no --finetune data: only the mildest prune ratio ({min(ratios):g}) is tried (without recovery "
+                     "fine-tuning larger ratios collapse accuracy)")
+        ratios = (min(ratios),)
     return [Recipe(best.scheme, best.fp32_layers, r, best.embeddings) for r in ratios], notes
 
 
