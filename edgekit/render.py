@@ -174,7 +174,9 @@ def build_summary(result: Any) -> None:
     t.add_row("model", m.model.spec)
     emb = f", embeddings={m.quantize.embeddings} ({len(m.quantize.embedding_tables)} table(s))" if m.quantize.embedding_tables else ""
     t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme}{emb})")
-    if m.quantize.applied:
+    if m.quantize.applied and m.quantize.calibration_samples is None:  # fp16: a cast, nothing calibrated
+        t.add_row("precision", m.quantize.quantizer or m.quantize.scheme)
+    elif m.quantize.applied:
         t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples)")
     if m.prune.applied:
         for row in _prune_rows(m.prune):

@@ -35,6 +35,13 @@ class QuantScheme(str, enum.Enum):
     INT8_STATIC_PER_CHANNEL = "int8-static-per-channel"
     INT8_STATIC_PER_TENSOR = "int8-static-per-tensor"
     INT8_DYNAMIC_PER_CHANNEL = "int8-dynamic-per-channel"
+    #: not PT2E: the model is cast to float16 before export (inputs and outputs stay float32); XNNPACK runs it in
+    #: fp16 where the CPU has fp16 arithmetic (Arm asimdhp, x86 AVX512-FP16) and emulates it, slower, elsewhere
+    FP16 = "fp16"
+
+    @property
+    def is_int8(self) -> bool:
+        return self not in (QuantScheme.NONE, QuantScheme.FP16)
 
     @property
     def is_dynamic(self) -> bool:
@@ -112,6 +119,11 @@ class QuantizeConfig:
         object.__setattr__(self, "scheme", _enum(QuantScheme, self.scheme, "quantize.scheme"))
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
+        if self.scheme is QuantScheme.FP16 and self.embeddings is not EmbeddingQuant.NONE:
+            raise ConfigError("quantize.scheme = 'fp16' keeps embedding tables in fp16: set quantize.embeddings = 'none'")
+        if self.fp32_layers and not self.scheme.is_int8:
+            raise ConfigError(f"quantize.fp32_layers keeps layers out of int8, but quantize.scheme = "
+                              f"'{self.scheme.value}' quantizes none to int8: drop fp32_layers or pick an int8 scheme")
 
 
 @dataclass(frozen=True)

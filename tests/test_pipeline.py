@@ -267,3 +267,17 @@ def test_a_shared_dynamic_dimension_is_one_symbol_and_a_half_declared_one_says_h
         edgekit.build("toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "half", dynamic_dims=[parse_dynamic_dim("a:1:2:40")])
     assert "declare them together: --dynamic-dim a,b:1:2:40" in err.value.hint, err.value.hint
     assert not (tmp_path / "half").exists()
+
+
+def test_fp16_programs_compute_in_fp16_behind_fp32_inputs_and_outputs(tmp_path):
+    inputs = [parse_input_spec("1x6:int64"), parse_input_spec("1x4")]
+    res = edgekit.build("toy_models:two_inputs", "xnnpack-fp16", out=tmp_path / "h", inputs=inputs)
+    q, v = res.manifest.quantize, res.manifest.verify
+    assert q.scheme == "fp16" and q.applied and q.calibration_samples is None and "float16" in q.quantizer
+    # verified against the fp32 eager model: fp16 rounding (~1e-3 relative), far from fp32's exactness and int8's error
+    assert 40 < v.sqnr_db < 100 and v.cosine_similarity > 0.9999
+    assert [i["dtype"] for i in res.manifest.to_dict()["model"]["inputs"]] == ["int64", "float32"]
+    assert res.manifest.program.delegation.delegated_nodes > 0
+    out = InProcessProgram(res.pte_path).run((torch.randint(0, 50, (1, 6)), torch.randn(1, 4)))[0]
+    assert out.dtype == torch.float32
+    assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0).latency_ms.count == 5

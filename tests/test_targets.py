@@ -95,3 +95,12 @@ def test_example_device_targets_load_round_trip_and_carry_budgets(path, tmp_path
     (tmp_path / "t.toml").write_text(t.to_toml())
     assert load_target(tmp_path / "t.toml") == t
     assert t.name not in [b.name for b in list_targets()]  # examples are files to copy, not built-ins
+
+
+def test_fp16_target_and_what_it_cannot_combine_with():
+    assert load_target("xnnpack-fp16").quantize.scheme is QuantScheme.FP16
+    assert not QuantScheme.FP16.is_int8 and not QuantScheme.FP16.needs_calibration
+    with pytest.raises(ConfigError, match="quantize.embeddings = 'none'"):
+        QuantizeConfig(scheme="fp16", embeddings="int8")
+    with pytest.raises(ConfigError, match="drop fp32_layers"):
+        QuantizeConfig(scheme="fp16", fp32_layers=("fc",))

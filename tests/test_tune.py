@@ -10,7 +10,10 @@ import edgekit
 from edgekit.cli import cli
 from edgekit.errors import DataError, UsageError
 from edgekit.manifest import read_manifest
+from edgekit.targets import QuantScheme, load_target
 from edgekit.tune import Budget, TuneOptions, tune
+from edgekit.tune.recipes import Recipe, native_fp16
+from edgekit.tune.search import plan_precisions
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,8 @@ def test_mixed_precision_keeps_the_fragile_layers_in_fp32_and_meets_a_budget_pla
     mixed = [c for c in cands.values() if c.recipe.get("fp32_layers")]
     assert mixed and sorted(mixed[0].recipe["fp32_layers"]) == ["fc2", "head"], mixed
     assert mixed[0].status in ("chosen", "beaten") and mixed[0].sqnr_db >= 30
-    assert cands["fp16"].status == "skipped" and cands["fp16"].reason
+    if not native_fp16()[0]:  # on a CPU with fp16 arithmetic it is built like the others
+        assert cands["fp16"].status == "skipped" and "slower than fp32" in cands["fp16"].reason
     chosen = [c for c in cands.values() if c.status == "chosen"]
     assert len(chosen) == 1 and res.manifest.tune.decision.startswith(chosen[0].name)
     m = read_manifest(tmp_path / "best")  # a normal package: the chosen program, verified, with the tune section
@@ -83,3 +87,17 @@ def test_tune_refuses_to_run_without_calibration_data_or_with_data_that_does_not
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     with pytest.raises(UsageError, match="needs labelled --eval"):
         tune("toy_models:mlp", calibration=tmp_path / "c.npz", out=tmp_path / "o", budget=Budget(max_accuracy_drop=0.01))
+
+
+def test_fp16_is_a_candidate_only_where_the_cpu_has_fp16_arithmetic(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nFeatures : fp asimd evtstrm aes crc32 atomics fphp asimdhp cpuid\n")
+    assert native_fp16(cpuinfo, arch="aarch64") == (True, "Arm with FP16 arithmetic (asimdhp)")
+    assert native_fp16(cpuinfo, arch="x86_64")[0] is False
+    recipes, skipped = plan_precisions((True, "Arm with FP16 arithmetic (asimdhp)"))
+    assert Recipe(QuantScheme.FP16) in recipes and not skipped
+    recipes, skipped = plan_precisions((False, "x86-64 without AVX512-FP16"))
+    assert Recipe(QuantScheme.FP16) not in recipes and "emulate fp16" in skipped[0].reason
+    # fp16 throughout: the dynamic target's int8 embedding tables are not kept
+    target = Recipe(QuantScheme.FP16).target(load_target("xnnpack-int8-dynamic"))
+    assert target.quantize.scheme is QuantScheme.FP16 and target.quantize.embeddings.value == "none"

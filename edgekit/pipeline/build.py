@@ -26,6 +26,7 @@ DEFAULT_FINETUNE_EPOCHS = 3
 #: Seeds keep random data reproducible and make sure verification never reuses calibration samples.
 CALIBRATION_SEED = 1
 VERIFY_SEED = 2
+FP16_NOTE = "cast to float16 before export: weights and activations fp16, inputs and outputs float32"
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], dims: list[D
     examples, tok = st.loaded.example_inputs, st.loaded.tokenizer
     tgt = st.target
     st.eval_ds = resolve_data(eval_data, examples, role="eval", tokenizer=tok)
-    if tgt.quantize.scheme is not QuantScheme.NONE:
+    if tgt.quantize.scheme.is_int8:
         st.calib_ds = resolve_data(calibration, examples, role="calibration", limit=tgt.quantize.calibration_samples, tokenizer=tok)
     st.finetune_ds = resolve_data(finetune, examples, role="fine-tune", tokenizer=tok)
     if tgt.budget.max_accuracy_drop is not None and (st.eval_ds is None or st.eval_ds.labels is None):
@@ -195,6 +196,10 @@ def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
     from .export import export_model
 
     embeddings = st.target.quantize.embeddings
+    if st.target.quantize.scheme is QuantScheme.FP16:  # cast before tracing (the graph would bake fp32 dtypes in)
+        from .quantize import to_fp16
+
+        model = to_fp16(model)
     if embeddings is not EmbeddingQuant.NONE:
         from .quantize import quantize_embeddings
 
@@ -222,6 +227,9 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
     if scheme is QuantScheme.NONE:
         stages.skip(Stage.QUANTIZE, "target asks for fp32" + (" (embedding tables quantized at export)" if st.embedding_tables else ""))
         return exported, QuantizeSection(scheme=scheme.value, applied=False, **embeddings)
+    if scheme is QuantScheme.FP16:
+        stages.skip(Stage.QUANTIZE, "fp16: the model was cast to float16 before export (no calibration)")
+        return exported, QuantizeSection(scheme=scheme.value, applied=True, quantizer=FP16_NOTE, **embeddings)
     from .quantize import quantize_program
 
     calib = st.calib_ds

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch  # this module is only imported by a build, which has loaded torch already
+
 from ..data import Dataset
 from ..errors import QuantizeError, first_line
 from ..targets import QuantScheme
@@ -120,6 +122,47 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         "fp32_layers": list(fp32_layers),
     }
     return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)
+
+
+class _Float16(torch.nn.Module):
+    """Runs ``module`` in float16 behind a float32 interface: floating inputs are cast down, floating outputs back
+    up, so the program takes and returns what the fp32 model does (the casts run once per call, on the I/O only)."""
+
+    def __init__(self, module: Any):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any) -> Any:
+        from torch.utils._pytree import tree_map
+
+        down = lambda t: t.to(torch.float16) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+        up = lambda t: t.to(torch.float32) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+        return tree_map(up, self.module(*tree_map(down, args)))
+
+
+def to_fp16(model: Any) -> Any:
+    """A copy of ``model`` (a LoadedModel) that computes in float16 (weights, buffers and activations) with float32
+    inputs and outputs. The eager module is cast, not the traced graph, so code that follows its parameters' dtype
+    (attention masks' ``finfo(dtype).min``) stays right. A saved ExportedProgram is cast through its ``.module()``.
+
+    Raises:
+        QuantizeError: the model does not run in float16 (an op without a float16 kernel on this CPU).
+    """
+    import copy
+
+    import torch
+
+    from ..models import LoadedModel
+
+    source = model.exported.module() if model.exported is not None else model.module
+    module = _Float16(copy.deepcopy(source).to(torch.float16)).eval()
+    try:
+        with torch.no_grad():
+            module(*model.example_inputs)
+    except Exception as exc:
+        raise QuantizeError(f"the model does not run in float16: {first_line(exc, 200)}",
+                            "use an int8 scheme or fp32 (-t xnnpack-fp32)") from exc
+    return LoadedModel(model.spec, module, model.example_inputs, tokenizer=model.tokenizer, task=model.task)
 
 
 def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:

@@ -57,7 +57,7 @@ def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | No
          time_budget: float | None, cache: str, executor: str | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Search recipes for MODEL and keep the fastest program within the accuracy budget.
 
-    Candidates: fp32, int8 per-channel, int8 per-tensor, int8 dynamic; mixed precision (the most sensitive layers
+    Candidates: fp32, int8 per-channel, int8 per-tensor, int8 dynamic, fp16 (only on a CPU with fp16 arithmetic); mixed precision (the most sensitive layers
     kept in fp32) when static int8 misses the budget; structured pruning of the best precision. Each is built
     (cached), verified and profiled with the native runner; the two best are re-measured in interleaved rounds and
     the faster wins only when Mann-Whitney says so at alpha 0.01 (else the smaller program). OUT is a normal package

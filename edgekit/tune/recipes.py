@@ -21,7 +21,8 @@ PRUNE_RATIOS = (0.25, 0.5, 0.7)
 MAX_FP32_LAYERS = 8
 
 _SHORT = {QuantScheme.NONE: "fp32", QuantScheme.INT8_STATIC_PER_CHANNEL: "int8 per-channel",
-          QuantScheme.INT8_STATIC_PER_TENSOR: "int8 per-tensor", QuantScheme.INT8_DYNAMIC_PER_CHANNEL: "int8 dynamic (qd8)"}
+          QuantScheme.INT8_STATIC_PER_TENSOR: "int8 per-tensor", QuantScheme.INT8_DYNAMIC_PER_CHANNEL: "int8 dynamic (qd8)",
+          QuantScheme.FP16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Recipe:
     @property
     def name(self) -> str:
         parts = [_SHORT.get(self.scheme, self.scheme.value)]
-        if self.embeddings == "none" and self.scheme is not QuantScheme.NONE:
+        if self.embeddings == "none" and self.scheme.is_int8:
             parts.append("fp32 embeddings")
         if self.fp32_layers:
             parts.append(f"{len(self.fp32_layers)} layer(s) fp32")
@@ -49,9 +50,9 @@ class Recipe:
     def target(self, base: Target, finetune_epochs: int = 0) -> Target:
         """The base target with this recipe's quantization and pruning (its budget, threads and power kept)."""
         slug = self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
-        # fp32 means fp32 throughout: embedding tables too (the base target may quantize them)
-        embeddings = {"quantize__embeddings": "none"} if self.scheme is QuantScheme.NONE else {}
-        if self.embeddings is not None and self.scheme is not QuantScheme.NONE:
+        # fp32 (fp16) means fp32 (fp16) throughout: embedding tables too (the base target may quantize them)
+        embeddings = {} if self.scheme.is_int8 else {"quantize__embeddings": "none"}
+        if self.embeddings is not None and self.scheme.is_int8:
             embeddings = {"quantize__embeddings": self.embeddings}
         # tune judges accuracy against its own budget (a candidate over it is shown as "over", with its figures), so
         # the base target's accuracy guard must not turn a candidate into a failed build; size budgets still apply
@@ -66,7 +67,7 @@ def base_recipes() -> list[Recipe]:
             Recipe(QuantScheme.INT8_STATIC_PER_TENSOR), Recipe(QuantScheme.INT8_DYNAMIC_PER_CHANNEL)]
 
 
-def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[bool, str]:
+def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo"), arch: str | None = None) -> tuple[bool, str]:
     """(does this CPU do fp16 arithmetic natively, why we think so). Without it XNNPACK emulates fp16 in fp32 and
     an fp16 program is slower than fp32, so tune does not try one."""
     try:
@@ -76,7 +77,7 @@ def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[bool, str]:
                 flags |= set(line.split(":", 1)[1].split())
     except OSError:
         return False, f"cannot read {cpuinfo} to detect fp16 arithmetic"
-    arch = platform.machine()
+    arch = arch or platform.machine()
     if arch == "x86_64":
         return ("avx512fp16" in flags, "x86-64 " + ("with" if "avx512fp16" in flags else "without") + " AVX512-FP16")
     if arch in ("aarch64", "arm64"):

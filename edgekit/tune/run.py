@@ -210,7 +210,6 @@ def _rescue(s: _Session) -> None:
     """Quantized programs better by the objective than every one within the budget miss it. First their embedding tables stay fp32
     (one build each, where they quantized some); if none is within the budget then, the one that misses by least is
     given mixed precision (the fewest most sensitive layers in fp32)."""
-    from ..targets import QuantScheme
     from .recipes import Recipe
     from .search import rank_key
 
@@ -220,7 +219,7 @@ def _rescue(s: _Session) -> None:
     def over_and_faster() -> list[Tried]:  # "faster": better by the objective (p50, size or peak RSS)
         ok = [score(t) for t in s.tried if t.status == "beaten" and t.profile]
         bar = min(ok) if ok else float("inf")
-        return [t for t in s.tried if t.status == "over" and t.profile and t.recipe.scheme is not QuantScheme.NONE
+        return [t for t in s.tried if t.status == "over" and t.profile and t.recipe.scheme.is_int8
                 and score(t) < bar]
 
     tables = [t for t in over_and_faster() if t.manifest.quantize.embedding_tables and t.recipe.embeddings is None]

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..errors import BudgetError, UsageError
 from ..manifest import TuneCandidate
+from ..targets import QuantScheme
 from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
 
 OBJECTIVES = ("p50", "size", "peak_rss")
@@ -181,13 +182,14 @@ def no_candidate_error(tried: list[Tried], budget: Budget) -> BudgetError:
                        f"(misses by {m:.3g})", "relax the budget, give --finetune data for pruning, or improve calibration")
 
 
-def plan_precisions() -> tuple[list[Recipe], list[TuneCandidate]]:
-    """The plain precisions to build, and the ones skipped with why (fp16 without native arithmetic)."""
-    ok, why = native_fp16()
-    skipped = [TuneCandidate(name="fp16", recipe={"scheme": "fp16"}, status="skipped",
-                             reason=(f"{why}: XNNPACK would emulate fp16 in fp32, slower than fp32" if not ok else
-                                     f"{why}, but this edgekit does not build fp16 programs yet"))]
-    return base_recipes(), skipped
+def plan_precisions(cpu: tuple[bool, str] | None = None) -> tuple[list[Recipe], list[TuneCandidate]]:
+    """The plain precisions to build, and the ones skipped with why: fp16 only where the CPU has fp16 arithmetic
+    (``cpu``: what :func:`native_fp16` says, detected when None)."""
+    ok, why = cpu or native_fp16()
+    if ok:
+        return base_recipes() + [Recipe(QuantScheme.FP16)], []
+    return base_recipes(), [TuneCandidate(name="fp16", recipe={"scheme": "fp16"}, status="skipped",
+                                          reason=f"{why}: XNNPACK would emulate fp16 in fp32, slower than fp32")]
 
 
 def prune_recipes(best: Recipe, ratios: tuple[float, ...], has_finetune: bool, prunable: tuple[bool, str]) -> tuple[list[Recipe], list[str]]:
