@@ -113,6 +113,7 @@ class QuantizeSection(Contract):
     calibration_samples: int | None = None
     calibration_batch: int | None = None
     calibration: str | None = None  # the data's source, or "random"
+    calibration_reused: bool | None = None  # the observers' states came from an earlier build's calibration record
     embeddings: str = "none"  # none | int8 | int4: weight-only, per row, fused to ExecuTorch's quantized embedding ops
     embedding_tables: list[str] = field(default_factory=list)
     fp32_layers: list[str] = field(default_factory=list)  # mixed precision: layers left in float32

@@ -177,7 +177,8 @@ def build_summary(result: Any) -> None:
     if m.quantize.applied and m.quantize.calibration_samples is None:  # fp16: a cast, nothing calibrated
         t.add_row("precision", m.quantize.quantizer or m.quantize.scheme)
     elif m.quantize.applied:
-        t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples)")
+        reused = ", observers loaded from an earlier build's calibration record" if m.quantize.calibration_reused else ""
+        t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples{reused})")
     if m.prune.applied:
         for row in _prune_rows(m.prune):
             t.add_row(*row)

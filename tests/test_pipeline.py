@@ -281,3 +281,32 @@ def test_fp16_programs_compute_in_fp16_behind_fp32_inputs_and_outputs(tmp_path):
     out = InProcessProgram(res.pte_path).run((torch.randint(0, 50, (1, 6)), torch.randn(1, 4)))[0]
     assert out.dtype == torch.float32
     assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0).latency_ms.count == 5
+
+
+def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_program(tmp_path, digits_like):
+    calib, records = digits_like["calib"], str(tmp_path / "records")
+    per_tensor = load_target("xnnpack-int8").replace(quantize__scheme="int8-static-per-tensor")
+    kept = load_target("xnnpack-int8").replace(quantize__fp32_layers=("classifier",))
+
+    def build(target, name, rec=records):
+        return edgekit.build("toy_models:small_cnn", target, out=tmp_path / name, inputs=X8, calibration=calib,
+                             calibration_records=rec, verify_samples=4).manifest
+
+    first = build("xnnpack-int8", "pc")
+    assert first.quantize.calibration_reused is False and len(list((tmp_path / "records" / ".calibration").iterdir())) == 1
+    for target, name in ((per_tensor, "pt"), (kept, "kept")):
+        reused, fresh = build(target, name), build(target, name + "-fresh", None)
+        assert reused.quantize.calibration_reused is True and fresh.quantize.calibration_reused is False
+        assert reused.program.sha256 == fresh.program.sha256  # byte for byte what calibrating again gives
+        assert reused.quantize.calibration_samples == fresh.quantize.calibration_samples == 64
+    # other data: another record, not a wrong one
+    np.savez(tmp_path / "other.npz", x=digits_like["x"][64:128])
+    other = edgekit.build("toy_models:small_cnn", per_tensor, out=tmp_path / "other", inputs=X8, calibration=tmp_path / "other.npz",
+                          calibration_records=records, verify_samples=4).manifest
+    assert other.quantize.calibration_reused is False
+    # a damaged record reads as none (the build calibrates), never as a wrong one
+    from edgekit.pipeline.calibration import RecordStore
+
+    damaged = next((tmp_path / "records" / ".calibration").iterdir())
+    damaged.write_bytes(b"not a record")
+    assert RecordStore(records).get(damaged.stem) is None

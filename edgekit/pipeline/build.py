@@ -62,6 +62,7 @@ class _BuildState:
     verify: Any = None
     embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
     dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
+    records: str | None = None  # where calibration records are kept (a build cache URL), if anywhere
     warnings: list[str] = field(default_factory=list)
 
 
@@ -84,6 +85,7 @@ def build(
     task: str | None = None,
     hf_output: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
+    calibration_records: str | None = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
 
@@ -108,6 +110,8 @@ def build(
             figures that fit it; guessed from the output and the data when None.
         hf_output: for ``hf:PATH`` models, what the wrapper returns: ``pooled``, ``last_hidden_state`` or ``logits``.
         progress: called with a :class:`~edgekit.pipeline.stages.StageEvent` at each stage's start and end.
+        calibration_records: a build cache URL: a static int8 calibration of the same traced model on the same data
+            stored there by an earlier build is loaded instead of run again (:mod:`edgekit.pipeline.calibration`).
 
     Returns:
         A :class:`BuildResult`.
@@ -121,7 +125,7 @@ def build(
         >>> result.manifest.verify.sqnr_db
     """
     t_start = time.perf_counter()
-    st = _BuildState(load_target(target), Path(out), StageRunner(progress))
+    st = _BuildState(load_target(target), Path(out), StageRunner(progress), records=calibration_records)
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
@@ -240,7 +244,12 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
             st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
                                "data may suffer; pass --calibration with a few dozen real samples")
     keep = st.target.quantize.fp32_layers
-    res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib, keep),
+    records = None
+    if st.records and st.calib_ds is not None:  # random calibration data is not worth a record
+        from .calibration import RecordStore
+
+        records = RecordStore(st.records)
+    res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib, keep, records),
                      scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""))
     info = {**res.info, **embeddings, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}
     return res.exported, QuantizeSection.from_dict(info)

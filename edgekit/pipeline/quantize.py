@@ -67,42 +67,22 @@ def calibration_batch_size(exported: ExportResult) -> int:
 
 
 def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: Dataset,
-                     fp32_layers: tuple[str, ...] = ()) -> QuantizeResult:
+                     fp32_layers: tuple[str, ...] = (), records: Any = None) -> QuantizeResult:
     """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
 
     Args:
         exported: the export stage's result (not modified).
         scheme: a quantizing scheme (not ``none``).
         calibration: samples fitted to the model's inputs.
+        records: a :class:`~edgekit.pipeline.calibration.RecordStore`: a static scheme loads an earlier calibration
+            of the same traced model on the same data from it instead of calibrating (and stores its own there).
 
     Raises:
         QuantizeError: the quantizer could not prepare, calibrate or convert the model.
     """
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    batch = calibration_batch_size(exported)
-    try:
-        check_layers(exported.program, fp32_layers)
-        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
-    except Exception as exc:
-        raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
-    used = 0
-    try:
-        with torch.no_grad():
-            for sample in calibration.batches(batch):
-                prepared(*sample)
-                used += int(sample[0].shape[0])
-    except Exception as exc:
-        raise QuantizeError(
-            f"calibration failed on a sample from {calibration.source}: {first_line(exc, 200)}",
-            "check the calibration data matches the model's inputs",
-        ) from exc
-    if used == 0:
-        raise QuantizeError(
-            f"no calibration batch of {batch} sample(s) could be formed from {len(calibration)} sample(s)",
-            f"give at least {batch} samples",
-        )
+    prepared, used, reused = prepare_calibrated(exported, scheme, calibration, fp32_layers, records)
     try:
         converted = convert_pt2e(prepared)
         with torch.no_grad():
@@ -117,8 +97,9 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         "per_channel": scheme is not QuantScheme.INT8_STATIC_PER_TENSOR,
         "dynamic": scheme.is_dynamic,
         "calibration_samples": used,
-        "calibration_batch": batch,
+        "calibration_batch": calibration_batch_size(exported),
         "calibration": calibration.source,
+        "calibration_reused": reused,
         "fp32_layers": list(fp32_layers),
     }
     return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)
@@ -150,7 +131,6 @@ def to_fp16(model: Any) -> Any:
     """
     import copy
 
-    import torch
 
     from ..models import LoadedModel
 
@@ -163,6 +143,52 @@ def to_fp16(model: Any) -> Any:
         raise QuantizeError(f"the model does not run in float16: {first_line(exc, 200)}",
                             "use an int8 scheme or fp32 (-t xnnpack-fp32)") from exc
     return LoadedModel(model.spec, module, model.example_inputs, tokenizer=model.tokenizer, task=model.task)
+
+
+def prepare_calibrated(exported: ExportResult, scheme: QuantScheme, calibration: Dataset, fp32_layers: tuple[str, ...] = (),
+                       records: Any = None, states: dict | None = None) -> tuple[Any, int, bool]:
+    """PT2E prepare, then calibrate, unless the observers' states can be loaded: given as ``states``, or found in
+    ``records`` (stored there otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
+
+    Raises:
+        QuantizeError: prepare or calibration failed, or the data does not fill one batch.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from .calibration import observed_states, record_key, restore
+
+    batch = calibration_batch_size(exported)
+    check_layers(exported.program, fp32_layers)
+    try:
+        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
+    except Exception as exc:
+        raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
+    key = None
+    if states is None and records is not None and scheme.needs_calibration:
+        key = record_key(exported, calibration, batch)
+        states = records.get(key) if key else None
+    used = len(calibration) if batch == 1 else len(calibration) - len(calibration) % batch
+    if states is not None and used and restore(prepared, states):
+        return prepared, used, True
+    used = 0
+    try:
+        with torch.no_grad():
+            for sample in calibration.batches(batch):
+                prepared(*sample)
+                used += int(sample[0].shape[0])
+    except Exception as exc:
+        raise QuantizeError(
+            f"calibration failed on a sample from {calibration.source}: {first_line(exc, 200)}",
+            "check the calibration data matches the model's inputs",
+        ) from exc
+    if used == 0:
+        raise QuantizeError(
+            f"no calibration batch of {batch} sample(s) could be formed from {len(calibration)} sample(s)",
+            f"give at least {batch} samples",
+        )
+    if key:
+        records.put(key, observed_states(prepared))
+    return prepared, used, False
 
 
 def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:

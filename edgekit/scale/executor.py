@@ -59,7 +59,7 @@ def build_task(model: Any, target: Any, key: str, cache_url: str, options: tuple
             return {"key": key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
         res = build(model.spec, target, out=Path(tmp) / "pkg", inputs=model.inputs,
                     calibration=resolve_data_source(model.calibration), eval=resolve_data_source(model.eval), force=True,
-                    **{k: v for k, v in options if v is not None})
+                    calibration_records=cache_url, **{k: v for k, v in options if v is not None})
         cache.put(key, res.out_dir)
     return {"key": key, "cached": False, "worker": worker, "seconds": round(time.perf_counter() - t0, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -87,19 +87,15 @@ def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo"), arch: str | None = None) 
 
 
 # ------------------------------------------------------------------------------------------------ sensitivity
-def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...]) -> Any:
+def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...], states: dict | None = None) -> Any:
     """PT2E prepare → calibrate → convert in PyTorch (no lowering): a module that computes what the quantized
-    program would, to rank layers and try recipes in seconds."""
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    program would, to rank layers and try recipes in seconds. ``states``: the observers' states of one full
+    calibration (:func:`~edgekit.pipeline.calibration.observed_states`), loaded instead of calibrating again."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from ..pipeline.quantize import calibration_batch_size, quantizer_for
+    from ..pipeline.quantize import prepare_calibrated
 
-    prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
-    with torch.no_grad():
-        for sample in calib.batches(calibration_batch_size(exported)):
-            prepared(*sample)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepare_calibrated(exported, scheme, calib, fp32_layers, states=states)[0])
 
 
 def _first(out: Any) -> Any:
@@ -131,29 +127,37 @@ class Sensitivity:
 
 
 def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, meets: Callable[[dict], bool],
-                    step: Callable[[str], None] = lambda s: None, reference: Any = None) -> Sensitivity:
+                    step: Callable[[str], None] = lambda s: None, reference: Any = None, records: Any = None) -> Sensitivity:
     """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
-    (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables)."""
+    (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables).
+
+    The data goes through the model once to calibrate (or not at all, when ``records`` holds a build's calibration
+    of the same model and data): every simulation after that loads those observers' states."""
     import torch
 
-    from ..pipeline.quantize import layer_names
+    from ..pipeline.calibration import MemoryRecords, observed_states
+    from ..pipeline.quantize import layer_names, prepare_calibrated
 
     names = layer_names(exported.program)
     batch = int(exported.example_inputs[0].shape[0])
     eager = reference if reference is not None else exported.program.module()
     with torch.no_grad():
         reference = [_first(eager(*s)).float() for s in data.batches(batch)]
+    states = None
+    if scheme.needs_calibration:
+        step("calibrating once for the sensitivity scan")
+        states = observed_states(prepare_calibrated(exported, scheme, calib, records=records or MemoryRecords())[0])
     ranked = []
     for i, name in enumerate(names, start=1):
         step(f"sensitivity {i}/{len(names)}: {name}")
-        alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name))
+        alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name), states)
         ranked.append((name, fidelity(alone, reference, data, batch, None)["sqnr_db"]))
     ranked.sort(key=lambda r: r[1])
     tried = []
     for k in range(1, min(MAX_FP32_LAYERS, len(names) - 1) + 1):
         keep = tuple(n for n, _ in ranked[:k])
         step(f"mixed precision: {k} layer(s) in fp32")
-        fid = fidelity(simulate(exported, scheme, calib, keep), reference, data, batch, data.labels)
+        fid = fidelity(simulate(exported, scheme, calib, keep, states), reference, data, batch, data.labels)
         tried.append((k, fid))
         if meets(fid):
             return Sensitivity(ranked, keep, tried)

@@ -253,7 +253,10 @@ def _mixed(s: _Session, recipe: Any) -> bool:
         meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
     else:
         meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
-    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference)
+    from ..pipeline.calibration import RecordStore
+
+    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference,
+                            records=RecordStore(s.store.url))
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
     s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:
