@@ -79,6 +79,55 @@ class Built:
     peak_rss_mb: float | None = None
 
 
+class BuildQueue:
+    """Builds into the content-addressed cache through one executor, started on first use and kept until
+    :meth:`close` (``edgekit tune`` builds in several waves); cache hits are read back without it."""
+
+    def __init__(self, store: Any, executor: str | None, notes: list[str]):
+        self.store, self.spec, self.notes = store, executor, notes
+        self.mirror = cache_mirror()
+        self.executor: Any = None
+        self.count = 0  # builds run so far, said in one note
+
+    def cached(self, key: str) -> "Built | None":
+        from ..manifest import read_manifest
+
+        folder = self.store.get(key, self.mirror)
+        return None if folder is None else Built(read_manifest(folder), folder, True, 0.0)
+
+    def start(self, build_gb: float | None = None) -> Any:
+        """The executor (made, and the stack checked against it, on first use; ``build_gb``: the memory one build
+        took before, which sizes a local pool)."""
+        from ..scale.executor import make_executor, stack_facts
+
+        if self.executor is None:
+            self.executor = make_executor(self.spec, build_gb=build_gb)
+            self.executor.check_stack(stack_facts())
+        return self.executor
+
+    def run(self, jobs: list[tuple]) -> Iterator[tuple[tuple, "Built | str"]]:
+        """``(job, Built | error text)`` as each job ``(model, target, key, cache url[, options])`` finishes."""
+        from ..scale.executor import build_task
+
+        ex = self.start()
+        note = f"{self.count} build(s) on {ex.describe}"
+        self.count += len(jobs)
+        if note in self.notes:
+            self.notes.remove(note)
+        self.notes.append(f"{self.count} build(s) on {ex.describe}")
+        try:
+            for job, r, error in ex.run(build_task, jobs):
+                yield job, _built(self.store, self.mirror, job[0], getattr(job[1], "name", job[1]), job[2], r, error)
+        except (KeyboardInterrupt, GeneratorExit):
+            ex.cancel()
+            raise
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+
+
 def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
                 progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
                 state: dict | None = None) -> Iterator:
@@ -91,44 +140,35 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
         CacheError, ExecutorError: the cache or the executor cannot be used (before anything is built).
     """
     from ..machine import machine_facts
-    from ..manifest import read_manifest
     from ..scale.cache import BuildCache
-    from ..scale.executor import build_task, make_executor, stack_facts
     from ..targets import load_target
 
     notes = notes if notes is not None else []
     store = BuildCache(cache)
     store.check_writable()
     versions = _versions(machine_facts())
-    mirror = cache_mirror()
+    queue = BuildQueue(store, executor, notes)
     pairs = list(dict.fromkeys((m, t) for m, t, _ in suite.items()))
     keys = {(m.name, t): build_key(m, load_target(t), versions) for m, t in pairs}
     todo, peaks = [], []
     for m, t in pairs:
-        folder = store.get(keys[(m.name, t)], mirror)
-        if folder is None:
-            todo.append((m, t))
+        hit = queue.cached(keys[(m.name, t)])
+        if hit is None:
+            todo.append((m, t, keys[(m.name, t)], store.url))
             continue
-        manifest = read_manifest(folder)
-        peaks += [manifest.build_peak_rss_mb] if manifest.build_peak_rss_mb else []
-        yield (m.name, t), Built(manifest, folder, True, 0.0)
+        peaks += [hit.manifest.build_peak_rss_mb] if hit.manifest.build_peak_rss_mb else []
+        yield (m.name, t), hit
     if todo:
-        ex = make_executor(executor, build_gb=max(peaks) / 1024 if peaks else None)
-        notes.append(f"{len(todo)} build(s) on {ex.describe}")
-        if state is not None:
-            state["builds_here"] = ex.builds_here
         try:
-            ex.check_stack(stack_facts())
-            jobs = [(m, t, keys[(m.name, t)], store.url) for m, t in todo]
-            for n, ((m, t, key, _), r, error) in enumerate(ex.run(build_task, jobs), start=1):
+            ex = queue.start(build_gb=max(peaks) / 1024 if peaks else None)
+            if state is not None:
+                state["builds_here"] = ex.builds_here
+            for n, ((m, t, _, _), done) in enumerate(queue.run(todo), start=1):
                 if progress:
                     progress(f"built {m.name} × {t}", n, len(todo))
-                yield (m.name, t), _built(store, mirror, m, t, key, r, error)
-        except (KeyboardInterrupt, GeneratorExit):
-            ex.cancel()
-            raise
+                yield (m.name, t), done
         finally:
-            ex.close()
+            queue.close()
     notes += store.warnings
 
 

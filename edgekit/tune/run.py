@@ -20,11 +20,12 @@ class TuneResult:
 
 
 class _Session:
-    """One tune: the model entry, the cache, the executor (started on first use) and everything tried so far."""
+    """One tune: the model entry, the cache, the build queue (its executor started on first use) and everything tried
+    so far."""
 
     def __init__(self, spec: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any,
                  budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None], data: "_Data"):
-        from ..bench.run import _versions, cache_mirror
+        from ..bench.run import BuildQueue, _versions
         from ..bench.suite import SuiteModel
         from ..machine import machine_facts
         from ..scale.cache import BuildCache
@@ -36,11 +37,11 @@ class _Session:
         self.store = BuildCache(opts.cache)
         self.store.check_writable()
         facts = machine_facts()
-        self.versions, self.machine, self.mirror = _versions(facts), facts["machine_id"], cache_mirror()
+        self.versions, self.machine = _versions(facts), facts["machine_id"]
         self.tried: list[Tried] = []
         self.notes: list[str] = []
+        self.queue = BuildQueue(self.store, opts.executor, self.notes)
         self.t0 = time.monotonic()
-        self.executor: Any = None
         self.done, self.total = 0, 0
 
     def step(self, what: str, planned: int = 0) -> None:
@@ -59,10 +60,7 @@ class _Session:
 
     def build(self, recipes: list) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
-        from ..bench.run import Built
-        from ..manifest import read_manifest
-        from ..scale.executor import build_task, make_executor, stack_facts
-        from .search import elapsed_over, measure, measurement_key
+        from .search import elapsed_over
 
         items = [Tried(r) for r in recipes]
         self.tried += items
@@ -71,45 +69,39 @@ class _Session:
         keys = {id(t): self.key(targets[id(t)]) for t in items}
         todo = []
         for t in items:
-            folder = self.store.get(keys[id(t)], self.mirror)
-            if elapsed_over(self.t0, self.opts) and folder is None:
+            hit = self.queue.cached(keys[id(t)])
+            if hit is not None:
+                self._take(t, hit)
+            elif elapsed_over(self.t0, self.opts):
                 t.status, t.reason = "skipped", "the --time-budget ran out first"
-                continue
-            if folder is None:
+            else:
                 todo.append(t)
-            else:
-                self._take(t, Built(read_manifest(folder), folder, True, 0.0))
-        if todo:
-            if self.executor is None:
-                self.executor = make_executor(self.opts.executor)
-                self.executor.check_stack(stack_facts())
-                self.notes.append(f"builds on {self.executor.describe}")
-            options = (("finetune", None if self.finetune is None else str(self.finetune)),)
-            jobs = [(self.model, targets[id(t)], keys[id(t)], self.store.url, options) for t in todo]
-            by_key = {keys[id(t)]: t for t in todo}
-            for job, r, error in self.executor.run(build_task, jobs):
-                t = by_key[job[2]]
-                self._take(t, self._built(job, r, error))
+        options = (("finetune", None if self.finetune is None else str(self.finetune)),)
+        by_key = {keys[id(t)]: t for t in todo}
+        jobs = [(self.model, targets[id(t)], keys[id(t)], self.store.url, options) for t in todo]
+        for job, built in self.queue.run(jobs) if jobs else ():
+            self._take(by_key[job[2]], built)
         for t in items:
-            if t.manifest is not None:
-                self.step(f"measuring {t.recipe.name}")
-                measure(t, self.opts, self.store, measurement_key(keys[id(t)], self.opts, self.machine))
-                self.done += 1
-                miss = self.budget.miss(t.drop, t.sqnr)
-                unit = " dB" if self.budget.min_sqnr is not None else ""
-                if miss is None:  # never counted as within: the budget could not be checked on this one
-                    t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
-                else:
-                    t.status = "over" if miss else "beaten"
-                    t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
-            else:
-                self.done += 1
+            self._judge(t, keys[id(t)])
         return items
 
-    def _built(self, job: tuple, r: Any, error: Any) -> Any:
-        from ..bench.run import _built
+    def _judge(self, t: Tried, key: str) -> None:
+        """Measure a built candidate and say whether it is within the budget."""
+        from .search import measure, measurement_key
 
-        return _built(self.store, self.mirror, self.model, job[1].name, job[2], r, error)
+        if t.manifest is None:
+            self.done += 1
+            return
+        self.step(f"measuring {t.recipe.name}")
+        measure(t, self.opts, self.store, measurement_key(key, self.opts, self.machine))
+        self.done += 1
+        miss = self.budget.miss(t.drop, t.sqnr)
+        unit = " dB" if self.budget.min_sqnr is not None else ""
+        if miss is None:  # never counted as within: the budget could not be checked on this one
+            t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
+        else:
+            t.status = "over" if miss else "beaten"
+            t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
 
     def _take(self, t: Tried, built: Any) -> None:
         self.done += 1
@@ -120,8 +112,7 @@ class _Session:
         t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.close()
+        self.queue.close()
 
 
 def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any] = (), eval: Any = None,  # noqa: A002
