@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgekit
+from edgekit.models import parse_input_spec
 from edgekit.cli import cli
 from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
 from edgekit.device.devices import DeviceError, load_devices
@@ -109,6 +110,21 @@ def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tm
     else:
         np.testing.assert_allclose(arm, x86, rtol=1e-5, atol=1e-5)  # fp32: FMA order differs between SIMD kernels
     assert p.machine["cpu_model"].startswith("emulated aarch64") and any("emulator" in w for w in p.warnings)
+
+
+def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build, tmp_path):
+    # cortex-a76 has asimdhp: XNNPACK takes its native fp16 kernels there (x86 without AVX512-FP16 emulates them)
+    pkg = edgekit.build("toy_models:small_cnn", "xnnpack-fp16", out=tmp_path / "fp16", inputs=[parse_input_spec("1x1x8x8")]).out_dir
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32))
+    outs = {}
+    for name, device, folder in (("arm16", "arm", pkg), ("x86-32", "loop", fp32_build.out_dir)):
+        outs[name] = tmp_path / f"{name}.bin"
+        edgekit.profile(folder, device=device, devices_file=fleet["devices"], inputs=tmp_path / "in.npz",
+                        save_outputs=str(outs[name]), runs=5, warmup=1, warmup_seconds=0.0)
+    arm16, x86_32 = (np.fromfile(outs[n], np.float32) for n in ("arm16", "x86-32"))
+    assert arm16.shape == x86_32.shape == (10,)
+    np.testing.assert_allclose(arm16, x86_32, rtol=2e-2, atol=2e-3)  # fp16 rounding of the fp32 program's answer
+    assert not np.array_equal(arm16, x86_32)  # and it did compute in fp16
 
 
 def test_cli_profile_on_a_device(fleet, fp32_build):
