@@ -51,7 +51,7 @@ class _WhyNot(logging.Handler):
             self.reasons.setdefault(_op_type(node.name), set()).add(_explain(node) if reason == "invalid dtype" else reason)
 
     def __enter__(self) -> "_WhyNot":
-        self.logger = logging.getLogger("executorch.backends.xnnpack")
+        self.logger = logging.getLogger("executorch.backends.xnnpack.partition")  # not _passes: their debug records cost time
         self.saved = (self.logger.level, self.logger.propagate)
         self.logger.setLevel(logging.DEBUG)
         self.logger.propagate = False
