@@ -19,7 +19,7 @@ from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
 from ..dynamic import DynamicDim, ResolvedDim, batch_dim
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
-from .stages import SilentRunner, Stage, StageEvent, StageRunner
+from .stages import SilentRunner, Stage, StageEvent, StageRunner, frozen_heap
 
 DEFAULT_FINETUNE_EPOCHS = 3
 
@@ -129,15 +129,16 @@ def build(
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
-    _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
-    _prune(st, finetune_epochs, finetune_lr, seed)
-    st.exported = _export(st, st.reference, st.stages)
-    st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
-    _lower(st)
-    _verify(st, verify_samples, task)
-    from .package import write_package
+    with frozen_heap():
+        _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
+        _prune(st, finetune_epochs, finetune_lr, seed)
+        st.exported = _export(st, st.reference, st.stages)
+        st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
+        _lower(st)
+        _verify(st, verify_samples, task)
+        from .package import write_package
 
-    return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start), str(st.out))
+        return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start), str(st.out))
 
 
 # ------------------------------------------------------------------------------------------------ steps
