@@ -136,8 +136,11 @@ def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any]
     import_stack()
     data = _load_data(model, inputs, calibration, eval, finetune, base)
     s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)
+    from ..pipeline.stages import frozen_heap
+
     try:
-        return _search(s, Path(out), force)
+        with frozen_heap():  # the mixed-precision scan prepares and converts the model dozens of times in this process
+            return _search(s, Path(out), force)
     finally:
         s.close()
 
