@@ -2,6 +2,9 @@
 
 Each factory returns ``(module, example_inputs)`` so it works as a model spec: ``benchmarks.models:NAME``
 (run from the repository root) or ``benchmarks/models.py:NAME``.
+
+The real-size reference models (MobileNetV2 1.0, ResNet-18, MobileNetV3-Small at 224, a MiniLM-L6-shaped encoder)
+are defined in ``realsize.py`` beside their calibration data, and are reachable from here too.
 """
 
 from __future__ import annotations
@@ -150,3 +153,39 @@ def digits_test():
 
     d = load_digits_split()
     return {"x": d["x_test"], "y": d["y_test"]}
+
+
+# ------------------------------------------------------------------------------------------------ real-size models
+def _realsize():
+    """benchmarks/realsize.py, loaded by path (a spec file is imported without its folder on sys.path)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "_edgekit_benchmarks_realsize"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("realsize.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def mobilenet_v2():
+    """MobileNetV2 1.0 at 1x3x224x224 (realsize.py)."""
+    return _realsize().mobilenet_v2()
+
+
+def resnet18():
+    """ResNet-18 at 1x3x224x224 (realsize.py)."""
+    return _realsize().resnet18()
+
+
+def mobilenet_v3_small():
+    """MobileNetV3-Small at 1x3x224x224 (realsize.py)."""
+    return _realsize().mobilenet_v3_small()
+
+
+def minilm_encoder():
+    """A BERT-style encoder shaped like MiniLM-L6, 32 tokens, ids + attention mask (realsize.py)."""
+    return _realsize().minilm_encoder()
