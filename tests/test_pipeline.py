@@ -299,6 +299,16 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
         assert reused.quantize.calibration_reused is True and fresh.quantize.calibration_reused is False
         assert reused.program.sha256 == fresh.program.sha256  # byte for byte what calibrating again gives
         assert reused.quantize.calibration_samples == fresh.quantize.calibration_samples == 64
+    # an observer shared across a layer boundary (a relu6 shares its conv's output observer) is watched differently
+    # when that conv stays fp32: a record of the full calibration must not be taken for it
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU6(inplace=True),
+                              torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU6(inplace=True), torch.nn.Flatten(), torch.nn.Linear(128, 10)).eval()
+    boundary = load_target("xnnpack-int8").replace(quantize__fp32_layers=("0",))
+    edgekit.build(net, "xnnpack-int8", out=tmp_path / "r6", inputs=X8, calibration=calib, calibration_records=records, verify_samples=4)
+    got, want = (edgekit.build(net, boundary, out=tmp_path / f"r6-{n}", inputs=X8, calibration=calib, calibration_records=rec,
+                               verify_samples=4).manifest for n, rec in (("rec", records), ("fresh", None)))
+    assert got.program.sha256 == want.program.sha256
     # other data: another record, not a wrong one
     np.savez(tmp_path / "other.npz", x=digits_like["x"][64:128])
     other = edgekit.build("toy_models:small_cnn", per_tensor, out=tmp_path / "other", inputs=X8, calibration=tmp_path / "other.npz",

@@ -29,9 +29,10 @@ STATE_DIR = ".calibration"
 def record_key(exported: Any, calibration: Any, batch: int) -> str | None:
     """The content key of a calibration of ``exported`` (an ExportResult) on ``calibration``; None when some tensor
     cannot be hashed (a tensor subclass), in which case nothing is reused."""
-    import torchao
+    from importlib.metadata import version
 
-    h = hashlib.sha256(f"{torch.__version__} {torchao.__version__} batch={batch}\n".encode())
+    versions = " ".join(f"{p}={version(p)}" for p in ("torch", "torchao", "executorch"))
+    h = hashlib.sha256(f"{versions} batch={batch}\n".encode())
     h.update(str(exported.program.graph).encode())
     program = exported.program
     try:
@@ -48,45 +49,62 @@ def record_key(exported: Any, calibration: Any, batch: int) -> str | None:
 def _bytes(t: Any) -> bytes:
     if not isinstance(t, torch.Tensor) or type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
         raise TypeError(f"cannot hash {type(t).__name__}")
-    t = t.detach().contiguous().reshape(-1)
-    return f"{t.dtype}{tuple(t.shape)}".encode() + t.view(torch.uint8).numpy().tobytes()
+    head = f"{t.dtype}{tuple(t.shape)}".encode()
+    return head + t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def _observers(prepared: Any) -> list[tuple[Any, Any]]:
-    """(observer module, the node it observes) for every observer call in a prepared GraphModule."""
+def _observers(prepared: Any) -> list[tuple[Any, list[Any]]]:
+    """Every observer module of a prepared GraphModule with the nodes it observes. One instance can be called at
+    several nodes (a shared quantization spec: a relu6's output and the conv output it clamps), and then its state
+    mixes all of them."""
     from torchao.quantization.pt2e import ObserverBase
 
-    found = []
+    def observer(node: Any) -> Any:
+        if node.op != "call_module":
+            return None
+        module = prepared.get_submodule(node.target)
+        return module if isinstance(module, ObserverBase) else None
+
+    found: dict[int, tuple[Any, list[Any]]] = {}
     for node in prepared.graph.nodes:
-        if node.op == "call_module":
-            module = prepared.get_submodule(node.target)
-            if isinstance(module, ObserverBase) and node.args:
-                found.append((module, node.args[0]))
-    return found
+        module = observer(node)
+        if module is not None and node.args:
+            root = node.args[0]
+            while observer(root) is not None:  # an observer of an observer's output sees the same tensor
+                root = root.args[0]
+            found.setdefault(id(module), (module, []))[1].append(root)
+    return list(found.values())
 
 
-def _key(module: Any, node: Any) -> str:
-    return f"{node.name}:{type(module).__name__}"
+def _key(module: Any, roots: list[Any]) -> str:
+    """What an observer's state depends on: the tensors it saw (by node) and its kind. In another recipe the same
+    node can be watched by an observer shared differently, with another key: that one is calibrated afresh."""
+    return ",".join(sorted({r.name for r in roots})) + ":" + type(module).__name__
+
+
+def _weights_only(roots: list[Any]) -> bool:
+    return all(r.op == "get_attr" for r in roots)
 
 
 def observed_states(prepared: Any) -> dict[str, dict[str, torch.Tensor]]:
-    """The activation observers' states of a calibrated prepared model, by observed node."""
-    return {_key(m, n): {k: v.clone() for k, v in m.state_dict().items()}
-            for m, n in _observers(prepared) if n.op != "get_attr"}
+    """The activation observers' states of a calibrated prepared model, by what they observed."""
+    return {_key(m, roots): {k: v.clone() for k, v in m.state_dict().items()}
+            for m, roots in _observers(prepared) if not _weights_only(roots)}
 
 
 def restore(prepared: Any, states: dict[str, dict[str, torch.Tensor]]) -> bool:
     """Fill a freshly prepared model's observers from ``states`` (activations) and from the weights themselves; False,
     with nothing changed, when an activation observer has no state there (then calibrate as usual)."""
     observers = _observers(prepared)
-    if any(n.op != "get_attr" and _key(m, n) not in states for m, n in observers):
+    if any(not _weights_only(roots) and _key(m, roots) not in states for m, roots in observers):
         return False
     with torch.no_grad():
-        for module, node in observers:
-            if node.op == "get_attr":
-                module(functools.reduce(getattr, node.target.split("."), prepared))
+        for module, roots in observers:
+            if _weights_only(roots):
+                for root in roots:
+                    module(functools.reduce(getattr, root.target.split("."), prepared))
             else:
-                module.load_state_dict(states[_key(module, node)])
+                module.load_state_dict(states[_key(module, roots)])
     return True
 
 
