@@ -131,8 +131,9 @@ def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, m
     """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
     (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables).
 
-    The data goes through the model once to calibrate (or not at all, when ``records`` holds a build's calibration
-    of the same model and data): every simulation after that loads those observers' states."""
+    The data goes through the full model once to calibrate (or not at all, when ``records`` holds a build's
+    calibration of the same model and data); a simulation whose observers all watch what one of the full calibration
+    did loads those states, the others (an observer shared differently at a layer boundary) calibrate afresh."""
     import torch
 
     from ..pipeline.calibration import MemoryRecords, observed_states
@@ -145,7 +146,7 @@ def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, m
         reference = [_first(eager(*s)).float() for s in data.batches(batch)]
     states = None
     if scheme.needs_calibration:
-        step("calibrating once for the sensitivity scan")
+        step("calibrating the full model for the sensitivity scan")
         states = observed_states(prepare_calibrated(exported, scheme, calib, records=records or MemoryRecords())[0])
     ranked = []
     for i, name in enumerate(names, start=1):
