@@ -167,14 +167,14 @@ def _load_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: A
 
 def _search(s: _Session, out: Path, force: bool) -> TuneResult:
     from ..profile import profile
-    from .search import decide, no_candidate_error, plan_precisions, prune_recipes, rank_key
+    from .search import decide, no_candidate_error, plan_precisions, prune_base, prune_recipes, rank_key
 
     recipes, skipped = plan_precisions()
     s.build(recipes)
     _rescue(s)
     within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
     if within:
-        best = next((t for t in within if t.recipe.scheme.value != "none"), within[0])
+        best = prune_base(within, s.opts.objective)
         more, notes = prune_recipes(best.recipe, s.opts.prune_ratios, s.finetune is not None, _prunable(s.model.spec))
         s.notes += notes
         if more:
