@@ -101,3 +101,21 @@ def test_fp16_is_a_candidate_only_where_the_cpu_has_fp16_arithmetic(tmp_path):
     # fp16 throughout: the dynamic target's int8 embedding tables are not kept
     target = Recipe(QuantScheme.FP16).target(load_target("xnnpack-int8-dynamic"))
     assert target.quantize.scheme is QuantScheme.FP16 and target.quantize.embeddings.value == "none"
+
+
+def test_pruning_starts_from_the_most_faithful_of_the_precisions_tied_on_speed():
+    from types import SimpleNamespace
+
+    from edgekit.tune.search import Tried, prune_base
+
+    def tried(scheme, p50, size, sqnr):
+        manifest = SimpleNamespace(program=SimpleNamespace(size_bytes=size), verify=SimpleNamespace(accuracy=None, sqnr_db=sqnr))
+        return Tried(Recipe(scheme), status="beaten", manifest=manifest, profile={"p50": p50})
+
+    pt = tried(QuantScheme.INT8_STATIC_PER_TENSOR, 0.0082, 98_000, 30.0)
+    pc = tried(QuantScheme.INT8_STATIC_PER_CHANNEL, 0.0083, 102_000, 34.0)
+    fp32 = tried(QuantScheme.NONE, 0.0231, 372_000, 120.0)
+    assert prune_base([pt, pc, fp32], "p50") is pc  # a 1% difference in speed is a tie; per-channel keeps more accuracy
+    slower = tried(QuantScheme.INT8_STATIC_PER_CHANNEL, 0.0100, 102_000, 34.0)
+    assert prune_base([pt, slower, fp32], "p50") is pt  # 22% slower is not a tie
+    assert prune_base([fp32], "p50") is fp32
