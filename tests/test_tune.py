@@ -119,3 +119,30 @@ def test_pruning_starts_from_the_most_faithful_of_the_precisions_tied_on_speed()
     slower = tried(QuantScheme.INT8_STATIC_PER_CHANNEL, 0.0100, 102_000, 34.0)
     assert prune_base([pt, slower, fp32], "p50") is pt  # 22% slower is not a tie
     assert prune_base([fp32], "p50") is fp32
+
+
+def test_a_rerun_of_the_sensitivity_scan_loads_every_calibration_it_made(data):
+    from edgekit.data import resolve_data
+    from edgekit.models import load_model
+    from edgekit.pipeline.calibration import MemoryRecords
+    from edgekit.pipeline.export import export_model
+    from edgekit.tune.recipes import mixed_precision
+
+    class Counted(MemoryRecords):
+        puts = 0
+
+        def put(self, key, states):
+            type(self).puts += 1
+            super().put(key, states)
+
+    loaded = load_model("toy_models:fragile")
+    calib = resolve_data(data / "calib.npz", loaded.example_inputs, role="calibration")
+    held = resolve_data(data / "eval.npz", loaded.example_inputs, role="eval")
+    exported = export_model(loaded)
+    records = Counted()
+    scheme = QuantScheme.INT8_STATIC_PER_CHANNEL
+    first = mixed_precision(exported, scheme, calib, held, lambda f: f["sqnr_db"] >= 30, records=records)
+    calibrated = Counted.puts
+    again = mixed_precision(exported, scheme, calib, held, lambda f: f["sqnr_db"] >= 30, records=records)
+    assert calibrated > 0 and Counted.puts == calibrated  # the second scan calibrated nothing
+    assert again == first and sorted(first.keep) == ["fc2", "head"]  # and found exactly what the first one did

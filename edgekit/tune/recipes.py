@@ -87,15 +87,15 @@ def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo"), arch: str | None = None) 
 
 
 # ------------------------------------------------------------------------------------------------ sensitivity
-def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...], states: dict | None = None) -> Any:
+def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...], records: Any = None) -> Any:
     """PT2E prepare → calibrate → convert in PyTorch (no lowering): a module that computes what the quantized
-    program would, to rank layers and try recipes in seconds. ``states``: the observers' states of one full
-    calibration (:func:`~edgekit.pipeline.calibration.observed_states`), loaded instead of calibrating again."""
+    program would, to rank layers and try recipes in seconds. ``records``: calibration records
+    (:mod:`edgekit.pipeline.calibration`) to load the observers' states from, and to add this calibration to."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from ..pipeline.quantize import prepare_calibrated
 
-    return convert_pt2e(prepare_calibrated(exported, scheme, calib, fp32_layers, states=states)[0])
+    return convert_pt2e(prepare_calibrated(exported, scheme, calib, fp32_layers, records=records)[0])
 
 
 def _first(out: Any) -> Any:
@@ -131,34 +131,32 @@ def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, m
     """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
     (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables).
 
-    The data goes through the full model once to calibrate (or not at all, when ``records`` holds a build's
-    calibration of the same model and data); a simulation whose observers all watch what one of the full calibration
-    did loads those states, the others (an observer shared differently at a layer boundary) calibrate afresh."""
+    Every simulation's calibration goes into ``records`` (the build cache's, in ``edgekit tune``) and is loaded from
+    there when its observers all watch what an earlier one's did: a re-run after Ctrl-C scans without calibrating, and
+    simulations that observe like the full model (or a build of it) load that. The others (an observer shared
+    differently at a layer boundary) calibrate afresh."""
     import torch
 
-    from ..pipeline.calibration import MemoryRecords, observed_states
-    from ..pipeline.quantize import layer_names, prepare_calibrated
+    from ..pipeline.calibration import MemoryRecords
+    from ..pipeline.quantize import layer_names
 
     names = layer_names(exported.program)
     batch = int(exported.example_inputs[0].shape[0])
     eager = reference if reference is not None else exported.program.module()
     with torch.no_grad():
         reference = [_first(eager(*s)).float() for s in data.batches(batch)]
-    states = None
-    if scheme.needs_calibration:
-        step("calibrating the full model for the sensitivity scan")
-        states = observed_states(prepare_calibrated(exported, scheme, calib, records=records or MemoryRecords())[0])
+    records = records if records is not None else MemoryRecords()
     ranked = []
     for i, name in enumerate(names, start=1):
         step(f"sensitivity {i}/{len(names)}: {name}")
-        alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name), states)
+        alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name), records)
         ranked.append((name, fidelity(alone, reference, data, batch, None)["sqnr_db"]))
     ranked.sort(key=lambda r: r[1])
     tried = []
     for k in range(1, min(MAX_FP32_LAYERS, len(names) - 1) + 1):
         keep = tuple(n for n, _ in ranked[:k])
         step(f"mixed precision: {k} layer(s) in fp32")
-        fid = fidelity(simulate(exported, scheme, calib, keep, states), reference, data, batch, data.labels)
+        fid = fidelity(simulate(exported, scheme, calib, keep, records), reference, data, batch, data.labels)
         tried.append((k, fid))
         if meets(fid):
             return Sensitivity(ranked, keep, tried)
