@@ -45,7 +45,7 @@ def build_pair(name: str, tmp: Path, calib: Path) -> dict:
 def scan_steps(name: str, layers: int, calib_path: Path) -> tuple[float, float, int]:
     from edgekit.data import resolve_data
     from edgekit.models import load_model
-    from edgekit.pipeline.calibration import observed_states
+    from edgekit.pipeline.calibration import MemoryRecords
     from edgekit.pipeline.export import export_model
     from edgekit.pipeline.quantize import layer_names, prepare_calibrated
     from edgekit.targets import QuantScheme
@@ -55,14 +55,15 @@ def scan_steps(name: str, layers: int, calib_path: Path) -> tuple[float, float, 
     calib = resolve_data(calib_path, loaded.example_inputs, role="calibration")
     exported = export_model(loaded)
     scheme = QuantScheme.INT8_STATIC_PER_CHANNEL
-    states = observed_states(prepare_calibrated(exported, scheme, calib)[0])
+    records = MemoryRecords()  # as a first scan has it: the full model's calibration, then each step's own
+    prepare_calibrated(exported, scheme, calib, records=records)
     names = layer_names(exported.program)
     fresh, loaded_s, hits = [], [], 0
     for layer in names[:layers]:
         others = tuple(n for n in names if n != layer)
-        for states_arg, times in ((None, fresh), (states, loaded_s)):
+        for records_arg, times in ((None, fresh), (records, loaded_s)):
             t0 = time.perf_counter()
-            prepared, _, reused = prepare_calibrated(exported, scheme, calib, others, states=states_arg)
+            prepared, _, reused = prepare_calibrated(exported, scheme, calib, others, records=records_arg)
             convert_pt2e(prepared)
             times.append(time.perf_counter() - t0)
             hits += reused

@@ -87,7 +87,8 @@ class BuildQueue:
         self.store, self.spec, self.notes = store, executor, notes
         self.mirror = cache_mirror()
         self.executor: Any = None
-        self.count = 0  # builds run so far, said in one note
+        self.count = 0  # builds run so far, said in one note (updated in place)
+        self.note_at: int | None = None
 
     def cached(self, key: str) -> "Built | None":
         from ..manifest import read_manifest
@@ -110,11 +111,11 @@ class BuildQueue:
         from ..scale.executor import build_task
 
         ex = self.start()
-        note = f"{self.count} build(s) on {ex.describe}"
         self.count += len(jobs)
-        if note in self.notes:
-            self.notes.remove(note)
-        self.notes.append(f"{self.count} build(s) on {ex.describe}")
+        if self.note_at is None:
+            self.note_at = len(self.notes)
+            self.notes.append("")
+        self.notes[self.note_at] = f"{self.count} build(s) on {ex.describe}"
         try:
             for job, r, error in ex.run(build_task, jobs):
                 yield job, _built(self.store, self.mirror, job[0], getattr(job[1], "name", job[1]), job[2], r, error)

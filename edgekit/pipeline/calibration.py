@@ -1,11 +1,13 @@
 """Calibration records: what a static int8 calibration observed, kept so that a later quantization of the same traced
 model on the same data (the other weight granularity, some layers kept in fp32, each step of mixed precision's
-sensitivity scan) loads it instead of running the data through the model again.
+sensitivity scan, a re-run) loads it instead of running the data through the model again.
 
 During calibration the prepared model computes in fp32, so what an activation observer sees does not depend on which
-*other* layers are quantized: the observer of a given node ends in the same state in every recipe. A record holds
-those states by the observed node's name. Weight observers are not kept: they see only their weight and are filled
-from it directly.
+other layers are quantized. What it sees does depend on where it is called: one observer can serve several nodes (a
+relu6 shares its conv's output observer), and a layer kept in fp32 can change that sharing. So a record holds each
+observer's state under the set of nodes it watched (and its kind); a recipe loads a record only when every one of its
+activation observers is found there, and calibrates afresh otherwise. Weight observers are not kept: they see only
+their weight and are filled from it directly.
 
 A record's key is its content: the traced graph, its weights and constants, the calibration samples, the calibration
 batch and the stack's versions. A pruned or fine-tuned model, other data or another torch gets its own record.
@@ -18,10 +20,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 from typing import Any
 
 import torch
+
+from .._fs import temp_name
 
 STATE_DIR = ".calibration"
 
@@ -130,7 +133,7 @@ class RecordStore:
         buf = io.BytesIO()
         torch.save(merged, buf)
         self.fs.makedirs(self.folder, exist_ok=True)
-        tmp = f"{self.folder}/{key}.pt.{os.getpid()}.tmp"
+        tmp = f"{self.folder}/{temp_name(key + '.pt')}"
         self.fs.pipe_file(tmp, buf.getvalue())
         self.fs.mv(tmp, f"{self.folder}/{key}.pt")
 

@@ -131,7 +131,6 @@ def to_fp16(model: Any) -> Any:
     """
     import copy
 
-
     from ..models import LoadedModel
 
     source = model.exported.module() if model.exported is not None else model.module
@@ -146,9 +145,9 @@ def to_fp16(model: Any) -> Any:
 
 
 def prepare_calibrated(exported: ExportResult, scheme: QuantScheme, calibration: Dataset, fp32_layers: tuple[str, ...] = (),
-                       records: Any = None, states: dict | None = None) -> tuple[Any, int, bool]:
-    """PT2E prepare, then calibrate, unless the observers' states can be loaded: given as ``states``, or found in
-    ``records`` (stored there otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
+                       records: Any = None) -> tuple[Any, int, bool]:
+    """PT2E prepare, then calibrate, unless the observers' states can be loaded from ``records`` (where they are
+    stored otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
 
     Raises:
         QuantizeError: prepare or calibration failed, or the data does not fill one batch.
@@ -163,13 +162,11 @@ def prepare_calibrated(exported: ExportResult, scheme: QuantScheme, calibration:
         prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
     except Exception as exc:
         raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
-    key = None
-    if states is None and records is not None and scheme.needs_calibration:
-        key = record_key(exported, calibration, batch)
-        states = records.get(key) if key else None
-    used = len(calibration) if batch == 1 else len(calibration) - len(calibration) % batch
-    if states is not None and used and restore(prepared, states):
-        return prepared, used, True
+    key = record_key(exported, calibration, batch) if records is not None and scheme.needs_calibration else None
+    states = records.get(key) if key else None
+    whole = len(calibration) - len(calibration) % batch  # what the loop below would use: whole batches
+    if states is not None and whole and restore(prepared, states):
+        return prepared, whole, True
     used = 0
     try:
         with torch.no_grad():

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from .search import Budget, Tried, TuneOptions
 
+
 @dataclass(frozen=True)
 class TuneResult:
     out_dir: Path
@@ -43,6 +44,7 @@ class _Session:
         self.queue = BuildQueue(self.store, opts.executor, self.notes)
         self.t0 = time.monotonic()
         self.done, self.total = 0, 0
+        self.finetune_digest: str | None = None  # read once, for the prune candidates' keys
 
     def step(self, what: str, planned: int = 0) -> None:
         self.total += planned
@@ -55,8 +57,15 @@ class _Session:
 
         key = build_key(self.model, target, self.versions)
         if self.finetune is not None and target.prune.active:
-            key = hashlib.sha256((key + _file_digest(Path(self.finetune))).encode()).hexdigest()[:24]
+            self.finetune_digest = self.finetune_digest or _file_digest(Path(self.finetune))
+            key = hashlib.sha256((key + self.finetune_digest).encode()).hexdigest()[:24]
         return key
+
+    def within(self) -> list[Tried]:
+        """The candidates within the budget so far, best by the objective first."""
+        from .search import rank_key
+
+        return sorted((t for t in self.tried if t.status == "beaten"), key=lambda t: rank_key(t, self.opts.objective))
 
     def build(self, recipes: list) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
@@ -172,14 +181,14 @@ def _search(s: _Session, out: Path, force: bool) -> TuneResult:
     recipes, skipped = plan_precisions()
     s.build(recipes)
     _rescue(s)
-    within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
+    within = s.within()
     if within:
         best = prune_base(within, s.opts.objective)
         more, notes = prune_recipes(best.recipe, s.opts.prune_ratios, s.finetune is not None, _prunable(s.model.spec))
         s.notes += notes
         if more:
             s.build(more)
-    within = sorted((t for t in s.tried if t.status == "beaten"), key=lambda t: rank_key(t, s.opts.objective))
+    within = s.within()
     records = skipped + [t.record() for t in s.tried]
     if not within:
         err = no_candidate_error(s.tried, s.budget)
@@ -228,6 +237,7 @@ def _rescue(s: _Session) -> None:
 def _mixed(s: _Session, recipe: Any) -> bool:
     """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
     whether the built program is within the budget."""
+    from ..pipeline.calibration import RecordStore
     from ..pipeline.export import export_model
     from ..targets import EmbeddingQuant
     from ..training import accuracy
@@ -247,8 +257,6 @@ def _mixed(s: _Session, recipe: Any) -> bool:
         meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
     else:
         meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
-    from ..pipeline.calibration import RecordStore
-
     found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference,
                             records=RecordStore(s.store.url))
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])

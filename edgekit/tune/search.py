@@ -9,8 +9,8 @@ each measurement is cached beside them, so an interrupted tune resumes where it 
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
