@@ -120,7 +120,8 @@ class QuantizeConfig:
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
         if self.scheme is QuantScheme.FP16 and self.embeddings is not EmbeddingQuant.NONE:
-            raise ConfigError("quantize.scheme = 'fp16' keeps embedding tables in fp16: set quantize.embeddings = 'none'")
+            raise ConfigError(f"quantize.scheme = 'fp16' does not combine with {self.embeddings.value} embedding tables: set "
+                              "quantize.embeddings = 'none' (on the command line: --quantize-embeddings none)")
         if self.fp32_layers and not self.scheme.is_int8:
             raise ConfigError(f"quantize.fp32_layers keeps layers out of int8, but quantize.scheme = "
                               f"'{self.scheme.value}' quantizes none to int8: drop fp32_layers or pick an int8 scheme")
