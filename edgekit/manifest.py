@@ -194,6 +194,27 @@ class SizeCheck(Contract):
     cosine_min: float
 
 
+#: ``VerifySection.reference``: the figures compare the program with the model the user handed in (unpruned, fp32).
+#: Packages from before this rule say ``"the eager model"`` (the same thing) or ``"the pruned eager model"``.
+REFERENCE_ORIGINAL = "original"
+#: ``LoweringCheck.reference``: the eager model after pruning (and fine-tuning): what export traced.
+REFERENCE_PRUNED = "pruned"
+
+
+@dataclass(frozen=True)
+class LoweringCheck(Contract):
+    """The program against the model that was exported (the pruned one), on the same samples: did export, quantization
+    and lowering keep what pruning left? It says nothing about the user's model; the budget never uses it."""
+
+    reference: str  # REFERENCE_PRUNED
+    sqnr_db: float | None  # None: identical outputs
+    exact: bool
+    cosine_similarity: float
+    cosine_min: float
+    max_abs_error: float
+    top1_agreement: float | None = None
+
+
 @dataclass(frozen=True)
 class VerifySection(Contract):
     samples: int
@@ -207,12 +228,13 @@ class VerifySection(Contract):
     top1_agreement: float | None = None
     accuracy: Accuracy | None = None
     accuracy_note: str | None = None
-    reference: str = "the eager model"
+    reference: str = "the eager model"  # REFERENCE_ORIGINAL in new packages: every figure above is against the user's model
     task: str | None = None  # classify | embed | regress: which figures apply (pipeline.verify.Task)
     task_reason: str | None = None  # "given with --task", or why it was guessed
     cosine_min: float | None = None  # the worst sample's cosine (cosine_similarity is the mean)
     nn_agreement: float | None = None  # embed: share of samples whose nearest neighbour stays the same
     at_sizes: list[SizeCheck] = field(default_factory=list)  # dynamic dimensions: the program checked at other sizes
+    lowering: LoweringCheck | None = None  # pruned builds: the same figures against the pruned model (what was exported)
 
 
 @dataclass(frozen=True)
@@ -245,11 +267,12 @@ class TuneCandidate(Contract):
     p50_ms: float | None = None
     p90_ms: float | None = None
     peak_rss_mb: float | None = None
-    accuracy_drop: float | None = None
+    accuracy_drop: float | None = None  # this and the two below: the program against the user's model (the budget's)
     sqnr_db: float | None = None
     cosine_min: float | None = None
     build_s: float | None = None
     cached: bool = False
+    lowering_sqnr_db: float | None = None  # pruned candidates: the program against the pruned model (did lowering work?)
 
 
 @dataclass(frozen=True)
@@ -259,6 +282,7 @@ class TuneSection(Contract):
     threads: int
     candidates: list[TuneCandidate]
     decision: str  # why the chosen one won, in one sentence
+    fidelity: str | None = None  # the chosen program's budget figures and what they were measured against (the user's model)
     mann_whitney_p: float | None = None  # the two best programs' re-measured latency samples (two-sided), when compared
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 #: Wide enough that tables are not squeezed when output is piped or captured.
-PIPE_WIDTH = 140
+PIPE_WIDTH = 160
+#: The narrowest a prose column (a reason, a description) gets when a table is squeezed.
+PROSE_MIN_WIDTH = 24
 
 
 def console(stderr: bool = True) -> Any:
@@ -22,12 +24,14 @@ def console(stderr: bool = True) -> Any:
 
 
 def table(title: str | None, columns: list[str], left: tuple[str, ...] = (), wrap: tuple[str, ...] = (), **kwargs: Any) -> Any:
-    """A rich table; ``left`` columns are left-aligned (and not wrapped unless in ``wrap``), the rest numbers."""
+    """A rich table; ``left`` columns are left-aligned, the rest numbers; only the ``wrap`` columns wrap (prose), so a
+    narrow terminal squeezes the prose, never a figure or its header."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", **kwargs)
     for col in columns:
-        t.add_column(col, justify="left" if col in left else "right", no_wrap=col in left and col not in wrap)
+        t.add_column(col, justify="left" if col in left else "right", no_wrap=col not in wrap,
+                     min_width=PROSE_MIN_WIDTH if col in wrap and col.strip() else None)
     return t
 
 
@@ -133,6 +137,7 @@ def tune_table(candidates: list, result: Any) -> None:
     console(stderr=False).print(t)
     if result is not None:
         console(stderr=False).print(f"[bold]chosen:[/] {result.manifest.tune.decision}\n"
+                                    f"[bold]fidelity:[/] {result.manifest.tune.fidelity}\n"
                                     f"package: {result.out_dir} (Pareto plot: {result.out_dir / 'tune.html'})")
         for note in result.notes:
             console(stderr=False).print(f"[dim]{note}[/]")
@@ -197,7 +202,13 @@ def build_summary(result: Any) -> None:
         t.add_row("", f"[dim]portable: {op} ×{d.by_operator[op]['portable']} — {why}[/]")
     for r in m.model.dynamic_dims:
         t.add_row("dynamic", f"{','.join(r.inputs)} dimension {r.dim}: {r.min}..{r.program_max or r.max}")
-    t.add_row("verify", f"{v.samples} samples from {v.data}: " + _fidelity(v))
+    against = "your model" if v.reference in ("original", "the eager model") else v.reference  # older packages said so
+    t.add_row("verify", f"vs {against}, {v.samples} samples from {v.data}: " + _fidelity(v))
+    if v.lowering is not None:
+        low = v.lowering
+        top1 = f", top-1 agreement {low.top1_agreement:.1%}" if low.top1_agreement is not None else ""
+        t.add_row("", f"[dim]vs the pruned model (what was exported; says whether lowering worked): SQNR "
+                      f"{fmt_db(low.sqnr_db)}, cosine min {low.cosine_min:.5f}{top1}[/]")
     for c in v.at_sizes:
         sizes = ", ".join(f"{k} = {n}" for k, n in c.sizes.items())
         t.add_row("", f"at {sizes}: {c.samples} samples, SQNR {fmt_db(c.sqnr_db)}, cosine min {c.cosine_min:.5f}")
@@ -208,7 +219,7 @@ def build_summary(result: Any) -> None:
     if v.accuracy:
         a = v.accuracy
         pruned = f" → pruned eager {a.pruned_eager:.2%}" if a.pruned_eager is not None else ""
-        t.add_row("accuracy", f"eager {a.eager:.2%}{pruned} → program {a.program:.2%} (drop {a.drop * 100:+.2f} pts)")
+        t.add_row("accuracy", f"your model {a.eager:.2%}{pruned} → program {a.program:.2%} (drop {a.drop * 100:+.2f} pts)")
     t.add_row("time", f"{m.timings_s['total']:.1f} s")
     console(stderr=False).print(t)
     warn(m.warnings)

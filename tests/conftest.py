@@ -17,10 +17,9 @@ TESTS = Path(__file__).parent
 @pytest.fixture(scope="session")
 def digits_like(tmp_path_factory) -> dict:
     """A learnable 10-class problem on 1x8x8 inputs, saved as calibration and labelled eval data."""
-    rng = np.random.default_rng(0)
-    protos = rng.random((10, 1, 8, 8), dtype=np.float32)
-    y = rng.integers(0, 10, 400)
-    x = (protos[y] + 0.15 * rng.standard_normal((400, 1, 8, 8))).astype(np.float32)
+    from toy_models import digits_like_arrays
+
+    x, y = digits_like_arrays()
     folder = tmp_path_factory.mktemp("data")
     np.savez(folder / "calib.npz", x=x[:64])
     np.savez(folder / "eval.npz", x=x[300:], y=y[300:])
@@ -32,18 +31,10 @@ def digits_like(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def trained_cnn(digits_like):
     """toy SmallCNN trained briefly on digits_like, so accuracy figures mean something."""
-    from toy_models import SmallCNN
+    from toy_models import SmallCNN, train
 
     torch.manual_seed(0)
-    model = SmallCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = torch.from_numpy(digits_like["x"][:300])
-    y = torch.from_numpy(digits_like["y"][:300])
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    return train(SmallCNN())
 
 
 @pytest.fixture(scope="session")

@@ -146,3 +146,56 @@ def test_a_rerun_of_the_sensitivity_scan_loads_every_calibration_it_made(data):
     again = mixed_precision(exported, scheme, calib, held, lambda f: f["sqnr_db"] >= 30, records=records)
     assert calibrated > 0 and Counted.puts == calibrated  # the second scan calibrated nothing
     assert again == first and sorted(first.keep) == ["fc2", "head"]  # and found exactly what the first one did
+
+
+# ------------------------------------------------------------------------------------------ fidelity to the user's model
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory, digits_like):
+    """A trained WideCNN behind a factory that loads its weights, as a user's factory would; pruning half its channels
+    makes it faster, and without fine-tuning it no longer computes what the user's model computes."""
+    import torch
+
+    from toy_models import WideCNN, train
+
+    d = tmp_path_factory.mktemp("wide")
+    torch.manual_seed(0)
+    torch.save(train(WideCNN()).state_dict(), d / "wide.pt")
+    (d / "wide_net.py").write_text(
+        "from pathlib import Path\nimport torch\nimport toy_models\n\n\ndef make():\n    m = toy_models.WideCNN()\n"
+        "    m.load_state_dict(torch.load(Path(__file__).with_name('wide.pt'), weights_only=True))\n"
+        "    return m.eval(), torch.zeros(1, 1, 8, 8)\n")
+    np.savez(d / "eval_nolabels.npz", x=digits_like["x"][300:364])
+    return {"spec": f"{d / 'wide_net.py'}:make", "cache": d / "cache"}
+
+
+def test_a_pruned_candidate_that_is_faster_but_no_longer_the_users_model_is_not_chosen(wide, digits_like, tmp_path):
+    res = tune(wide["spec"], calibration=digits_like["calib"], eval=wide["cache"].parent / "eval_nolabels.npz", out=tmp_path / "o",
+               budget=Budget(min_sqnr=25), options=_opts(wide["cache"], prune_ratios=(0.5,),
+                                                         precisions=(QuantScheme.INT8_STATIC_PER_CHANNEL,)))
+    cands = {c.name: c for c in res.manifest.tune.candidates}
+    plain, pruned = cands["int8 per-channel"], cands["prune 0.5, int8 per-channel"]
+    assert plain.status == "chosen" and plain.sqnr_db >= 25
+    assert pruned.p50_ms < plain.p50_ms and pruned.size_bytes < plain.size_bytes  # faster and smaller ...
+    assert pruned.lowering_sqnr_db > 25  # ... and lowered faithfully from the pruned model ...
+    assert pruned.sqnr_db < 15 and pruned.status == "over"  # ... but no longer the model the user handed in
+    assert "pruning changes the function: needs --eval with labels or --finetune to judge" in pruned.reason
+    m = read_manifest(tmp_path / "o")
+    assert m.verify.reference == "original" and m.verify.lowering is None
+    assert "against your model" in m.tune.fidelity and f"{m.verify.sqnr_db:.1f} dB" in m.tune.fidelity
+    html = (tmp_path / "o" / "tune.html").read_text()
+    assert "vs your model" in html and "vs pruned model" in html
+
+
+def test_with_labels_and_finetune_data_the_pruned_candidate_that_keeps_accuracy_is_chosen(wide, digits_like, tmp_path):
+    r = CliRunner().invoke(cli, ["tune", wide["spec"], "-c", str(digits_like["calib"]), "--eval", str(digits_like["eval"]),
+                                 "--finetune", str(digits_like["train"]), "--max-accuracy-drop", "0.02", "--prune-ratios", "0.5",
+                                 "--precisions", "int8-static-per-channel", "--runs", "20", "--cache", str(wide["cache"]),
+                                 "--executor", "local:2", "-o", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "vs your model" in r.stdout and "fidelity:" in r.stdout and "against your model" in r.stdout
+    m = read_manifest(tmp_path / "o")
+    assert m.tune.decision.startswith("prune 0.5, int8 per-channel"), m.tune.decision
+    a = m.verify.accuracy
+    assert m.verify.reference == "original" and m.verify.lowering.reference == "pruned"
+    assert a.eager == a.original_eager == 1.0 and a.drop <= 0.02 and a.pruned_eager is not None
+    assert m.verify.lowering.sqnr_db > m.verify.sqnr_db  # closer to the pruned model it was built from than to the original

@@ -50,7 +50,7 @@ class _BuildState:
     eval_ds: Dataset | None = None
     calib_ds: Dataset | None = None
     finetune_ds: Dataset | None = None
-    reference: LoadedModel | None = None  # the eager model the program is verified against (pruned, if pruned)
+    eager: LoadedModel | None = None  # the eager model that is exported: the pruned one, if pruned (never the reference)
     dense_twin: LoadedModel | None = None  # pruned but before sparsity: lowered once more for the size comparison
     prune: PruneSection = field(default_factory=lambda: PruneSection(applied=False, reason="target asks for no pruning"))
     exported: Any = None  # the plain export (its example inputs and dynamic shapes)
@@ -132,7 +132,7 @@ def build(
     with frozen_heap():
         _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
         _prune(st, finetune_epochs, finetune_lr, seed)
-        st.exported = _export(st, st.reference, st.stages)
+        st.exported = _export(st, st.eager, st.stages)
         st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
         _lower(st)
         _verify(st, verify_samples, task)
@@ -156,7 +156,7 @@ def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], dims: list[D
     st.dims = resolve(dims, forward_names(module, len(loaded.example_inputs)), loaded.example_inputs)
     # the examples (and so every data set) at a size inside each range: what export traces and verify compares
     st.loaded = replace(loaded, example_inputs=export_examples(loaded.example_inputs, st.dims)) if st.dims else loaded
-    st.reference = st.loaded
+    st.eager = st.loaded
     examples, tok = st.loaded.example_inputs, st.loaded.tokenizer
     tgt = st.target
     st.eval_ds = resolve_data(eval_data, examples, role="eval", tokenizer=tok)
@@ -191,7 +191,7 @@ def _prune(st: _BuildState, finetune_epochs: int | None, finetune_lr: float | No
     res = st.stages.run(Stage.PRUNE, lambda: prune_model(loaded.module, loaded.example_inputs, cfg, finetune=st.finetune_ds,
                                                          finetune_epochs=epochs, finetune_lr=lr, seed=seed), prune_detail(cfg))
     st.prune = PruneSection.from_dict(res.info)
-    st.reference = LoadedModel(loaded.spec, res.module, loaded.example_inputs)
+    st.eager = LoadedModel(loaded.spec, res.module, loaded.example_inputs)
     if cfg.sparsity > 0:
         st.dense_twin = LoadedModel(loaded.spec, res.dense_module, loaded.example_inputs)
 
@@ -300,32 +300,21 @@ def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
     reason = "given with --task" if task else f"the {st.loaded.spec} wrapper returns it"
     kind = task or st.loaded.task
 
+    # Every figure is against the model the user handed in; a pruned build is compared with the pruned model too
+    # (``verify.lowering``), which says whether lowering worked and nothing about the user's model.
+    original = st.loaded.module
+    exported_model = st.eager.module if st.prune.applied else None
+
     def run() -> Any:
         program = InProcessProgram(st.lowered.pte)  # loaded once: the held-out data, then each dynamic size
-        verify = verify_program(program, st.reference.module, data, batch=batch, labelled=st.eval_ds is not None,
-                                task=kind, task_reason=reason)
+        verify = verify_program(program, original, data, batch=batch, labelled=st.eval_ds is not None,
+                                task=kind, task_reason=reason, exported_model=exported_model)
         others = [d for d in st.dims if d.dim != 0]
         if others:
-            verify = verify.replace(at_sizes=verify_at_sizes(program, st.reference.module, data, others, batch=batch))
+            verify = verify.replace(at_sizes=verify_at_sizes(program, original, data, others, batch=batch))
         return verify
 
-    verify = st.stages.run(Stage.VERIFY, run, data.source)
-    if st.prune.applied:
-        verify = _original_accuracy(st, verify, data)
-    st.verify = verify
-
-
-def _original_accuracy(st: _BuildState, verify: Any, data: Dataset) -> Any:
-    """After pruning, the accuracy drop counts from the model the user gave, not from the pruned one."""
-    verify = verify.replace(reference="the pruned eager model")
-    acc = verify.accuracy
-    if acc is None:
-        return verify
-    from ..training import accuracy as eager_accuracy
-
-    original = round(eager_accuracy(st.loaded.module, data.take(acc.samples)), 6)
-    return verify.replace(accuracy=acc.replace(original_eager=original, pruned_eager=acc.eager, eager=original,
-                                               drop=round(original - acc.program, 6)))
+    st.verify = st.stages.run(Stage.VERIFY, run, data.source)
 
 
 def deflate_size(data: bytes) -> int:

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..data import Dataset
 from ..errors import DataError, VerifyError
-from ..manifest import Accuracy, OutputFidelity, SizeCheck, VerifySection
+from ..manifest import (REFERENCE_ORIGINAL, REFERENCE_PRUNED, Accuracy, LoweringCheck, OutputFidelity, SizeCheck,
+                        VerifySection)
 from ..program import InProcessProgram
 
 
@@ -87,16 +88,21 @@ def compare_outputs(ref: Any, got: Any) -> dict:
 
 
 def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, data: Dataset, *, batch: int = 1,
-                   labelled: bool = False, task: Task | str | None = None, task_reason: str = "given with --task") -> VerifySection:
+                   labelled: bool = False, task: Task | str | None = None, task_reason: str = "given with --task",
+                   exported_model: Any = None) -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
     Args:
         pte: the program to verify (its bytes, or a file).
-        reference: the eager fp32 module (not modified).
+        reference: the model the user handed in, eager fp32 (not modified): every figure of the result, and so every
+            budget, is measured against it.
         data: held-out samples (never the calibration ones).
         batch: samples per call (the program's static batch, or a chunk when the batch is dynamic).
         labelled: report accuracy when ``data.labels`` is set.
         task: what the first output is (``classify``, ``embed``, ``regress``); guessed when None.
+        exported_model: the eager model that was exported when it is not ``reference`` (pruned): the same samples are
+            compared with it too, as ``lowering`` (did export, quantization and lowering work?), and with labels its
+            accuracy is reported as ``accuracy.pruned_eager``.
 
     Returns:
         The verify section of the manifest.
@@ -114,13 +120,7 @@ def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, d
         pte_out = [list(program.run(sample)) for sample in data.batches(batch)]
     n = sum(int(b[0].shape[0]) for b in pte_out)
     eager_out = _eager_outputs(reference, data.take(n), batch)
-    outputs = []
-    for i in range(len(eager_out[0])):
-        ref = torch.cat([b[i] for b in eager_out])
-        got = torch.cat([b[i] for b in pte_out])
-        _check_finite(ref, got, i, data.source)
-        outputs.append({"index": i, **compare_outputs(ref.float(), got.float())})
-    fid = [OutputFidelity.from_dict(o) for o in outputs]
+    fid = _fidelity(eager_out, pte_out, data.source)
     sqnrs = [o.sqnr_db for o in fid if o.sqnr_db is not None]
     accuracy, note = None, None
     first_out = eager_out[0][0]
@@ -134,13 +134,38 @@ def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, d
         eager_acc = float((torch.cat([b[0] for b in eager_out]).argmax(1) == labels).double().mean())
         pte_acc = float((torch.cat([b[0] for b in pte_out]).argmax(1) == labels).double().mean())
         accuracy = Accuracy(samples=n, eager=round(eager_acc, 6), program=round(pte_acc, 6), drop=round(eager_acc - pte_acc, 6))
+    lowering = None
+    if exported_model is not None:
+        exported_out = _eager_outputs(exported_model, data.take(n), batch)
+        low = _fidelity(exported_out, pte_out, data.source)
+        lowering = LoweringCheck(reference=REFERENCE_PRUNED, sqnr_db=min((o.sqnr_db for o in low if o.sqnr_db is not None), default=None),
+                                 exact=all(o.exact for o in low), cosine_similarity=min(o.cosine_similarity for o in low),
+                                 cosine_min=min(o.cosine_min for o in low), max_abs_error=max(o.max_abs_error for o in low),
+                                 top1_agreement=low[0].top1_agreement if kind is Task.CLASSIFY else None)
+        if accuracy is not None:
+            pruned = float((torch.cat([b[0] for b in exported_out]).argmax(1) == data.labels[:n]).double().mean())
+            accuracy = accuracy.replace(original_eager=accuracy.eager, pruned_eager=round(pruned, 6))
     return VerifySection(
         samples=n, data=data.source, max_abs_error=max(o.max_abs_error for o in fid), mean_abs_error=fid[0].mean_abs_error,
         sqnr_db=min(sqnrs) if sqnrs else None, exact=all(o.exact for o in fid),
         cosine_similarity=min(o.cosine_similarity for o in fid), outputs=fid,
         top1_agreement=fid[0].top1_agreement if kind is Task.CLASSIFY else None,
         accuracy=accuracy, accuracy_note=note, task=kind.value, task_reason=why, cosine_min=min(o.cosine_min for o in fid),
-        nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None)
+        nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None, reference=REFERENCE_ORIGINAL,
+        lowering=lowering)
+
+
+def _fidelity(eager_out: list[list[Any]], pte_out: list[list[Any]], source: str) -> list[OutputFidelity]:
+    """Per output: the program's batches against the eager model's."""
+    import torch
+
+    outputs = []
+    for i in range(len(eager_out[0])):
+        ref = torch.cat([b[i] for b in eager_out])
+        got = torch.cat([b[i] for b in pte_out])
+        _check_finite(ref, got, i, source)
+        outputs.append(OutputFidelity.from_dict({"index": i, **compare_outputs(ref.float(), got.float())}))
+    return outputs
 
 
 def _eager_outputs(reference: Any, data: Dataset, batch: int) -> list[list[Any]]:

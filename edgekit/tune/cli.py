@@ -20,6 +20,20 @@ def _ratios(value: str) -> tuple[float, ...]:
     return ratios
 
 
+def _precisions(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple:
+    from ..targets import QuantScheme
+
+    if not value:
+        return ()
+    names = {q.value: q for q in QuantScheme} | {"fp32": QuantScheme.NONE}
+    out = []
+    for v in (v.strip() for v in value.split(",")):
+        if v not in names:
+            raise click.BadParameter(f"{v!r} is not a precision; valid: fp32, {', '.join(q.value for q in QuantScheme if q is not QuantScheme.NONE)}")
+        out.append(names[v])
+    return tuple(out)
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
@@ -41,6 +55,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--min-sqnr", type=Finite(), metavar="DB", help="Budget: output SQNR vs eager fp32 (default 30 dB).")
 @click.option("--objective", type=click.Choice(["p50", "size", "peak_rss"]), default="p50", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--precisions", callback=_precisions, metavar="P,P,...",
+              help="Only these plain precisions (fp32, int8-static-per-channel, int8-static-per-tensor, "
+                   "int8-dynamic-per-channel, fp16); default: all (fp16 where the CPU has fp16 arithmetic).")
 @click.option("--prune-ratios", default="0.25,0.5,0.7", show_default=True, callback=lambda c, p, v: _ratios(v),
               metavar="R,R,...|none", help="Structured prune ratios to try on the best precision (none: no pruning).")
 @click.option("--runs", type=click.IntRange(5), default=100, show_default=True, help="Timed runs per measurement.")
@@ -53,7 +70,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen package's manifest (with its tune section) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | None, finetune: str | None, base_target: str,
-         max_accuracy_drop: float | None, min_sqnr: float | None, objective: str, threads: int, prune_ratios: tuple, runs: int,
+         max_accuracy_drop: float | None, min_sqnr: float | None, objective: str, threads: int, precisions: tuple,
+         prune_ratios: tuple, runs: int,
          time_budget: float | None, cache: str, executor: str | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Search recipes for MODEL and keep the fastest program within the accuracy budget.
 
@@ -75,7 +93,7 @@ def tune(model: str, inputs: tuple, calibration: str | None, eval_data: str | No
 
     specs = [parse_input_spec(s) for s in inputs]
     opts = TuneOptions(objective=objective, threads=threads, runs=runs, time_budget_s=time_budget, cache=cache, executor=executor,
-                       prune_ratios=prune_ratios)
+                       prune_ratios=prune_ratios, precisions=precisions)
     bar = render.TuneProgress(quiet)
     try:
         result = run_tune(model, calibration=calibration, out=out, inputs=specs, eval=eval_data, finetune=finetune,

@@ -9,19 +9,30 @@ from typing import Any
 
 from ..bench.report import CSS, _fig_png, _html_table
 
-HEAD = ["candidate", "status", "p50 ms", "p90 ms", "peak RSS MiB", "size KiB", "acc. drop", "SQNR dB", "build s", "why"]
+HEAD = ["candidate", "status", "p50 ms", "p90 ms", "peak RSS MiB", "size KiB", "vs your model", "vs pruned model", "build s",
+        "why"]
 
 
 def _f(v: Any, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def vs_your_model(c: Any) -> str:
+    """The budget's figures against the model the user handed in: accuracy drop (with labels) and SQNR."""
+    if c.p50_ms is None and c.sqnr_db is None and c.accuracy_drop is None:
+        return "–"
+    parts = [] if c.accuracy_drop is None else [f"drop {c.accuracy_drop * 100:.2f} pts"]
+    return ", ".join(parts + ["exact" if c.sqnr_db is None else f"{c.sqnr_db:.1f} dB"])
+
+
 def rows(candidates: list) -> list[list[str]]:
     out = []
     for c in candidates:
+        lowering = "–" if not c.recipe.get("prune") or c.size_bytes is None else (
+            "exact" if c.lowering_sqnr_db is None else f"{c.lowering_sqnr_db:.1f} dB")
         out.append([c.name, c.status, _f(c.p50_ms, ".4g"), _f(c.p90_ms, ".4g"), _f(c.peak_rss_mb, ".1f"),
-                    _f(None if c.size_bytes is None else c.size_bytes / 1024, ".1f"), _f(c.accuracy_drop, ".4f"),
-                    _f(c.sqnr_db, ".1f"), ("cached" if c.cached else _f(c.build_s, ".1f")), c.reason])
+                    _f(None if c.size_bytes is None else c.size_bytes / 1024, ".1f"), vs_your_model(c), lowering,
+                    ("cached" if c.cached else _f(c.build_s, ".1f")), c.reason])
     return out
 
 
@@ -66,6 +77,9 @@ def html_page(model: str, section: Any, meta: str) -> str:
     body = [f"<h1>edgekit tune: {html.escape(model)}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
             f"<p>objective <b>{html.escape(section.objective)}</b> at {section.threads} thread(s), budget "
             f"{html.escape(budget)}. <b>Decision:</b> {html.escape(section.decision)}</p>",
+            f"<p><b>Fidelity:</b> {html.escape(section.fidelity or 'not recorded (a package from an older edgekit)')}. Every "
+            "figure in the column <i>vs your model</i> compares a program with the model you handed in; <i>vs pruned "
+            "model</i> only says whether lowering kept what pruning left.</p>",
             f'<img alt="Pareto plot" src="data:image/png;base64,{png}">', "<h2>Candidates</h2>",
             _html_table(HEAD, rows(section.candidates), verdict_col=1)]
     style = CSS + "tr.chosen td{background:#dfd}tr.over td,tr.failed td{background:#fdd}tr.skipped td{color:#888}"

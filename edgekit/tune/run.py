@@ -104,13 +104,25 @@ class _Session:
         self.step(f"measuring {t.recipe.name}")
         measure(t, self.opts, self.store, measurement_key(key, self.opts, self.machine))
         self.done += 1
-        miss = self.budget.miss(t.drop, t.sqnr)
+        miss = self.budget.miss(t.drop, t.sqnr)  # against the user's model, for every candidate (pruned ones too)
         unit = " dB" if self.budget.min_sqnr is not None else ""
         if miss is None:  # never counted as within: the budget could not be checked on this one
             t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
         else:
             t.status = "over" if miss else "beaten"
             t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
+            if miss and t.recipe.prune:
+                t.reason = f"{self.prune_evidence()}; {t.reason}"
+
+    def prune_evidence(self) -> str:
+        """Why a pruned candidate could not be judged within the budget, and what would judge it."""
+        labels = self.data.eval is not None and self.data.eval.labels is not None
+        if self.budget.max_accuracy_drop is not None:
+            return "pruning spends accuracy, measured against your model"
+        if not labels and self.finetune is None:
+            return "pruning changes the function: needs --eval with labels or --finetune to judge"
+        return ("pruning changes the function, so its SQNR against your model stays low whatever its accuracy: judge it "
+                "with --max-accuracy-drop on labelled --eval")
 
     def _take(self, t: Tried, built: Any) -> None:
         self.done += 1
@@ -178,7 +190,7 @@ def _search(s: _Session, out: Path, force: bool) -> TuneResult:
     from ..profile import profile
     from .search import decide, no_candidate_error, plan_precisions, prune_base, prune_recipes, rank_key
 
-    recipes, skipped = plan_precisions()
+    recipes, skipped = plan_precisions(only=s.opts.precisions)
     s.build(recipes)
     _rescue(s)
     within = s.within()

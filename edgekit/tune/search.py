@@ -68,7 +68,13 @@ class Tried:
 
     @property
     def sqnr(self) -> float | None:
+        """SQNR of the program against the user's model (a pruned candidate's too: ``verify`` is always against it)."""
         return self.manifest.verify.sqnr_db if self.manifest else None
+
+    @property
+    def lowering_sqnr(self) -> float | None:
+        low = self.manifest.verify.lowering if self.manifest else None
+        return low.sqnr_db if low else None
 
     def record(self) -> TuneCandidate:
         m = self.manifest
@@ -76,7 +82,8 @@ class Tried:
             name=self.recipe.name, recipe=self.recipe.to_dict(), status=self.status, reason=self.reason,
             size_bytes=m.program.size_bytes if m else None, p50_ms=self.profile.get("p50"), p90_ms=self.profile.get("p90"),
             peak_rss_mb=self.profile.get("peak_rss_mb"), accuracy_drop=self.drop, sqnr_db=self.sqnr,
-            cosine_min=m.verify.cosine_min if m else None, build_s=self.build_s, cached=self.cached)
+            cosine_min=m.verify.cosine_min if m else None, build_s=self.build_s, cached=self.cached,
+            lowering_sqnr_db=self.lowering_sqnr)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class TuneOptions:
     executor: str | None = None
     prune_ratios: tuple[float, ...] = PRUNE_RATIOS
     finetune_epochs: int = 3
+    precisions: tuple[QuantScheme, ...] = ()  # the plain precisions to try; () = all of them (fp16 where the CPU has it)
 
 
 def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: str) -> Budget:
@@ -194,14 +202,16 @@ def no_candidate_error(tried: list[Tried], budget: Budget) -> BudgetError:
     if not misses:
         return BudgetError("no candidate could be built and verified", "see the table above for each one's error")
     m, t = min(misses, key=lambda x: x[0])
-    have = f"accuracy drop {t.drop:.4g}" if budget.max_accuracy_drop is not None else f"SQNR {t.sqnr:.1f} dB"
+    have = (f"accuracy drop {t.drop:.4g}" if budget.max_accuracy_drop is not None else f"SQNR {t.sqnr:.1f} dB") + " against your model"
     return BudgetError(f"no candidate meets {budget.describe()}: the closest, {t.recipe.name}, has {have} "
                        f"(misses by {m:.3g})", "relax the budget, give --finetune data for pruning, or improve calibration")
 
 
-def plan_precisions(cpu: tuple[bool, str] | None = None) -> tuple[list[Recipe], list[TuneCandidate]]:
+def plan_precisions(cpu: tuple[bool, str] | None = None, only: tuple[QuantScheme, ...] = ()) -> tuple[list[Recipe], list[TuneCandidate]]:
     """The plain precisions to build, and the ones skipped with why: fp16 only where the CPU has fp16 arithmetic
-    (``cpu``: what :func:`native_fp16` says, detected when None)."""
+    (``cpu``: what :func:`native_fp16` says, detected when None), or when ``only`` (the user's --precisions) names it."""
+    if only:
+        return [Recipe(q) for q in dict.fromkeys(only)], []
     ok, why = cpu or native_fp16()
     if ok:
         return base_recipes() + [Recipe(QuantScheme.FP16)], []
