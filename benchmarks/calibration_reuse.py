@@ -27,11 +27,12 @@ sys.path.insert(0, str(HERE))
 
 def build_pair(name: str, tmp: Path, calib: Path) -> dict:
     import edgekit
+    from edgekit.builds import BuildCache
     from edgekit.targets import load_target
 
     spec = f"{HERE / 'realsize.py'}:{name}"
     pt = load_target("xnnpack-int8").replace(quantize__scheme="int8-static-per-tensor")
-    records = str(tmp / f"records-{name}")
+    records = BuildCache(tmp / f"records-{name}").calibration_records()
     edgekit.build(spec, "xnnpack-int8", calibration=calib, out=tmp / f"{name}-pc", calibration_records=records, verify_samples=1)
     out = {}
     for label, rec in (("fresh", None), ("reused", records)):

@@ -275,3 +275,33 @@ def random_dataset(example_inputs: Sequence[Any], n: int, *, seed: int, source: 
     return Dataset(tuple(tensors), None, source)
 
 
+def resolve_data_source(source: str | None) -> Any:
+    """A data path stays a path; ``module:function`` (or ``file.py:function``) is called for a dataset: a
+    :class:`Dataset`, or a mapping with the same keys as a data file (``x`` or ``x0, x1, ...``, and ``y``).
+
+    Raises:
+        DataError: the function raises, or returns something else.
+    """
+    if source is None:
+        return None
+    if ":" not in source or Path(source).exists():
+        return source
+    import torch
+
+    from .models import import_object
+
+    fn = import_object(source)
+    try:
+        value = fn()
+    except Exception as exc:
+        raise DataError(f"data function {source} raised {type(exc).__name__}: {first_line(exc)}",
+                        "fix the function, or save the data to a file") from exc
+    if isinstance(value, Dataset):
+        return value
+    if isinstance(value, dict) and "x" in value and isinstance(value["x"], (list, tuple)):  # {"x": [a, b], "y": ...}
+        value = {**{f"x{i}": t for i, t in enumerate(value["x"])}, **({"y": value["y"]} if "y" in value else {})}
+    if isinstance(value, dict):
+        xs, y = _split_mapping(value, source)  # the same keys as data files: x (or x0, x1, ...) and y
+        return Dataset(tuple(torch.as_tensor(t) for t in xs), None if y is None else torch.as_tensor(y).long(), source)
+    raise DataError(f"data function {source} returned {type(value).__name__}",
+                    "return a dict like {'x': array, 'y': labels} (several inputs: x0, x1, ... or 'x': [a, b]) or a Dataset")

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 
-def _pkg(name: str) -> str | None:
+def package_version(name: str) -> str | None:
     try:
         return version(name)
     except PackageNotFoundError:
@@ -35,7 +35,7 @@ def software_versions() -> dict:
     """The versions that change what a build produces (read from package metadata: no imports)."""
     from . import __version__
 
-    return {"edgekit": __version__, "torch": _pkg("torch"), "executorch": _pkg("executorch"), "torchao": _pkg("torchao"),
+    return {"edgekit": __version__, "torch": package_version("torch"), "executorch": package_version("executorch"), "torchao": package_version("torchao"),
             "python": platform.python_version(), "platform": platform.platform()}
 
 
@@ -59,9 +59,9 @@ def machine_facts() -> dict:
         "os": platform.platform(),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
-        "torch": _pkg("torch"),
-        "executorch": _pkg("executorch"),
-        "edgekit": _pkg("edgekit"),
+        "torch": package_version("torch"),
+        "executorch": package_version("executorch"),
+        "edgekit": package_version("edgekit"),
     }
     facts["machine_id"] = machine_id(facts)
     return facts

@@ -337,7 +337,7 @@ def comparison(cmp: Any, show_all: bool = False) -> None:
 
 def demo(result: dict) -> None:
     t = table("edgekit demo: digits CNN (scikit-learn load_digits, 360 held-out images)",
-              ["variant", "accuracy", "size", "p50 latency", "SQNR vs eager"], left=("variant",))
+              ["variant", "accuracy", "size", "p50 latency", "SQNR vs your model"], left=("variant",))
     for row in result["rows"]:
         t.add_row(row["variant"], f"{row['accuracy']:.2%}", f"{row['size_kib']:.1f} KiB",
                   f"{row['p50_ms']:.4f} ms" if row.get("p50_ms") is not None else "–",

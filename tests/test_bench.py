@@ -280,7 +280,7 @@ def test_the_noise_floor_stands_beside_each_latency_verdict():
 
 
 def test_a_suite_data_function_may_return_several_inputs(tmp_path):
-    from edgekit.bench.suite import resolve_data_source
+    from edgekit.data import resolve_data_source
 
     (tmp_path / "d.py").write_text("import numpy as np\n"
                                    "def two():\n    return {'x0': np.zeros((4, 8), np.int64), 'x1': np.ones((4, 8), np.int64)}\n"

@@ -284,7 +284,9 @@ def test_fp16_programs_compute_in_fp16_behind_fp32_inputs_and_outputs(tmp_path):
 
 
 def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_program(tmp_path, digits_like):
-    calib, records = digits_like["calib"], str(tmp_path / "records")
+    from edgekit.builds import BuildCache
+
+    calib, records = digits_like["calib"], BuildCache(tmp_path / "records").calibration_records()
     per_tensor = load_target("xnnpack-int8").replace(quantize__scheme="int8-static-per-tensor")
     kept = load_target("xnnpack-int8").replace(quantize__fp32_layers=("classifier",))
 
@@ -315,8 +317,7 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
                           calibration_records=records, verify_samples=4).manifest
     assert other.quantize.calibration_reused is False
     # a damaged record reads as none (the build calibrates), never as a wrong one
-    from edgekit.pipeline.calibration import RecordStore
-
     damaged = next((tmp_path / "records" / ".calibration").iterdir())
-    damaged.write_bytes(b"not a record")
-    assert RecordStore(records).get(damaged.stem) is None
+    for shard in damaged.iterdir():
+        shard.write_bytes(b"not a record")
+    assert records.get(damaged.name) is None

@@ -28,7 +28,8 @@ SUITE = ('schema_version = 1\nname = "scale"\n[run]\nruns = 10\nwarmup = 1\nwarm
 def _start_cluster(folder: Path, workers: int, pythonpath: str) -> tuple[str, list]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+    # every interface, so one test can reach it off loopback too (workers and clients use 127.0.0.1)
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "0.0.0.0", "--port", str(port), "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=open(folder / "scheduler.log", "w"), env=env,
                               start_new_session=True)]
     for i in range(workers):
@@ -109,7 +110,7 @@ def test_a_worker_killed_mid_build_is_retried_elsewhere(cluster, tmp_path):
                 markers = list((cache / ".attempts").glob("*/*")) if (cache / ".attempts").exists() else []
                 if markers:
                     time.sleep(0.5)
-                    addr = next(a for a in pids if a.replace("/", "_").replace(":", "_") == markers[0].name)
+                    addr = next(a for a in pids if a.replace("/", "_").replace(":", "_") == markers[0].name.split(".", 1)[1])  # <run>.<worker>
                     os.kill(pids[addr], signal.SIGKILL)
                     return
                 time.sleep(0.05)
@@ -147,7 +148,7 @@ def _one_line(r, code, fragment):
 
 @pytest.mark.parametrize("args, code, fragment", [
     (["--executor", "dask://127.0.0.1:1"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
-    (["--executor", "cluster"], 2, "is not local, local:N or dask://HOST:PORT"),
+    (["--executor", "cluster"], 2, "is not local, local:N, dask://HOST:PORT or tls://HOST:PORT"),
     (["--cache", "nosuchscheme://bucket/x"], 1, "no fsspec driver for nosuchscheme://"),
     (["--cache", "/proc/edgekit-cache"], 1, "is not writable"),
 ])
@@ -194,3 +195,79 @@ def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
     run = run_suite(load_suite(tmp_path / "suite.toml"), cache=str(cache), executor="local:1")
     t.join()
     assert not run.errors and run.results[0].build.attempts == 2 and any("local process pool of 1" in n for n in run.notes)
+
+
+def _certificates(folder: Path) -> dict:
+    """A CA and one certificate for 127.0.0.1 signed by it (scheduler, workers and client share it here)."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgekit test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "node.key", "-out", "node.csr")
+    (folder / "san.cnf").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    ssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.cnf", "-out", "node.pem")
+    return {k: str(folder / f) for k, f in (("ca", "ca.pem"), ("cert", "node.pem"), ("key", "node.key"))}
+
+
+def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_client_without_certificates(tmp_path):
+    import dask
+
+    from edgekit.bench.run import build_all
+
+    c = _certificates(tmp_path)
+    tls = ["--tls-ca-file", c["ca"], "--tls-cert", c["cert"], "--tls-key", c["key"]]
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                               "--protocol", "tls", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              start_new_session=True),
+             subprocess.Popen([str(DASK), "worker", f"tls://127.0.0.1:{port}", "--nworkers", "1", "--nthreads", "1",
+                               "--no-dashboard", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              cwd=tmp_path, start_new_session=True)]
+    try:
+        (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\n'
+                                             'targets = ["xnnpack-fp32"]\n')
+        suite = load_suite(tmp_path / "suite.toml")
+        deadline = time.time() + 60
+        while True:  # the cluster is up once a client with the certificates sees its worker
+            try:
+                from edgekit.scale.executor import make_executor
+
+                with dask.config.set({"distributed.comm.tls.ca-file": c["ca"], "distributed.comm.tls.client.cert": c["cert"],
+                                      "distributed.comm.tls.client.key": c["key"]}):
+                    make_executor(f"tls://127.0.0.1:{port}").close()
+                break
+            except ExecutorError:
+                assert time.time() < deadline, "the TLS cluster did not come up"
+                time.sleep(0.5)
+        with pytest.raises(ExecutorError, match="no TLS certificates are configured"):
+            build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
+        with dask.config.set({"distributed.comm.tls.ca-file": c["ca"], "distributed.comm.tls.client.cert": c["cert"],
+                              "distributed.comm.tls.client.key": c["key"]}):
+            built, errors, notes = build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
+        assert not errors and len(built) == 1 and any("(TLS)" in n for n in notes), (errors, notes)
+        assert not any(n.startswith("warning") for n in notes)
+    finally:
+        _stop(procs)
+
+
+def test_a_plain_tcp_cluster_off_loopback_gets_a_one_line_warning(cluster):
+    import psutil
+
+    from edgekit.scale.executor import make_executor
+
+    port = cluster["address"].rsplit(":", 1)[1]
+    here = next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                 if a.family.name == "AF_INET" and not a.address.startswith("127.")), None)
+    assert here is not None, "this test needs a non-loopback IPv4 address on this machine"
+    ex = make_executor(f"dask://{here}:{port}")  # the test scheduler listens on every interface
+    try:
+        assert "plain TCP" in ex.warning and "tls://" in ex.warning and "\n" not in ex.warning
+    finally:
+        ex.close()
+    local = make_executor(f"dask://{cluster['address']}")
+    try:
+        assert local.warning is None
+    finally:
+        local.close()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
+from .. import paths
 from .._options import Finite
 
-_STORE_OPTION = click.option("--store", type=click.Path(), default=".edgekit/bench", show_default=True,
+_STORE_OPTION = click.option("--store", type=click.Path(), default=str(paths.BENCH_STORE), show_default=True,
                              help="Where runs and baselines are stored.")
 
 
@@ -25,7 +26,7 @@ def bench() -> None:
 @click.argument("suite_file", metavar="SUITE")
 @click.option("--save-as", metavar="NAME", help="Also save the run as the named baseline NAME.")
 @_STORE_OPTION
-@click.option("--cache", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
+@click.option("--cache", default=str(paths.BUILD_CACHE), show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
               help="Content-addressed build cache: a folder or an fsspec URL (file://, s3://, gs://, memory://).")
 @click.option("--executor", metavar="local[:N]|dask://HOST:PORT", envvar="EDGEKIT_EXECUTOR",
               help="Where builds run (default: a local process pool sized by cores and free memory).")
@@ -182,7 +183,7 @@ def cache() -> None:
     """The shared, content-addressed build cache (a folder or an fsspec URL)."""
 
 
-_CACHE_OPTION = click.option("--cache", "url", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE",
+_CACHE_OPTION = click.option("--cache", "url", default=str(paths.BUILD_CACHE), show_default=True, envvar="EDGEKIT_BUILD_CACHE",
                              metavar="PATH|URL", help="The cache: a folder or an fsspec URL.")
 
 
@@ -191,7 +192,7 @@ _CACHE_OPTION = click.option("--cache", "url", default=".edgekit/cache/builds", 
 def cache_ls(url: str) -> None:
     """List complete entries, oldest first."""
     from .. import render
-    from ..scale.cache import BuildCache
+    from ..builds import BuildCache
 
     entries = BuildCache(url).entries()
     if not entries:
@@ -207,19 +208,24 @@ def cache_ls(url: str) -> None:
 @cache.command("du")
 @_CACHE_OPTION
 def cache_du(url: str) -> None:
-    """Entries and total size."""
-    from ..scale.cache import BuildCache
+    """Entries and every sub-folder (calibration records, tune measurements, build attempts), with their sizes."""
+    from .. import render
+    from ..builds import BuildCache
 
-    entries = BuildCache(url).entries()
-    click.echo(f"{len(entries)} entries, {sum(e.size_bytes for e in entries) / 2**20:.1f} MiB in {url}")
+    usage = BuildCache(url).usage()
+    t = render.table(f"{url}", ["part", "holds", "files", "MiB"], left=("part", "holds"))
+    for u in usage:
+        t.add_row(u.part, u.what, str(u.files), f"{u.size_bytes / 2**20:.1f}")
+    t.add_row("total", "", str(sum(u.files for u in usage)), f"{sum(u.size_bytes for u in usage) / 2**20:.1f}", style="bold")
+    render.console(stderr=False).print(t)
 
 
 @cache.command("prune")
 @_CACHE_OPTION
 @click.option("--older-than", default="30d", show_default=True, metavar="AGE", help="e.g. 30d, 12h, 90m.")
 def cache_prune(url: str, older_than: str) -> None:
-    """Remove entries older than AGE."""
-    from ..scale.cache import BuildCache, parse_age
+    """Remove entries, and files of every sub-folder, older than AGE (and what killed builds left half-written)."""
+    from ..builds import BuildCache, parse_age
 
-    gone = BuildCache(url).prune(parse_age(older_than))
-    click.echo(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} older than {older_than}")
+    gone, files = BuildCache(url).prune(parse_age(older_than))
+    click.echo(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} and {files} other file(s) older than {older_than}")

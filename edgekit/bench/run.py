@@ -3,130 +3,18 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import importlib.util
-import json
-import os
 import time
 import uuid
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from ..errors import BenchError, EdgekitError, first_line
-from ..manifest import Manifest
+from .. import paths
+from ..builds import BuildCache, BuildQueue, Built, build_key, versions
+from ..errors import BenchError, EdgekitError
 from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchFailure, BenchItem, BenchRun, BuildFigures, MachineFacts
 from .suite import Suite, SuiteModel
 
-CACHE_ROOT = Path(".edgekit") / "cache" / "builds"
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-
-
-def _source_digest(spec: str | None) -> str:
-    """Hash what a spec depends on: its file (a .py, .pt2 or data file) or its module's source file."""
-    if not spec:
-        return "none"
-    left = spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec
-    p = Path(left)
-    if p.exists():
-        return _file_digest(p)
-    try:
-        found = importlib.util.find_spec(left)
-    except (ImportError, ValueError):
-        found = None
-    if found is not None and found.origin and Path(found.origin).is_file():
-        return _file_digest(Path(found.origin))
-    return "unresolved:" + left
-
-
-def edgekit_source_digest() -> str:
-    """Hash of edgekit's own code and targets: a change to the pipeline must not re-use old builds."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for f in sorted([*root.rglob("*.py"), *root.rglob("*.cpp"), *(root.parent / "targets").glob("*.toml")]):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cache_mirror() -> Path:
-    """Where cache entries of a remote cache are mirrored to be read as local folders."""
-    return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit") / "cache-mirror"
-
-
-def build_key(model: SuiteModel, target: Any, versions: dict) -> str:
-    """Content hash of everything a build depends on: model entry, target, sources, data, versions (and
-    edgekit's own source, so a changed pipeline rebuilds)."""
-    doc = {"model": model.to_dict(), "target": target.to_dict(), "versions": versions,
-           "sources": {k: _source_digest(v) for k, v in (("spec", model.spec), ("calibration", model.calibration),
-                                                          ("eval", model.eval))}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
-
-
-@dataclass
-class Built:
-    """One (model, target) build: its package here, and where and how it was made."""
-
-    manifest: Manifest
-    folder: Path
-    cached: bool
-    seconds: float
-    worker: str | None = None
-    attempts: int = 1
-    peak_rss_mb: float | None = None
-
-
-class BuildQueue:
-    """Builds into the content-addressed cache through one executor, started on first use and kept until
-    :meth:`close` (``edgekit tune`` builds in several waves); cache hits are read back without it."""
-
-    def __init__(self, store: Any, executor: str | None, notes: list[str]):
-        self.store, self.spec, self.notes = store, executor, notes
-        self.mirror = cache_mirror()
-        self.executor: Any = None
-        self.count = 0  # builds run so far, said in one note (updated in place)
-        self.note_at: int | None = None
-
-    def cached(self, key: str) -> "Built | None":
-        from ..manifest import read_manifest
-
-        folder = self.store.get(key, self.mirror)
-        return None if folder is None else Built(read_manifest(folder), folder, True, 0.0)
-
-    def start(self, build_gb: float | None = None) -> Any:
-        """The executor (made, and the stack checked against it, on first use; ``build_gb``: the memory one build
-        took before, which sizes a local pool)."""
-        from ..scale.executor import make_executor, stack_facts
-
-        if self.executor is None:
-            self.executor = make_executor(self.spec, build_gb=build_gb)
-            self.executor.check_stack(stack_facts())
-        return self.executor
-
-    def run(self, jobs: list[tuple]) -> Iterator[tuple[tuple, "Built | str"]]:
-        """``(job, Built | error text)`` as each job ``(model, target, key, cache url[, options])`` finishes."""
-        from ..scale.executor import build_task
-
-        ex = self.start()
-        self.count += len(jobs)
-        if self.note_at is None:
-            self.note_at = len(self.notes)
-            self.notes.append("")
-        self.notes[self.note_at] = f"{self.count} build(s) on {ex.describe}"
-        try:
-            for job, r, error in ex.run(build_task, jobs):
-                yield job, _built(self.store, self.mirror, job[0], getattr(job[1], "name", job[1]), job[2], r, error)
-        except (KeyboardInterrupt, GeneratorExit):
-            ex.cancel()
-            raise
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.close()
-            self.executor = None
+CACHE_ROOT = paths.BUILD_CACHE
 
 
 def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
@@ -141,21 +29,20 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
         CacheError, ExecutorError: the cache or the executor cannot be used (before anything is built).
     """
     from ..machine import machine_facts
-    from ..scale.cache import BuildCache
     from ..targets import load_target
 
     notes = notes if notes is not None else []
     store = BuildCache(cache)
     store.check_writable()
-    versions = _versions(machine_facts())
+    keyed = versions(machine_facts())
     queue = BuildQueue(store, executor, notes)
     pairs = list(dict.fromkeys((m, t) for m, t, _ in suite.items()))
-    keys = {(m.name, t): build_key(m, load_target(t), versions) for m, t in pairs}
+    keys = {(m.name, t): build_key(m.entry(), load_target(t), keyed) for m, t in pairs}
     todo, peaks = [], []
     for m, t in pairs:
         hit = queue.cached(keys[(m.name, t)])
         if hit is None:
-            todo.append((m, t, keys[(m.name, t)], store.url))
+            todo.append(queue.job(m.entry(), t, keys[(m.name, t)]))
             continue
         peaks += [hit.manifest.build_peak_rss_mb] if hit.manifest.build_peak_rss_mb else []
         yield (m.name, t), hit
@@ -164,30 +51,13 @@ def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str |
             ex = queue.start(build_gb=max(peaks) / 1024 if peaks else None)
             if state is not None:
                 state["builds_here"] = ex.builds_here
-            for n, ((m, t, _, _), done) in enumerate(queue.run(todo), start=1):
+            for n, (job, done) in enumerate(queue.run(todo), start=1):
                 if progress:
-                    progress(f"built {m.name} × {t}", n, len(todo))
-                yield (m.name, t), done
+                    progress(f"built {job.model.name} × {job.target}", n, len(todo))
+                yield (job.model.name, job.target), done
         finally:
             queue.close()
     notes += store.warnings
-
-
-def _built(store: Any, mirror: Path, m: SuiteModel, t: str, key: str, r: dict | None, error: BaseException | None) -> Any:
-    """A finished build task as a :class:`Built` (its package read back from the cache), or its error text."""
-    from ..manifest import read_manifest
-
-    if isinstance(error, EdgekitError):
-        return str(error)
-    if error is not None:  # a worker that died too often (KilledWorker), a broken pool: this build failed
-        return f"build failed on the executor: {type(error).__name__}: {first_line(error)}"
-    folder = store.get(key, mirror)
-    if folder is None:
-        return f"the build of {m.name} × {t} left no intact cache entry"
-    try:
-        return Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"], _attempts(store, key), r["peak_rss_mb"])
-    except EdgekitError as exc:
-        return str(exc)
 
 
 def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
@@ -197,13 +67,6 @@ def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
     for pair, done in iter_builds(suite, notes=notes, **kwargs):
         (built if isinstance(done, Built) else errors)[pair] = done
     return built, errors, notes
-
-
-def _attempts(store: Any, key: str) -> int:
-    try:
-        return max(1, len(store.fs.ls(f"{store.root}/.attempts/{key}", detail=False)))
-    except FileNotFoundError:
-        return 1
 
 
 def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> BenchItem:
@@ -262,10 +125,6 @@ def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: f
         device=device, notes=list(notes or []))
 
 
-def _versions(facts: dict) -> dict:
-    return {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
-
-
 def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> BenchRun:
     """Build every item of ``suite`` (through ``executor``, into ``cache``) and profile each here, one at a time: once
@@ -320,7 +179,7 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
     from ..machine import machine_facts
 
     t_start = time.perf_counter()
-    versions = _versions(machine_facts())
+    keyed = versions(machine_facts())
     items = suite.items()
     queues = {d.name: queue.Queue() for d in devices}
     done, lock, notes = [0], Lock(), []
@@ -338,7 +197,7 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
                 done[0] += 1
                 if progress:
                     progress(f"{device.name}: {model.name} × {target} × {threads}", done[0], len(items) * len(devices))
-        return _document(suite, {**facts, **{k: v for k, v in versions.items() if k in MACHINE_KEYS}}, results, errors,
+        return _document(suite, {**facts, **{k: v for k, v in keyed.items() if k in MACHINE_KEYS}}, results, errors,
                          t_start, device=device.name, notes=notes)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:

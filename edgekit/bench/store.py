@@ -13,10 +13,11 @@ import datetime as _dt
 from pathlib import Path
 
 from .._fs import read_json, write_json
+from .. import paths
 from ..errors import BenchError
 from .document import BenchRun, run_from_dict
 
-DEFAULT_ROOT = Path(".edgekit") / "bench"
+DEFAULT_ROOT = paths.BENCH_STORE
 
 
 def save_run(run: BenchRun, root: Path = DEFAULT_ROOT, name: str | None = None) -> list[Path]:

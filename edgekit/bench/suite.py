@@ -74,6 +74,12 @@ class SuiteModel:
                 "threads": None if self.threads is None else list(self.threads), "calibration": self.calibration,
                 "eval": self.eval}
 
+    def entry(self) -> Any:
+        """What a build of this model depends on (:class:`edgekit.builds.ModelEntry`): not its targets or threads."""
+        from ..builds import ModelEntry
+
+        return ModelEntry(self.spec, self.inputs, self.calibration, self.eval, self.name)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -217,32 +223,3 @@ def _relative(suite_path: Path, spec: str) -> str:
     if looks_like_file and not Path(left).is_absolute() and candidate.exists():
         left = str(candidate.resolve())
     return f"{left}{sep}{right}" if sep else left
-
-
-def resolve_data_source(source: str | None) -> Any:
-    """A data path stays a path; ``module:function`` (or ``file.py:function``) is called for a dataset."""
-    if source is None:
-        return None
-    if ":" not in source or Path(source).exists():
-        return source
-    from ..data import Dataset
-    from ..models import import_object
-
-    fn = import_object(source)
-    try:
-        value = fn()
-    except Exception as exc:
-        raise BenchError(f"data function {source} raised {type(exc).__name__}: {exc}") from exc
-    if isinstance(value, Dataset):
-        return value
-    import torch
-
-    if isinstance(value, dict) and "x" in value and isinstance(value["x"], (list, tuple)):  # {"x": [a, b], "y": ...}
-        value = {**{f"x{i}": t for i, t in enumerate(value["x"])}, **({"y": value["y"]} if "y" in value else {})}
-    if isinstance(value, dict):
-        from ..data import _split_mapping
-
-        xs, y = _split_mapping(value, source)  # the same keys as data files: x (or x0, x1, ...) and y
-        return Dataset(tuple(torch.as_tensor(t) for t in xs), None if y is None else torch.as_tensor(y).long(), source)
-    raise BenchError(f"data function {source} returned {type(value).__name__}",
-                     "return {'x': array, 'y': labels} (several inputs: x0, x1, ...)")

@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..errors import ConfigError, EdgekitError, UsageError
 from ..targets import PowerConfig
 
-DEFAULT_DEVICES_FILE = Path("~/.config/edgekit/devices.toml")
-DEFAULT_WORKDIR = ".cache/edgekit"
+DEFAULT_DEVICES_FILE = paths.DEVICES_FILE
+DEFAULT_WORKDIR = paths.DEVICE_WORKDIR
 _KEYS = ("name", "host", "port", "arch", "workdir", "exec_prefix", "ssh_options", "tags", "power")
 
 

@@ -62,7 +62,7 @@ class _BuildState:
     verify: Any = None
     embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
     dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
-    records: str | None = None  # where calibration records are kept (a build cache URL), if anywhere
+    records: Any = None  # where calibration records are kept (get/put: the build cache's), if anywhere
     warnings: list[str] = field(default_factory=list)
 
 
@@ -85,7 +85,7 @@ def build(
     task: str | None = None,
     hf_output: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
-    calibration_records: str | None = None,
+    calibration_records: Any = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
 
@@ -110,8 +110,10 @@ def build(
             figures that fit it; guessed from the output and the data when None.
         hf_output: for ``hf:PATH`` models, what the wrapper returns: ``pooled``, ``last_hidden_state`` or ``logits``.
         progress: called with a :class:`~edgekit.pipeline.stages.StageEvent` at each stage's start and end.
-        calibration_records: a build cache URL: a static int8 calibration of the same traced model on the same data
-            stored there by an earlier build is loaded instead of run again (:mod:`edgekit.pipeline.calibration`).
+        calibration_records: where calibration records are kept (``get(key)``/``put(key, states)``: a build cache's
+            :class:`~edgekit.builds.CalibrationRecords`, or :class:`~edgekit.pipeline.calibration.MemoryRecords`): a
+            static int8 calibration of the same traced model on the same data stored there earlier is loaded instead of
+            run again (:mod:`edgekit.pipeline.calibration`).
 
     Returns:
         A :class:`BuildResult`.
@@ -245,11 +247,7 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
             st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
                                "data may suffer; pass --calibration with a few dozen real samples")
     keep = st.target.quantize.fp32_layers
-    records = None
-    if st.records and st.calib_ds is not None:  # random calibration data is not worth a record
-        from .calibration import RecordStore
-
-        records = RecordStore(st.records)
+    records = st.records if st.calib_ds is not None else None  # random calibration data is not worth a record
     res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib, keep, records),
                      scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""))
     info = {**res.info, **embeddings, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}

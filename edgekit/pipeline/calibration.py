@@ -11,20 +11,19 @@ their weight and are filled from it directly.
 
 A record's key is its content: the traced graph, its weights and constants, the calibration samples, the calibration
 batch and the stack's versions. A pruned or fine-tuned model, other data or another torch gets its own record.
-Records are stored next to the build cache (``<cache>/.calibration/<key>.pt``, tensors only, read with
-``weights_only=True``); a missing, unreadable or incomplete record only means calibrating as usual.
+Where records live is the caller's choice: any object with ``get(key)`` and ``put(key, states)`` (the build cache's
+``.calibration/`` sub-folder, :class:`edgekit.builds.CalibrationRecords`, or :class:`MemoryRecords` in one process);
+a missing, unreadable or incomplete record only means calibrating as usual.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
 from typing import Any
 
 import torch
 
-from .._fs import temp_name
 
 STATE_DIR = ".calibration"
 
@@ -109,33 +108,6 @@ def restore(prepared: Any, states: dict[str, dict[str, torch.Tensor]]) -> bool:
             else:
                 module.load_state_dict(states[_key(module, roots)])
     return True
-
-
-class RecordStore:
-    """Calibration records on the build cache's filesystem (any fsspec URL)."""
-
-    def __init__(self, cache_url: str):
-        from ..scale.cache import BuildCache
-
-        cache = BuildCache(cache_url)
-        self.fs, self.folder = cache.fs, f"{cache.root}/{STATE_DIR}"
-
-    def get(self, key: str) -> dict | None:
-        try:
-            data = self.fs.cat_file(f"{self.folder}/{key}.pt")
-            return torch.load(io.BytesIO(data), weights_only=True)
-        except Exception:  # missing, half-written by a crashed writer or unreadable: calibrate instead
-            return None
-
-    def put(self, key: str, states: dict) -> None:
-        """Add ``states`` to the record (a recipe with layers in fp32 observes fewer nodes than the full one)."""
-        merged = {**(self.get(key) or {}), **states}
-        buf = io.BytesIO()
-        torch.save(merged, buf)
-        self.fs.makedirs(self.folder, exist_ok=True)
-        tmp = f"{self.folder}/{temp_name(key + '.pt')}"
-        self.fs.pipe_file(tmp, buf.getvalue())
-        self.fs.mv(tmp, f"{self.folder}/{key}.pt")
 
 
 class MemoryRecords(dict):

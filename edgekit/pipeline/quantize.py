@@ -74,7 +74,7 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         exported: the export stage's result (not modified).
         scheme: a quantizing scheme (not ``none``).
         calibration: samples fitted to the model's inputs.
-        records: a :class:`~edgekit.pipeline.calibration.RecordStore`: a static scheme loads an earlier calibration
+        records: calibration records (``get``/``put``, see :mod:`edgekit.pipeline.calibration`): a static scheme loads an earlier calibration
             of the same traced model on the same data from it instead of calibrating (and stores its own there).
 
     Raises:

@@ -84,7 +84,9 @@ def compile_runner(cmd: list[str], out: Path) -> None:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit")
+    from ..paths import user_cache
+
+    return user_cache()
 
 
 def compiler_id(cxx: str) -> str:

@@ -1,77 +1,26 @@
-"""Where builds run: a local process pool, or a Dask distributed cluster (``dask://host:port``).
+"""Where builds run: a local process pool, or a Dask distributed cluster (``dask://host:port``, ``tls://host:port``).
 
-Builds are independent and go to whatever cores a team has; measurements do not (the caller profiles one item at a
-time, here or on a device). Every task reports the stack it ran on; a worker whose torch, executorch or edgekit
-differs from this machine's is refused before any build is submitted, because its programs would differ and
-poison the shared cache.
+An executor runs one function over a list of jobs and knows nothing of what they are (:mod:`edgekit.builds` hands it
+its build task). Builds are independent and go to whatever cores a team has; measurements do not (the caller
+profiles one item at a time, here or on a device). Before anything is submitted, every Dask worker reports its stack
+(a function the caller passes); a worker whose torch, executorch or edgekit differs from this machine's is refused,
+because its programs would differ and poison the shared cache.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import socket
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import EdgekitError, UsageError
 
-STACK_KEYS = ("torch", "executorch", "edgekit", "edgekit_source", "python", "arch")
 DEFAULT_BUILD_GB = 2.0  # a build's peak RSS when no earlier build says otherwise (MobileNetV2 int8 needs ~1.5 GiB)
 
 
 class ExecutorError(EdgekitError):
     """The executor cannot be reached or used."""
-
-
-def stack_facts() -> dict:
-    """The software a build depends on, as this process sees it (runs on workers too)."""
-    from ..bench.run import edgekit_source_digest
-    from ..machine import _pkg
-
-    return {"torch": _pkg("torch"), "executorch": _pkg("executorch"), "edgekit": _pkg("edgekit"),
-            "edgekit_source": edgekit_source_digest(), "python": platform.python_version(), "arch": platform.machine()}
-
-
-def build_task(model: Any, target: Any, key: str, cache_url: str, options: tuple = ()) -> dict:
-    """Build one (model, target) into the shared cache unless it is there; what happened, and where (``options``:
-    more ``build()`` arguments as (name, value) pairs (jobs are hashable), e.g. ``finetune`` data for a pruning recipe of ``edgekit tune``).
-
-    Runs on a pool process or a Dask worker: it imports the stack itself and writes only to the cache.
-    """
-    import resource
-    import tempfile
-
-    from ..bench.suite import resolve_data_source
-    from ..pipeline.build import build
-    from .cache import BuildCache
-
-    cache = BuildCache(cache_url)
-    worker = _worker_name()
-    attempt = f"{cache.root}/.attempts/{key}/{worker.replace('/', '_').replace(':', '_')}"
-    cache.fs.makedirs(attempt.rsplit("/", 1)[0], exist_ok=True)
-    cache.fs.pipe_file(attempt, str(time.time()).encode())
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
-        if cache.get(key, Path(tmp)) is not None:
-            return {"key": key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
-        res = build(model.spec, target, out=Path(tmp) / "pkg", inputs=model.inputs,
-                    calibration=resolve_data_source(model.calibration), eval=resolve_data_source(model.eval), force=True,
-                    calibration_records=cache_url, **{k: v for k, v in options if v is not None})
-        cache.put(key, res.out_dir)
-    return {"key": key, "cached": False, "worker": worker, "seconds": round(time.perf_counter() - t0, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -85,9 +34,10 @@ class Executor:
     _client: Any = None
     _new_pool: Callable[[], Any] | None = None
     _futures: dict = field(default_factory=dict)
+    warning: str | None = None  # something the user should know about this executor (a plain-TCP cluster off loopback)
 
-    def run(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
-        """Run ``fn(*job)`` for every job; yield ``(job, result, error)`` as each finishes.
+    def run(self, fn: Callable, jobs: list) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        """Run ``fn(job)`` for every job (hashable); yield ``(job, result, error)`` as each finishes.
 
         A job whose worker died is run once more on another worker: Dask reschedules it itself; a local pool that
         lost a process is replaced and the jobs it was running are submitted again, once.
@@ -95,7 +45,7 @@ class Executor:
         if self._client is not None:
             from distributed import as_completed
 
-            self._futures = {self._client.submit(fn, *job, pure=False, retries=1): job for job in jobs}
+            self._futures = {self._client.submit(fn, job, pure=False, retries=1): job for job in jobs}
             for fut in as_completed(list(self._futures)):
                 yield self._outcome(fut, self._futures[fut])
             return
@@ -103,7 +53,7 @@ class Executor:
         from concurrent.futures.process import BrokenProcessPool
 
         tries = {job: 1 for job in jobs}
-        pending = {self._pool.submit(fn, *job): job for job in jobs}
+        pending = {self._pool.submit(fn, job): job for job in jobs}
         while pending:
             self._futures = pending
             broken = []
@@ -118,10 +68,10 @@ class Executor:
                 self._pool = self._new_pool()
                 for job in broken:
                     tries[job] += 1
-            pending = {self._pool.submit(fn, *job): job for job in broken}
+            pending = {self._pool.submit(fn, job): job for job in broken}
 
     @staticmethod
-    def _outcome(fut: Any, job: tuple) -> tuple[tuple, Any, BaseException | None]:
+    def _outcome(fut: Any, job: Any) -> tuple[Any, Any, BaseException | None]:
         try:
             return job, fut.result(), None
         except Exception as exc:  # the task's own error, a worker that died too often, a broken pool
@@ -155,16 +105,17 @@ class Executor:
         elif self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def check_stack(self, host: dict) -> None:
-        """Refuse workers whose stack differs from ``host`` (before anything is submitted).
+    def check_stack(self, facts: Callable[[], dict], keys: tuple[str, ...]) -> None:
+        """Refuse workers whose ``facts()`` differ from this process's on ``keys`` (before anything is submitted).
 
         Raises:
             ExecutorError: naming the worker and what differs.
         """
         if self._client is None:
             return  # pool processes run this interpreter and this edgekit
-        for worker, facts in self._client.run(stack_facts).items():
-            diff = {k: (host.get(k), facts.get(k)) for k in STACK_KEYS if host.get(k) != facts.get(k)}
+        host = facts()
+        for worker, theirs in self._client.run(facts).items():
+            diff = {k: (host.get(k), theirs.get(k)) for k in keys if host.get(k) != theirs.get(k)}
             if diff:
                 what = "; ".join(f"{k}: here {a}, there {b}" for k, (a, b) in diff.items())
                 raise ExecutorError(f"worker {worker} runs a different stack ({what}): its builds would differ",
@@ -207,26 +158,52 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
             return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
         return Executor(spec, n, f"local process pool of {n} ({why})", _pool=new_pool(), _new_pool=new_pool)
-    if spec.startswith("dask://"):
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ExecutorError("--executor dask:// needs Dask distributed", "pip install 'edgekit[scale]'") from None
-        address = "tcp://" + spec[len("dask://"):]
-        host, _, port = spec[len("dask://"):].rpartition(":")
-        try:  # a refused port fails at once, not after the client's own retries
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
-        except (OSError, ValueError) as exc:
-            raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({exc})",
-                                "start one with `dask scheduler` and point --executor at its address") from None
-        try:
-            client = Client(address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({str(exc).splitlines()[0][:120]})",
-                                "start one with `dask scheduler` and point --executor at its address") from None
-        n = len(client.scheduler_info().get("workers", {}))
-        if n == 0:
-            client.close()
-            raise ExecutorError(f"the Dask scheduler at {address} has no workers", "start some with `dask worker " + address + "`")
-        return Executor(spec, n, f"Dask cluster at {address}, {n} worker(s)", _client=client)
-    raise UsageError(f"--executor {spec!r} is not local, local:N or dask://HOST:PORT", "e.g. --executor dask://10.0.0.5:8786")
+    if spec.startswith(("dask://", "tls://")):
+        return _dask_executor(spec)
+    raise UsageError(f"--executor {spec!r} is not local, local:N, dask://HOST:PORT or tls://HOST:PORT",
+                     "e.g. --executor dask://10.0.0.5:8786")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+TLS_HINT = ("configure Dask's TLS security (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT "
+            "and ..._KEY, or distributed.comm.tls in a Dask config file) with the cluster's certificates")
+
+
+def _dask_executor(spec: str) -> Executor:
+    """``dask://HOST:PORT`` (plain TCP: Dask runs pickled tasks, so anyone who reaches the port runs code on the workers;
+    a warning unless it is on loopback) or ``tls://HOST:PORT`` (Dask's own TLS security configuration: certificates
+    for the client, verified against the cluster's CA)."""
+    try:
+        from distributed import Client
+        from distributed.security import Security
+    except ImportError:
+        raise ExecutorError(f"--executor {spec.split('://')[0]}:// needs Dask distributed", "pip install 'edgekit[scale]'") from None
+    tls = spec.startswith("tls://")
+    hostport = spec.split("://", 1)[1]
+    address = ("tls://" if tls else "tcp://") + hostport
+    host, _, port = hostport.rpartition(":")
+    try:  # a refused port fails at once, not after the client's own retries
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({exc})",
+                            "start one with `dask scheduler` and point --executor at its address") from None
+    warning = None
+    if tls:
+        security = Security()  # what Dask's configuration says: the CA, and this client's certificate and key
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise ExecutorError(f"--executor {spec}: no TLS certificates are configured for the Dask client", TLS_HINT)
+    else:
+        security = None
+        if host not in LOOPBACK:
+            warning = (f"the Dask scheduler {address} is reached over plain TCP: anyone who can reach it runs code on the "
+                       "build workers; use tls://HOST:PORT with certificates on a shared network")
+    try:
+        client = Client(address, timeout="10s", security=security)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ExecutorError(f"cannot connect to the Dask scheduler at {address} ({str(exc).splitlines()[0][:160]})",
+                            TLS_HINT if tls else "start one with `dask scheduler` and point --executor at its address") from None
+    n = len(client.scheduler_info().get("workers", {}))
+    if n == 0:
+        client.close()
+        raise ExecutorError(f"the Dask scheduler at {address} has no workers", "start some with `dask worker " + address + "`")
+    return Executor(spec, n, f"Dask cluster at {address}{' (TLS)' if tls else ''}, {n} worker(s)", _client=client, warning=warning)

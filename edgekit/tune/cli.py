@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import click
 
+from .. import paths
 from .._options import Finite
 
 
@@ -51,8 +52,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--finetune", type=click.Path(), help="Labelled training data: recovery fine-tuning for the prune candidates.")
 @click.option("--target", "-t", "base_target", default="xnnpack-int8", show_default=True,
               help="Base target: its backend, threads, budgets and power model are kept; tune varies precision and pruning.")
-@click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION", help="Budget: top-1 drop vs eager (needs labelled --eval).")
-@click.option("--min-sqnr", type=Finite(), metavar="DB", help="Budget: output SQNR vs eager fp32 (default 30 dB).")
+@click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION", help="Budget: top-1 accuracy drop against your model as handed in (needs labelled --eval).")
+@click.option("--min-sqnr", type=Finite(), metavar="DB", help="Budget: output SQNR against your model, eager fp32 as handed in (default 30 dB).")
 @click.option("--objective", type=click.Choice(["p50", "size", "peak_rss"]), default="p50", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--precisions", callback=_precisions, metavar="P,P,...",
@@ -62,7 +63,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               metavar="R,R,...|none", help="Structured prune ratios to try on the best precision (none: no pruning).")
 @click.option("--runs", type=click.IntRange(5), default=100, show_default=True, help="Timed runs per measurement.")
 @click.option("--time-budget", callback=_duration, metavar="DURATION", help="Stop starting builds after this long (e.g. 30m).")
-@click.option("--cache", default=".edgekit/cache/builds", show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
+@click.option("--cache", default=str(paths.BUILD_CACHE), show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
               help="Content-addressed build cache (a re-run resumes from it).")
 @click.option("--executor", metavar="local[:N]|dask://HOST:PORT", envvar="EDGEKIT_EXECUTOR", help="Where builds run.")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder for the chosen program.")

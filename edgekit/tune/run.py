@@ -26,19 +26,17 @@ class _Session:
 
     def __init__(self, spec: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any,
                  budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None], data: "_Data"):
-        from ..bench.run import BuildQueue, _versions
-        from ..bench.suite import SuiteModel
+        from ..builds import BuildCache, BuildQueue, ModelEntry, versions
         from ..machine import machine_facts
-        from ..scale.cache import BuildCache
 
-        self.model = SuiteModel("tune", spec, (), tuple(inputs), calibration=None if calibration is None else str(calibration),
-                                eval=None if eval_data is None else str(eval_data))
+        self.model = ModelEntry(spec, tuple(inputs), None if calibration is None else str(calibration),
+                                None if eval_data is None else str(eval_data), name="tune")
         self.finetune, self.base, self.budget, self.opts, self.progress = finetune, base, budget, opts, progress
         self.data = data  # the model and data sets, loaded once (checked up front, reused by mixed precision)
         self.store = BuildCache(opts.cache)
         self.store.check_writable()
         facts = machine_facts()
-        self.versions, self.machine = _versions(facts), facts["machine_id"]
+        self.versions, self.machine = versions(facts), facts["machine_id"]
         self.tried: list[Tried] = []
         self.notes: list[str] = []
         self.queue = BuildQueue(self.store, opts.executor, self.notes)
@@ -51,15 +49,12 @@ class _Session:
         self.progress(what, self.done, max(self.total, self.done))
 
     def key(self, target: Any) -> str:
-        import hashlib
+        from ..builds import build_key, file_digest
 
-        from ..bench.run import _file_digest, build_key
-
-        key = build_key(self.model, target, self.versions)
         if self.finetune is not None and target.prune.active:
-            self.finetune_digest = self.finetune_digest or _file_digest(Path(self.finetune))
-            key = hashlib.sha256((key + self.finetune_digest).encode()).hexdigest()[:24]
-        return key
+            self.finetune_digest = self.finetune_digest or file_digest(Path(self.finetune))
+            return build_key(self.model, target, self.versions, extra=f"finetune={self.finetune_digest}")
+        return build_key(self.model, target, self.versions)
 
     def within(self) -> list[Tried]:
         """The candidates within the budget so far, best by the objective first."""
@@ -87,22 +82,24 @@ class _Session:
                 todo.append(t)
         options = (("finetune", None if self.finetune is None else str(self.finetune)),)
         by_key = {keys[id(t)]: t for t in todo}
-        jobs = [(self.model, targets[id(t)], keys[id(t)], self.store.url, options) for t in todo]
+        jobs = [self.queue.job(self.model, targets[id(t)], keys[id(t)], options) for t in todo]
         for job, built in self.queue.run(jobs) if jobs else ():
-            self._take(by_key[job[2]], built)
+            self._take(by_key[job.key], built)
         for t in items:
             self._judge(t, keys[id(t)])
         return items
 
     def _judge(self, t: Tried, key: str) -> None:
         """Measure a built candidate and say whether it is within the budget."""
-        from .search import measure, measurement_key
+        from ..builds import measurement_key
+
+        from .search import measure
 
         if t.manifest is None:
             self.done += 1
             return
         self.step(f"measuring {t.recipe.name}")
-        measure(t, self.opts, self.store, measurement_key(key, self.opts, self.machine))
+        measure(t, self.opts, self.store, measurement_key(key, {"threads": self.opts.threads, "runs": self.opts.runs}, self.machine))
         self.done += 1
         miss = self.budget.miss(t.drop, t.sqnr)  # against the user's model, for every candidate (pruned ones too)
         unit = " dB" if self.budget.min_sqnr is not None else ""
@@ -249,7 +246,6 @@ def _rescue(s: _Session) -> None:
 def _mixed(s: _Session, recipe: Any) -> bool:
     """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
     whether the built program is within the budget."""
-    from ..pipeline.calibration import RecordStore
     from ..pipeline.export import export_model
     from ..targets import EmbeddingQuant
     from ..training import accuracy
@@ -270,7 +266,7 @@ def _mixed(s: _Session, recipe: Any) -> bool:
     else:
         meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
     found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference,
-                            records=RecordStore(s.store.url))
+                            records=s.store.calibration_records())
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
     s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:

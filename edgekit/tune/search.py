@@ -8,8 +8,6 @@ each measurement is cached beside them, so an interrupted tune resumes where it 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import statistics
 import time
@@ -17,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import paths
 from ..errors import BudgetError, UsageError
 from ..manifest import TuneCandidate
 from ..targets import QuantScheme
@@ -93,7 +92,7 @@ class TuneOptions:
     runs: int = 100
     rounds: int = 3
     time_budget_s: float | None = None
-    cache: str | Path = Path(".edgekit") / "cache" / "builds"
+    cache: str | Path = paths.BUILD_CACHE
     executor: str | None = None
     prune_ratios: tuple[float, ...] = PRUNE_RATIOS
     finetune_epochs: int = 3
@@ -121,24 +120,18 @@ def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: s
     return budget
 
 
-def measurement_key(build_key: str, opts: TuneOptions, machine: str) -> str:
-    doc = {"build": build_key, "threads": opts.threads, "runs": opts.runs, "machine": machine}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def measure(t: Tried, opts: TuneOptions, store: Any, key: str) -> None:
-    """Profile a built candidate with the native harness (cached per build, machine and settings)."""
+    """Profile a built candidate with the native harness (cached in the build cache per build, machine and settings)."""
     from ..profile import profile
 
-    path = f"{store.root}/.tune/{key}.json"
-    if store.fs.exists(path):
-        t.profile = json.loads(store.fs.cat_file(path))
+    cached = store.measurement(key)
+    if isinstance(cached, dict) and isinstance(cached.get("samples"), list) and cached.get("p50") is not None:
+        t.profile = cached
         return
     r = profile(t.folder, runs=opts.runs, threads=opts.threads, warmup=10, warmup_seconds=0.1)
     t.profile = {"p50": r.latency_ms.p50, "p90": r.latency_ms.p90, "peak_rss_mb": r.memory.peak_rss_mb,
                  "samples": list(r.samples_ms)}
-    store.fs.makedirs(f"{store.root}/.tune", exist_ok=True)
-    store.fs.pipe_file(path, json.dumps(t.profile).encode())
+    store.put_measurement(key, t.profile)
 
 
 def rank_key(t: Tried, objective: str) -> tuple:

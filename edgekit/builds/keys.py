@@ -1,0 +1,77 @@
+"""Content keys: what a build, and a measurement of it, depend on, hashed. Two builds with the same key make the same
+program, so the cache hands back the first one; anything that would change the program changes the key."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+#: the software a build depends on; a Dask worker whose stack differs is refused (its programs would differ)
+STACK_KEYS = ("torch", "executorch", "edgekit", "edgekit_source", "python", "arch")
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, or ``missing``."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def source_digest(spec: str | None) -> str:
+    """Hash what a spec depends on: its file (a .py, .pt2 or data file) or its module's source file."""
+    if not spec:
+        return "none"
+    left = spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec
+    p = Path(left)
+    if p.exists():
+        return file_digest(p)
+    try:
+        found = importlib.util.find_spec(left)
+    except (ImportError, ValueError):
+        found = None
+    if found is not None and found.origin and Path(found.origin).is_file():
+        return file_digest(Path(found.origin))
+    return "unresolved:" + left
+
+
+def edgekit_source_digest() -> str:
+    """Hash of edgekit's own code and built-in targets: a change to the pipeline must not re-use old builds."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted([*root.rglob("*.py"), *root.rglob("*.cpp"), *(root.parent / "targets").glob("*.toml")]):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stack_facts() -> dict:
+    """The software a build depends on, as this process sees it (runs on Dask workers too)."""
+    from ..machine import package_version
+
+    return {"torch": package_version("torch"), "executorch": package_version("executorch"),
+            "edgekit": package_version("edgekit"), "edgekit_source": edgekit_source_digest(),
+            "python": platform.python_version(), "arch": platform.machine()}
+
+
+def versions(facts: dict) -> dict:
+    """The versions a build key holds: this machine's stack (``machine_facts``) and edgekit's own source."""
+    return {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
+
+
+def build_key(model: Any, target: Any, versions: dict, extra: str = "") -> str:
+    """Content hash of everything a build depends on: the model entry (a bench suite's ``SuiteModel``), the target, the
+    sources and data the entry names, the versions, and ``extra`` (e.g. the digest of fine-tuning data)."""
+    doc = {"model": model.to_dict(), "target": target.to_dict(), "versions": versions,
+           "sources": {k: source_digest(v) for k, v in (("spec", model.spec), ("calibration", model.calibration),
+                                                         ("eval", model.eval))}}
+    if extra:
+        doc["extra"] = extra
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def measurement_key(build: str, settings: dict, machine: str) -> str:
+    """The key of a measurement of build ``build`` with ``settings`` (threads, runs, ...) on machine ``machine``."""
+    doc = {"build": build, **settings, "machine": machine}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]

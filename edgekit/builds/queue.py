@@ -1,0 +1,165 @@
+"""Builds through an executor into the build cache: one job per (model, target) not cached yet, cache hits read back
+without the executor, attempts counted per run, Ctrl-C cancelling what is outstanding. ``bench run`` and ``edgekit
+tune`` both build this way."""
+
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import EdgekitError, first_line
+from ..manifest import Manifest
+from .cache import BuildCache
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model as a build sees it: the spec, example inputs, and the data it calibrates and verifies on (paths, or
+    ``module:function`` names of data functions). ``name`` is a label; it is not part of the build key."""
+
+    spec: str
+    inputs: tuple = ()
+    calibration: str | None = None
+    eval: str | None = None
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        """What the build key hashes (with the sources these name)."""
+        return {"spec": self.spec, "inputs": [str(i) for i in self.inputs], "calibration": self.calibration, "eval": self.eval}
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One build for the executor (picklable and hashable: Dask and the local pool key their tasks by it)."""
+
+    model: ModelEntry
+    target: Any  # a Target, or a built-in target's name
+    key: str
+    cache_url: str
+    run: str  # the queue's run id: attempts are counted per run
+    options: tuple = ()  # more build() arguments as (name, value) pairs, e.g. ("finetune", path)
+
+
+@dataclass
+class Built:
+    """One (model, target) build: its package here, and where and how it was made."""
+
+    manifest: Manifest
+    folder: Path
+    cached: bool
+    seconds: float
+    worker: str | None = None
+    attempts: int = 1
+    peak_rss_mb: float | None = None
+
+
+def build_task(job: BuildJob) -> dict:
+    """Build one job into the shared cache unless it is there; what happened, and where. Runs on a pool process or a
+    Dask worker: it imports the stack itself and writes only to the cache."""
+    from ..data import resolve_data_source
+    from ..pipeline.build import build
+
+    cache = BuildCache(job.cache_url)
+    worker = _worker_name()
+    cache.mark_attempt(job.key, job.run, worker)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
+        if cache.get(job.key, Path(tmp)) is not None:
+            return {"key": job.key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
+        res = build(job.model.spec, job.target, out=Path(tmp) / "pkg", inputs=job.model.inputs,
+                    calibration=resolve_data_source(job.model.calibration), eval=resolve_data_source(job.model.eval),
+                    force=True, calibration_records=cache.calibration_records(), **{k: v for k, v in job.options if v is not None})
+        cache.put(job.key, res.out_dir)
+    return {"key": job.key, "cached": False, "worker": worker, "seconds": round(time.perf_counter() - t0, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class BuildQueue:
+    """Builds into the content-addressed cache through one executor, started on first use and kept until
+    :meth:`close` (``edgekit tune`` builds in several waves); cache hits are read back without it."""
+
+    def __init__(self, store: BuildCache, executor: str | None, notes: list[str]):
+        from ..paths import cache_mirror
+
+        self.store, self.spec, self.notes = store, executor, notes
+        self.mirror = cache_mirror()
+        self.run_id = f"{int(time.time())}-{secrets.token_hex(4)}"
+        self.executor: Any = None
+        self.count = 0  # builds run so far, said in one note (updated in place)
+        self.note_at: int | None = None
+
+    def job(self, model: ModelEntry, target: Any, key: str, options: tuple = ()) -> BuildJob:
+        return BuildJob(model, target, key, self.store.url, self.run_id, options)
+
+    def cached(self, key: str) -> Built | None:
+        from ..manifest import read_manifest
+
+        folder = self.store.get(key, self.mirror)
+        return None if folder is None else Built(read_manifest(folder), folder, True, 0.0)
+
+    def start(self, build_gb: float | None = None) -> Any:
+        """The executor (made, and the stack checked against it, on first use; ``build_gb``: the memory one build
+        took before, which sizes a local pool)."""
+        from ..scale.executor import make_executor
+        from .keys import STACK_KEYS, stack_facts
+
+        if self.executor is None:
+            self.executor = make_executor(self.spec, build_gb=build_gb)
+            self.executor.check_stack(stack_facts, STACK_KEYS)
+            if self.executor.warning:
+                self.notes.append(f"warning: {self.executor.warning}")
+        return self.executor
+
+    def run(self, jobs: list[BuildJob]) -> Iterator[tuple[BuildJob, Built | str]]:
+        """``(job, Built | error text)`` as each job finishes."""
+        ex = self.start()
+        self.count += len(jobs)
+        if self.note_at is None:
+            self.note_at = len(self.notes)
+            self.notes.append("")
+        self.notes[self.note_at] = f"{self.count} build(s) on {ex.describe}"
+        try:
+            for job, r, error in ex.run(build_task, jobs):
+                yield job, self._built(job, r, error)
+        except (KeyboardInterrupt, GeneratorExit):
+            ex.cancel()
+            raise
+
+    def _built(self, job: BuildJob, r: dict | None, error: BaseException | None) -> Built | str:
+        """A finished build task as a :class:`Built` (its package read back from the cache), or its error text."""
+        from ..manifest import read_manifest
+
+        if isinstance(error, EdgekitError):
+            return str(error)
+        if error is not None:  # a worker that died too often (KilledWorker), a broken pool: this build failed
+            return f"build failed on the executor: {type(error).__name__}: {first_line(error)}"
+        folder = self.store.get(job.key, self.mirror)
+        target = getattr(job.target, "name", job.target)
+        if folder is None:
+            return f"the build of {job.model.name or job.model.spec} × {target} left no intact cache entry"
+        try:
+            return Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
+                         self.store.attempts(job.key, job.run), r["peak_rss_mb"])
+        except EdgekitError as exc:
+            return str(exc)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
