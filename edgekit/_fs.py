@@ -20,6 +20,9 @@ from .errors import ContractError, EdgekitError, OutputExistsError
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
 PACKAGE_MARKER = "manifest.json"
+#: the name suffix of an output moved aside while its replacement is renamed in (where the system cannot swap two
+#: folders atomically): a backup whose output is missing is put back, never removed
+PREVIOUS = "~previous"
 
 
 def temp_name(name: str) -> str:
@@ -51,15 +54,50 @@ def stale_temps(folder: str | Path) -> list[Path]:
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove :func:`stale_temps` of ``folder``; returns what was removed."""
+    """Remove :func:`stale_temps` of ``folder``; returns what was removed. A killed replacement's backup of an output
+    (``.OUT~previous.PID.TOKEN.tmp``) whose output is missing is renamed back to OUT instead: the kill came between
+    moving the old package aside and renaming the new one in, and the old one is the last complete package."""
     removed = []
     for entry in stale_temps(folder):
+        name = _TEMP_RE.match(entry.name)["name"]
+        if name.endswith(PREVIOUS):
+            target = entry.with_name(name.removesuffix(PREVIOUS))
+            if not target.exists() and not target.is_symlink():
+                try:
+                    os.rename(entry, target)
+                except OSError:  # another process restored it first
+                    pass
+                continue
         try:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             removed.append(entry)
         except OSError:  # another cleaner got there first, or no permission: leave it
             continue
     return removed
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False, with nothing changed,
+    where the system or the filesystem cannot.
+
+    Raises:
+        OSError: the swap was possible but failed (a missing path, permissions).
+    """
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -107,6 +145,8 @@ def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] 
         EdgekitError: the parent is a file or cannot be written.
     """
     out = Path(out)
+    if out.absolute().parent.is_dir():  # a killed replacement may have moved OUT aside: put it back first
+        remove_stale_temps(out.absolute().parent)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputExistsError(f"{out} exists and is not a folder; edgekit never replaces it, even with --force",
                                 "choose another output path")
@@ -136,12 +176,14 @@ def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] 
 def staged_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] = PACKAGE_MARKER) -> Iterator[Path]:
     """Yield a temp folder next to ``out``; on success swap it into place, on failure remove it.
 
-    A failed build never leaves a half-written package, and a replaced package is swapped, not mixed. The
-    leftovers of earlier processes that were killed mid-write are removed first.
+    A failed build never leaves a half-written package, and a replaced package is swapped, not mixed: the old and the
+    new folder trade places in one atomic step (:func:`exchange`), so a process killed at any moment leaves OUT as
+    either the old or the new complete package. Where the filesystem cannot swap, the old package is moved aside
+    under a recognisable name first, and a kill between the two renames is undone by the next start (or
+    ``edgekit clean``), which puts the old package back. The leftovers of killed processes are handled first.
     """
     out = Path(out)
     check_output(out, force, marker=marker)
-    remove_stale_temps(out.absolute().parent)
     tmp = out.parent / temp_name(out.name)
     tmp.mkdir()
     try:
@@ -149,10 +191,12 @@ def staged_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        old = out.parent / temp_name(out.name)
+    if not out.exists():
+        os.replace(tmp, out)
+    elif exchange(tmp, out):  # tmp now holds the old package
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        old = out.parent / temp_name(out.name + PREVIOUS)
         os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
+        os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)

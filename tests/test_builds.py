@@ -1,0 +1,62 @@
+"""The build room's cache on a real folder: calibration records under concurrent writers, whole-or-absent measurement
+files, prune and du over every sub-folder, and attempts counted per run."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+
+from click.testing import CliRunner
+
+from edgekit.builds import SUBFOLDERS, BuildCache
+from edgekit.cli import cli
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from edgekit.builds import BuildCache
+
+    records, who = BuildCache(sys.argv[1]).calibration_records(), sys.argv[2]
+    for i in range(25):  # read-merge-write against another process doing the same to the same record
+        records.put("rec", {f"{who}-{i}": {"min_val": torch.tensor([float(i)])}})
+""")
+
+
+def test_two_processes_adding_to_one_calibration_record_keep_every_state(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), who]) for who in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    states = BuildCache(tmp_path).calibration_records().get("rec")
+    assert sorted(states) == sorted(f"{w}-{i}" for w in "ab" for i in range(25))
+    assert float(states["b-7"]["min_val"]) == 7.0
+
+
+def test_a_damaged_measurement_reads_as_none_and_is_measured_again(tmp_path):
+    cache = BuildCache(tmp_path)
+    cache.put_measurement("k", {"p50": 1.0, "samples": [1.0]})
+    assert cache.measurement("k") == {"p50": 1.0, "samples": [1.0]}
+    (tmp_path / ".measurements" / "k.json").write_text('{"p50": 1.0, "sam')  # what a kill mid-write once left
+    assert cache.measurement("k") is None
+    assert [p.name for p in (tmp_path / ".measurements").iterdir()] == ["k.json"]  # no temp files left behind
+
+
+def test_prune_and_du_cover_every_sub_folder_and_attempts_count_this_run_only(tmp_path):
+    cache = BuildCache(tmp_path)
+    cache.put_measurement("k", {"p50": 1.0})
+    cache.calibration_records().put("rec", {"x": {}})
+    cache.mark_attempt("key", "run1", "host:1")
+    cache.mark_attempt("key", "run1", "host:2")  # a worker died in run1 and another built it
+    cache.mark_attempt("key", "run2", "host:3")
+    assert cache.attempts("key", "run2") == 1 and cache.attempts("key", "run1") == 2
+    cache.mark_attempt("key", "run3", "host:4")
+    dead = tmp_path / ".measurements" / f".k.json.{2**22 + 7}.beef.tmp"  # a killed writer's temp file
+    dead.write_text("{")
+    r = CliRunner().invoke(cli, ["cache", "du", "--cache", str(tmp_path)])
+    assert r.exit_code == 0 and all(sub in r.stdout for sub in SUBFOLDERS), r.output
+    old = (dt.datetime.now() - dt.timedelta(days=40)).timestamp()
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            os.utime(f, (old, old))
+    r = CliRunner().invoke(cli, ["cache", "prune", "--cache", str(tmp_path), "--older-than", "30d"])
+    # a measurement, a calibration shard, run3's attempt mark and the dead temp file
+    assert r.exit_code == 0 and "removed 0 entries and 4 other file(s)" in r.stdout, r.output
+    assert not [f for f in tmp_path.rglob("*") if f.is_file()]
