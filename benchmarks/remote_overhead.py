@@ -1,5 +1,5 @@
 """What measuring through a device costs: the same program, the same runner build, profiled here and through
-`--device` on a loopback sshd (edgekit.device.loopback), side by side in interleaved rounds; and what a second
+`--device` on a loopback sshd (tests/loopback.py), side by side in interleaved rounds; and what a second
 profile on the same device transfers.
 
 Target (issue 8): p50 through --device within 3% of local. Medians of the rounds' p50s are reported.
@@ -26,7 +26,8 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import edgekit
-    from edgekit.device.loopback import private_sshd
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the loopback sshd is test support, not part of the installed edgekit
+    from loopback import private_sshd
 
     with tempfile.TemporaryDirectory(prefix="ek-remote-") as tmp:
         t = Path(tmp)

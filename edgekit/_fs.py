@@ -25,6 +25,16 @@ PACKAGE_MARKER = "manifest.json"
 PREVIOUS = "~previous"
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+
+
+def is_plain_name(value: str) -> bool:
+    """Whether ``value`` can be part of a file name as it is: letters, digits and ``. _ - @``, starting with a letter or a
+    digit, no ``..``. Names from config files and run documents (devices, baselines, machine ids) are data: one that
+    is not plain is refused, never turned into a path."""
+    return isinstance(value, str) and bool(_PLAIN_NAME.fullmatch(value)) and ".." not in value
+
+
 def temp_name(name: str) -> str:
     """A sibling name for a temporary copy of ``name`` that records this process's pid."""
     return f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"

@@ -40,7 +40,11 @@ def is_noise(line: str) -> bool:
     return any(p.search(line) for p in NOISE_PATTERNS)
 
 
+QUIET_LOGGERS = ("torch._export", "torch.export", "torchao", "torch._dynamo", "torch.fx.experimental.symbolic_shapes")
+
+
 def _install_python_filters() -> None:
+    """Inside ``quiet()`` only: its ``catch_warnings`` puts the caller's filters back when the block ends."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
@@ -49,8 +53,20 @@ def _install_python_filters() -> None:
     warnings.filterwarnings("ignore", message=r".*Output Buffer not found.*")
     # torch-pruning's note about parameters outside nn.Modules (positional embeddings, ...): it handles them.
     warnings.filterwarnings("ignore", message=r".*Unwrapped parameters detected.*")
-    for name in ("torch._export", "torch.export", "torchao", "torch._dynamo", "torch.fx.experimental.symbolic_shapes"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    """The stack's chatty loggers at ERROR for the block, then back at the level they had."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -59,9 +75,17 @@ def quiet(drop_on_error: bool = False):
 
     Works for Python prints, ``logging`` and C++ code writing to stderr directly. Nested use is safe. With
     ``drop_on_error``, nothing is replayed when the block raises: the error itself says what went wrong (torch's
-    export prints whole graph dumps before raising); ``EDGEKIT_DEBUG=1`` keeps them.
+    export prints whole graph dumps before raising); ``EDGEKIT_DEBUG=1`` keeps them. The warning filters and logger
+    levels it sets hold for the block only: the host application's own are back when it ends.
     """
-    _install_python_filters()
+    with warnings.catch_warnings(), _quiet_loggers():
+        _install_python_filters()
+        with _captured_stderr(drop_on_error):
+            yield
+
+
+@contextlib.contextmanager
+def _captured_stderr(drop_on_error: bool):
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # e.g. click's CliRunner swaps sys.stderr

@@ -19,7 +19,7 @@ from edgekit.models import parse_input_spec
 from edgekit.cli import cli
 from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
 from edgekit.device.devices import DeviceError, load_devices
-from edgekit.device.loopback import free_port, private_sshd
+from loopback import free_port, private_sshd
 from edgekit.errors import ProfileError, UsageError
 
 MISSING = [tool for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
@@ -34,7 +34,7 @@ FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """A private sshd (edgekit.device.loopback) and a devices file with good and broken devices."""
+    """A private sshd (tests/loopback.py) and a devices file with good and broken devices."""
     d = Path(tmp_path_factory.mktemp("fleet"))
     full = d / "full"
     full.mkdir()
@@ -190,6 +190,35 @@ def test_unknown_arch_and_bad_devices_file(tmp_path):
         load_devices(tmp_path / "d.toml")
     (tmp_path / "d.toml").write_text('[[device]]\nname = "a"\nhost = "x"\nhots = "y"\n')
     _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, "unknown key 'hots' in [[device]] (did you mean 'host'?)")
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('name = "pi"\nhost = "-oProxyCommand=touch /tmp/pwned"', "host '-oProxyCommand=touch /tmp/pwned' is not an ssh destination"),
+    ('name = "pi"\nhost = "pi@pi5; rm -rf ~"', "is not an ssh destination"),
+    ('name = "x/../../y"\nhost = "pi@pi5"', "device name 'x/../../y' is not a plain name"),
+    ('name = ".."\nhost = "pi@pi5"', "device name '..' is not a plain name"),
+    ('name = "pi"\nhost = "pi@pi5"\nexec_prefix = "qemu \'unclosed"', "cannot be split into words"),
+])
+def test_devices_files_are_data_a_host_that_is_an_option_or_a_name_that_is_a_path_is_refused(tmp_path, line, fragment):
+    (tmp_path / "d.toml").write_text(f"[[device]]\n{line}\n")
+    _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, fragment)
+
+
+def test_the_destination_comes_after_a_double_dash_and_exec_prefix_words_are_quoted(tmp_path):
+    from edgekit.device.devices import Device, Ssh
+
+    argv = Ssh(Device("pi", "pi@pi5.local", ssh_options=("-i", "key"))).command("echo hi")
+    assert argv[argv.index("--") + 1:] == ["pi@pi5.local", "sh -c 'echo hi'"] and argv.index("-i") < argv.index("--")
+    from edgekit.bench.document import BenchRun  # a run whose device name is a path is never written
+    from edgekit.bench.store import save_run
+    from edgekit.errors import BenchError
+
+    run = BenchRun.__new__(BenchRun)
+    object.__setattr__(run, "machine", type("M", (), {"machine_id": "abc123"})())
+    object.__setattr__(run, "device", "x/../../y")
+    with pytest.raises(BenchError, match="device name 'x/../../y' is not a plain name"):
+        save_run(run, tmp_path / "store", name="main")
+    assert not (tmp_path / "store").exists()
 
 
 def test_remote_crash_timeout_and_full_disk_leave_nothing_behind(fleet, fp32_build, tmp_path):

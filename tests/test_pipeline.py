@@ -321,3 +321,21 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
     for shard in damaged.iterdir():
         shard.write_bytes(b"not a record")
     assert records.get(damaged.name) is None
+
+
+def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_loggers_as_they_were(tmp_path):
+    import gc
+    import logging
+    import warnings
+
+    gc.freeze()  # a host that froze its heap (before forking workers, say)
+    frozen = gc.get_freeze_count()
+    filters, level = list(warnings.filters), logging.getLogger("torch._dynamo").level
+    try:
+        edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "a", verify_samples=2)
+        assert gc.get_freeze_count() > 0.9 * frozen > 0  # not unfrozen (some frozen objects die by refcount)
+        assert warnings.filters == filters and logging.getLogger("torch._dynamo").level == level
+    finally:
+        gc.unfreeze()
+    edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "b", verify_samples=2)
+    assert gc.get_freeze_count() == 0  # its own freeze is handed back

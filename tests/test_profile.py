@@ -253,3 +253,15 @@ def test_batch_sizes_of_a_dynamic_program(tmp_path, fp32_build):
         edgekit.profile(res.out_dir, batch=17, **FAST)
     with pytest.raises(UsageError, match="static batch of 1"):
         edgekit.profile(fp32_build.out_dir, batch=4, **FAST)
+
+
+def test_the_worker_starts_pinned_in_its_own_session_without_python_between_fork_and_exec():
+    import os
+    import sys
+
+    from edgekit.profile.worker import run_worker
+
+    probe = "import os, sys; sys.stderr.write(f'{sorted(os.sched_getaffinity(0))} {os.getsid(0) == os.getpid()}\\n')"
+    watch = run_worker([sys.executable, "-c", probe], timeout=30, cpus=(0,), sample=False)
+    assert watch.other == ["[0] True"], watch.other
+    assert sorted(os.sched_getaffinity(0)) != [0] or os.cpu_count() == 1  # the parent itself was not pinned

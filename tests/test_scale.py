@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from edgekit.bench.run import run_suite
 from edgekit.bench.suite import load_suite
 from edgekit.cli import cli
-from edgekit.device.loopback import free_port
+from loopback import free_port
 from edgekit.scale.executor import ExecutorError
 
 TESTS = Path(__file__).parent

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from .._fs import read_json, write_json
+from .._fs import is_plain_name, read_json, write_json
 from .. import paths
 from ..errors import BenchError
 from .document import BenchRun, run_from_dict
@@ -22,12 +22,15 @@ DEFAULT_ROOT = paths.BENCH_STORE
 
 def save_run(run: BenchRun, root: Path = DEFAULT_ROOT, name: str | None = None) -> list[Path]:
     """Write the run under its machine id (and as baseline ``name``); returns the paths written."""
+    for what, value in (("machine id", run.machine.machine_id), ("device name", run.device)):
+        if value is not None and not is_plain_name(value):  # both become part of a path below the store
+            raise BenchError(f"the run's {what} {value!r} is not a plain name", "use letters, digits and . _ - @")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     commit = (run.commit or {}).get("short") or "nocommit"
     dirty = "-dirty" if (run.commit or {}).get("dirty") else ""
     paths = [Path(root) / run.machine.machine_id / f"{stamp}_{commit}{dirty}_{run.run_id[:8]}.json"]
     if name:
-        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        if not is_plain_name(name) or "@" in name:
             raise BenchError(f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ .")
         paths.append(Path(root) / "baselines" / (f"{name}@{run.device}.json" if run.device else f"{name}.json"))
     data = run.replace(name=name).to_dict()

@@ -8,7 +8,9 @@
     port = 22                        # optional (else ssh's own default or the alias's Port)
     arch = "aarch64"                 # optional: detected with `uname -m`
     workdir = ".cache/edgekit"       # optional: where bundles and runs live on the device (relative to home)
-    exec_prefix = ""                 # optional: e.g. "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
+    exec_prefix = ""                 # optional: a command line the runner is started under, on the device, e.g.
+                                     # "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"; split into words and
+                                     # each word quoted, so no ; | $( ) or redirections
     ssh_options = []                 # optional: extra ssh arguments, e.g. ["-i", "~/.ssh/board_key"]
     tags = ["arm", "ci"]             # optional: for `bench run --devices-tag`
     [device.power]                   # optional: the power model for estimated joules on this device
@@ -38,12 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from .._fs import is_plain_name
 from ..errors import ConfigError, EdgekitError, UsageError
 from ..targets import PowerConfig
 
 DEFAULT_DEVICES_FILE = paths.DEVICES_FILE
 DEFAULT_WORKDIR = paths.DEVICE_WORKDIR
 _KEYS = ("name", "host", "port", "arch", "workdir", "exec_prefix", "ssh_options", "tags", "power")
+
+
+#: an ssh destination: [user@]host or a Host alias; never starting with "-" (ssh would parse it as an option)
+SSH_DESTINATION = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9._\[\]:%-]+")
 
 
 class DeviceError(EdgekitError):
@@ -68,6 +75,19 @@ class Device:
         for key in ("name", "host", "workdir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"device {self.name!r}: {key} must be a non-empty string")
+        # names end up in file names (a baseline is NAME@DEVICE.json) and hosts in ssh's argument list: both are data
+        if not is_plain_name(self.name):
+            raise ConfigError(f"device name {self.name!r} is not a plain name",
+                              "use letters, digits and . _ - @ (it becomes part of file names), starting with a letter or digit")
+        if self.host.startswith("-") or not SSH_DESTINATION.fullmatch(self.host):
+            raise ConfigError(f"device {self.name!r}: host {self.host!r} is not an ssh destination",
+                              "give user@host, a host name or address, or a Host alias from ~/.ssh/config (it must not "
+                              "begin with '-': ssh would read it as an option)")
+        try:
+            shlex.split(self.exec_prefix)
+        except ValueError as exc:
+            raise ConfigError(f"device {self.name!r}: exec_prefix {self.exec_prefix!r} cannot be split into words ({exc})",
+                              "write it as a command line, e.g. qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu") from None
         if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536):
             raise ConfigError(f"device {self.name!r}: port must be 1..65535, got {self.port!r}")
         for key in ("ssh_options", "tags"):
@@ -132,7 +152,7 @@ def load_devices(path: str | Path | None = None) -> list[Device]:
     return devices
 
 
-_SSH_URL = re.compile(r"^ssh://(?P<dest>(?:[\w.-]+@)?[\w.-]+)(?::(?P<port>\d+))?/?$")
+_SSH_URL = re.compile(r"^ssh://(?P<dest>(?:[\w.][\w.-]*@)?[\w.][\w.-]*)(?::(?P<port>\d+))?/?$")
 
 
 def resolve_device(ref: str | Device, devices_file: str | Path | None = None) -> Device:
@@ -198,11 +218,12 @@ class Ssh:
                "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if d.port:
             cmd += ["-p", str(d.port)]
-        return [*cmd, *(os.path.expanduser(o) if o.startswith("~") else o for o in d.ssh_options), d.host]
+        # "--" ends ssh's options: the destination (and the command after it) is never read as one
+        return [*cmd, *(os.path.expanduser(o) if o.startswith("~") else o for o in d.ssh_options), "--", d.host]
 
     def command(self, script: str) -> list[str]:
         """The local argv that runs ``script`` with the device's POSIX shell."""
-        return [*self.base(), "--", "sh -c " + shlex.quote(script)]
+        return [*self.base(), "sh -c " + shlex.quote(script)]
 
     def run(self, script: str, *, data: bytes | None = None, timeout: float = 120, binary: bool = False) -> Any:
         """Run ``script`` on the device (stdin: ``data``); its stdout (bytes with ``binary``, else text).

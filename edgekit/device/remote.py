@@ -136,7 +136,9 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
     payload = _tar({"model.pte": pte, "inputs.bin": b"".join(blobs)})
     q = shlex.quote(run)
     ssh.run(f"mkdir -p {q} && tar -xzf - -C {q} || {{ rm -rf {q}; exit 1; }}", data=payload, timeout=600)
-    prefix = device.exec_prefix + (f" taskset -c {','.join(map(str, cpus))}" if cpus else "")
+    # the prefix is data from a devices file: each of its words goes to the device's shell quoted
+    words = [*shlex.split(device.exec_prefix), *(["taskset", "-c", ",".join(map(str, cpus))] if cpus else [])]
+    prefix = " ".join(shlex.quote(w) for w in words)
     script = RUN_SCRIPT.format(run=q, prefix=prefix, runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
                                args=" ".join(shlex.quote(a) for a in worker_args))
     try:

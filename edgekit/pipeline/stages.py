@@ -50,7 +50,7 @@ class StageRunner:
     def run(self, stage: Stage, fn: Callable[[], Any], detail: str = "") -> Any:
         self.progress(StageEvent(stage, StageState.START, detail=detail))
         t0 = time.perf_counter()
-        gc.freeze()  # what earlier stages left alive too (see frozen_heap)
+        freeze_more()  # what earlier stages left alive too (see frozen_heap)
         with quiet():
             value = fn()
         self.seconds[stage.value] = round(self.seconds.get(stage.value, 0.0) + time.perf_counter() - t0, 3)
@@ -72,15 +72,35 @@ class SilentRunner(StageRunner):
         return None
 
 
+_owned = 0  # how many frozen_heap blocks of ours are open: the freeze is ours only while this is > 0
+
+
 @contextlib.contextmanager
 def frozen_heap():
     """Leave the objects alive before a build (the imported torch/executorch stack: millions of them) out of the cyclic
     garbage collector's scans while it runs; each stage freezes what the earlier ones left alive as well
     (:meth:`StageRunner.run`). Every full collection walks them again otherwise, and lowering allocates enough to
     trigger many: ResNet-18 @224 lowers in 6.3 s instead of 7.3 s, at the same peak RSS. Garbage a stage makes is
-    collected as usual, and everything frozen is handed back to the collector when the build ends."""
-    gc.freeze()
+    collected as usual, and everything frozen is handed back to the collector when the outermost block ends.
+
+    ``gc.unfreeze`` hands back every frozen object, whoever froze it, so a host application that froze its own heap
+    (``gc.freeze()`` before forking workers, say) is left alone: there the build runs without freezing."""
+    global _owned
+    if _owned == 0 and gc.get_freeze_count() > 0:  # the host's freeze, not ours: never undo it
+        yield
+        return
+    if _owned == 0:
+        gc.freeze()
+    _owned += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        _owned -= 1
+        if _owned == 0:
+            gc.unfreeze()
+
+
+def freeze_more() -> None:
+    """Freeze what is alive now, when the heap's freeze is ours (inside :func:`frozen_heap`); else nothing."""
+    if _owned > 0:
+        gc.freeze()

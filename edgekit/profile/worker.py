@@ -4,6 +4,7 @@ timeout, and how it ended. A crash or a hang inside the ExecuTorch runtime ends 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -114,18 +115,16 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
         ProfileError: it could not start, timed out (killed), crashed (the signal is named) or failed (its
             ``@error`` line).
     """
-    def pin() -> None:  # runs in the child before exec: the measured process starts pinned
-        os.setsid()
-        if cpus:
-            import psutil
-
-            psutil.Process().cpu_affinity(list(cpus))
-
+    if cpus:  # util-linux's taskset sets the affinity and execs the worker: it starts pinned, threads and all
+        taskset = shutil.which("taskset")
+        if taskset is None:
+            raise ProfileError("--cpus needs taskset (util-linux) to start the worker pinned", "apt-get install util-linux")
+        cmd = [taskset, "-c", ",".join(map(str, cpus)), *cmd]
     watch = Watch()
     t0 = time.monotonic()
-    try:
+    try:  # its own session (so a timeout kills its whole process group), and no Python code between fork and exec
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                preexec_fn=pin, env=env)
+                                start_new_session=True, env=env)
     except OSError as exc:
         raise ProfileError(f"cannot start the profiling worker: {exc}", "check the installation") from exc
     stop = threading.Event()

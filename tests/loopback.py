@@ -1,4 +1,6 @@
-"""A private sshd on 127.0.0.1 for tests, benchmarks and CI: a real ssh device without touching the system's sshd.
+"""A private sshd on 127.0.0.1 for tests and benchmarks (not part of the installed edgekit: it runs sshd with
+``StrictModes no`` and its clients skip host-key checks, which only a throwaway loopback device may): a real ssh
+device without touching the system's sshd.
 
 It has its own host key, its own authorized key (generated), no PAM, and listens on free loopback ports; the
 second port (``old_glibc_port``) makes ``getconf`` report glibc 2.31, to exercise the glibc check. Needs the
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .devices import DeviceError
+from edgekit.device.devices import DeviceError
 
 SSHD = Path("/usr/sbin/sshd")
 
