@@ -35,6 +35,7 @@ system-packages:
 
 # Two test processes (one per core here), each file kept on one process so its module fixtures build once.
 test: $(STAMP) system-packages
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CALIB = 32
 
-BARE = r'''
+BARE = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, torch
@@ -55,9 +55,9 @@ open(sys.argv[4], "wb").write(et.buffer)
 t["package"] = time.perf_counter() - s
 t["total"] = time.perf_counter() - t0 - t["imports"]
 print(json.dumps(t))
-'''
+"""
 
-EDGEKIT = r'''
+EDGEKIT = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import edgekit
@@ -71,7 +71,7 @@ t = dict(res.manifest.timings_s)
 t["imports"] = imports
 t["total_wall"] = time.perf_counter() - t0 - imports
 print(json.dumps(t))
-'''
+"""
 
 
 def run(code: str, *args: str) -> dict:
@@ -88,8 +88,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="mobilenet_v2,resnet18")
     args = ap.parse_args()
-    lines = [f"# build wall time: edgekit build -t xnnpack-int8 vs a bare ExecuTorch script, {CALIB} calibration samples, "
-             f"1x3x224x224; median of {args.rounds} alternating rounds, fresh process each (imports apart)"]
+    lines = [
+        f"# build wall time: edgekit build -t xnnpack-int8 vs a bare ExecuTorch script, {CALIB} calibration samples, "
+        f"1x3x224x224; median of {args.rounds} alternating rounds, fresh process each (imports apart)"
+    ]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         np.savez(tmp / "calib.npz", x=np.random.default_rng(1).standard_normal((CALIB, 3, 224, 224)).astype(np.float32))
@@ -101,8 +103,10 @@ def main() -> None:
             med = {k: statistics.median(r[k] for r in bare) for k in bare[0]}
             mek = {k: statistics.median(r[k] for r in ek) for k in ek[0]}
             stages = ["load", "export", "quantize", "lower", "verify", "package"]
-            lines.append(f"\n{name}: bare {med['total']:.1f} s vs edgekit {mek['total_wall']:.1f} s → "
-                         f"{mek['total_wall'] / med['total']:.2f}× (imports: bare {med['imports']:.1f} s, edgekit {mek['imports']:.1f} s)")
+            lines.append(
+                f"\n{name}: bare {med['total']:.1f} s vs edgekit {mek['total_wall']:.1f} s → "
+                f"{mek['total_wall'] / med['total']:.2f}× (imports: bare {med['imports']:.1f} s, edgekit {mek['imports']:.1f} s)"
+            )
             lines.append(f"  {'stage':<10}{'bare s':>8}{'edgekit s':>11}")
             for st in stages:
                 lines.append(f"  {st:<10}{med.get(st, 0.0):>8.2f}{mek.get(st, 0.0):>11.2f}")

@@ -33,24 +33,34 @@ def build_pair(name: str, tmp: Path, calib: Path) -> dict:
     spec = f"{HERE / 'realsize.py'}:{name}"
     pt = load_target("xnnpack-int8").replace(quantize__scheme="int8-static-per-tensor")
     records = BuildCache(tmp / f"records-{name}").calibration_records()
-    edgekit.build(spec, "xnnpack-int8", calibration=calib, out=tmp / f"{name}-pc", calibration_records=records, verify_samples=1)
+    edgekit.build(
+        spec, "xnnpack-int8", calibration=calib, out=tmp / f"{name}-pc", calibration_records=records, verify_samples=1
+    )
     out = {}
     for label, rec in (("fresh", None), ("reused", records)):
         seconds = {}
-        res = edgekit.build(spec, pt, calibration=calib, out=tmp / f"{name}-{label}", calibration_records=rec, verify_samples=1,
-                            progress=lambda e: seconds.update({e.stage.value: e.seconds}) if e.state.value == "done" else None)
+        res = edgekit.build(
+            spec,
+            pt,
+            calibration=calib,
+            out=tmp / f"{name}-{label}",
+            calibration_records=rec,
+            verify_samples=1,
+            progress=lambda e: seconds.update({e.stage.value: e.seconds}) if e.state.value == "done" else None,  # noqa: B023
+        )
         out[label] = (seconds["quantize"], res.manifest.program.sha256, res.manifest.quantize.calibration_reused)
     return out
 
 
 def scan_steps(name: str, layers: int, calib_path: Path) -> tuple[float, float, int]:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
     from edgekit.data import resolve_data
     from edgekit.models import load_model
     from edgekit.pipeline.calibration import MemoryRecords
     from edgekit.pipeline.export import export_model
     from edgekit.pipeline.quantize import layer_names, prepare_calibrated
     from edgekit.targets import QuantScheme
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     loaded = load_model(f"{HERE / 'realsize.py'}:{name}")
     calib = resolve_data(calib_path, loaded.example_inputs, role="calibration")
@@ -87,11 +97,13 @@ def main() -> None:
             pair = build_pair(name, tmp, tmp / "calib.npz")
             (fq, fsha, _), (rq, rsha, reused) = pair["fresh"], pair["reused"]
             fresh, loaded, n, hits = scan_steps(name, args.layers, tmp / "calib.npz")
-            lines += [f"{name}: per-tensor build's quantize stage {fq:.2f} s fresh vs {rq:.2f} s from the per-channel record "
-                      f"(reused: {reused}; programs {'byte-identical' if fsha == rsha else 'DIFFER'})",
-                      f"  sensitivity scan step: {fresh:.2f} s calibrating vs {loaded:.2f} s loading states "
-                      f"(median of the first {args.layers} layers; {hits} of them could load the states, the others observe a "
-                      f"layer boundary differently and calibrate: see edgekit/pipeline/calibration.py)"]
+            lines += [
+                f"{name}: per-tensor build's quantize stage {fq:.2f} s fresh vs {rq:.2f} s from the per-channel record "
+                f"(reused: {reused}; programs {'byte-identical' if fsha == rsha else 'DIFFER'})",
+                f"  sensitivity scan step: {fresh:.2f} s calibrating vs {loaded:.2f} s loading states "
+                f"(median of the first {args.layers} layers; {hits} of them could load the states, the others observe a "
+                f"layer boundary differently and calibrate: see edgekit/pipeline/calibration.py)",
+            ]
             print("\n".join(lines[-2:]), flush=True)
     out = HERE / "results" / "calibration_reuse.txt"
     out.write_text("\n".join(lines) + "\n")

@@ -29,8 +29,9 @@ def timed(cmd: list[str], rss_file: Path) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, stdout) of one whole process. The peak comes from GNU time, a small process of
     its own: Linux carries ru_maxrss across fork and exec, so this (large) Python parent's figure would leak in."""
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-o", str(rss_file), "-f", "%M", *cmd], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-o", str(rss_file), "-f", "%M", *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed")
@@ -44,7 +45,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import edgekit
     from edgekit.models import parse_input_spec
-    from edgekit.profile.native import runner_path
+    from edgekit.runner.native import runner_path
 
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "pkg"
@@ -53,9 +54,30 @@ def main() -> None:
         runs = ["--runs", "10", "--warmup", "5"]
         cmds = {
             "edgekit --help": [str(EDGEKIT), "--help"],
-            "edgekit profile PKG": [str(EDGEKIT), "profile", str(pkg), *runs, "--warmup-seconds", "0", "--json", "--quiet"],
-            "bare runner (same runs)": [str(runner_path()), "--model", str(pkg / "model.pte"), "--inputs", str(Path(tmp) / "inputs.bin"),
-                                        "--result", str(Path(tmp) / "r.json"), *runs, "--warmup-seconds", "0", "--threads", "1"],
+            "edgekit profile PKG": [
+                str(EDGEKIT),
+                "profile",
+                str(pkg),
+                *runs,
+                "--warmup-seconds",
+                "0",
+                "--json",
+                "--quiet",
+            ],
+            "bare runner (same runs)": [
+                str(runner_path()),
+                "--model",
+                str(pkg / "model.pte"),
+                "--inputs",
+                str(Path(tmp) / "inputs.bin"),
+                "--result",
+                str(Path(tmp) / "r.json"),
+                *runs,
+                "--warmup-seconds",
+                "0",
+                "--threads",
+                "1",
+            ],
         }
         walls: dict[str, list[float]] = {k: [] for k in cmds}
         rss: dict[str, list[float]] = {k: [] for k in cmds}
@@ -73,8 +95,10 @@ def main() -> None:
     print(f"{'process':<26}{'wall s':>9}{'peak RSS MiB':>15}")
     for k in cmds:
         print(f"{k:<26}{med[k]:>9.3f}{statistics.median(rss[k]):>15.1f}")
-    print(f"edgekit profile: worker's own wall {statistics.median(worker):.3f} s, overhead over it {overhead:.3f} s "
-          f"(target <= 1.0 s); --help {med['edgekit --help']:.3f} s (target <= 0.3 s)")
+    print(
+        f"edgekit profile: worker's own wall {statistics.median(worker):.3f} s, overhead over it {overhead:.3f} s "
+        f"(target <= 1.0 s); --help {med['edgekit --help']:.3f} s (target <= 0.3 s)"
+    )
     print(f"overhead over the bare runner call: {med['edgekit profile PKG'] - med['bare runner (same runs)']:.3f} s")
 
 

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import edgekit  # noqa: E402
-from edgekit.profile.native import compile_command, find_compiler  # noqa: E402
+from edgekit.runner.native import compile_command, find_compiler  # noqa: E402
 
 
 def build_models(tmp: Path) -> dict[str, Path]:
@@ -82,14 +82,24 @@ def main() -> None:
         exe = bare_cpp(tmp)
         rows = []
         for name, pte in models.items():
-            sides: dict[str, list[float]] = {"bare C++": [], "edgekit native": [], "bare Python": [], "edgekit python": []}
+            sides: dict[str, list[float]] = {
+                "bare C++": [],
+                "edgekit native": [],
+                "bare Python": [],
+                "edgekit python": [],
+            }
             for _ in range(args.rounds):
-                out = subprocess.run([str(exe), str(pte), str(args.warmup), str(args.runs), str(args.threads)],
-                                     capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(
+                    [str(exe), str(pte), str(args.warmup), str(args.runs), str(args.threads)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
                 sides["bare C++"].append(p50(json.loads(out)))
                 for engine in ("native", "python"):
-                    prof = edgekit.profile(pte, engine=engine, runs=args.runs, warmup=args.warmup, warmup_seconds=0.0,
-                                           threads=args.threads)
+                    prof = edgekit.profile(
+                        pte, engine=engine, runs=args.runs, warmup=args.warmup, warmup_seconds=0.0, threads=args.threads
+                    )
                     sides[f"edgekit {engine}"].append(prof.latency_ms.p50)
                 sides["bare Python"].append(bare_python(pte, args.warmup, args.runs, args.threads))
             med = {k: statistics.median(v) for k, v in sides.items()}
@@ -97,19 +107,25 @@ def main() -> None:
     from edgekit.machine import machine_facts
 
     facts = machine_facts()
-    print(f"# harness overhead — {facts['cpu_model']}, {facts['cores_logical']} cores, executorch {facts['executorch']}, "
-          f"{args.threads} thread(s), {args.rounds} interleaved rounds × {args.runs} runs; medians of p50 (ms)")
+    print(
+        f"# harness overhead — {facts['cpu_model']}, {facts['cores_logical']} cores, executorch {facts['executorch']}, "
+        f"{args.threads} thread(s), {args.rounds} interleaved rounds × {args.runs} runs; medians of p50 (ms)"
+    )
     print(f"{'model':<14}{'bare C++':>11}{'native':>11}{'overhead':>10}{'bare Py':>11}{'python':>11}{'overhead':>10}")
     for name, m in rows:
         on = m["edgekit native"] / m["bare C++"] - 1
         op = m["edgekit python"] / m["bare Python"] - 1
-        print(f"{name:<14}{m['bare C++']:>11.4f}{m['edgekit native']:>11.4f}{on:>+10.1%}{m['bare Python']:>11.4f}"
-              f"{m['edgekit python']:>11.4f}{op:>+10.1%}")
+        print(
+            f"{name:<14}{m['bare C++']:>11.4f}{m['edgekit native']:>11.4f}{on:>+10.1%}{m['bare Python']:>11.4f}"
+            f"{m['edgekit python']:>11.4f}{op:>+10.1%}"
+        )
     trivial = dict(rows)["trivial"]
-    print(f"per-call cost on the trivial model: native engine {trivial['edgekit native'] * 1e3:.2f} µs "
-          f"(bare C++ {trivial['bare C++'] * 1e3:.2f} µs, difference {(trivial['edgekit native'] - trivial['bare C++']) * 1e3:+.2f} µs); "
-          f"python engine {trivial['edgekit python'] * 1e3:.2f} µs (bare Python {trivial['bare Python'] * 1e3:.2f} µs, "
-          f"difference {(trivial['edgekit python'] - trivial['bare Python']) * 1e3:+.2f} µs)")
+    print(
+        f"per-call cost on the trivial model: native engine {trivial['edgekit native'] * 1e3:.2f} µs "
+        f"(bare C++ {trivial['bare C++'] * 1e3:.2f} µs, difference {(trivial['edgekit native'] - trivial['bare C++']) * 1e3:+.2f} µs); "
+        f"python engine {trivial['edgekit python'] * 1e3:.2f} µs (bare Python {trivial['bare Python'] * 1e3:.2f} µs, "
+        f"difference {(trivial['edgekit python'] - trivial['bare Python']) * 1e3:+.2f} µs)"
+    )
     big = dict(rows)["residual_cnn"]
     worst = max(abs(big["edgekit native"] / big["bare C++"] - 1), abs(big["edgekit python"] / big["bare Python"] - 1))
     print(f"target: overhead <= 3% on the ~1 ms+ model: {'MET' if worst <= 0.03 else 'NOT MET'} (worst {worst:.1%})")

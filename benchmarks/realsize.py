@@ -70,7 +70,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    SETTINGS = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+    SETTINGS = [
+        [1, 16, 1, 1],
+        [6, 24, 2, 2],
+        [6, 32, 3, 2],
+        [6, 64, 4, 2],
+        [6, 96, 3, 1],
+        [6, 160, 3, 2],
+        [6, 320, 1, 1],
+    ]
 
     def __init__(self, classes: int = 1000):
         super().__init__()
@@ -162,18 +170,28 @@ class V3Block(nn.Module):
 
 
 class MobileNetV3Small(nn.Module):
-    CONFIG = [(16, 3, 16, 16, True, "RE", 2), (16, 3, 72, 24, False, "RE", 2), (24, 3, 88, 24, False, "RE", 1),
-              (24, 5, 96, 40, True, "HS", 2), (40, 5, 240, 40, True, "HS", 1), (40, 5, 240, 40, True, "HS", 1),
-              (40, 5, 120, 48, True, "HS", 1), (48, 5, 144, 48, True, "HS", 1), (48, 5, 288, 96, True, "HS", 2),
-              (96, 5, 576, 96, True, "HS", 1), (96, 5, 576, 96, True, "HS", 1)]
+    CONFIG = [
+        (16, 3, 16, 16, True, "RE", 2),
+        (16, 3, 72, 24, False, "RE", 2),
+        (24, 3, 88, 24, False, "RE", 1),
+        (24, 5, 96, 40, True, "HS", 2),
+        (40, 5, 240, 40, True, "HS", 1),
+        (40, 5, 240, 40, True, "HS", 1),
+        (40, 5, 120, 48, True, "HS", 1),
+        (48, 5, 144, 48, True, "HS", 1),
+        (48, 5, 288, 96, True, "HS", 2),
+        (96, 5, 576, 96, True, "HS", 1),
+        (96, 5, 576, 96, True, "HS", 1),
+    ]
 
     def __init__(self, classes: int = 1000):
         super().__init__()
         layers = [_cbr(3, 16, 3, 2, act=nn.Hardswish)] + [V3Block(*c) for c in self.CONFIG]
         layers.append(_cbr(96, 576, 1, act=nn.Hardswish))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(inplace=True), nn.Dropout(0.2),
-                                        nn.Linear(1024, classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(576, 1024), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(1024, classes)
+        )
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +220,7 @@ class EncoderLayer(nn.Module):
             return y.view(n, t, self.heads, d).transpose(1, 2)
 
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        att = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5 + additive_mask, dim=-1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / d**0.5 + additive_mask, dim=-1)
         ctx = (att @ v).transpose(1, 2).reshape(n, t, h)
         x = self.norm1(x + self.o(ctx))
         return self.norm2(x + self.down(nn.functional.gelu(self.up(x))))
@@ -222,7 +240,11 @@ class MiniLMEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         t = input_ids.shape[1]
-        x = self.word(input_ids) + self.position(self.position_ids[:, :t]) + self.token_type(torch.zeros_like(input_ids))
+        x = (
+            self.word(input_ids)
+            + self.position(self.position_ids[:, :t])
+            + self.token_type(torch.zeros_like(input_ids))
+        )
         x = self.norm(x)
         mask = attention_mask.to(x.dtype)
         additive = (1.0 - mask[:, None, None, :]) * -10000.0
@@ -238,8 +260,12 @@ def minilm_encoder(tokens: int = 32):
     return MiniLMEncoder().eval(), (ids, mask)
 
 
-MODELS = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small,
-          "minilm_encoder": minilm_encoder}
+MODELS = {
+    "mobilenet_v2": mobilenet_v2,
+    "resnet18": resnet18,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "minilm_encoder": minilm_encoder,
+}
 
 
 def image_calibration():

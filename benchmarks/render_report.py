@@ -16,8 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> int:
@@ -38,12 +46,27 @@ def main() -> int:
 const imgs=[...d.images].map(i=>i.naturalWidth+'x'+i.naturalHeight);
 document.getElementById('out').textContent='IMAGES '+imgs.join(' ')+' TABLES '+d.querySelectorAll('table').length+
 ' ROWS '+d.querySelectorAll('tr').length;}};</script>""")
-        dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--allow-file-access-from-files",
-                              "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                             capture_output=True, text=True, timeout=120).stdout
+        dom = subprocess.run(
+            [
+                browser,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--allow-file-access-from-files",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                probe.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
         shot = args.screenshot or str(Path(profile) / "shot.png")
-        subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1200,3000", f"--screenshot={shot}", url],
-                       capture_output=True, text=True, timeout=120)
+        subprocess.run(
+            [browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1200,3000", f"--screenshot={shot}", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         m = re.search(r"IMAGES ([\dx ]*) TABLES (\d+) ROWS (\d+)", dom)
         if not m:
             print("FAIL: the page did not report its images (did it load?)")
@@ -55,8 +78,10 @@ document.getElementById('out').textContent='IMAGES '+imgs.join(' ')+' TABLES '+d
         hist = img.histogram()  # 256 grey levels
         non_white = sum(hist[:240]) / (img.width * img.height)
     ok = len(sizes) >= 2 and all(w > 300 and h > 200 for w, h in sizes) and int(m.group(2)) >= 1 and non_white > 0.02
-    print(f"{'OK' if ok else 'FAIL'}: {len(sizes)} image(s) decoded {sizes}, {m.group(2)} table(s), {m.group(3)} rows, "
-          f"{non_white:.1%} of the screenshot is ink" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    print(
+        f"{'OK' if ok else 'FAIL'}: {len(sizes)} image(s) decoded {sizes}, {m.group(2)} table(s), {m.group(3)} rows, "
+        f"{non_white:.1%} of the screenshot is ink" + (f"; screenshot {args.screenshot}" if args.screenshot else "")
+    )
     return 0 if ok else 1
 
 

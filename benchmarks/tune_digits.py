@@ -33,18 +33,29 @@ def main() -> None:
         data = load_digits_split()
         write_digits_files(tmp, data)
         spec = f"{HERE / 'models.py'}:digits_cnn"
-        res = tune(spec, calibration=tmp / "calib.npz", eval=tmp / "test.npz", finetune=tmp / "train.npz", out=tmp / "tuned",
-                   budget=Budget(max_accuracy_drop=0.005), options=TuneOptions(runs=args.runs, cache=tmp / "cache"))
-        base = edgekit.build(spec, "xnnpack-int8", calibration=tmp / "calib.npz", eval=tmp / "test.npz", out=tmp / "int8")
+        res = tune(
+            spec,
+            calibration=tmp / "calib.npz",
+            eval=tmp / "test.npz",
+            finetune=tmp / "train.npz",
+            out=tmp / "tuned",
+            budget=Budget(max_accuracy_drop=0.005),
+            options=TuneOptions(runs=args.runs, cache=tmp / "cache"),
+        )
+        base = edgekit.build(
+            spec, "xnnpack-int8", calibration=tmp / "calib.npz", eval=tmp / "test.npz", out=tmp / "int8"
+        )
         a, b = [], []
         for _ in range(args.rounds):
             a += edgekit.profile(res.out_dir, runs=args.runs, threads=1).samples_ms
             b += edgekit.profile(base.out_dir, runs=args.runs, threads=1).samples_ms
         p = mannwhitneyu(a, b, alternative="less").pvalue
     t = res.manifest.tune
-    lines = ["# edgekit tune on the digits CNN (scikit-learn digits, 360 labelled held-out images), --max-accuracy-drop "
-             f"0.005, --finetune on the training split; 1 thread, {args.runs} runs, {args.rounds} interleaved rounds",
-             f"{'candidate':<46}{'status':<8}{'p50 ms':>9}{'size KiB':>10}{'acc. drop':>10}"]
+    lines = [
+        "# edgekit tune on the digits CNN (scikit-learn digits, 360 labelled held-out images), --max-accuracy-drop "
+        f"0.005, --finetune on the training split; 1 thread, {args.runs} runs, {args.rounds} interleaved rounds",
+        f"{'candidate':<46}{'status':<8}{'p50 ms':>9}{'size KiB':>10}{'acc. drop':>10}",
+    ]
     for c in t.candidates:
         p50 = "–" if c.p50_ms is None else f"{c.p50_ms:.4f}"
         size = "–" if c.size_bytes is None else f"{c.size_bytes / 1024:.1f}"
@@ -52,10 +63,12 @@ def main() -> None:
         why = f"  ({c.reason})" if c.status in ("failed", "over", "skipped") else ""
         lines.append(f"{c.name:<46}{c.status:<8}{p50:>9}{size:>10}{drop:>10}{why}")
     acc, base_acc = res.manifest.verify.accuracy, base.manifest.verify.accuracy
-    lines += [f"decision: {t.decision}",
-              f"pick vs xnnpack-int8: p50 {statistics.median(a):.4f} vs {statistics.median(b):.4f} ms "
-              f"({statistics.median(b) / statistics.median(a):.2f}× faster; Mann-Whitney p = {p:.2g}); pick accuracy "
-              f"{_pct(acc, 'program')} (original eager {_pct(acc, 'eager')}), xnnpack-int8 {_pct(base_acc, 'program')}"]
+    lines += [
+        f"decision: {t.decision}",
+        f"pick vs xnnpack-int8: p50 {statistics.median(a):.4f} vs {statistics.median(b):.4f} ms "
+        f"({statistics.median(b) / statistics.median(a):.2f}× faster; Mann-Whitney p = {p:.2g}); pick accuracy "
+        f"{_pct(acc, 'program')} (original eager {_pct(acc, 'eager')}), xnnpack-int8 {_pct(base_acc, 'program')}",
+    ]
     text = "\n".join(lines)
     print(text)
     (HERE / "results" / "tune_digits.txt").write_text(text + "\n")

@@ -7,8 +7,7 @@ Example:
     >>> edgekit.profile(result.pte_path, runs=200).latency_ms.p50
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402,F401
 from .errors import EdgekitError  # noqa: E402
 from .manifest import Manifest, read_manifest  # noqa: E402
 from .models import DynamicBatch, InputSpec, load_model, parse_dynamic_batch, parse_input_spec  # noqa: E402
@@ -24,7 +23,6 @@ def build(*args, **kwargs):
 
 # Callable subpackage: edgekit.profile(path, runs=200) profiles; edgekit.profile.ProfileResult is its type.
 from . import profile  # noqa: E402
-
 
 __all__ = [
     "__version__",

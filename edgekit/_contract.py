@@ -106,7 +106,9 @@ class Contract:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _check(getattr(self, f.name), hints[f.name], f"{type(self).__name__}.{f.name}"))
+            object.__setattr__(
+                self, f.name, _check(getattr(self, f.name), hints[f.name], f"{type(self).__name__}.{f.name}")
+            )
 
     @classmethod
     def _from(cls: type[C], data: Any, path: str) -> C:
@@ -141,8 +143,10 @@ class Contract:
 
     def to_dict(self, path: str = "") -> dict:
         """Plain JSON data; raises ContractError for a non-finite float."""
-        return {f.name: _plain(getattr(self, f.name), f"{path}.{f.name}" if path else f.name)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: _plain(getattr(self, f.name), f"{path}.{f.name}" if path else f.name)
+            for f in dataclasses.fields(self)
+        }
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)

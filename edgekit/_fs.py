@@ -128,7 +128,9 @@ def write_json(path: str | Path, data: Any) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise EdgekitError(f"cannot write {path}: {exc.strerror or exc}", "check the path and its permissions") from None
+        raise EdgekitError(
+            f"cannot write {path}: {exc.strerror or exc}", "check the path and its permissions"
+        ) from None
 
 
 def read_json(path: str | Path, what: str, error: type[EdgekitError] = EdgekitError, hint: str | None = None) -> Any:
@@ -158,16 +160,22 @@ def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] 
     if out.absolute().parent.is_dir():  # a killed replacement may have moved OUT aside: put it back first
         remove_stale_temps(out.absolute().parent)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise OutputExistsError(f"{out} exists and is not a folder; edgekit never replaces it, even with --force",
-                                "choose another output path")
+        raise OutputExistsError(
+            f"{out} exists and is not a folder; edgekit never replaces it, even with --force",
+            "choose another output path",
+        )
     if out.is_dir() and any(out.iterdir()):
         markers = (marker,) if isinstance(marker, str) else tuple(marker)
         if not any((out / m).is_file() for m in markers):
             what = "an edgekit package" if marker == PACKAGE_MARKER else f"an edgekit output (no {markers[0]})"
-            raise OutputExistsError(f"{out} is a folder that is not {what}; edgekit never replaces it, "
-                                    "even with --force", "choose another output path, or empty that folder")
+            raise OutputExistsError(
+                f"{out} is a folder that is not {what}; edgekit never replaces it, even with --force",
+                "choose another output path, or empty that folder",
+            )
         if not force:
-            raise OutputExistsError(f"output folder {out} already exists", "pass --force to replace it, or choose another -o")
+            raise OutputExistsError(
+                f"output folder {out} already exists", "pass --force to replace it, or choose another -o"
+            )
     parent = out.absolute().parent
     for p in [parent, *parent.parents]:
         if p.exists() and not p.is_dir():
@@ -178,8 +186,9 @@ def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] 
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
-        raise EdgekitError(f"cannot write {out}: {exc.strerror or exc} in {parent}",
-                           "choose a writable output location") from None
+        raise EdgekitError(
+            f"cannot write {out}: {exc.strerror or exc} in {parent}", "choose a writable output location"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -121,7 +121,7 @@ def import_stack() -> None:
     if _stack_loaded:
         return
     with quiet():
+        import executorch.exir  # noqa: F401
         import torch  # noqa: F401
         import torchao  # noqa: F401
-        import executorch.exir  # noqa: F401
     _stack_loaded = True

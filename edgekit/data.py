@@ -32,15 +32,18 @@ class Dataset:
     source: str
     retokenize: Any = None  # sentences: a callable giving the same data at another token length
 
-
     def __len__(self) -> int:
         return int(self.inputs[0].shape[0])
 
     def take(self, n: int, start: int = 0) -> "Dataset":
         """The samples ``start .. start+n`` (fewer when the data is shorter)."""
         sl = slice(start, start + n)
-        return Dataset(tuple(t[sl] for t in self.inputs), None if self.labels is None else self.labels[sl], self.source,
-                       None if self.retokenize is None else (lambda tokens: self.retokenize(tokens).take(n, start)))
+        return Dataset(
+            tuple(t[sl] for t in self.inputs),
+            None if self.labels is None else self.labels[sl],
+            self.source,
+            None if self.retokenize is None else (lambda tokens: self.retokenize(tokens).take(n, start)),
+        )
 
     def batches(self, batch: int = 1) -> Iterator[tuple]:
         """Model-ready input tuples of ``batch`` samples each; an incomplete last batch is dropped when batch > 1."""
@@ -64,7 +67,9 @@ def _split_mapping(mapping: dict, path: str) -> tuple[list, Any]:
     labels = _pick(mapping, LABEL_KEYS)
     if inputs is not None:
         return [inputs], labels
-    numbered = sorted((k for k in mapping if re.fullmatch(r"(x|input_?)(\d+)", k)), key=lambda k: int(re.sub(r"\D", "", k)))
+    numbered = sorted(
+        (k for k in mapping if re.fullmatch(r"(x|input_?)(\d+)", k)), key=lambda k: int(re.sub(r"\D", "", k))
+    )
     if numbered:
         return [mapping[k] for k in numbered], labels
     rest = [k for k in mapping if k not in LABEL_KEYS]
@@ -86,7 +91,9 @@ def _to_tensor(value: Any, path: str) -> Any:
         if value.dtype == object:
             raise DataError(f"{path} holds Python objects, not numbers", "save plain numeric arrays")
         return torch.from_numpy(np.ascontiguousarray(value))
-    raise DataError(f"{path}: expected arrays or tensors, found {type(value).__name__}", "save numeric arrays or tensors")
+    raise DataError(
+        f"{path}: expected arrays or tensors, found {type(value).__name__}", "save numeric arrays or tensors"
+    )
 
 
 def _load_file(path: Path) -> tuple[list, Any]:
@@ -100,8 +107,10 @@ def _load_file(path: Path) -> tuple[list, Any]:
         with open(path, "rb") as f:
             if f.read(len(magic)) != magic:
                 # numpy would otherwise try the bytes as a pickle and blame pickling for plain junk
-                raise DataError(f"{name} is unreadable or corrupt (not a {suffix} file)",
-                                "re-create it with numpy.savez / numpy.save")
+                raise DataError(
+                    f"{name} is unreadable or corrupt (not a {suffix} file)",
+                    "re-create it with numpy.savez / numpy.save",
+                )
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -118,20 +127,32 @@ def _load_file(path: Path) -> tuple[list, Any]:
             elif isinstance(obj, dict):
                 inputs, labels = _split_mapping(obj, name)
             else:
-                raise DataError(f"{name} holds a {type(obj).__name__}", "save a tensor, a tuple of tensors, or {'x': ..., 'y': ...}")
+                raise DataError(
+                    f"{name} holds a {type(obj).__name__}", "save a tensor, a tuple of tensors, or {'x': ..., 'y': ...}"
+                )
         else:
-            raise DataError(f"{name}: unsupported data format {suffix or '(no suffix)'}", "use .npz, .npy, .pt or a folder of them")
+            raise DataError(
+                f"{name}: unsupported data format {suffix or '(no suffix)'}", "use .npz, .npy, .pt or a folder of them"
+            )
     except DataError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise DataError(f"{name} contains pickled Python objects, which edgekit will not execute", "save plain numeric arrays") from exc
-        raise DataError(f"{name} is unreadable or corrupt: {exc}", "re-create the file with numpy.savez or torch.save") from exc
+            raise DataError(
+                f"{name} contains pickled Python objects, which edgekit will not execute", "save plain numeric arrays"
+            ) from exc
+        raise DataError(
+            f"{name} is unreadable or corrupt: {exc}", "re-create the file with numpy.savez or torch.save"
+        ) from exc
     except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError, KeyError) as exc:
         msg = first_line(exc)
         if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
-            raise DataError(f"{name} contains Python objects that a safe load refuses", "save tensors only (torch.save(tensor))") from exc
-        raise DataError(f"{name} is unreadable or corrupt ({msg[:160]})", "re-create the file with numpy.savez or torch.save") from exc
+            raise DataError(
+                f"{name} contains Python objects that a safe load refuses", "save tensors only (torch.save(tensor))"
+            ) from exc
+        raise DataError(
+            f"{name} is unreadable or corrupt ({msg[:160]})", "re-create the file with numpy.savez or torch.save"
+        ) from exc
     return [_to_tensor(v, name) for v in inputs], (None if labels is None else _to_tensor(labels, name))
 
 
@@ -168,7 +189,9 @@ def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
             try:
                 inputs = [torch.cat([_as_batch(p[0][i]) for p in parts]) for i in range(len(parts[0][0]))]
             except RuntimeError as exc:
-                raise DataError(f"files in {path} have different sample shapes", "give every sample the same shape") from exc
+                raise DataError(
+                    f"files in {path} have different sample shapes", "give every sample the same shape"
+                ) from exc
             have_labels = all(p[1] is not None for p in parts)
             labels = torch.cat([p[1].reshape(-1) for p in parts]) if have_labels else None
             ds = Dataset(tuple(inputs), labels, str(path))
@@ -177,12 +200,17 @@ def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
             ds = Dataset(tuple(inputs), labels, str(path))
     n = {int(t.shape[0]) if t.dim() else 0 for t in ds.inputs}
     if len(n) != 1 or 0 in n:
-        raise DataError(f"{ds.source}: inputs have different or zero sample counts {sorted(n)}", "stack samples along the first axis")
+        raise DataError(
+            f"{ds.source}: inputs have different or zero sample counts {sorted(n)}",
+            "stack samples along the first axis",
+        )
     for i, t in enumerate(ds.inputs):
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).reshape(len(ds), -1).any(1).nonzero()[0, 0])
-            raise DataError(f"{ds.source}: input {i} holds NaN or infinity (first in sample {bad})",
-                            "clean the data: every value must be a finite number")
+            raise DataError(
+                f"{ds.source}: input {i} holds NaN or infinity (first in sample {bad})",
+                "clean the data: every value must be a finite number",
+            )
     if ds.labels is not None and int(ds.labels.reshape(-1).shape[0]) != len(ds):
         raise DataError(
             f"{ds.source}: {len(ds)} samples but {ds.labels.reshape(-1).shape[0]} labels", "give one label per sample"
@@ -236,18 +264,22 @@ def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "cal
     return Dataset(tuple(fixed), ds.labels, ds.source, ds.retokenize)
 
 
-def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None,
-                 tokenizer: Any = None) -> Dataset | None:
+def resolve_data(
+    source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None, tokenizer: Any = None
+) -> Dataset | None:
     """``load_dataset`` + ``fit_to_model``, or None when ``source`` is None. A ``.txt`` file holds sentences, tokenised
     with ``tokenizer`` (an hf: model's) to the example inputs' length."""
     if source is None:
         return None
     if not isinstance(source, Dataset) and not callable(source) and Path(source).suffix.lower() == ".txt":
-        from .hf import text_dataset
-
         if not Path(source).is_file():
             raise DataError(f"{role} text file {source} does not exist", "check the path")
-        ds = text_dataset(Path(source), tokenizer, int(example_inputs[0].shape[1]))
+        if tokenizer is None:
+            raise DataError(
+                f"{source} is a text file: it needs a model with a tokenizer",
+                "use an hf:PATH model, or save token ids as .npz",
+            )
+        ds = tokenizer.text_dataset(Path(source), int(example_inputs[0].shape[1]))
         ds = ds.take(limit) if limit else ds
         return fit_to_model(ds, example_inputs, role=role)
     ds = source if isinstance(source, Dataset) else load_dataset(source, limit=limit)
@@ -255,17 +287,17 @@ def resolve_data(source: Any, example_inputs: Sequence[Any], *, role: str, limit
     return fit_to_model(ds, example_inputs, role=role)
 
 
-def random_dataset(example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random", tokenizer: Any = None) -> Dataset:
+def random_dataset(
+    example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random", tokenizer: Any = None
+) -> Dataset:
     """``n`` random samples shaped like the example inputs (normal floats / small ints; with an hf: model's
     ``tokenizer``, random sentences of its vocabulary with a matching attention mask)."""
     import torch
 
-    from .models import InputSpec
+    from .specs import InputSpec
 
     if tokenizer is not None:
-        from .hf import random_sentences
-
-        return random_sentences(tokenizer, example_inputs, n, seed=seed, source=source)
+        return tokenizer.random_sentences(example_inputs, n, seed=seed, source=source)
 
     gen = torch.Generator().manual_seed(seed)
     tensors = []
@@ -288,14 +320,16 @@ def resolve_data_source(source: str | None) -> Any:
         return source
     import torch
 
-    from .models import import_object
+    from .specs import import_object
 
     fn = import_object(source)
     try:
         value = fn()
     except Exception as exc:
-        raise DataError(f"data function {source} raised {type(exc).__name__}: {first_line(exc)}",
-                        "fix the function, or save the data to a file") from exc
+        raise DataError(
+            f"data function {source} raised {type(exc).__name__}: {first_line(exc)}",
+            "fix the function, or save the data to a file",
+        ) from exc
     if isinstance(value, Dataset):
         return value
     if isinstance(value, dict) and "x" in value and isinstance(value["x"], (list, tuple)):  # {"x": [a, b], "y": ...}
@@ -303,5 +337,7 @@ def resolve_data_source(source: str | None) -> Any:
     if isinstance(value, dict):
         xs, y = _split_mapping(value, source)  # the same keys as data files: x (or x0, x1, ...) and y
         return Dataset(tuple(torch.as_tensor(t) for t in xs), None if y is None else torch.as_tensor(y).long(), source)
-    raise DataError(f"data function {source} returned {type(value).__name__}",
-                    "return a dict like {'x': array, 'y': labels} (several inputs: x0, x1, ... or 'x': [a, b]) or a Dataset")
+    raise DataError(
+        f"data function {source} returned {type(value).__name__}",
+        "return a dict like {'x': array, 'y': labels} (several inputs: x0, x1, ... or 'x': [a, b]) or a Dataset",
+    )

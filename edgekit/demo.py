@@ -30,9 +30,16 @@ def digits_cnn() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                nn.Conv2d(1, 32, 3, padding=1),
+                nn.BatchNorm2d(32),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 3, padding=1),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(64, 128, 3, padding=1),
+                nn.BatchNorm2d(128),
+                nn.ReLU(),
             )
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Linear(128, 10)
@@ -52,12 +59,19 @@ def load_digits_split() -> dict:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as exc:
-        raise EdgekitError("the demo needs scikit-learn (it ships the digits data)", "pip install 'edgekit[demo]'") from exc
+        raise EdgekitError(
+            "the demo needs scikit-learn (it ships the digits data)", "pip install 'edgekit[demo]'"
+        ) from exc
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     y = d.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=SEED, stratify=y)
-    return {"x_train": np.ascontiguousarray(x_tr), "y_train": y_tr, "x_test": np.ascontiguousarray(x_te), "y_test": y_te}
+    return {
+        "x_train": np.ascontiguousarray(x_tr),
+        "y_train": y_tr,
+        "x_test": np.ascontiguousarray(x_te),
+        "y_test": y_te,
+    }
 
 
 def _dataset(x: Any, y: Any) -> Any:
@@ -70,20 +84,27 @@ def _dataset(x: Any, y: Any) -> Any:
 
 def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
     """Train in place (Adam, cross-entropy, cosine-annealed rate); returns the model in eval mode."""
-    from .training import finetune_
+    from .pipeline.training import finetune_
 
     finetune_(model, _dataset(x, y), epochs=epochs, lr=lr, batch=batch, seed=seed, cosine=True)
     return model
 
 
 def accuracy(model: Any, x: Any, y: Any) -> float:
-    from .training import accuracy as dataset_accuracy
+    from .pipeline.training import accuracy as dataset_accuracy
 
     return dataset_accuracy(model, _dataset(x, y))
 
 
-def run_demo(out: str | Path, *, force: bool = False, epochs: int = 15, log: Callable[[str], None] = lambda m: None,
-             time_runs: int = 200, finetune_epochs: int = 5) -> dict:
+def run_demo(
+    out: str | Path,
+    *,
+    force: bool = False,
+    epochs: int = 15,
+    log: Callable[[str], None] = lambda m: None,
+    time_runs: int = 200,
+    finetune_epochs: int = 5,
+) -> dict:
     """Train, build, evaluate and time the digits CNN; return the comparison rows.
 
     Raises:
@@ -112,14 +133,19 @@ def write_digits_files(folder: Path, data: dict) -> dict[str, Path]:
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"calib": (data["x_train"][:256], data["y_train"][:256]), "train": (data["x_train"], data["y_train"]),
-             "test": (data["x_test"], data["y_test"])}
+    files = {
+        "calib": (data["x_train"][:256], data["y_train"][:256]),
+        "train": (data["x_train"], data["y_train"]),
+        "test": (data["x_test"], data["y_test"]),
+    }
     for name, (x, y) in files.items():
         np.savez(folder / f"{name}.npz", x=x, y=y)
     return {name: folder / f"{name}.npz" for name in files}
 
 
-def _run(tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int) -> dict:
+def _run(
+    tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int
+) -> dict:
     import torch
 
     from .models import LoadedModel, contiguous
@@ -137,37 +163,74 @@ def _run(tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], Non
     torch.export.save(ep, str(tmp / "digits_cnn.pt2"))
     loaded = LoadedModel("edgekit.demo:digits_cnn (trained by the demo)", model, contiguous((example,)))
 
-    rows: list[dict] = [{"variant": "eager PyTorch (fp32)", "accuracy": eager_acc,
-                         "size_kib": sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 1024,
-                         "p50_ms": None, "sqnr_db": "–"}]
+    rows: list[dict] = [
+        {
+            "variant": "eager PyTorch (fp32)",
+            "accuracy": eager_acc,
+            "size_kib": sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 1024,
+            "p50_ms": None,
+            "sqnr_db": "–",
+        }
+    ]
     builds = {}
-    variants = [("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None, None),
-                ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz", None),
-                ("pruned 50% + fine-tune + int8 (xnnpack-int8-pruned)", "xnnpack-int8-pruned", tmp / "data" / "calib.npz",
-                 tmp / "data" / "train.npz")]
+    variants = [
+        ("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None, None),
+        ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz", None),
+        (
+            "pruned 50% + fine-tune + int8 (xnnpack-int8-pruned)",
+            "xnnpack-int8-pruned",
+            tmp / "data" / "calib.npz",
+            tmp / "data" / "train.npz",
+        ),
+    ]
     for step, (variant, target, calib, finetune) in enumerate(variants, start=2):
         log(f"[bold]{step}/5[/] building {target}…")
-        res = build(loaded, target, out=tmp / target, calibration=calib, eval=tmp / "data" / "test.npz", force=True,
-                    finetune=finetune, finetune_epochs=finetune_epochs if finetune else None)
+        res = build(
+            loaded,
+            target,
+            out=tmp / target,
+            calibration=calib,
+            eval=tmp / "data" / "test.npz",
+            force=True,
+            finetune=finetune,
+            finetune_epochs=finetune_epochs if finetune else None,
+        )
         builds[target] = res
         m = res.manifest
-        rows.append({"variant": variant, "target": target, "accuracy": m.verify.accuracy.program,
-                     "size_kib": m.program.size_bytes / 1024, "sqnr_db": m.verify.sqnr_db,
-                     "macs": m.prune.macs_after, "pte": str(out / target / "model.pte")})
+        rows.append(
+            {
+                "variant": variant,
+                "target": target,
+                "accuracy": m.verify.accuracy.program,
+                "size_kib": m.program.size_bytes / 1024,
+                "sqnr_db": m.verify.sqnr_db,
+                "macs": m.prune.macs_after,
+                "pte": str(out / target / "model.pte"),
+            }
+        )
 
     log(f"[bold]5/5[/] profiling each variant in an isolated worker ({time_runs} runs, 1 thread)…")
     from .models import InputSpec
     from .profile import profile
 
     timing = dict(runs=time_runs, warmup=20, warmup_seconds=0.2, threads=1)
-    rows[0]["p50_ms"] = profile(eager=str(tmp / "digits_cnn.pt2"), eager_inputs=[InputSpec((1, 1, 8, 8))], **timing).latency_ms.p50
+    rows[0]["p50_ms"] = profile(
+        eager=str(tmp / "digits_cnn.pt2"), eager_inputs=[InputSpec((1, 1, 8, 8))], **timing
+    ).latency_ms.p50
     for row, target in zip(rows[1:], builds):
         prof = profile(tmp / target, **timing)
         row["p50_ms"] = prof.latency_ms.p50
         row["engine"] = prof.engine
-    return {"rows": rows, "epochs": epochs, "test_samples": int(len(data["x_test"])),
-            "timing_note": _TIMING_NOTE.format(runs=time_runs), "out": str(out)}
+    return {
+        "rows": rows,
+        "epochs": epochs,
+        "test_samples": int(len(data["x_test"])),
+        "timing_note": _TIMING_NOTE.format(runs=time_runs),
+        "out": str(out),
+    }
 
 
-_TIMING_NOTE = ("p50 of {runs} single-image runs after warm-up, 1 thread, each variant in its own worker process "
-                "(`edgekit profile`; the eager row runs the exported graph in PyTorch).")
+_TIMING_NOTE = (
+    "p50 of {runs} single-image runs after warm-up, 1 thread, each variant in its own worker process "
+    "(`edgekit profile`; the eager row runs the exported graph in PyTorch)."
+)

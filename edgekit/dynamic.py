@@ -16,9 +16,11 @@ from typing import Any, Sequence
 
 from .errors import DataError, InputSpecError, UsageError
 
-DYNAMIC_DIM_HELP = ("INPUTS:DIM:MIN:MAX — make dimension DIM of INPUTS dynamic (repeatable). Inputs that share the "
-                    "dimension are listed together and share one size: input_ids,attention_mask:1:8:128. INPUTS are "
-                    "forward() argument names or 0-based positions; * is every input.")
+DYNAMIC_DIM_HELP = (
+    "INPUTS:DIM:MIN:MAX — make dimension DIM of INPUTS dynamic (repeatable). Inputs that share the "
+    "dimension are listed together and share one size: input_ids,attention_mask:1:8:128. INPUTS are "
+    "forward() argument names or 0-based positions; * is every input."
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,11 @@ def forward_names(module: Any, count: int) -> list[str]:
     import inspect
 
     try:
-        params = [p.name for p in inspect.signature(module.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p.name
+            for p in inspect.signature(module.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError, AttributeError):
         params = []
     return params[:count] + [f"x{i}" for i in range(len(params), count)]
@@ -95,12 +100,16 @@ def _index(token: str, names: Sequence[str], text: str) -> int:
     if token.isdigit():
         i = int(token)
         if i >= len(names):
-            raise UsageError(f"--dynamic-dim {text}: input {i} does not exist (the model takes {len(names)})",
-                             "inputs are " + ", ".join(f"{k}={n}" for k, n in enumerate(names)))
+            raise UsageError(
+                f"--dynamic-dim {text}: input {i} does not exist (the model takes {len(names)})",
+                "inputs are " + ", ".join(f"{k}={n}" for k, n in enumerate(names)),
+            )
         return i
     if token not in names:
-        raise UsageError(f"--dynamic-dim {text}: the model has no input named {token!r}",
-                         "inputs are " + ", ".join(f"{k}={n}" for k, n in enumerate(names)))
+        raise UsageError(
+            f"--dynamic-dim {text}: the model has no input named {token!r}",
+            "inputs are " + ", ".join(f"{k}={n}" for k, n in enumerate(names)),
+        )
     return names.index(token)
 
 
@@ -113,27 +122,50 @@ def resolve(dims: Sequence[DynamicDim], names: Sequence[str], examples: Sequence
     out, seen = [], {}
     for k, d in enumerate(dims):
         text = str(d)
-        idx = tuple(range(len(names))) if d.inputs == ("*",) else tuple(dict.fromkeys(_index(t, names, text) for t in d.inputs))
+        idx = (
+            tuple(range(len(names)))
+            if d.inputs == ("*",)
+            else tuple(dict.fromkeys(_index(t, names, text) for t in d.inputs))
+        )
         for i in idx:
             rank = examples[i].dim()
             if d.dim >= rank:
-                raise UsageError(f"--dynamic-dim {text}: input {names[i]} has {rank} dimension(s), so {d.dim} does not exist",
-                                 f"use a dimension 0..{rank - 1}")
+                raise UsageError(
+                    f"--dynamic-dim {text}: input {names[i]} has {rank} dimension(s), so {d.dim} does not exist",
+                    f"use a dimension 0..{rank - 1}",
+                )
             if (i, d.dim) in seen:
-                raise UsageError(f"--dynamic-dim {text}: dimension {d.dim} of {names[i]} is already dynamic ({seen[i, d.dim]})",
-                                 "give each input's dimension once; list inputs that share it together")
+                raise UsageError(
+                    f"--dynamic-dim {text}: dimension {d.dim} of {names[i]} is already dynamic ({seen[i, d.dim]})",
+                    "give each input's dimension once; list inputs that share it together",
+                )
             seen[i, d.dim] = text
         sizes = {int(examples[i].shape[d.dim]) for i in idx}
         if len(sizes) > 1:
-            raise UsageError(f"--dynamic-dim {text}: the inputs listed together differ in dimension {d.dim} ({sorted(sizes)})",
-                             "list together only inputs that share that size")
+            raise UsageError(
+                f"--dynamic-dim {text}: the inputs listed together differ in dimension {d.dim} ({sorted(sizes)})",
+                "list together only inputs that share that size",
+            )
         size = sizes.pop()
         example = min(max(size, d.min, 2), d.max)
-        peers = tuple(n for j, (n, ex) in enumerate(zip(names, examples))
-                      if j not in idx and ex.dim() > d.dim and int(ex.shape[d.dim]) == size)
+        peers = tuple(
+            n
+            for j, (n, ex) in enumerate(zip(names, examples))
+            if j not in idx and ex.dim() > d.dim and int(ex.shape[d.dim]) == size
+        )
         symbol = "batch" if d.dim == 0 else re.sub(r"\W", "_", f"{names[idx[0]]}_d{d.dim}")
-        out.append(ResolvedDim(symbol if symbol.isidentifier() else f"dyn{k}", idx, tuple(names[i] for i in idx),
-                               d.dim, d.min, d.max, example, peers))
+        out.append(
+            ResolvedDim(
+                symbol if symbol.isidentifier() else f"dyn{k}",
+                idx,
+                tuple(names[i] for i in idx),
+                d.dim,
+                d.min,
+                d.max,
+                example,
+                peers,
+            )
+        )
     return out
 
 
@@ -187,8 +219,11 @@ def check_sizes(shapes: Sequence[Sequence[int]], ranges: Sequence[Any], source: 
         for name, i in zip(r.inputs, r.indices):
             size = shapes[i][r.dim]
             if not r.min <= size <= r.max:
-                raise DataError(f"{source}: {name} has size {size} in dimension {r.dim}, outside the program's range "
-                                f"{r.min}..{r.max}", f"give inputs of {r.min}..{r.max} there, or rebuild with a wider --dynamic-dim")
+                raise DataError(
+                    f"{source}: {name} has size {size} in dimension {r.dim}, outside the program's range "
+                    f"{r.min}..{r.max}",
+                    f"give inputs of {r.min}..{r.max} there, or rebuild with a wider --dynamic-dim",
+                )
 
 
 def verify_sizes(d: ResolvedDim) -> list[int]:

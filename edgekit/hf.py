@@ -17,7 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .data import Dataset
 from .errors import DataError, ModelLoadError, UsageError
+from .specs import LoadedModel
 
 HF_OUTPUTS = ("pooled", "last_hidden_state", "logits")
 DEFAULT_TOKENS = 32
@@ -58,15 +60,17 @@ def load_hf(spec: str, inputs: Sequence[Any], output: str | None = None) -> Any:
         ModelLoadError: no such folder, not a model folder, or transformers is not installed.
         UsageError: an unknown ``output`` or more than one ``--input``.
     """
-    from .models import LoadedModel
-
     folder = Path(spec[3:]).expanduser()
     if not folder.is_dir():
-        raise ModelLoadError(f"hf: model folder {folder} does not exist", "pass a folder written by save_pretrained "
-                             "(edgekit never downloads models)")
+        raise ModelLoadError(
+            f"hf: model folder {folder} does not exist",
+            "pass a folder written by save_pretrained (edgekit never downloads models)",
+        )
     if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder} is not a Hugging Face model folder (no config.json)",
-                             "pass the folder that save_pretrained wrote")
+        raise ModelLoadError(
+            f"{folder} is not a Hugging Face model folder (no config.json)",
+            "pass the folder that save_pretrained wrote",
+        )
     try:
         import transformers
     except ImportError:
@@ -82,17 +86,26 @@ def load_hf(spec: str, inputs: Sequence[Any], output: str | None = None) -> Any:
         model = auto.from_pretrained(folder, local_files_only=True, attn_implementation="eager").eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load the Hugging Face model in {folder}: {str(exc).splitlines()[0][:200]}",
-                             "check the folder holds a model and its tokenizer (save_pretrained for both)") from None
+        raise ModelLoadError(
+            f"cannot load the Hugging Face model in {folder}: {str(exc).splitlines()[0][:200]}",
+            "check the folder holds a model and its tokenizer (save_pretrained for both)",
+        ) from None
     output = output or ("logits" if classifier else "pooled")
     if output == "logits" and not classifier:
-        raise UsageError(f"{folder} has no classification head: --hf-output logits does not apply", "use pooled or last_hidden_state")
+        raise UsageError(
+            f"{folder} has no classification head: --hf-output logits does not apply", "use pooled or last_hidden_state"
+        )
     if inputs and len(inputs[0].shape) != 2:
         raise UsageError(f"--input {inputs[0]} for an hf: model must be BATCHxTOKENS", "e.g. --input 1x128")
     batch, tokens = tuple(inputs[0].shape) if inputs else (1, DEFAULT_TOKENS)
     enc = tokenize(tokenizer, ["an example sentence"] * batch, tokens)
-    return LoadedModel(spec, _wrapper(model, output), (enc[0].contiguous(), enc[1].contiguous()), tokenizer=tokenizer,
-                       task="classify" if output == "logits" else "embed")
+    return LoadedModel(
+        spec,
+        _wrapper(model, output),
+        (enc[0].contiguous(), enc[1].contiguous()),
+        tokenizer=TextTokenizer(tokenizer),
+        task="classify" if output == "logits" else "embed",
+    )
 
 
 def tokenize(tokenizer: Any, sentences: Sequence[str], tokens: int) -> tuple:
@@ -101,14 +114,26 @@ def tokenize(tokenizer: Any, sentences: Sequence[str], tokens: int) -> tuple:
     return enc["input_ids"].long(), enc["attention_mask"].long()
 
 
-def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Any:
+class TextTokenizer:
+    """An hf: model's tokenizer as data loading uses it (``LoadedModel.tokenizer``): text files and random sentences
+    to token ids and masks at the exported length. ``hf`` is the Hugging Face tokenizer itself."""
+
+    def __init__(self, hf: Any):
+        self.hf = hf
+
+    def text_dataset(self, path: Path, tokens: int) -> Dataset:
+        return text_dataset(path, self.hf, tokens)
+
+    def random_sentences(self, examples: Sequence[Any], n: int, *, seed: int, source: str) -> Dataset:
+        return random_sentences(self.hf, examples, n, seed=seed, source=source)
+
+
+def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Dataset:
     """A text file of sentences (one a line; blank lines skipped) as a Dataset of token ids and masks.
 
     Raises:
-        DataError: the file is empty, or there is no tokenizer (the model is not an hf: model).
+        DataError: the file is empty or unreadable.
     """
-    if tokenizer is None:
-        raise DataError(f"{path} is a text file: it needs a model with a tokenizer", "use an hf:PATH model, or save token ids as .npz")
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
@@ -118,12 +143,14 @@ def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Any:
     return _sentences(tokenizer, lines, tokens, str(path))
 
 
-def _sentences(tokenizer: Any, lines: list[str], tokens: int, source: str) -> Any:
-    from .data import Dataset
-
+def _sentences(tokenizer: Any, lines: list[str], tokens: int, source: str) -> Dataset:
     ids, mask = tokenize(tokenizer, lines, tokens)
-    return Dataset((ids, mask), None, f"{source} ({len(lines)} sentences, {tokens} tokens)",
-                   lambda length: _sentences(tokenizer, lines, length, source))
+    return Dataset(
+        (ids, mask),
+        None,
+        f"{source} ({len(lines)} sentences, {tokens} tokens)",
+        lambda length: _sentences(tokenizer, lines, length, source),
+    )
 
 
 def random_sentences(tokenizer: Any, examples: Sequence[Any], n: int, *, seed: int, source: str) -> Any:
@@ -132,13 +159,15 @@ def random_sentences(tokenizer: Any, examples: Sequence[Any], n: int, *, seed: i
     Random integers as ids and mask would be out of vocabulary and a mask of 2..9 overflows the additive mask."""
     import random
 
-    from .data import Dataset
-
     rng = random.Random(seed)
     special = set(tokenizer.all_special_ids)
     vocab = [i for i in range(len(tokenizer)) if i not in special] or [0]
     tokens = int(examples[0].shape[1])
-    words = [" ".join(tokenizer.convert_ids_to_tokens([rng.choice(vocab) for _ in range(rng.randint(1, max(1, tokens - 2)))]))
-             for _ in range(n)]
+    words = [
+        " ".join(
+            tokenizer.convert_ids_to_tokens([rng.choice(vocab) for _ in range(rng.randint(1, max(1, tokens - 2)))])
+        )
+        for _ in range(n)
+    ]
     ds = _sentences(tokenizer, words, tokens, source)
     return Dataset(ds.inputs, None, f"{source}: {n} random sentences of the tokenizer's vocabulary", ds.retokenize)

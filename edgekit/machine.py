@@ -33,10 +33,16 @@ def cpu_model() -> str:
 
 def software_versions() -> dict:
     """The versions that change what a build produces (read from package metadata: no imports)."""
-    from . import __version__
+    from ._version import __version__
 
-    return {"edgekit": __version__, "torch": package_version("torch"), "executorch": package_version("executorch"), "torchao": package_version("torchao"),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "edgekit": __version__,
+        "torch": package_version("torch"),
+        "executorch": package_version("executorch"),
+        "torchao": package_version("torchao"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def machine_facts() -> dict:
@@ -80,6 +86,7 @@ def machine_id(facts: dict) -> str:
 
 def commit_facts(cwd: str | os.PathLike | None = None) -> dict:
     """The git commit of the working tree (sha, dirty flag), or nulls outside a repository."""
+
     def git(*args: str) -> str | None:
         try:
             p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)

@@ -7,6 +7,7 @@ one error naming the file and the field, never a ``KeyError`` deep in a command.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,13 +229,17 @@ class VerifySection(Contract):
     top1_agreement: float | None = None
     accuracy: Accuracy | None = None
     accuracy_note: str | None = None
-    reference: str = "the eager model"  # REFERENCE_ORIGINAL in new packages: every figure above is against the user's model
+    reference: str = (
+        "the eager model"  # REFERENCE_ORIGINAL in new packages: every figure above is against the user's model
+    )
     task: str | None = None  # classify | embed | regress: which figures apply (pipeline.verify.Task)
     task_reason: str | None = None  # "given with --task", or why it was guessed
     cosine_min: float | None = None  # the worst sample's cosine (cosine_similarity is the mean)
     nn_agreement: float | None = None  # embed: share of samples whose nearest neighbour stays the same
     at_sizes: list[SizeCheck] = field(default_factory=list)  # dynamic dimensions: the program checked at other sizes
-    lowering: LoweringCheck | None = None  # pruned builds: the same figures against the pruned model (what was exported)
+    lowering: LoweringCheck | None = (
+        None  # pruned builds: the same figures against the pruned model (what was exported)
+    )
 
 
 @dataclass(frozen=True)
@@ -255,13 +260,24 @@ class BudgetSection(Contract):
         return [c for c in self.checks if not c.ok]
 
 
+class CandidateStatus(str, enum.Enum):
+    """The fate of a candidate `edgekit tune` tried."""
+
+    PENDING = "pending"  # not judged yet
+    CHOSEN = "chosen"
+    WITHIN = "beaten"  # within the budget, and beaten by the chosen one
+    OVER = "over"  # outside the budget (the reason says by how much)
+    FAILED = "failed"  # the build or the measurement failed (the reason is its error)
+    SKIPPED = "skipped"  # not built (the reason says why: no fp16 arithmetic, the time budget ran out)
+
+
 @dataclass(frozen=True)
 class TuneCandidate(Contract):
     """One recipe `edgekit tune` tried, with what was measured and its fate."""
 
     name: str
     recipe: dict[str, Any]  # scheme, fp32_layers, prune ratio
-    status: str  # chosen | beaten | over budget | failed | skipped
+    status: CandidateStatus
     reason: str
     size_bytes: int | None = None
     p50_ms: float | None = None
@@ -272,17 +288,21 @@ class TuneCandidate(Contract):
     cosine_min: float | None = None
     build_s: float | None = None
     cached: bool = False
-    lowering_sqnr_db: float | None = None  # pruned candidates: the program against the pruned model (did lowering work?)
+    lowering_sqnr_db: float | None = (
+        None  # pruned candidates: the program against the pruned model (did lowering work?)
+    )
 
 
 @dataclass(frozen=True)
 class TuneSection(Contract):
     objective: str  # p50 | size | peak_rss
-    budget: dict[str, float]  # max_accuracy_drop and/or min_sqnr
+    budget: dict[str, float]  # max_accuracy_drop or min_sqnr_db (older packages: min_sqnr)
     threads: int
     candidates: list[TuneCandidate]
     decision: str  # why the chosen one won, in one sentence
-    fidelity: str | None = None  # the chosen program's budget figures and what they were measured against (the user's model)
+    fidelity: str | None = (
+        None  # the chosen program's budget figures and what they were measured against (the user's model)
+    )
     mann_whitney_p: float | None = None  # the two best programs' re-measured latency samples (two-sided), when compared
 
 
@@ -315,9 +335,11 @@ class Manifest(Contract):
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":
         if isinstance(data, dict) and data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-            raise ContractError(f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not one this "
-                                f"edgekit reads ({', '.join(map(str, READABLE_SCHEMA_VERSIONS))})",
-                                "rebuild the package with this edgekit")
+            raise ContractError(
+                f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not one this "
+                f"edgekit reads ({', '.join(map(str, READABLE_SCHEMA_VERSIONS))})",
+                "rebuild the package with this edgekit",
+            )
         return super().from_dict(data, source)
 
 

@@ -17,10 +17,36 @@ from pathlib import Path
 from .errors import ProgramError, first_line
 
 # ExecuTorch ScalarType codes (schema/scalar_type.fbs) to dtype names; the ones a program's inputs may use.
-SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
-                7: "float64", 11: "bool", 15: "bfloat16", 27: "uint16", 28: "uint32", 29: "uint64"}
-DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8, "float16": 2, "float32": 4, "float64": 8,
-               "bool": 1, "bfloat16": 2, "uint16": 2, "uint32": 4, "uint64": 8}
+SCALAR_TYPES = {
+    0: "uint8",
+    1: "int8",
+    2: "int16",
+    3: "int32",
+    4: "int64",
+    5: "float16",
+    6: "float32",
+    7: "float64",
+    11: "bool",
+    15: "bfloat16",
+    27: "uint16",
+    28: "uint32",
+    29: "uint64",
+}
+DTYPE_BYTES = {
+    "uint8": 1,
+    "int8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "float16": 2,
+    "float32": 4,
+    "float64": 8,
+    "bool": 1,
+    "bfloat16": 2,
+    "uint16": 2,
+    "uint32": 4,
+    "uint64": 8,
+}
 PTE_MAGIC_OFFSET = 4  # flatbuffer file identifier "ET12" etc. sits at bytes 4..8
 MAX_RANK = 16
 _TENSOR = 5  # KernelTypes union: NONE, Null, Int, Bool, Double, Tensor, ...
@@ -75,8 +101,12 @@ class ProgramInfo:
 
     def planned_memory(self, method: str = "forward") -> dict:
         m = self.method(method)
-        return {"method": method, "planned_buffers_bytes": list(m.planned_buffer_bytes), "planned_bytes": m.planned_bytes,
-                "planned_mb": round(m.planned_bytes / 2**20, 4)}
+        return {
+            "method": method,
+            "planned_buffers_bytes": list(m.planned_buffer_bytes),
+            "planned_bytes": m.planned_bytes,
+            "planned_mb": round(m.planned_bytes / 2**20, 4),
+        }
 
 
 def sha256_file(path: str | Path) -> str:
@@ -127,7 +157,7 @@ class _Table:
         n = _get(self.buf, "<I", ref)
         _need(self.buf, ref + 4, n)
         try:
-            return self.buf[ref + 4: ref + 4 + n].decode("utf-8")
+            return self.buf[ref + 4 : ref + 4 + n].decode("utf-8")
         except UnicodeDecodeError:
             raise _Corrupt("a name is not UTF-8") from None
 
@@ -230,9 +260,11 @@ def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
             data = p.read_bytes()
         except OSError as exc:
             raise ProgramError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if len(data) < 16 or data[PTE_MAGIC_OFFSET:PTE_MAGIC_OFFSET + 2] != b"ET":
-        raise ProgramError(f"{p} is not an ExecuTorch program (no ET flatbuffer header)",
-                           "pass a .pte written by edgekit build or to_executorch()")
+    if len(data) < 16 or data[PTE_MAGIC_OFFSET : PTE_MAGIC_OFFSET + 2] != b"ET":
+        raise ProgramError(
+            f"{p} is not an ExecuTorch program (no ET flatbuffer header)",
+            "pass a .pte written by edgekit build or to_executorch()",
+        )
     try:
         root = _Table(data, _get(data, "<I", 0))
         methods = {}
@@ -243,7 +275,9 @@ def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
             raise _Corrupt("it has no methods")
         _check_segments(data, root)
     except (_Corrupt, struct.error, RecursionError) as exc:
-        raise ProgramError(f"{p} is not a readable ExecuTorch program: {exc}", "the file may be truncated or corrupt; rebuild it") from None
+        raise ProgramError(
+            f"{p} is not a readable ExecuTorch program: {exc}", "the file may be truncated or corrupt; rebuild it"
+        ) from None
     return ProgramInfo(str(p), len(data), hashlib.sha256(data).hexdigest(), methods)
 
 
@@ -259,16 +293,22 @@ class InProcessProgram:
             from executorch.runtime import Runtime
 
             try:
-                self._program = Runtime.get().load_program(program if isinstance(program, (bytes, bytearray)) else str(program))
+                self._program = Runtime.get().load_program(
+                    program if isinstance(program, (bytes, bytearray)) else str(program)
+                )
                 self._method = self._program.load_method(method)
             except Exception as exc:
-                raise ProgramError(f"the ExecuTorch runtime could not load {name}: {first_line(exc, 200)}",
-                                   "rebuild the program; check the target's backend") from exc
+                raise ProgramError(
+                    f"the ExecuTorch runtime could not load {name}: {first_line(exc, 200)}",
+                    "rebuild the program; check the target's backend",
+                ) from exc
 
     def run(self, inputs: tuple) -> tuple:
         try:
             return tuple(self._method.execute(list(inputs)))
         except Exception as exc:
             shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
-            raise ProgramError(f"the program failed on inputs of shape {shapes}: {first_line(exc, 200)}",
-                               "check the inputs match the program") from exc
+            raise ProgramError(
+                f"the program failed on inputs of shape {shapes}: {first_line(exc, 200)}",
+                "check the inputs match the program",
+            ) from exc

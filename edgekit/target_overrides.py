@@ -20,13 +20,24 @@ def parse_layer_ratios(items: Any) -> dict[str, float]:
         except ValueError:
             ratio = math.nan
         if not sep or not name or not math.isfinite(ratio) or not 0 <= ratio < 1:
-            raise UsageError(f"--prune-layer {item!r} is not LAYER=RATIO with 0 <= RATIO < 1", "e.g. --prune-layer layer1.0.conv1=0.3")
+            raise UsageError(
+                f"--prune-layer {item!r} is not LAYER=RATIO with 0 <= RATIO < 1",
+                "e.g. --prune-layer layer1.0.conv1=0.3",
+            )
         ratios[name] = ratio
     return ratios
 
 
-def with_build_options(target: Target, *, has_eval: bool, prune_layer: Any = (), prune_ignore: Any = (),
-                       max_accuracy_drop: float | None = None, quantize_embeddings: str | None = None, **prune: Any) -> Target:
+def with_build_options(
+    target: Target,
+    *,
+    has_eval: bool,
+    prune_layer: Any = (),
+    prune_ignore: Any = (),
+    max_accuracy_drop: float | None = None,
+    quantize_embeddings: str | None = None,
+    **prune: Any,
+) -> Target:
     """The target with the build command's overrides applied (``prune`` keys are ``[prune]`` fields; None = unset).
 
     Raises:
@@ -44,7 +55,9 @@ def with_build_options(target: Target, *, has_eval: bool, prune_layer: Any = (),
         changes["prune__layer_ratios"] = parse_layer_ratios(prune_layer)
     if max_accuracy_drop is not None:
         if not has_eval:
-            raise UsageError("--max-accuracy-drop needs --eval with labelled data to measure accuracy",
-                             "add --eval test.npz (inputs 'x', labels 'y')")
+            raise UsageError(
+                "--max-accuracy-drop needs --eval with labelled data to measure accuracy",
+                "add --eval test.npz (inputs 'x', labels 'y')",
+            )
         changes["budget__max_accuracy_drop"] = max_accuracy_drop
     return target.replace(**changes) if changes else target

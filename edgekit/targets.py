@@ -85,8 +85,16 @@ def _enum(cls: type[enum.Enum], value: Any, key: str) -> Any:
         raise ConfigError(f"{key} = {value!r} is not valid; allowed: {allowed}") from None
 
 
-def _number(value: Any, key: str, *, lo: float | None = None, hi: float | None = None, hi_open: bool = False,
-            integer: bool = False, optional: bool = False) -> Any:
+def _number(
+    value: Any,
+    key: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    hi_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> Any:
     if value is None and optional:
         return None
     kind = int if integer else (int, float)
@@ -120,11 +128,15 @@ class QuantizeConfig:
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
         if self.scheme is QuantScheme.FP16 and self.embeddings is not EmbeddingQuant.NONE:
-            raise ConfigError(f"quantize.scheme = 'fp16' does not combine with {self.embeddings.value} embedding tables: set "
-                              "quantize.embeddings = 'none' (on the command line: --quantize-embeddings none)")
+            raise ConfigError(
+                f"quantize.scheme = 'fp16' does not combine with {self.embeddings.value} embedding tables: set "
+                "quantize.embeddings = 'none' (on the command line: --quantize-embeddings none)"
+            )
         if self.fp32_layers and not self.scheme.is_int8:
-            raise ConfigError(f"quantize.fp32_layers keeps layers out of int8, but quantize.scheme = "
-                              f"'{self.scheme.value}' quantizes none to int8: drop fp32_layers or pick an int8 scheme")
+            raise ConfigError(
+                f"quantize.fp32_layers keeps layers out of int8, but quantize.scheme = "
+                f"'{self.scheme.value}' quantizes none to int8: drop fp32_layers or pick an int8 scheme"
+            )
 
 
 @dataclass(frozen=True)
@@ -167,8 +179,19 @@ class PruneConfig:
         return self.structured_ratio > 0 or self.sparsity > 0 or any(r > 0 for r in self.layer_ratios.values())
 
     def __hash__(self) -> int:  # layer_ratios is a dict; hash what identifies the config
-        return hash((self.structured_ratio, self.sparsity, self.importance, self.scope, self.round_to, self.ignore,
-                     tuple(sorted(self.layer_ratios.items())), self.finetune_epochs, self.finetune_lr))
+        return hash(
+            (
+                self.structured_ratio,
+                self.sparsity,
+                self.importance,
+                self.scope,
+                self.round_to,
+                self.ignore,
+                tuple(sorted(self.layer_ratios.items())),
+                self.finetune_epochs,
+                self.finetune_lr,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -195,10 +218,28 @@ class BudgetConfig:
     max_p50_ms: float | None = None
     max_peak_rss_mb: float | None = None
     max_accuracy_drop: float | None = None
+    min_sqnr_db: float | None = None  # output SQNR against the user's model (verify's), checked by build and tune
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _number(getattr(self, f.name), f"budget.{f.name}", lo=0.0, optional=True)
+            _number(getattr(self, f.name), f"budget.{f.name}", lo=None if f.name == "min_sqnr_db" else 0.0, optional=True)
+
+    def fidelity_miss(self, drop: float | None, sqnr: float | None) -> float | None:
+        """How far a program is outside the fidelity part of the budget: the accuracy drop when that is set, else the
+        SQNR (0 inside; None when the figure the budget needs was not measured). Both are against the user's model."""
+        if self.max_accuracy_drop is not None:
+            return None if drop is None else max(0.0, drop - self.max_accuracy_drop)
+        if self.min_sqnr_db is None or sqnr is None:  # no SQNR limit, or identical outputs
+            return 0.0
+        return max(0.0, self.min_sqnr_db - sqnr)
+
+    def describe_fidelity(self) -> str:
+        if self.max_accuracy_drop is not None:
+            return f"top-1 accuracy drop ≤ {self.max_accuracy_drop:g}"
+        return f"SQNR ≥ {self.min_sqnr_db:g} dB" if self.min_sqnr_db is not None else "no fidelity limit"
+
+    def fidelity_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("max_accuracy_drop", "min_sqnr_db") if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -213,7 +254,13 @@ class PowerConfig:
         _number(self.idle_watts, "power.idle_watts", lo=0.0)
 
 
-_SECTIONS = {"quantize": QuantizeConfig, "prune": PruneConfig, "profile": ProfileConfig, "budget": BudgetConfig, "power": PowerConfig}
+_SECTIONS = {
+    "quantize": QuantizeConfig,
+    "prune": PruneConfig,
+    "profile": ProfileConfig,
+    "budget": BudgetConfig,
+    "power": PowerConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -241,7 +288,9 @@ class Target:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("name must be a non-empty string")
         if self.schema_version != SCHEMA_VERSION:
-            raise ConfigError(f"schema_version {self.schema_version!r} is not supported; this edgekit reads {SCHEMA_VERSION}")
+            raise ConfigError(
+                f"schema_version {self.schema_version!r} is not supported; this edgekit reads {SCHEMA_VERSION}"
+            )
         object.__setattr__(self, "backend", _enum(Backend, self.backend, "backend"))
         if self.backend is Backend.PORTABLE and self.quantize.scheme is not QuantScheme.NONE:
             raise ConfigError("backend = 'portable' runs fp32 only here; quantized programs need the xnnpack backend")
@@ -262,16 +311,27 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (enums as strings, tuples as lists; budgets without the unset keys)."""
-        out: dict[str, Any] = {"schema_version": self.schema_version, "name": self.name,
-                               "description": self.description, "backend": self.backend.value}
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "description": self.description,
+            "backend": self.backend.value,
+        }
         for sec in _SECTIONS:
             values = {}
             for f in dataclasses.fields(getattr(self, sec)):
                 v = getattr(getattr(self, sec), f.name)
                 if v is None:
                     continue
-                values[f.name] = (v.value if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple)
-                                  else dict(v) if isinstance(v, dict) else v)
+                values[f.name] = (
+                    v.value
+                    if isinstance(v, enum.Enum)
+                    else list(v)
+                    if isinstance(v, tuple)
+                    else dict(v)
+                    if isinstance(v, dict)
+                    else v
+                )
             out[sec] = values
         return out
 
@@ -329,7 +389,7 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
                     table = {**table, key: tuple(table[key])}
             kwargs[sec] = cls(**table)
         if "name" not in kwargs:
-            raise ConfigError("missing key 'name'", "add name = \"my-target\"")
+            raise ConfigError("missing key 'name'", 'add name = "my-target"')
         return Target(**kwargs, source=source)
     except ConfigError as exc:
         if exc.message.startswith(source):
@@ -379,7 +439,9 @@ def load_target(name_or_path: str | Path | Target) -> Target:
                 "valid targets: " + ", ".join(names) + "; or pass a path to a .toml file",
             )
     if not path.is_file():
-        raise TargetNotFoundError(f"target file {path} does not exist", "valid targets: " + ", ".join(builtin_target_names()))
+        raise TargetNotFoundError(
+            f"target file {path} does not exist", "valid targets: " + ", ".join(builtin_target_names())
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

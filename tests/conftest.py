@@ -24,8 +24,14 @@ def digits_like(tmp_path_factory) -> dict:
     np.savez(folder / "calib.npz", x=x[:64])
     np.savez(folder / "eval.npz", x=x[300:], y=y[300:])
     np.savez(folder / "train.npz", x=x[:300], y=y[:300])
-    return {"dir": folder, "calib": folder / "calib.npz", "eval": folder / "eval.npz", "train": folder / "train.npz",
-            "x": x, "y": y}
+    return {
+        "dir": folder,
+        "calib": folder / "calib.npz",
+        "eval": folder / "eval.npz",
+        "train": folder / "train.npz",
+        "x": x,
+        "y": y,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +46,14 @@ def trained_cnn(digits_like):
 @pytest.fixture(scope="session")
 def int8_build(tmp_path_factory, digits_like, trained_cnn):
     out = tmp_path_factory.mktemp("builds") / "int8"
-    return edgekit.build(trained_cnn, "xnnpack-int8", out=out, inputs=[parse_input_spec("1x1x8x8")],
-                         calibration=digits_like["calib"], eval=digits_like["eval"])
+    return edgekit.build(
+        trained_cnn,
+        "xnnpack-int8",
+        out=out,
+        inputs=[parse_input_spec("1x1x8x8")],
+        calibration=digits_like["calib"],
+        eval=digits_like["eval"],
+    )
 
 
 @pytest.fixture(scope="session")

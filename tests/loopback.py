@@ -37,15 +37,26 @@ class LoopbackSshd:
     key: Path  # the client key sshd accepts
 
     def ssh_options(self, key: Path | None = None) -> list[str]:
-        return ["-i", str(key or self.key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "IdentitiesOnly=yes"]
+        return [
+            "-i",
+            str(key or self.key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+        ]
 
-    def device_toml(self, name: str, workdir: str | Path, *, port: int | None = None, extra: str = "",
-                    key: Path | None = None) -> str:
+    def device_toml(
+        self, name: str, workdir: str | Path, *, port: int | None = None, extra: str = "", key: Path | None = None
+    ) -> str:
         """A ``[[device]]`` table for this sshd (``extra``: more TOML lines, e.g. exec_prefix or tags)."""
         opts = ", ".join(f'"{o}"' for o in self.ssh_options(key))
-        return (f'[[device]]\nname = "{name}"\nhost = "root@127.0.0.1"\nport = {port or self.port}\n'
-                f'workdir = "{workdir}"\nssh_options = [{opts}]\n{extra}\n')
+        return (
+            f'[[device]]\nname = "{name}"\nhost = "root@127.0.0.1"\nport = {port or self.port}\n'
+            f'workdir = "{workdir}"\nssh_options = [{opts}]\n{extra}\n'
+        )
 
 
 @contextlib.contextmanager
@@ -70,7 +81,8 @@ def private_sshd(folder: str | Path) -> Iterator[LoopbackSshd]:
     (d / "sshd_config").write_text(
         f"Port {port}\nPort {old}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
         f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        f"StrictModes no\nPermitRootLogin prohibit-password\nMatch LocalPort {old}\n    SetEnv PATH={d}/fakebin:/usr/bin:/bin\n")
+        f"StrictModes no\nPermitRootLogin prohibit-password\nMatch LocalPort {old}\n    SetEnv PATH={d}/fakebin:/usr/bin:/bin\n"
+    )
     Path("/run/sshd").mkdir(exist_ok=True)
     (d / "sshd.pid").unlink(missing_ok=True)
     subprocess.run([str(SSHD), "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")], check=False)

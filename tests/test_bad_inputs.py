@@ -15,8 +15,8 @@ import edgekit
 from edgekit.cli import cli
 from edgekit.errors import ConfigError, DataError, ProgramError
 from edgekit.models import parse_input_spec
-from edgekit.program import _Table, inspect_program
 from edgekit.profile.subject import to_bytes
+from edgekit.program import _Table, inspect_program
 from edgekit.targets import load_target
 
 TESTS = Path(__file__).parent
@@ -39,30 +39,42 @@ def _one_line(r, code, fragment):
 # ------------------------------------------------------------------------------------------ build
 def test_non_exportable_model_prints_only_the_error(tmp_path):
     env = {"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([sys.executable, "-m", "edgekit", "build", "toy_models:data_dependent", "-o", str(tmp_path / "o"), "-q"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "edgekit", "build", "toy_models:data_dependent", "-o", str(tmp_path / "o"), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "torch.export failed" in p.stderr  # no graph dumps
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ("[budget]\nmax_size_mb = nan\n", "budget.max_size_mb must be a finite number, got nan"),
-    ("[prune]\nsparsity = inf\n", "prune.sparsity must be a finite number"),
-    ("[power]\nidle_watts = -inf\n", "power.idle_watts must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("[budget]\nmax_size_mb = nan\n", "budget.max_size_mb must be a finite number, got nan"),
+        ("[prune]\nsparsity = inf\n", "prune.sparsity must be a finite number"),
+        ("[power]\nidle_watts = -inf\n", "power.idle_watts must be a finite number"),
+    ],
+)
 def test_non_finite_numbers_in_targets_are_refused(tmp_path, body, fragment):
     (tmp_path / "t.toml").write_text(f'schema_version = 1\nname = "t"\n{body}')
     with pytest.raises(ConfigError, match=fragment):
         load_target(tmp_path / "t.toml")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--sparsity", "nan"], "not a finite number"),
-    (["--prune-channels", "inf"], "inf"),
-    (["--max-accuracy-drop", "nan", "--eval", "x.npz"], "not a finite number"),
-    (["--prune-layer", "conv1=nan"], "not LAYER=RATIO"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--sparsity", "nan"], "not a finite number"),
+        (["--prune-channels", "inf"], "inf"),
+        (["--max-accuracy-drop", "nan", "--eval", "x.npz"], "not a finite number"),
+        (["--prune-layer", "conv1=nan"], "not LAYER=RATIO"),
+    ],
+)
 def test_non_finite_numbers_on_the_command_line_are_usage_errors(tmp_path, args, fragment):
     r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
     _one_line(r, 2, fragment)
@@ -81,8 +93,13 @@ def test_nan_in_data_is_refused_and_never_reaches_json(tmp_path):
 def test_eval_data_smaller_than_the_programs_batch(tmp_path):
     np.savez(tmp_path / "eval.npz", x=np.zeros((2, 1, 8, 8), np.float32))
     with pytest.raises(DataError, match="2 sample.*batches of 4"):
-        edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=tmp_path / "o", inputs=[parse_input_spec("4x1x8x8")],
-                      eval=tmp_path / "eval.npz")
+        edgekit.build(
+            "toy_models:small_cnn",
+            "xnnpack-fp32",
+            out=tmp_path / "o",
+            inputs=[parse_input_spec("4x1x8x8")],
+            eval=tmp_path / "eval.npz",
+        )
 
 
 def test_a_folder_named_like_a_target_does_not_shadow_it(tmp_path, monkeypatch):
@@ -104,7 +121,7 @@ def _input_tensor(data: bytes, method: int = 0, index: int = 0) -> _Table:
 def _patched(data: bytes, tensor: _Table, slot: int, value: bytes) -> bytes:
     out = bytearray(data)
     at = tensor.pos + tensor._slot(slot)
-    out[at:at + len(value)] = value
+    out[at : at + len(value)] = value
     return bytes(out)
 
 
@@ -113,9 +130,9 @@ def test_programs_with_corrupt_metadata_are_clean_errors(tmp_path, fp32_build):
     t = _input_tensor(data)
     cases = {"scalar": (_patched(data, t, 0, bytes([99])), "unknown scalar type 99")}
     sizes_at = t.pos + t._slot(2)
-    sizes_at += int.from_bytes(data[sizes_at:sizes_at + 4], "little") + 4  # first element of the sizes vector
+    sizes_at += int.from_bytes(data[sizes_at : sizes_at + 4], "little") + 4  # first element of the sizes vector
     neg = bytearray(data)
-    neg[sizes_at:sizes_at + 4] = (-3).to_bytes(4, "little", signed=True)
+    neg[sizes_at : sizes_at + 4] = (-3).to_bytes(4, "little", signed=True)
     cases["negative"] = (bytes(neg), "impossible shape [-3")
     for name, (blob, fragment) in cases.items():
         path = tmp_path / f"{name}.pte"
@@ -191,6 +208,10 @@ def test_packages_of_the_previous_manifest_version_stay_usable(tmp_path, fp32_bu
 def test_non_finite_numbers_in_bench_options_and_suites(tmp_path):
     _one_line(_cli("bench", "compare", "--alpha", "nan", "--store", tmp_path), 2, "not a finite number")
     _one_line(_cli("bench", "compare", "--fail-on", "latency_p50:nan%", "--store", tmp_path), 2, "finite number")
-    (tmp_path / "s.toml").write_text('schema_version = 1\nname = "s"\n[run]\ntimeout = inf\n'
-                                     '[[model]]\nname = "m"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n')
-    _one_line(_cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number")
+    (tmp_path / "s.toml").write_text(
+        'schema_version = 1\nname = "s"\n[run]\ntimeout = inf\n'
+        '[[model]]\nname = "m"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n'
+    )
+    _one_line(
+        _cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number"
+    )

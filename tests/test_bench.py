@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from edgekit.bench import compare_runs, compare_samples, load_run, load_suite, parse_fail_on, resolve, save_run
 from edgekit.bench.compare import compare_value
 from edgekit.bench.document import run_from_dict
-from edgekit.bench.store import list_runs
-from edgekit.profile.stats import summarize
 from edgekit.bench.report import write_report
+from edgekit.bench.store import list_runs
 from edgekit.cli import cli
 from edgekit.errors import BenchError, UsageError
+from edgekit.profile.stats import summarize
 
 
 def _samples(seed, n=100, scale=1.0):
@@ -33,7 +33,9 @@ def test_pure_noise_is_not_a_regression():
 
 
 def test_significant_but_small_change_is_unchanged_and_big_noisy_change_is_noisy():
-    assert compare_samples(_samples(0, n=2000), _samples(1, n=2000, scale=1.03), threshold=0.10)["verdict"] == "unchanged"
+    assert (
+        compare_samples(_samples(0, n=2000), _samples(1, n=2000, scale=1.03), threshold=0.10)["verdict"] == "unchanged"
+    )
     rng = np.random.default_rng(3)
     base = rng.lognormal(0, 0.8, 30).tolist()  # very noisy
     new = (rng.lognormal(0, 0.8, 30) * 1.25).tolist()
@@ -55,7 +57,10 @@ def test_p90_is_judged_on_its_own_interval_not_on_a_p50_shift():
     # a real tail regression still is one
     slow_tail = base.copy()
     slow_tail[base > np.percentile(base, 80)] *= 1.5
-    assert compare_samples(base.tolist(), slow_tail.tolist(), metric="latency_p90", threshold=0.15)["verdict"] == "regressed"
+    assert (
+        compare_samples(base.tolist(), slow_tail.tolist(), metric="latency_p90", threshold=0.15)["verdict"]
+        == "regressed"
+    )
 
 
 def test_improvement_and_few_samples_use_bootstrap_cis():
@@ -77,7 +82,11 @@ def test_deterministic_thresholds():
 
 def test_parse_fail_on():
     assert parse_fail_on(["latency_p50:10%", "accuracy:0.5%", "sqnr:3dB", "size"]) == {
-        "latency_p50": 0.10, "accuracy": 0.005, "sqnr": 3.0, "size": 0.02}
+        "latency_p50": 0.10,
+        "accuracy": 0.005,
+        "sqnr": 3.0,
+        "size": 0.02,
+    }
     with pytest.raises(UsageError, match="valid metrics: latency_p50"):
         parse_fail_on(["latency:10%"])
     with pytest.raises(UsageError, match="not a number"):
@@ -85,22 +94,57 @@ def test_parse_fail_on():
 
 
 # ---------------------------------------------------------------------------------------- runs
-MACHINE = {"machine_id": "m1", "cpu_model": "cpu", "arch": "x86_64", "cores_logical": 2, "memory_gb": 24.0, "os": "Linux",
-           "torch": "2.13.0", "executorch": "1.5.1", "edgekit": "0.1.0"}
+MACHINE = {
+    "machine_id": "m1",
+    "cpu_model": "cpu",
+    "arch": "x86_64",
+    "cores_logical": 2,
+    "memory_gb": 24.0,
+    "os": "Linux",
+    "torch": "2.13.0",
+    "executorch": "1.5.1",
+    "edgekit": "0.1.0",
+}
 
 
 def _result(model, target="xnnpack-fp32", threads=1, scale=1.0, size=1000, acc=0.99, seed=0):
     samples = _samples(seed, scale=scale)
-    return {"key": f"{model}|{target}|{threads}", "model": model, "target": target, "threads": threads, "engine": "native",
-            "samples_ms": samples, "latency_ms": summarize(samples).to_dict(), "phases": {}, "energy": {},
-            "build": {"size_bytes": size, "accuracy": acc, "sqnr_db": 40.0, "cached": False, "seconds": 1.0, "sha256": "0" * 64},
-            "memory": {"peak_delta_mb": 5.0, "peak_rss_mb": 10.0}}
+    return {
+        "key": f"{model}|{target}|{threads}",
+        "model": model,
+        "target": target,
+        "threads": threads,
+        "engine": "native",
+        "samples_ms": samples,
+        "latency_ms": summarize(samples).to_dict(),
+        "phases": {},
+        "energy": {},
+        "build": {
+            "size_bytes": size,
+            "accuracy": acc,
+            "sqnr_db": 40.0,
+            "cached": False,
+            "seconds": 1.0,
+            "sha256": "0" * 64,
+        },
+        "memory": {"peak_delta_mb": 5.0, "peak_rss_mb": 10.0},
+    }
 
 
 def _doc(results, machine=MACHINE, run_id="a"):
-    return {"schema_version": 2, "kind": "edgekit-bench-run", "run_id": run_id, "created": "2026-11-28T00:00:00+00:00",
-            "suite": {"name": "s"}, "machine": dict(machine), "commit": {"short": "abc", "dirty": False}, "settings": {},
-            "results": results, "errors": [], "wall_seconds": 1.0}
+    return {
+        "schema_version": 2,
+        "kind": "edgekit-bench-run",
+        "run_id": run_id,
+        "created": "2026-11-28T00:00:00+00:00",
+        "suite": {"name": "s"},
+        "machine": dict(machine),
+        "commit": {"short": "abc", "dirty": False},
+        "settings": {},
+        "results": results,
+        "errors": [],
+        "wall_seconds": 1.0,
+    }
 
 
 def _run(results, machine=MACHINE, run_id="a"):
@@ -109,8 +153,15 @@ def _run(results, machine=MACHINE, run_id="a"):
 
 def test_compare_runs_flags_only_real_regressions():
     base = _run([_result("a"), _result("b"), _result("c", size=1000), _result("d", acc=0.99)])
-    new = _run([_result("a", scale=1.2, seed=5), _result("b", seed=6), _result("c", size=1100, seed=7),
-                _result("d", acc=0.95, seed=8)], run_id="b")
+    new = _run(
+        [
+            _result("a", scale=1.2, seed=5),
+            _result("b", seed=6),
+            _result("c", size=1100, seed=7),
+            _result("d", acc=0.95, seed=8),
+        ],
+        run_id="b",
+    )
     cmp = compare_runs(base, new)
     got = {(r["key"].split("|")[0], r["metric"]) for r in cmp.regressions}
     assert got == {("a", "latency_p50"), ("a", "latency_p90"), ("c", "size"), ("d", "accuracy")}
@@ -178,15 +229,30 @@ def test_default_suite_parses():
     assert suite.models[0].eval.endswith("models.py:digits_test")
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ('name = "s"\n[run]\nruns = 10\nwarm = 3\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\n', ":4: unknown key 'warm' in [run]"),
-    ('name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\ncolour = 1\n', ":6: unknown key 'colour'"),
-    ('name = "s"\n', "no [[model]] entries"),
-    ('name = "s"\n[[model]]\nname = "a"\ntargets = ["xnnpack-fp32"]\n', "has no 'spec'"),
-    ('name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp99"]\n', "unknown target 'xnnpack-fp99'"),
-    ('name = "s"\nfoo = 1\n', ":2: unknown key 'foo'"),
-    ('name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\ninputs = ["1xq"]\n', "malformed input spec"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            'name = "s"\n[run]\nruns = 10\nwarm = 3\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\n',
+            ":4: unknown key 'warm' in [run]",
+        ),
+        (
+            'name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\ncolour = 1\n',
+            ":6: unknown key 'colour'",
+        ),
+        ('name = "s"\n', "no [[model]] entries"),
+        ('name = "s"\n[[model]]\nname = "a"\ntargets = ["xnnpack-fp32"]\n', "has no 'spec'"),
+        (
+            'name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp99"]\n',
+            "unknown target 'xnnpack-fp99'",
+        ),
+        ('name = "s"\nfoo = 1\n', ":2: unknown key 'foo'"),
+        (
+            'name = "s"\n[[model]]\nname = "a"\nspec = "x:y"\ntargets = ["xnnpack-fp32"]\ninputs = ["1xq"]\n',
+            "malformed input spec",
+        ),
+    ],
+)
 def test_bad_suites_name_the_line(tmp_path, body, fragment):
     (tmp_path / "suite.toml").write_text(body)
     with pytest.raises(BenchError) as info:
@@ -207,7 +273,8 @@ def mini(tmp_path_factory):
     (d / "suite.toml").write_text(
         'schema_version = 1\nname = "mini"\n[run]\nruns = 30\nwarmup = 3\nwarmup_seconds = 0.0\nthreads = [1]\n'
         '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n'
-        '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-fp32"]\n')
+        '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-fp32"]\n'
+    )
     store, cache = d / "store", d / "cache"
     for extra in (["--save-as", "main"], []):
         r = _cli("bench", "run", d / "suite.toml", "--store", store, "--cache", cache, *extra)
@@ -221,11 +288,30 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     assert r2.exit_code == 0, r2.stderr
     run2 = json.loads(r2.stdout)
     assert all(r["build"]["cached"] for r in run2["results"])  # unchanged inputs and versions: builds re-used
-    assert run2["machine"]["cores_logical"] >= 1 and "sha" in run2["commit"] and len(run2["results"][0]["samples_ms"]) == 30
+    assert (
+        run2["machine"]["cores_logical"] >= 1
+        and "sha" in run2["commit"]
+        and len(run2["results"][0]["samples_ms"]) == 30
+    )
     assert len(list_runs(store)) == 2  # --no-save stored nothing
-    cmp = _cli("bench", "compare", "--baseline", "main", "--store", store, "--fail-on", "latency_p50:50%", "--fail-on", "size:1%")
+    cmp = _cli(
+        "bench",
+        "compare",
+        "--baseline",
+        "main",
+        "--store",
+        store,
+        "--fail-on",
+        "latency_p50:50%",
+        "--fail-on",
+        "size:1%",
+    )
     assert cmp.exit_code == 0, cmp.stdout + cmp.stderr
-    assert "no regression" in cmp.stdout and "latency_p50" in cmp.stdout and "gated: latency_p50 0.5, size 0.01" in cmp.stdout
+    assert (
+        "no regression" in cmp.stdout
+        and "latency_p50" in cmp.stdout
+        and "gated: latency_p50 0.5, size 0.01" in cmp.stdout
+    )
 
     # a synthetic 2x slowdown in a stored run is caught by the CLI gate (exit 1)
     slow = load_run(resolve("latest", store)).to_dict()
@@ -282,9 +368,11 @@ def test_the_noise_floor_stands_beside_each_latency_verdict():
 def test_a_suite_data_function_may_return_several_inputs(tmp_path):
     from edgekit.data import resolve_data_source
 
-    (tmp_path / "d.py").write_text("import numpy as np\n"
-                                   "def two():\n    return {'x0': np.zeros((4, 8), np.int64), 'x1': np.ones((4, 8), np.int64)}\n"
-                                   "def listed():\n    return {'x': [np.zeros((4, 3)), np.ones((4, 5))], 'y': np.arange(4)}\n")
+    (tmp_path / "d.py").write_text(
+        "import numpy as np\n"
+        "def two():\n    return {'x0': np.zeros((4, 8), np.int64), 'x1': np.ones((4, 8), np.int64)}\n"
+        "def listed():\n    return {'x': [np.zeros((4, 3)), np.ones((4, 5))], 'y': np.arange(4)}\n"
+    )
     ds = resolve_data_source(f"{tmp_path / 'd.py'}:two")
     assert [tuple(t.shape) for t in ds.inputs] == [(4, 8), (4, 8)] and ds.labels is None
     ds = resolve_data_source(f"{tmp_path / 'd.py'}:listed")

@@ -15,6 +15,7 @@ from edgekit.cli import cli
 def run():
     def _run(*args):
         return CliRunner().invoke(cli, [str(a) for a in args])
+
     return _run
 
 
@@ -27,8 +28,21 @@ def _one_line_error(result, code, fragment):
 
 
 def test_build_json_prints_the_manifest(run, tmp_path, digits_like):
-    r = run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", digits_like["calib"],
-            "--eval", digits_like["eval"], "-o", tmp_path / "o", "--json")
+    r = run(
+        "build",
+        "toy_models:small_cnn",
+        "-i",
+        "1x1x8x8",
+        "-t",
+        "xnnpack-int8",
+        "-c",
+        digits_like["calib"],
+        "--eval",
+        digits_like["eval"],
+        "-o",
+        tmp_path / "o",
+        "--json",
+    )
     assert r.exit_code == 0, r.stderr
     manifest = json.loads(r.stdout)
     assert manifest["quantize"]["calibration_samples"] == 64 and manifest["verify"]["samples"] == 100
@@ -63,12 +77,15 @@ def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
     assert r.exit_code == 2 and "1x3x224x224" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ("no_such_pkg:make", "cannot import module 'no_such_pkg'"),
-    ("toy_models:smal_cnn", "did you mean small_cnn"),
-    ("toy_models:raises", "raised RuntimeError"),
-    ("toy_models:data_dependent", "torch.export failed"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("no_such_pkg:make", "cannot import module 'no_such_pkg'"),
+        ("toy_models:smal_cnn", "did you mean small_cnn"),
+        ("toy_models:raises", "raised RuntimeError"),
+        ("toy_models:data_dependent", "torch.export failed"),
+    ],
+)
 def test_model_errors_exit_1_in_one_line(run, tmp_path, spec, fragment):
     r = run("build", spec, "-i", "1x1x8x8", "-o", tmp_path / "o")
     _one_line_error(r, 1, fragment)
@@ -82,11 +99,39 @@ def test_not_a_model_file(run, tmp_path):
 
 def test_bad_calibration_files(run, tmp_path):
     (tmp_path / "c.npz").write_bytes(b"not a zip")
-    _one_line_error(run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", tmp_path / "c.npz",
-                        "-o", tmp_path / "o"), 1, "unreadable or corrupt")
+    _one_line_error(
+        run(
+            "build",
+            "toy_models:small_cnn",
+            "-i",
+            "1x1x8x8",
+            "-t",
+            "xnnpack-int8",
+            "-c",
+            tmp_path / "c.npz",
+            "-o",
+            tmp_path / "o",
+        ),
+        1,
+        "unreadable or corrupt",
+    )
     np.save(tmp_path / "wrong.npy", np.zeros((4, 2, 8, 8), np.float32))
-    _one_line_error(run("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-t", "xnnpack-int8", "-c", tmp_path / "wrong.npy",
-                        "-o", tmp_path / "o"), 1, "model expects (1, 8, 8)")
+    _one_line_error(
+        run(
+            "build",
+            "toy_models:small_cnn",
+            "-i",
+            "1x1x8x8",
+            "-t",
+            "xnnpack-int8",
+            "-c",
+            tmp_path / "wrong.npy",
+            "-o",
+            tmp_path / "o",
+        ),
+        1,
+        "model expects (1, 8, 8)",
+    )
     assert not (tmp_path / "o").exists()
 
 

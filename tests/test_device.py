@@ -13,20 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from loopback import free_port, private_sshd
 
 import edgekit
-from edgekit.models import parse_input_spec
 from edgekit.cli import cli
 from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
 from edgekit.device.devices import DeviceError, load_devices
-from loopback import free_port, private_sshd
 from edgekit.errors import ProfileError, UsageError
+from edgekit.models import parse_input_spec
 
-MISSING = [tool for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
-           if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()]
+MISSING = [
+    tool
+    for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
+    if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
+]
 if MISSING:  # not a skip: a missing prerequisite is a failure that says what to install
-    pytest.fail(f"device tests need {', '.join(MISSING)}: apt-get install -y openssh-server g++-aarch64-linux-gnu qemu-user "
-                "(make test does it when run as root)", pytrace=False)
+    pytest.fail(
+        f"device tests need {', '.join(MISSING)}: apt-get install -y openssh-server g++-aarch64-linux-gnu qemu-user "
+        "(make test does it when run as root)",
+        pytrace=False,
+    )
 
 QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
 FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
@@ -41,13 +47,14 @@ def fleet(tmp_path_factory):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)]).returncode == 0
     with private_sshd(d / "sshd") as sshd:
         (d / "devices.toml").write_text(
-            sshd.device_toml("loop", d / "work", extra='tags = ["ci"]') +
-            sshd.device_toml("loop2", d / "work2", extra='tags = ["ci"]') +
-            sshd.device_toml("arm", d / "work-arm", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU}"') +
-            sshd.device_toml("old", d / "work-old", port=sshd.old_glibc_port) +
-            sshd.device_toml("badkey", d / "work-bad", key=sshd.folder / "other_key") +
-            sshd.device_toml("closed", d / "work-closed", port=free_port()) +
-            sshd.device_toml("full", full / "w"))
+            sshd.device_toml("loop", d / "work", extra='tags = ["ci"]')
+            + sshd.device_toml("loop2", d / "work2", extra='tags = ["ci"]')
+            + sshd.device_toml("arm", d / "work-arm", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU}"')
+            + sshd.device_toml("old", d / "work-old", port=sshd.old_glibc_port)
+            + sshd.device_toml("badkey", d / "work-bad", key=sshd.folder / "other_key")
+            + sshd.device_toml("closed", d / "work-closed", port=free_port())
+            + sshd.device_toml("full", full / "w")
+        )
         yield {"dir": d, "devices": d / "devices.toml", "mounted": mounted}
     if mounted:
         subprocess.run(["umount", str(full)])
@@ -69,7 +76,11 @@ def test_bundles_are_self_contained_and_check_out(arch, tmp_path):
     r = _cli("runner", "build", "--arch", arch, "-o", out)
     assert r.exit_code == 0, r.output
     b = read_bundle(out)
-    assert b.arch == arch and b.glibc_floor == "2.34" and {f"lib/lib{n}.so" for n in ("executorch", "executorch_backend_xnnpack")} <= set(b.files)
+    assert (
+        b.arch == arch
+        and b.glibc_floor == "2.34"
+        and {f"lib/lib{n}.so" for n in ("executorch", "executorch_backend_xnnpack")} <= set(b.files)
+    )
     assert b"$ORIGIN/lib" in (out / "edgekit-runner").read_bytes()  # relocatable: libraries found beside the runner
     assert build_bundle(arch) == build_bundle(arch)  # cached by content
     r = _cli("runner", "check", out)
@@ -85,7 +96,11 @@ def test_profile_over_ssh_returns_the_local_result_format(fleet, fp32_build, int
     p = edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], **FAST)
     local = edgekit.profile(fp32_build.out_dir, **FAST)
     assert set(p.to_dict()) == set(local.to_dict())  # the same document, plus the device section
-    assert p.latency_ms.count == 20 and p.memory.peak_sources_mb["vm_hwm"] > 1 and p.memory.peak_sources_mb["sampler_rss"] > 1
+    assert (
+        p.latency_ms.count == 20
+        and p.memory.peak_sources_mb["vm_hwm"] > 1
+        and p.memory.peak_sources_mb["sampler_rss"] > 1
+    )
     assert p.noise is not None and p.machine["hostname"] and p.device["facts"]["glibc"] == "2.36"
     assert p.device["bytes_sent"]["program_and_inputs"] > fp32_build.manifest.program.size_bytes // 2
     q = edgekit.profile(int8_build.out_dir, device="loop", devices_file=fleet["devices"], **FAST)
@@ -101,8 +116,16 @@ def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tm
     outs = {}
     for device in ("loop", "arm"):
         outs[device] = tmp_path / f"{device}.bin"
-        p = edgekit.profile(pkg, device=device, devices_file=fleet["devices"], inputs=tmp_path / "in.npz",
-                            save_outputs=str(outs[device]), runs=5, warmup=1, warmup_seconds=0.0)
+        p = edgekit.profile(
+            pkg,
+            device=device,
+            devices_file=fleet["devices"],
+            inputs=tmp_path / "in.npz",
+            save_outputs=str(outs[device]),
+            runs=5,
+            warmup=1,
+            warmup_seconds=0.0,
+        )
         assert p.device["bundle"]["arch"] == ("aarch64" if device == "arm" else "x86_64")
     x86, arm = (np.fromfile(outs[d], np.float32) for d in ("loop", "arm"))
     if build == "int8_build":
@@ -114,13 +137,23 @@ def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tm
 
 def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build, tmp_path):
     # cortex-a76 has asimdhp: XNNPACK takes its native fp16 kernels there (x86 without AVX512-FP16 emulates them)
-    pkg = edgekit.build("toy_models:small_cnn", "xnnpack-fp16", out=tmp_path / "fp16", inputs=[parse_input_spec("1x1x8x8")]).out_dir
+    pkg = edgekit.build(
+        "toy_models:small_cnn", "xnnpack-fp16", out=tmp_path / "fp16", inputs=[parse_input_spec("1x1x8x8")]
+    ).out_dir
     np.savez(tmp_path / "in.npz", x=np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32))
     outs = {}
     for name, device, folder in (("arm16", "arm", pkg), ("x86-32", "loop", fp32_build.out_dir)):
         outs[name] = tmp_path / f"{name}.bin"
-        edgekit.profile(folder, device=device, devices_file=fleet["devices"], inputs=tmp_path / "in.npz",
-                        save_outputs=str(outs[name]), runs=5, warmup=1, warmup_seconds=0.0)
+        edgekit.profile(
+            folder,
+            device=device,
+            devices_file=fleet["devices"],
+            inputs=tmp_path / "in.npz",
+            save_outputs=str(outs[name]),
+            runs=5,
+            warmup=1,
+            warmup_seconds=0.0,
+        )
     arm16, x86_32 = (np.fromfile(outs[n], np.float32) for n in ("arm16", "x86-32"))
     assert arm16.shape == x86_32.shape == (10,)
     np.testing.assert_allclose(arm16, x86_32, rtol=2e-2, atol=2e-3)  # fp16 rounding of the fp32 program's answer
@@ -128,12 +161,36 @@ def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build
 
 
 def test_cli_profile_on_a_device(fleet, fp32_build):
-    r = _cli("profile", fp32_build.out_dir, "--device", "loop", "--devices", fleet["devices"], "--runs", "20", "--threads", "1,2",
-             "--cpus", "0", "--json")
+    r = _cli(
+        "profile",
+        fp32_build.out_dir,
+        "--device",
+        "loop",
+        "--devices",
+        fleet["devices"],
+        "--runs",
+        "20",
+        "--threads",
+        "1,2",
+        "--cpus",
+        "0",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     sweep = json.loads(r.stdout)["sweep"]
     assert [p["threads"]["effective"] for p in sweep] == [1, 2] and all(p["threads"]["cpus"] == [0] for p in sweep)
-    r = _cli("profile", fp32_build.out_dir, "--device", "loop", "--devices", fleet["devices"], "--runs", "20", "--threads", "1,2")
+    r = _cli(
+        "profile",
+        fp32_build.out_dir,
+        "--device",
+        "loop",
+        "--devices",
+        fleet["devices"],
+        "--runs",
+        "20",
+        "--threads",
+        "1,2",
+    )
     assert r.exit_code == 0, r.output
     assert "on device loop" in r.stdout and "noise floor" in r.stdout and "device loop (x86_64, glibc 2.36)" in r.stdout
 
@@ -142,18 +199,32 @@ def test_cli_profile_on_a_device(fleet, fp32_build):
 def test_bench_run_on_two_devices_stores_a_run_per_device(fleet, tmp_path):
     (tmp_path / "suite.toml").write_text(
         'schema_version = 1\nname = "fleet"\n[run]\nruns = 20\nwarmup = 2\nwarmup_seconds = 0.0\n'
-        '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n')
-    args = ["bench", "run", tmp_path / "suite.toml", "--devices", fleet["devices"], "--store", tmp_path / "st",
-            "--cache", tmp_path / "cache"]
+        '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n'
+    )
+    args = [
+        "bench",
+        "run",
+        tmp_path / "suite.toml",
+        "--devices",
+        fleet["devices"],
+        "--store",
+        tmp_path / "st",
+        "--cache",
+        tmp_path / "cache",
+    ]
     r = _cli(*args, "--device", "loop,loop2", "--save-as", "main")
     assert r.exit_code == 0, r.output
-    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "st").glob("*/*.json")) if p.parent.name != "baselines"]
+    runs = [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "st").glob("*/*.json")) if p.parent.name != "baselines"
+    ]
     assert sorted(run["device"] for run in runs) == ["loop", "loop2"]
     assert len({run["machine"]["machine_id"] for run in runs}) == 2  # stored per device, not per host
     assert sorted(p.name for p in (tmp_path / "st" / "baselines").iterdir()) == ["main@loop.json", "main@loop2.json"]
     r = _cli(*args, "--devices-tag", "ci")
     assert r.exit_code == 0, r.output
-    cmp = _cli("bench", "compare", "--device", "loop", "--baseline", "main", "--store", tmp_path / "st", "--fail-on", "size:1%")
+    cmp = _cli(
+        "bench", "compare", "--device", "loop", "--baseline", "main", "--store", tmp_path / "st", "--fail-on", "size:1%"
+    )
     assert cmp.exit_code == 0 and "no regression" in cmp.stdout, cmp.output
     rep = _cli("bench", "report", "--device", "loop2", "--store", tmp_path / "st", "-o", tmp_path / "rep")
     assert rep.exit_code == 0 and "device loop2:" in (tmp_path / "rep" / "report.md").read_text()
@@ -170,16 +241,22 @@ def _one_line(r, code, fragment):
     return err[0]
 
 
-@pytest.mark.parametrize("device, code, fragment", [
-    ("nope", 2, "unknown device 'nope'"),
-    ("ssh://bad host", 2, "is not ssh://"),
-    ("closed", 1, "cannot reach root@127.0.0.1"),
-    ("badkey", 1, "refused the login"),
-    ("old", 1, "has glibc 2.31, the x86_64 runner needs >= 2.34"),
-])
+@pytest.mark.parametrize(
+    "device, code, fragment",
+    [
+        ("nope", 2, "unknown device 'nope'"),
+        ("ssh://bad host", 2, "is not ssh://"),
+        ("closed", 1, "cannot reach root@127.0.0.1"),
+        ("badkey", 1, "refused the login"),
+        ("old", 1, "has glibc 2.31, the x86_64 runner needs >= 2.34"),
+    ],
+)
 def test_device_errors_are_one_line(fleet, fp32_build, device, code, fragment):
-    line = _one_line(_cli("profile", fp32_build.out_dir, "--device", device, "--devices", fleet["devices"], "--runs", "5"),
-                     code, fragment)
+    line = _one_line(
+        _cli("profile", fp32_build.out_dir, "--device", device, "--devices", fleet["devices"], "--runs", "5"),
+        code,
+        fragment,
+    )
     if device == "nope":
         assert "loop" in line  # the known devices are listed
 
@@ -189,16 +266,26 @@ def test_unknown_arch_and_bad_devices_file(tmp_path):
     with pytest.raises(UsageError, match="no runner bundle for arch 'riscv64'"):
         load_devices(tmp_path / "d.toml")
     (tmp_path / "d.toml").write_text('[[device]]\nname = "a"\nhost = "x"\nhots = "y"\n')
-    _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, "unknown key 'hots' in [[device]] (did you mean 'host'?)")
+    _one_line(
+        _cli("devices", "list", "--devices", tmp_path / "d.toml"),
+        1,
+        "unknown key 'hots' in [[device]] (did you mean 'host'?)",
+    )
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ('name = "pi"\nhost = "-oProxyCommand=touch /tmp/pwned"', "host '-oProxyCommand=touch /tmp/pwned' is not an ssh destination"),
-    ('name = "pi"\nhost = "pi@pi5; rm -rf ~"', "is not an ssh destination"),
-    ('name = "x/../../y"\nhost = "pi@pi5"', "device name 'x/../../y' is not a plain name"),
-    ('name = ".."\nhost = "pi@pi5"', "device name '..' is not a plain name"),
-    ('name = "pi"\nhost = "pi@pi5"\nexec_prefix = "qemu \'unclosed"', "cannot be split into words"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        (
+            'name = "pi"\nhost = "-oProxyCommand=touch /tmp/pwned"',
+            "host '-oProxyCommand=touch /tmp/pwned' is not an ssh destination",
+        ),
+        ('name = "pi"\nhost = "pi@pi5; rm -rf ~"', "is not an ssh destination"),
+        ('name = "x/../../y"\nhost = "pi@pi5"', "device name 'x/../../y' is not a plain name"),
+        ('name = ".."\nhost = "pi@pi5"', "device name '..' is not a plain name"),
+        ('name = "pi"\nhost = "pi@pi5"\nexec_prefix = "qemu \'unclosed"', "cannot be split into words"),
+    ],
+)
 def test_devices_files_are_data_a_host_that_is_an_option_or_a_name_that_is_a_path_is_refused(tmp_path, line, fragment):
     (tmp_path / "d.toml").write_text(f"[[device]]\n{line}\n")
     _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, fragment)
@@ -208,7 +295,7 @@ def test_the_destination_comes_after_a_double_dash_and_exec_prefix_words_are_quo
     from edgekit.device.devices import Device, Ssh
 
     argv = Ssh(Device("pi", "pi@pi5.local", ssh_options=("-i", "key"))).command("echo hi")
-    assert argv[argv.index("--") + 1:] == ["pi@pi5.local", "sh -c 'echo hi'"] and argv.index("-i") < argv.index("--")
+    assert argv[argv.index("--") + 1 :] == ["pi@pi5.local", "sh -c 'echo hi'"] and argv.index("-i") < argv.index("--")
     from edgekit.bench.document import BenchRun  # a run whose device name is a path is never written
     from edgekit.bench.store import save_run
     from edgekit.errors import BenchError
@@ -230,14 +317,26 @@ def test_remote_crash_timeout_and_full_disk_leave_nothing_behind(fleet, fp32_bui
         edgekit.profile(bad, device="loop", devices_file=fleet["devices"], **FAST)
     t0 = time.monotonic()
     with pytest.raises(ProfileError, match="exceeded the 3 s timeout"):
-        edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], runs=10**9, warmup=1,
-                        warmup_seconds=0.0, max_seconds=1000, timeout=3)
+        edgekit.profile(
+            fp32_build.out_dir,
+            device="loop",
+            devices_file=fleet["devices"],
+            runs=10**9,
+            warmup=1,
+            warmup_seconds=0.0,
+            max_seconds=1000,
+            timeout=3,
+        )
     assert time.monotonic() - t0 < 30 and _runs_left(fleet) == []
     assert subprocess.run(["pgrep", "-f", "work/bundles/.*/edgekit-runner"], capture_output=True).stdout == b""
     assert fleet["mounted"], "the full-disk case needs a 256 KiB tmpfs (run the tests as root)"
     with pytest.raises(DeviceError, match="disk is full"):
         edgekit.profile(fp32_build.out_dir, device="full", devices_file=fleet["devices"], **FAST)
-    assert not any((fleet["dir"] / "full" / "w" / "bundles").glob("*")) if (fleet["dir"] / "full" / "w" / "bundles").exists() else True
+    assert (
+        not any((fleet["dir"] / "full" / "w" / "bundles").glob("*"))
+        if (fleet["dir"] / "full" / "w" / "bundles").exists()
+        else True
+    )
 
 
 def test_a_dropped_connection_is_one_line_and_leaves_nothing(fleet, fp32_build):
@@ -255,8 +354,16 @@ def test_a_dropped_connection_is_one_line_and_leaves_nothing(fleet, fp32_build):
     t = threading.Thread(target=drop)
     t.start()
     with pytest.raises(DeviceError, match="device loop: cannot reach root@127.0.0.1") as info:
-        edgekit.profile(fp32_build.out_dir, device="loop", devices_file=fleet["devices"], runs=10**9, warmup=1,
-                        warmup_seconds=0.0, max_seconds=60, timeout=120)
+        edgekit.profile(
+            fp32_build.out_dir,
+            device="loop",
+            devices_file=fleet["devices"],
+            runs=10**9,
+            warmup=1,
+            warmup_seconds=0.0,
+            max_seconds=60,
+            timeout=120,
+        )
     t.join()
     assert "\n" not in str(info.value)
     time.sleep(0.5)

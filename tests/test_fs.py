@@ -2,7 +2,6 @@
 old or the new complete package (after the next start's clean-up, which puts back an old package moved aside)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -68,11 +67,20 @@ def _state(out: Path) -> str:
     return v
 
 
-@pytest.mark.parametrize("swap, step, expect", [
-    ("swap", "mid-write", "old"), ("swap", "before-exchange", "old"), ("swap", "after-exchange", "new"), ("swap", "done", "new"),
-    ("rename", "mid-write", "old"), ("rename", "before-replace-1", "old"), ("rename", "after-replace-1", "old"),
-    ("rename", "after-replace-2", "new"), ("rename", "done", "new"),
-])
+@pytest.mark.parametrize(
+    "swap, step, expect",
+    [
+        ("swap", "mid-write", "old"),
+        ("swap", "before-exchange", "old"),
+        ("swap", "after-exchange", "new"),
+        ("swap", "done", "new"),
+        ("rename", "mid-write", "old"),
+        ("rename", "before-replace-1", "old"),
+        ("rename", "after-replace-1", "old"),
+        ("rename", "after-replace-2", "new"),
+        ("rename", "done", "new"),
+    ],
+)
 def test_a_package_killed_at_any_step_of_its_replacement_is_the_old_or_the_new_one(tmp_path, swap, step, expect):
     out = tmp_path / "pkg"
     _package(out, "old")

@@ -9,7 +9,13 @@ from edgekit.errors import DataError, ModelLoadError
 from edgekit.models import parse_input_spec
 from edgekit.program import inspect_program
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat ran fast slow red blue big small house tree".split()
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+] + "the a cat dog sat on mat ran fast slow red blue big small house tree".split()
 SENTENCES = "the cat sat on the mat\na dog ran fast\n\nthe red house\nsmall blue tree\nthe big dog sat\na slow cat\n"
 
 
@@ -22,8 +28,16 @@ def tiny_bert(tmp_path_factory):
     (d / "vocab.txt").write_text("\n".join(WORDS) + "\n")
     tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=64, max_position_embeddings=64)).eval()
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(WORDS),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).eval()
     model.save_pretrained(d / "bert")
     tok.save_pretrained(d / "bert")
     (d / "sentences.txt").write_text(SENTENCES)
@@ -31,8 +45,14 @@ def tiny_bert(tmp_path_factory):
 
 
 def test_a_local_bert_builds_with_text_data_and_embedding_metrics(tiny_bert, tmp_path):
-    res = edgekit.build(f"hf:{tiny_bert / 'bert'}", "xnnpack-int8-dynamic", out=tmp_path / "o", inputs=[parse_input_spec("1x16")],
-                        calibration=tiny_bert / "sentences.txt", eval=tiny_bert / "sentences.txt")
+    res = edgekit.build(
+        f"hf:{tiny_bert / 'bert'}",
+        "xnnpack-int8-dynamic",
+        out=tmp_path / "o",
+        inputs=[parse_input_spec("1x16")],
+        calibration=tiny_bert / "sentences.txt",
+        eval=tiny_bert / "sentences.txt",
+    )
     m = res.manifest
     assert [i.name for i in m.model.inputs] == ["input_ids", "attention_mask"] and m.model.inputs[0].shape == [1, 16]
     assert m.quantize.embeddings == "int8" and len(m.quantize.embedding_tables) == 3  # word, position, token type
@@ -45,8 +65,24 @@ def test_a_local_bert_builds_with_text_data_and_embedding_metrics(tiny_bert, tmp
 
 
 def test_the_last_hidden_state_and_the_cli(tiny_bert, tmp_path):
-    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "--hf-output", "last_hidden_state", "-i", "1x8",
-                                 "-t", "xnnpack-fp32", "--eval", str(tiny_bert / "sentences.txt"), "-o", str(tmp_path / "h"), "-q"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "build",
+            f"hf:{tiny_bert / 'bert'}",
+            "--hf-output",
+            "last_hidden_state",
+            "-i",
+            "1x8",
+            "-t",
+            "xnnpack-fp32",
+            "--eval",
+            str(tiny_bert / "sentences.txt"),
+            "-o",
+            str(tmp_path / "h"),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
     assert inspect_program(tmp_path / "h" / "model.pte").method().outputs[0].shape == (1, 8, 32)
@@ -74,19 +110,38 @@ def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths
     from edgekit.hf import tokenize
 
     out = tmp_path / "dyn"
-    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "-t", "xnnpack-int8-dynamic",
-                                 "--dynamic-dim", "input_ids,attention_mask:1:4:48", "-c", str(tiny_bert / "sentences.txt"),
-                                 "--eval", str(tiny_bert / "sentences.txt"), "-o", str(out), "-q", "--json"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "build",
+            f"hf:{tiny_bert / 'bert'}",
+            "-i",
+            "1x16",
+            "-t",
+            "xnnpack-int8-dynamic",
+            "--dynamic-dim",
+            "input_ids,attention_mask:1:4:48",
+            "-c",
+            str(tiny_bert / "sentences.txt"),
+            "--eval",
+            str(tiny_bert / "sentences.txt"),
+            "-o",
+            str(out),
+            "-q",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     import json
 
     m = json.loads(r.stdout)
-    assert m["model"]["dynamic_dims"] == [{"inputs": ["input_ids", "attention_mask"], "indices": [0, 1], "dim": 1, "min": 4,
-                                           "max": 48, "program_max": 48}]
+    assert m["model"]["dynamic_dims"] == [
+        {"inputs": ["input_ids", "attention_mask"], "indices": [0, 1], "dim": 1, "min": 4, "max": 48, "program_max": 48}
+    ]
     checked = {c["sizes"]["input_ids,attention_mask:1"]: c for c in m["verify"]["at_sizes"]}
     assert sorted(checked) == [4, 48] and all(c["cosine_min"] > 0.99 for c in checked.values())
     assert m["verify"]["cosine_min"] > 0.99  # at the traced 16 tokens
-    tok = edgekit.models.load_model(f"hf:{tiny_bert / 'bert'}").tokenizer
+    tok = edgekit.models.load_model(f"hf:{tiny_bert / 'bert'}").tokenizer.hf
     for tokens in (4, 30, 48):  # any length inside the range, with the real tokenizer's ids and mask
         ids, mask = tokenize(tok, ["the cat sat on the mat", "a dog ran fast"], tokens)
         np.savez(tmp_path / f"t{tokens}.npz", x0=ids.numpy(), x1=mask.numpy())
@@ -98,22 +153,32 @@ def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths
     assert r.exit_code == 1 and "outside the program's range 4..48" in r.stderr and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("input_ids:1:8", "expected INPUTS:DIM:MIN:MAX"),
-    ("input_ids:1:64:8", "need 1 <= MIN < MAX"),
-    ("tokens:1:4:32", "no input named 'tokens'"),
-    ("input_ids:2:4:32", "has 2 dimension(s), so 2 does not exist"),
-    ("2:1:4:32", "input 2 does not exist"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("input_ids:1:8", "expected INPUTS:DIM:MIN:MAX"),
+        ("input_ids:1:64:8", "need 1 <= MIN < MAX"),
+        ("tokens:1:4:32", "no input named 'tokens'"),
+        ("input_ids:2:4:32", "has 2 dimension(s), so 2 does not exist"),
+        ("2:1:4:32", "input 2 does not exist"),
+    ],
+)
 def test_bad_dynamic_dims_are_usage_errors_and_write_nothing(tiny_bert, tmp_path, flag, message):
-    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "--dynamic-dim", flag, "-o", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "--dynamic-dim", flag, "-o", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, r.output
     assert not (tmp_path / "o").exists()
 
 
 def test_portable_ops_carry_the_partitioners_reason_and_layer_norm_is_delegated(tiny_bert, tmp_path):
-    res = edgekit.build(f"hf:{tiny_bert / 'bert'}", "xnnpack-int8-dynamic", out=tmp_path / "o", inputs=[parse_input_spec("1x16")],
-                        calibration=tiny_bert / "sentences.txt")
+    res = edgekit.build(
+        f"hf:{tiny_bert / 'bert'}",
+        "xnnpack-int8-dynamic",
+        out=tmp_path / "o",
+        inputs=[parse_input_spec("1x16")],
+        calibration=tiny_bert / "sentences.txt",
+    )
     d = res.manifest.program.delegation
     assert d.portable_ops and set(d.portable_reasons) == set(d.portable_ops) and all(d.portable_reasons.values())
     assert not any("layer_norm" in op or "expand" in op for op in d.portable_ops), d.portable_ops

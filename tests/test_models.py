@@ -5,21 +5,31 @@ from edgekit.errors import InputSpecError, ModelLoadError
 from edgekit.models import DynamicBatch, InputSpec, load_model, parse_dynamic_batch, parse_input_spec
 
 
-@pytest.mark.parametrize("text, shape, dtype", [
-    ("1x3x224x224", (1, 3, 224, 224), "float32"),
-    ("1x128:int64", (1, 128), "int64"),
-    (" 2x4 : fp16 ", (2, 4), "float16"),
-    ("8", (8,), "float32"),
-])
+@pytest.mark.parametrize(
+    "text, shape, dtype",
+    [
+        ("1x3x224x224", (1, 3, 224, 224), "float32"),
+        ("1x128:int64", (1, 128), "int64"),
+        (" 2x4 : fp16 ", (2, 4), "float16"),
+        ("8", (8,), "float32"),
+    ],
+)
 def test_parse_input_spec(text, shape, dtype):
     spec = parse_input_spec(text)
     assert spec == InputSpec(shape, dtype)
     assert parse_input_spec(str(spec)) == spec
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("1x", "malformed"), ("abc", "malformed"), ("1x0x3", "positive"), ("1x3:float99", "unknown dtype"), ("", "malformed"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("1x", "malformed"),
+        ("abc", "malformed"),
+        ("1x0x3", "positive"),
+        ("1x3:float99", "unknown dtype"),
+        ("", "malformed"),
+    ],
+)
 def test_parse_input_spec_rejects(text, fragment):
     with pytest.raises(InputSpecError, match=fragment) as info:
         parse_input_spec(text)
@@ -41,7 +51,12 @@ def test_module_factory_with_input_spec():
 
 def test_factory_supplies_example_inputs_and_input_overrides_them():
     assert load_model("toy_models:small_cnn_with_inputs").example_inputs[0].shape == (1, 1, 8, 8)
-    assert load_model("toy_models:small_cnn_with_inputs", [parse_input_spec("2x1x8x8")]).example_inputs[0].shape == (2, 1, 8, 8)
+    assert load_model("toy_models:small_cnn_with_inputs", [parse_input_spec("2x1x8x8")]).example_inputs[0].shape == (
+        2,
+        1,
+        8,
+        8,
+    )
 
 
 def test_several_inputs_with_dtypes():
@@ -73,15 +88,18 @@ def test_saved_exported_program(tmp_path):
     torch.testing.assert_close(m.module(x), model(x))
 
 
-@pytest.mark.parametrize("spec, fragment, hint", [
-    ("no_such_pkg.nets:make", "cannot import module 'no_such_pkg.nets'", "PYTHONPATH"),
-    ("toy_models:smal_cnn", "has no attribute 'smal_cnn'", "did you mean small_cnn"),
-    ("toy_models:raises", "raised RuntimeError: weights file missing", "fix the factory"),
-    ("toy_models:not_a_module", "returned dict, not an nn.Module", "return an nn.Module"),
-    ("toy_models:NOT_CALLABLE", "not a callable", "function"),
-    ("missing/file.py:make", "does not exist", "path"),
-    ("nothing_here", "neither a file nor a module:factory", "package.module:factory"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment, hint",
+    [
+        ("no_such_pkg.nets:make", "cannot import module 'no_such_pkg.nets'", "PYTHONPATH"),
+        ("toy_models:smal_cnn", "has no attribute 'smal_cnn'", "did you mean small_cnn"),
+        ("toy_models:raises", "raised RuntimeError: weights file missing", "fix the factory"),
+        ("toy_models:not_a_module", "returned dict, not an nn.Module", "return an nn.Module"),
+        ("toy_models:NOT_CALLABLE", "not a callable", "function"),
+        ("missing/file.py:make", "does not exist", "path"),
+        ("nothing_here", "neither a file nor a module:factory", "package.module:factory"),
+    ],
+)
 def test_load_errors(spec, fragment, hint):
     with pytest.raises(ModelLoadError) as info:
         load_model(spec, [parse_input_spec("1x1x8x8")])

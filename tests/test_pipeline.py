@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import edgekit
 from click.testing import CliRunner
 
+import edgekit
 from edgekit.cli import cli
 from edgekit.errors import BudgetError, DataError, EdgekitError, ExportError, OutputExistsError
-from edgekit.models import parse_dynamic_batch, parse_input_spec
 from edgekit.manifest import read_manifest
+from edgekit.models import parse_dynamic_batch, parse_input_spec
 from edgekit.program import InProcessProgram, inspect_program, sha256_file
 from edgekit.targets import load_target
 
@@ -84,15 +83,28 @@ def test_portable_target_has_no_delegate(tmp_path):
 
 def test_dynamic_int8_on_linear_model_and_two_inputs(tmp_path):
     res = edgekit.build("toy_models:mlp", "xnnpack-int8-dynamic", out=tmp_path / "d")
-    assert res.manifest.to_dict()["quantize"]["dynamic"] is True and res.manifest.to_dict()["verify"]["cosine_similarity"] > 0.99
-    res2 = edgekit.build("toy_models:two_inputs", "xnnpack-fp32", out=tmp_path / "two",
-                         inputs=[parse_input_spec("1x6:int64"), parse_input_spec("1x4")])
+    assert (
+        res.manifest.to_dict()["quantize"]["dynamic"] is True
+        and res.manifest.to_dict()["verify"]["cosine_similarity"] > 0.99
+    )
+    res2 = edgekit.build(
+        "toy_models:two_inputs",
+        "xnnpack-fp32",
+        out=tmp_path / "two",
+        inputs=[parse_input_spec("1x6:int64"), parse_input_spec("1x4")],
+    )
     assert [i["dtype"] for i in res2.manifest.to_dict()["model"]["inputs"]] == ["int64", "float32"]
 
 
 def test_dynamic_batch_program_accepts_several_batch_sizes(tmp_path, digits_like):
-    res = edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "dyn", inputs=X8,
-                        dynamic_batch=parse_dynamic_batch("1:33"), calibration=digits_like["calib"])
+    res = edgekit.build(
+        "toy_models:small_cnn",
+        "xnnpack-int8",
+        out=tmp_path / "dyn",
+        inputs=X8,
+        dynamic_batch=parse_dynamic_batch("1:33"),
+        calibration=digits_like["calib"],
+    )
     prog = InProcessProgram(res.pte_path)
     # 16 and above matters: a torch heuristic used to cap the planned batch at 15 (see lower.py).
     for batch in (1, 5, 16, 33):
@@ -139,7 +151,9 @@ def test_export_failure_is_one_line_and_leaves_nothing(tmp_path):
 def test_calibration_shape_mismatch_fails_before_writing(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((4, 3, 8, 8), np.float32))
     with pytest.raises(DataError, match=r"\(3, 8, 8\).*\(1, 8, 8\)"):
-        edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8, calibration=tmp_path / "bad.npy")
+        edgekit.build(
+            "toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8, calibration=tmp_path / "bad.npy"
+        )
     assert _leftovers(tmp_path) == ["bad.npy"]
 
 
@@ -163,9 +177,11 @@ def test_existing_output_needs_force_and_only_a_package_is_ever_replaced(tmp_pat
 
 def test_bad_output_locations_fail_before_any_work(tmp_path):
     (tmp_path / "file").write_text("mine")
-    cases = [(tmp_path / "file", OutputExistsError, "is not a folder"),  # even with --force
-             (tmp_path / "file" / "o", EdgekitError, "is a file, not a folder"),
-             (Path("/proc/edgekit-cannot-write-here"), EdgekitError, "cannot write")]
+    cases = [
+        (tmp_path / "file", OutputExistsError, "is not a folder"),  # even with --force
+        (tmp_path / "file" / "o", EdgekitError, "is a file, not a folder"),
+        (Path("/proc/edgekit-cannot-write-here"), EdgekitError, "cannot write"),
+    ]
     for out, error, fragment in cases:
         t0 = time.perf_counter()
         with pytest.raises(error, match=fragment):
@@ -219,7 +235,9 @@ def test_verify_figures_fit_what_the_output_is(tmp_path, int8_build):
     v = emb.manifest.verify
     assert v.task == "embed" and v.task_reason == "given with --task" and v.top1_agreement is None
     assert 0.9 < v.cosine_min <= v.cosine_similarity <= 1.0 and 0.5 <= v.nn_agreement <= 1.0
-    r = CliRunner().invoke(cli, ["build", "toy_models:mlp", "-t", "xnnpack-int8-dynamic", "--task", "embed", "-o", tmp_path / "c", "-q"])
+    r = CliRunner().invoke(
+        cli, ["build", "toy_models:mlp", "-t", "xnnpack-int8-dynamic", "--task", "embed", "-o", tmp_path / "c", "-q"]
+    )
     assert r.exit_code == 0 and "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
 
 
@@ -227,20 +245,32 @@ def test_the_output_kind_is_guessed_from_shape_values_and_labels():
     from edgekit.pipeline.verify import Task, guess_task
 
     logits = torch.randn(8, 10)
-    assert guess_task(logits, labelled=False)[0] is Task.CLASSIFY and guess_task(logits, labelled=True)[0] is Task.CLASSIFY
+    assert (
+        guess_task(logits, labelled=False)[0] is Task.CLASSIFY and guess_task(logits, labelled=True)[0] is Task.CLASSIFY
+    )
     assert guess_task(torch.nn.functional.normalize(torch.randn(8, 384), dim=1), labelled=False)[0] is Task.EMBED
     assert guess_task(torch.randn(8, 32, 384), labelled=False)[0] is Task.EMBED  # a last hidden state
     assert guess_task(torch.randn(8, 1), labelled=False)[0] is Task.REGRESS
 
 
-@pytest.mark.parametrize("kind, op", [("int8", "quantized_decomposed::embedding_byte.out"),
-                                      ("int4", "quantized_decomposed::embedding_4bit.out")])
+@pytest.mark.parametrize(
+    "kind, op",
+    [("int8", "quantized_decomposed::embedding_byte.out"), ("int4", "quantized_decomposed::embedding_4bit.out")],
+)
 def test_embedding_tables_are_quantized_and_run_on_the_quantized_kernels(tmp_path, kind, op):
     inputs = [parse_input_spec("1x6:int64"), parse_input_spec("1x4")]
-    plain = edgekit.build("toy_models:two_inputs", load_target("xnnpack-int8-dynamic").replace(quantize__embeddings="none"),
-                          out=tmp_path / "plain", inputs=inputs)
-    res = edgekit.build("toy_models:two_inputs", load_target("xnnpack-int8-dynamic").replace(quantize__embeddings=kind),
-                        out=tmp_path / kind, inputs=inputs)
+    plain = edgekit.build(
+        "toy_models:two_inputs",
+        load_target("xnnpack-int8-dynamic").replace(quantize__embeddings="none"),
+        out=tmp_path / "plain",
+        inputs=inputs,
+    )
+    res = edgekit.build(
+        "toy_models:two_inputs",
+        load_target("xnnpack-int8-dynamic").replace(quantize__embeddings=kind),
+        out=tmp_path / kind,
+        inputs=inputs,
+    )
     q = res.manifest.quantize
     assert q.embeddings == kind and q.embedding_tables == ["emb"] and plain.manifest.quantize.embedding_tables == []
     assert op in inspect_program(res.pte_path).method().operators
@@ -259,12 +289,21 @@ def test_a_shared_dynamic_dimension_is_one_symbol_and_a_half_declared_one_says_h
     from edgekit.dynamic import parse_dynamic_dim
     from edgekit.errors import ExportError
 
-    res = edgekit.build("toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "ok", dynamic_dims=[parse_dynamic_dim("a,b:1:2:40")])
+    res = edgekit.build(
+        "toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "ok", dynamic_dims=[parse_dynamic_dim("a,b:1:2:40")]
+    )
     assert [c.sizes for c in res.manifest.verify.at_sizes] == [{"a,b:1": 2}, {"a,b:1": 40}]
     assert all(c.sqnr_db is None or c.sqnr_db > 60 for c in res.manifest.verify.at_sizes)
-    assert res.manifest.model.inputs[0].dynamic and not res.manifest.program.delegation.portable_ops  # layer_norm delegated
+    assert (
+        res.manifest.model.inputs[0].dynamic and not res.manifest.program.delegation.portable_ops
+    )  # layer_norm delegated
     with pytest.raises(ExportError) as err:
-        edgekit.build("toy_models:sequence_mixer", "xnnpack-fp32", out=tmp_path / "half", dynamic_dims=[parse_dynamic_dim("a:1:2:40")])
+        edgekit.build(
+            "toy_models:sequence_mixer",
+            "xnnpack-fp32",
+            out=tmp_path / "half",
+            dynamic_dims=[parse_dynamic_dim("a:1:2:40")],
+        )
     assert "declare them together: --dynamic-dim a,b:1:2:40" in err.value.hint, err.value.hint
     assert not (tmp_path / "half").exists()
 
@@ -291,11 +330,20 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
     kept = load_target("xnnpack-int8").replace(quantize__fp32_layers=("classifier",))
 
     def build(target, name, rec=records):
-        return edgekit.build("toy_models:small_cnn", target, out=tmp_path / name, inputs=X8, calibration=calib,
-                             calibration_records=rec, verify_samples=4).manifest
+        return edgekit.build(
+            "toy_models:small_cnn",
+            target,
+            out=tmp_path / name,
+            inputs=X8,
+            calibration=calib,
+            calibration_records=rec,
+            verify_samples=4,
+        ).manifest
 
     first = build("xnnpack-int8", "pc")
-    assert first.quantize.calibration_reused is False and len(list((tmp_path / "records" / ".calibration").iterdir())) == 1
+    assert (
+        first.quantize.calibration_reused is False and len(list((tmp_path / "records" / ".calibration").iterdir())) == 1
+    )
     for target, name in ((per_tensor, "pt"), (kept, "kept")):
         reused, fresh = build(target, name), build(target, name + "-fresh", None)
         assert reused.quantize.calibration_reused is True and fresh.quantize.calibration_reused is False
@@ -304,17 +352,49 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
     # an observer shared across a layer boundary (a relu6 shares its conv's output observer) is watched differently
     # when that conv stays fp32: a record of the full calibration must not be taken for it
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU6(inplace=True),
-                              torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU6(inplace=True), torch.nn.Flatten(), torch.nn.Linear(128, 10)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(inplace=True),
+        torch.nn.Conv2d(8, 8, 3),
+        torch.nn.ReLU6(inplace=True),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, 10),
+    ).eval()
     boundary = load_target("xnnpack-int8").replace(quantize__fp32_layers=("0",))
-    edgekit.build(net, "xnnpack-int8", out=tmp_path / "r6", inputs=X8, calibration=calib, calibration_records=records, verify_samples=4)
-    got, want = (edgekit.build(net, boundary, out=tmp_path / f"r6-{n}", inputs=X8, calibration=calib, calibration_records=rec,
-                               verify_samples=4).manifest for n, rec in (("rec", records), ("fresh", None)))
+    edgekit.build(
+        net,
+        "xnnpack-int8",
+        out=tmp_path / "r6",
+        inputs=X8,
+        calibration=calib,
+        calibration_records=records,
+        verify_samples=4,
+    )
+    got, want = (
+        edgekit.build(
+            net,
+            boundary,
+            out=tmp_path / f"r6-{n}",
+            inputs=X8,
+            calibration=calib,
+            calibration_records=rec,
+            verify_samples=4,
+        ).manifest
+        for n, rec in (("rec", records), ("fresh", None))
+    )
     assert got.program.sha256 == want.program.sha256
     # other data: another record, not a wrong one
     np.savez(tmp_path / "other.npz", x=digits_like["x"][64:128])
-    other = edgekit.build("toy_models:small_cnn", per_tensor, out=tmp_path / "other", inputs=X8, calibration=tmp_path / "other.npz",
-                          calibration_records=records, verify_samples=4).manifest
+    other = edgekit.build(
+        "toy_models:small_cnn",
+        per_tensor,
+        out=tmp_path / "other",
+        inputs=X8,
+        calibration=tmp_path / "other.npz",
+        calibration_records=records,
+        verify_samples=4,
+    ).manifest
     assert other.quantize.calibration_reused is False
     # a damaged record reads as none (the build calibrates), never as a wrong one
     damaged = next((tmp_path / "records" / ".calibration").iterdir())

@@ -26,7 +26,10 @@ def native_profile(fp32_build):
 def test_native_profile_measures_everything(native_profile, fp32_build):
     p = native_profile
     assert p.engine == "native" and p.engine_note is None
-    assert p.subject["package"] == str(fp32_build.out_dir) and p.subject["sha256"] == fp32_build.manifest.to_dict()["program"]["sha256"]
+    assert (
+        p.subject["package"] == str(fp32_build.out_dir)
+        and p.subject["sha256"] == fp32_build.manifest.to_dict()["program"]["sha256"]
+    )
     assert p.latency_ms.count == 30 and len(p.samples_ms) == 30
     s = p.latency_ms
     assert 0 < s.min <= s.p50 <= s.p90 <= s.p99 <= s.max and s.ci95_median[0] <= s.p50 <= s.ci95_median[1]
@@ -189,8 +192,21 @@ def _cli(*args):
 
 
 def test_cli_thread_sweep_json(fp32_build, tmp_path):
-    r = _cli("profile", fp32_build.out_dir, "--threads", "1,2", "--runs", 20, "--warmup", 2, "--warmup-seconds", 0,
-             "--json", "--out", tmp_path / "p.json")
+    r = _cli(
+        "profile",
+        fp32_build.out_dir,
+        "--threads",
+        "1,2",
+        "--runs",
+        20,
+        "--warmup",
+        2,
+        "--warmup-seconds",
+        0,
+        "--json",
+        "--out",
+        tmp_path / "p.json",
+    )
     assert r.exit_code == 0, r.stderr
     sweep = json.loads(r.stdout)["sweep"]
     assert [s["threads"]["effective"] for s in sweep] == [1, 2]
@@ -204,11 +220,14 @@ def test_cli_table_for_people(fp32_build):
         assert section in r.stdout
 
 
-@pytest.mark.parametrize("args, code, fragment", [
-    (["--threads", "0"], 2, "thread counts must be >= 1"),
-    (["--method", "nope"], 1, "no method 'nope'"),
-    (["--engine", "gpu"], 2, "Invalid value for '--engine'"),
-])
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["--threads", "0"], 2, "thread counts must be >= 1"),
+        (["--method", "nope"], 1, "no method 'nope'"),
+        (["--engine", "gpu"], 2, "Invalid value for '--engine'"),
+    ],
+)
 def test_cli_bad_options(fp32_build, args, code, fragment):
     r = _cli("profile", fp32_build.out_dir, *args)
     assert r.exit_code == code and fragment in r.stderr and "Traceback" not in r.stderr
@@ -235,20 +254,34 @@ def test_without_a_compiler_the_python_engine_is_used_and_said(fp32_build, monke
 def test_inputs_are_set_before_every_run(tmp_path):
     """The planner reuses an input's buffer once consumed; a runner that sets inputs once feeds garbage token
     ids to the embedding on the second run (caught by its bounds check). Every run must set its inputs."""
-    res = edgekit.build("toy_models:two_inputs", "xnnpack-fp32", out=tmp_path / "emb",
-                        inputs=[edgekit.parse_input_spec("1x6:int64"), edgekit.parse_input_spec("1x4")])
+    res = edgekit.build(
+        "toy_models:two_inputs",
+        "xnnpack-fp32",
+        out=tmp_path / "emb",
+        inputs=[edgekit.parse_input_spec("1x6:int64"), edgekit.parse_input_spec("1x4")],
+    )
     for engine in ("native", "python"):
         p = edgekit.profile(res.out_dir, engine=engine, runs=50, warmup=5, warmup_seconds=0.0)
         assert p.latency_ms.count == 50
 
 
 def test_batch_sizes_of_a_dynamic_program(tmp_path, fp32_build):
-    res = edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=tmp_path / "dyn", inputs=[edgekit.parse_input_spec("1x1x8x8")],
-                        dynamic_batch=edgekit.parse_dynamic_batch("1:16"))
+    res = edgekit.build(
+        "toy_models:small_cnn",
+        "xnnpack-fp32",
+        out=tmp_path / "dyn",
+        inputs=[edgekit.parse_input_spec("1x1x8x8")],
+        dynamic_batch=edgekit.parse_dynamic_batch("1:16"),
+    )
     assert edgekit.profile(res.out_dir, **FAST).subject["inputs"][0]["shape"] == [16, 1, 8, 8]  # default: the bound
     assert edgekit.profile(res.out_dir, batch=4, **FAST).subject["inputs"][0]["shape"] == [4, 1, 8, 8]
     np.savez(tmp_path / "five.npz", x=np.random.rand(5, 1, 8, 8).astype(np.float32))
-    assert edgekit.profile(res.out_dir, inputs=tmp_path / "five.npz", **FAST).subject["inputs"][0]["shape"] == [5, 1, 8, 8]
+    assert edgekit.profile(res.out_dir, inputs=tmp_path / "five.npz", **FAST).subject["inputs"][0]["shape"] == [
+        5,
+        1,
+        8,
+        8,
+    ]
     with pytest.raises(UsageError, match="exceeds the program's largest batch, 16"):
         edgekit.profile(res.out_dir, batch=17, **FAST)
     with pytest.raises(UsageError, match="static batch of 1"):
@@ -259,7 +292,7 @@ def test_the_worker_starts_pinned_in_its_own_session_without_python_between_fork
     import os
     import sys
 
-    from edgekit.profile.worker import run_worker
+    from edgekit.runner.worker import run_worker
 
     probe = "import os, sys; sys.stderr.write(f'{sorted(os.sched_getaffinity(0))} {os.getsid(0) == os.getpid()}\\n')"
     watch = run_worker([sys.executable, "-c", probe], timeout=30, cpus=(0,), sample=False)

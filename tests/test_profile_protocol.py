@@ -1,4 +1,4 @@
-"""The worker protocol is defined once (edgekit/profile/protocol.py) and every worker speaks exactly it."""
+"""The worker protocol is defined once (edgekit/runner/protocol.py) and every worker speaks exactly it."""
 
 import dataclasses
 import json
@@ -8,9 +8,18 @@ from pathlib import Path
 import pytest
 
 from edgekit.errors import ProfileError
-from edgekit.profile import pyworker
-from edgekit.profile.protocol import (ERROR_PREFIX, PHASE_PREFIX, PROGRESS_PREFIX, PROTOCOL_VERSION, WORKER_OPTIONS, CpuUsage,
-                                      Phase, WorkerResult, read_result)
+from edgekit.runner import pyworker
+from edgekit.runner.protocol import (
+    ERROR_PREFIX,
+    PHASE_PREFIX,
+    PROGRESS_PREFIX,
+    PROTOCOL_VERSION,
+    WORKER_OPTIONS,
+    CpuUsage,
+    Phase,
+    WorkerResult,
+    read_result,
+)
 
 RUNNER = (Path(pyworker.__file__).parent / "runner.cpp").read_text()
 
@@ -35,17 +44,36 @@ def test_the_python_worker_takes_the_protocols_options():
 
 
 def test_results_of_another_version_or_shape_are_refused(tmp_path):
-    good = {"protocol": PROTOCOL_VERSION, "engine": "native", "method": "forward", "loader": "mmap", "threads_requested": 1,
-            "threads_effective": 1, "load_ms": 1.0, "first_run_ms": 1.0, "warmup_ms": [1.0], "samples_ms": [1.0, 2.0],
-            "timed_wall_s": 0.1, "reference_before_ms": 2.0, "reference_after_ms": 2.1, "rss_baseline_bytes": 1, "rss_after_load_bytes": 2, "hwm_bytes": 3,
-            "cpu_load": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
-            "cpu_timed": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
-            "etdump": "not requested"}
+    good = {
+        "protocol": PROTOCOL_VERSION,
+        "engine": "native",
+        "method": "forward",
+        "loader": "mmap",
+        "threads_requested": 1,
+        "threads_effective": 1,
+        "load_ms": 1.0,
+        "first_run_ms": 1.0,
+        "warmup_ms": [1.0],
+        "samples_ms": [1.0, 2.0],
+        "timed_wall_s": 0.1,
+        "reference_before_ms": 2.0,
+        "reference_after_ms": 2.1,
+        "rss_baseline_bytes": 1,
+        "rss_after_load_bytes": 2,
+        "hwm_bytes": 3,
+        "cpu_load": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
+        "cpu_timed": {"user_s": 0.1, "sys_s": 0.0, "voluntary_ctx_switches": 0, "involuntary_ctx_switches": 0},
+        "etdump": "not requested",
+    }
     path = tmp_path / "r.json"
     path.write_text(json.dumps(good))
     assert read_result(path).samples_ms == [1.0, 2.0]
-    for change, fragment in (({"protocol": 0}, "protocol 0"), ({"samples_ms": "x"}, "samples_ms must be a list"),
-                             ({"samples_ms": []}, "no timed runs"), ({"load_ms": None}, "load_ms")):
+    for change, fragment in (
+        ({"protocol": 0}, "protocol 0"),
+        ({"samples_ms": "x"}, "samples_ms must be a list"),
+        ({"samples_ms": []}, "no timed runs"),
+        ({"load_ms": None}, "load_ms"),
+    ):
         path.write_text(json.dumps({**good, **change}))
         with pytest.raises(ProfileError, match=fragment):
             read_result(path)

@@ -69,7 +69,10 @@ def test_magnitude_sparsity_is_permanent_and_shrinks_the_download(tmp_path):
     assert "do not speed up" in p["sparsity_note"]
     sc = res.manifest.to_dict()["program"]["size_comparison"]
     assert sc["with_sparsity"]["deflate_bytes"] < 0.8 * sc["without_sparsity"]["deflate_bytes"]
-    assert abs(sc["with_sparsity"]["size_bytes"] - sc["without_sparsity"]["size_bytes"]) < 0.05 * sc["without_sparsity"]["size_bytes"]
+    assert (
+        abs(sc["with_sparsity"]["size_bytes"] - sc["without_sparsity"]["size_bytes"])
+        < 0.05 * sc["without_sparsity"]["size_bytes"]
+    )
 
 
 def test_sparsity_leaves_no_masks_and_global_scope():
@@ -88,8 +91,15 @@ def test_finetune_recovers_accuracy_and_report_has_three_accuracies(tmp_path, tr
     target = load_target("xnnpack-int8").replace(name="p", prune__structured_ratio=0.5, prune__round_to=4)
     common = dict(inputs=X8, calibration=digits_like["calib"], eval=digits_like["eval"])
     raw = edgekit.build(trained_cnn, target.replace(budget__max_accuracy_drop=None), out=tmp_path / "raw", **common)
-    tuned = edgekit.build(trained_cnn, target, out=tmp_path / "ft", finetune=digits_like["train"], finetune_epochs=15,
-                          finetune_lr=1e-2, **common)
+    tuned = edgekit.build(
+        trained_cnn,
+        target,
+        out=tmp_path / "ft",
+        finetune=digits_like["train"],
+        finetune_epochs=15,
+        finetune_lr=1e-2,
+        **common,
+    )
     a_raw, a_ft = raw.manifest.to_dict()["verify"]["accuracy"], tuned.manifest.to_dict()["verify"]["accuracy"]
     assert set(a_ft) >= {"original_eager", "pruned_eager", "program", "drop"}
     assert a_ft["original_eager"] == a_raw["original_eager"] > 0.9
@@ -99,8 +109,9 @@ def test_finetune_recovers_accuracy_and_report_has_three_accuracies(tmp_path, tr
 
 
 def test_accuracy_budget_fails_the_build_with_figures(tmp_path, trained_cnn, digits_like):
-    target = load_target("xnnpack-fp32").replace(name="b", prune__structured_ratio=0.9, prune__round_to=1,
-                                                 budget__max_accuracy_drop=0.0)
+    target = load_target("xnnpack-fp32").replace(
+        name="b", prune__structured_ratio=0.9, prune__round_to=1, budget__max_accuracy_drop=0.0
+    )
     with pytest.raises(BudgetError) as info:
         edgekit.build(trained_cnn, target, out=tmp_path / "o", inputs=X8, eval=digits_like["eval"])
     assert "accuracy_drop is" in info.value.message and "limit 0.0" in info.value.message
@@ -109,22 +120,39 @@ def test_accuracy_budget_fails_the_build_with_figures(tmp_path, trained_cnn, dig
 
 def test_bad_prune_inputs(tmp_path, digits_like):
     with pytest.raises(PruneError) as info:
-        edgekit.build("toy_models:residual_concat", _target(structured_ratio=0.5, ignore=("clasifier",)), out=tmp_path / "o")
+        edgekit.build(
+            "toy_models:residual_concat", _target(structured_ratio=0.5, ignore=("clasifier",)), out=tmp_path / "o"
+        )
     assert "matches no layer" in info.value.message and "classifier" in info.value.hint
     with pytest.raises(PruneError, match="'weight' \\(16x16x3x3\\).*outside an nn layer"):
         edgekit.build("toy_models:functional_conv", _target(structured_ratio=0.5), out=tmp_path / "o")
     np.savez(tmp_path / "ft_shape.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
     with pytest.raises(DataError, match="fine-tune data"):
-        edgekit.build("toy_models:small_cnn", _target(structured_ratio=0.5), out=tmp_path / "o", inputs=X8,
-                      finetune=tmp_path / "ft_shape.npz")
+        edgekit.build(
+            "toy_models:small_cnn",
+            _target(structured_ratio=0.5),
+            out=tmp_path / "o",
+            inputs=X8,
+            finetune=tmp_path / "ft_shape.npz",
+        )
     np.savez(tmp_path / "ft_labels.npz", x=np.zeros((8, 1, 8, 8), np.float32), y=np.full(8, 12))
     with pytest.raises(DataError, match="range over 12..12 but the model has 10 classes"):
-        edgekit.build("toy_models:small_cnn", _target(structured_ratio=0.5), out=tmp_path / "o", inputs=X8,
-                      finetune=tmp_path / "ft_labels.npz")
+        edgekit.build(
+            "toy_models:small_cnn",
+            _target(structured_ratio=0.5),
+            out=tmp_path / "o",
+            inputs=X8,
+            finetune=tmp_path / "ft_labels.npz",
+        )
     np.savez(tmp_path / "ft_nolabels.npz", x=np.zeros((8, 1, 8, 8), np.float32))
     with pytest.raises(DataError, match="has no labels"):
-        edgekit.build("toy_models:small_cnn", _target(structured_ratio=0.5), out=tmp_path / "o", inputs=X8,
-                      finetune=tmp_path / "ft_nolabels.npz")
+        edgekit.build(
+            "toy_models:small_cnn",
+            _target(structured_ratio=0.5),
+            out=tmp_path / "o",
+            inputs=X8,
+            finetune=tmp_path / "ft_nolabels.npz",
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -142,22 +170,44 @@ def _cli(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--prune-channels", "1.2"], "0<=x<1"),
-    (["--sparsity", "1"], "0<=x<1"),
-    (["--max-accuracy-drop", "0.01"], "--max-accuracy-drop needs --eval"),
-    (["--prune-layer", "features.0"], "is not LAYER=RATIO"),
-    (["--prune-layer", "features.0=1.5"], "is not LAYER=RATIO"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--prune-channels", "1.2"], "0<=x<1"),
+        (["--sparsity", "1"], "0<=x<1"),
+        (["--max-accuracy-drop", "0.01"], "--max-accuracy-drop needs --eval"),
+        (["--prune-layer", "features.0"], "is not LAYER=RATIO"),
+        (["--prune-layer", "features.0=1.5"], "is not LAYER=RATIO"),
+    ],
+)
 def test_cli_usage_errors(tmp_path, args, fragment):
     r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
     assert r.exit_code == 2 and fragment in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_flags_override_the_target(tmp_path, digits_like):
-    r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", "--prune-channels", "0.5",
-             "--prune-round-to", "4", "--sparsity", "0.3", "--prune-ignore", "classifier", "--finetune", digits_like["train"],
-             "--finetune-epochs", "1", "--json", "-q")
+    r = _cli(
+        "build",
+        "toy_models:small_cnn",
+        "-i",
+        "1x1x8x8",
+        "-o",
+        tmp_path / "o",
+        "--prune-channels",
+        "0.5",
+        "--prune-round-to",
+        "4",
+        "--sparsity",
+        "0.3",
+        "--prune-ignore",
+        "classifier",
+        "--finetune",
+        digits_like["train"],
+        "--finetune-epochs",
+        "1",
+        "--json",
+        "-q",
+    )
     assert r.exit_code == 0, r.stderr
     import json
 
@@ -168,8 +218,18 @@ def test_cli_flags_override_the_target(tmp_path, digits_like):
 
 
 def test_cli_per_layer_ratio(tmp_path):
-    r = _cli("build", "toy_models:residual_concat", "-o", tmp_path / "o", "--prune-layer", "left=0.5", "--prune-round-to", "1",
-             "--json", "-q")
+    r = _cli(
+        "build",
+        "toy_models:residual_concat",
+        "-o",
+        tmp_path / "o",
+        "--prune-layer",
+        "left=0.5",
+        "--prune-round-to",
+        "1",
+        "--json",
+        "-q",
+    )
     assert r.exit_code == 0, r.stderr
     import json
 
@@ -179,7 +239,11 @@ def test_cli_per_layer_ratio(tmp_path):
 
 def test_pruned_target_ships():
     t = load_target("xnnpack-int8-pruned")
-    assert t.prune.structured_ratio == 0.5 and t.prune.round_to == 8 and t.quantize.scheme.value == "int8-static-per-channel"
+    assert (
+        t.prune.structured_ratio == 0.5
+        and t.prune.round_to == 8
+        and t.quantize.scheme.value == "int8-static-per-channel"
+    )
 
 
 def test_per_layer_ratios_and_their_toml_round_trip(tmp_path):

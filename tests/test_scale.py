@@ -11,32 +11,57 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from loopback import free_port
 
 from edgekit.bench.run import run_suite
 from edgekit.bench.suite import load_suite
 from edgekit.cli import cli
-from loopback import free_port
 from edgekit.scale.executor import ExecutorError
 
 TESTS = Path(__file__).parent
 DASK = Path(sys.executable).with_name("dask")
-SUITE = ('schema_version = 1\nname = "scale"\n[run]\nruns = 10\nwarmup = 1\nwarmup_seconds = 0.0\n'
-         '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32", "xnnpack-int8"]\n'
-         '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8"]\n')
+SUITE = (
+    'schema_version = 1\nname = "scale"\n[run]\nruns = 10\nwarmup = 1\nwarmup_seconds = 0.0\n'
+    '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32", "xnnpack-int8"]\n'
+    '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\ninputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8"]\n'
+)
 
 
 def _start_cluster(folder: Path, workers: int, pythonpath: str) -> tuple[str, list]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": pythonpath}
     # every interface, so one test can reach it off loopback too (workers and clients use 127.0.0.1)
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "0.0.0.0", "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=open(folder / "scheduler.log", "w"), env=env,
-                              start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [str(DASK), "scheduler", "--host", "0.0.0.0", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "scheduler.log", "w"),
+            env=env,
+            start_new_session=True,
+        )
+    ]
     for i in range(workers):
-        procs.append(subprocess.Popen([str(DASK), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "1", "--nthreads", "1",
-                                       "--no-dashboard", "--name", f"w{i}"], cwd=folder, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=open(folder / f"worker{i}.log", "w"),
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(DASK),
+                    "worker",
+                    f"tcp://127.0.0.1:{port}",
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(folder / f"worker{i}.log", "w"),
+                start_new_session=True,
+            )
+        )
     from distributed import Client
 
     deadline = time.time() + 60
@@ -83,9 +108,13 @@ def test_builds_on_dask_equal_local_builds_and_the_cache_is_shared(cluster, tmp_
 
     for model, target, _ in cluster["suite"].items():  # built here, in this process
         local = edgekit.build(model.spec, target, out=tmp_path / f"{model.name}-{target}", inputs=model.inputs)
-        assert local.manifest.program.sha256 == _shas(remote)[f"{model.name}|{target}|1"]  # the same bytes, wherever built
+        assert (
+            local.manifest.program.sha256 == _shas(remote)[f"{model.name}|{target}|1"]
+        )  # the same bytes, wherever built
     again = run_suite(cluster["suite"], cache=url, executor=f"dask://{cluster['address']}")
-    assert all(r.build.cached for r in again.results) and not any("build(s) on" in n for n in again.notes)  # nothing built
+    assert all(r.build.cached for r in again.results) and not any(
+        "build(s) on" in n for n in again.notes
+    )  # nothing built
 
 
 def _workers(cluster):
@@ -98,8 +127,10 @@ def _workers(cluster):
 def test_a_worker_killed_mid_build_is_retried_elsewhere(cluster, tmp_path):
     from distributed import Client
 
-    (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
-                                         'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n')
+    (tmp_path / "suite.toml").write_text(
+        SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
+        'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n'
+    )
     suite = load_suite(tmp_path / "suite.toml")
     cache = tmp_path / "cache"
 
@@ -110,7 +141,9 @@ def test_a_worker_killed_mid_build_is_retried_elsewhere(cluster, tmp_path):
                 markers = list((cache / ".attempts").glob("*/*")) if (cache / ".attempts").exists() else []
                 if markers:
                     time.sleep(0.5)
-                    addr = next(a for a in pids if a.replace("/", "_").replace(":", "_") == markers[0].name.split(".", 1)[1])  # <run>.<worker>
+                    addr = next(
+                        a for a in pids if a.replace("/", "_").replace(":", "_") == markers[0].name.split(".", 1)[1]
+                    )  # <run>.<worker>
                     os.kill(pids[addr], signal.SIGKILL)
                     return
                 time.sleep(0.05)
@@ -146,15 +179,29 @@ def _one_line(r, code, fragment):
     assert len(err) == 1 and fragment in err[0] and "unexpected" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("args, code, fragment", [
-    (["--executor", "dask://127.0.0.1:1"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
-    (["--executor", "cluster"], 2, "is not local, local:N, dask://HOST:PORT or tls://HOST:PORT"),
-    (["--cache", "nosuchscheme://bucket/x"], 1, "no fsspec driver for nosuchscheme://"),
-    (["--cache", "/proc/edgekit-cache"], 1, "is not writable"),
-])
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["--executor", "dask://127.0.0.1:1"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+        (["--executor", "cluster"], 2, "is not local, local:N, dask://HOST:PORT or tls://HOST:PORT"),
+        (["--cache", "nosuchscheme://bucket/x"], 1, "no fsspec driver for nosuchscheme://"),
+        (["--cache", "/proc/edgekit-cache"], 1, "is not writable"),
+    ],
+)
 def test_bad_executor_and_cache_are_one_line(cluster, tmp_path, args, code, fragment):
-    r = CliRunner().invoke(cli, ["bench", "run", str(cluster["dir"] / "suite.toml"), "--store", str(tmp_path / "st"),
-                                 "--cache", str(tmp_path / "c"), *args])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "run",
+            str(cluster["dir"] / "suite.toml"),
+            "--store",
+            str(tmp_path / "st"),
+            "--cache",
+            str(tmp_path / "c"),
+            *args,
+        ],
+    )
     _one_line(r, code, fragment)
 
 
@@ -168,7 +215,9 @@ def test_a_corrupt_cache_entry_is_rebuilt_and_said_once(cluster, tmp_path):
     second, errors, notes = build_all(cluster["suite"], cache=cache, executor=ex)
     corrupt = [n for n in notes if "corrupt" in n]
     assert not errors and len(corrupt) == 1 and entry.name in corrupt[0] and corrupt[0].endswith("rebuilt")  # said once
-    assert {k: b.manifest.program.sha256 for k, b in first.items()} == {k: b.manifest.program.sha256 for k, b in second.items()}
+    assert {k: b.manifest.program.sha256 for k, b in first.items()} == {
+        k: b.manifest.program.sha256 for k, b in second.items()
+    }
     assert sorted(b.cached for b in second.values()) == [False, True, True]  # only the corrupt one was built again
     r = CliRunner().invoke(cli, ["cache", "ls", "--cache", str(cache)])
     assert r.exit_code == 0 and "toy_models:mlp" in r.stdout
@@ -177,8 +226,10 @@ def test_a_corrupt_cache_entry_is_rebuilt_and_said_once(cluster, tmp_path):
 
 
 def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
-    (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
-                                         'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n')
+    (tmp_path / "suite.toml").write_text(
+        SUITE.split("[[model]]")[0] + '[[model]]\nname = "cnn"\nspec = "toy_models:small_cnn"\n'
+        'inputs = ["1x1x8x8"]\ntargets = ["xnnpack-int8-pruned"]\n'
+    )
     cache = tmp_path / "cache"
 
     def kill_the_builder():
@@ -194,19 +245,51 @@ def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
     t.start()
     run = run_suite(load_suite(tmp_path / "suite.toml"), cache=str(cache), executor="local:1")
     t.join()
-    assert not run.errors and run.results[0].build.attempts == 2 and any("local process pool of 1" in n for n in run.notes)
+    assert (
+        not run.errors and run.results[0].build.attempts == 2 and any("local process pool of 1" in n for n in run.notes)
+    )
 
 
 def _certificates(folder: Path) -> dict:
     """A CA and one certificate for 127.0.0.1 signed by it (scheduler, workers and client share it here)."""
+
     def ssl(*args):
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgekit test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgekit test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "node.key", "-out", "node.csr")
     (folder / "san.cnf").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-    ssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "san.cnf", "-out", "node.pem")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "node.pem",
+    )
     return {k: str(folder / f) for k, f in (("ca", "ca.pem"), ("cert", "node.pem"), ("key", "node.key"))}
 
 
@@ -219,23 +302,62 @@ def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_cl
     tls = ["--tls-ca-file", c["ca"], "--tls-cert", c["cert"], "--tls-key", c["key"]]
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                               "--protocol", "tls", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                              start_new_session=True),
-             subprocess.Popen([str(DASK), "worker", f"tls://127.0.0.1:{port}", "--nworkers", "1", "--nthreads", "1",
-                               "--no-dashboard", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                              cwd=tmp_path, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(DASK),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--protocol",
+                "tls",
+                *tls,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [
+                str(DASK),
+                "worker",
+                f"tls://127.0.0.1:{port}",
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                *tls,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        ),
+    ]
     try:
-        (tmp_path / "suite.toml").write_text(SUITE.split("[[model]]")[0] + '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\n'
-                                             'targets = ["xnnpack-fp32"]\n')
+        (tmp_path / "suite.toml").write_text(
+            SUITE.split("[[model]]")[0] + '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\n'
+            'targets = ["xnnpack-fp32"]\n'
+        )
         suite = load_suite(tmp_path / "suite.toml")
         deadline = time.time() + 60
         while True:  # the cluster is up once a client with the certificates sees its worker
             try:
                 from edgekit.scale.executor import make_executor
 
-                with dask.config.set({"distributed.comm.tls.ca-file": c["ca"], "distributed.comm.tls.client.cert": c["cert"],
-                                      "distributed.comm.tls.client.key": c["key"]}):
+                with dask.config.set(
+                    {
+                        "distributed.comm.tls.ca-file": c["ca"],
+                        "distributed.comm.tls.client.cert": c["cert"],
+                        "distributed.comm.tls.client.key": c["key"],
+                    }
+                ):
                     make_executor(f"tls://127.0.0.1:{port}").close()
                 break
             except ExecutorError:
@@ -243,8 +365,13 @@ def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_cl
                 time.sleep(0.5)
         with pytest.raises(ExecutorError, match="no TLS certificates are configured"):
             build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
-        with dask.config.set({"distributed.comm.tls.ca-file": c["ca"], "distributed.comm.tls.client.cert": c["cert"],
-                              "distributed.comm.tls.client.key": c["key"]}):
+        with dask.config.set(
+            {
+                "distributed.comm.tls.ca-file": c["ca"],
+                "distributed.comm.tls.client.cert": c["cert"],
+                "distributed.comm.tls.client.key": c["key"],
+            }
+        ):
             built, errors, notes = build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
         assert not errors and len(built) == 1 and any("(TLS)" in n for n in notes), (errors, notes)
         assert not any(n.startswith("warning") for n in notes)
@@ -258,8 +385,15 @@ def test_a_plain_tcp_cluster_off_loopback_gets_a_one_line_warning(cluster):
     from edgekit.scale.executor import make_executor
 
     port = cluster["address"].rsplit(":", 1)[1]
-    here = next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-                 if a.family.name == "AF_INET" and not a.address.startswith("127.")), None)
+    here = next(
+        (
+            a.address
+            for addrs in psutil.net_if_addrs().values()
+            for a in addrs
+            if a.family.name == "AF_INET" and not a.address.startswith("127.")
+        ),
+        None,
+    )
     assert here is not None, "this test needs a non-loopback IPv4 address on this machine"
     ex = make_executor(f"dask://{here}:{port}")  # the test scheduler listens on every interface
     try:

@@ -44,13 +44,16 @@ def test_bad_enum_value_lists_allowed(tmp_path):
     assert "quantize.scheme" in str(info.value) and "int8-static-per-channel" in str(info.value)
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ('[prune]\nstructured_ratio = 1.2\n', "prune.structured_ratio must be in [0.0, 1.0), got 1.2"),
-    ('[prune]\nsparsity = -0.1\n', "prune.sparsity"),
-    ('[profile]\nthreads = 0\n', "profile.threads"),
-    ('[budget]\nmax_size_mb = "big"\n', "budget.max_size_mb must be a number"),
-    ('backend = "tpu"\n', "allowed: xnnpack, portable"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("[prune]\nstructured_ratio = 1.2\n", "prune.structured_ratio must be in [0.0, 1.0), got 1.2"),
+        ("[prune]\nsparsity = -0.1\n", "prune.sparsity"),
+        ("[profile]\nthreads = 0\n", "profile.threads"),
+        ('[budget]\nmax_size_mb = "big"\n', "budget.max_size_mb must be a number"),
+        ('backend = "tpu"\n', "allowed: xnnpack, portable"),
+    ],
+)
 def test_invalid_values(tmp_path, body, fragment):
     p = _write(tmp_path, 'schema_version = 1\nname = "x"\n' + body)
     with pytest.raises(ConfigError) as info:

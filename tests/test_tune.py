@@ -32,8 +32,14 @@ def _opts(cache, **kw):
 
 def test_mixed_precision_keeps_the_fragile_layers_in_fp32_and_meets_a_budget_plain_int8_misses(data, tmp_path):
     # objective size: on a 16-wide MLP int8 is smaller than fp32 but not faster, so size is why one quantizes it
-    res = tune("toy_models:fragile", calibration=data / "calib.npz", eval=data / "eval.npz", out=tmp_path / "best",
-               budget=Budget(min_sqnr=30), options=_opts(data / "cache", objective="size"))
+    res = tune(
+        "toy_models:fragile",
+        calibration=data / "calib.npz",
+        eval=data / "eval.npz",
+        out=tmp_path / "best",
+        budget=Budget(min_sqnr_db=30),
+        options=_opts(data / "cache", objective="size"),
+    )
     cands = {c.name: c for c in res.manifest.tune.candidates}
     assert cands["int8 per-channel"].status == "over" and cands["int8 per-channel"].sqnr_db < 30
     mixed = [c for c in cands.values() if c.recipe.get("fp32_layers")]
@@ -60,11 +66,35 @@ def test_an_interrupted_tune_resumes_from_the_cache(data, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tune("toy_models:fragile", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path / "cache", prune_ratios=()),
-             progress=interrupt)
+        tune(
+            "toy_models:fragile",
+            calibration=data / "calib.npz",
+            out=tmp_path / "o",
+            options=_opts(tmp_path / "cache", prune_ratios=()),
+            progress=interrupt,
+        )
     assert not (tmp_path / "o").exists()
-    r = CliRunner().invoke(cli, ["tune", "toy_models:fragile", "-c", str(data / "calib.npz"), "--runs", "20", "--cache",
-                                 str(tmp_path / "cache"), "--executor", "local:2", "--prune-ratios", "none", "-o", str(tmp_path / "o"), "--json", "-q"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "tune",
+            "toy_models:fragile",
+            "-c",
+            str(data / "calib.npz"),
+            "--runs",
+            "20",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--executor",
+            "local:2",
+            "--prune-ratios",
+            "none",
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cands = json.loads(r.stdout)["tune"]["candidates"]
     assert sum(c["cached"] for c in cands) >= 2 and any(c["status"] == "chosen" for c in cands), (seen, cands)
@@ -72,9 +102,28 @@ def test_an_interrupted_tune_resumes_from_the_cache(data, tmp_path):
 
 
 def test_no_candidate_meeting_the_budget_names_the_closest_and_writes_nothing(data, tmp_path):
-    r = CliRunner().invoke(cli, ["tune", "toy_models:fragile", "-c", str(data / "calib.npz"), "--eval", str(data / "eval.npz"),
-                                 "--min-sqnr", "400", "--runs", "20", "--cache", str(data / "cache"), "-o", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "no candidate meets SQNR ≥ 400 dB: the closest" in r.stderr and "misses by" in r.stderr, r.output
+    r = CliRunner().invoke(
+        cli,
+        [
+            "tune",
+            "toy_models:fragile",
+            "-c",
+            str(data / "calib.npz"),
+            "--eval",
+            str(data / "eval.npz"),
+            "--min-sqnr",
+            "400",
+            "--runs",
+            "20",
+            "--cache",
+            str(data / "cache"),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert (
+        r.exit_code == 1 and "no candidate meets SQNR ≥ 400 dB: the closest" in r.stderr and "misses by" in r.stderr
+    ), r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
 
 
@@ -87,7 +136,9 @@ def test_tune_refuses_to_run_without_calibration_data_or_with_data_that_does_not
         tune("toy_models:mlp", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     with pytest.raises(UsageError, match="needs labelled --eval"):
-        tune("toy_models:mlp", calibration=tmp_path / "c.npz", out=tmp_path / "o", budget=Budget(max_accuracy_drop=0.01))
+        tune(
+            "toy_models:mlp", calibration=tmp_path / "c.npz", out=tmp_path / "o", budget=Budget(max_accuracy_drop=0.01)
+        )
 
 
 def test_fp16_is_a_candidate_only_where_the_cpu_has_fp16_arithmetic(tmp_path):
@@ -110,7 +161,9 @@ def test_pruning_starts_from_the_most_faithful_of_the_precisions_tied_on_speed()
     from edgekit.tune.search import Tried, prune_base
 
     def tried(scheme, p50, size, sqnr):
-        manifest = SimpleNamespace(program=SimpleNamespace(size_bytes=size), verify=SimpleNamespace(accuracy=None, sqnr_db=sqnr))
+        manifest = SimpleNamespace(
+            program=SimpleNamespace(size_bytes=size), verify=SimpleNamespace(accuracy=None, sqnr_db=sqnr)
+        )
         return Tried(Recipe(scheme), status="beaten", manifest=manifest, profile={"p50": p50})
 
     pt = tried(QuantScheme.INT8_STATIC_PER_TENSOR, 0.0082, 98_000, 30.0)
@@ -155,7 +208,6 @@ def wide(tmp_path_factory, digits_like):
     """A trained WideCNN behind a factory that loads its weights, as a user's factory would; pruning half its channels
     makes it faster, and without fine-tuning it no longer computes what the user's model computes."""
     import torch
-
     from toy_models import WideCNN, train
 
     d = tmp_path_factory.mktemp("wide")
@@ -164,15 +216,21 @@ def wide(tmp_path_factory, digits_like):
     (d / "wide_net.py").write_text(
         "from pathlib import Path\nimport torch\nimport toy_models\n\n\ndef make():\n    m = toy_models.WideCNN()\n"
         "    m.load_state_dict(torch.load(Path(__file__).with_name('wide.pt'), weights_only=True))\n"
-        "    return m.eval(), torch.zeros(1, 1, 8, 8)\n")
+        "    return m.eval(), torch.zeros(1, 1, 8, 8)\n"
+    )
     np.savez(d / "eval_nolabels.npz", x=digits_like["x"][300:364])
     return {"spec": f"{d / 'wide_net.py'}:make", "cache": d / "cache"}
 
 
 def test_a_pruned_candidate_that_is_faster_but_no_longer_the_users_model_is_not_chosen(wide, digits_like, tmp_path):
-    res = tune(wide["spec"], calibration=digits_like["calib"], eval=wide["cache"].parent / "eval_nolabels.npz", out=tmp_path / "o",
-               budget=Budget(min_sqnr=25), options=_opts(wide["cache"], prune_ratios=(0.5,),
-                                                         precisions=(QuantScheme.INT8_STATIC_PER_CHANNEL,)))
+    res = tune(
+        wide["spec"],
+        calibration=digits_like["calib"],
+        eval=wide["cache"].parent / "eval_nolabels.npz",
+        out=tmp_path / "o",
+        budget=Budget(min_sqnr_db=25),
+        options=_opts(wide["cache"], prune_ratios=(0.5,), precisions=(QuantScheme.INT8_STATIC_PER_CHANNEL,)),
+    )
     cands = {c.name: c for c in res.manifest.tune.candidates}
     plain, pruned = cands["int8 per-channel"], cands["prune 0.5, int8 per-channel"]
     assert plain.status == "chosen" and plain.sqnr_db >= 25
@@ -188,10 +246,34 @@ def test_a_pruned_candidate_that_is_faster_but_no_longer_the_users_model_is_not_
 
 
 def test_with_labels_and_finetune_data_the_pruned_candidate_that_keeps_accuracy_is_chosen(wide, digits_like, tmp_path):
-    r = CliRunner().invoke(cli, ["tune", wide["spec"], "-c", str(digits_like["calib"]), "--eval", str(digits_like["eval"]),
-                                 "--finetune", str(digits_like["train"]), "--max-accuracy-drop", "0.02", "--prune-ratios", "0.5",
-                                 "--precisions", "int8-static-per-channel", "--runs", "20", "--cache", str(wide["cache"]),
-                                 "--executor", "local:2", "-o", str(tmp_path / "o"), "-q"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "tune",
+            wide["spec"],
+            "-c",
+            str(digits_like["calib"]),
+            "--eval",
+            str(digits_like["eval"]),
+            "--finetune",
+            str(digits_like["train"]),
+            "--max-accuracy-drop",
+            "0.02",
+            "--prune-ratios",
+            "0.5",
+            "--precisions",
+            "int8-static-per-channel",
+            "--runs",
+            "20",
+            "--cache",
+            str(wide["cache"]),
+            "--executor",
+            "local:2",
+            "-o",
+            str(tmp_path / "o"),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "vs your model" in r.stdout and "fidelity:" in r.stdout and "against your model" in r.stdout
     m = read_manifest(tmp_path / "o")
@@ -199,4 +281,6 @@ def test_with_labels_and_finetune_data_the_pruned_candidate_that_keeps_accuracy_
     a = m.verify.accuracy
     assert m.verify.reference == "original" and m.verify.lowering.reference == "pruned"
     assert a.eager == a.original_eager == 1.0 and a.drop <= 0.02 and a.pruned_eager is not None
-    assert m.verify.lowering.sqnr_db > m.verify.sqnr_db  # closer to the pruned model it was built from than to the original
+    assert (
+        m.verify.lowering.sqnr_db > m.verify.sqnr_db
+    )  # closer to the pruned model it was built from than to the original

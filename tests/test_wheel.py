@@ -22,13 +22,16 @@ def _run(cmd, cwd, env=None, timeout=300):
 
 def test_the_wheel_installs_outside_the_checkout_and_builds_and_profiles_a_model(tmp_path):
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)], tmp_path)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
+        tmp_path,
+    )
     (wheel,) = wheels.glob("edgekit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     # every package of the source tree is in the wheel, with the data files the code reads at run time
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "edgekit").rglob("__init__.py")}
     assert packages <= {str(Path(n).parent) for n in names}, packages - {str(Path(n).parent) for n in names}
-    for data in ("edgekit/profile/runner.cpp", "edgekit/builtin_targets/xnnpack-int8.toml", "edgekit/device/check.pte"):
+    for data in ("edgekit/runner/runner.cpp", "edgekit/builtin_targets/xnnpack-int8.toml", "edgekit/device/check.pte"):
         assert data in names, data
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
@@ -37,7 +40,9 @@ def test_the_wheel_installs_outside_the_checkout_and_builds_and_profiles_a_model
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)
     py = venv / "bin" / "python"
-    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip())
+    site = Path(
+        _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip()
+    )
     (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)], tmp_path)
 
@@ -49,13 +54,15 @@ def test_the_wheel_installs_outside_the_checkout_and_builds_and_profiles_a_model
     edgekit = str(venv / "bin" / "edgekit")
     assert "build" in _run([edgekit, "--help"], work, env).stdout
     assert "xnnpack-int8" in _run([edgekit, "targets", "list"], work, env).stdout
-    (work / "net.py").write_text(textwrap.dedent("""
+    (work / "net.py").write_text(
+        textwrap.dedent("""
         import torch
 
         def make():
             torch.manual_seed(0)
             return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)), torch.randn(1, 16)
-    """))
+    """)
+    )
     _run([edgekit, "build", "net.py:make", "-t", "xnnpack-fp32", "-o", "pkg", "-q"], work, env)
     prof = json.loads(_run([edgekit, "profile", "pkg", "--runs", "5", "--json"], work, env).stdout)
     assert prof["latency_ms"]["count"] == 5 and prof["engine"] == "native"

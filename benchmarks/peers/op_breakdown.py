@@ -34,13 +34,23 @@ GEMM = "1x1 conv + linear (GEMM)"
 def et_category(name: str, kind: str) -> str:
     if kind == "operator":
         return "portable: " + re.sub(r"^native_call_|\.out$", "", name)
-    rules = [("DWConv", "depthwise conv"), (r"Convolution.*IGEMM", "conv k x k"), (r"Convolution.*GEMM", GEMM),
-             ("Convolution", "conv (other)"), ("Fully Connected", GEMM),
-             ("Batch Matrix Multiply", "batch matmul"), (r"(Pooling|Mean)", "pooling / reduce"), ("Softmax", "softmax"),
-             (r"^(Add|Multiply|Subtract|Divide|Maximum|Minimum|Square)", "element-wise"),
-             (r"(HardSwish|Sigmoid|Clamp|ELU|GELU|Tanh|Leaky|Reciprocal Square Root|Square Root|Unary)", "activation / unary"),
-             (r"(Convert|Quantize|Dequantize)", "quantize / convert"),
-             (r"(Transpose|Copy|Reshape|Constant Pad|Concatenate|Slice|Even Split)", "layout / copy")]
+    rules = [
+        ("DWConv", "depthwise conv"),
+        (r"Convolution.*IGEMM", "conv k x k"),
+        (r"Convolution.*GEMM", GEMM),
+        ("Convolution", "conv (other)"),
+        ("Fully Connected", GEMM),
+        ("Batch Matrix Multiply", "batch matmul"),
+        (r"(Pooling|Mean)", "pooling / reduce"),
+        ("Softmax", "softmax"),
+        (r"^(Add|Multiply|Subtract|Divide|Maximum|Minimum|Square)", "element-wise"),
+        (
+            r"(HardSwish|Sigmoid|Clamp|ELU|GELU|Tanh|Leaky|Reciprocal Square Root|Square Root|Unary)",
+            "activation / unary",
+        ),
+        (r"(Convert|Quantize|Dequantize)", "quantize / convert"),
+        (r"(Transpose|Copy|Reshape|Constant Pad|Concatenate|Slice|Even Split)", "layout / copy"),
+    ]
     for pattern, cat in rules:
         if re.search(pattern, name):
             return cat
@@ -57,19 +67,63 @@ def ort_category(op: str, weight_shape: tuple | None, group: int, activations_on
         return GEMM if all(d == 1 for d in k) else "conv k x k"
     if op == "MatMul" and activations_only:
         return "batch matmul"
-    table = {GEMM: ("MatMulInteger", "QLinearMatMul", "MatMul", "Gemm", "DynamicQuantizeMatMul",
-                                          "MatMulIntegerToFloat", "QGemm", "FusedMatMul"),
-             "pooling / reduce": ("QLinearGlobalAveragePool", "GlobalAveragePool", "MaxPool", "QLinearAveragePool", "AveragePool",
-                                  "ReduceMean"),
-             "element-wise": ("Add", "QLinearAdd", "Mul", "QLinearMul", "Sub", "Div", "Pow", "Where", "Equal"),
-             "activation / unary": ("HardSwish", "Sigmoid", "QLinearSigmoid", "Relu", "Clip", "Gelu", "FastGelu", "Erf",
-                                    "Sqrt", "Tanh", "HardSigmoid", "BiasGelu", "QuickGelu", "Cast"),
-             "softmax": ("Softmax", "QLinearSoftmax"), "layer norm": ("LayerNormalization", "SkipLayerNormalization",
-                                                                     "SimplifiedLayerNormalization"),
-             "quantize / convert": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),
-             "layout / copy": ("Transpose", "Reshape", "Concat", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Shape",
-                               "Gather", "Expand", "Identity", "ReorderInput", "ReorderOutput", "QLinearConcat"),
-             "attention (fused)": ("Attention", "MultiHeadAttention")}
+    table = {
+        GEMM: (
+            "MatMulInteger",
+            "QLinearMatMul",
+            "MatMul",
+            "Gemm",
+            "DynamicQuantizeMatMul",
+            "MatMulIntegerToFloat",
+            "QGemm",
+            "FusedMatMul",
+        ),
+        "pooling / reduce": (
+            "QLinearGlobalAveragePool",
+            "GlobalAveragePool",
+            "MaxPool",
+            "QLinearAveragePool",
+            "AveragePool",
+            "ReduceMean",
+        ),
+        "element-wise": ("Add", "QLinearAdd", "Mul", "QLinearMul", "Sub", "Div", "Pow", "Where", "Equal"),
+        "activation / unary": (
+            "HardSwish",
+            "Sigmoid",
+            "QLinearSigmoid",
+            "Relu",
+            "Clip",
+            "Gelu",
+            "FastGelu",
+            "Erf",
+            "Sqrt",
+            "Tanh",
+            "HardSigmoid",
+            "BiasGelu",
+            "QuickGelu",
+            "Cast",
+        ),
+        "softmax": ("Softmax", "QLinearSoftmax"),
+        "layer norm": ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"),
+        "quantize / convert": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),
+        "layout / copy": (
+            "Transpose",
+            "Reshape",
+            "Concat",
+            "Slice",
+            "Squeeze",
+            "Unsqueeze",
+            "Flatten",
+            "Shape",
+            "Gather",
+            "Expand",
+            "Identity",
+            "ReorderInput",
+            "ReorderOutput",
+            "QLinearConcat",
+        ),
+        "attention (fused)": ("Attention", "MultiHeadAttention"),
+    }
     for cat, ops in table.items():
         if op in ops:
             return cat
@@ -90,8 +144,9 @@ def et_side(model: str, tmp: Path, runs: int) -> dict:
         np.savez(calib, x0=ids, x1=np.ones_like(ids))
     else:
         np.savez(calib, x=np.random.default_rng(1).standard_normal((CALIB, *example[0].shape[1:])).astype(np.float32))
-    res = edgekit.build(f"{ROOT / 'benchmarks' / 'realsize.py'}:{model}", target, out=tmp / f"{model}_et", calibration=calib,
-                        force=True)
+    res = edgekit.build(
+        f"{ROOT / 'benchmarks' / 'realsize.py'}:{model}", target, out=tmp / f"{model}_et", calibration=calib, force=True
+    )
     prof = edgekit.profile(res.out_dir, ops=True, runs=runs, threads=1)
     cats: dict[str, float] = defaultdict(float)
     for op in prof.ops["ops"]:
@@ -136,7 +191,9 @@ def ort_side(model: str, tmp: Path, calib: Path, runs: int) -> dict:
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / f"{model}_ort")
     sess = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
-    feeds = {i.name: (data[f"x{k}"][:1] if len(example) > 1 else data["x"][:1]) for k, i in enumerate(sess.get_inputs())}
+    feeds = {
+        i.name: (data[f"x{k}"][:1] if len(example) > 1 else data["x"][:1]) for k, i in enumerate(sess.get_inputs())
+    }
     for _ in range(runs):
         sess.run(None, feeds)
     trace = json.loads(Path(sess.end_profiling()).read_text())
@@ -171,24 +228,33 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenet_v2,resnet18,mobilenet_v3_small,minilm_encoder")
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
-    lines = ["# per-operator time, ExecuTorch (ETDump, XNNPACK's operators) vs ONNX Runtime (session profiler), 1 thread, "
-             f"ms per run, mean of {args.runs} runs; operator timing adds overhead on both sides, so the totals exceed p50"]
+    lines = [
+        "# per-operator time, ExecuTorch (ETDump, XNNPACK's operators) vs ONNX Runtime (session profiler), 1 thread, "
+        f"ms per run, mean of {args.runs} runs; operator timing adds overhead on both sides, so the totals exceed p50"
+    ]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for model in args.models.split(","):
             et = et_side(model, tmp, args.runs)
             ort = ort_side(model, tmp, et["calib"], args.runs)
-            cats = sorted(set(et["categories"]) | set(ort["categories"]),
-                          key=lambda c: -max(et["categories"].get(c, 0), ort["categories"].get(c, 0)))
-            lines += ["", f"## {model} (ExecuTorch {et['target']}, p50 {et['p50']:.3f} ms; ONNX Runtime int8)",
-                      f"{'category':<34}{'ExecuTorch':>11}{'ORT':>9}{'ET - ORT':>10}"]
+            cats = sorted(
+                set(et["categories"]) | set(ort["categories"]),
+                key=lambda c: -max(et["categories"].get(c, 0), ort["categories"].get(c, 0)),
+            )
+            lines += [
+                "",
+                f"## {model} (ExecuTorch {et['target']}, p50 {et['p50']:.3f} ms; ONNX Runtime int8)",
+                f"{'category':<34}{'ExecuTorch':>11}{'ORT':>9}{'ET - ORT':>10}",
+            ]
             for c in cats:
                 a, b = et["categories"].get(c, 0.0), ort["categories"].get(c, 0.0)
                 if max(a, b) < 0.005:
                     continue
                 lines.append(f"{c:<34}{a:>11.3f}{b:>9.3f}{a - b:>+10.3f}")
-            lines.append(f"{'total (sum of operators)':<34}{sum(et['categories'].values()):>11.3f}"
-                         f"{sum(ort['categories'].values()):>9.3f}")
+            lines.append(
+                f"{'total (sum of operators)':<34}{sum(et['categories'].values()):>11.3f}"
+                f"{sum(ort['categories'].values()):>9.3f}"
+            )
             print("\n".join(lines), flush=True)
     (ROOT / "benchmarks" / "results" / "op_breakdown.txt").write_text("\n".join(lines) + "\n")
 

@@ -1,6 +1,6 @@
 """ONNX Runtime under edgekit's rules: its own process, same phases, same RSS readings, same JSON.
 
-    python benchmarks/peers/ort_worker.py MODEL.onnx INPUTS.npz RESULT.json --threads 1 --warmup 20 --runs 100
+python benchmarks/peers/ort_worker.py MODEL.onnx INPUTS.npz RESULT.json --threads 1 --warmup 20 --runs 100
 """
 
 from __future__ import annotations
@@ -63,10 +63,23 @@ def main() -> None:
         samples.append((time.perf_counter() - t) * 1e3)
     wall = time.perf_counter() - tt
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    json.dump({"engine": "onnxruntime", "version": ort.__version__, "threads": a.threads, "load_ms": load_ms,
-               "first_run_ms": first, "warmup_ms": warm, "samples_ms": samples, "timed_wall_s": wall,
-               "rss_baseline_bytes": baseline, "rss_after_load_bytes": after_load, "hwm_bytes": status_bytes("VmHWM"),
-               "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)}, open(a.result, "w"))
+    json.dump(
+        {
+            "engine": "onnxruntime",
+            "version": ort.__version__,
+            "threads": a.threads,
+            "load_ms": load_ms,
+            "first_run_ms": first,
+            "warmup_ms": warm,
+            "samples_ms": samples,
+            "timed_wall_s": wall,
+            "rss_baseline_bytes": baseline,
+            "rss_after_load_bytes": after_load,
+            "hwm_bytes": status_bytes("VmHWM"),
+            "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+        },
+        open(a.result, "w"),
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ def fidelity(ref, got) -> dict:
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     noise = float(((got - ref) ** 2).sum())
     cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    return {"sqnr": math.inf if noise == 0 else 10 * math.log10(float((ref ** 2).sum()) / noise), "cos_min": float(cos.min())}
+    return {
+        "sqnr": math.inf if noise == 0 else 10 * math.log10(float((ref**2).sum()) / noise),
+        "cos_min": float(cos.min()),
+    }
 
 
 def ort_variants(model: str, net, example: tuple, calib: Path, held: Path, tmp: Path) -> dict:
@@ -85,11 +88,14 @@ def ort_variants(model: str, net, example: tuple, calib: Path, held: Path, tmp: 
             quantize_ort(fp32, q, cal["x"], act)
             out[f"ORT QDQ {'S8S8' if act == 'int8' else 'U8S8'}"] = q
     with torch.no_grad():
-        eager = [net(*[torch.from_numpy(hold[k][i:i + 1]) for k in sorted(hold)]).numpy() for i in range(HELD)]
+        eager = [net(*[torch.from_numpy(hold[k][i : i + 1]) for k in sorted(hold)]).numpy() for i in range(HELD)]
     result = {}
     for label, path in out.items():
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = [dict(zip([i.name for i in sess.get_inputs()], [hold[k][i:i + 1] for k in sorted(hold)])) for i in range(HELD)]
+        feeds = [
+            dict(zip([i.name for i in sess.get_inputs()], [hold[k][i : i + 1] for k in sorted(hold)]))
+            for i in range(HELD)
+        ]
         got = [sess.run(None, f)[0] for f in feeds]
         result[label] = {"path": path, **fidelity(np.concatenate(eager), np.concatenate(got))}
     return result
@@ -108,7 +114,7 @@ def own_fidelity(pte: Path, net, held: Path) -> dict:
     ref, got = [], []
     with torch.no_grad():
         for i in range(HELD):
-            x = tuple(torch.from_numpy(hold[k][i:i + 1]) for k in sorted(hold))
+            x = tuple(torch.from_numpy(hold[k][i : i + 1]) for k in sorted(hold))
             ref.append(net(*x).numpy())
             got.append(program.run(x)[0].numpy())
     return fidelity(np.concatenate(ref), np.concatenate(got))
@@ -121,8 +127,10 @@ SLACK_DB = 0.05
 def verdict(ours: list[float], theirs: list[float], own_sqnr: float, peer_sqnr: float) -> str:
     """WINS / LOSES / TIE on the per-round p50s, or no verdict when edgekit's program is less faithful than the peer."""
     if own_sqnr < peer_sqnr - SLACK_DB:
-        return (f"NO VERDICT: edgekit's program is less faithful to the model than the peer ({own_sqnr:.1f} vs "
-                f"{peer_sqnr:.1f} dB), so its speed is not comparable")
+        return (
+            f"NO VERDICT: edgekit's program is less faithful to the model than the peer ({own_sqnr:.1f} vs "
+            f"{peer_sqnr:.1f} dB), so its speed is not comparable"
+        )
     if min(ours) <= max(theirs) and min(theirs) <= max(ours):
         return "TIE: the per-round p50s overlap (a difference within round-to-round noise)"
     return "edgekit WINS" if statistics.median(ours) < statistics.median(theirs) else "edgekit LOSES"
@@ -143,9 +151,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_vs_ort.txt"))
     args = ap.parse_args()
     f = machine_facts()
-    lines = [f"# edgekit tune vs ONNX Runtime's best int8 — {f['cpu_model']}, {f['os']}; torch {f['torch']}, executorch "
-             f"{f['executorch']}; 1 thread, {args.runs} runs, median p50 of {args.rounds} interleaved rounds; fidelity: SQNR and "
-             f"worst cosine vs eager fp32 on {HELD} held-out inputs; tune's budget = the best ORT variant's SQNR"]
+    lines = [
+        f"# edgekit tune vs ONNX Runtime's best int8 — {f['cpu_model']}, {f['os']}; torch {f['torch']}, executorch "
+        f"{f['executorch']}; 1 thread, {args.runs} runs, median p50 of {args.rounds} interleaved rounds; fidelity: SQNR and "
+        f"worst cosine vs eager fp32 on {HELD} held-out inputs; tune's budget = the best ORT variant's SQNR"
+    ]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for model in args.models.split(","):
@@ -153,10 +163,16 @@ def main() -> None:
             calib, held = data(model, example, tmp)
             orts = ort_variants(model, net, example, calib, held, tmp)
             floor = max(v["sqnr"] for v in orts.values())
-            res = tune(f"{ROOT / 'benchmarks' / 'realsize.py'}:{model}", calibration=calib, eval=held, out=tmp / f"{model}_tuned",
-                       base_target="xnnpack-int8-dynamic" if len(example) > 1 else "xnnpack-int8",
-                       budget=Budget(min_sqnr=round(floor - SLACK_DB, 2)), force=True,
-                       options=TuneOptions(runs=args.runs, cache=args.cache))
+            res = tune(
+                f"{ROOT / 'benchmarks' / 'realsize.py'}:{model}",
+                calibration=calib,
+                eval=held,
+                out=tmp / f"{model}_tuned",
+                base_target="xnnpack-int8-dynamic" if len(example) > 1 else "xnnpack-int8",
+                budget=Budget(min_sqnr_db=round(floor - SLACK_DB, 2)),
+                force=True,
+                options=TuneOptions(runs=args.runs, cache=args.cache),
+            )
             own = own_fidelity(res.out_dir / "model.pte", net, held)
             pick = res.manifest.tune.decision.split(":")[0]
             measured: dict[str, list] = {}
@@ -168,28 +184,40 @@ def main() -> None:
                     measured.setdefault(label, []).append((r["p50"], r["peak_rss_mb"]))
             et_label = f"edgekit tune → {pick}"
             fid = {et_label: own, **orts}
-            lines += ["", f"## {model} (SQNR and cosine: each program against the eager model handed in, computed here)",
-                      f"{'variant':<52}{'p50 ms':>9}{'peak RSS':>10}{'SQNR dB':>9}{'cos min':>9}"]
+            lines += [
+                "",
+                f"## {model} (SQNR and cosine: each program against the eager model handed in, computed here)",
+                f"{'variant':<52}{'p50 ms':>9}{'peak RSS':>10}{'SQNR dB':>9}{'cos min':>9}",
+            ]
             for label, ms in measured.items():
-                lines.append(f"{label:<52}{statistics.median(m[0] for m in ms):>9.3f}{statistics.median(m[1] for m in ms):>10.1f}"
-                             f"{fid[label]['sqnr']:>9.1f}{fid[label]['cos_min']:>9.4f}")
+                lines.append(
+                    f"{label:<52}{statistics.median(m[0] for m in ms):>9.3f}{statistics.median(m[1] for m in ms):>10.1f}"
+                    f"{fid[label]['sqnr']:>9.1f}{fid[label]['cos_min']:>9.4f}"
+                )
             et = statistics.median(m[0] for m in measured[et_label])
             best = min(orts, key=lambda k: statistics.median(m[0] for m in measured[k]))
             ob = statistics.median(m[0] for m in measured[best])
             ours, theirs = [m[0] for m in measured[et_label]], [m[0] for m in measured[best]]
             asked = round(floor - SLACK_DB, 2)
-            lines.append(f"  fidelity: asked SQNR ≥ {asked} dB; the tuned program has {own['sqnr']:.2f} dB against the model "
-                         f"handed in ({own['sqnr'] - asked:+.2f} dB; tune's own verify: {res.manifest.verify.sqnr_db} dB)")
-            lines.append(f"→ {verdict(ours, theirs, own['sqnr'], orts[best]['sqnr'])}: {et:.3f} vs {ob:.3f} ms ({best}), "
-                         f"ratio {ob / et:.3f}×; per round: edgekit "
-                         + ", ".join(f"{m[0]:.3f}" for m in measured[et_label]) + f"; {best} "
-                         + ", ".join(f"{m[0]:.3f}" for m in measured[best]))
+            lines.append(
+                f"  fidelity: asked SQNR ≥ {asked} dB; the tuned program has {own['sqnr']:.2f} dB against the model "
+                f"handed in ({own['sqnr'] - asked:+.2f} dB; tune's own verify: {res.manifest.verify.sqnr_db} dB)"
+            )
+            lines.append(
+                f"→ {verdict(ours, theirs, own['sqnr'], orts[best]['sqnr'])}: {et:.3f} vs {ob:.3f} ms ({best}), "
+                f"ratio {ob / et:.3f}×; per round: edgekit "
+                + ", ".join(f"{m[0]:.3f}" for m in measured[et_label])
+                + f"; {best} "
+                + ", ".join(f"{m[0]:.3f}" for m in measured[best])
+            )
             lines.append(f"  tune: {res.manifest.tune.decision}")
             for c in res.manifest.tune.candidates:
                 p50 = "–" if c.p50_ms is None else f"{c.p50_ms:.3f}"
                 sq = "–" if c.sqnr_db is None else f"{c.sqnr_db:.1f}"
                 low = "" if c.lowering_sqnr_db is None else f" (vs the pruned model {c.lowering_sqnr_db:.1f})"
-                lines.append(f"    {c.name:<44}{c.status:<8} p50 {p50:>7}  SQNR vs your model {sq:>6}{low}  {c.reason[:110]}")
+                lines.append(
+                    f"    {c.name:<44}{c.status:<8} p50 {p50:>7}  SQNR vs your model {sq:>6}{low}  {c.reason[:110]}"
+                )
             lines += [f"    {n}" for n in res.notes]
             print("\n".join(lines), flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

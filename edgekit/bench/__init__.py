@@ -7,9 +7,20 @@ not pay for numpy and scipy.
 import importlib
 
 _EXPORTS = {
-    "METRICS": "compare", "Comparison": "compare", "Verdict": "compare", "compare_runs": "compare",
-    "compare_samples": "compare", "parse_fail_on": "compare", "BenchRun": "document", "list_baselines": "store",
-    "list_runs": "store", "load_run": "store", "resolve": "store", "save_run": "store", "Suite": "suite", "load_suite": "suite",
+    "METRICS": "compare",
+    "Comparison": "compare",
+    "Verdict": "compare",
+    "compare_runs": "compare",
+    "compare_samples": "compare",
+    "parse_fail_on": "compare",
+    "BenchRun": "document",
+    "list_baselines": "store",
+    "list_runs": "store",
+    "load_run": "store",
+    "resolve": "store",
+    "save_run": "store",
+    "Suite": "suite",
+    "load_suite": "suite",
 }
 
 __all__ = sorted(_EXPORTS)

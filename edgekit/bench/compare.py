@@ -55,14 +55,17 @@ class MetricDef:
     description: str
 
 
-METRICS: dict[str, MetricDef] = {m.name: m for m in (
-    MetricDef("latency_p50", "samples", 0.10, "median latency (ratio new/base)"),
-    MetricDef("latency_p90", "samples", 0.15, "90th-percentile latency (ratio new/base)"),
-    MetricDef("peak_rss", "ratio", 0.10, "peak RSS above baseline of the worker (ratio; and ≥ 1 MiB)"),
-    MetricDef("size", "ratio", 0.02, ".pte size (ratio)"),
-    MetricDef("accuracy", "points", 0.01, "top-1 accuracy of the program (drop in points; 1% = 1 point)"),
-    MetricDef("sqnr", "db", 3.0, "SQNR of the program vs eager (drop in dB)"),
-)}
+METRICS: dict[str, MetricDef] = {
+    m.name: m
+    for m in (
+        MetricDef("latency_p50", "samples", 0.10, "median latency (ratio new/base)"),
+        MetricDef("latency_p90", "samples", 0.15, "90th-percentile latency (ratio new/base)"),
+        MetricDef("peak_rss", "ratio", 0.10, "peak RSS above baseline of the worker (ratio; and ≥ 1 MiB)"),
+        MetricDef("size", "ratio", 0.02, ".pte size (ratio)"),
+        MetricDef("accuracy", "points", 0.01, "top-1 accuracy of the program (drop in points; 1% = 1 point)"),
+        MetricDef("sqnr", "db", 3.0, "SQNR of the program vs eager (drop in dB)"),
+    )
+}
 RSS_FLOOR_MB = 1.0
 
 
@@ -87,7 +90,9 @@ def parse_fail_on(specs: tuple[str, ...] | list[str]) -> dict[str, float]:
         try:
             number = float(text.removesuffix("%"))
         except ValueError:
-            raise UsageError(f"--fail-on {spec!r}: {value!r} is not a number", "e.g. latency_p50:10% or sqnr:3") from None
+            raise UsageError(
+                f"--fail-on {spec!r}: {value!r} is not a number", "e.g. latency_p50:10% or sqnr:3"
+            ) from None
         if not math.isfinite(number) or number < 0:
             raise UsageError(f"--fail-on {spec!r}: the threshold must be a finite number >= 0", "e.g. latency_p50:10%")
         out[name] = number if METRICS[name].kind == "db" else number / 100.0
@@ -103,8 +108,15 @@ def _boot(x: np.ndarray, metric: str, rng: np.random.Generator) -> np.ndarray:
     return np.percentile(x[idx], 90 if metric == "latency_p90" else 50, axis=1)
 
 
-def compare_samples(base: list[float], new: list[float], *, metric: str = "latency_p50", threshold: float = 0.10,
-                    alpha: float = ALPHA, seed: int = 0) -> dict:
+def compare_samples(
+    base: list[float],
+    new: list[float],
+    *,
+    metric: str = "latency_p50",
+    threshold: float = 0.10,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> dict:
     """Compare two latency sample sets; see the module docstring for the rule."""
     from scipy.stats import mannwhitneyu
 
@@ -137,8 +149,17 @@ def compare_samples(base: list[float], new: list[float], *, metric: str = "laten
         verdict = Verdict.NOISY
     else:
         verdict = Verdict.UNCHANGED
-    return {"base": _stat(b, metric), "new": _stat(n, metric), "ratio": ratio, "ci95": ci, "p_value": p,
-            "significant": significant, "test": test, "verdict": verdict.value, "threshold": threshold}
+    return {
+        "base": _stat(b, metric),
+        "new": _stat(n, metric),
+        "ratio": ratio,
+        "ci95": ci,
+        "p_value": p,
+        "significant": significant,
+        "test": test,
+        "verdict": verdict.value,
+        "threshold": threshold,
+    }
 
 
 def compare_value(base: float | None, new: float | None, *, metric: str, threshold: float) -> dict | None:
@@ -156,8 +177,18 @@ def compare_value(base: float | None, new: float | None, *, metric: str, thresho
         ratio = None
         worse, better = change < -threshold, change > threshold
     verdict = Verdict.REGRESSED if worse else Verdict.IMPROVED if better else Verdict.UNCHANGED
-    return {"base": base, "new": new, "ratio": ratio, "change": change, "ci95": None, "p_value": None,
-            "significant": None, "test": "deterministic threshold", "verdict": verdict.value, "threshold": threshold}
+    return {
+        "base": base,
+        "new": new,
+        "ratio": ratio,
+        "change": change,
+        "ci95": None,
+        "p_value": None,
+        "significant": None,
+        "test": "deterministic threshold",
+        "verdict": verdict.value,
+        "threshold": threshold,
+    }
 
 
 def machine_differences(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
@@ -183,15 +214,29 @@ class Comparison:
     def raise_for_regressions(self) -> None:
         """Raise :class:`RegressionError` naming the first regressions (significant and beyond their threshold)."""
         if self.regressions:
-            raise RegressionError(f"{len(self.regressions)} regression(s): " + "; ".join(
-                f"{r['key']} {r['metric']} " + (f"{r['ratio']:.2f}×" if r.get("ratio") is not None else f"{r['change']:+.3g}")
-                for r in self.regressions[:5]), "see the comparison table above; rerun to rule out noise")
+            raise RegressionError(
+                f"{len(self.regressions)} regression(s): "
+                + "; ".join(
+                    f"{r['key']} {r['metric']} "
+                    + (f"{r['ratio']:.2f}×" if r.get("ratio") is not None else f"{r['change']:+.3g}")
+                    for r in self.regressions[:5]
+                ),
+                "see the comparison table above; rerun to rule out noise",
+            )
 
     def to_dict(self) -> dict:
-        return {"baseline": self.baseline, "run": self.run, "gated_metrics": self.gated, "rows": self.rows,
-                "regressions": self.regressions, "warnings": self.warnings, "missing_in_run": self.missing_in_run,
-                "missing_in_baseline": self.missing_in_baseline,
-                "machine_mismatch": {k: list(v) for k, v in self.machine_mismatch.items()}, "exit_code": self.exit_code}
+        return {
+            "baseline": self.baseline,
+            "run": self.run,
+            "gated_metrics": self.gated,
+            "rows": self.rows,
+            "regressions": self.regressions,
+            "warnings": self.warnings,
+            "missing_in_run": self.missing_in_run,
+            "missing_in_baseline": self.missing_in_baseline,
+            "machine_mismatch": {k: list(v) for k, v in self.machine_mismatch.items()},
+            "exit_code": self.exit_code,
+        }
 
 
 def _value(result: BenchItem, metric: str) -> float | None:
@@ -212,8 +257,14 @@ def _noise_pct(*items: BenchItem) -> float | None:
     return round(max(drifts), 2) if len(drifts) == len(items) else None
 
 
-def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float] | None = None, allow_machine_mismatch: bool = False,
-                 alpha: float = ALPHA) -> Comparison:
+def compare_runs(
+    baseline: BenchRun,
+    run: BenchRun,
+    *,
+    fail_on: dict[str, float] | None = None,
+    allow_machine_mismatch: bool = False,
+    alpha: float = ALPHA,
+) -> Comparison:
     """Compare every (model, target, threads) present in both runs.
 
     Args:
@@ -226,8 +277,10 @@ def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float]
     diffs = machine_differences(baseline.machine, run.machine)
     if diffs and not allow_machine_mismatch:
         what = "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in diffs.items())
-        raise BenchError(f"the runs come from different machines ({what})",
-                         "compare runs from one machine, or pass --allow-machine-mismatch to compare anyway")
+        raise BenchError(
+            f"the runs come from different machines ({what})",
+            "compare runs from one machine, or pass --allow-machine-mismatch to compare anyway",
+        )
     gated = dict(fail_on) if fail_on else {m: d.default_threshold for m, d in METRICS.items()}
     thresholds = {m: gated.get(m, d.default_threshold) for m, d in METRICS.items()}
     base_by = {r.key: r for r in baseline.results}
@@ -236,11 +289,16 @@ def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float]
     missing_in_run = sorted(set(base_by) - set(run_by))
     missing_in_base = sorted(set(run_by) - set(base_by))
     if not common:
-        raise BenchError("the runs share no model × target × threads item",
-                         f"baseline has {', '.join(sorted(base_by)) or 'nothing'}; run has {', '.join(sorted(run_by)) or 'nothing'}")
+        raise BenchError(
+            "the runs share no model × target × threads item",
+            f"baseline has {', '.join(sorted(base_by)) or 'nothing'}; run has {', '.join(sorted(run_by)) or 'nothing'}",
+        )
     warnings = []
     if diffs:
-        warnings.append("MACHINES DIFFER — figures are not comparable: " + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in diffs.items()))
+        warnings.append(
+            "MACHINES DIFFER — figures are not comparable: "
+            + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in diffs.items())
+        )
     if missing_in_run:
         warnings.append("only in the baseline (not compared): " + ", ".join(missing_in_run))
     if missing_in_base:
@@ -254,26 +312,51 @@ def compare_runs(baseline: BenchRun, run: BenchRun, *, fail_on: dict[str, float]
         b, n = base_by[key], run_by[key]
         for metric, mdef in METRICS.items():
             if mdef.kind == "samples":
-                res = compare_samples(b.samples_ms, n.samples_ms, metric=metric, threshold=thresholds[metric], alpha=alpha)
+                res = compare_samples(
+                    b.samples_ms, n.samples_ms, metric=metric, threshold=thresholds[metric], alpha=alpha
+                )
             else:
                 res = compare_value(_value(b, metric), _value(n, metric), metric=metric, threshold=thresholds[metric])
                 if res is None:
                     continue
-            row = {"key": key, "model": n.model, "target": n.target, "threads": n.threads, "metric": metric,
-                   "gated": metric in gated, **res}
+            row = {
+                "key": key,
+                "model": n.model,
+                "target": n.target,
+                "threads": n.threads,
+                "metric": metric,
+                "gated": metric in gated,
+                **res,
+            }
             if mdef.kind == "samples":
                 row["noise_pct"] = _noise_pct(b, n)
-                if row["noise_pct"] is not None and row["verdict"] in (Verdict.REGRESSED.value, Verdict.IMPROVED.value) \
-                        and abs(row["ratio"] - 1) * 100 < row["noise_pct"]:
-                    warnings.append(f"{key} {metric}: {row['verdict']} by {abs(row['ratio'] - 1):.1%}, but the machine itself "
-                                    f"drifted up to {row['noise_pct']:.1f}% during these runs (noise floor): check it on a "
-                                    "quieter machine")
+                if (
+                    row["noise_pct"] is not None
+                    and row["verdict"] in (Verdict.REGRESSED.value, Verdict.IMPROVED.value)
+                    and abs(row["ratio"] - 1) * 100 < row["noise_pct"]
+                ):
+                    warnings.append(
+                        f"{key} {metric}: {row['verdict']} by {abs(row['ratio'] - 1):.1%}, but the machine itself "
+                        f"drifted up to {row['noise_pct']:.1f}% during these runs (noise floor): check it on a "
+                        "quieter machine"
+                    )
             rows.append(row)
             if row["verdict"] == Verdict.REGRESSED.value and row["gated"]:
                 regressions.append(row)
             elif row["verdict"] == Verdict.NOISY.value:
-                warnings.append(f"{key} {metric}: {row['ratio']:.2f}× but not significant (95% CI of the ratio "
-                                f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; criterion not met: {row['test']}); noise, not a failure — "
-                                "rerun with more runs to settle it")
-    return Comparison(rows, regressions, warnings, missing_in_run, missing_in_base, diffs,
-                      baseline.path or "baseline", run.path or "run", gated)
+                warnings.append(
+                    f"{key} {metric}: {row['ratio']:.2f}× but not significant (95% CI of the ratio "
+                    f"{row['ci95'][0]:.2f}–{row['ci95'][1]:.2f}; criterion not met: {row['test']}); noise, not a failure — "
+                    "rerun with more runs to settle it"
+                )
+    return Comparison(
+        rows,
+        regressions,
+        warnings,
+        missing_in_run,
+        missing_in_base,
+        diffs,
+        baseline.path or "baseline",
+        run.path or "run",
+        gated,
+    )

@@ -113,8 +113,10 @@ class BenchRun(Contract):
     def raise_for_errors(self) -> None:
         """Raise :class:`BenchError` when items failed (the others were measured and saved)."""
         if self.errors:
-            raise BenchError(f"{len(self.errors)} item(s) failed; the others were measured and saved",
-                             "see the 'failed:' lines above; first: " + self.errors[0].error[:200])
+            raise BenchError(
+                f"{len(self.errors)} item(s) failed; the others were measured and saved",
+                "see the 'failed:' lines above; first: " + self.errors[0].error[:200],
+            )
 
 
 def run_from_dict(data: Any, source: str) -> BenchRun:
@@ -124,10 +126,15 @@ def run_from_dict(data: Any, source: str) -> BenchRun:
         BenchError: not an edgekit run, another schema version, or a missing/mistyped field (named).
     """
     if not isinstance(data, dict) or data.get("kind") != RUN_KIND:
-        raise BenchError(f"run file {source} is not an edgekit benchmark run", "pass a file written by `edgekit bench run`")
+        raise BenchError(
+            f"run file {source} is not an edgekit benchmark run", "pass a file written by `edgekit bench run`"
+        )
     if data.get("schema_version") not in READABLE_RUN_VERSIONS:
-        raise BenchError(f"run file {source} has schema_version {data.get('schema_version')!r}; this edgekit reads "
-                         f"{', '.join(map(str, READABLE_RUN_VERSIONS))}", "run the suite again with this edgekit")
+        raise BenchError(
+            f"run file {source} has schema_version {data.get('schema_version')!r}; this edgekit reads "
+            f"{', '.join(map(str, READABLE_RUN_VERSIONS))}",
+            "run the suite again with this edgekit",
+        )
     try:
         return BenchRun.from_dict({**data, "path": source}, f"run file {source}")
     except ContractError as exc:

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from .._fs import staged_output
 from ..errors import BenchError
+from ..htmlreport import CSS, fig_png, html_table
 from .compare import Comparison
 from .document import BenchRun
-
-
-def _fig_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def latency_plot(runs: list[BenchRun]) -> bytes:
@@ -45,7 +39,7 @@ def latency_plot(runs: list[BenchRun]) -> bytes:
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    png = _fig_png(fig)
+    png = fig_png(fig)
     plt.close(fig)
     return png
 
@@ -78,7 +72,7 @@ def scatter_plot(run: BenchRun) -> bytes:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best", ncol=1)
     fig.tight_layout()
-    png = _fig_png(fig)
+    png = fig_png(fig)
     plt.close(fig)
     return png
 
@@ -95,15 +89,39 @@ def summary_rows(run: BenchRun) -> list[list[str]]:
     rows = []
     for r in sorted(run.results, key=lambda r: (r.model, r.target, r.threads)):
         lat, b = r.latency_ms, r.build
-        rows.append([r.model, r.target, str(r.threads), _fmt(lat.p50), _fmt(lat.p90), _fmt(lat.p99),
-                     f"{lat.ci95_median[0]:.4g}–{lat.ci95_median[1]:.4g}", _fmt(r.memory.get("peak_rss_mb"), ".1f"),
-                     f"{b.size_bytes / 1024:.1f}", "–" if b.accuracy is None else f"{b.accuracy:.2%}",
-                     "exact" if b.sqnr_db is None else f"{b.sqnr_db:.1f}", "yes" if b.cached else "no"])
+        rows.append(
+            [
+                r.model,
+                r.target,
+                str(r.threads),
+                _fmt(lat.p50),
+                _fmt(lat.p90),
+                _fmt(lat.p99),
+                f"{lat.ci95_median[0]:.4g}–{lat.ci95_median[1]:.4g}",
+                _fmt(r.memory.get("peak_rss_mb"), ".1f"),
+                f"{b.size_bytes / 1024:.1f}",
+                "–" if b.accuracy is None else f"{b.accuracy:.2%}",
+                "exact" if b.sqnr_db is None else f"{b.sqnr_db:.1f}",
+                "yes" if b.cached else "no",
+            ]
+        )
     return rows
 
 
-SUMMARY_HEAD = ["model", "target", "threads", "p50 ms", "p90 ms", "p99 ms", "p50 95% CI", "peak RSS MiB", "size KiB",
-                "accuracy", "SQNR dB", "cached build"]
+SUMMARY_HEAD = [
+    "model",
+    "target",
+    "threads",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "p50 95% CI",
+    "peak RSS MiB",
+    "size KiB",
+    "accuracy",
+    "SQNR dB",
+    "cached build",
+]
 COMPARE_HEAD = ["model", "target", "threads", "metric", "base", "new", "ratio / Δ", "95% CI", "p", "noise", "verdict"]
 
 
@@ -114,8 +132,21 @@ def compare_rows(cmp: Comparison) -> list[list[str]]:
         ci = f"{r['ci95'][0]:.3f}–{r['ci95'][1]:.3f}" if r.get("ci95") else "–"
         p = f"{r['p_value']:.2g}" if r.get("p_value") is not None else "–"
         noise = f"±{r['noise_pct']:.1f}%" if r.get("noise_pct") is not None else "–"
-        out.append([r["model"], r["target"], str(r["threads"]), r["metric"], _fmt(r["base"]), _fmt(r["new"]), change, ci, p,
-                    noise, r["verdict"] + ("" if r["gated"] else " (not gated)")])
+        out.append(
+            [
+                r["model"],
+                r["target"],
+                str(r["threads"]),
+                r["metric"],
+                _fmt(r["base"]),
+                _fmt(r["new"]),
+                change,
+                ci,
+                p,
+                noise,
+                r["verdict"] + ("" if r["gated"] else " (not gated)"),
+            ]
+        )
     return out
 
 
@@ -125,31 +156,14 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(head: list[str], rows: list[list[str]], verdict_col: int | None = None) -> str:
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
-    for row in rows:
-        cls = ""
-        if verdict_col is not None:
-            cls = f' class="{html.escape(row[verdict_col].split()[0])}"'
-        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
-
-
-CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}.meta{color:#555;font-size:.9em}
-tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{background:#ffefc6}
-img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
-
-
 def _meta(run: BenchRun) -> str:
     m, c = run.machine, run.commit or {}
     where = f"device {run.device}: " if run.device else ""
-    return (f"{where}{m.cpu_model} · {m.cores_logical} cores · {m.os} · Python {m.python} · torch {m.torch} · "
-            f"executorch {m.executorch} · edgekit {m.edgekit} · commit {c.get('short') or '–'}"
-            f"{' (dirty)' if c.get('dirty') else ''} · {run.created} · suite {run.suite.get('name', '?')} · {run.wall_seconds} s")
+    return (
+        f"{where}{m.cpu_model} · {m.cores_logical} cores · {m.os} · Python {m.python} · torch {m.torch} · "
+        f"executorch {m.executorch} · edgekit {m.edgekit} · commit {c.get('short') or '–'}"
+        f"{' (dirty)' if c.get('dirty') else ''} · {run.created} · suite {run.suite.get('name', '?')} · {run.wall_seconds} s"
+    )
 
 
 def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
@@ -171,32 +185,55 @@ def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison |
     for device, run in newest.items():
         title = "Results" if len(newest) == 1 else f"Results on {device or 'this machine'}"
         md += [f"## {title}", "", _meta(run), "", _md_table(SUMMARY_HEAD, summary_rows(run)), ""]
-        body += [f"<h2>{html.escape(title)}</h2>", f"<p class=meta>{html.escape(_meta(run))}</p>",
-                 _html_table(SUMMARY_HEAD, summary_rows(run))]
-    md += ["## Latency distributions", "", "![latency](latency.png)", "", "## Size vs latency", "",
-           "![size vs latency](size_vs_latency.png)", ""]
+        body += [
+            f"<h2>{html.escape(title)}</h2>",
+            f"<p class=meta>{html.escape(_meta(run))}</p>",
+            html_table(SUMMARY_HEAD, summary_rows(run)),
+        ]
+    md += [
+        "## Latency distributions",
+        "",
+        "![latency](latency.png)",
+        "",
+        "## Size vs latency",
+        "",
+        "![size vs latency](size_vs_latency.png)",
+        "",
+    ]
     errors = [e for run in newest.values() for e in run.errors]
     if errors:
         md += ["## Failed items", ""] + [f"- {e.model} × {e.target} × {e.threads}: {e.error}" for e in errors] + [""]
-        body += ["<h2>Failed items</h2><ul>"] + [f"<li>{html.escape(e.model)} × {html.escape(e.target)}: "
-                                                 f"{html.escape(e.error)}</li>" for e in errors] + ["</ul>"]
+        body += (
+            ["<h2>Failed items</h2><ul>"]
+            + [f"<li>{html.escape(e.model)} × {html.escape(e.target)}: {html.escape(e.error)}</li>" for e in errors]
+            + ["</ul>"]
+        )
     b64 = {name: base64.b64encode(png).decode() for name, png in (("lat", lat_png), ("sc", sc_png))}
-    body += ["<h2>Size vs latency</h2>", f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">',
-             "<h2>Latency distributions</h2>", f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">']
+    body += [
+        "<h2>Size vs latency</h2>",
+        f'<img alt="size vs latency" src="data:image/png;base64,{b64["sc"]}">',
+        "<h2>Latency distributions</h2>",
+        f'<img alt="latency distributions" src="data:image/png;base64,{b64["lat"]}">',
+    ]
     if comparison is not None:
         verdict = f"{len(comparison.regressions)} regression(s)" if comparison.regressions else "no regression"
         rows = compare_rows(comparison)
         key_rows = [r for r in rows if r[3] == "latency_p50" or not r[-1].startswith("unchanged")]
         md += [f"## Comparison with {comparison.baseline}: {verdict}", "", _md_table(COMPARE_HEAD, rows), ""]
         md += [f"- warning: {w}" for w in comparison.warnings] + [""]
-        body += [f"<h2>Comparison with {html.escape(comparison.baseline)}: {verdict}</h2>",
-                 "<p class=meta>median latency of every item, and every other metric that changed</p>",
-                 _html_table(COMPARE_HEAD, key_rows, verdict_col=10),
-                 f"<details><summary>all {len(rows)} comparisons</summary>", _html_table(COMPARE_HEAD, rows, verdict_col=10),
-                 "</details>"]
+        body += [
+            f"<h2>Comparison with {html.escape(comparison.baseline)}: {verdict}</h2>",
+            "<p class=meta>median latency of every item, and every other metric that changed</p>",
+            html_table(COMPARE_HEAD, key_rows, verdict_col=10),
+            f"<details><summary>all {len(rows)} comparisons</summary>",
+            html_table(COMPARE_HEAD, rows, verdict_col=10),
+            "</details>",
+        ]
         body += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.warnings]
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(name)}"
-            f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>edgekit report {html.escape(name)}"
+        f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
     with staged_output(out, force=True, marker="index.html") as tmp:  # a report folder is regenerated: replace it whole
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "index.html").write_text(page, encoding="utf-8")

@@ -17,9 +17,15 @@ from .suite import Suite, SuiteModel
 CACHE_ROOT = paths.BUILD_CACHE
 
 
-def iter_builds(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
-                progress: Callable[[str, int, int], None] | None = None, notes: list[str] | None = None,
-                state: dict | None = None) -> Iterator:
+def iter_builds(
+    suite: Suite,
+    *,
+    cache: str | Path = CACHE_ROOT,
+    executor: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    notes: list[str] | None = None,
+    state: dict | None = None,
+) -> Iterator:
     """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache; yield
     ``((model, target), Built | error text)`` as each one is ready (cache hits first), so measuring can start behind
     the builds. ``notes`` receives which executor ran and anything the cache had to say (a corrupt entry rebuilt);
@@ -74,20 +80,41 @@ def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> 
     acc = manifest.verify.accuracy
     prog = manifest.program
     return BenchItem(
-        key=f"{model.name}|{Path(target).stem}|{threads}", model=model.name, target=Path(target).stem, threads=threads,
+        key=f"{model.name}|{Path(target).stem}|{threads}",
+        model=model.name,
+        target=Path(target).stem,
+        threads=threads,
         engine=prof.engine,
-        build=BuildFigures(cached=b.cached, seconds=round(b.seconds, 3), sha256=prog.sha256, size_bytes=prog.size_bytes,
-                           worker=b.worker, attempts=b.attempts, peak_rss_mb=b.peak_rss_mb,
-                           compressed_size_bytes=prog.compressed_size_bytes, accuracy=acc.program if acc else None,
-                           eager_accuracy=acc.eager if acc else None, sqnr_db=manifest.verify.sqnr_db,
-                           planned_bytes=prog.planned_memory.planned_bytes,
-                           delegated_partitions=prog.delegation.delegated_partitions),
-        latency_ms=prof.latency_ms, samples_ms=list(prof.samples_ms),
+        build=BuildFigures(
+            cached=b.cached,
+            seconds=round(b.seconds, 3),
+            sha256=prog.sha256,
+            size_bytes=prog.size_bytes,
+            worker=b.worker,
+            attempts=b.attempts,
+            peak_rss_mb=b.peak_rss_mb,
+            compressed_size_bytes=prog.compressed_size_bytes,
+            accuracy=acc.program if acc else None,
+            eager_accuracy=acc.eager if acc else None,
+            sqnr_db=manifest.verify.sqnr_db,
+            planned_bytes=prog.planned_memory.planned_bytes,
+            delegated_partitions=prog.delegation.delegated_partitions,
+        ),
+        latency_ms=prof.latency_ms,
+        samples_ms=list(prof.samples_ms),
         phases={"load_ms": prof.phases.load_ms, "first_run_ms": prof.phases.first_run_ms},
-        memory={k: getattr(prof.memory, k) for k in ("baseline_rss_mb", "load_rss_mb", "peak_rss_mb", "peak_delta_mb", "load_delta_mb")},
-        energy={"cpu_seconds_per_run": prof.energy.cpu_seconds_per_run, "joules_per_run": prof.energy.joules_per_run,
-                "joules_source": prof.energy.joules_source},
-        warnings=list(prof.warnings), noise=prof.noise.to_dict() if prof.noise else None)
+        memory={
+            k: getattr(prof.memory, k)
+            for k in ("baseline_rss_mb", "load_rss_mb", "peak_rss_mb", "peak_delta_mb", "load_delta_mb")
+        },
+        energy={
+            "cpu_seconds_per_run": prof.energy.cpu_seconds_per_run,
+            "joules_per_run": prof.energy.joules_per_run,
+            "joules_source": prof.energy.joules_source,
+        },
+        warnings=list(prof.warnings),
+        noise=prof.noise.to_dict() if prof.noise else None,
+    )
 
 
 def _measure(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any, device: Any = None) -> Any:
@@ -106,27 +133,55 @@ def _options(suite: Suite, threads: int) -> Any:
     from ..profile.harness import ProfileOptions
 
     r = suite.run
-    return ProfileOptions(runs=r.runs, warmup=r.warmup, warmup_seconds=r.warmup_seconds, threads=threads, engine=r.engine,
-                          timeout=r.timeout, max_seconds=r.max_seconds)
+    return ProfileOptions(
+        runs=r.runs,
+        warmup=r.warmup,
+        warmup_seconds=r.warmup_seconds,
+        threads=threads,
+        engine=r.engine,
+        timeout=r.timeout,
+        max_seconds=r.max_seconds,
+    )
 
 
-def _document(suite: Suite, facts: dict, results: list, errors: list, t_start: float, device: str | None = None,
-              notes: list[str] | None = None) -> BenchRun:
+def _document(
+    suite: Suite,
+    facts: dict,
+    results: list,
+    errors: list,
+    t_start: float,
+    device: str | None = None,
+    notes: list[str] | None = None,
+) -> BenchRun:
     from ..machine import commit_facts
 
     if not results and errors:
         where = f" on device {device}" if device else ""
         raise BenchError(f"every item of suite {suite.name} failed{where}; first: {errors[0].error}")
     return BenchRun(
-        schema_version=RUN_SCHEMA_VERSION, kind=RUN_KIND, run_id=uuid.uuid4().hex,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), suite=suite.to_dict(),
-        machine=MachineFacts.from_dict({k: facts.get(k) for k in MACHINE_KEYS if k in facts}), commit=commit_facts(suite.path.parent),
-        settings=suite.run.to_dict(), results=results, errors=errors, wall_seconds=round(time.perf_counter() - t_start, 1),
-        device=device, notes=list(notes or []))
+        schema_version=RUN_SCHEMA_VERSION,
+        kind=RUN_KIND,
+        run_id=uuid.uuid4().hex,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        suite=suite.to_dict(),
+        machine=MachineFacts.from_dict({k: facts.get(k) for k in MACHINE_KEYS if k in facts}),
+        commit=commit_facts(suite.path.parent),
+        settings=suite.run.to_dict(),
+        results=results,
+        errors=errors,
+        wall_seconds=round(time.perf_counter() - t_start, 1),
+        device=device,
+        notes=list(notes or []),
+    )
 
 
-def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> BenchRun:
+def run_suite(
+    suite: Suite,
+    *,
+    cache: str | Path = CACHE_ROOT,
+    executor: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BenchRun:
     """Build every item of ``suite`` (through ``executor``, into ``cache``) and profile each here, one at a time: once
     no build runs here any more, or (Dask workers on other machines only) as soon as its build is ready. Returns
     the run document (not yet saved).
@@ -160,8 +215,14 @@ def run_suite(suite: Suite, *, cache: str | Path = CACHE_ROOT, executor: str | N
     return _document(suite, facts, results, errors, t_start, notes=notes)
 
 
-def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path = CACHE_ROOT, executor: str | None = None,
-                         progress: Callable[[str, int, int], None] | None = None) -> tuple[list[BenchRun], list[str]]:
+def run_suite_on_devices(
+    suite: Suite,
+    devices: list[Any],
+    *,
+    cache: str | Path = CACHE_ROOT,
+    executor: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[list[BenchRun], list[str]]:
     """Build every item once (through ``executor``) and profile it on every device as soon as its build is ready:
     devices in parallel, each device one item at a time (measurements never overlap on a device; the builds do not
     run on the devices). One run document per device, under that device's machine id.
@@ -197,8 +258,15 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
                 done[0] += 1
                 if progress:
                     progress(f"{device.name}: {model.name} × {target} × {threads}", done[0], len(items) * len(devices))
-        return _document(suite, {**facts, **{k: v for k, v in keyed.items() if k in MACHINE_KEYS}}, results, errors,
-                         t_start, device=device.name, notes=notes)
+        return _document(
+            suite,
+            {**facts, **{k: v for k, v in keyed.items() if k in MACHINE_KEYS}},
+            results,
+            errors,
+            t_start,
+            device=device.name,
+            notes=notes,
+        )
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         futures = [pool.submit(on_device, d) for d in devices]
@@ -221,5 +289,18 @@ def run_suite_on_devices(suite: Suite, devices: list[Any], *, cache: str | Path 
     return runs, failures
 
 
-MACHINE_KEYS = ("machine_id", "cpu_model", "arch", "cores_logical", "memory_gb", "cores_physical", "cpu_max_mhz", "os",
-                "hostname", "python", "torch", "executorch", "edgekit")
+MACHINE_KEYS = (
+    "machine_id",
+    "cpu_model",
+    "arch",
+    "cores_logical",
+    "memory_gb",
+    "cores_physical",
+    "cpu_max_mhz",
+    "os",
+    "hostname",
+    "python",
+    "torch",
+    "executorch",
+    "edgekit",
+)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from .._fs import is_plain_name, read_json, write_json
 from .. import paths
+from .._fs import is_plain_name, read_json, write_json
 from ..errors import BenchError
 from .document import BenchRun, run_from_dict
 
@@ -31,7 +31,9 @@ def save_run(run: BenchRun, root: Path = DEFAULT_ROOT, name: str | None = None) 
     paths = [Path(root) / run.machine.machine_id / f"{stamp}_{commit}{dirty}_{run.run_id[:8]}.json"]
     if name:
         if not is_plain_name(name) or "@" in name:
-            raise BenchError(f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ .")
+            raise BenchError(
+                f"baseline name {name!r} has characters that do not belong in a file name", "use letters, digits, - _ ."
+            )
         paths.append(Path(root) / "baselines" / (f"{name}@{run.device}.json" if run.device else f"{name}.json"))
     data = run.replace(name=name).to_dict()
     for p in paths:
@@ -54,7 +56,13 @@ def load_run(path: str | Path) -> BenchRun:
 def list_runs(root: Path = DEFAULT_ROOT, machine_id: str | None = None, device: str | None = None) -> list[Path]:
     """Run files, oldest first (names start with a UTC timestamp); with ``device``, only that device's runs."""
     root = Path(root)
-    dirs = [root / machine_id] if machine_id else [d for d in root.iterdir() if d.is_dir() and d.name != "baselines"] if root.is_dir() else []
+    dirs = (
+        [root / machine_id]
+        if machine_id
+        else [d for d in root.iterdir() if d.is_dir() and d.name != "baselines"]
+        if root.is_dir()
+        else []
+    )
     files = [f for d in dirs if d.is_dir() for f in d.glob("*.json") if not f.name.startswith(".")]
     if device is not None:
         files = [f for f in files if _device_of(f) == device]
@@ -74,8 +82,14 @@ def list_baselines(root: Path = DEFAULT_ROOT) -> list[str]:
     return sorted(f.stem for f in d.glob("*.json")) if d.is_dir() else []
 
 
-def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None = None, *, default: str = "latest",
-            device: str | None = None) -> Path:
+def resolve(
+    ref: str | None,
+    root: Path = DEFAULT_ROOT,
+    machine_id: str | None = None,
+    *,
+    default: str = "latest",
+    device: str | None = None,
+) -> Path:
     """A run reference → a file: ``latest``, ``previous``, a baseline NAME, or a path.
 
     Raises:
@@ -86,16 +100,20 @@ def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None =
         runs = list_runs(root, device=device) if device else (list_runs(root, machine_id) or list_runs(root))
         need = 1 if ref == "latest" else 2
         if len(runs) < need:
-            raise BenchError(f"no {'' if ref == 'latest' else 'previous '}run stored under {root}" +
-                             (f" for device {device}" if device else f" for machine {machine_id}" if machine_id else ""),
-                             "run `edgekit bench run SUITE` first" + (" twice" if need == 2 else ""))
+            raise BenchError(
+                f"no {'' if ref == 'latest' else 'previous '}run stored under {root}"
+                + (f" for device {device}" if device else f" for machine {machine_id}" if machine_id else ""),
+                "run `edgekit bench run SUITE` first" + (" twice" if need == 2 else ""),
+            )
         return runs[-need]
     p = Path(ref)
     if p.suffix == ".json" or p.exists():
         if not p.is_file():
             raise BenchError(f"run file {p} does not exist", _available(root))
         return p
-    for named in ([Path(root) / "baselines" / f"{ref}@{device}.json"] if device else []) + [Path(root) / "baselines" / f"{ref}.json"]:
+    for named in ([Path(root) / "baselines" / f"{ref}@{device}.json"] if device else []) + [
+        Path(root) / "baselines" / f"{ref}.json"
+    ]:
         if named.is_file():
             return named
     raise BenchError(f"no baseline named {ref!r}", _available(root))
@@ -104,11 +122,15 @@ def resolve(ref: str | None, root: Path = DEFAULT_ROOT, machine_id: str | None =
 def _available(root: Path) -> str:
     names = list_baselines(root)
     runs = list_runs(root)
-    return ("available baselines: " + (", ".join(names) if names else "none") + f"; {len(runs)} stored run(s), "
-            "refer to them as latest / previous or by path; save one with `edgekit bench run SUITE --save-as NAME`")
+    return (
+        "available baselines: " + (", ".join(names) if names else "none") + f"; {len(runs)} stored run(s), "
+        "refer to them as latest / previous or by path; save one with `edgekit bench run SUITE --save-as NAME`"
+    )
 
 
-def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT, device: str | None = None) -> tuple[BenchRun, BenchRun]:
+def load_pair(
+    baseline: str, run_ref: str, root: Path = DEFAULT_ROOT, device: str | None = None
+) -> tuple[BenchRun, BenchRun]:
     """The baseline and the run to judge, by reference; the baseline is looked up for the run's machine.
 
     Raises:
@@ -120,8 +142,10 @@ def load_pair(baseline: str, run_ref: str, root: Path = DEFAULT_ROOT, device: st
     run = load_run(resolve(run_ref, root, default="latest", device=device))
     base = load_run(resolve(baseline, root, run.machine.machine_id, default="previous", device=device))
     if Path(base.path).resolve() == Path(run.path).resolve() or base.run_id == run.run_id:
-        raise UsageError(f"the baseline ({base.path}) and the run ({run.path}) are the same run",
-                         "run the suite again, or pass --baseline NAME / --run FILE")
+        raise UsageError(
+            f"the baseline ({base.path}) and the run ({run.path}) are the same run",
+            "run the suite again, or pass --baseline NAME / --run FILE",
+        )
     return base, run
 
 

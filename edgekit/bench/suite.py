@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import BenchError
 from ..models import InputSpec, parse_input_spec
-from ..profile.protocol import SELECTABLE_ENGINES
+from ..runner.protocol import SELECTABLE_ENGINES
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = ("schema_version", "name", "description", "run", "model")
@@ -54,8 +54,15 @@ class RunSettings:
     max_seconds: float = 60.0
 
     def to_dict(self) -> dict:
-        return {"runs": self.runs, "warmup": self.warmup, "warmup_seconds": self.warmup_seconds, "threads": list(self.threads),
-                "engine": self.engine, "timeout": self.timeout, "max_seconds": self.max_seconds}
+        return {
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "warmup_seconds": self.warmup_seconds,
+            "threads": list(self.threads),
+            "engine": self.engine,
+            "timeout": self.timeout,
+            "max_seconds": self.max_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,15 @@ class SuiteModel:
     description: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "spec": self.spec, "targets": list(self.targets), "inputs": [str(i) for i in self.inputs],
-                "threads": None if self.threads is None else list(self.threads), "calibration": self.calibration,
-                "eval": self.eval}
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "targets": list(self.targets),
+            "inputs": [str(i) for i in self.inputs],
+            "threads": None if self.threads is None else list(self.threads),
+            "calibration": self.calibration,
+            "eval": self.eval,
+        }
 
     def entry(self) -> Any:
         """What a build of this model depends on (:class:`edgekit.builds.ModelEntry`): not its targets or threads."""
@@ -96,8 +109,13 @@ class Suite:
         return [(m, t, th) for m in self.models for t in m.targets for th in (m.threads or self.run.threads)]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "sha256": self.digest, "run": self.run.to_dict(),
-                "models": [m.to_dict() for m in self.models]}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "sha256": self.digest,
+            "run": self.run.to_dict(),
+            "models": [m.to_dict() for m in self.models],
+        }
 
 
 def _line_of(text: str, key: str, after: int = 0) -> int | None:
@@ -121,7 +139,9 @@ def _err(path: Path, line: int | None, msg: str, hint: str | None = None) -> Ben
 def _threads(value: Any, path: Path, line: int | None) -> tuple[int, ...]:
     vals = value if isinstance(value, list) else [value]
     if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
-        raise _err(path, line, f"threads must be a positive integer or a list of them, got {value!r}", "e.g. threads = [1, 2]")
+        raise _err(
+            path, line, f"threads must be a positive integer or a list of them, got {value!r}", "e.g. threads = [1, 2]"
+        )
     return tuple(vals)
 
 
@@ -142,40 +162,63 @@ def load_suite(path: str | Path) -> Suite:
         raise BenchError(f"{p}: invalid TOML: {exc}", "fix the syntax at that line") from None
     for key in data:
         if key not in _TOP_KEYS:
-            raise _err(p, _line_of(text, key) or _line_of(text, f"[{key}"), f"unknown key {key!r}",
-                       "allowed top-level keys: " + ", ".join(_TOP_KEYS))
+            raise _err(
+                p,
+                _line_of(text, key) or _line_of(text, f"[{key}"),
+                f"unknown key {key!r}",
+                "allowed top-level keys: " + ", ".join(_TOP_KEYS),
+            )
     if data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise _err(p, _line_of(text, "schema_version"), f"schema_version {data['schema_version']!r} is not supported",
-                   f"this edgekit reads schema_version = {SCHEMA_VERSION}")
+        raise _err(
+            p,
+            _line_of(text, "schema_version"),
+            f"schema_version {data['schema_version']!r} is not supported",
+            f"this edgekit reads schema_version = {SCHEMA_VERSION}",
+        )
     run_table = data.get("run", {})
     run_line = next((i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip() == "[run]"), 0)
     for key in run_table:
         if key not in _RUN_KEYS:
-            raise _err(p, _line_of(text, key, run_line), f"unknown key {key!r} in [run]", "allowed: " + ", ".join(_RUN_KEYS))
+            raise _err(
+                p, _line_of(text, key, run_line), f"unknown key {key!r} in [run]", "allowed: " + ", ".join(_RUN_KEYS)
+            )
     try:
         run = RunSettings(
-            runs=int(run_table.get("runs", 100)), warmup=int(run_table.get("warmup", 20)),
+            runs=int(run_table.get("runs", 100)),
+            warmup=int(run_table.get("warmup", 20)),
             warmup_seconds=float(run_table.get("warmup_seconds", 0.2)),
             threads=_threads(run_table.get("threads", [1]), p, _line_of(text, "threads", run_line)),
-            engine=str(run_table.get("engine", "auto")), timeout=float(run_table.get("timeout", 300.0)),
-            max_seconds=float(run_table.get("max_seconds", 60.0)))
+            engine=str(run_table.get("engine", "auto")),
+            timeout=float(run_table.get("timeout", 300.0)),
+            max_seconds=float(run_table.get("max_seconds", 60.0)),
+        )
     except (TypeError, ValueError) as exc:
         raise _err(p, run_line, f"[run] has a value of the wrong type: {exc}") from None
     if run.engine not in SELECTABLE_ENGINES:
-        raise _err(p, _line_of(text, "engine", run_line), f"engine {run.engine!r} is not valid", "valid: " + ", ".join(SELECTABLE_ENGINES))
+        raise _err(
+            p,
+            _line_of(text, "engine", run_line),
+            f"engine {run.engine!r} is not valid",
+            "valid: " + ", ".join(SELECTABLE_ENGINES),
+        )
     if run.runs < 1 or run.warmup < 0:
         raise _err(p, run_line, "runs must be >= 1 and warmup >= 0")
     for key in ("warmup_seconds", "timeout", "max_seconds"):
         value = getattr(run, key)
         if not math.isfinite(value) or value < 0 or (key == "timeout" and value == 0):
-            raise _err(p, _line_of(text, key, run_line), f"[run] {key} must be a finite number "
-                       f"{'> 0' if key == 'timeout' else '>= 0'}, got {value}")
+            raise _err(
+                p,
+                _line_of(text, key, run_line),
+                f"[run] {key} must be a finite number {'> 0' if key == 'timeout' else '>= 0'}, got {value}",
+            )
 
     from ..targets import builtin_target_names, load_target
 
     models_raw = data.get("model", [])
     if not isinstance(models_raw, list) or not models_raw:
-        raise _err(p, None, "the suite has no [[model]] entries", "add at least one [[model]] with name, spec and targets")
+        raise _err(
+            p, None, "the suite has no [[model]] entries", "add at least one [[model]] with name, spec and targets"
+        )
     lines = _model_lines(text)
     models = []
     seen = set()
@@ -183,8 +226,12 @@ def load_suite(path: str | Path) -> Suite:
         line = lines[i] if i < len(lines) else None
         for key in raw:
             if key not in _MODEL_KEYS:
-                raise _err(p, _line_of(text, key, line or 0), f"unknown key {key!r} in [[model]] #{i + 1}",
-                           "allowed: " + ", ".join(_MODEL_KEYS))
+                raise _err(
+                    p,
+                    _line_of(text, key, line or 0),
+                    f"unknown key {key!r} in [[model]] #{i + 1}",
+                    "allowed: " + ", ".join(_MODEL_KEYS),
+                )
         for key in ("name", "spec", "targets"):
             if key not in raw:
                 raise _err(p, line, f"[[model]] #{i + 1} has no {key!r}", "each model needs name, spec and targets")
@@ -197,20 +244,32 @@ def load_suite(path: str | Path) -> Suite:
             try:
                 load_target(_relative(p, t) if str(t).endswith(".toml") else t)
             except Exception as exc:
-                raise _err(p, _line_of(text, "targets", line or 0), f"model {name!r}: {exc}",
-                           "valid targets: " + ", ".join(builtin_target_names())) from None
+                raise _err(
+                    p,
+                    _line_of(text, "targets", line or 0),
+                    f"model {name!r}: {exc}",
+                    "valid targets: " + ", ".join(builtin_target_names()),
+                ) from None
         try:
             inputs = tuple(parse_input_spec(s) for s in raw.get("inputs", []))
         except Exception as exc:
             raise _err(p, _line_of(text, "inputs", line or 0), f"model {name!r}: {exc}") from None
-        models.append(SuiteModel(
-            name=name, spec=_relative(p, str(raw["spec"])),
-            targets=tuple(_relative(p, t) if str(t).endswith(".toml") else str(t) for t in targets), inputs=inputs,
-            threads=_threads(raw["threads"], p, _line_of(text, "threads", line or 0)) if "threads" in raw else None,
-            calibration=_relative(p, raw["calibration"]) if raw.get("calibration") else None,
-            eval=_relative(p, raw["eval"]) if raw.get("eval") else None, description=str(raw.get("description", ""))))
+        models.append(
+            SuiteModel(
+                name=name,
+                spec=_relative(p, str(raw["spec"])),
+                targets=tuple(_relative(p, t) if str(t).endswith(".toml") else str(t) for t in targets),
+                inputs=inputs,
+                threads=_threads(raw["threads"], p, _line_of(text, "threads", line or 0)) if "threads" in raw else None,
+                calibration=_relative(p, raw["calibration"]) if raw.get("calibration") else None,
+                eval=_relative(p, raw["eval"]) if raw.get("eval") else None,
+                description=str(raw.get("description", "")),
+            )
+        )
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Suite(str(data.get("name", p.stem)), p.resolve(), run, tuple(models), digest, str(data.get("description", "")))
+    return Suite(
+        str(data.get("name", p.stem)), p.resolve(), run, tuple(models), digest, str(data.get("description", ""))
+    )
 
 
 def _relative(suite_path: Path, spec: str) -> str:

@@ -7,11 +7,37 @@ prune and usage), :mod:`~edgekit.builds.keys` (what a build and a measurement de
 """
 
 from .cache import SUBFOLDERS, BuildCache, CacheEntry, CacheError, CalibrationRecords, Usage, parse_age
-from .keys import STACK_KEYS, build_key, edgekit_source_digest, file_digest, measurement_key, source_digest, stack_facts, versions
+from .keys import (
+    STACK_KEYS,
+    build_key,
+    edgekit_source_digest,
+    file_digest,
+    measurement_key,
+    source_digest,
+    stack_facts,
+    versions,
+)
 from .queue import BuildJob, BuildQueue, Built, ModelEntry, build_task
 
 __all__ = [
-    "SUBFOLDERS", "STACK_KEYS", "BuildCache", "BuildJob", "BuildQueue", "Built", "CacheEntry", "CacheError",
-    "CalibrationRecords", "ModelEntry", "Usage", "build_key", "build_task", "edgekit_source_digest", "file_digest",
-    "measurement_key", "parse_age", "source_digest", "stack_facts", "versions",
+    "SUBFOLDERS",
+    "STACK_KEYS",
+    "BuildCache",
+    "BuildJob",
+    "BuildQueue",
+    "Built",
+    "CacheEntry",
+    "CacheError",
+    "CalibrationRecords",
+    "ModelEntry",
+    "Usage",
+    "build_key",
+    "build_task",
+    "edgekit_source_digest",
+    "file_digest",
+    "measurement_key",
+    "parse_age",
+    "source_digest",
+    "stack_facts",
+    "versions",
 ]

@@ -38,7 +38,11 @@ CALIBRATION_DIR = ".calibration"
 MEASUREMENTS_DIR = ".measurements"
 ATTEMPTS_DIR = ".attempts"
 #: every sub-folder beside the entries, with what it holds (``edgekit cache du`` shows each)
-SUBFOLDERS = {CALIBRATION_DIR: "calibration records", MEASUREMENTS_DIR: "tune measurements", ATTEMPTS_DIR: "build attempts"}
+SUBFOLDERS = {
+    CALIBRATION_DIR: "calibration records",
+    MEASUREMENTS_DIR: "tune measurements",
+    ATTEMPTS_DIR: "build attempts",
+}
 
 
 class CacheError(EdgekitError):
@@ -75,8 +79,10 @@ class BuildCache:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
         except (ValueError, ImportError) as exc:
             scheme = self.url.split("://", 1)[0] if "://" in self.url else "file"
-            raise CacheError(f"cache {self.url}: no fsspec driver for {scheme}:// ({exc})",
-                             f"install the driver for {scheme} (e.g. pip install s3fs / gcsfs), or use a folder") from None
+            raise CacheError(
+                f"cache {self.url}: no fsspec driver for {scheme}:// ({exc})",
+                f"install the driver for {scheme} (e.g. pip install s3fs / gcsfs), or use a folder",
+            ) from None
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self.warnings: list[str] = []
 
@@ -93,7 +99,9 @@ class BuildCache:
             self.fs.pipe_file(probe, b"ok")
             self.fs.rm_file(probe)
         except (OSError, PermissionError) as exc:
-            raise CacheError(f"cache {self.url} is not writable ({exc})", "choose a writable --cache location") from None
+            raise CacheError(
+                f"cache {self.url} is not writable ({exc})", "choose a writable --cache location"
+            ) from None
         if self.local:  # what killed builds left behind (their pid is gone)
             remove_stale_temps(self.root)
 
@@ -244,7 +252,7 @@ class BuildCache:
                         pass
         if self.local:
             for sub in ("", *SUBFOLDERS):
-                for folder in ([Path(self.root)] if not sub else [Path(self.path(sub)), *Path(self.path(sub)).glob("*")]):
+                for folder in [Path(self.root)] if not sub else [Path(self.path(sub)), *Path(self.path(sub)).glob("*")]:
                     files += len(remove_stale_temps(folder))
         return gone, files
 

@@ -50,22 +50,36 @@ def stack_facts() -> dict:
     """The software a build depends on, as this process sees it (runs on Dask workers too)."""
     from ..machine import package_version
 
-    return {"torch": package_version("torch"), "executorch": package_version("executorch"),
-            "edgekit": package_version("edgekit"), "edgekit_source": edgekit_source_digest(),
-            "python": platform.python_version(), "arch": platform.machine()}
+    return {
+        "torch": package_version("torch"),
+        "executorch": package_version("executorch"),
+        "edgekit": package_version("edgekit"),
+        "edgekit_source": edgekit_source_digest(),
+        "python": platform.python_version(),
+        "arch": platform.machine(),
+    }
 
 
 def versions(facts: dict) -> dict:
     """The versions a build key holds: this machine's stack (``machine_facts``) and edgekit's own source."""
-    return {**{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")}, "edgekit_source": edgekit_source_digest()}
+    return {
+        **{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")},
+        "edgekit_source": edgekit_source_digest(),
+    }
 
 
 def build_key(model: Any, target: Any, versions: dict, extra: str = "") -> str:
     """Content hash of everything a build depends on: the model entry (a bench suite's ``SuiteModel``), the target, the
     sources and data the entry names, the versions, and ``extra`` (e.g. the digest of fine-tuning data)."""
-    doc = {"model": model.to_dict(), "target": target.to_dict(), "versions": versions,
-           "sources": {k: source_digest(v) for k, v in (("spec", model.spec), ("calibration", model.calibration),
-                                                         ("eval", model.eval))}}
+    doc = {
+        "model": model.to_dict(),
+        "target": target.to_dict(),
+        "versions": versions,
+        "sources": {
+            k: source_digest(v)
+            for k, v in (("spec", model.spec), ("calibration", model.calibration), ("eval", model.eval))
+        },
+    }
     if extra:
         doc["extra"] = extra
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]

@@ -32,7 +32,12 @@ class ModelEntry:
 
     def to_dict(self) -> dict:
         """What the build key hashes (with the sources these name)."""
-        return {"spec": self.spec, "inputs": [str(i) for i in self.inputs], "calibration": self.calibration, "eval": self.eval}
+        return {
+            "spec": self.spec,
+            "inputs": [str(i) for i in self.inputs],
+            "calibration": self.calibration,
+            "eval": self.eval,
+        }
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,25 @@ def build_task(job: BuildJob) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
         if cache.get(job.key, Path(tmp)) is not None:
             return {"key": job.key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
-        res = build(job.model.spec, job.target, out=Path(tmp) / "pkg", inputs=job.model.inputs,
-                    calibration=resolve_data_source(job.model.calibration), eval=resolve_data_source(job.model.eval),
-                    force=True, calibration_records=cache.calibration_records(), **{k: v for k, v in job.options if v is not None})
+        res = build(
+            job.model.spec,
+            job.target,
+            out=Path(tmp) / "pkg",
+            inputs=job.model.inputs,
+            calibration=resolve_data_source(job.model.calibration),
+            eval=resolve_data_source(job.model.eval),
+            force=True,
+            calibration_records=cache.calibration_records(),
+            **{k: v for k, v in job.options if v is not None},
+        )
         cache.put(job.key, res.out_dir)
-    return {"key": job.key, "cached": False, "worker": worker, "seconds": round(time.perf_counter() - t0, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "key": job.key,
+        "cached": False,
+        "worker": worker,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def _worker_name() -> str:
@@ -154,8 +172,15 @@ class BuildQueue:
         if folder is None:
             return f"the build of {job.model.name or job.model.spec} × {target} left no intact cache entry"
         try:
-            return Built(read_manifest(folder), folder, r["cached"], r["seconds"], r["worker"],
-                         self.store.attempts(job.key, job.run), r["peak_rss_mb"])
+            return Built(
+                read_manifest(folder),
+                folder,
+                r["cached"],
+                r["seconds"],
+                r["worker"],
+                self.store.attempts(job.key, job.run),
+                r["peak_rss_mb"],
+            )
         except EdgekitError as exc:
             return str(exc)
 

@@ -28,9 +28,18 @@ from pathlib import Path
 
 from .._fs import read_json, staged_output, temp_name, write_json
 from ..errors import EdgekitError, UsageError
-from ..profile.native import (LIBS, SOURCE, NativeUnavailable, cache_root, compile_command, compile_runner, compiler_id,
-                              executorch_dir, executorch_version)
-from ..profile.protocol import PROTOCOL_VERSION
+from ..runner.native import (
+    LIBS,
+    SOURCE,
+    NativeUnavailable,
+    cache_root,
+    compile_command,
+    compile_runner,
+    compiler_id,
+    executorch_dir,
+    executorch_version,
+)
+from ..runner.protocol import PROTOCOL_VERSION
 
 BUNDLE_MARKER = "bundle.json"
 RUNNER_NAME = "edgekit-runner"
@@ -45,13 +54,26 @@ class ArchSpec:
     qemu: str | None  # how this host runs it when it is not the host's arch
 
 
-ARCHES = {a.name: a for a in (
-    ArchSpec("x86_64", ("x86_64-linux-gnu-g++", "g++", "clang++"), "manylinux_2_28_x86_64", "g++-x86-64-linux-gnu",
-             "qemu-x86_64 -L /usr/x86_64-linux-gnu"),
-    # qemu's default -cpu max makes XNNPACK pick SME int8 kernels that qemu 7.2 emulates wrongly: cortex-a76 is exact.
-    ArchSpec("aarch64", ("aarch64-linux-gnu-g++",), "manylinux_2_28_aarch64", "g++-aarch64-linux-gnu",
-             "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"),
-)}
+ARCHES = {
+    a.name: a
+    for a in (
+        ArchSpec(
+            "x86_64",
+            ("x86_64-linux-gnu-g++", "g++", "clang++"),
+            "manylinux_2_28_x86_64",
+            "g++-x86-64-linux-gnu",
+            "qemu-x86_64 -L /usr/x86_64-linux-gnu",
+        ),
+        # qemu's default -cpu max makes XNNPACK pick SME int8 kernels that qemu 7.2 emulates wrongly: cortex-a76 is exact.
+        ArchSpec(
+            "aarch64",
+            ("aarch64-linux-gnu-g++",),
+            "manylinux_2_28_aarch64",
+            "g++-aarch64-linux-gnu",
+            "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu",
+        ),
+    )
+}
 ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 
 
@@ -81,8 +103,10 @@ def _compiler(spec: ArchSpec) -> str:
     for cxx in ((env,) if env else ()) + spec.compilers:
         if cxx and shutil.which(cxx):
             return shutil.which(cxx)
-    raise BundleError(f"no C++ compiler for {spec.name} found (looked for {', '.join(spec.compilers)})",
-                      f"install one: apt-get install -y {spec.apt_package if not native else 'g++'}")
+    raise BundleError(
+        f"no C++ compiler for {spec.name} found (looked for {', '.join(spec.compilers)})",
+        f"install one: apt-get install -y {spec.apt_package if not native else 'g++'}",
+    )
 
 
 def _wheel_tree(spec: ArchSpec) -> Path:
@@ -97,16 +121,32 @@ def _wheel_tree(spec: ArchSpec) -> Path:
         return tree
     root.mkdir(parents=True, exist_ok=True)
     download = root / temp_name("download")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform", spec.wheel_platform,
-           "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}", f"executorch=={version}",
-           "-d", str(download), "--quiet", "--disable-pip-version-check"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        spec.wheel_platform,
+        "--python-version",
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        f"executorch=={version}",
+        "-d",
+        str(download),
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         wheels = list(download.glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             err = next((ln for ln in proc.stderr.splitlines() if "ERROR" in ln), proc.stderr.strip()[-200:])
-            raise BundleError(f"could not download the executorch {version} wheel for {spec.name}: {err}",
-                              "check the network and that PyPI has a wheel for that platform")
+            raise BundleError(
+                f"could not download the executorch {version} wheel for {spec.name}: {err}",
+                "check the network and that PyPI has a wheel for that platform",
+            )
         staging = root / temp_name("executorch")
         with zipfile.ZipFile(wheels[0]) as z:
             for name in z.namelist():
@@ -172,11 +212,19 @@ def build_bundle(arch: str | None = None, out: str | Path | None = None, *, forc
             for name in LIBS:
                 shutil.copy2(tree / "lib" / f"lib{name}.so", tmp / "lib" / f"lib{name}.so")
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
-            write_json(tmp / BUNDLE_MARKER, {
-                "schema_version": 1, "arch": spec.name, "executorch": executorch_version(), "protocol": PROTOCOL_VERSION,
-                "glibc_floor": glibc_floor(files), "compiler": compiler_id(cxx),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "files": {str(p.relative_to(tmp)): _sha256(p) for p in files}})
+            write_json(
+                tmp / BUNDLE_MARKER,
+                {
+                    "schema_version": 1,
+                    "arch": spec.name,
+                    "executorch": executorch_version(),
+                    "protocol": PROTOCOL_VERSION,
+                    "glibc_floor": glibc_floor(files),
+                    "compiler": compiler_id(cxx),
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
+                },
+            )
     if out is None:
         return folder
     with staged_output(out, force, marker=BUNDLE_MARKER) as tmp:
@@ -210,18 +258,29 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     p = Path(path)
     meta = read_json(p / BUNDLE_MARKER, "runner bundle file", BundleError, "build one with `edgekit runner build`")
     try:
-        b = Bundle(p, str(meta["arch"]), str(meta["executorch"]), int(meta["protocol"]), str(meta["glibc_floor"]),
-                   dict(meta["files"]))
+        b = Bundle(
+            p,
+            str(meta["arch"]),
+            str(meta["executorch"]),
+            int(meta["protocol"]),
+            str(meta["glibc_floor"]),
+            dict(meta["files"]),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{p / BUNDLE_MARKER} is not a runner bundle description ({exc})", "rebuild it") from None
     if b.protocol != PROTOCOL_VERSION:
-        raise BundleError(f"bundle {p} speaks worker protocol {b.protocol}, this edgekit {PROTOCOL_VERSION}",
-                          f"rebuild it: edgekit runner build --arch {b.arch}")
+        raise BundleError(
+            f"bundle {p} speaks worker protocol {b.protocol}, this edgekit {PROTOCOL_VERSION}",
+            f"rebuild it: edgekit runner build --arch {b.arch}",
+        )
     if verify:
         for rel, digest in b.files.items():
             f = p / rel
             if not f.is_file() or _sha256(f) != digest:
-                raise BundleError(f"bundle {p} is damaged: {rel} is missing or changed", f"rebuild it: edgekit runner build --arch {b.arch}")
+                raise BundleError(
+                    f"bundle {p} is damaged: {rel} is missing or changed",
+                    f"rebuild it: edgekit runner build --arch {b.arch}",
+                )
     return b
 
 
@@ -247,26 +306,55 @@ def check_bundle(path: str | Path, exec_prefix: str | None = None, timeout: floa
     if exec_prefix is None and b.arch != host_arch():
         exec_prefix = spec.qemu
         if not shutil.which(exec_prefix.split()[0]):
-            raise BundleError(f"cannot run an {b.arch} bundle on this {host_arch()} machine without {exec_prefix.split()[0]}",
-                              "apt-get install -y qemu-user, or check the bundle on a device: edgekit profile --device")
+            raise BundleError(
+                f"cannot run an {b.arch} bundle on this {host_arch()} machine without {exec_prefix.split()[0]}",
+                "apt-get install -y qemu-user, or check the bundle on a device: edgekit profile --device",
+            )
     expected = json.loads(CHECK_PROGRAM.with_suffix(".json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         np.arange(16, dtype=np.float32).tofile(t / "in.bin")
-        cmd = [*shlex.split(exec_prefix or ""), str(b.path / RUNNER_NAME), "--model", str(CHECK_PROGRAM), "--inputs",
-               str(t / "in.bin"), "--result", str(t / "r.json"), "--outputs", str(t / "out.bin"), "--runs", "20",
-               "--warmup", "2", "--threads", "1"]
+        cmd = [
+            *shlex.split(exec_prefix or ""),
+            str(b.path / RUNNER_NAME),
+            "--model",
+            str(CHECK_PROGRAM),
+            "--inputs",
+            str(t / "in.bin"),
+            "--result",
+            str(t / "r.json"),
+            "--outputs",
+            str(t / "out.bin"),
+            "--runs",
+            "20",
+            "--warmup",
+            "2",
+            "--threads",
+            "1",
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
             err = next((ln[7:] for ln in p.stderr.splitlines() if ln.startswith("@error ")), p.stderr.strip()[-200:])
-            raise BundleError(f"bundle {b.path} failed to run ({err or f'exit code {p.returncode}'})",
-                              f"rebuild it: edgekit runner build --arch {b.arch}")
+            raise BundleError(
+                f"bundle {b.path} failed to run ({err or f'exit code {p.returncode}'})",
+                f"rebuild it: edgekit runner build --arch {b.arch}",
+            )
         got = np.fromfile(t / "out.bin", np.float32)
         result = json.loads((t / "r.json").read_text())
     if got.shape != (4,) or not np.allclose(got, expected["expected"], rtol=1e-4, atol=1e-5):
-        raise BundleError(f"bundle {b.path} computes wrong outputs {got.tolist()} (expected {expected['expected']})",
-                          "under qemu use -cpu cortex-a76 (its default -cpu max emulates SME kernels wrongly)")
+        raise BundleError(
+            f"bundle {b.path} computes wrong outputs {got.tolist()} (expected {expected['expected']})",
+            "under qemu use -cpu cortex-a76 (its default -cpu max emulates SME kernels wrongly)",
+        )
     samples = sorted(result["samples_ms"])
-    return {"bundle": str(b.path), "arch": b.arch, "executorch": b.executorch, "glibc_floor": b.glibc_floor,
-            "emulated": bool(exec_prefix), "exec_prefix": exec_prefix, "outputs": got.tolist(), "max_abs_error":
-            float(np.abs(got - np.asarray(expected["expected"])).max()), "p50_ms": samples[len(samples) // 2]}
+    return {
+        "bundle": str(b.path),
+        "arch": b.arch,
+        "executorch": b.executorch,
+        "glibc_floor": b.glibc_floor,
+        "emulated": bool(exec_prefix),
+        "exec_prefix": exec_prefix,
+        "outputs": got.tolist(),
+        "max_abs_error": float(np.abs(got - np.asarray(expected["expected"])).max()),
+        "p50_ms": samples[len(samples) // 2],
+    }

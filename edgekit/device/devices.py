@@ -77,18 +77,26 @@ class Device:
                 raise ConfigError(f"device {self.name!r}: {key} must be a non-empty string")
         # names end up in file names (a baseline is NAME@DEVICE.json) and hosts in ssh's argument list: both are data
         if not is_plain_name(self.name):
-            raise ConfigError(f"device name {self.name!r} is not a plain name",
-                              "use letters, digits and . _ - @ (it becomes part of file names), starting with a letter or digit")
+            raise ConfigError(
+                f"device name {self.name!r} is not a plain name",
+                "use letters, digits and . _ - @ (it becomes part of file names), starting with a letter or digit",
+            )
         if self.host.startswith("-") or not SSH_DESTINATION.fullmatch(self.host):
-            raise ConfigError(f"device {self.name!r}: host {self.host!r} is not an ssh destination",
-                              "give user@host, a host name or address, or a Host alias from ~/.ssh/config (it must not "
-                              "begin with '-': ssh would read it as an option)")
+            raise ConfigError(
+                f"device {self.name!r}: host {self.host!r} is not an ssh destination",
+                "give user@host, a host name or address, or a Host alias from ~/.ssh/config (it must not "
+                "begin with '-': ssh would read it as an option)",
+            )
         try:
             shlex.split(self.exec_prefix)
         except ValueError as exc:
-            raise ConfigError(f"device {self.name!r}: exec_prefix {self.exec_prefix!r} cannot be split into words ({exc})",
-                              "write it as a command line, e.g. qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu") from None
-        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536):
+            raise ConfigError(
+                f"device {self.name!r}: exec_prefix {self.exec_prefix!r} cannot be split into words ({exc})",
+                "write it as a command line, e.g. qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu",
+            ) from None
+        if self.port is not None and (
+            isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536
+        ):
             raise ConfigError(f"device {self.name!r}: port must be 1..65535, got {self.port!r}")
         for key in ("ssh_options", "tags"):
             value = getattr(self, key)
@@ -137,8 +145,10 @@ def load_devices(path: str | Path | None = None) -> list[Device]:
         bad = [k for k in raw if k not in _KEYS]
         if bad:
             close = difflib.get_close_matches(bad[0], _KEYS, n=1)
-            raise ConfigError(f"{p}: unknown key {bad[0]!r} in [[device]]" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                              "allowed keys: " + ", ".join(_KEYS))
+            raise ConfigError(
+                f"{p}: unknown key {bad[0]!r} in [[device]]" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                "allowed keys: " + ", ".join(_KEYS),
+            )
         try:
             dev = Device(**raw)
         except TypeError as exc:
@@ -174,9 +184,12 @@ def resolve_device(ref: str | Device, devices_file: str | Path | None = None) ->
             return d
     names = [d.name for d in devices]
     close = difflib.get_close_matches(ref, names, n=1)
-    raise UsageError(f"unknown device {ref!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                     ("devices: " + ", ".join(names)) if names else
-                     f"add it to {devices_file or DEFAULT_DEVICES_FILE}, or pass ssh://user@host")
+    raise UsageError(
+        f"unknown device {ref!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+        ("devices: " + ", ".join(names))
+        if names
+        else f"add it to {devices_file or DEFAULT_DEVICES_FILE}, or pass ssh://user@host",
+    )
 
 
 def devices_with_tag(tag: str, devices_file: str | Path | None = None) -> list[Device]:
@@ -213,9 +226,25 @@ class Ssh:
         # One master connection per device definition: two devices on one host with different keys or options must
         # not share a login (ssh's own %C hashes only host, port and user).
         ident = hashlib.sha256(repr((d.host, d.port, d.ssh_options)).encode()).hexdigest()[:8]
-        cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ControlMaster=auto",
-               "-o", f"ControlPath={_control_dir()}/{ident}-%C", "-o", "ControlPersist=60", "-o", "ServerAliveInterval=5",
-               "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+        cmd = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={_control_dir()}/{ident}-%C",
+            "-o",
+            "ControlPersist=60",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if d.port:
             cmd += ["-p", str(d.port)]
         # "--" ends ssh's options: the destination (and the command after it) is never read as one
@@ -234,8 +263,10 @@ class Ssh:
         try:
             p = subprocess.run(self.command(script), input=data, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"device {self.device.name}: no answer within {timeout:g} s",
-                              "check the device and the network; ssh to it by hand") from None
+            raise DeviceError(
+                f"device {self.device.name}: no answer within {timeout:g} s",
+                "check the device and the network; ssh to it by hand",
+            ) from None
         err = p.stderr.decode("utf-8", "replace")
         if p.returncode == 255:
             raise ssh_error(self.device, err)
@@ -249,22 +280,32 @@ def ssh_error(device: Device, stderr: str) -> DeviceError:
     line = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "ssh exited with 255")
     where = device.host + (f":{device.port}" if device.port else "")
     if "Permission denied" in stderr or "Too many authentication failures" in stderr:
-        return DeviceError(f"device {device.name}: {where} refused the login ({line})",
-                           f"check that `ssh {where}` works without a password prompt (a key in ssh-agent or "
-                           "~/.ssh/config); edgekit never types passwords")
+        return DeviceError(
+            f"device {device.name}: {where} refused the login ({line})",
+            f"check that `ssh {where}` works without a password prompt (a key in ssh-agent or "
+            "~/.ssh/config); edgekit never types passwords",
+        )
     if "Host key verification failed" in stderr:
-        return DeviceError(f"device {device.name}: the host key of {where} is unknown or changed",
-                           f"connect once by hand (ssh {where}) to accept it, or fix ~/.ssh/known_hosts")
-    return DeviceError(f"device {device.name}: cannot reach {where} ({line})",
-                       "check the host name, the port and that sshd runs on the device")
+        return DeviceError(
+            f"device {device.name}: the host key of {where} is unknown or changed",
+            f"connect once by hand (ssh {where}) to accept it, or fix ~/.ssh/known_hosts",
+        )
+    return DeviceError(
+        f"device {device.name}: cannot reach {where} ({line})",
+        "check the host name, the port and that sshd runs on the device",
+    )
 
 
 def remote_error(device: Device, stderr: str, code: int) -> DeviceError:
     line = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), f"exit code {code}")
     if "No space left on device" in stderr:
-        return DeviceError(f"device {device.name}: its disk is full ({line})",
-                           f"free space in the device's workdir {device.workdir}, or set another workdir")
-    return DeviceError(f"device {device.name}: a command failed: {line}", "run `edgekit devices check` to see the device's state")
+        return DeviceError(
+            f"device {device.name}: its disk is full ({line})",
+            f"free space in the device's workdir {device.workdir}, or set another workdir",
+        )
+    return DeviceError(
+        f"device {device.name}: a command failed: {line}", "run `edgekit devices check` to see the device's state"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- facts
@@ -292,17 +333,26 @@ def device_facts(ssh: Ssh) -> dict[str, Any]:
     glibc = re.search(r"(\d+\.\d+)", raw.get("glibc", ""))
     d = ssh.device
     facts = {
-        "device": d.name, "host": d.host, "arch": raw.get("arch", "?"), "os": raw.get("os"), "hostname": raw.get("hostname"),
-        "glibc": glibc[1] if glibc else None, "cores_logical": int(raw["cores"]) if raw.get("cores", "").isdigit() else None,
+        "device": d.name,
+        "host": d.host,
+        "arch": raw.get("arch", "?"),
+        "os": raw.get("os"),
+        "hostname": raw.get("hostname"),
+        "glibc": glibc[1] if glibc else None,
+        "cores_logical": int(raw["cores"]) if raw.get("cores", "").isdigit() else None,
         "memory_gb": round(int(raw["mem_kb"]) / 2**20, 1) if raw.get("mem_kb", "").isdigit() else None,
-        "cpu_model": raw.get("cpu") or raw.get("arch", "?"), "governor": raw.get("governor"), "home": raw.get("home"),
-        "emulated": d.emulated, "exec_prefix": d.exec_prefix or None,
+        "cpu_model": raw.get("cpu") or raw.get("arch", "?"),
+        "governor": raw.get("governor"),
+        "home": raw.get("home"),
+        "emulated": d.emulated,
+        "exec_prefix": d.exec_prefix or None,
     }
     if d.exec_prefix:  # the arch the runner sees is the emulated one
         facts["arch"] = d.arch or facts["arch"]
         facts["cpu_model"] = f"emulated {facts['arch']} ({d.exec_prefix.split()[0]}) on {facts['cpu_model']}"
-    facts["machine_id"] = hashlib.sha256("|".join(str(facts.get(k)) for k in ("cpu_model", "arch", "cores_logical", "hostname", "device"))
-                                         .encode()).hexdigest()[:12]
+    facts["machine_id"] = hashlib.sha256(
+        "|".join(str(facts.get(k)) for k in ("cpu_model", "arch", "cores_logical", "hostname", "device")).encode()
+    ).hexdigest()[:12]
     return facts
 
 

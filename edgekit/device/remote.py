@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ProfileError, UsageError
-from ..profile.protocol import WorkerResult, read_result
-from ..profile.worker import Watch, WorkerFailed, run_worker
+from ..runner.protocol import WorkerResult, read_result
+from ..runner.worker import Watch, WorkerFailed, run_worker
 from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, read_bundle
 from .devices import Device, DeviceError, Ssh, device_facts, glibc_ok, ssh_error
 
@@ -86,8 +86,10 @@ def ensure_bundle(ssh: Ssh, facts: dict, workdir: str) -> tuple[Bundle, str, int
     except UsageError as exc:
         raise BundleError(f"device {device.name} is {arch}: {exc.message}", exc.hint) from None
     if not glibc_ok(facts.get("glibc"), bundle.glibc_floor):
-        raise BundleError(f"device {device.name} has glibc {facts['glibc']}, the {arch} runner needs >= {bundle.glibc_floor}",
-                          "use a device OS with glibc >= 2.34 (Debian 12, Raspberry Pi OS bookworm, Ubuntu 22.04 or newer)")
+        raise BundleError(
+            f"device {device.name} has glibc {facts['glibc']}, the {arch} runner needs >= {bundle.glibc_floor}",
+            "use a device OS with glibc >= 2.34 (Debian 12, Raspberry Pi OS bookworm, Ubuntu 22.04 or newer)",
+        )
     remote = f"{workdir}/bundles/{bundle.bundle_id}"
     q = shlex.quote(remote)
     if ssh.run(f"test -f {q}/bundle.json && echo present || echo absent").strip() == "present":
@@ -96,8 +98,12 @@ def ensure_bundle(ssh: Ssh, facts: dict, workdir: str) -> tuple[Bundle, str, int
     tmp = f"{remote}.{secrets.token_hex(4)}.tmp"
     t = shlex.quote(tmp)
     # Another edgekit may push the same bundle at the same time: whoever renames first wins, the other discards its copy.
-    ssh.run(f"mkdir -p {t} && tar -xzf - -C {t} || {{ rm -rf {t}; exit 1; }}; "
-            f"if [ -d {q} ]; then rm -rf {t}; else mv {t} {q} || {{ rm -rf {t}; exit 1; }}; fi", data=payload, timeout=600)
+    ssh.run(
+        f"mkdir -p {t} && tar -xzf - -C {t} || {{ rm -rf {t}; exit 1; }}; "
+        f"if [ -d {q} ]; then rm -rf {t}; else mv {t} {q} || {{ rm -rf {t}; exit 1; }}; fi",
+        data=payload,
+        timeout=600,
+    )
     return bundle, remote, len(payload)
 
 
@@ -107,7 +113,10 @@ def _parse_facts(text: str) -> dict:
         parts = line.split()
         if len(parts) == 3 and parts[2].lstrip("-").isdigit():
             (temps if parts[0] == "temp" else freqs)[parts[1].rsplit("/", 1)[-1]] = int(parts[2])
-    return {"thermal_c": {k: v / 1000 for k, v in temps.items()}, "cpu_freq_mhz": {k: v / 1000 for k, v in freqs.items()}}
+    return {
+        "thermal_c": {k: v / 1000 for k, v in temps.items()},
+        "cpu_freq_mhz": {k: v / 1000 for k, v in freqs.items()},
+    }
 
 
 def _fetch(ssh: Ssh, run: str, local: Path) -> dict:
@@ -121,8 +130,17 @@ def _fetch(ssh: Ssh, run: str, local: Path) -> dict:
     return {n: (local / n) for n in names if (local / n).exists()}
 
 
-def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args: list[str], *, timeout: float,
-                      cpus: tuple[int, ...] | None, progress: Callable[[str, int, int], None] | None, local: Path) -> DeviceRun:
+def profile_on_device(
+    device: Device,
+    pte: Path,
+    blobs: list[bytes],
+    worker_args: list[str],
+    *,
+    timeout: float,
+    cpus: tuple[int, ...] | None,
+    progress: Callable[[str, int, int], None] | None,
+    local: Path,
+) -> DeviceRun:
     """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder).
 
     Raises:
@@ -139,8 +157,12 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
     # the prefix is data from a devices file: each of its words goes to the device's shell quoted
     words = [*shlex.split(device.exec_prefix), *(["taskset", "-c", ",".join(map(str, cpus))] if cpus else [])]
     prefix = " ".join(shlex.quote(w) for w in words)
-    script = RUN_SCRIPT.format(run=q, prefix=prefix, runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
-                               args=" ".join(shlex.quote(a) for a in worker_args))
+    script = RUN_SCRIPT.format(
+        run=q,
+        prefix=prefix,
+        runner=shlex.quote(f"{remote_bundle}/{RUNNER_NAME}"),
+        args=" ".join(shlex.quote(a) for a in worker_args),
+    )
     try:
         watch = run_worker(ssh.command(script), timeout=timeout, progress=progress, sample=False)
     except WorkerFailed as exc:
@@ -162,10 +184,17 @@ def profile_on_device(device: Device, pte: Path, blobs: list[bytes], worker_args
     after = _parse_facts(files["after.txt"].read_text()) if "after.txt" in files else {}
     sampler_kb = files["sampler_kb"].read_text().strip() if "sampler_kb" in files else ""
     watch.peak_rss = int(sampler_kb) * 1024 if sampler_kb.isdigit() else 0
-    info = {"name": device.name, "host": device.host, "facts": facts, "before": before, "after": after,
-            "emulated": device.emulated, "bundle": {"id": bundle.bundle_id, "arch": bundle.arch, "glibc_floor": bundle.glibc_floor},
-            "bytes_sent": {"bundle": bundle_bytes, "program_and_inputs": len(payload)},
-            "outputs": files.get("outputs.bin")}
+    info = {
+        "name": device.name,
+        "host": device.host,
+        "facts": facts,
+        "before": before,
+        "after": after,
+        "emulated": device.emulated,
+        "bundle": {"id": bundle.bundle_id, "arch": bundle.arch, "glibc_floor": bundle.glibc_floor},
+        "bytes_sent": {"bundle": bundle_bytes, "program_and_inputs": len(payload)},
+        "outputs": files.get("outputs.bin"),
+    }
     return DeviceRun(raw, watch, info)
 
 
@@ -174,8 +203,11 @@ def _kill(ssh: Ssh, run: str) -> None:
     own process group (sshd starts it so), so killing the group takes the runner, the emulator and the sampler."""
     q = shlex.quote(run)
     try:
-        ssh.run(f"if [ -f {q}/pgid ]; then kill -9 -$(cat {q}/pgid) 2>/dev/null || kill -9 $(cat {q}/pid) $(cat {q}/pgid) "
-                f"2>/dev/null; fi; rm -rf {q}", timeout=30)
+        ssh.run(
+            f"if [ -f {q}/pgid ]; then kill -9 -$(cat {q}/pgid) 2>/dev/null || kill -9 $(cat {q}/pid) $(cat {q}/pgid) "
+            f"2>/dev/null; fi; rm -rf {q}",
+            timeout=30,
+        )
     except DeviceError:
         pass
 

@@ -1,25 +1,25 @@
 """``build()``: model spec → load → prune → export → quantize → lower → verify → package.
 
-``build`` is a sequence of named steps over a small :class:`_BuildState`; each step reads what earlier steps put
+``build`` is a sequence of named steps over a small :class:`~edgekit.pipeline.state.BuildState`; each step reads what earlier steps put
 there and adds its own result. The manifest is assembled once, at the end, from those results.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .._fs import check_output
 from .._noise import import_stack
-from ..data import Dataset, random_dataset, resolve_data
+from ..data import random_dataset, resolve_data
+from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError
-from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
-from ..dynamic import DynamicDim, ResolvedDim, batch_dim
+from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
 from .stages import SilentRunner, Stage, StageEvent, StageRunner, frozen_heap
+from .state import BuildResult, BuildState
 
 DEFAULT_FINETUNE_EPOCHS = 3
 
@@ -27,43 +27,6 @@ DEFAULT_FINETUNE_EPOCHS = 3
 CALIBRATION_SEED = 1
 VERIFY_SEED = 2
 FP16_NOTE = "cast to float16 before export: weights and activations fp16, inputs and outputs float32"
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What ``build`` produced: the package folder, its program and its manifest."""
-
-    out_dir: Path
-    pte_path: Path
-    manifest: Manifest
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass
-class _BuildState:
-    """What one build knows so far. Steps fill it in stage order; nothing else mutates it."""
-
-    target: Target
-    out: Path
-    stages: StageRunner
-    loaded: LoadedModel | None = None
-    eval_ds: Dataset | None = None
-    calib_ds: Dataset | None = None
-    finetune_ds: Dataset | None = None
-    eager: LoadedModel | None = None  # the eager model that is exported: the pruned one, if pruned (never the reference)
-    dense_twin: LoadedModel | None = None  # pruned but before sparsity: lowered once more for the size comparison
-    prune: PruneSection = field(default_factory=lambda: PruneSection(applied=False, reason="target asks for no pruning"))
-    exported: Any = None  # the plain export (its example inputs and dynamic shapes)
-    final: Any = None  # what is lowered: the quantized export, or the plain one
-    quantize: QuantizeSection | None = None
-    lowered: Any = None
-    deflated: int = 0
-    size_comparison: SizeComparison | None = None
-    verify: Any = None
-    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
-    dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
-    records: Any = None  # where calibration records are kept (get/put: the build cache's), if anywhere
-    warnings: list[str] = field(default_factory=list)
 
 
 def build(
@@ -127,7 +90,7 @@ def build(
         >>> result.manifest.verify.sqnr_db
     """
     t_start = time.perf_counter()
-    st = _BuildState(load_target(target), Path(out), StageRunner(progress), records=calibration_records)
+    st = BuildState(load_target(target), Path(out), StageRunner(progress), records=calibration_records)
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
@@ -144,16 +107,26 @@ def build(
 
 
 # ------------------------------------------------------------------------------------------------ steps
-def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], dims: list[DynamicDim], data: tuple, seed: int,
-          hf_output: str | None) -> None:
+def _load(
+    st: BuildState,
+    model: Any,
+    inputs: Sequence[InputSpec],
+    dims: list[DynamicDim],
+    data: tuple,
+    seed: int,
+    hf_output: str | None,
+) -> None:
     """The model, its dynamic dimensions and every data set, checked against the model before any slow work."""
     from dataclasses import replace
 
     from ..dynamic import export_examples, forward_names, resolve
 
     calibration, eval_data, finetune = data
-    loaded = st.stages.run(Stage.LOAD, lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
-                           model if isinstance(model, str) else "")
+    loaded = st.stages.run(
+        Stage.LOAD,
+        lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
+        model if isinstance(model, str) else "",
+    )
     module = loaded.exported.module() if loaded.exported is not None else loaded.module
     st.dims = resolve(dims, forward_names(module, len(loaded.example_inputs)), loaded.example_inputs)
     # the examples (and so every data set) at a size inside each range: what export traces and verify compares
@@ -163,14 +136,18 @@ def _load(st: _BuildState, model: Any, inputs: Sequence[InputSpec], dims: list[D
     tgt = st.target
     st.eval_ds = resolve_data(eval_data, examples, role="eval", tokenizer=tok)
     if tgt.quantize.scheme.is_int8:
-        st.calib_ds = resolve_data(calibration, examples, role="calibration", limit=tgt.quantize.calibration_samples, tokenizer=tok)
+        st.calib_ds = resolve_data(
+            calibration, examples, role="calibration", limit=tgt.quantize.calibration_samples, tokenizer=tok
+        )
     st.finetune_ds = resolve_data(finetune, examples, role="fine-tune", tokenizer=tok)
     if tgt.budget.max_accuracy_drop is not None and (st.eval_ds is None or st.eval_ds.labels is None):
-        st.warnings.append(f"budget.max_accuracy_drop = {tgt.budget.max_accuracy_drop} is not checked: "
-                           "pass --eval with labelled data to check it")
+        st.warnings.append(
+            f"budget.max_accuracy_drop = {tgt.budget.max_accuracy_drop} is not checked: "
+            "pass --eval with labelled data to check it"
+        )
 
 
-def _prune(st: _BuildState, finetune_epochs: int | None, finetune_lr: float | None, seed: int) -> None:
+def _prune(st: BuildState, finetune_epochs: int | None, finetune_lr: float | None, seed: int) -> None:
     """Prune the eager module (torch-pruning works on nn.Modules), so the smaller model is what gets exported."""
     cfg = st.target.prune
     if not cfg.active:
@@ -180,25 +157,40 @@ def _prune(st: _BuildState, finetune_epochs: int | None, finetune_lr: float | No
 
     loaded = st.loaded
     if loaded.exported is not None:
-        raise PruneError(f"{loaded.spec} is a saved ExportedProgram: a flat graph without the nn.Module layers "
-                         "that pruning removes channels from",
-                         "build from the model's factory (package.module:factory or file.py:factory) to prune it")
+        raise PruneError(
+            f"{loaded.spec} is a saved ExportedProgram: a flat graph without the nn.Module layers "
+            "that pruning removes channels from",
+            "build from the model's factory (package.module:factory or file.py:factory) to prune it",
+        )
     epochs = cfg.finetune_epochs if finetune_epochs is None else finetune_epochs
     if st.finetune_ds is not None and epochs == 0:
         epochs = DEFAULT_FINETUNE_EPOCHS
     lr = cfg.finetune_lr if finetune_lr is None else finetune_lr
     if st.finetune_ds is None and cfg.structured_ratio > 0:
-        st.warnings.append("structured pruning without --finetune data: accuracy can collapse (benchmarks/pruning.py: "
-                           "a digits CNN fell from 99.4% to 24% at 50%); pass --finetune with labelled training data")
-    res = st.stages.run(Stage.PRUNE, lambda: prune_model(loaded.module, loaded.example_inputs, cfg, finetune=st.finetune_ds,
-                                                         finetune_epochs=epochs, finetune_lr=lr, seed=seed), prune_detail(cfg))
+        st.warnings.append(
+            "structured pruning without --finetune data: accuracy can collapse (benchmarks/pruning.py: "
+            "a digits CNN fell from 99.4% to 24% at 50%); pass --finetune with labelled training data"
+        )
+    res = st.stages.run(
+        Stage.PRUNE,
+        lambda: prune_model(
+            loaded.module,
+            loaded.example_inputs,
+            cfg,
+            finetune=st.finetune_ds,
+            finetune_epochs=epochs,
+            finetune_lr=lr,
+            seed=seed,
+        ),
+        prune_detail(cfg),
+    )
     st.prune = PruneSection.from_dict(res.info)
     st.eager = LoadedModel(loaded.spec, res.module, loaded.example_inputs)
     if cfg.sparsity > 0:
         st.dense_twin = LoadedModel(loaded.spec, res.dense_module, loaded.example_inputs)
 
 
-def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
+def _export(st: BuildState, model: LoadedModel, stages: StageRunner) -> Any:
     """Export; embedding tables are quantized on the eager module first (torchao works on nn.Modules), a copy."""
     from .export import export_model
 
@@ -212,27 +204,39 @@ def _export(st: _BuildState, model: LoadedModel, stages: StageRunner) -> Any:
 
         model, st.embedding_tables = quantize_embeddings(model, embeddings)
         if model.exported is not None and not isinstance(stages, SilentRunner):
-            st.warnings.append(f"quantize.embeddings = {embeddings.value} does not apply to a saved ExportedProgram (its "
-                               "tables are graph constants): build from the model's factory to quantize them")
+            st.warnings.append(
+                f"quantize.embeddings = {embeddings.value} does not apply to a saved ExportedProgram (its "
+                "tables are graph constants): build from the model's factory to quantize them"
+            )
     try:
         exported = stages.run(Stage.EXPORT, lambda: export_model(model, st.dims))
     except ExportError as exc:
         if st.embedding_tables and "IntxUnpacked" in exc.message:
-            raise ExportError(exc.message, "the model uses an nn.Embedding's weight other than by lookup (indexing or "
-                              "slicing .weight), which int8 tables do not support: build with --quantize-embeddings "
-                              "none, or look the rows up by calling the embedding") from exc
+            raise ExportError(
+                exc.message,
+                "the model uses an nn.Embedding's weight other than by lookup (indexing or "
+                "slicing .weight), which int8 tables do not support: build with --quantize-embeddings "
+                "none, or look the rows up by calling the embedding",
+            ) from exc
         raise
     if exported.fallback_reason and not isinstance(stages, SilentRunner):
-        st.warnings.append(f"non-strict torch.export failed ({exported.fallback_reason}); used strict tracing (TorchDynamo)")
+        st.warnings.append(
+            f"non-strict torch.export failed ({exported.fallback_reason}); used strict tracing (TorchDynamo)"
+        )
     return exported
 
 
-def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: StageRunner) -> tuple[Any, QuantizeSection]:
+def _quantize(
+    st: BuildState, exported: Any, random_calibration: bool, stages: StageRunner
+) -> tuple[Any, QuantizeSection]:
     """(what to lower, the manifest's quantize section)."""
     scheme = st.target.quantize.scheme
     embeddings = {"embeddings": st.target.quantize.embeddings.value, "embedding_tables": list(st.embedding_tables)}
     if scheme is QuantScheme.NONE:
-        stages.skip(Stage.QUANTIZE, "target asks for fp32" + (" (embedding tables quantized at export)" if st.embedding_tables else ""))
+        stages.skip(
+            Stage.QUANTIZE,
+            "target asks for fp32" + (" (embedding tables quantized at export)" if st.embedding_tables else ""),
+        )
         return exported, QuantizeSection(scheme=scheme.value, applied=False, **embeddings)
     if scheme is QuantScheme.FP16:
         stages.skip(Stage.QUANTIZE, "fp16: the model was cast to float16 before export (no calibration)")
@@ -241,26 +245,43 @@ def _quantize(st: _BuildState, exported: Any, random_calibration: bool, stages: 
 
     calib = st.calib_ds
     if calib is None:
-        calib = random_dataset(exported.example_inputs, st.target.quantize.calibration_samples, seed=CALIBRATION_SEED,
-                               source="random", tokenizer=st.loaded.tokenizer)
+        calib = random_dataset(
+            exported.example_inputs,
+            st.target.quantize.calibration_samples,
+            seed=CALIBRATION_SEED,
+            source="random",
+            tokenizer=st.loaded.tokenizer,
+        )
         if scheme.needs_calibration and not isinstance(stages, SilentRunner):
-            st.warnings.append("no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
-                               "data may suffer; pass --calibration with a few dozen real samples")
+            st.warnings.append(
+                "no calibration data given: calibrated int8 ranges on random inputs, so accuracy on real "
+                "data may suffer; pass --calibration with a few dozen real samples"
+            )
     keep = st.target.quantize.fp32_layers
     records = st.records if st.calib_ds is not None else None  # random calibration data is not worth a record
-    res = stages.run(Stage.QUANTIZE, lambda: quantize_program(exported, scheme, calib, keep, records),
-                     scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""))
-    info = {**res.info, **embeddings, "applied": True, "calibration": "random" if random_calibration else res.info["calibration"]}
+    res = stages.run(
+        Stage.QUANTIZE,
+        lambda: quantize_program(exported, scheme, calib, keep, records),
+        scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""),
+    )
+    info = {
+        **res.info,
+        **embeddings,
+        "applied": True,
+        "calibration": "random" if random_calibration else res.info["calibration"],
+    }
     return res.exported, QuantizeSection.from_dict(info)
 
 
-def _lower(st: _BuildState) -> None:
+def _lower(st: BuildState) -> None:
     """Lower to a program; with sparsity, also lower the dense twin to show what the zeros save."""
     from .lower import lower_program
 
     backend = st.target.backend
     fuse = bool(st.embedding_tables)
-    st.lowered = st.stages.run(Stage.LOWER, lambda: lower_program(st.final.program, backend, fuse_embeddings=fuse), backend.value)
+    st.lowered = st.stages.run(
+        Stage.LOWER, lambda: lower_program(st.final.program, backend, fuse_embeddings=fuse), backend.value
+    )
     if backend is Backend.XNNPACK and st.lowered.delegation["delegated_partitions"] == 0:
         st.warnings.append("XNNPACK took no part of the graph: everything runs on portable kernels")
     st.deflated = deflate_size(st.lowered.pte)
@@ -276,10 +297,11 @@ def _lower(st: _BuildState) -> None:
     st.size_comparison = SizeComparison(
         without_sparsity=st.stages.run(Stage.LOWER, dense_sizes, "the dense twin, for the size comparison"),
         with_sparsity={"size_bytes": len(st.lowered.pte), "deflate_bytes": st.deflated},
-        note="sparsity shrinks the compressed download, not the .pte or the latency")
+        note="sparsity shrinks the compressed download, not the .pte or the latency",
+    )
 
 
-def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
+def _verify(st: BuildState, verify_samples: int, task: str | None) -> None:
     """Run held-out data through the program (from memory) and the eager reference, and compare; a program with
     dynamic dimensions beyond the batch is checked again at each one's bounds."""
     from ..program import InProcessProgram
@@ -292,7 +314,9 @@ def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
     else:  # random samples with their own seed, in whole batches for a static batch size
         static_batch = 1 if batch_range else int(examples[0].shape[0])
         n = -(-verify_samples // static_batch) * static_batch
-        data = random_dataset(examples, n, seed=VERIFY_SEED, source="random (held-out seed)", tokenizer=st.loaded.tokenizer)
+        data = random_dataset(
+            examples, n, seed=VERIFY_SEED, source="random (held-out seed)", tokenizer=st.loaded.tokenizer
+        )
     # chunks within the exported batch range, else the program's static batch
     batch = max(batch_range.min, min(32, batch_range.max, len(data))) if batch_range else int(examples[0].shape[0])
     reason = "given with --task" if task else f"the {st.loaded.spec} wrapper returns it"
@@ -305,8 +329,16 @@ def _verify(st: _BuildState, verify_samples: int, task: str | None) -> None:
 
     def run() -> Any:
         program = InProcessProgram(st.lowered.pte)  # loaded once: the held-out data, then each dynamic size
-        verify = verify_program(program, original, data, batch=batch, labelled=st.eval_ds is not None,
-                                task=kind, task_reason=reason, exported_model=exported_model)
+        verify = verify_program(
+            program,
+            original,
+            data,
+            batch=batch,
+            labelled=st.eval_ds is not None,
+            task=kind,
+            task_reason=reason,
+            exported_model=exported_model,
+        )
         others = [d for d in st.dims if d.dim != 0]
         if others:
             verify = verify.replace(at_sizes=verify_at_sizes(program, original, data, others, batch=batch))

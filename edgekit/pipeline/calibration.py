@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-
 STATE_DIR = ".calibration"
 
 
@@ -49,7 +48,7 @@ def record_key(exported: Any, calibration: Any, batch: int) -> str | None:
 
 
 def _bytes(t: Any) -> bytes:
-    if not isinstance(t, torch.Tensor) or type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+    if not isinstance(t, torch.Tensor) or (type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)):
         raise TypeError(f"cannot hash {type(t).__name__}")
     head = f"{t.dtype}{tuple(t.shape)}".encode()
     return head + t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -90,8 +89,11 @@ def _weights_only(roots: list[Any]) -> bool:
 
 def observed_states(prepared: Any) -> dict[str, dict[str, torch.Tensor]]:
     """The activation observers' states of a calibrated prepared model, by what they observed."""
-    return {_key(m, roots): {k: v.clone() for k, v in m.state_dict().items()}
-            for m, roots in _observers(prepared) if not _weights_only(roots)}
+    return {
+        _key(m, roots): {k: v.clone() for k, v in m.state_dict().items()}
+        for m, roots in _observers(prepared)
+        if not _weights_only(roots)
+    }
 
 
 def restore(prepared: Any, states: dict[str, dict[str, torch.Tensor]]) -> bool:

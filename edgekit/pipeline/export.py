@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import ExportError, first_line
 from ..dynamic import ResolvedDim, dynamic_shapes, export_examples
+from ..errors import ExportError, first_line
 from ..models import LoadedModel, contiguous
 
 
@@ -68,8 +68,10 @@ def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> Export
     try:
         ep = _trace(model.module, examples, shapes, strict=True)
     except Exception:
-        hint = ("make forward traceable: no data-dependent Python control flow or .item() on tensors "
-                "(use torch.cond), no unsupported Python side effects")
+        hint = (
+            "make forward traceable: no data-dependent Python control flow or .item() on tensors "
+            "(use torch.cond), no unsupported Python side effects"
+        )
         text = str(first)
         if dims and ("Constraints violated" in text or "specialized" in text or "must be equal" in text):
             hint = _dims_hint(text, dims)
@@ -95,9 +97,13 @@ def _dims_hint(message: str, dims: Sequence[ResolvedDim]) -> str:
     for d in dims:
         if re.search(rf"\b{re.escape(d.name)}\b", message):
             if d.peers:
-                return (f"{d.label()} cannot change alone: if {', '.join(d.peers)} share its size, declare them "
-                        f"together: {d.hint()}")
+                return (
+                    f"{d.label()} cannot change alone: if {', '.join(d.peers)} share its size, declare them "
+                    f"together: {d.hint()}"
+                )
             what = "batch size" if d.dim == 0 else f"size of {d.label()}"
-            return (f"the model fixes the {what} somewhere (a reshape or a table with a literal size?), "
-                    f"or {d.min}..{d.max} is wider than it allows: narrow the range or drop that dynamic dimension")
+            return (
+                f"the model fixes the {what} somewhere (a reshape or a table with a literal size?), "
+                f"or {d.min}..{d.max} is wider than it allows: narrow the range or drop that dynamic dimension"
+            )
     return "a dynamic dimension is tied to another input or to a fixed size: check each --dynamic-dim against the model"

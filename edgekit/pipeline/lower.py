@@ -48,10 +48,14 @@ class _WhyNot(logging.Handler):
         node, reason = getattr(why, "node", None), getattr(why, "reason", None)
         if node is not None and reason:
             reason = str(reason).rstrip(".")
-            self.reasons.setdefault(_op_type(node.name), set()).add(_explain(node) if reason == "invalid dtype" else reason)
+            self.reasons.setdefault(_op_type(node.name), set()).add(
+                _explain(node) if reason == "invalid dtype" else reason
+            )
 
     def __enter__(self) -> "_WhyNot":
-        self.logger = logging.getLogger("executorch.backends.xnnpack.partition")  # not _passes: their debug records cost time
+        self.logger = logging.getLogger(
+            "executorch.backends.xnnpack.partition"
+        )  # not _passes: their debug records cost time
         self.saved = (self.logger.level, self.logger.propagate)
         self.logger.setLevel(logging.DEBUG)
         self.logger.propagate = False
@@ -68,12 +72,19 @@ def _explain(node: Any) -> str:
     """XNNPACK says "invalid dtype" for any argument it cannot take: say which."""
     import torch
 
-    args = [a for arg in node.args for a in (arg if isinstance(arg, (list, tuple)) else [arg]) if isinstance(a, torch.fx.Node)]
+    args = [
+        a
+        for arg in node.args
+        for a in (arg if isinstance(arg, (list, tuple)) else [arg])
+        if isinstance(a, torch.fx.Node)
+    ]
     vals = [a.meta.get("val") for a in args]
     if any(isinstance(v, torch.SymInt) for v in vals):
         return "takes a dynamic size as an argument (XNNPACK needs it static here)"
-    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in vals if isinstance(v, torch.Tensor)}
-                    - {"float32", "float16", "int8", "uint8", "int32"})
+    dtypes = sorted(
+        {str(v.dtype).removeprefix("torch.") for v in vals if isinstance(v, torch.Tensor)}
+        - {"float32", "float16", "int8", "uint8", "int32"}
+    )
     if dtypes:
         return f"{', '.join(dtypes)} data: XNNPACK computes in float32/float16 and int8"
     return "an argument type XNNPACK does not take"
@@ -83,10 +94,16 @@ def _xnnpack_ops() -> set[str]:
     """Op types that XNNPACK's partitioner has a rule for (``aten_view_copy_default``, ...)."""
     from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
 
-    return {"aten_" + cfg.target_name.replace(".", "_") for cfg in ALL_PARTITIONER_CONFIGS if getattr(cfg, "target_name", None)}
+    return {
+        "aten_" + cfg.target_name.replace(".", "_")
+        for cfg in ALL_PARTITIONER_CONFIGS
+        if getattr(cfg, "target_name", None)
+    }
 
 
-def delegation_summary(graph_module: Any, reasons: dict[str, set[str]] | None = None, backend: Backend = Backend.XNNPACK) -> dict:
+def delegation_summary(
+    graph_module: Any, reasons: dict[str, set[str]] | None = None, backend: Backend = Backend.XNNPACK
+) -> dict:
     """How much of the graph the delegate took: partitions, node counts, and per operator.
 
     ``by_operator[op] = {"delegated": n, "portable": m}``: ``portable`` counts nodes left to ExecuTorch's
@@ -149,13 +166,16 @@ def _fuse_quantized_embeddings(edge: Any) -> Any:
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
     from executorch.exir.passes.quant_fusion_pass import QuantFusionPass, _get_node_value_dict
 
-    edge = edge.transform([QuantFusionPass(_fix_node_meta_val=True, node_value_dict=_get_node_value_dict(edge.exported_program()))])
+    edge = edge.transform(
+        [QuantFusionPass(_fix_node_meta_val=True, node_value_dict=_get_node_value_dict(edge.exported_program()))]
+    )
     constant_prop_pass(edge.exported_program())
     return edge
 
 
-def _layer_norm_as_linear(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5,
-                          cudnn_enable: bool = True) -> Any:
+def _layer_norm_as_linear(
+    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5, cudnn_enable: bool = True
+) -> Any:
     """``layer_norm`` over the last dimension with ops XNNPACK has: each mean is a linear with a 1/n row."""
     import torch
 
@@ -180,7 +200,9 @@ def prepare_for_xnnpack(program: Any) -> tuple[Any, list[str]]:
         return program, []
     program = program.run_decompositions({ln: _layer_norm_as_linear})
     # fold only the 1/n rows into constants: quantize/dequantize pairs and everything else stay as they are
-    skip = {n.target for n in program.graph.nodes if n.op == "call_function" and n.target != torch.ops.aten.full.default}
+    skip = {
+        n.target for n in program.graph.nodes if n.op == "call_function" and n.target != torch.ops.aten.full.default
+    }
     program = constant_prop_pass(program, custom_skip_targets=skip)
     return program, ["layer_norm → linear-mean form"]
 
@@ -210,7 +232,9 @@ def _one_inferred_dim(graph_module: Any) -> Any:
 def _edge_passes(program: Any) -> tuple[list, list[str]]:
     """The edge-level rewrites this program needs: each one re-traces the whole graph (about a second on
     MobileNetV2 @224), so only those whose operators occur are run."""
-    from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import ReplaceSqueezeAndUnsqueezeWithViewPass
+    from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import (
+        ReplaceSqueezeAndUnsqueezeWithViewPass,
+    )
     from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
 
     ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
@@ -252,13 +276,20 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
         envs = _shape_envs(program)
         saved = [(env, dict(env.var_to_range)) for env in envs]
         with _WhyNot() as why:
-            edge = to_edge_transform_and_lower(program, transform_passes=passes or None, partitioner=partitioners,
-                                               compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings))
+            edge = to_edge_transform_and_lower(
+                program,
+                transform_passes=passes or None,
+                partitioner=partitioners,
+                compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings),
+            )
         if fuse_embeddings:
             edge = _fuse_quantized_embeddings(edge)
         for env, ranges in saved:
             env.var_to_range.update(ranges)
-        delegation = {**delegation_summary(edge.exported_program().graph_module, why.reasons, backend), "passes": applied}
+        delegation = {
+            **delegation_summary(edge.exported_program().graph_module, why.reasons, backend),
+            "passes": applied,
+        }
         et = edge.to_executorch()
         pte = bytes(et.buffer)
     except Exception as exc:
@@ -267,4 +298,6 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
             f"lowering to ExecuTorch ({backend.value}) failed: {first[:300]}",
             "an operator may be unsupported by the edge dialect; try the portable-fp32 target or simplify that op",
         ) from exc
-    return LowerResult(pte, delegation, {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None})
+    return LowerResult(
+        pte, delegation, {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None}
+    )

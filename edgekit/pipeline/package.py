@@ -7,18 +7,29 @@ import datetime as _dt
 import resource
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._fs import staged_output, write_json
 from ..errors import BudgetError
 from ..machine import software_versions
-from ..manifest import (MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PTE_NAME, BudgetCheck, BudgetSection, DynamicBatchInfo, DynamicDimInfo,
-                        ExportSection, Manifest, ModelSection, PlannedMemory, ProgramSection, TensorEntry)
+from ..manifest import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    PTE_NAME,
+    BudgetCheck,
+    BudgetSection,
+    DynamicBatchInfo,
+    DynamicDimInfo,
+    ExportSection,
+    Manifest,
+    ModelSection,
+    PlannedMemory,
+    ProgramSection,
+    TensorEntry,
+)
 from ..program import ProgramInfo, inspect_program
 from ..targets import Target
-
-if TYPE_CHECKING:
-    from .build import BuildResult, _BuildState
+from .state import BuildResult, BuildState
 
 
 def check_budget(tgt: Target, size_bytes: int, verify: Any) -> BudgetSection:
@@ -31,6 +42,8 @@ def check_budget(tgt: Target, size_bytes: int, verify: Any) -> BudgetSection:
     if b.max_accuracy_drop is not None and verify.accuracy is not None:
         drop = verify.accuracy.drop
         checks.append(BudgetCheck("accuracy_drop", b.max_accuracy_drop, drop, drop <= b.max_accuracy_drop))
+    if b.min_sqnr_db is not None and verify.sqnr_db is not None:  # None: identical outputs
+        checks.append(BudgetCheck("sqnr_db", b.min_sqnr_db, verify.sqnr_db, verify.sqnr_db >= b.min_sqnr_db))
     unchecked = [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None]
     return BudgetSection(checks, unchecked)
 
@@ -39,69 +52,81 @@ def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
     """Raise :class:`BudgetError` naming every check that failed."""
     failed = budget.failures
     if failed:
-        raise BudgetError(f"{what} exceeds the target's budget: " +
-                          "; ".join(f"{c.name} is {c.value} (limit {c.limit})" for c in failed),
-                          "relax the target's [budget] or change the model/target")
+        raise BudgetError(
+            f"{what} exceeds the target's budget: "
+            + "; ".join(f"{c.name} is {c.value} (limit {c.limit})" for c in failed),
+            "relax the target's [budget] or change the model/target",
+        )
 
 
-def _model_section(st: "_BuildState", info: ProgramInfo) -> ModelSection:
+def _model_section(st: BuildState, info: ProgramInfo) -> ModelSection:
     sig = st.exported.program.graph_signature
     examples = st.exported.example_inputs
     method = info.method("forward")
-    inputs = [TensorEntry(n, list(t.shape), str(t.dtype).removeprefix("torch."), m.dynamic)
-              for n, t, m in zip(sig.user_inputs, examples, method.inputs)]
+    inputs = [
+        TensorEntry(n, list(t.shape), str(t.dtype).removeprefix("torch."), m.dynamic)
+        for n, t, m in zip(sig.user_inputs, examples, method.inputs)
+    ]
     outputs = [TensorEntry(n, list(m.shape), m.dtype, m.dynamic) for n, m in zip(sig.user_outputs, method.outputs)]
     dims, batch = [], None
     for d in st.dims:
         planned = method.inputs[d.indices[0]].shape[d.dim] if method.inputs else None
         dims.append(DynamicDimInfo(list(d.names), list(d.indices), d.dim, d.min, d.max, planned))
         if planned is not None and planned != d.max:
-            st.warnings.append(f"the program accepts {d.label()} up to {planned} only, not {d.max} as asked "
-                               "(ExecuTorch's memory plan)")
+            st.warnings.append(
+                f"the program accepts {d.label()} up to {planned} only, not {d.max} as asked (ExecuTorch's memory plan)"
+            )
         if d.dim == 0:
             batch = DynamicBatchInfo(d.min, d.max, planned)
     return ModelSection(st.loaded.spec, inputs, outputs, batch, dims)
 
 
-def _program_section(st: "_BuildState", info: ProgramInfo) -> ProgramSection:
+def _program_section(st: BuildState, info: ProgramInfo) -> ProgramSection:
     return ProgramSection(
-        file=PTE_NAME, sha256=info.sha256, size_bytes=info.size_bytes, compressed_size_bytes=st.deflated,
-        methods=sorted(info.methods), backend=st.target.backend.value, delegation=st.lowered.delegation,
-        planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")), size_comparison=st.size_comparison)
+        file=PTE_NAME,
+        sha256=info.sha256,
+        size_bytes=info.size_bytes,
+        compressed_size_bytes=st.deflated,
+        methods=sorted(info.methods),
+        backend=st.target.backend.value,
+        delegation=st.lowered.delegation,
+        planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+        size_comparison=st.size_comparison,
+    )
 
 
-def assemble_manifest(st: "_BuildState", t_start: float) -> Manifest:
+def assemble_manifest(st: BuildState, t_start: float) -> Manifest:
     """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
     info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
     model = _model_section(st, info)
     budget = check_budget(st.target, info.size_bytes, st.verify)
-    return Manifest.from_dict({
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": software_versions(),
-        "model": model,
-        "target": st.target.to_dict(),
-        "target_source": st.target.source,
-        "export": ExportSection.from_dict(st.exported.info()),
-        "prune": st.prune,
-        "quantize": st.quantize,
-        "program": _program_section(st, info),
-        "verify": st.verify,
-        "budget": budget,
-        "warnings": list(st.warnings),
-        "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
-        "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    })
+    return Manifest.from_dict(
+        {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": software_versions(),
+            "model": model,
+            "target": st.target.to_dict(),
+            "target_source": st.target.source,
+            "export": ExportSection.from_dict(st.exported.info()),
+            "prune": st.prune,
+            "quantize": st.quantize,
+            "program": _program_section(st, info),
+            "verify": st.verify,
+            "budget": budget,
+            "warnings": list(st.warnings),
+            "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
+            "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
 
 
-def write_package(st: "_BuildState", force: bool, t_start: float) -> "BuildResult":
+def write_package(st: BuildState, force: bool, t_start: float) -> BuildResult:
     """Check the budget, then write the package atomically.
 
     Raises:
         BudgetError: the program exceeds the target's budget; nothing is written.
     """
-    from .build import BuildResult
-
     manifest = assemble_manifest(st, t_start)
     raise_for_budget(manifest.budget)
     with staged_output(st.out, force) as tmp:

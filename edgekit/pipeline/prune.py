@@ -21,8 +21,8 @@ from typing import Any
 
 from ..data import Dataset
 from ..errors import PruneError, first_line
-from ..training import check_finetune_data, finetune_
 from ..targets import Importance, PruneConfig, PruneScope
+from .training import check_finetune_data, finetune_
 
 PRUNABLE = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 
@@ -56,7 +56,9 @@ def _forward(model: Any, example_inputs: tuple, produced: dict[int, str] | None 
     if produced is not None:
         for name, m in model.named_modules():
             if _prunable(m):
-                hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: produced.__setitem__(id(out), name)))
+                hooks.append(
+                    m.register_forward_hook(lambda mod, inp, out, name=name: produced.__setitem__(id(out), name))
+                )
     try:
         with torch.no_grad():
             out = model(*example_inputs)
@@ -84,8 +86,10 @@ def _resolve_ignore(model: Any, names: tuple[str, ...]) -> list[Any]:
         if name not in modules:
             candidates = [n for n in modules if n]
             close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
-            raise PruneError(f"prune.ignore names {name!r}, which matches no layer of the model",
-                             (f"close matches: {', '.join(close)}" if close else "layer names: " + ", ".join(candidates[:12])))
+            raise PruneError(
+                f"prune.ignore names {name!r}, which matches no layer of the model",
+                (f"close matches: {', '.join(close)}" if close else "layer names: " + ", ".join(candidates[:12])),
+            )
         found.append(modules[name])
     return found
 
@@ -96,7 +100,9 @@ def count_macs_params(model: Any, example_inputs: tuple) -> tuple[int, int]:
     import torch_pruning as tp
 
     with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example_inputs[0] if len(example_inputs) == 1 else example_inputs)
+        macs, params = tp.utils.count_ops_and_params(
+            model, example_inputs[0] if len(example_inputs) == 1 else example_inputs
+        )
     return int(macs), int(params)
 
 
@@ -105,8 +111,17 @@ def _layer_table(before: dict[str, tuple[int, int]], model: Any) -> list[dict]:
     for name, m in model.named_modules():
         if name in before and _prunable(m):
             (in0, out0), (in1, out1) = before[name], _channels(m)
-            rows.append({"layer": name, "type": type(m).__name__, "out_before": out0, "out_after": out1,
-                         "in_before": in0, "in_after": in1, "kept": round(out1 / out0, 4) if out0 else 1.0})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(m).__name__,
+                    "out_before": out0,
+                    "out_after": out1,
+                    "in_before": in0,
+                    "in_after": in1,
+                    "kept": round(out1 / out0, 4) if out0 else 1.0,
+                }
+            )
     return rows
 
 
@@ -137,19 +152,29 @@ def structured_prune_(model: Any, example_inputs: tuple, cfg: PruneConfig, ignor
         unknown = [n for n in cfg.layer_ratios if n not in modules]
         if unknown:
             close = difflib.get_close_matches(unknown[0], list(modules), n=3, cutoff=0.4)
-            raise PruneError(f"prune.layer_ratios names {unknown[0]!r}, which matches no layer",
-                             f"close matches: {', '.join(close)}" if close else "use names from model.named_modules()")
+            raise PruneError(
+                f"prune.layer_ratios names {unknown[0]!r}, which matches no layer",
+                f"close matches: {', '.join(close)}" if close else "use names from model.named_modules()",
+            )
         ratio_dict = {modules[n]: r for n, r in cfg.layer_ratios.items()}
     try:
         pruner = tp.pruner.BasePruner(
-            model, example_inputs[0] if len(example_inputs) == 1 else example_inputs, importance=importance,
-            global_pruning=cfg.scope is PruneScope.GLOBAL, pruning_ratio=cfg.structured_ratio, pruning_ratio_dict=ratio_dict,
-            ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None)
+            model,
+            example_inputs[0] if len(example_inputs) == 1 else example_inputs,
+            importance=importance,
+            global_pruning=cfg.scope is PruneScope.GLOBAL,
+            pruning_ratio=cfg.structured_ratio,
+            pruning_ratio_dict=ratio_dict,
+            ignored_layers=ignored,
+            round_to=cfg.round_to if cfg.round_to > 1 else None,
+        )
         pruner.step()
     except Exception as exc:
         msg = first_line(exc)
-        raise PruneError(f"torch-pruning cannot prune this model: {type(exc).__name__}: {msg[:240]}",
-                         "add the layer it names to --prune-ignore, or use --sparsity (unstructured) instead") from exc
+        raise PruneError(
+            f"torch-pruning cannot prune this model: {type(exc).__name__}: {msg[:240]}",
+            "add the layer it names to --prune-ignore, or use --sparsity (unstructured) instead",
+        ) from exc
 
 
 def _sparsity_targets(model: Any, ignored_names: set[str]) -> list[tuple[str, Any]]:
@@ -164,8 +189,9 @@ def apply_sparsity_masks_(model: Any, cfg: PruneConfig, ignored_names: set[str])
     if not targets:
         raise PruneError("no conv or linear layer is left to sparsify", "remove names from --prune-ignore")
     if cfg.scope is PruneScope.GLOBAL:
-        tprune.global_unstructured([(m, "weight") for _, m in targets], pruning_method=tprune.L1Unstructured,
-                                   amount=cfg.sparsity)
+        tprune.global_unstructured(
+            [(m, "weight") for _, m in targets], pruning_method=tprune.L1Unstructured, amount=cfg.sparsity
+        )
     else:
         for _, m in targets:
             tprune.l1_unstructured(m, "weight", amount=cfg.sparsity)
@@ -179,13 +205,27 @@ def make_sparsity_permanent_(targets: list[tuple[str, Any]]) -> list[dict]:
     for name, m in targets:
         tprune.remove(m, "weight")  # weight = weight_orig * mask, baked in; no weight_orig/mask left
         w = m.weight.detach()
-        rows.append({"layer": name, "weights": int(w.numel()), "zeros": int((w == 0).sum()),
-                     "sparsity": round(float((w == 0).double().mean()), 4)})
+        rows.append(
+            {
+                "layer": name,
+                "weights": int(w.numel()),
+                "zeros": int((w == 0).sum()),
+                "sparsity": round(float((w == 0).double().mean()), 4),
+            }
+        )
     return rows
 
 
-def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetune: Dataset | None = None,
-                finetune_epochs: int = 0, finetune_lr: float = 1e-3, seed: int = 0) -> PruneResult:
+def prune_model(
+    module: Any,
+    example_inputs: tuple,
+    cfg: PruneConfig,
+    *,
+    finetune: Dataset | None = None,
+    finetune_epochs: int = 0,
+    finetune_lr: float = 1e-3,
+    seed: int = 0,
+) -> PruneResult:
     """Prune a copy of ``module`` as ``cfg`` says, optionally fine-tune it, and report what changed.
 
     Returns:
@@ -205,27 +245,40 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         check_finetune_data(finetune, outputs)
     macs0, params0 = count_macs_params(model, example_inputs)
     before = {n: _channels(m) for n, m in model.named_modules() if _prunable(m)}
-    info: dict = {"applied": True, "structured_ratio": cfg.structured_ratio, "sparsity": cfg.sparsity,
-                  "importance": cfg.importance.value, "scope": cfg.scope.value, "round_to": cfg.round_to,
-                  "ignore": list(cfg.ignore), "auto_ignored": auto_ignored,
-                  "library": "torch-pruning " + __import__("torch_pruning").__version__}
+    info: dict = {
+        "applied": True,
+        "structured_ratio": cfg.structured_ratio,
+        "sparsity": cfg.sparsity,
+        "importance": cfg.importance.value,
+        "scope": cfg.scope.value,
+        "round_to": cfg.round_to,
+        "ignore": list(cfg.ignore),
+        "auto_ignored": auto_ignored,
+        "library": "torch-pruning " + __import__("torch_pruning").__version__,
+    }
     if cfg.structured_ratio > 0 or cfg.layer_ratios:
         unwrapped = unwrapped_conv_weights(model)
         if unwrapped:
             name, shape = unwrapped[0]
-            raise PruneError(f"structured pruning cannot handle parameter {name!r} ({'x'.join(map(str, shape))}): it is used "
-                             "outside an nn layer (e.g. through F.conv2d), so its channel dimension is unknown",
-                             "wrap it in nn.Conv2d/nn.Linear, or use --sparsity (unstructured) for this model")
+            raise PruneError(
+                f"structured pruning cannot handle parameter {name!r} ({'x'.join(map(str, shape))}): it is used "
+                "outside an nn layer (e.g. through F.conv2d), so its channel dimension is unknown",
+                "wrap it in nn.Conv2d/nn.Linear, or use --sparsity (unstructured) for this model",
+            )
         shapes = [tuple(o.shape) for o in outputs]
         structured_prune_(model, example_inputs, cfg, ignored)
         try:
             after = [tuple(o.shape) for o in _forward(model, example_inputs)]
         except Exception as exc:
-            raise PruneError(f"the pruned model no longer runs: {type(exc).__name__}: {first_line(exc, 200)}",
-                             "add the layer named there to --prune-ignore") from exc
+            raise PruneError(
+                f"the pruned model no longer runs: {type(exc).__name__}: {first_line(exc, 200)}",
+                "add the layer named there to --prune-ignore",
+            ) from exc
         if after != shapes:
-            raise PruneError(f"pruning changed the model's output shapes {shapes} → {after}",
-                             "add the output layer to --prune-ignore")
+            raise PruneError(
+                f"pruning changed the model's output shapes {shapes} → {after}",
+                "add the output layer to --prune-ignore",
+            )
     dense = copy.deepcopy(model) if cfg.sparsity > 0 else None
     targets = apply_sparsity_masks_(model, cfg, set(ignore_names)) if cfg.sparsity > 0 else []
     if finetune is not None and finetune_epochs > 0:
@@ -233,10 +286,19 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
             losses = finetune_(model, finetune, epochs=finetune_epochs, lr=finetune_lr, seed=seed)
         except Exception as exc:  # a model that cannot train on batches (fixed batch size, no grad...) lands here
             msg = first_line(exc)
-            raise PruneError(f"fine-tuning failed: {type(exc).__name__}: {msg[:200]}",
-                             "check the model trains on batches of the fine-tune data") from exc
-        info["finetune"] = {"data": finetune.source, "samples": len(finetune), "epochs": finetune_epochs, "lr": finetune_lr,
-                            "loss": "cross-entropy", "optimizer": "Adam", "epoch_losses": losses}
+            raise PruneError(
+                f"fine-tuning failed: {type(exc).__name__}: {msg[:200]}",
+                "check the model trains on batches of the fine-tune data",
+            ) from exc
+        info["finetune"] = {
+            "data": finetune.source,
+            "samples": len(finetune),
+            "epochs": finetune_epochs,
+            "lr": finetune_lr,
+            "loss": "cross-entropy",
+            "optimizer": "Adam",
+            "epoch_losses": losses,
+        }
     else:
         info["finetune"] = None
     if targets:
@@ -244,19 +306,32 @@ def prune_model(module: Any, example_inputs: tuple, cfg: PruneConfig, *, finetun
         zeros = sum(r["zeros"] for r in info["sparsity_by_layer"])
         total = sum(r["weights"] for r in info["sparsity_by_layer"])
         info["sparsity_achieved"] = round(zeros / total, 4) if total else 0.0
-        info["sparsity_note"] = ("zeroed weights do not speed up XNNPACK's dense kernels; they make the program "
-                                 "compress better (see program.compressed_size_bytes)")
-    leftovers = [n for n, _ in model.named_buffers() if n.endswith("_mask")] + [n for n, _ in model.named_parameters() if n.endswith("_orig")]
+        info["sparsity_note"] = (
+            "zeroed weights do not speed up XNNPACK's dense kernels; they make the program "
+            "compress better (see program.compressed_size_bytes)"
+        )
+    leftovers = [n for n, _ in model.named_buffers() if n.endswith("_mask")] + [
+        n for n, _ in model.named_parameters() if n.endswith("_orig")
+    ]
     if leftovers:  # pragma: no cover - make_sparsity_permanent_ removes them all
         raise PruneError(f"pruning left temporary tensors behind: {leftovers[:3]}")
     macs1, params1 = count_macs_params(model, example_inputs)
-    info.update({"params_before": params0, "params_after": params1, "macs_before": macs0, "macs_after": macs1,
-                 "params_ratio": round(params1 / params0, 4) if params0 else 1.0,
-                 "macs_ratio": round(macs1 / macs0, 4) if macs0 else 1.0,
-                 "layers": _layer_table(before, model)})
+    info.update(
+        {
+            "params_before": params0,
+            "params_after": params1,
+            "macs_before": macs0,
+            "macs_after": macs1,
+            "params_ratio": round(params1 / params0, 4) if params0 else 1.0,
+            "macs_ratio": round(macs1 / macs0, 4) if macs0 else 1.0,
+            "layers": _layer_table(before, model),
+        }
+    )
     parts = []
     if cfg.structured_ratio > 0:
-        parts.append(f"channels {cfg.structured_ratio:.0%}: params {params0:,} → {params1:,}, MACs {macs0:,} → {macs1:,}")
+        parts.append(
+            f"channels {cfg.structured_ratio:.0%}: params {params0:,} → {params1:,}, MACs {macs0:,} → {macs1:,}"
+        )
     if targets:
         parts.append(f"sparsity {info['sparsity_achieved']:.1%}")
     if info["finetune"]:

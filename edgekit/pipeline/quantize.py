@@ -55,8 +55,10 @@ def check_layers(program: Any, fp32_layers: tuple[str, ...]) -> None:
     known = layer_names(program)
     missing = [n for n in fp32_layers if n not in known and not any(k.startswith(n + ".") for k in known)]
     if missing:
-        raise QuantizeError(f"quantize.fp32_layers names {', '.join(missing)}: no conv or linear layer of the model",
-                            "layers: " + ", ".join(known[:12]) + (" …" if len(known) > 12 else ""))
+        raise QuantizeError(
+            f"quantize.fp32_layers names {', '.join(missing)}: no conv or linear layer of the model",
+            "layers: " + ", ".join(known[:12]) + (" …" if len(known) > 12 else ""),
+        )
 
 
 def calibration_batch_size(exported: ExportResult) -> int:
@@ -66,8 +68,13 @@ def calibration_batch_size(exported: ExportResult) -> int:
     return max(2, min(32, int(exported.example_inputs[0].shape[0]) * 8))
 
 
-def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: Dataset,
-                     fp32_layers: tuple[str, ...] = (), records: Any = None) -> QuantizeResult:
+def quantize_program(
+    exported: ExportResult,
+    scheme: QuantScheme,
+    calibration: Dataset,
+    fp32_layers: tuple[str, ...] = (),
+    records: Any = None,
+) -> QuantizeResult:
     """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
 
     Args:
@@ -102,7 +109,12 @@ def quantize_program(exported: ExportResult, scheme: QuantScheme, calibration: D
         "calibration_reused": reused,
         "fp32_layers": list(fp32_layers),
     }
-    return QuantizeResult(ExportResult(program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason), info)
+    return QuantizeResult(
+        ExportResult(
+            program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason
+        ),
+        info,
+    )
 
 
 class _Float16(torch.nn.Module):
@@ -139,13 +151,19 @@ def to_fp16(model: Any) -> Any:
         with torch.no_grad():
             module(*model.example_inputs)
     except Exception as exc:
-        raise QuantizeError(f"the model does not run in float16: {first_line(exc, 200)}",
-                            "use an int8 scheme or fp32 (-t xnnpack-fp32)") from exc
+        raise QuantizeError(
+            f"the model does not run in float16: {first_line(exc, 200)}", "use an int8 scheme or fp32 (-t xnnpack-fp32)"
+        ) from exc
     return LoadedModel(model.spec, module, model.example_inputs, tokenizer=model.tokenizer, task=model.task)
 
 
-def prepare_calibrated(exported: ExportResult, scheme: QuantScheme, calibration: Dataset, fp32_layers: tuple[str, ...] = (),
-                       records: Any = None) -> tuple[Any, int, bool]:
+def prepare_calibrated(
+    exported: ExportResult,
+    scheme: QuantScheme,
+    calibration: Dataset,
+    fp32_layers: tuple[str, ...] = (),
+    records: Any = None,
+) -> tuple[Any, int, bool]:
     """PT2E prepare, then calibrate, unless the observers' states can be loaded from ``records`` (where they are
     stored otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
 
@@ -161,7 +179,9 @@ def prepare_calibrated(exported: ExportResult, scheme: QuantScheme, calibration:
     try:
         prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
     except Exception as exc:
-        raise QuantizeError(f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline") from exc
+        raise QuantizeError(
+            f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline"
+        ) from exc
     key = record_key(exported, calibration, batch) if records is not None and scheme.needs_calibration else None
     states = records.get(key) if key else None
     whole = len(calibration) - len(calibration) % batch  # what the loop below would use: whole batches
@@ -221,9 +241,13 @@ def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:
             m.padding_idx = None
     bits = {"int8": torch.int8, "int4": torch.int4}[kind.value]
     try:
-        quantize_(module, IntxWeightOnlyConfig(weight_dtype=bits, granularity=PerAxis(0)),
-                  lambda m, fqn: isinstance(m, torch.nn.Embedding))
+        quantize_(
+            module,
+            IntxWeightOnlyConfig(weight_dtype=bits, granularity=PerAxis(0)),
+            lambda m, fqn: isinstance(m, torch.nn.Embedding),
+        )
     except Exception as exc:
-        raise QuantizeError(f"quantizing the embedding tables failed: {first_line(exc, 200)}",
-                            "pass --quantize-embeddings none") from exc
+        raise QuantizeError(
+            f"quantizing the embedding tables failed: {first_line(exc, 200)}", "pass --quantize-embeddings none"
+        ) from exc
     return LoadedModel(model.spec, module, model.example_inputs), tables

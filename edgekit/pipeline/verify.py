@@ -19,8 +19,15 @@ from typing import Any
 
 from ..data import Dataset
 from ..errors import DataError, VerifyError
-from ..manifest import (REFERENCE_ORIGINAL, REFERENCE_PRUNED, Accuracy, LoweringCheck, OutputFidelity, SizeCheck,
-                        VerifySection)
+from ..manifest import (
+    REFERENCE_ORIGINAL,
+    REFERENCE_PRUNED,
+    Accuracy,
+    LoweringCheck,
+    OutputFidelity,
+    SizeCheck,
+    VerifySection,
+)
 from ..program import InProcessProgram
 
 
@@ -39,12 +46,18 @@ def guess_task(first_out: Any, labelled: bool) -> tuple[Task, str]:
     if labelled:
         return Task.CLASSIFY, "guessed: the data has labels"
     if first_out.dim() >= 3 and first_out.shape[-1] >= 16:
-        return Task.EMBED, f"guessed: a {first_out.dim()}-D output (N x ... x {first_out.shape[-1]}) looks like hidden states"
+        return (
+            Task.EMBED,
+            f"guessed: a {first_out.dim()}-D output (N x ... x {first_out.shape[-1]}) looks like hidden states",
+        )
     if first_out.dim() == 2 and first_out.shape[1] >= 2:
         norms = torch.linalg.vector_norm(first_out.double(), dim=1)
         if bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)):
             return Task.EMBED, "guessed: rows of unit length look like normalised embeddings"
-        return Task.CLASSIFY, f"guessed: an N x {first_out.shape[1]} output looks like class scores (--task embed if not)"
+        return (
+            Task.CLASSIFY,
+            f"guessed: an N x {first_out.shape[1]} output looks like class scores (--task embed if not)",
+        )
     return Task.REGRESS, f"guessed: an output of shape {tuple(first_out.shape)} is neither class scores nor embeddings"
 
 
@@ -69,8 +82,8 @@ def compare_outputs(ref: Any, got: Any) -> dict:
     ref = ref.detach().double()
     got = got.detach().double()
     err = got - ref
-    signal = float((ref ** 2).sum())
-    noise = float((err ** 2).sum())
+    signal = float((ref**2).sum())
+    noise = float((err**2).sum())
     flat_r = ref.reshape(ref.shape[0], -1)
     flat_g = got.reshape(got.shape[0], -1)
     cos = torch.nn.functional.cosine_similarity(flat_r, flat_g, dim=1, eps=1e-12)
@@ -87,9 +100,17 @@ def compare_outputs(ref: Any, got: Any) -> dict:
     return out
 
 
-def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, data: Dataset, *, batch: int = 1,
-                   labelled: bool = False, task: Task | str | None = None, task_reason: str = "given with --task",
-                   exported_model: Any = None) -> VerifySection:
+def verify_program(
+    pte: bytes | str | Path | InProcessProgram,
+    reference: Any,
+    data: Dataset,
+    *,
+    batch: int = 1,
+    labelled: bool = False,
+    task: Task | str | None = None,
+    task_reason: str = "given with --task",
+    exported_model: Any = None,
+) -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
     Args:
@@ -113,8 +134,10 @@ def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, d
     import torch
 
     if len(data) < batch:
-        raise DataError(f"{data.source} has {len(data)} sample(s) but the program runs batches of {batch}",
-                        f"give at least {batch} held-out samples, or build with --dynamic-batch")
+        raise DataError(
+            f"{data.source} has {len(data)} sample(s) but the program runs batches of {batch}",
+            f"give at least {batch} held-out samples, or build with --dynamic-batch",
+        )
     program = pte if isinstance(pte, InProcessProgram) else InProcessProgram(pte)
     with torch.no_grad():
         pte_out = [list(program.run(sample)) for sample in data.batches(batch)]
@@ -127,32 +150,52 @@ def verify_program(pte: bytes | str | Path | InProcessProgram, reference: Any, d
     kind, why = (Task(task), task_reason) if task else guess_task(first_out, labelled and data.labels is not None)
     first_ref, first_got = torch.cat([b[0] for b in eager_out]).float(), torch.cat([b[0] for b in pte_out]).float()
     if labelled and data.labels is not None and (first_out.dim() != 2 or first_out.shape[1] < 2):
-        note = (f"labels given, but the first output has shape {tuple(first_out.shape)}, "
-                "not N x classes: top-1 accuracy does not apply")
+        note = (
+            f"labels given, but the first output has shape {tuple(first_out.shape)}, "
+            "not N x classes: top-1 accuracy does not apply"
+        )
     elif labelled and data.labels is not None:
         labels = data.labels[:n]
         eager_acc = float((torch.cat([b[0] for b in eager_out]).argmax(1) == labels).double().mean())
         pte_acc = float((torch.cat([b[0] for b in pte_out]).argmax(1) == labels).double().mean())
-        accuracy = Accuracy(samples=n, eager=round(eager_acc, 6), program=round(pte_acc, 6), drop=round(eager_acc - pte_acc, 6))
+        accuracy = Accuracy(
+            samples=n, eager=round(eager_acc, 6), program=round(pte_acc, 6), drop=round(eager_acc - pte_acc, 6)
+        )
     lowering = None
     if exported_model is not None:
         exported_out = _eager_outputs(exported_model, data.take(n), batch)
         low = _fidelity(exported_out, pte_out, data.source)
-        lowering = LoweringCheck(reference=REFERENCE_PRUNED, sqnr_db=min((o.sqnr_db for o in low if o.sqnr_db is not None), default=None),
-                                 exact=all(o.exact for o in low), cosine_similarity=min(o.cosine_similarity for o in low),
-                                 cosine_min=min(o.cosine_min for o in low), max_abs_error=max(o.max_abs_error for o in low),
-                                 top1_agreement=low[0].top1_agreement if kind is Task.CLASSIFY else None)
+        lowering = LoweringCheck(
+            reference=REFERENCE_PRUNED,
+            sqnr_db=min((o.sqnr_db for o in low if o.sqnr_db is not None), default=None),
+            exact=all(o.exact for o in low),
+            cosine_similarity=min(o.cosine_similarity for o in low),
+            cosine_min=min(o.cosine_min for o in low),
+            max_abs_error=max(o.max_abs_error for o in low),
+            top1_agreement=low[0].top1_agreement if kind is Task.CLASSIFY else None,
+        )
         if accuracy is not None:
             pruned = float((torch.cat([b[0] for b in exported_out]).argmax(1) == data.labels[:n]).double().mean())
             accuracy = accuracy.replace(original_eager=accuracy.eager, pruned_eager=round(pruned, 6))
     return VerifySection(
-        samples=n, data=data.source, max_abs_error=max(o.max_abs_error for o in fid), mean_abs_error=fid[0].mean_abs_error,
-        sqnr_db=min(sqnrs) if sqnrs else None, exact=all(o.exact for o in fid),
-        cosine_similarity=min(o.cosine_similarity for o in fid), outputs=fid,
+        samples=n,
+        data=data.source,
+        max_abs_error=max(o.max_abs_error for o in fid),
+        mean_abs_error=fid[0].mean_abs_error,
+        sqnr_db=min(sqnrs) if sqnrs else None,
+        exact=all(o.exact for o in fid),
+        cosine_similarity=min(o.cosine_similarity for o in fid),
+        outputs=fid,
         top1_agreement=fid[0].top1_agreement if kind is Task.CLASSIFY else None,
-        accuracy=accuracy, accuracy_note=note, task=kind.value, task_reason=why, cosine_min=min(o.cosine_min for o in fid),
-        nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None, reference=REFERENCE_ORIGINAL,
-        lowering=lowering)
+        accuracy=accuracy,
+        accuracy_note=note,
+        task=kind.value,
+        task_reason=why,
+        cosine_min=min(o.cosine_min for o in fid),
+        nn_agreement=nn_agreement(first_ref, first_got) if kind is Task.EMBED else None,
+        reference=REFERENCE_ORIGINAL,
+        lowering=lowering,
+    )
 
 
 def _fidelity(eager_out: list[list[Any]], pte_out: list[list[Any]], source: str) -> list[OutputFidelity]:
@@ -197,9 +240,12 @@ def _check_finite(ref: Any, got: Any, index: int, source: str) -> None:
 
     bad = ~torch.isfinite(got.float()) & torch.isfinite(ref.float())
     if bool(bad.any()):
-        raise VerifyError(f"output {index} of the program holds {int(bad.sum())} NaN/inf value(s) on {source} where the "
-                          "eager model's are finite", "an activation overflows after quantization: try the "
-                          "xnnpack-fp32 target, or check the data is what the model expects")
+        raise VerifyError(
+            f"output {index} of the program holds {int(bad.sum())} NaN/inf value(s) on {source} where the "
+            "eager model's are finite",
+            "an activation overflows after quantization: try the "
+            "xnnpack-fp32 target, or check the data is what the model expects",
+        )
 
 
 def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
@@ -213,8 +259,15 @@ def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
     return Dataset(at_sizes(data.inputs, dims, sizes), data.labels, data.source)
 
 
-def verify_at_sizes(pte: bytes | str | Path | InProcessProgram, reference: Any, data: Dataset, dims: Any, *, batch: int,
-                    samples: int = 16) -> list[SizeCheck]:
+def verify_at_sizes(
+    pte: bytes | str | Path | InProcessProgram,
+    reference: Any,
+    data: Dataset,
+    dims: Any,
+    *,
+    batch: int,
+    samples: int = 16,
+) -> list[SizeCheck]:
     """The program against eager with each dynamic dimension (batch aside) at its bounds, one at a time.
 
     Raises:
@@ -230,13 +283,22 @@ def verify_at_sizes(pte: bytes | str | Path | InProcessProgram, reference: Any, 
         for size in verify_sizes(d):
             if size == d.example:
                 continue
-            sizes = base[:k] + [size] + base[k + 1:]
+            sizes = base[:k] + [size] + base[k + 1 :]
             sub = data_at(data, dims, sizes).take(max(batch, samples))
             try:
                 v = verify_program(program, reference, sub, batch=batch, task=Task.REGRESS)
             except ProgramError as exc:
-                raise VerifyError(f"the program does not run with {d.label()} = {size}, inside its range {d.min}..{d.max}: "
-                                  f"{exc}", "narrow the --dynamic-dim range") from exc
-            checks.append(SizeCheck(sizes={dd.label(): sz for dd, sz in zip(dims, sizes)}, samples=v.samples,
-                                    max_abs_error=v.max_abs_error, sqnr_db=v.sqnr_db, cosine_min=v.cosine_min or 0.0))
+                raise VerifyError(
+                    f"the program does not run with {d.label()} = {size}, inside its range {d.min}..{d.max}: {exc}",
+                    "narrow the --dynamic-dim range",
+                ) from exc
+            checks.append(
+                SizeCheck(
+                    sizes={dd.label(): sz for dd, sz in zip(dims, sizes)},
+                    samples=v.samples,
+                    max_abs_error=v.max_abs_error,
+                    sqnr_db=v.sqnr_db,
+                    cosine_min=v.cosine_min or 0.0,
+                )
+            )
     return checks

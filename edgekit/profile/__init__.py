@@ -7,8 +7,8 @@
 import sys
 import types
 
+from ..runner.protocol import Engine
 from .harness import ProfileOptions, profile
-from .protocol import Engine
 from .result import EnergyResult, MemoryResult, Phases, ProfileResult
 
 __all__ = ["Engine", "EnergyResult", "MemoryResult", "Phases", "ProfileOptions", "ProfileResult", "profile"]

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
+from ..runner import energy as energy_mod
+from ..runner.protocol import Engine, Loader, WorkerResult
+from ..runner.worker import Watch
 from ..targets import Target, load_target
-from . import energy as energy_mod
-from .protocol import Engine, Loader, WorkerResult
+from .measure import measure_here, measure_on_device, resolve_target_device
 from .result import SCHEMA_VERSION, EnergyResult, MemoryResult, NoiseFloor, Phases, ProfileResult
 from .stats import LatencyStats, measurement_warnings, summarize
 from .subject import Subject, eager_subject, resolve_program
-from .measure import measure_here, measure_on_device, resolve_target_device
-from .worker import Watch
 
 MB = 2**20
 
@@ -55,8 +55,10 @@ class ProfileOptions:
         for name in ("runs", "warmup", "threads"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1)):
-                raise UsageError(f"--{name} must be {'>= 0' if name == 'warmup' else 'a positive integer'}, got {v}",
-                                 "e.g. --threads 2" if name == "threads" else f"e.g. --{name} 100")
+                raise UsageError(
+                    f"--{name} must be {'>= 0' if name == 'warmup' else 'a positive integer'}, got {v}",
+                    "e.g. --threads 2" if name == "threads" else f"e.g. --{name} 100",
+                )
         for name in ("warmup_seconds", "min_seconds", "max_seconds", "timeout"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
@@ -67,8 +69,10 @@ class ProfileOptions:
             try:
                 object.__setattr__(self, name, cls(getattr(self, name)))
             except ValueError:
-                raise UsageError(f"unknown {name} {getattr(self, name)!r}", f"valid {name}s: " +
-                                 ", ".join(e.value for e in cls if e is not Engine.EAGER)) from None
+                raise UsageError(
+                    f"unknown {name} {getattr(self, name)!r}",
+                    f"valid {name}s: " + ", ".join(e.value for e in cls if e is not Engine.EAGER),
+                ) from None
 
 
 def profile(
@@ -115,42 +119,81 @@ def profile(
     tgt = load_target(target) if target is not None else (subject.target or load_target("xnnpack-fp32"))
     opts = _with_target_defaults(opts, tgt)
     if dev is not None and dev.power is not None:  # the device's own power model beats the target's generic one
-        tgt = tgt.replace(power__active_watts_per_core=dev.power.active_watts_per_core, power__idle_watts=dev.power.idle_watts)
+        tgt = tgt.replace(
+            power__active_watts_per_core=dev.power.active_watts_per_core, power__idle_watts=dev.power.idle_watts
+        )
     engine, runner, engine_note = (Engine.NATIVE, None, None) if dev else _pick_engine(opts, subject.kind == "eager")
     with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmpdir:
-        m = (measure_on_device if dev else measure_here)(subject, opts, inputs, Path(tmpdir), progress, engine, runner, dev)
+        m = (measure_on_device if dev else measure_here)(
+            subject, opts, inputs, Path(tmpdir), progress, engine, runner, dev
+        )
     raw, watch = m.raw, m.watch
     stats = summarize(raw.samples_ms)
     from ..machine import machine_facts
 
     memory = _memory(raw, watch, subject, engine, opts.method)
-    subject.description.update({"inputs": [{"shape": list(s), "dtype": d} for s, d in zip(subject.shapes, subject.dtypes)],
-                                "input_source": m.input_source})
+    subject.description.update(
+        {
+            "inputs": [{"shape": list(s), "dtype": d} for s, d in zip(subject.shapes, subject.dtypes)],
+            "input_source": m.input_source,
+        }
+    )
     return ProfileResult(
-        schema_version=SCHEMA_VERSION, engine=engine.value, engine_note=engine_note, subject=subject.description,
-        threads={"requested": opts.threads, "effective": raw.threads_effective, "cpus": list(opts.cpus) if opts.cpus else None},
-        settings={"warmup": opts.warmup, "warmup_seconds": opts.warmup_seconds, "runs": opts.runs, "min_seconds": opts.min_seconds,
-                  "max_seconds": opts.max_seconds, "timeout": opts.timeout, "loader": raw.loader, "target": tgt.name,
-                  "worker_wall_s": round(watch.wall_s, 3)},
-        phases=Phases(load_ms=raw.load_ms, first_run_ms=raw.first_run_ms, warmup_runs=len(raw.warmup_ms),
-                      warmup_mean_ms=(sum(raw.warmup_ms) / len(raw.warmup_ms)) if raw.warmup_ms else None),
-        latency_ms=stats, samples_ms=tuple(raw.samples_ms), memory=memory,
-        energy=_energy(raw, stats, watch, m.rapl, tgt, m.freq, m.battery, m.device), ops=m.ops, budget=_budget(tgt, stats, memory, engine),
+        schema_version=SCHEMA_VERSION,
+        engine=engine.value,
+        engine_note=engine_note,
+        subject=subject.description,
+        threads={
+            "requested": opts.threads,
+            "effective": raw.threads_effective,
+            "cpus": list(opts.cpus) if opts.cpus else None,
+        },
+        settings={
+            "warmup": opts.warmup,
+            "warmup_seconds": opts.warmup_seconds,
+            "runs": opts.runs,
+            "min_seconds": opts.min_seconds,
+            "max_seconds": opts.max_seconds,
+            "timeout": opts.timeout,
+            "loader": raw.loader,
+            "target": tgt.name,
+            "worker_wall_s": round(watch.wall_s, 3),
+        },
+        phases=Phases(
+            load_ms=raw.load_ms,
+            first_run_ms=raw.first_run_ms,
+            warmup_runs=len(raw.warmup_ms),
+            warmup_mean_ms=(sum(raw.warmup_ms) / len(raw.warmup_ms)) if raw.warmup_ms else None,
+        ),
+        latency_ms=stats,
+        samples_ms=tuple(raw.samples_ms),
+        memory=memory,
+        energy=_energy(raw, stats, watch, m.rapl, tgt, m.freq, m.battery, m.device),
+        ops=m.ops,
+        budget=_budget(tgt, stats, memory, engine),
         warnings=tuple(m.warnings + _warnings(raw, stats, opts, engine_note)),
-        machine=m.device["facts"] if m.device else machine_facts(), noise=noise_floor(raw), device=m.device)
+        machine=m.device["facts"] if m.device else machine_facts(),
+        noise=noise_floor(raw),
+        device=m.device,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ steps
 def _subject(program: Any, eager: Any, eager_inputs: Sequence[Any], inputs: Any, opts: ProfileOptions) -> Subject:
     if (program is None) == (eager is None):
-        raise UsageError("give either a program or an eager model spec", "edgekit profile build/net, or --eager pkg.mod:make --input ...")
+        raise UsageError(
+            "give either a program or an eager model spec",
+            "edgekit profile build/net, or --eager pkg.mod:make --input ...",
+        )
     if opts.cpus:
         import psutil
 
         valid = set(range(psutil.cpu_count() or 1))
         bad = [c for c in opts.cpus if c not in valid]
         if bad:
-            raise UsageError(f"--cpus {','.join(map(str, bad))} does not exist on this machine", f"valid CPUs: 0-{max(valid)}")
+            raise UsageError(
+                f"--cpus {','.join(map(str, bad))} does not exist on this machine", f"valid CPUs: 0-{max(valid)}"
+            )
     if eager is None:
         return resolve_program(program, opts.method)
     if opts.ops:
@@ -172,7 +215,7 @@ def _with_target_defaults(opts: ProfileOptions, tgt: Target) -> ProfileOptions:
 
 
 def _pick_engine(opts: ProfileOptions, eager: bool) -> tuple[Engine, Path | None, str | None]:
-    from .native import NativeUnavailable, runner_path
+    from ..runner.native import NativeUnavailable, runner_path
 
     if eager:
         return Engine.EAGER, None, None
@@ -186,8 +229,10 @@ def _pick_engine(opts: ProfileOptions, eager: bool) -> tuple[Engine, Path | None
         if opts.engine is Engine.NATIVE:
             raise
         if opts.ops:
-            raise UsageError(f"--ops needs the native engine (it links the ETDump library): {exc.message}",
-                             "install g++ or drop --ops") from None
+            raise UsageError(
+                f"--ops needs the native engine (it links the ETDump library): {exc.message}",
+                "install g++ or drop --ops",
+            ) from None
         return Engine.PYTHON, None, f"using the python engine: {exc}"
 
 
@@ -210,15 +255,29 @@ def _memory(raw: WorkerResult, watch: Watch, subject: Subject, engine: Engine, m
     peak_sources = {"sampler_rss": _mb(watch.peak_rss), "vm_hwm": _mb(raw.hwm_bytes)}
     peak = max((v for v in peak_sources.values() if v is not None), default=0.0)
     return MemoryResult(
-        baseline_rss_mb=_mb(base) or 0.0, load_rss_mb=_mb(raw.rss_after_load_bytes) or 0.0, peak_rss_mb=peak,
-        load_delta_mb=round((raw.rss_after_load_bytes - base) / MB, 3), peak_delta_mb=round(peak - base / MB, 3),
-        peak_sources_mb=peak_sources, uss_mb=_mb(watch.peak_uss) if watch.peak_uss else None,
+        baseline_rss_mb=_mb(base) or 0.0,
+        load_rss_mb=_mb(raw.rss_after_load_bytes) or 0.0,
+        peak_rss_mb=peak,
+        load_delta_mb=round((raw.rss_after_load_bytes - base) / MB, 3),
+        peak_delta_mb=round(peak - base / MB, 3),
+        peak_sources_mb=peak_sources,
+        uss_mb=_mb(watch.peak_uss) if watch.peak_uss else None,
         planned_mb=subject.info.planned_memory(method)["planned_mb"] if subject.info else None,
-        pte_size_mb=_mb(subject.info.size_bytes) if subject.info else None, baseline_note=_BASELINE_NOTES[engine])
+        pte_size_mb=_mb(subject.info.size_bytes) if subject.info else None,
+        baseline_note=_BASELINE_NOTES[engine],
+    )
 
 
-def _energy(raw: WorkerResult, stats: LatencyStats, watch: Watch, rapl: list, tgt: Target, freq: dict | None,
-            battery: dict | None, device: dict | None = None) -> EnergyResult:
+def _energy(
+    raw: WorkerResult,
+    stats: LatencyStats,
+    watch: Watch,
+    rapl: list,
+    tgt: Target,
+    freq: dict | None,
+    battery: dict | None,
+    device: dict | None = None,
+) -> EnergyResult:
     """CPU time and context switches of the timed runs; joules from RAPL, else the target's power model (labelled)."""
     cpu = raw.cpu_timed
     cpu_s = cpu.user_s + cpu.sys_s
@@ -231,17 +290,39 @@ def _energy(raw: WorkerResult, stats: LatencyStats, watch: Watch, rapl: list, tg
         note = "measured by RAPL for the whole CPU package (every process on the machine) during the timed runs"
     else:
         p = tgt.power
-        per_run, source = energy_mod.estimate_joules(cpu_s, timed_wall, p.active_watts_per_core, p.idle_watts) / n, "estimated"
+        per_run, source = (
+            energy_mod.estimate_joules(cpu_s, timed_wall, p.active_watts_per_core, p.idle_watts) / n,
+            "estimated",
+        )
         model = f"device {device['name']}" if device and device.get("power_model") else f"target {tgt.name}"
-        inputs = {"cpu_seconds": round(cpu_s, 6), "wall_seconds": round(timed_wall, 6), "active_watts_per_core": p.active_watts_per_core,
-                  "idle_watts": p.idle_watts, "power_model": model}
-        where = f"edgekit reads no power sensor on device {device['name']} yet" if device else "RAPL is not readable here"
-        note = (f"ESTIMATED, not measured: {where}; joules = cpu_seconds × active_watts_per_core "
-                f"+ wall_seconds × idle_watts from the {model.split()[0]}'s power model")
-    return EnergyResult(cpu_user_s=cpu.user_s, cpu_sys_s=cpu.sys_s, cpu_seconds_per_run=cpu_s / n, cpu_utilization=cpu_s / timed_wall,
-                        voluntary_ctx_switches=cpu.voluntary_ctx_switches, involuntary_ctx_switches=cpu.involuntary_ctx_switches,
-                        cpu_freq_mhz=freq, joules_per_run=per_run, joules_source=source, joules_note=note,
-                        estimate_inputs=inputs, battery=battery)
+        inputs = {
+            "cpu_seconds": round(cpu_s, 6),
+            "wall_seconds": round(timed_wall, 6),
+            "active_watts_per_core": p.active_watts_per_core,
+            "idle_watts": p.idle_watts,
+            "power_model": model,
+        }
+        where = (
+            f"edgekit reads no power sensor on device {device['name']} yet" if device else "RAPL is not readable here"
+        )
+        note = (
+            f"ESTIMATED, not measured: {where}; joules = cpu_seconds × active_watts_per_core "
+            f"+ wall_seconds × idle_watts from the {model.split()[0]}'s power model"
+        )
+    return EnergyResult(
+        cpu_user_s=cpu.user_s,
+        cpu_sys_s=cpu.sys_s,
+        cpu_seconds_per_run=cpu_s / n,
+        cpu_utilization=cpu_s / timed_wall,
+        voluntary_ctx_switches=cpu.voluntary_ctx_switches,
+        involuntary_ctx_switches=cpu.involuntary_ctx_switches,
+        cpu_freq_mhz=freq,
+        joules_per_run=per_run,
+        joules_source=source,
+        joules_note=note,
+        estimate_inputs=inputs,
+        battery=battery,
+    )
 
 
 #: Drift of the reference workload beyond which a profile warns: the machine moved more than this during it.
@@ -257,8 +338,10 @@ def _warnings(raw: WorkerResult, stats: LatencyStats, opts: ProfileOptions, engi
     warnings = measurement_warnings(stats, raw.first_run_ms, raw.warmup_ms)
     drift = noise_floor(raw).drift_pct
     if abs(drift) > NOISE_WARN_PCT:
-        warnings.append(f"the machine itself drifted {drift:+.1f}% during this profile (a fixed reference workload, timed "
-                        "before and after): differences smaller than that cannot be told from noise")
+        warnings.append(
+            f"the machine itself drifted {drift:+.1f}% during this profile (a fixed reference workload, timed "
+            "before and after): differences smaller than that cannot be told from noise"
+        )
     if engine_note:
         warnings.insert(0, engine_note)
     if raw.threads_effective != opts.threads:
@@ -273,13 +356,23 @@ def _budget(tgt: Target, stats: LatencyStats, memory: MemoryResult, engine: Engi
     checks, notes = [], []
     b = tgt.budget
     if b.max_p50_ms is not None:
-        checks.append({"name": "p50_ms", "limit": b.max_p50_ms, "value": round(stats.p50, 4), "ok": stats.p50 <= b.max_p50_ms})
+        checks.append(
+            {"name": "p50_ms", "limit": b.max_p50_ms, "value": round(stats.p50, 4), "ok": stats.p50 <= b.max_p50_ms}
+        )
     if b.max_peak_rss_mb is not None:
         if engine is Engine.NATIVE:
-            checks.append({"name": "peak_rss_mb", "limit": b.max_peak_rss_mb, "value": memory.peak_rss_mb,
-                           "ok": memory.peak_rss_mb <= b.max_peak_rss_mb})
+            checks.append(
+                {
+                    "name": "peak_rss_mb",
+                    "limit": b.max_peak_rss_mb,
+                    "value": memory.peak_rss_mb,
+                    "ok": memory.peak_rss_mb <= b.max_peak_rss_mb,
+                }
+            )
         else:
-            notes.append(f"max_peak_rss_mb not checked: the {engine.value} engine's RSS includes the Python interpreter")
+            notes.append(
+                f"max_peak_rss_mb not checked: the {engine.value} engine's RSS includes the Python interpreter"
+            )
     return {"target": tgt.name, "checks": checks, "notes": notes}
 
 
@@ -288,7 +381,9 @@ def parse_threads(text: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"--threads {text!r} is not a number or a comma-separated list", "e.g. --threads 2 or --threads 1,2") from None
+        raise UsageError(
+            f"--threads {text!r} is not a number or a comma-separated list", "e.g. --threads 2 or --threads 1,2"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise UsageError(f"--threads {text!r}: thread counts must be >= 1", "e.g. --threads 2 or --threads 1,2")
     return values

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from . import energy as energy_mod
-from .protocol import Engine, WorkerResult, read_result
+from ..runner import energy as energy_mod
+from ..runner.protocol import Engine, WorkerResult, read_result
+from ..runner.worker import Watch, run_worker
 from .subject import Subject, program_inputs, random_inputs, to_bytes
-from .worker import Watch, run_worker
 
 
 @dataclass
@@ -34,8 +34,9 @@ class Measured:
     warnings: list[str] = field(default_factory=list)
 
 
-def measure_here(subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine,
-                  runner: Path | None, dev: Any) -> Measured:
+def measure_here(
+    subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine, runner: Path | None, dev: Any
+) -> Measured:
     blobs, source = _input_blobs(subject, opts, inputs)
     (tmp / "inputs.bin").write_bytes(b"".join(blobs))
     cmd, env = _command(engine, runner, subject, opts, tmp)
@@ -44,8 +45,15 @@ def measure_here(subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: 
     watch = run_worker(cmd, timeout=opts.timeout, cpus=opts.cpus, progress=progress, rapl=rapl, env=env)
     battery = energy_mod.battery_change(batt_before, energy_mod.battery())
     _save_outputs(tmp / "outputs.bin", opts)
-    return Measured(read_result(tmp / "result.json"), watch, source, rapl, freq, battery,
-                     _ops(tmp / "run.etdp") if opts.ops else None)
+    return Measured(
+        read_result(tmp / "result.json"),
+        watch,
+        source,
+        rapl,
+        freq,
+        battery,
+        _ops(tmp / "run.etdp") if opts.ops else None,
+    )
 
 
 def _save_outputs(produced: Path | None, opts: Any) -> None:
@@ -58,13 +66,22 @@ def _save_outputs(produced: Path | None, opts: Any) -> None:
         os.replace(tmp, dest)
 
 
-def measure_on_device(subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine,
-                       runner: Path | None, dev: Any) -> Measured:
+def measure_on_device(
+    subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine, runner: Path | None, dev: Any
+) -> Measured:
     from ..device.remote import profile_on_device
 
     blobs, source = _input_blobs(subject, opts, inputs)
-    run = profile_on_device(dev, subject.pte, blobs, _worker_args(subject, opts, Path("."), remote=True),
-                            timeout=opts.timeout, cpus=opts.cpus, progress=progress, local=tmp)
+    run = profile_on_device(
+        dev,
+        subject.pte,
+        blobs,
+        _worker_args(subject, opts, Path("."), remote=True),
+        timeout=opts.timeout,
+        cpus=opts.cpus,
+        progress=progress,
+        local=tmp,
+    )
     info = dict(run.info)
     outputs = info.pop("outputs", None)
     _save_outputs(outputs, opts)
@@ -72,13 +89,17 @@ def measure_on_device(subject: Subject, opts: Any, inputs: Any, tmp: Path, progr
     info["power_model"] = dev.power is not None
     warnings = []
     if run.info["emulated"]:
-        warnings.append(f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
-                        "mean nothing for real hardware; its outputs do")
+        warnings.append(
+            f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
+            "mean nothing for real hardware; its outputs do"
+        )
     before, after = run.info["before"].get("cpu_freq_mhz") or {}, run.info["after"].get("cpu_freq_mhz") or {}
     dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
     if dropped:
-        warnings.append(f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
-                        f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down")
+        warnings.append(
+            f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
+            f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
+        )
     return Measured(run.raw, run.watch, source, device=info, warnings=warnings)
 
 
@@ -90,8 +111,10 @@ def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts
     if subject.kind != "program":
         raise UsageError("--device profiles ExecuTorch programs, not --eager models", "drop --eager, or drop --device")
     if opts.engine is Engine.PYTHON or opts.ops:
-        raise UsageError("--device uses the native runner bundle: --engine python and --ops are for local profiles",
-                         "drop --engine python / --ops")
+        raise UsageError(
+            "--device uses the native runner bundle: --engine python and --ops are for local profiles",
+            "drop --engine python / --ops",
+        )
     return resolve_device(device, devices_file)
 
 
@@ -104,9 +127,26 @@ def _input_blobs(subject: Subject, opts: Any, inputs: Any) -> tuple[list[bytes],
 
 def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False) -> list[str]:
     """The protocol's options for one run, with its files in ``folder`` (``remote``: the program is there too)."""
-    args = ["--inputs", str(folder / "inputs.bin"), "--result", str(folder / "result.json"), "--method", opts.method,
-            "--threads", str(opts.threads), "--warmup", str(opts.warmup), "--warmup-seconds", str(opts.warmup_seconds),
-            "--runs", str(opts.runs), "--min-seconds", str(opts.min_seconds), "--max-seconds", str(opts.max_seconds)]
+    args = [
+        "--inputs",
+        str(folder / "inputs.bin"),
+        "--result",
+        str(folder / "result.json"),
+        "--method",
+        opts.method,
+        "--threads",
+        str(opts.threads),
+        "--warmup",
+        str(opts.warmup),
+        "--warmup-seconds",
+        str(opts.warmup_seconds),
+        "--runs",
+        str(opts.runs),
+        "--min-seconds",
+        str(opts.min_seconds),
+        "--max-seconds",
+        str(opts.max_seconds),
+    ]
     if subject.kind == "program":
         args += ["--model", str(folder / "model.pte") if remote else str(subject.pte)]
     if remote or opts.save_outputs:
@@ -116,7 +156,9 @@ def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False
     return args
 
 
-def _command(engine: Engine, runner: Path | None, subject: Subject, opts: Any, tmp: Path) -> tuple[list[str], dict | None]:
+def _command(
+    engine: Engine, runner: Path | None, subject: Subject, opts: Any, tmp: Path
+) -> tuple[list[str], dict | None]:
     """The worker's command line (protocol.WORKER_OPTIONS) and, for Python workers, its environment."""
     common = _worker_args(subject, opts, tmp)
     if engine is Engine.NATIVE:
@@ -124,7 +166,7 @@ def _command(engine: Engine, runner: Path | None, subject: Subject, opts: Any, t
         if opts.ops:
             cmd += ["--etdump", str(tmp / "run.etdp"), "--etdump-runs", str(opts.ops_runs)]
         return cmd, None
-    cmd = [sys.executable, "-m", "edgekit.profile.pyworker", *common]
+    cmd = [sys.executable, "-m", "edgekit.runner.pyworker", *common]
     if subject.kind == "eager":
         cmd += ["--eager", subject.eager_spec]
     for d in subject.dtypes:

@@ -29,8 +29,7 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
 
             inspector = Inspector(etdump_path=str(etdump_path))
     except Exception as exc:
-        raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}",
-                           "profile without --ops") from exc
+        raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}", "profile without --ops") from exc
     rows = []
     runs = 0
     for block in inspector.event_blocks:
@@ -49,8 +48,16 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
                 kind = "delegate_op"
             else:
                 kind = "operator"
-            rows.append({"name": ev.name, "kind": kind, "backend": ev.delegate_backend_name, "samples": len(raw),
-                         "mean_ms": sum(raw) / len(raw), "p50_ms": percentile(sorted(raw), 50)})
+            rows.append(
+                {
+                    "name": ev.name,
+                    "kind": kind,
+                    "backend": ev.delegate_backend_name,
+                    "samples": len(raw),
+                    "mean_ms": sum(raw) / len(raw),
+                    "p50_ms": percentile(sorted(raw), 50),
+                }
+            )
     if not rows:
         raise ProfileError("the ETDump holds no operator timings", "the runtime may have been built without profiling")
     method = [r["mean_ms"] for r in rows if r["kind"] == "method"]
@@ -61,5 +68,9 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
         del r["samples"]
     rows = [r for r in rows if r["kind"] != "method"]
     rows.sort(key=lambda r: r["mean_ms"], reverse=True)
-    return {"runs": runs, "total_ms": total, "ops": rows[:top] if top else rows,
-            "note": "delegate_op rows are inside a delegate_call; shares are of the mean Method::execute time"}
+    return {
+        "runs": runs,
+        "total_ms": total,
+        "ops": rows[:top] if top else rows,
+        "note": "delegate_op rows are inside a delegate_call; shares are of the mean Method::execute time",
+    }

@@ -64,8 +64,10 @@ class NoiseFloor(Contract):
     reference_before_ms: float
     reference_after_ms: float
     drift_pct: float  # (after - before) / before, in percent
-    note: str = ("a fixed scalar/SIMD loop timed before the warm-up and after the timed runs (median of 5 each); "
-                 "frequency scaling, thermal throttling and neighbours move it, the model does not")
+    note: str = (
+        "a fixed scalar/SIMD loop timed before the warm-up and after the timed runs (median of 5 each); "
+        "frequency scaling, thermal throttling and neighbours move it, the model does not"
+    )
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,10 @@ class ProfileResult(Contract):
         """Raise :class:`BudgetError` when a latency or memory budget of the target was exceeded."""
         failed = self.budget_failures
         if failed:
-            raise BudgetError("budget exceeded: " + "; ".join(
-                f"{c['name']} {c['value']} > {c['limit']} ({self.threads['effective']} thread(s))" for c in failed),
-                "relax the target's [budget], or make the program faster or smaller")
+            raise BudgetError(
+                "budget exceeded: "
+                + "; ".join(
+                    f"{c['name']} {c['value']} > {c['limit']} ({self.threads['effective']} thread(s))" for c in failed
+                ),
+                "relax the target's [budget], or make the program faster or smaller",
+            )

@@ -18,8 +18,10 @@ from .._contract import Contract
 
 PERCENTILE_METHOD = "linear interpolation between closest ranks (Hyndman-Fan type 7, numpy default)"
 CI_METHOD = "distribution-free order-statistic interval of the median (ranks n/2 ± 0.98·sqrt(n))"
-OUTLIER_METHOD = ("modified z-score 0.6745·|x − median|/MAD > 3.5 (Iglewicz-Hoaglin) and at least 5% from the median "
-                  "(so timer-resolution jitter on very stable runs is not called an outlier)")
+OUTLIER_METHOD = (
+    "modified z-score 0.6745·|x − median|/MAD > 3.5 (Iglewicz-Hoaglin) and at least 5% from the median "
+    "(so timer-resolution jitter on very stable runs is not called an outlier)"
+)
 OUTLIER_Z = 3.5
 OUTLIER_MIN_RELATIVE = 0.05
 
@@ -90,26 +92,43 @@ def summarize(samples: Sequence[float]) -> LatencyStats:
     std = math.sqrt(sum((v - mean) ** 2 for v in s) / (n - 1)) if n > 1 else 0.0
     mask = outlier_mask(samples)
     k = sum(mask)
-    return LatencyStats(count=n, mean=mean, std=std, min=s[0], max=s[-1], p50=percentile(s, 50), p90=percentile(s, 90),
-                        p99=percentile(s, 99), ci95_median=median_ci(s), outliers=k, outlier_fraction=k / n)
+    return LatencyStats(
+        count=n,
+        mean=mean,
+        std=std,
+        min=s[0],
+        max=s[-1],
+        p50=percentile(s, 50),
+        p90=percentile(s, 90),
+        p99=percentile(s, 99),
+        ci95_median=median_ci(s),
+        outliers=k,
+        outlier_fraction=k / n,
+    )
 
 
 def measurement_warnings(stats: LatencyStats, first_run_ms: float, warmup_ms: Sequence[float]) -> list[str]:
     """What a careful engineer would point out about these numbers."""
     out = []
     if stats.outliers:
-        out.append(f"{stats.outliers} of {stats.count} timed runs ({stats.outlier_fraction:.1%}) are outliers by median/MAD "
-                   f"(slowest {stats.max:.4g} ms vs p50 {stats.p50:.4g} ms); they are kept in every figure — "
-                   "another process or frequency scaling may have interfered")
+        out.append(
+            f"{stats.outliers} of {stats.count} timed runs ({stats.outlier_fraction:.1%}) are outliers by median/MAD "
+            f"(slowest {stats.max:.4g} ms vs p50 {stats.p50:.4g} ms); they are kept in every figure — "
+            "another process or frequency scaling may have interfered"
+        )
     if stats.p50 > 0 and first_run_ms > 3 * stats.p50:
-        out.append(f"the first run took {first_run_ms / stats.p50:.1f}× the median ({first_run_ms:.4g} ms): "
-                   "one-time initialisation; it is excluded from the timed runs")
+        out.append(
+            f"the first run took {first_run_ms / stats.p50:.1f}× the median ({first_run_ms:.4g} ms): "
+            "one-time initialisation; it is excluded from the timed runs"
+        )
     if warmup_ms and stats.p50 > 0:
-        tail = sorted(warmup_ms[-max(1, len(warmup_ms) // 4):])
+        tail = sorted(warmup_ms[-max(1, len(warmup_ms) // 4) :])
         tail_med = tail[len(tail) // 2]
         if tail_med > 1.2 * stats.p50:
-            out.append(f"the last warm-up runs were still {tail_med / stats.p50:.2f}× slower than the timed median: "
-                       "raise --warmup or --warmup-seconds")
+            out.append(
+                f"the last warm-up runs were still {tail_med / stats.p50:.2f}× slower than the timed median: "
+                "raise --warmup or --warmup-seconds"
+            )
     if stats.count < 30:
         out.append(f"only {stats.count} timed runs: percentiles beyond p90 are not meaningful; raise --runs")
     return out

@@ -47,8 +47,11 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
         actual = hashlib.sha256(data).hexdigest()
         expected = manifest.program.sha256
         if actual != expected:
-            raise ProgramError(f"{pte} does not match its manifest (sha256 {actual[:12]}… ≠ {expected[:12]}…): the file "
-                               "changed after the build", "rebuild the package, or profile the .pte file directly")
+            raise ProgramError(
+                f"{pte} does not match its manifest (sha256 {actual[:12]}… ≠ {expected[:12]}…): the file "
+                "changed after the build",
+                "rebuild the package, or profile the .pte file directly",
+            )
         try:
             target = target_from_dict(manifest.target, f"{p / 'manifest.json'}#target")
         except ConfigError:  # an edited target section: profile with the default settings
@@ -73,8 +76,14 @@ def eager_subject(spec: Any, input_specs: Any, batch: int | None) -> Subject:
         specs = [InputSpec((batch, *s.shape[1:]), s.dtype) for s in specs]
     if not specs:
         raise UsageError("--eager needs --input for each model input", "e.g. --eager pkg.nets:make --input 1x3x224x224")
-    return Subject("eager", {"eager": str(spec)}, None, eager_spec=str(spec),
-                   shapes=[s.shape for s in specs], dtypes=[s.dtype for s in specs])
+    return Subject(
+        "eager",
+        {"eager": str(spec)},
+        None,
+        eager_spec=str(spec),
+        shapes=[s.shape for s in specs],
+        dtypes=[s.dtype for s in specs],
+    )
 
 
 def batch_shapes(metas: Any, batch: int | None, data_rows: int | None) -> list[tuple[int, ...]]:
@@ -87,11 +96,15 @@ def batch_shapes(metas: Any, batch: int | None, data_rows: int | None) -> list[t
             want = min(data_rows, shape[0])  # real inputs with fewer samples than the bound: run what was given
         if want is not None and shape and want != shape[0]:
             if not m.dynamic:
-                raise UsageError(f"--batch {want}: input {i} of this program has a static batch of {shape[0]}",
-                                 "build with --dynamic-batch MIN:MAX to profile other batch sizes")
+                raise UsageError(
+                    f"--batch {want}: input {i} of this program has a static batch of {shape[0]}",
+                    "build with --dynamic-batch MIN:MAX to profile other batch sizes",
+                )
             if want > shape[0]:
-                raise UsageError(f"--batch {want} exceeds the program's largest batch, {shape[0]}",
-                                 f"use --batch 1..{shape[0]}, or rebuild with a larger --dynamic-batch MAX")
+                raise UsageError(
+                    f"--batch {want} exceeds the program's largest batch, {shape[0]}",
+                    f"use --batch 1..{shape[0]}, or rebuild with a larger --dynamic-batch MAX",
+                )
             shape = (want, *shape[1:])
         shapes.append(shape)
     return shapes
@@ -150,8 +163,10 @@ def _user_inputs(subject: Subject, metas: Any, source: Any, batch: int | None) -
     ds = source if hasattr(source, "inputs") else load_dataset(source)
     subject.shapes = batch_shapes(metas, batch, int(ds.inputs[0].shape[0]) if ds.inputs[0].dim() else None)
     if len(ds.inputs) != len(metas):
-        raise DataError(f"--inputs {ds.source} has {len(ds.inputs)} input array(s) but the program takes {len(metas)}",
-                        "store one array per program input (x0, x1, ...)")
+        raise DataError(
+            f"--inputs {ds.source} has {len(ds.inputs)} input array(s) but the program takes {len(metas)}",
+            "store one array per program input (x0, x1, ...)",
+        )
     arrays = []
     for i, (t, shape, dt, meta) in enumerate(zip(ds.inputs, subject.shapes, subject.dtypes, metas)):
         arr = t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
@@ -160,8 +175,9 @@ def _user_inputs(subject: Subject, metas: Any, source: Any, batch: int | None) -
         if str(arr.dtype) != dt:
             both_float = arr.dtype.kind == "f" and (dt.startswith("float") or dt == "bfloat16")
             if not both_float:
-                raise DataError(f"--inputs {ds.source} input {i} is {arr.dtype} but the program expects {dt}",
-                                f"save it as {dt}")
+                raise DataError(
+                    f"--inputs {ds.source} input {i} is {arr.dtype} but the program expects {dt}", f"save it as {dt}"
+                )
         arrays.append(np.ascontiguousarray(arr))
     subject.shapes = [tuple(a.shape) for a in arrays]
     if subject.ranges:
@@ -188,8 +204,12 @@ def _fit(arr: Any, shape: tuple, dynamic: bool, what: str) -> Any:
         arr = arr[: shape[0]]
         for d in range(1, len(shape)):
             if arr.shape[d] > shape[d]:
-                raise DataError(f"{what} has size {arr.shape[d]} in dimension {d}, above the program's bound {shape[d]}",
-                                f"give at most {shape[d]} there, or rebuild with a larger --dynamic-dim MAX")
+                raise DataError(
+                    f"{what} has size {arr.shape[d]} in dimension {d}, above the program's bound {shape[d]}",
+                    f"give at most {shape[d]} there, or rebuild with a larger --dynamic-dim MAX",
+                )
         return arr
-    raise DataError(f"{what} has shape {tuple(arr.shape)} but the program expects {tuple(shape)}",
-                    "save N x " + "x".join(map(str, shape[1:])) + " samples")
+    raise DataError(
+        f"{what} has shape {tuple(arr.shape)} but the program expects {tuple(shape)}",
+        "save N x " + "x".join(map(str, shape[1:])) + " samples",
+    )

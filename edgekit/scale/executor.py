@@ -118,8 +118,10 @@ class Executor:
             diff = {k: (host.get(k), theirs.get(k)) for k in keys if host.get(k) != theirs.get(k)}
             if diff:
                 what = "; ".join(f"{k}: here {a}, there {b}" for k, (a, b) in diff.items())
-                raise ExecutorError(f"worker {worker} runs a different stack ({what}): its builds would differ",
-                                    "install the same torch, executorch and edgekit on every worker")
+                raise ExecutorError(
+                    f"worker {worker} runs a different stack ({what}): its builds would differ",
+                    "install the same torch, executorch and edgekit on every worker",
+                )
 
 
 def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
@@ -130,8 +132,11 @@ def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
     per = build_gb or DEFAULT_BUILD_GB
     free_gb = psutil.virtual_memory().available / 2**30
     n = max(1, min(cores, int(free_gb // per)))
-    why = (f"{cores} cores, {free_gb:.1f} GiB free / {per:.1f} GiB per build"
-           + (" (the largest peak RSS of this suite's earlier builds)" if build_gb else " (assumed: no earlier build to go by)"))
+    why = f"{cores} cores, {free_gb:.1f} GiB free / {per:.1f} GiB per build" + (
+        " (the largest peak RSS of this suite's earlier builds)"
+        if build_gb
+        else " (assumed: no earlier build to go by)"
+    )
     return n, why
 
 
@@ -160,13 +165,17 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
         return Executor(spec, n, f"local process pool of {n} ({why})", _pool=new_pool(), _new_pool=new_pool)
     if spec.startswith(("dask://", "tls://")):
         return _dask_executor(spec)
-    raise UsageError(f"--executor {spec!r} is not local, local:N, dask://HOST:PORT or tls://HOST:PORT",
-                     "e.g. --executor dask://10.0.0.5:8786")
+    raise UsageError(
+        f"--executor {spec!r} is not local, local:N, dask://HOST:PORT or tls://HOST:PORT",
+        "e.g. --executor dask://10.0.0.5:8786",
+    )
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-TLS_HINT = ("configure Dask's TLS security (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT "
-            "and ..._KEY, or distributed.comm.tls in a Dask config file) with the cluster's certificates")
+TLS_HINT = (
+    "configure Dask's TLS security (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT "
+    "and ..._KEY, or distributed.comm.tls in a Dask config file) with the cluster's certificates"
+)
 
 
 def _dask_executor(spec: str) -> Executor:
@@ -177,7 +186,9 @@ def _dask_executor(spec: str) -> Executor:
         from distributed import Client
         from distributed.security import Security
     except ImportError:
-        raise ExecutorError(f"--executor {spec.split('://')[0]}:// needs Dask distributed", "pip install 'edgekit[scale]'") from None
+        raise ExecutorError(
+            f"--executor {spec.split('://')[0]}:// needs Dask distributed", "pip install 'edgekit[scale]'"
+        ) from None
     tls = spec.startswith("tls://")
     hostport = spec.split("://", 1)[1]
     address = ("tls://" if tls else "tcp://") + hostport
@@ -185,8 +196,10 @@ def _dask_executor(spec: str) -> Executor:
     try:  # a refused port fails at once, not after the client's own retries
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=10).close()
     except (OSError, ValueError) as exc:
-        raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({exc})",
-                            "start one with `dask scheduler` and point --executor at its address") from None
+        raise ExecutorError(
+            f"cannot reach the Dask scheduler at {address} ({exc})",
+            "start one with `dask scheduler` and point --executor at its address",
+        ) from None
     warning = None
     if tls:
         security = Security()  # what Dask's configuration says: the CA, and this client's certificate and key
@@ -195,15 +208,23 @@ def _dask_executor(spec: str) -> Executor:
     else:
         security = None
         if host not in LOOPBACK:
-            warning = (f"the Dask scheduler {address} is reached over plain TCP: anyone who can reach it runs code on the "
-                       "build workers; use tls://HOST:PORT with certificates on a shared network")
+            warning = (
+                f"the Dask scheduler {address} is reached over plain TCP: anyone who can reach it runs code on the "
+                "build workers; use tls://HOST:PORT with certificates on a shared network"
+            )
     try:
         client = Client(address, timeout="10s", security=security)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ExecutorError(f"cannot connect to the Dask scheduler at {address} ({str(exc).splitlines()[0][:160]})",
-                            TLS_HINT if tls else "start one with `dask scheduler` and point --executor at its address") from None
+        raise ExecutorError(
+            f"cannot connect to the Dask scheduler at {address} ({str(exc).splitlines()[0][:160]})",
+            TLS_HINT if tls else "start one with `dask scheduler` and point --executor at its address",
+        ) from None
     n = len(client.scheduler_info().get("workers", {}))
     if n == 0:
         client.close()
-        raise ExecutorError(f"the Dask scheduler at {address} has no workers", "start some with `dask worker " + address + "`")
-    return Executor(spec, n, f"Dask cluster at {address}{' (TLS)' if tls else ''}, {n} worker(s)", _client=client, warning=warning)
+        raise ExecutorError(
+            f"the Dask scheduler at {address} has no workers", "start some with `dask worker " + address + "`"
+        )
+    return Executor(
+        spec, n, f"Dask cluster at {address}{' (TLS)' if tls else ''}, {n} worker(s)", _client=client, warning=warning
+    )

@@ -6,7 +6,7 @@ for the search, the manifest types and the recipes.
 
 import importlib
 
-_EXPORTS = {"Budget": "search", "TuneOptions": "search", "TuneResult": "run", "tune": "run"}
+_EXPORTS = {"Budget": "search", "TuneOptions": "search", "TuneResult": "search", "tune": "run"}
 
 __all__ = sorted(_EXPORTS)
 

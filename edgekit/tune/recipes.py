@@ -20,9 +20,13 @@ PRUNE_RATIOS = (0.25, 0.5, 0.7)
 #: how many of the most sensitive layers mixed precision may keep in fp32 before it gives up
 MAX_FP32_LAYERS = 8
 
-_SHORT = {QuantScheme.NONE: "fp32", QuantScheme.INT8_STATIC_PER_CHANNEL: "int8 per-channel",
-          QuantScheme.INT8_STATIC_PER_TENSOR: "int8 per-tensor", QuantScheme.INT8_DYNAMIC_PER_CHANNEL: "int8 dynamic (qd8)",
-          QuantScheme.FP16: "fp16"}
+_SHORT = {
+    QuantScheme.NONE: "fp32",
+    QuantScheme.INT8_STATIC_PER_CHANNEL: "int8 per-channel",
+    QuantScheme.INT8_STATIC_PER_TENSOR: "int8 per-tensor",
+    QuantScheme.INT8_DYNAMIC_PER_CHANNEL: "int8 dynamic (qd8)",
+    QuantScheme.FP16: "fp16",
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,12 @@ class Recipe:
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
-        return {"scheme": self.scheme.value, "fp32_layers": list(self.fp32_layers), "prune": self.prune,
-                "embeddings": self.embeddings}
+        return {
+            "scheme": self.scheme.value,
+            "fp32_layers": list(self.fp32_layers),
+            "prune": self.prune,
+            "embeddings": self.embeddings,
+        }
 
     def target(self, base: Target, finetune_epochs: int = 0) -> Target:
         """The base target with this recipe's quantization and pruning (its budget, threads and power kept)."""
@@ -56,15 +64,26 @@ class Recipe:
             embeddings = {"quantize__embeddings": self.embeddings}
         # tune judges accuracy against its own budget (a candidate over it is shown as "over", with its figures), so
         # the base target's accuracy guard must not turn a candidate into a failed build; size budgets still apply
-        return base.replace(name=f"tune-{slug}", quantize__scheme=self.scheme, quantize__fp32_layers=self.fp32_layers,
-                            prune__structured_ratio=self.prune, prune__sparsity=0.0,
-                            prune__finetune_epochs=finetune_epochs if self.prune else 0, budget__max_accuracy_drop=None,
-                            **embeddings)
+        return base.replace(
+            name=f"tune-{slug}",
+            quantize__scheme=self.scheme,
+            quantize__fp32_layers=self.fp32_layers,
+            prune__structured_ratio=self.prune,
+            prune__sparsity=0.0,
+            prune__finetune_epochs=finetune_epochs if self.prune else 0,
+            budget__max_accuracy_drop=None,
+            budget__min_sqnr_db=None,
+            **embeddings,
+        )
 
 
 def base_recipes() -> list[Recipe]:
-    return [Recipe(QuantScheme.NONE), Recipe(QuantScheme.INT8_STATIC_PER_CHANNEL),
-            Recipe(QuantScheme.INT8_STATIC_PER_TENSOR), Recipe(QuantScheme.INT8_DYNAMIC_PER_CHANNEL)]
+    return [
+        Recipe(QuantScheme.NONE),
+        Recipe(QuantScheme.INT8_STATIC_PER_CHANNEL),
+        Recipe(QuantScheme.INT8_STATIC_PER_TENSOR),
+        Recipe(QuantScheme.INT8_DYNAMIC_PER_CHANNEL),
+    ]
 
 
 def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo"), arch: str | None = None) -> tuple[bool, str]:
@@ -112,7 +131,7 @@ def fidelity(module: Any, reference: list, data: Any, batch: int, labels: Any) -
         got = torch.cat([_first(module(*s)).float() for s in data.batches(batch)])
     ref = torch.cat(reference).float()
     noise = float(((got - ref) ** 2).sum())
-    sqnr = math.inf if noise == 0 else 10 * math.log10(max(float((ref ** 2).sum()), 1e-30) / noise)
+    sqnr = math.inf if noise == 0 else 10 * math.log10(max(float((ref**2).sum()), 1e-30) / noise)
     acc = None
     if labels is not None:
         acc = float((got.argmax(1) == labels[: len(got)]).double().mean())
@@ -126,8 +145,16 @@ class Sensitivity:
     tried: list[tuple[int, dict]]  # (layers kept, simulated fidelity)
 
 
-def mixed_precision(exported: Any, scheme: QuantScheme, calib: Any, data: Any, meets: Callable[[dict], bool],
-                    step: Callable[[str], None] = lambda s: None, reference: Any = None, records: Any = None) -> Sensitivity:
+def mixed_precision(
+    exported: Any,
+    scheme: QuantScheme,
+    calib: Any,
+    data: Any,
+    meets: Callable[[dict], bool],
+    step: Callable[[str], None] = lambda s: None,
+    reference: Any = None,
+    records: Any = None,
+) -> Sensitivity:
     """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
     (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables).
 

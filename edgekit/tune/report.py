@@ -3,14 +3,26 @@ in the style of ``bench report``."""
 
 from __future__ import annotations
 
+from ..manifest import CandidateStatus
+
 import base64
 import html
 from typing import Any
 
-from ..bench.report import CSS, _fig_png, _html_table
+from ..htmlreport import CSS, fig_png, html_table
 
-HEAD = ["candidate", "status", "p50 ms", "p90 ms", "peak RSS MiB", "size KiB", "vs your model", "vs pruned model", "build s",
-        "why"]
+HEAD = [
+    "candidate",
+    "status",
+    "p50 ms",
+    "p90 ms",
+    "peak RSS MiB",
+    "size KiB",
+    "vs your model",
+    "vs pruned model",
+    "build s",
+    "why",
+]
 
 
 def _f(v: Any, spec: str) -> str:
@@ -28,19 +40,42 @@ def vs_your_model(c: Any) -> str:
 def rows(candidates: list) -> list[list[str]]:
     out = []
     for c in candidates:
-        lowering = "–" if not c.recipe.get("prune") or c.size_bytes is None else (
-            "exact" if c.lowering_sqnr_db is None else f"{c.lowering_sqnr_db:.1f} dB")
-        out.append([c.name, c.status, _f(c.p50_ms, ".4g"), _f(c.p90_ms, ".4g"), _f(c.peak_rss_mb, ".1f"),
-                    _f(None if c.size_bytes is None else c.size_bytes / 1024, ".1f"), vs_your_model(c), lowering,
-                    ("cached" if c.cached else _f(c.build_s, ".1f")), c.reason])
+        lowering = (
+            "–"
+            if not c.recipe.get("prune") or c.size_bytes is None
+            else ("exact" if c.lowering_sqnr_db is None else f"{c.lowering_sqnr_db:.1f} dB")
+        )
+        out.append(
+            [
+                c.name,
+                c.status.value,
+                _f(c.p50_ms, ".4g"),
+                _f(c.p90_ms, ".4g"),
+                _f(c.peak_rss_mb, ".1f"),
+                _f(None if c.size_bytes is None else c.size_bytes / 1024, ".1f"),
+                vs_your_model(c),
+                lowering,
+                ("cached" if c.cached else _f(c.build_s, ".1f")),
+                c.reason,
+            ]
+        )
     return out
 
 
 def pareto(candidates: list) -> list:
     """The candidates no other one beats on both p50 and size."""
     pts = [c for c in candidates if c.p50_ms is not None and c.size_bytes is not None]
-    return [c for c in pts if not any(o is not c and o.p50_ms <= c.p50_ms and o.size_bytes <= c.size_bytes
-                                      and (o.p50_ms < c.p50_ms or o.size_bytes < c.size_bytes) for o in pts)]
+    return [
+        c
+        for c in pts
+        if not any(
+            o is not c
+            and o.p50_ms <= c.p50_ms
+            and o.size_bytes <= c.size_bytes
+            and (o.p50_ms < c.p50_ms or o.size_bytes < c.size_bytes)
+            for o in pts
+        )
+    ]
 
 
 def pareto_plot(candidates: list, title: str) -> bytes:
@@ -54,19 +89,26 @@ def pareto_plot(candidates: list, title: str) -> bytes:
     for c in candidates:
         if c.p50_ms is None or c.size_bytes is None:
             continue
-        within = c.status in ("chosen", "beaten")
-        ax.scatter(c.size_bytes / 1024, c.p50_ms, s=70 if c.status == "chosen" else 35,
-                   c="#2a7" if c.status == "chosen" else ("#37c" if within else "#bbb"),
-                   marker="*" if c.status == "chosen" else "o", zorder=3)
+        within = c.status in (CandidateStatus.CHOSEN, CandidateStatus.WITHIN)
+        ax.scatter(
+            c.size_bytes / 1024,
+            c.p50_ms,
+            s=70 if c.status == CandidateStatus.CHOSEN else 35,
+            c="#2a7" if c.status == CandidateStatus.CHOSEN else ("#37c" if within else "#bbb"),
+            marker="*" if c.status == CandidateStatus.CHOSEN else "o",
+            zorder=3,
+        )
         ax.annotate(c.name, (c.size_bytes / 1024, c.p50_ms), fontsize=7, xytext=(4, 3), textcoords="offset points")
     line = sorted(front, key=lambda c: c.size_bytes)
     ax.plot([c.size_bytes / 1024 for c in line], [c.p50_ms for c in line], "--", color="#999", lw=1, zorder=2)
     ax.set_xlabel("program size (KiB)")
     ax.set_ylabel("p50 latency (ms)")
-    ax.set_title(title + "\n(blue: within budget, grey: over budget or not measured, star: chosen; dashed: Pareto front)",
-                 fontsize=9)
+    ax.set_title(
+        title + "\n(blue: within budget, grey: over budget or not measured, star: chosen; dashed: Pareto front)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
-    png = _fig_png(fig)
+    png = fig_png(fig)
     plt.close(fig)
     return png
 
@@ -74,14 +116,20 @@ def pareto_plot(candidates: list, title: str) -> bytes:
 def html_page(model: str, section: Any, meta: str) -> str:
     png = base64.b64encode(pareto_plot(section.candidates, model)).decode()
     budget = ", ".join(f"{k} {v:g}" for k, v in section.budget.items())
-    body = [f"<h1>edgekit tune: {html.escape(model)}</h1>", f"<p class=meta>{html.escape(meta)}</p>",
-            f"<p>objective <b>{html.escape(section.objective)}</b> at {section.threads} thread(s), budget "
-            f"{html.escape(budget)}. <b>Decision:</b> {html.escape(section.decision)}</p>",
-            f"<p><b>Fidelity:</b> {html.escape(section.fidelity or 'not recorded (a package from an older edgekit)')}. Every "
-            "figure in the column <i>vs your model</i> compares a program with the model you handed in; <i>vs pruned "
-            "model</i> only says whether lowering kept what pruning left.</p>",
-            f'<img alt="Pareto plot" src="data:image/png;base64,{png}">', "<h2>Candidates</h2>",
-            _html_table(HEAD, rows(section.candidates), verdict_col=1)]
+    body = [
+        f"<h1>edgekit tune: {html.escape(model)}</h1>",
+        f"<p class=meta>{html.escape(meta)}</p>",
+        f"<p>objective <b>{html.escape(section.objective)}</b> at {section.threads} thread(s), budget "
+        f"{html.escape(budget)}. <b>Decision:</b> {html.escape(section.decision)}</p>",
+        f"<p><b>Fidelity:</b> {html.escape(section.fidelity or 'not recorded (a package from an older edgekit)')}. Every "
+        "figure in the column <i>vs your model</i> compares a program with the model you handed in; <i>vs pruned "
+        "model</i> only says whether lowering kept what pruning left.</p>",
+        f'<img alt="Pareto plot" src="data:image/png;base64,{png}">',
+        "<h2>Candidates</h2>",
+        html_table(HEAD, rows(section.candidates), verdict_col=1),
+    ]
     style = CSS + "tr.chosen td{background:#dfd}tr.over td,tr.failed td{background:#fdd}tr.skipped td{color:#888}"
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>edgekit tune {html.escape(model)}</title>"
-            f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>edgekit tune {html.escape(model)}</title>"
+        f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )

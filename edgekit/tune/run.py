@@ -5,32 +5,43 @@ See :mod:`edgekit.tune.search` for the order of the search and :mod:`edgekit.tun
 
 from __future__ import annotations
 
+from ..manifest import CandidateStatus
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .search import Budget, Tried, TuneOptions
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    out_dir: Path
-    manifest: Any  # the chosen package's Manifest, with its ``tune`` section
-    notes: tuple[str, ...] = ()
+from .search import Budget, Tried, TuneOptions, TuneResult  # noqa: F401 (TuneResult: edgekit.tune's public name)
 
 
 class _Session:
     """One tune: the model entry, the cache, the build queue (its executor started on first use) and everything tried
     so far."""
 
-    def __init__(self, spec: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any,
-                 budget: Budget, opts: TuneOptions, progress: Callable[[str, int, int], None], data: "_Data"):
+    def __init__(
+        self,
+        spec: str,
+        inputs: Sequence[Any],
+        calibration: Any,
+        eval_data: Any,
+        finetune: Any,
+        base: Any,
+        budget: Budget,
+        opts: TuneOptions,
+        progress: Callable[[str, int, int], None],
+        data: "_Data",
+    ):
         from ..builds import BuildCache, BuildQueue, ModelEntry, versions
         from ..machine import machine_facts
 
-        self.model = ModelEntry(spec, tuple(inputs), None if calibration is None else str(calibration),
-                                None if eval_data is None else str(eval_data), name="tune")
+        self.model = ModelEntry(
+            spec,
+            tuple(inputs),
+            None if calibration is None else str(calibration),
+            None if eval_data is None else str(eval_data),
+            name="tune",
+        )
         self.finetune, self.base, self.budget, self.opts, self.progress = finetune, base, budget, opts, progress
         self.data = data  # the model and data sets, loaded once (checked up front, reused by mixed precision)
         self.store = BuildCache(opts.cache)
@@ -60,7 +71,7 @@ class _Session:
         """The candidates within the budget so far, best by the objective first."""
         from .search import rank_key
 
-        return sorted((t for t in self.tried if t.status == "beaten"), key=lambda t: rank_key(t, self.opts.objective))
+        return sorted((t for t in self.tried if t.status == CandidateStatus.WITHIN), key=lambda t: rank_key(t, self.opts.objective))
 
     def build(self, recipes: list) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
@@ -77,7 +88,7 @@ class _Session:
             if hit is not None:
                 self._take(t, hit)
             elif elapsed_over(self.t0, self.opts):
-                t.status, t.reason = "skipped", "the --time-budget ran out first"
+                t.status, t.reason = CandidateStatus.SKIPPED, "the --time-budget ran out first"
             else:
                 todo.append(t)
         options = (("finetune", None if self.finetune is None else str(self.finetune)),)
@@ -92,21 +103,25 @@ class _Session:
     def _judge(self, t: Tried, key: str) -> None:
         """Measure a built candidate and say whether it is within the budget."""
         from ..builds import measurement_key
-
         from .search import measure
 
         if t.manifest is None:
             self.done += 1
             return
         self.step(f"measuring {t.recipe.name}")
-        measure(t, self.opts, self.store, measurement_key(key, {"threads": self.opts.threads, "runs": self.opts.runs}, self.machine))
+        measure(
+            t,
+            self.opts,
+            self.store,
+            measurement_key(key, {"threads": self.opts.threads, "runs": self.opts.runs}, self.machine),
+        )
         self.done += 1
-        miss = self.budget.miss(t.drop, t.sqnr)  # against the user's model, for every candidate (pruned ones too)
-        unit = " dB" if self.budget.min_sqnr is not None else ""
+        miss = self.budget.fidelity_miss(t.drop, t.sqnr)  # against the user's model, for every candidate (pruned ones too)
+        unit = " dB" if self.budget.max_accuracy_drop is None else ""
         if miss is None:  # never counted as within: the budget could not be checked on this one
-            t.status, t.reason = "over", "its accuracy was not measured, so the budget cannot be checked"
+            t.status, t.reason = CandidateStatus.OVER, "its accuracy was not measured, so the budget cannot be checked"
         else:
-            t.status = "over" if miss else "beaten"
+            t.status = CandidateStatus.OVER if miss else CandidateStatus.WITHIN
             t.reason = f"misses the budget by {miss:.3g}{unit}" if miss else "within the budget"
             if miss and t.recipe.prune:
                 t.reason = f"{self.prune_evidence()}; {t.reason}"
@@ -118,14 +133,16 @@ class _Session:
             return "pruning spends accuracy, measured against your model"
         if not labels and self.finetune is None:
             return "pruning changes the function: needs --eval with labels or --finetune to judge"
-        return ("pruning changes the function, so its SQNR against your model stays low whatever its accuracy: judge it "
-                "with --max-accuracy-drop on labelled --eval")
+        return (
+            "pruning changes the function, so its SQNR against your model stays low whatever its accuracy: judge it "
+            "with --max-accuracy-drop on labelled --eval"
+        )
 
     def _take(self, t: Tried, built: Any) -> None:
         self.done += 1
         self.step(f"built {t.recipe.name}")
         if isinstance(built, str):
-            t.status, t.reason = "failed", built
+            t.status, t.reason = CandidateStatus.FAILED, built
             return
         t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
 
@@ -133,10 +150,20 @@ class _Session:
         self.queue.close()
 
 
-def tune(model: str, *, calibration: Any, out: str | Path, inputs: Sequence[Any] = (), eval: Any = None,  # noqa: A002
-         finetune: Any = None, base_target: Any = "xnnpack-int8", budget: Budget = Budget(),
-         options: TuneOptions = TuneOptions(), force: bool = False,
-         progress: Callable[[str, int, int], None] | None = None) -> TuneResult:
+def tune(
+    model: str,
+    *,
+    calibration: Any,
+    out: str | Path,
+    inputs: Sequence[Any] = (),
+    eval: Any = None,  # noqa: A002
+    finetune: Any = None,
+    base_target: Any = "xnnpack-int8",
+    budget: Budget = Budget(),
+    options: TuneOptions = TuneOptions(),
+    force: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TuneResult:
     """Search recipes for ``model`` and write the winner as a normal package at ``out`` (with a ``tune`` section).
 
     Raises:
@@ -179,8 +206,11 @@ def _load_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: A
     loaded = load_model(model, inputs)
     ex, tok = loaded.example_inputs, loaded.tokenizer
     resolve_data(finetune, ex, role="fine-tune", limit=8, tokenizer=tok)
-    return _Data(loaded, resolve_data(calibration, ex, role="calibration", limit=base.quantize.calibration_samples, tokenizer=tok),
-                 resolve_data(eval_data, ex, role="eval", tokenizer=tok))
+    return _Data(
+        loaded,
+        resolve_data(calibration, ex, role="calibration", limit=base.quantize.calibration_samples, tokenizer=tok),
+        resolve_data(eval_data, ex, role="eval", tokenizer=tok),
+    )
 
 
 def _search(s: _Session, out: Path, force: bool) -> TuneResult:
@@ -206,10 +236,12 @@ def _search(s: _Session, out: Path, force: bool) -> TuneResult:
 
     def remeasure(t: Tried) -> list[float]:
         s.step(f"re-measuring {t.recipe.name}")
-        return list(profile(t.folder, runs=s.opts.runs, threads=s.opts.threads, warmup=10, warmup_seconds=0.1).samples_ms)
+        return list(
+            profile(t.folder, runs=s.opts.runs, threads=s.opts.threads, warmup=10, warmup_seconds=0.1).samples_ms
+        )
 
     chosen, why, p = decide(within[0], within[1] if len(within) > 1 else None, s.opts, remeasure)
-    chosen.status, chosen.reason = "chosen", "see the decision"
+    chosen.status, chosen.reason = CandidateStatus.CHOSEN, "see the decision"
     for t in within:
         if t is not chosen:
             t.reason = f"{s.opts.objective} {rank_key(t, s.opts.objective)[0]:.4g} vs {rank_key(chosen, s.opts.objective)[0]:.4g}"
@@ -229,17 +261,16 @@ def _rescue(s: _Session) -> None:
         return rank_key(t, s.opts.objective)[0]
 
     def over_and_faster() -> list[Tried]:  # "faster": better by the objective (p50, size or peak RSS)
-        ok = [score(t) for t in s.tried if t.status == "beaten" and t.profile]
+        ok = [score(t) for t in s.tried if t.status == CandidateStatus.WITHIN and t.profile]
         bar = min(ok) if ok else float("inf")
-        return [t for t in s.tried if t.status == "over" and t.profile and t.recipe.scheme.is_int8
-                and score(t) < bar]
+        return [t for t in s.tried if t.status == CandidateStatus.OVER and t.profile and t.recipe.scheme.is_int8 and score(t) < bar]
 
     tables = [t for t in over_and_faster() if t.manifest.quantize.embedding_tables and t.recipe.embeddings is None]
     if tables:
         s.build([Recipe(t.recipe.scheme, embeddings="none") for t in tables])
     candidates = [t for t in over_and_faster() if not t.recipe.fp32_layers]
     if candidates:  # still something faster than everything within the budget
-        closest = min(candidates, key=lambda t: s.budget.miss(t.drop, t.sqnr) or 0.0)
+        closest = min(candidates, key=lambda t: s.budget.fidelity_miss(t.drop, t.sqnr) or 0.0)
         _mixed(s, closest.recipe)
 
 
@@ -247,8 +278,8 @@ def _mixed(s: _Session, recipe: Any) -> bool:
     """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
     whether the built program is within the budget."""
     from ..pipeline.export import export_model
+    from ..pipeline.training import accuracy
     from ..targets import EmbeddingQuant
-    from ..training import accuracy
     from .recipes import Recipe, mixed_precision
 
     loaded, calib = s.data.loaded, s.data.calibration
@@ -264,18 +295,28 @@ def _mixed(s: _Session, recipe: Any) -> bool:
         eager = accuracy(reference, data)
         meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
     else:
-        meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr  # noqa: E731
-    found = mixed_precision(exported, recipe.scheme, calib, data, meets, step=lambda what: s.step(what), reference=reference,
-                            records=s.store.calibration_records())
+        meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr_db  # noqa: E731
+    found = mixed_precision(
+        exported,
+        recipe.scheme,
+        calib,
+        data,
+        meets,
+        step=lambda what: s.step(what),
+        reference=reference,
+        records=s.store.calibration_records(),
+    )
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
     s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:
         best = max((f["sqnr_db"] for _, f in found.tried), default=None)
-        s.notes.append(f"mixed precision ({recipe.name}): keeping up to {len(found.tried)} layer(s) in fp32 did not meet "
-                       "the budget in simulation" + (f" (best output SQNR: {best:.1f} dB)" if best is not None else ""))
+        s.notes.append(
+            f"mixed precision ({recipe.name}): keeping up to {len(found.tried)} layer(s) in fp32 did not meet "
+            "the budget in simulation" + (f" (best output SQNR: {best:.1f} dB)" if best is not None else "")
+        )
         return False
     (built,) = s.build([Recipe(recipe.scheme, found.keep, embeddings=recipe.embeddings)])
-    return built.status == "beaten"
+    return built.status == CandidateStatus.WITHIN
 
 
 def _prunable(spec: str) -> tuple[bool, str]:
@@ -284,4 +325,3 @@ def _prunable(spec: str) -> tuple[bool, str]:
     if spec.endswith(".pt2"):
         return False, "structured pruning skipped: a saved ExportedProgram has no nn.Module layers to prune"
     return True, ""
-

@@ -17,34 +17,16 @@ from typing import Any, Callable
 
 from .. import paths
 from ..errors import BudgetError, UsageError
-from ..manifest import TuneCandidate
-from ..targets import QuantScheme
+from ..manifest import CandidateStatus, TuneCandidate
+from ..targets import BudgetConfig, QuantScheme
 from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
 
 OBJECTIVES = ("p50", "size", "peak_rss")
 ALPHA = 0.01
 
 
-@dataclass(frozen=True)
-class Budget:
-    max_accuracy_drop: float | None = None
-    min_sqnr: float | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in (("max_accuracy_drop", self.max_accuracy_drop), ("min_sqnr", self.min_sqnr)) if v is not None}
-
-    def miss(self, drop: float | None, sqnr: float | None) -> float | None:
-        """How far a program is outside the budget (0 inside; None when the figure is unknown)."""
-        if self.max_accuracy_drop is not None:
-            return None if drop is None else max(0.0, drop - self.max_accuracy_drop)
-        if sqnr is None:  # identical outputs
-            return 0.0
-        return max(0.0, self.min_sqnr - sqnr)
-
-    def describe(self) -> str:
-        if self.max_accuracy_drop is not None:
-            return f"top-1 accuracy drop ≤ {self.max_accuracy_drop:g}"
-        return f"SQNR ≥ {self.min_sqnr:g} dB"
+#: tune's budget is a target's budget (its fidelity part: ``max_accuracy_drop`` or ``min_sqnr_db``); one type for both
+Budget = BudgetConfig
 
 
 @dataclass
@@ -52,7 +34,7 @@ class Tried:
     """One recipe's journey: built (or not), measured (or not), in or over budget."""
 
     recipe: Recipe
-    status: str = "pending"
+    status: CandidateStatus = CandidateStatus.PENDING
     reason: str = ""
     folder: Path | None = None
     manifest: Any = None
@@ -78,11 +60,30 @@ class Tried:
     def record(self) -> TuneCandidate:
         m = self.manifest
         return TuneCandidate(
-            name=self.recipe.name, recipe=self.recipe.to_dict(), status=self.status, reason=self.reason,
-            size_bytes=m.program.size_bytes if m else None, p50_ms=self.profile.get("p50"), p90_ms=self.profile.get("p90"),
-            peak_rss_mb=self.profile.get("peak_rss_mb"), accuracy_drop=self.drop, sqnr_db=self.sqnr,
-            cosine_min=m.verify.cosine_min if m else None, build_s=self.build_s, cached=self.cached,
-            lowering_sqnr_db=self.lowering_sqnr)
+            name=self.recipe.name,
+            recipe=self.recipe.to_dict(),
+            status=self.status,
+            reason=self.reason,
+            size_bytes=m.program.size_bytes if m else None,
+            p50_ms=self.profile.get("p50"),
+            p90_ms=self.profile.get("p90"),
+            peak_rss_mb=self.profile.get("peak_rss_mb"),
+            accuracy_drop=self.drop,
+            sqnr_db=self.sqnr,
+            cosine_min=m.verify.cosine_min if m else None,
+            build_s=self.build_s,
+            cached=self.cached,
+            lowering_sqnr_db=self.lowering_sqnr,
+        )
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The chosen package: where it is, its manifest (with the ``tune`` section) and the search's notes."""
+
+    out_dir: Path
+    manifest: Any
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ class TuneOptions:
     executor: str | None = None
     prune_ratios: tuple[float, ...] = PRUNE_RATIOS
     finetune_epochs: int = 3
-    precisions: tuple[QuantScheme, ...] = ()  # the plain precisions to try; () = all of them (fp16 where the CPU has it)
+    precisions: tuple[
+        QuantScheme, ...
+    ] = ()  # the plain precisions to try; () = all of them (fp16 where the CPU has it)
 
 
 def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: str) -> Budget:
@@ -106,17 +109,19 @@ def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: s
         UsageError: no calibration data, an accuracy budget without --eval, or an unknown objective.
     """
     if calibration is None:
-        raise UsageError("edgekit tune needs --calibration DATA: int8 ranges from random inputs say nothing about "
-                         "your data, so every comparison would be meaningless",
-                         "pass a few dozen real input samples (.npz/.npy/.pt, a folder, or sentences for hf: models)")
+        raise UsageError(
+            "edgekit tune needs --calibration DATA: int8 ranges from random inputs say nothing about "
+            "your data, so every comparison would be meaningless",
+            "pass a few dozen real input samples (.npz/.npy/.pt, a folder, or sentences for hf: models)",
+        )
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    if budget.max_accuracy_drop is not None and budget.min_sqnr is not None:
+    if budget.max_accuracy_drop is not None and budget.min_sqnr_db is not None:
         raise UsageError("give --max-accuracy-drop or --min-sqnr, not both")
     if budget.max_accuracy_drop is not None and eval_data is None:
         raise UsageError("--max-accuracy-drop needs labelled --eval data", "pass --eval with labels, or use --min-sqnr")
-    if budget.max_accuracy_drop is None and budget.min_sqnr is None:
-        return Budget(min_sqnr=30.0)
+    if budget.max_accuracy_drop is None and budget.min_sqnr_db is None:
+        return Budget(min_sqnr_db=30.0)
     return budget
 
 
@@ -129,8 +134,12 @@ def measure(t: Tried, opts: TuneOptions, store: Any, key: str) -> None:
         t.profile = cached
         return
     r = profile(t.folder, runs=opts.runs, threads=opts.threads, warmup=10, warmup_seconds=0.1)
-    t.profile = {"p50": r.latency_ms.p50, "p90": r.latency_ms.p90, "peak_rss_mb": r.memory.peak_rss_mb,
-                 "samples": list(r.samples_ms)}
+    t.profile = {
+        "p50": r.latency_ms.p50,
+        "p90": r.latency_ms.p90,
+        "peak_rss_mb": r.memory.peak_rss_mb,
+        "samples": list(r.samples_ms),
+    }
     store.put_measurement(key, t.profile)
 
 
@@ -155,12 +164,14 @@ def prune_base(within: list[Tried], objective: str) -> Tried:
     quantized = [t for t in within if t.recipe.scheme is not QuantScheme.NONE] or within
     bar = rank_key(quantized[0], objective)[0] * (1 + PRUNE_BASE_TIE)
     near = [t for t in quantized if rank_key(t, objective)[0] <= bar]
-    return max(near, key=lambda t: (-(t.drop or 0.0), t.sqnr if t.sqnr is not None else -math.inf,
-                                    -rank_key(t, objective)[0]))
+    return max(
+        near, key=lambda t: (-(t.drop or 0.0), t.sqnr if t.sqnr is not None else -math.inf, -rank_key(t, objective)[0])
+    )
 
 
-def decide(best: Tried, second: Tried | None, opts: TuneOptions,
-           remeasure: Callable[[Tried], list[float]]) -> tuple[Tried, str, float | None]:
+def decide(
+    best: Tried, second: Tried | None, opts: TuneOptions, remeasure: Callable[[Tried], list[float]]
+) -> tuple[Tried, str, float | None]:
     """Chosen, why, and the Mann-Whitney p-value when two programs' latencies were compared.
 
     For ``p50``: both are re-measured in interleaved rounds; the faster one there wins only when Mann-Whitney
@@ -180,27 +191,45 @@ def decide(best: Tried, second: Tried | None, opts: TuneOptions,
     ma, mb = statistics.median(a), statistics.median(b)
     if p < ALPHA:  # a real difference: the faster one in the re-measurement wins, whichever ranked first
         fast, slow, mf, ms = (best, second, ma, mb) if ma <= mb else (second, best, mb, ma)
-        return fast, (f"faster than {slow.recipe.name}: p50 {mf:.4g} vs {ms:.4g} ms over {opts.rounds} interleaved rounds "
-                      f"(Mann-Whitney p = {p:.2g} < {ALPHA})"), p
+        return (
+            fast,
+            (
+                f"faster than {slow.recipe.name}: p50 {mf:.4g} vs {ms:.4g} ms over {opts.rounds} interleaved rounds "
+                f"(Mann-Whitney p = {p:.2g} < {ALPHA})"
+            ),
+            p,
+        )
     small = min((best, second), key=lambda t: t.manifest.program.size_bytes)
     other = second if small is best else best
-    return small, (f"no significant latency difference from {other.recipe.name} (p50 {ma:.4g} vs {mb:.4g} ms, "
-                   f"Mann-Whitney p = {p:.2g} ≥ {ALPHA}): the smaller program wins"), p
+    return (
+        small,
+        (
+            f"no significant latency difference from {other.recipe.name} (p50 {ma:.4g} vs {mb:.4g} ms, "
+            f"Mann-Whitney p = {p:.2g} ≥ {ALPHA}): the smaller program wins"
+        ),
+        p,
+    )
 
 
 def no_candidate_error(tried: list[Tried], budget: Budget) -> BudgetError:
     built = [t for t in tried if t.manifest is not None]
-    misses = [(budget.miss(t.drop, t.sqnr), t) for t in built]
+    misses = [(budget.fidelity_miss(t.drop, t.sqnr), t) for t in built]
     misses = [(m, t) for m, t in misses if m is not None]
     if not misses:
         return BudgetError("no candidate could be built and verified", "see the table above for each one's error")
     m, t = min(misses, key=lambda x: x[0])
-    have = (f"accuracy drop {t.drop:.4g}" if budget.max_accuracy_drop is not None else f"SQNR {t.sqnr:.1f} dB") + " against your model"
-    return BudgetError(f"no candidate meets {budget.describe()}: the closest, {t.recipe.name}, has {have} "
-                       f"(misses by {m:.3g})", "relax the budget, give --finetune data for pruning, or improve calibration")
+    have = (
+        f"accuracy drop {t.drop:.4g}" if budget.max_accuracy_drop is not None else f"SQNR {t.sqnr:.1f} dB"
+    ) + " against your model"
+    return BudgetError(
+        f"no candidate meets {budget.describe_fidelity()}: the closest, {t.recipe.name}, has {have} (misses by {m:.3g})",
+        "relax the budget, give --finetune data for pruning, or improve calibration",
+    )
 
 
-def plan_precisions(cpu: tuple[bool, str] | None = None, only: tuple[QuantScheme, ...] = ()) -> tuple[list[Recipe], list[TuneCandidate]]:
+def plan_precisions(
+    cpu: tuple[bool, str] | None = None, only: tuple[QuantScheme, ...] = ()
+) -> tuple[list[Recipe], list[TuneCandidate]]:
     """The plain precisions to build, and the ones skipped with why: fp16 only where the CPU has fp16 arithmetic
     (``cpu``: what :func:`native_fp16` says, detected when None), or when ``only`` (the user's --precisions) names it."""
     if only:
@@ -208,18 +237,28 @@ def plan_precisions(cpu: tuple[bool, str] | None = None, only: tuple[QuantScheme
     ok, why = cpu or native_fp16()
     if ok:
         return base_recipes() + [Recipe(QuantScheme.FP16)], []
-    return base_recipes(), [TuneCandidate(name="fp16", recipe={"scheme": "fp16"}, status="skipped",
-                                          reason=f"{why}: XNNPACK would emulate fp16 in fp32, slower than fp32")]
+    return base_recipes(), [
+        TuneCandidate(
+            name="fp16",
+            recipe={"scheme": "fp16"},
+            status=CandidateStatus.SKIPPED,
+            reason=f"{why}: XNNPACK would emulate fp16 in fp32, slower than fp32",
+        )
+    ]
 
 
-def prune_recipes(best: Recipe, ratios: tuple[float, ...], has_finetune: bool, prunable: tuple[bool, str]) -> tuple[list[Recipe], list[str]]:
+def prune_recipes(
+    best: Recipe, ratios: tuple[float, ...], has_finetune: bool, prunable: tuple[bool, str]
+) -> tuple[list[Recipe], list[str]]:
     """Prune ratios on the best precision; without fine-tuning data only the mildest (accuracy collapses beyond)."""
     if not prunable[0]:
         return [], [prunable[1]]
     notes = []
     if not has_finetune and len(ratios) > 1:
-        notes.append(f"no --finetune data: only the mildest prune ratio ({min(ratios):g}) is tried (without recovery "
-                     "fine-tuning larger ratios collapse accuracy)")
+        notes.append(
+            f"no --finetune data: only the mildest prune ratio ({min(ratios):g}) is tried (without recovery "
+            "fine-tuning larger ratios collapse accuracy)"
+        )
         ratios = (min(ratios),)
     return [Recipe(best.scheme, best.fp32_layers, r, best.embeddings) for r in ratios], notes
 

@@ -11,12 +11,18 @@ from typing import Any
 def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, out: Path, force: bool) -> Any:
     from .._fs import staged_output, write_json
     from ..manifest import MANIFEST_NAME, TuneSection
-    from .run import TuneResult
     from .report import html_page
+    from .search import TuneResult
 
-    section = TuneSection(objective=s.opts.objective, budget=s.budget.to_dict(), threads=s.opts.threads,
-                          candidates=skipped + [t.record() for t in s.tried], decision=f"{chosen.recipe.name}: {why}",
-                          mann_whitney_p=p, fidelity=fidelity_line(chosen.manifest.verify, s.budget))
+    section = TuneSection(
+        objective=s.opts.objective,
+        budget=s.budget.fidelity_dict(),
+        threads=s.opts.threads,
+        candidates=skipped + [t.record() for t in s.tried],
+        decision=f"{chosen.recipe.name}: {why}",
+        mann_whitney_p=p,
+        fidelity=fidelity_line(chosen.manifest.verify, s.budget),
+    )
     manifest = chosen.manifest.replace(tune=section)
     meta = f"{len(section.candidates)} candidates; " + "; ".join(s.notes)
     with staged_output(out, force) as tmp:
@@ -30,11 +36,16 @@ def fidelity_line(v: Any, budget: Any) -> str:
     """The chosen program's budget figures, and what they were measured against: the model the user handed in."""
     figures = [f"SQNR {'exact' if v.sqnr_db is None else f'{v.sqnr_db:.1f} dB'}"]
     if v.accuracy is not None:
-        figures.insert(0, f"top-1 accuracy drop {v.accuracy.drop * 100:.2f} pts ({v.accuracy.eager:.2%} → {v.accuracy.program:.2%})")
+        figures.insert(
+            0,
+            f"top-1 accuracy drop {v.accuracy.drop * 100:.2f} pts ({v.accuracy.eager:.2%} → {v.accuracy.program:.2%})",
+        )
     if v.cosine_min is not None:
         figures.append(f"cosine min {v.cosine_min:.4f}")
     lowering = ""
     if v.lowering is not None:
         lowering = f"; against the pruned model it was built from: SQNR {'exact' if v.lowering.sqnr_db is None else f'{v.lowering.sqnr_db:.1f} dB'}"
-    return (f"{', '.join(figures)} against your model (eager fp32, as handed in) on {v.samples} samples from {v.data}, "
-            f"budget {budget.describe()}{lowering}")
+    return (
+        f"{', '.join(figures)} against your model (eager fp32, as handed in) on {v.samples} samples from {v.data}, "
+        f"budget {budget.describe_fidelity()}{lowering}"
+    )

@@ -23,8 +23,14 @@ from pathlib import Path
 from ..errors import ProfileError
 
 SOURCE = Path(__file__).with_name("runner.cpp")
-LIBS = ("executorch", "executorch_kernels_optimized", "executorch_kernels_quantized", "executorch_backend_xnnpack",
-        "executorch_threadpool", "executorch_etdump")
+LIBS = (
+    "executorch",
+    "executorch_kernels_optimized",
+    "executorch_kernels_quantized",
+    "executorch_backend_xnnpack",
+    "executorch_threadpool",
+    "executorch_etdump",
+)
 DEFINES = ("C10_USING_CUSTOM_GENERATED_MACROS", "ET_EVENT_TRACER_ENABLED", "ET_USE_THREADPOOL")
 
 
@@ -74,8 +80,12 @@ def compile_runner(cmd: list[str], out: Path) -> None:
         NativeUnavailable: compilation failed (its first error line).
     """
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    proc = subprocess.run([*cmd[:cmd.index("-o") + 1], str(tmp), *cmd[cmd.index("-o") + 2:]], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [*cmd[: cmd.index("-o") + 1], str(tmp), *cmd[cmd.index("-o") + 2 :]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
@@ -104,12 +114,16 @@ def runner_path(rebuild: bool = False) -> Path:
     """
     cxx = find_compiler()
     if cxx is None:
-        raise NativeUnavailable("no C++ compiler found for the native engine", "install g++ (or set CXX); using --engine python meanwhile")
+        raise NativeUnavailable(
+            "no C++ compiler found for the native engine", "install g++ (or set CXX); using --engine python meanwhile"
+        )
     et = executorch_dir()
     missing = [f"lib{n}.so" for n in LIBS if not (et / "lib" / f"lib{n}.so").exists()]
     if not (et / "include").is_dir() or missing:
-        raise NativeUnavailable(f"this executorch wheel lacks its C++ runtime ({', '.join(missing) or 'include/'})",
-                                "install the executorch wheel from PyPI, or use --engine python")
+        raise NativeUnavailable(
+            f"this executorch wheel lacks its C++ runtime ({', '.join(missing) or 'include/'})",
+            "install the executorch wheel from PyPI, or use --engine python",
+        )
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
     digest.update(" ".join(compile_command("CXX", Path("OUT"))).encode())

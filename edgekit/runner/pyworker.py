@@ -4,7 +4,7 @@ Speaks the native runner's protocol (same options, ``@phase``/``@progress``/``@e
 JSON result file), so both engines produce one result format. Its RSS baseline is taken after its imports
 and is reported as what it is: a Python interpreter with the ExecuTorch bindings (or torch) loaded.
 
-Run as ``python -m edgekit.profile.pyworker --model P.pte ...`` or ``--eager SPEC --dtype float32 ...``.
+Run as ``python -m edgekit.runner.pyworker --model P.pte ...`` or ``--eager SPEC --dtype float32 ...``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,16 @@ import time
 from typing import Any, Callable
 
 from edgekit.errors import first_line
-from edgekit.profile.protocol import (ERROR_PREFIX, PHASE_PREFIX, PROGRESS_PREFIX, PROTOCOL_VERSION, WORKER_OPTIONS,
-                                      CpuUsage, Phase, WorkerResult)
+from edgekit.runner.protocol import (
+    ERROR_PREFIX,
+    PHASE_PREFIX,
+    PROGRESS_PREFIX,
+    PROTOCOL_VERSION,
+    WORKER_OPTIONS,
+    CpuUsage,
+    Phase,
+    WorkerResult,
+)
 
 
 def _status_bytes(key: str) -> int:
@@ -38,8 +46,12 @@ def _usage() -> CpuUsage:
 
 
 def _delta(a: CpuUsage, b: CpuUsage) -> CpuUsage:
-    return CpuUsage(b.user_s - a.user_s, b.sys_s - a.sys_s, b.voluntary_ctx_switches - a.voluntary_ctx_switches,
-                    b.involuntary_ctx_switches - a.involuntary_ctx_switches)
+    return CpuUsage(
+        b.user_s - a.user_s,
+        b.sys_s - a.sys_s,
+        b.voluntary_ctx_switches - a.voluntary_ctx_switches,
+        b.involuntary_ctx_switches - a.involuntary_ctx_switches,
+    )
 
 
 def _say(line: str) -> None:
@@ -57,11 +69,27 @@ def _fail(msg: str) -> None:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="edgekit.profile.pyworker")
-    types = {"--etdump-runs": int, "--threads": int, "--warmup": int, "--runs": int,
-             "--warmup-seconds": float, "--min-seconds": float, "--max-seconds": float}
-    defaults = {"--method": "forward", "--loader": "mmap", "--etdump-runs": 20, "--threads": 1, "--warmup": 20,
-                "--warmup-seconds": 0.0, "--runs": 100, "--min-seconds": 0.0, "--max-seconds": 1e9}
+    p = argparse.ArgumentParser(prog="edgekit.runner.pyworker")
+    types = {
+        "--etdump-runs": int,
+        "--threads": int,
+        "--warmup": int,
+        "--runs": int,
+        "--warmup-seconds": float,
+        "--min-seconds": float,
+        "--max-seconds": float,
+    }
+    defaults = {
+        "--method": "forward",
+        "--loader": "mmap",
+        "--etdump-runs": 20,
+        "--threads": 1,
+        "--warmup": 20,
+        "--warmup-seconds": 0.0,
+        "--runs": 100,
+        "--min-seconds": 0.0,
+        "--max-seconds": 1e9,
+    }
     for opt in WORKER_OPTIONS:  # the protocol's options, as the native runner takes them
         if opt == "--shape":
             p.add_argument(opt, action="append", default=[])
@@ -212,11 +240,26 @@ def main(argv: list[str] | None = None) -> None:
                 f.write(out.contiguous().numpy().tobytes())
     reference_after = _reference_ms()
     result = WorkerResult(
-        protocol=PROTOCOL_VERSION, engine=engine, method=a.method, loader="pybindings" if engine == "python" else "torch",
-        threads_requested=a.threads, threads_effective=threads_effective, load_ms=load_ms, first_run_ms=first_run_ms,
-        warmup_ms=warm, samples_ms=samples, timed_wall_s=timed_wall, reference_before_ms=reference_before,
-        reference_after_ms=reference_after, rss_baseline_bytes=rss_baseline, rss_after_load_bytes=rss_after_load, hwm_bytes=hwm, cpu_load=_delta(u_start, u_loaded),
-        cpu_timed=_delta(u0, u1), etdump="not requested")
+        protocol=PROTOCOL_VERSION,
+        engine=engine,
+        method=a.method,
+        loader="pybindings" if engine == "python" else "torch",
+        threads_requested=a.threads,
+        threads_effective=threads_effective,
+        load_ms=load_ms,
+        first_run_ms=first_run_ms,
+        warmup_ms=warm,
+        samples_ms=samples,
+        timed_wall_s=timed_wall,
+        reference_before_ms=reference_before,
+        reference_after_ms=reference_after,
+        rss_baseline_bytes=rss_baseline,
+        rss_after_load_bytes=rss_after_load,
+        hwm_bytes=hwm,
+        cpu_load=_delta(u_start, u_loaded),
+        cpu_timed=_delta(u0, u1),
+        etdump="not requested",
+    )
     with open(a.result, "w") as f:
         json.dump(result.to_dict(), f)
     _phase(Phase.DONE)

@@ -6,8 +6,13 @@ import json
 
 import click
 
-_DEVICES_OPTION = click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES",
-                               help="Devices file (default ~/.config/edgekit/devices.toml).")
+_DEVICES_OPTION = click.option(
+    "--devices",
+    "devices_file",
+    type=click.Path(dir_okay=False),
+    envvar="EDGEKIT_DEVICES",
+    help="Devices file (default ~/.config/edgekit/devices.toml).",
+)
 
 
 @click.group()
@@ -21,11 +26,13 @@ def runner() -> None:
 @click.option("--force", is_flag=True, help="Replace an earlier bundle at --out.")
 def runner_build(arch: str | None, out: str | None, force: bool) -> None:
     """Compile the runner for ARCH against the matching executorch wheel, with its libraries, as a bundle."""
-    from .bundle import build_bundle, read_bundle
+    from ..device.bundle import build_bundle, read_bundle
 
     b = read_bundle(build_bundle(arch, out, force=force))
-    click.echo(f"{b.path}: {b.arch} runner, executorch {b.executorch}, worker protocol {b.protocol}, "
-               f"needs glibc >= {b.glibc_floor} on the device, {len(b.files)} files, id {b.bundle_id}")
+    click.echo(
+        f"{b.path}: {b.arch} runner, executorch {b.executorch}, worker protocol {b.protocol}, "
+        f"needs glibc >= {b.glibc_floor} on the device, {len(b.files)} files, id {b.bundle_id}"
+    )
 
 
 @runner.command("check")
@@ -33,12 +40,14 @@ def runner_build(arch: str | None, out: str | None, force: bool) -> None:
 @click.option("--exec-prefix", help="Run through this (default for a foreign arch: qemu-user with -cpu cortex-a76).")
 def runner_check(bundle: str, exec_prefix: str | None) -> None:
     """Run BUNDLE on a tiny built-in program and compare its outputs with eager PyTorch's."""
-    from .bundle import check_bundle
+    from ..device.bundle import check_bundle
 
     r = check_bundle(bundle, exec_prefix)
     how = f"through {r['exec_prefix']} (timings mean nothing)" if r["emulated"] else "natively"
-    click.echo(f"ok: {r['arch']} bundle ran {how}; outputs match eager PyTorch (max |err| {r['max_abs_error']:.2g}); "
-               f"p50 {r['p50_ms']:.4f} ms")
+    click.echo(
+        f"ok: {r['arch']} bundle ran {how}; outputs match eager PyTorch (max |err| {r['max_abs_error']:.2g}); "
+        f"p50 {r['p50_ms']:.4f} ms"
+    )
 
 
 @click.group()
@@ -61,22 +70,33 @@ def devices() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def devices_list(devices_file: str | None, as_json: bool) -> None:
     """The devices in the devices file."""
-    from .. import render
-    from .devices import load_devices
+    from ..device.devices import load_devices
+    from . import render
 
     items = load_devices(devices_file)
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in items], indent=2, default=str))
         return
     if not items:
-        from .devices import DEFAULT_DEVICES_FILE
+        from ..device.devices import DEFAULT_DEVICES_FILE
 
-        click.echo(f"no devices: {devices_file or DEFAULT_DEVICES_FILE} lists none (see `edgekit devices --help` for its "
-                   "format, or profile with --device ssh://user@host)", err=True)
+        click.echo(
+            f"no devices: {devices_file or DEFAULT_DEVICES_FILE} lists none (see `edgekit devices --help` for its "
+            "format, or profile with --device ssh://user@host)",
+            err=True,
+        )
         return
-    t = render.table(None, ["name", "host", "arch", "tags", "exec prefix"], left=("name", "host", "arch", "tags", "exec prefix"))
+    t = render.table(
+        None, ["name", "host", "arch", "tags", "exec prefix"], left=("name", "host", "arch", "tags", "exec prefix")
+    )
     for d in items:
-        t.add_row(d.name, d.host + (f":{d.port}" if d.port else ""), d.arch or "(detect)", ", ".join(d.tags), d.exec_prefix or "–")
+        t.add_row(
+            d.name,
+            d.host + (f":{d.port}" if d.port else ""),
+            d.arch or "(detect)",
+            ", ".join(d.tags),
+            d.exec_prefix or "–",
+        )
     render.console(stderr=False).print(t)
 
 
@@ -86,18 +106,20 @@ def devices_list(devices_file: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def devices_check(names: tuple, devices_file: str | None, as_json: bool) -> None:
     """Reach each device (default: all) and show its arch, glibc, cores, CPU, governor and bundle status."""
-    from .. import render
+    from ..device.devices import load_devices, resolve_device
+    from ..device.remote import device_status
     from ..errors import EdgekitError
-    from .devices import load_devices, resolve_device
-    from .remote import device_status
+    from . import render
 
     targets = [resolve_device(n, devices_file) for n in names] if names else load_devices(devices_file)
     if not targets:
+        from ..device.devices import DEFAULT_DEVICES_FILE
         from ..errors import UsageError
-        from .devices import DEFAULT_DEVICES_FILE
 
-        raise UsageError(f"no devices to check: {devices_file or DEFAULT_DEVICES_FILE} lists none",
-                         "name one (ssh://user@host works too), or add [[device]] tables to the devices file")
+        raise UsageError(
+            f"no devices to check: {devices_file or DEFAULT_DEVICES_FILE} lists none",
+            "name one (ssh://user@host works too), or add [[device]] tables to the devices file",
+        )
     rows, failed = [], 0
     for d in targets:
         try:
@@ -108,14 +130,25 @@ def devices_check(names: tuple, devices_file: str | None, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        t = render.table(None, ["device", "reachable", "arch", "glibc", "cores", "CPU", "governor", "bundle"],
-                         left=("device", "reachable", "arch", "CPU", "governor", "bundle"), wrap=("CPU", "bundle"))
+        t = render.table(
+            None,
+            ["device", "reachable", "arch", "glibc", "cores", "CPU", "governor", "bundle"],
+            left=("device", "reachable", "arch", "CPU", "governor", "bundle"),
+            wrap=("CPU", "bundle"),
+        )
         for r in rows:
-            t.add_row(r["device"], "yes" if r["reachable"] else "[red]no[/]", r.get("arch", "–"), r.get("glibc") or "–",
-                      str(r.get("cores_logical") or "–"), r.get("cpu_model", r.get("error", "")), r.get("governor") or "–",
-                      r.get("bundle", "–"))
+            t.add_row(
+                r["device"],
+                "yes" if r["reachable"] else "[red]no[/]",
+                r.get("arch", "–"),
+                r.get("glibc") or "–",
+                str(r.get("cores_logical") or "–"),
+                r.get("cpu_model", r.get("error", "")),
+                r.get("governor") or "–",
+                r.get("bundle", "–"),
+            )
         render.console(stderr=False).print(t)
     if failed:
-        from .devices import DeviceError
+        from ..device.devices import DeviceError
 
         raise DeviceError(f"{failed} of {len(rows)} device(s) are not ready", "see the table above")

@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from . import __version__
-from ._options import Finite
-from .dynamic import DYNAMIC_DIM_HELP
-from .profile.protocol import SELECTABLE_ENGINES
-from .errors import EdgekitError, first_line
+from .._options import Finite
+from .._version import __version__
+from ..dynamic import DYNAMIC_DIM_HELP
+from ..errors import EdgekitError, first_line
+from ..runner.protocol import SELECTABLE_ENGINES
 
 
 class _Group(click.Group):
@@ -38,12 +38,15 @@ class _Group(click.Group):
         except Exception as exc:  # a bug or an unforeseen failure: still one line, traceback on request
             if os.environ.get("EDGEKIT_DEBUG"):
                 raise
-            raise click.ClickException(f"unexpected {type(exc).__name__}: {first_line(exc)} (hint: rerun with "
-                                       "EDGEKIT_DEBUG=1 for the traceback, and please report it)") from None
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {first_line(exc)} (hint: rerun with "
+                "EDGEKIT_DEBUG=1 for the traceback, and please report it)"
+            ) from None
 
 
 def _parsed(parser: str):
     """A click callback that runs a library parser (``models.parse_input_spec``, ...) and reports a bad value."""
+
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         import importlib
 
@@ -53,6 +56,7 @@ def _parsed(parser: str):
             return tuple(fn(v) for v in value) if isinstance(value, tuple) else (None if value is None else fn(value))
         except EdgekitError as exc:
             raise click.BadParameter(str(exc)) from None
+
     return callback
 
 
@@ -72,40 +76,116 @@ RATIO = Finite(0, 1, max_open=True)
 @cli.command()
 @click.argument("model")
 @click.option("--target", "-t", default="xnnpack-fp32", show_default=True, help="Built-in target name or a .toml path.")
-@click.option("--input", "-i", "inputs", multiple=True, callback=_parsed("parse_input_spec"), metavar="SHAPE[:DTYPE]",
-              help="Example input, e.g. 1x3x224x224 or 1x128:int64; repeat for several inputs.")
-@click.option("--dynamic-batch", callback=_parsed("parse_dynamic_batch"), metavar="MIN:MAX", help="Export the batch dimension as dynamic.")
-@click.option("--dynamic-dim", "dynamic_dims", multiple=True, callback=_parsed("dynamic.parse_dynamic_dim"),
-              metavar="INPUTS:DIM:MIN:MAX", help=DYNAMIC_DIM_HELP)
+@click.option(
+    "--input",
+    "-i",
+    "inputs",
+    multiple=True,
+    callback=_parsed("parse_input_spec"),
+    metavar="SHAPE[:DTYPE]",
+    help="Example input, e.g. 1x3x224x224 or 1x128:int64; repeat for several inputs.",
+)
+@click.option(
+    "--dynamic-batch",
+    callback=_parsed("parse_dynamic_batch"),
+    metavar="MIN:MAX",
+    help="Export the batch dimension as dynamic.",
+)
+@click.option(
+    "--dynamic-dim",
+    "dynamic_dims",
+    multiple=True,
+    callback=_parsed("dynamic.parse_dynamic_dim"),
+    metavar="INPUTS:DIM:MIN:MAX",
+    help=DYNAMIC_DIM_HELP,
+)
 @click.option("--calibration", "-c", type=click.Path(), help="Calibration data: .npz/.npy/.pt or a folder of them.")
-@click.option("--eval", "eval_data", type=click.Path(), help="Held-out data (inputs, optional labels) for verification and accuracy.")
-@click.option("--prune-channels", type=RATIO, metavar="RATIO", help="Structured pruning: fraction of channels to remove (overrides the target).")
-@click.option("--sparsity", type=RATIO, metavar="RATIO", help="Magnitude sparsity: fraction of weights to zero (smaller download, not faster).")
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(),
+    help="Held-out data (inputs, optional labels) for verification and accuracy.",
+)
+@click.option(
+    "--prune-channels",
+    type=RATIO,
+    metavar="RATIO",
+    help="Structured pruning: fraction of channels to remove (overrides the target).",
+)
+@click.option(
+    "--sparsity",
+    type=RATIO,
+    metavar="RATIO",
+    help="Magnitude sparsity: fraction of weights to zero (smaller download, not faster).",
+)
 @click.option("--prune-ignore", multiple=True, metavar="LAYER", help="Layer name to keep whole; repeatable.")
 @click.option("--prune-layer", multiple=True, metavar="LAYER=RATIO", help="Per-layer channel ratio; repeatable.")
 @click.option("--prune-importance", type=click.Choice(["l1", "l2"]), help="Channel ranking for structured pruning.")
-@click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per layer, or one global ranking.")
+@click.option(
+    "--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per layer, or one global ranking."
+)
 @click.option("--prune-round-to", type=click.IntRange(1), metavar="N", help="Keep channel counts multiples of N.")
 @click.option("--finetune", type=click.Path(), help="Labelled training data for recovery fine-tuning after pruning.")
-@click.option("--finetune-epochs", type=click.IntRange(0), metavar="N", help="Fine-tuning epochs (default 3 with --finetune).")
+@click.option(
+    "--finetune-epochs", type=click.IntRange(0), metavar="N", help="Fine-tuning epochs (default 3 with --finetune)."
+)
 @click.option("--finetune-lr", type=Finite(0, min_open=True), metavar="LR", help="Fine-tuning learning rate.")
-@click.option("--max-accuracy-drop", type=Finite(0, 1), metavar="FRACTION",
-              help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).")
-@click.option("--hf-output", type=click.Choice(["pooled", "last_hidden_state", "logits"]),
-              help="hf:PATH models: what the wrapper returns (default: logits for classifiers, else pooled).")
-@click.option("--quantize-embeddings", type=click.Choice(["none", "int8", "int4"]),
-              help="Weight-only quantization of nn.Embedding tables (overrides the target's [quantize] embeddings).")
-@click.option("--task", type=click.Choice(["classify", "embed", "regress"]),
-              help="What the first output is, for the verify figures (default: guessed from the output and the data).")
-@click.option("--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json).")
-@click.option("--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package).")
+@click.option(
+    "--max-accuracy-drop",
+    type=Finite(0, 1),
+    metavar="FRACTION",
+    help="Fail when the program's top-1 accuracy is this much below the original model's (needs --eval).",
+)
+@click.option(
+    "--hf-output",
+    type=click.Choice(["pooled", "last_hidden_state", "logits"]),
+    help="hf:PATH models: what the wrapper returns (default: logits for classifiers, else pooled).",
+)
+@click.option(
+    "--quantize-embeddings",
+    type=click.Choice(["none", "int8", "int4"]),
+    help="Weight-only quantization of nn.Embedding tables (overrides the target's [quantize] embeddings).",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["classify", "embed", "regress"]),
+    help="What the first output is, for the verify figures (default: guessed from the output and the data).",
+)
+@click.option(
+    "--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json)."
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, dynamic_dims: tuple, calibration: str | None, eval_data: str | None,
-          prune_channels: float | None, sparsity: float | None, prune_ignore: tuple, prune_layer: tuple, prune_importance: str | None,
-          prune_scope: str | None, prune_round_to: int | None, finetune: str | None, finetune_epochs: int | None,
-          finetune_lr: float | None, max_accuracy_drop: float | None, hf_output: str | None, quantize_embeddings: str | None,
-          task: str | None, out: str, force: bool, as_json: bool, quiet: bool) -> None:
+def build(
+    model: str,
+    target: str,
+    inputs: tuple,
+    dynamic_batch: Any,
+    dynamic_dims: tuple,
+    calibration: str | None,
+    eval_data: str | None,
+    prune_channels: float | None,
+    sparsity: float | None,
+    prune_ignore: tuple,
+    prune_layer: tuple,
+    prune_importance: str | None,
+    prune_scope: str | None,
+    prune_round_to: int | None,
+    finetune: str | None,
+    finetune_epochs: int | None,
+    finetune_lr: float | None,
+    max_accuracy_drop: float | None,
+    hf_output: str | None,
+    quantize_embeddings: str | None,
+    task: str | None,
+    out: str,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Build MODEL into a verified ExecuTorch package: load → prune → export → quantize → lower → verify → package.
 
     MODEL is package.module:factory, path/to/file.py:factory, a .pt2 saved with torch.export.save, or hf:FOLDER (a
@@ -115,24 +195,47 @@ def build(model: str, target: str, inputs: tuple, dynamic_batch: Any, dynamic_di
     Example:
       edgekit build mypkg.nets:make_net -i 1x3x224x224 -t xnnpack-int8 -c calib.npz -o build/net
     """
+    from .._fs import check_output
+    from ..pipeline.build import build as run_build
+    from ..target_overrides import with_build_options
+    from ..targets import load_target
     from . import render
-    from ._fs import check_output
-    from .pipeline.build import build as run_build
-    from .target_overrides import with_build_options
-    from .targets import load_target
 
-    tgt = with_build_options(load_target(target), has_eval=eval_data is not None, prune_layer=prune_layer,
-                             prune_ignore=prune_ignore, max_accuracy_drop=max_accuracy_drop, quantize_embeddings=quantize_embeddings,
-                             structured_ratio=prune_channels,
-                             sparsity=sparsity, importance=prune_importance, scope=prune_scope, round_to=prune_round_to)
+    tgt = with_build_options(
+        load_target(target),
+        has_eval=eval_data is not None,
+        prune_layer=prune_layer,
+        prune_ignore=prune_ignore,
+        max_accuracy_drop=max_accuracy_drop,
+        quantize_embeddings=quantize_embeddings,
+        structured_ratio=prune_channels,
+        sparsity=sparsity,
+        importance=prune_importance,
+        scope=prune_scope,
+        round_to=prune_round_to,
+    )
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
     try:
-        result = run_build(model, tgt, out=out, inputs=inputs, calibration=calibration, eval=eval_data, dynamic_batch=dynamic_batch,
-                           dynamic_dims=dynamic_dims, finetune=finetune, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, force=force, task=task,
-                           hf_output=hf_output, progress=progress)
+        result = run_build(
+            model,
+            tgt,
+            out=out,
+            inputs=inputs,
+            calibration=calibration,
+            eval=eval_data,
+            dynamic_batch=dynamic_batch,
+            dynamic_dims=dynamic_dims,
+            finetune=finetune,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            force=force,
+            task=task,
+            hf_output=hf_output,
+            progress=progress,
+        )
     finally:
         progress.close()
     _emit_json(result.manifest.to_dict()) if as_json else render.build_summary(result)
@@ -147,8 +250,8 @@ def targets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def targets_list(as_json: bool) -> None:
     """List the built-in targets."""
+    from ..targets import list_targets
     from . import render
-    from .targets import list_targets
 
     items = list_targets()
     _emit_json([t.to_dict() for t in items]) if as_json else render.targets(items)
@@ -159,21 +262,25 @@ def targets_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def targets_show(name: str, as_json: bool) -> None:
     """Show a target (built-in NAME or a .toml path) as TOML."""
-    from .targets import load_target
+    from ..targets import load_target
 
     t = load_target(name)
     _emit_json(t.to_dict()) if as_json else click.echo(f"# {t.source}\n" + t.to_toml(), nl=False)
 
 
 @cli.command()
-@click.option("--out", "-o", type=click.Path(), default="build/demo", show_default=True, help="Folder for the demo's packages.")
+@click.option(
+    "--out", "-o", type=click.Path(), default="build/demo", show_default=True, help="Folder for the demo's packages."
+)
 @click.option("--force", is_flag=True, help="Replace an earlier demo folder.")
-@click.option("--epochs", type=click.IntRange(1, 200), default=15, show_default=True, help="Training epochs for the digits CNN.")
+@click.option(
+    "--epochs", type=click.IntRange(1, 200), default=15, show_default=True, help="Training epochs for the digits CNN."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
     """Train a small CNN on scikit-learn's digits, build fp32, int8 and pruned int8 programs, compare them."""
+    from ..demo import run_demo
     from . import render
-    from .demo import run_demo
 
     con = render.console()
     result = run_demo(out, force=force, epochs=epochs, log=lambda msg: con.print(msg))
@@ -183,35 +290,92 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
 @cli.command()
 @click.argument("program", required=False)
 @click.option("--eager", metavar="MODEL_SPEC", help="Profile an eager PyTorch model instead (needs --input).")
-@click.option("--input", "-i", "input_specs", multiple=True, callback=_parsed("parse_input_spec"), metavar="SHAPE[:DTYPE]",
-              help="Input spec for --eager, e.g. 1x3x224x224.")
+@click.option(
+    "--input",
+    "-i",
+    "input_specs",
+    multiple=True,
+    callback=_parsed("parse_input_spec"),
+    metavar="SHAPE[:DTYPE]",
+    help="Input spec for --eager, e.g. 1x3x224x224.",
+)
 @click.option("--inputs", "inputs_file", type=click.Path(), help="Real inputs (.npz/.pt) instead of random ones.")
-@click.option("--batch", type=click.IntRange(1), help="Batch size to run (programs built with --dynamic-batch; default: their largest).")
-@click.option("--engine", type=click.Choice(SELECTABLE_ENGINES), default="auto", show_default=True,
-              help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.")
-@click.option("--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's).")
+@click.option(
+    "--batch",
+    type=click.IntRange(1),
+    help="Batch size to run (programs built with --dynamic-batch; default: their largest).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(SELECTABLE_ENGINES),
+    default="auto",
+    show_default=True,
+    help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.",
+)
+@click.option(
+    "--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's)."
+)
 @click.option("--cpus", metavar="LIST", help="Pin the worker to these CPUs, e.g. 0,1.")
 @click.option("--runs", type=click.IntRange(1), help="Timed runs (at least; default: the target's).")
 @click.option("--warmup", type=click.IntRange(0), help="Warm-up runs (at least; default: the target's).")
-@click.option("--warmup-seconds", type=Finite(0), default=0.5, show_default=True, help="Warm up for at least this long.")
+@click.option(
+    "--warmup-seconds", type=Finite(0), default=0.5, show_default=True, help="Warm up for at least this long."
+)
 @click.option("--min-seconds", type=Finite(0), help="Keep timing until at least this long has passed.")
 @click.option("--max-seconds", type=Finite(0), default=60.0, show_default=True, help="Stop timing after this long.")
-@click.option("--timeout", type=Finite(0, min_open=True), default=300.0, show_default=True, help="Kill the worker after this many seconds.")
+@click.option(
+    "--timeout",
+    type=Finite(0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Kill the worker after this many seconds.",
+)
 @click.option("--method", default="forward", show_default=True, help="Program method to run.")
 @click.option("--ops", is_flag=True, help="Also record an ETDump and print the top operators by time.")
 @click.option("--target", "-t", help="Target for defaults, budgets and the power model (default: the package's).")
-@click.option("--device", "-d", metavar="NAME|ssh://USER@HOST[:PORT]", help="Measure on this device over ssh instead of here.")
-@click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES",
-              help="Devices file (default ~/.config/edgekit/devices.toml).")
-@click.option("--save-outputs", type=click.Path(dir_okay=False), help="Save the last run's outputs (raw bytes) to compare devices.")
+@click.option(
+    "--device", "-d", metavar="NAME|ssh://USER@HOST[:PORT]", help="Measure on this device over ssh instead of here."
+)
+@click.option(
+    "--devices",
+    "devices_file",
+    type=click.Path(dir_okay=False),
+    envvar="EDGEKIT_DEVICES",
+    help="Devices file (default ~/.config/edgekit/devices.toml).",
+)
+@click.option(
+    "--save-outputs",
+    type=click.Path(dir_okay=False),
+    help="Save the last run's outputs (raw bytes) to compare devices.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_file: str | None, batch: int | None, engine: str,
-            threads_text: str | None, cpus: str | None, runs: int | None, warmup: int | None, warmup_seconds: float,
-            min_seconds: float | None, max_seconds: float, timeout: float, method: str, ops: bool, target: str | None,
-            device: str | None, devices_file: str | None, save_outputs: str | None, as_json: bool, out_file: str | None,
-            quiet: bool) -> None:
+def profile(
+    program: str | None,
+    eager: str | None,
+    input_specs: tuple,
+    inputs_file: str | None,
+    batch: int | None,
+    engine: str,
+    threads_text: str | None,
+    cpus: str | None,
+    runs: int | None,
+    warmup: int | None,
+    warmup_seconds: float,
+    min_seconds: float | None,
+    max_seconds: float,
+    timeout: float,
+    method: str,
+    ops: bool,
+    target: str | None,
+    device: str | None,
+    devices_file: str | None,
+    save_outputs: str | None,
+    as_json: bool,
+    out_file: str | None,
+    quiet: bool,
+) -> None:
     """Measure PROGRAM (a .pte or a package folder) in an isolated worker process.
 
     \b
@@ -221,23 +385,49 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
       edgekit profile --eager mypkg.nets:make_net --input 1x3x224x224
       edgekit profile build/net --device pi5 --threads 1,4
     """
+    from .._fs import write_json
+    from ..errors import UsageError
+    from ..profile.harness import ProfileOptions, parse_cpus, parse_threads
+    from ..profile.harness import profile as run_profile
     from . import render
-    from ._fs import write_json
-    from .errors import UsageError
-    from .profile.harness import ProfileOptions, parse_cpus, parse_threads, profile as run_profile
 
     if (program is None) == (eager is None):
-        raise UsageError("nothing to profile" if program is None else "give PROGRAM or --eager, not both",
-                         "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE")
+        raise UsageError(
+            "nothing to profile" if program is None else "give PROGRAM or --eager, not both",
+            "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE",
+        )
     results = []
-    for threads in (parse_threads(threads_text) if threads_text else [None]):
-        opts = ProfileOptions(runs=runs, warmup=warmup, warmup_seconds=warmup_seconds, min_seconds=min_seconds, max_seconds=max_seconds,
-                              threads=threads, cpus=parse_cpus(cpus), timeout=timeout, method=method, engine=engine, ops=ops, batch=batch,
-                              save_outputs=save_outputs)
+    for threads in parse_threads(threads_text) if threads_text else [None]:
+        opts = ProfileOptions(
+            runs=runs,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            threads=threads,
+            cpus=parse_cpus(cpus),
+            timeout=timeout,
+            method=method,
+            engine=engine,
+            ops=ops,
+            batch=batch,
+            save_outputs=save_outputs,
+        )
         bar = render.PhaseProgress(quiet, f"profile ({threads or 'default'} thread(s))")
         try:
-            results.append(run_profile(program, eager=eager, eager_inputs=input_specs, inputs=inputs_file, target=target,
-                                       options=opts, progress=bar, device=device, devices_file=devices_file))
+            results.append(
+                run_profile(
+                    program,
+                    eager=eager,
+                    eager_inputs=input_specs,
+                    inputs=inputs_file,
+                    target=target,
+                    options=opts,
+                    progress=bar,
+                    device=device,
+                    devices_file=devices_file,
+                )
+            )
         finally:
             bar.close()
     data = [r.to_dict() for r in results]
@@ -249,9 +439,9 @@ def profile(program: str | None, eager: str | None, input_specs: tuple, inputs_f
         r.raise_for_budget()
 
 
-from .bench.cli import bench, cache  # noqa: E402  (each group lives beside its library)
-from .device.cli import devices, runner  # noqa: E402
-from .tune.cli import tune  # noqa: E402
+from .bench import bench, cache  # noqa: E402
+from .device import devices, runner  # noqa: E402
+from .tune import tune  # noqa: E402
 
 for _group in (bench, cache, devices, runner, tune):
     cli.add_command(_group)
@@ -264,7 +454,7 @@ def clean(folders: tuple) -> None:
 
     Only temporary files and folders named .NAME.PID.TOKEN.tmp whose process no longer runs are removed.
     """
-    from ._fs import remove_stale_temps
+    from .._fs import remove_stale_temps
 
     removed = [p for f in (folders or (".",)) for p in remove_stale_temps(f)]
     for p in removed:

@@ -13,8 +13,13 @@ import click
 from .. import paths
 from .._options import Finite
 
-_STORE_OPTION = click.option("--store", type=click.Path(), default=str(paths.BENCH_STORE), show_default=True,
-                             help="Where runs and baselines are stored.")
+_STORE_OPTION = click.option(
+    "--store",
+    type=click.Path(),
+    default=str(paths.BENCH_STORE),
+    show_default=True,
+    help="Where runs and baselines are stored.",
+)
 
 
 @click.group()
@@ -26,32 +31,60 @@ def bench() -> None:
 @click.argument("suite_file", metavar="SUITE")
 @click.option("--save-as", metavar="NAME", help="Also save the run as the named baseline NAME.")
 @_STORE_OPTION
-@click.option("--cache", default=str(paths.BUILD_CACHE), show_default=True, envvar="EDGEKIT_BUILD_CACHE", metavar="PATH|URL",
-              help="Content-addressed build cache: a folder or an fsspec URL (file://, s3://, gs://, memory://).")
-@click.option("--executor", metavar="local[:N]|dask://HOST:PORT", envvar="EDGEKIT_EXECUTOR",
-              help="Where builds run (default: a local process pool sized by cores and free memory).")
+@click.option(
+    "--cache",
+    default=str(paths.BUILD_CACHE),
+    show_default=True,
+    envvar="EDGEKIT_BUILD_CACHE",
+    metavar="PATH|URL",
+    help="Content-addressed build cache: a folder or an fsspec URL (file://, s3://, gs://, memory://).",
+)
+@click.option(
+    "--executor",
+    metavar="local[:N]|dask://HOST:PORT",
+    envvar="EDGEKIT_EXECUTOR",
+    help="Where builds run (default: a local process pool sized by cores and free memory).",
+)
 @click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
-@click.option("--device", "device_names", metavar="NAME[,NAME...]", help="Profile on these devices (each build made once here).")
+@click.option(
+    "--device", "device_names", metavar="NAME[,NAME...]", help="Profile on these devices (each build made once here)."
+)
 @click.option("--devices-tag", metavar="TAG", help="Profile on every device with this tag.")
-@click.option("--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES", help="Devices file.")
+@click.option(
+    "--devices", "devices_file", type=click.Path(dir_okay=False), envvar="EDGEKIT_DEVICES", help="Devices file."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run(s) as JSON.")
-def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, executor: str | None, no_save: bool,
-              device_names: str | None, devices_tag: str | None, devices_file: str | None, as_json: bool) -> None:
+def bench_run(
+    suite_file: str,
+    save_as: str | None,
+    store: str,
+    cache: str,
+    executor: str | None,
+    no_save: bool,
+    device_names: str | None,
+    devices_tag: str | None,
+    devices_file: str | None,
+    as_json: bool,
+) -> None:
     """Build and profile every model × target × threads of SUITE and store one run file (one per device)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import render
-    from .run import run_suite, run_suite_on_devices
-    from .store import save_run
-    from .suite import load_suite
+    from ..bench.run import run_suite, run_suite_on_devices
+    from ..bench.store import save_run
+    from ..bench.suite import load_suite
+    from . import render
 
     suite = load_suite(suite_file)
     devices = _devices(device_names, devices_tag, devices_file)
     con = render.console()
     n = len(suite.items()) * max(1, len(devices))
-    con.print(f"[bold]edgekit bench run[/] {suite.name}: {n} item(s)" + (f" on {len(devices)} device(s)" if devices else ""))
+    con.print(
+        f"[bold]edgekit bench run[/] {suite.name}: {n} item(s)" + (f" on {len(devices)} device(s)" if devices else "")
+    )
     failures: list[str] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=con) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=con
+    ) as bar:
         task = bar.add_task("starting", total=n)
 
         def progress(label: str, i: int, _: int) -> None:
@@ -79,7 +112,9 @@ def bench_run(suite_file: str, save_as: str | None, store: str, cache: str, exec
     if failures:
         from ..errors import BenchError
 
-        raise BenchError(f"{len(failures)} device(s) produced no run; the others were measured and saved", failures[0][:200])
+        raise BenchError(
+            f"{len(failures)} device(s) produced no run; the others were measured and saved", failures[0][:200]
+        )
 
 
 def _devices(names: str | None, tag: str | None, devices_file: str | None) -> list:
@@ -99,33 +134,61 @@ def _devices(names: str | None, tag: str | None, devices_file: str | None) -> li
 
 
 @bench.command("compare")
-@click.option("--baseline", "-b", default="previous", show_default=True, metavar="NAME|FILE|latest|previous",
-              help="The reference run.")
-@click.option("--run", "-r", "run_ref", default="latest", show_default=True, metavar="FILE|latest", help="The run to judge.")
-@click.option("--fail-on", multiple=True, metavar="METRIC:PCT",
-              help="Gate on these metrics with these thresholds (default: every metric at its default).")
+@click.option(
+    "--baseline",
+    "-b",
+    default="previous",
+    show_default=True,
+    metavar="NAME|FILE|latest|previous",
+    help="The reference run.",
+)
+@click.option(
+    "--run", "-r", "run_ref", default="latest", show_default=True, metavar="FILE|latest", help="The run to judge."
+)
+@click.option(
+    "--fail-on",
+    multiple=True,
+    metavar="METRIC:PCT",
+    help="Gate on these metrics with these thresholds (default: every metric at its default).",
+)
 @click.option("--allow-machine-mismatch", is_flag=True, help="Compare runs from different machines anyway.")
-@click.option("--alpha", type=Finite(0, 1, min_open=True), default=0.002, show_default=True,
-              help="Significance level of the Mann-Whitney U test.")
+@click.option(
+    "--alpha",
+    type=Finite(0, 1, min_open=True),
+    default=0.002,
+    show_default=True,
+    help="Significance level of the Mann-Whitney U test.",
+)
 @_STORE_OPTION
 @click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")
 @click.option("--device", metavar="NAME", help="Compare the runs of this device (from bench run --device).")
 @click.option("--json", "as_json", is_flag=True)
-def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mismatch: bool, alpha: float, store: str,
-                  show_all: bool, device: str | None, as_json: bool) -> None:
+def bench_compare(
+    baseline: str,
+    run_ref: str,
+    fail_on: tuple,
+    allow_machine_mismatch: bool,
+    alpha: float,
+    store: str,
+    show_all: bool,
+    device: str | None,
+    as_json: bool,
+) -> None:
     """Compare a run with a baseline; exit 1 on a significant regression beyond its threshold.
 
     \b
     Metrics: latency_p50 (10%), latency_p90 (15%), peak_rss (10%), size (2%), accuracy (1 point), sqnr (3 dB).
     Example:  edgekit bench compare --baseline main --fail-on latency_p50:10% --fail-on size:5%
     """
-    from .. import render
-    from .compare import compare_runs, parse_fail_on
-    from .store import load_pair
+    from ..bench.compare import compare_runs, parse_fail_on
+    from ..bench.store import load_pair
+    from . import render
 
     thresholds = parse_fail_on(fail_on)
     base, run = load_pair(baseline, run_ref, Path(store), device)
-    cmp = compare_runs(base, run, fail_on=thresholds or None, allow_machine_mismatch=allow_machine_mismatch, alpha=alpha)
+    cmp = compare_runs(
+        base, run, fail_on=thresholds or None, allow_machine_mismatch=allow_machine_mismatch, alpha=alpha
+    )
     if as_json:
         click.echo(_json(cmp.to_dict()))
     else:
@@ -139,14 +202,23 @@ def bench_compare(baseline: str, run_ref: str, fail_on: tuple, allow_machine_mis
 @click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
 @click.option("--allow-machine-mismatch", is_flag=True)
 @click.option("--device", metavar="NAME", help="Report the runs of this device (from bench run --device).")
-@click.option("--all-devices", is_flag=True, help="One section per device: the newest run of every device in the store.")
+@click.option(
+    "--all-devices", is_flag=True, help="One section per device: the newest run of every device in the store."
+)
 @_STORE_OPTION
-def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mismatch: bool, device: str | None,
-                 all_devices: bool, store: str) -> None:
+def bench_report(
+    runs: tuple,
+    out: str,
+    baseline: str | None,
+    allow_machine_mismatch: bool,
+    device: str | None,
+    all_devices: bool,
+    store: str,
+) -> None:
     """Write Markdown + self-contained HTML with plots for RUNs (default: the latest run)."""
-    from .compare import compare_runs
-    from .report import write_report
-    from .store import latest_per_device, load_run, resolve
+    from ..bench.compare import compare_runs
+    from ..bench.report import write_report
+    from ..bench.store import latest_per_device, load_run, resolve
 
     if all_devices:
         loaded = latest_per_device(Path(store))
@@ -164,7 +236,7 @@ def bench_report(runs: tuple, out: str, baseline: str | None, allow_machine_mism
 @_STORE_OPTION
 def bench_list(store: str) -> None:
     """List stored runs and named baselines."""
-    from .store import list_baselines, list_runs
+    from ..bench.store import list_baselines, list_runs
 
     for p in list_runs(Path(store)):
         click.echo(str(p))
@@ -183,25 +255,39 @@ def cache() -> None:
     """The shared, content-addressed build cache (a folder or an fsspec URL)."""
 
 
-_CACHE_OPTION = click.option("--cache", "url", default=str(paths.BUILD_CACHE), show_default=True, envvar="EDGEKIT_BUILD_CACHE",
-                             metavar="PATH|URL", help="The cache: a folder or an fsspec URL.")
+_CACHE_OPTION = click.option(
+    "--cache",
+    "url",
+    default=str(paths.BUILD_CACHE),
+    show_default=True,
+    envvar="EDGEKIT_BUILD_CACHE",
+    metavar="PATH|URL",
+    help="The cache: a folder or an fsspec URL.",
+)
 
 
 @cache.command("ls")
 @_CACHE_OPTION
 def cache_ls(url: str) -> None:
     """List complete entries, oldest first."""
-    from .. import render
     from ..builds import BuildCache
+    from . import render
 
     entries = BuildCache(url).entries()
     if not entries:
         click.echo(f"no entries in {url}", err=True)
         return
-    t = render.table(None, ["key", "model", "target", "size KiB", "modified"], left=("key", "model", "target", "modified"))
+    t = render.table(
+        None, ["key", "model", "target", "size KiB", "modified"], left=("key", "model", "target", "modified")
+    )
     for e in entries:
-        t.add_row(e.key, e.model or "?", e.target or "?", f"{e.size_bytes / 1024:.1f}",
-                  e.modified.isoformat(timespec="seconds") if e.modified else "?")
+        t.add_row(
+            e.key,
+            e.model or "?",
+            e.target or "?",
+            f"{e.size_bytes / 1024:.1f}",
+            e.modified.isoformat(timespec="seconds") if e.modified else "?",
+        )
     render.console(stderr=False).print(t)
 
 
@@ -209,14 +295,16 @@ def cache_ls(url: str) -> None:
 @_CACHE_OPTION
 def cache_du(url: str) -> None:
     """Entries and every sub-folder (calibration records, tune measurements, build attempts), with their sizes."""
-    from .. import render
     from ..builds import BuildCache
+    from . import render
 
     usage = BuildCache(url).usage()
     t = render.table(f"{url}", ["part", "holds", "files", "MiB"], left=("part", "holds"))
     for u in usage:
         t.add_row(u.part, u.what, str(u.files), f"{u.size_bytes / 2**20:.1f}")
-    t.add_row("total", "", str(sum(u.files for u in usage)), f"{sum(u.size_bytes for u in usage) / 2**20:.1f}", style="bold")
+    t.add_row(
+        "total", "", str(sum(u.files for u in usage)), f"{sum(u.size_bytes for u in usage) / 2**20:.1f}", style="bold"
+    )
     render.console(stderr=False).print(t)
 
 
@@ -228,4 +316,6 @@ def cache_prune(url: str, older_than: str) -> None:
     from ..builds import BuildCache, parse_age
 
     gone, files = BuildCache(url).prune(parse_age(older_than))
-    click.echo(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} and {files} other file(s) older than {older_than}")
+    click.echo(
+        f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} and {files} other file(s) older than {older_than}"
+    )

@@ -63,7 +63,11 @@ def cpu_freq_mhz() -> dict | None:
         return None
     if f is None or not f.current:
         return None
-    return {"current": round(f.current, 1), "min": round(f.min, 1) if f.min else None, "max": round(f.max, 1) if f.max else None}
+    return {
+        "current": round(f.current, 1),
+        "min": round(f.min, 1) if f.min else None,
+        "max": round(f.max, 1) if f.max else None,
+    }
 
 
 def battery() -> dict | None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import Dataset
-from .errors import DataError
+from ..data import Dataset
+from ..errors import DataError
 
 
 def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
@@ -19,18 +19,23 @@ def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
     out = outputs[0] if len(outputs) == 1 else None
     if out is None or out.dim() != 2 or out.shape[1] < 2:
         shape = tuple(out.shape) if out is not None else f"{len(outputs)} tensors"
-        raise DataError(f"fine-tuning uses cross-entropy on class scores, but the model outputs {shape}",
-                        "fine-tune the model yourself before building, or skip --finetune")
+        raise DataError(
+            f"fine-tuning uses cross-entropy on class scores, but the model outputs {shape}",
+            "fine-tune the model yourself before building, or skip --finetune",
+        )
     classes = int(out.shape[1])
     lo, hi = int(ds.labels.min()), int(ds.labels.max())
     if lo < 0 or hi >= classes:
-        raise DataError(f"fine-tune labels in {ds.source} range over {lo}..{hi} but the model has {classes} classes",
-                        f"labels must be integers in 0..{classes - 1}")
+        raise DataError(
+            f"fine-tune labels in {ds.source} range over {lo}..{hi} but the model has {classes} classes",
+            f"labels must be integers in 0..{classes - 1}",
+        )
     return classes
 
 
-def finetune_(model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0,
-              cosine: bool = False) -> list[float]:
+def finetune_(
+    model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0, cosine: bool = False
+) -> list[float]:
     """Train in place with Adam and cross-entropy (``cosine``: anneal the rate over the epochs).
 
     Returns:

@@ -25,8 +25,23 @@ PROGRESS_PREFIX = "@progress "
 ERROR_PREFIX = "@error "
 
 #: Options every worker accepts (each takes one value; ``--shape`` and ``--dtype`` repeat, one per input).
-WORKER_OPTIONS = ("--model", "--method", "--inputs", "--shape", "--result", "--outputs", "--etdump", "--etdump-runs",
-                  "--loader", "--threads", "--warmup", "--warmup-seconds", "--runs", "--min-seconds", "--max-seconds")
+WORKER_OPTIONS = (
+    "--model",
+    "--method",
+    "--inputs",
+    "--shape",
+    "--result",
+    "--outputs",
+    "--etdump",
+    "--etdump-runs",
+    "--loader",
+    "--threads",
+    "--warmup",
+    "--warmup-seconds",
+    "--runs",
+    "--min-seconds",
+    "--max-seconds",
+)
 
 
 class Phase(str, enum.Enum):
@@ -104,8 +119,10 @@ def read_result(path: str | Path) -> WorkerResult:
     data = read_json(path, "the profiling worker's result", ProfileError, hint)
     if not isinstance(data, dict) or data.get("protocol") != PROTOCOL_VERSION:
         got = data.get("protocol") if isinstance(data, dict) else None
-        raise ProfileError(f"the profiling worker speaks protocol {got!r}, this edgekit {PROTOCOL_VERSION}",
-                           "rebuild the runner (it is cached by source hash; delete ~/.cache/edgekit/native-runner)")
+        raise ProfileError(
+            f"the profiling worker speaks protocol {got!r}, this edgekit {PROTOCOL_VERSION}",
+            "rebuild the runner (it is cached by source hash; delete ~/.cache/edgekit/native-runner)",
+        )
     try:
         result = WorkerResult.from_dict(data, "the profiling worker's result")
     except ContractError as exc:

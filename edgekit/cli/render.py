@@ -23,15 +23,21 @@ def console(stderr: bool = True) -> Any:
     return con
 
 
-def table(title: str | None, columns: list[str], left: tuple[str, ...] = (), wrap: tuple[str, ...] = (), **kwargs: Any) -> Any:
+def table(
+    title: str | None, columns: list[str], left: tuple[str, ...] = (), wrap: tuple[str, ...] = (), **kwargs: Any
+) -> Any:
     """A rich table; ``left`` columns are left-aligned, the rest numbers; only the ``wrap`` columns wrap (prose), so a
     narrow terminal squeezes the prose, never a figure or its header."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", **kwargs)
     for col in columns:
-        t.add_column(col, justify="left" if col in left else "right", no_wrap=col not in wrap,
-                     min_width=PROSE_MIN_WIDTH if col in wrap and col.strip() else None)
+        t.add_column(
+            col,
+            justify="left" if col in left else "right",
+            no_wrap=col not in wrap,
+            min_width=PROSE_MIN_WIDTH if col in wrap and col.strip() else None,
+        )
     return t
 
 
@@ -112,10 +118,24 @@ class TuneProgress:
         if self.quiet:
             return
         if self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console())
+            self.bar = Progress(
+                TextColumn("[bold]tune[/] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console(),
+            )
             self.bar.start()
             self.task = self.bar.add_task(what, total=max(total, 1))
         self.bar.update(self.task, description=what, completed=done, total=max(total, done, 1))
@@ -128,17 +148,19 @@ class TuneProgress:
 
 def tune_table(candidates: list, result: Any) -> None:
     """Every candidate with its figures and fate; then the decision and where the package is."""
-    from .tune.report import HEAD, rows
+    from ..tune.report import HEAD, rows
 
     t = table("edgekit tune: candidates", HEAD, left=("candidate", "status", "why"), wrap=("why",))
     styles = {"chosen": "bold green", "over": "red", "failed": "red", "skipped": "dim"}
     for c, row in zip(candidates, rows(candidates)):
-        t.add_row(*row, style=styles.get(c.status))
+        t.add_row(*row, style=styles.get(c.status.value))
     console(stderr=False).print(t)
     if result is not None:
-        console(stderr=False).print(f"[bold]chosen:[/] {result.manifest.tune.decision}\n"
-                                    f"[bold]fidelity:[/] {result.manifest.tune.fidelity}\n"
-                                    f"package: {result.out_dir} (Pareto plot: {result.out_dir / 'tune.html'})")
+        console(stderr=False).print(
+            f"[bold]chosen:[/] {result.manifest.tune.decision}\n"
+            f"[bold]fidelity:[/] {result.manifest.tune.fidelity}\n"
+            f"package: {result.out_dir} (Pareto plot: {result.out_dir / 'tune.html'})"
+        )
         for note in result.notes:
             console(stderr=False).print(f"[dim]{note}[/]")
 
@@ -147,15 +169,27 @@ def tune_table(candidates: list, result: Any) -> None:
 def _prune_rows(p: Any) -> list[tuple[str, str]]:
     rows = [("pruning", p.summary)]
     if p.structured_ratio or p.layers:
-        rows.append(("params / MACs", f"{p.params_before:,} → {p.params_after:,} ({p.params_ratio:.0%}) / "
-                                      f"{p.macs_before:,} → {p.macs_after:,} ({p.macs_ratio:.0%})"))
+        rows.append(
+            (
+                "params / MACs",
+                f"{p.params_before:,} → {p.params_after:,} ({p.params_ratio:.0%}) / "
+                f"{p.macs_before:,} → {p.macs_after:,} ({p.macs_ratio:.0%})",
+            )
+        )
     pruned = [r for r in p.layers if r["out_after"] != r["out_before"]]
     if pruned:
         shown = ", ".join(f"{r['layer']} {r['out_before']}→{r['out_after']}" for r in pruned[:6])
-        rows.append(("channels kept", shown + (f" (+{len(pruned) - 6} more in the manifest)" if len(pruned) > 6 else "")))
+        rows.append(
+            ("channels kept", shown + (f" (+{len(pruned) - 6} more in the manifest)" if len(pruned) > 6 else ""))
+        )
     if p.finetune:
         f = p.finetune
-        rows.append(("fine-tune", f"{f.epochs} epoch(s) on {f.samples} samples, loss {f.epoch_losses[0]} → {f.epoch_losses[-1]}"))
+        rows.append(
+            (
+                "fine-tune",
+                f"{f.epochs} epoch(s) on {f.samples} samples, loss {f.epoch_losses[0]} → {f.epoch_losses[-1]}",
+            )
+        )
     return rows
 
 
@@ -177,26 +211,41 @@ def build_summary(result: Any) -> None:
     t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), wrap=(" ",), show_header=False)
     t.columns[0].style = "bold"
     t.add_row("model", m.model.spec)
-    emb = f", embeddings={m.quantize.embeddings} ({len(m.quantize.embedding_tables)} table(s))" if m.quantize.embedding_tables else ""
+    emb = (
+        f", embeddings={m.quantize.embeddings} ({len(m.quantize.embedding_tables)} table(s))"
+        if m.quantize.embedding_tables
+        else ""
+    )
     t.add_row("target", f"{m.target['name']} ({m.target['backend']}, quantize={m.quantize.scheme}{emb})")
     if m.quantize.applied and m.quantize.calibration_samples is None:  # fp16: a cast, nothing calibrated
         t.add_row("precision", m.quantize.quantizer or m.quantize.scheme)
     elif m.quantize.applied:
-        reused = ", observers loaded from an earlier build's calibration record" if m.quantize.calibration_reused else ""
+        reused = (
+            ", observers loaded from an earlier build's calibration record" if m.quantize.calibration_reused else ""
+        )
         t.add_row("calibration", f"{m.quantize.calibration} ({m.quantize.calibration_samples} samples{reused})")
     if m.prune.applied:
         for row in _prune_rows(m.prune):
             t.add_row(*row)
         sc = prog.size_comparison
         if sc:
-            t.add_row("sparsity", f"{m.prune.sparsity_achieved:.1%} zeros; deflated program "
-                                  f"{sc.without_sparsity['deflate_bytes'] / 1024:.1f} → {sc.with_sparsity['deflate_bytes'] / 1024:.1f} KiB "
-                                  "(not faster: dense kernels)")
-    t.add_row("program", f"{prog.size_bytes / 1024:.1f} KiB ({prog.compressed_size_bytes / 1024:.1f} KiB deflated), "
-                         f"sha256 {prog.sha256[:12]}…")
+            t.add_row(
+                "sparsity",
+                f"{m.prune.sparsity_achieved:.1%} zeros; deflated program "
+                f"{sc.without_sparsity['deflate_bytes'] / 1024:.1f} → {sc.with_sparsity['deflate_bytes'] / 1024:.1f} KiB "
+                "(not faster: dense kernels)",
+            )
+    t.add_row(
+        "program",
+        f"{prog.size_bytes / 1024:.1f} KiB ({prog.compressed_size_bytes / 1024:.1f} KiB deflated), "
+        f"sha256 {prog.sha256[:12]}…",
+    )
     t.add_row("planned memory", f"{prog.planned_memory.planned_bytes / 1024:.1f} KiB")
-    t.add_row("delegation", f"{d.delegated_partitions} partition(s), {d.delegated_nodes} nodes delegated, "
-                            f"{d.portable_nodes} on portable kernels")
+    t.add_row(
+        "delegation",
+        f"{d.delegated_partitions} partition(s), {d.delegated_nodes} nodes delegated, "
+        f"{d.portable_nodes} on portable kernels",
+    )
     for op in d.portable_ops:
         why = "; ".join(d.portable_reasons.get(op, [])) or "no reason recorded"
         t.add_row("", f"[dim]portable: {op} ×{d.by_operator[op]['portable']} — {why}[/]")
@@ -207,8 +256,11 @@ def build_summary(result: Any) -> None:
     if v.lowering is not None:
         low = v.lowering
         top1 = f", top-1 agreement {low.top1_agreement:.1%}" if low.top1_agreement is not None else ""
-        t.add_row("", f"[dim]vs the pruned model (what was exported; says whether lowering worked): SQNR "
-                      f"{fmt_db(low.sqnr_db)}, cosine min {low.cosine_min:.5f}{top1}[/]")
+        t.add_row(
+            "",
+            f"[dim]vs the pruned model (what was exported; says whether lowering worked): SQNR "
+            f"{fmt_db(low.sqnr_db)}, cosine min {low.cosine_min:.5f}{top1}[/]",
+        )
     for c in v.at_sizes:
         sizes = ", ".join(f"{k} = {n}" for k, n in c.sizes.items())
         t.add_row("", f"at {sizes}: {c.samples} samples, SQNR {fmt_db(c.sqnr_db)}, cosine min {c.cosine_min:.5f}")
@@ -219,7 +271,9 @@ def build_summary(result: Any) -> None:
     if v.accuracy:
         a = v.accuracy
         pruned = f" → pruned eager {a.pruned_eager:.2%}" if a.pruned_eager is not None else ""
-        t.add_row("accuracy", f"your model {a.eager:.2%}{pruned} → program {a.program:.2%} (drop {a.drop * 100:+.2f} pts)")
+        t.add_row(
+            "accuracy", f"your model {a.eager:.2%}{pruned} → program {a.program:.2%} (drop {a.drop * 100:+.2f} pts)"
+        )
     t.add_row("time", f"{m.timings_s['total']:.1f} s")
     console(stderr=False).print(t)
     warn(m.warnings)
@@ -227,37 +281,71 @@ def build_summary(result: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------- profile
 def _latency_table(results: list) -> Any:
-    t = table("latency (ms): timed runs", ["threads", "runs", "p50", "p50 95% CI", "p90", "p99", "mean ± std", "min", "max",
-                                          "outliers"])
+    t = table(
+        "latency (ms): timed runs",
+        ["threads", "runs", "p50", "p50 95% CI", "p90", "p99", "mean ± std", "min", "max", "outliers"],
+    )
     for r in results:
         s = r.latency_ms
-        t.add_row(f"{r.threads['effective']}", str(s.count), f"[bold]{fmt(s.p50)}[/]", f"{s.ci95_median[0]:.4g}–{s.ci95_median[1]:.4g}",
-                  fmt(s.p90), fmt(s.p99), f"{fmt(s.mean)} ± {fmt(s.std, digits=2)}", fmt(s.min), fmt(s.max), str(s.outliers))
+        t.add_row(
+            f"{r.threads['effective']}",
+            str(s.count),
+            f"[bold]{fmt(s.p50)}[/]",
+            f"{s.ci95_median[0]:.4g}–{s.ci95_median[1]:.4g}",
+            fmt(s.p90),
+            fmt(s.p99),
+            f"{fmt(s.mean)} ± {fmt(s.std, digits=2)}",
+            fmt(s.min),
+            fmt(s.max),
+            str(s.outliers),
+        )
     return t
 
 
 def _memory_table(results: list) -> Any:
-    t = table("memory (MiB, resident set of the worker)", ["threads", "baseline", "after load", "peak", "load Δ", "peak Δ",
-                                                           "USS peak", "planned", ".pte"])
+    t = table(
+        "memory (MiB, resident set of the worker)",
+        ["threads", "baseline", "after load", "peak", "load Δ", "peak Δ", "USS peak", "planned", ".pte"],
+    )
     for r in results:
         m = r.memory
-        t.add_row(f"{r.threads['effective']}", fmt(m.baseline_rss_mb), fmt(m.load_rss_mb), fmt(m.peak_rss_mb),
-                  fmt(m.load_delta_mb), fmt(m.peak_delta_mb), fmt(m.uss_mb), fmt(m.planned_mb), fmt(m.pte_size_mb))
+        t.add_row(
+            f"{r.threads['effective']}",
+            fmt(m.baseline_rss_mb),
+            fmt(m.load_rss_mb),
+            fmt(m.peak_rss_mb),
+            fmt(m.load_delta_mb),
+            fmt(m.peak_delta_mb),
+            fmt(m.uss_mb),
+            fmt(m.planned_mb),
+            fmt(m.pte_size_mb),
+        )
     return t
 
 
 def _energy_table(results: list) -> Any:
-    t = table("energy proxies (timed runs)", ["threads", "CPU s/run", "CPU util.", "ctx sw. vol/invol", "J/run", "source"])
+    t = table(
+        "energy proxies (timed runs)", ["threads", "CPU s/run", "CPU util.", "ctx sw. vol/invol", "J/run", "source"]
+    )
     for r in results:
         e = r.energy
-        t.add_row(f"{r.threads['effective']}", fmt(e.cpu_seconds_per_run), f"{e.cpu_utilization:.2f}",
-                  f"{e.voluntary_ctx_switches}/{e.involuntary_ctx_switches}", fmt(e.joules_per_run), e.joules_source)
+        t.add_row(
+            f"{r.threads['effective']}",
+            fmt(e.cpu_seconds_per_run),
+            f"{e.cpu_utilization:.2f}",
+            f"{e.voluntary_ctx_switches}/{e.involuntary_ctx_switches}",
+            fmt(e.joules_per_run),
+            e.joules_source,
+        )
     return t
 
 
 def _ops_table(r: Any) -> Any:
-    t = table(f"top operators by time ({r.threads['effective']} thread(s), {r.ops['runs']} traced runs)",
-              ["operator", "kind", "calls/run", "mean ms", "share"], left=("operator", "kind"))
+    t = table(
+        f"top operators by time ({r.threads['effective']} thread(s), {r.ops['runs']} traced runs)",
+        ["operator", "kind", "calls/run", "mean ms", "share"],
+        left=("operator", "kind"),
+    )
     for op in r.ops["ops"][:15]:
         t.add_row(op["name"], op["kind"], f"{op['calls_per_run']:g}", f"{op['mean_ms']:.4f}", f"{op['share']:.1%}")
     return t
@@ -270,13 +358,17 @@ def profile_report(results: list) -> None:
     subj = first.subject
     title = subj.get("package") or subj.get("pte") or f"eager {subj.get('eager')}"
     where = f"on device {first.device['name']} " if first.device else ""
-    con.print(f"[bold]edgekit profile[/] {title}  [dim]{where}engine {first.engine}, inputs {subj.get('input_source')}, "
-              f"{first.machine['cpu_model']}[/]")
+    con.print(
+        f"[bold]edgekit profile[/] {title}  [dim]{where}engine {first.engine}, inputs {subj.get('input_source')}, "
+        f"{first.machine['cpu_model']}[/]"
+    )
     con.print(_latency_table(results))
     for r in results:
         p = r.phases
-        con.print(f"[dim]{r.threads['effective']} thread(s): load {fmt(p.load_ms)} ms · first run {fmt(p.first_run_ms)} ms · "
-                  f"warm-up {p.warmup_runs} runs, mean {fmt(p.warmup_mean_ms)} ms[/]")
+        con.print(
+            f"[dim]{r.threads['effective']} thread(s): load {fmt(p.load_ms)} ms · first run {fmt(p.first_run_ms)} ms · "
+            f"warm-up {p.warmup_runs} runs, mean {fmt(p.warmup_mean_ms)} ms[/]"
+        )
     con.print(f"[dim]percentiles: {first.latency_ms.percentile_method}; CI: {first.latency_ms.ci_method}[/]")
     con.print(_memory_table(results))
     con.print(f"[dim]baseline: {first.memory.baseline_note}[/]")
@@ -286,8 +378,10 @@ def profile_report(results: list) -> None:
     for r in results:
         n = r.noise
         if n:
-            con.print(f"[dim]{r.threads['effective']} thread(s): noise floor {n.reference_before_ms:.3f} → {n.reference_after_ms:.3f} ms "
-                      f"(drift {n.drift_pct:+.1f}%): the machine's own movement during the profile[/]")
+            con.print(
+                f"[dim]{r.threads['effective']} thread(s): noise floor {n.reference_before_ms:.3f} → {n.reference_after_ms:.3f} ms "
+                f"(drift {n.drift_pct:+.1f}%): the machine's own movement during the profile[/]"
+            )
     if first.device:
         _device_lines(con, results)
     if e.cpu_freq_mhz:
@@ -297,13 +391,16 @@ def profile_report(results: list) -> None:
             con.print(_ops_table(r))
             con.print(f"[dim]{r.ops['note']}[/]")
         for c in r.budget.get("checks", []):
-            con.print(f"budget {c['name']}: {c['value']} (limit {c['limit']}) " + ("[green]ok[/]" if c["ok"] else "[red]EXCEEDED[/]"))
+            con.print(
+                f"budget {c['name']}: {c['value']} (limit {c['limit']}) "
+                + ("[green]ok[/]" if c["ok"] else "[red]EXCEEDED[/]")
+            )
     warn(w for r in results for w in r.warnings)
 
 
 # ------------------------------------------------------------------------------------------ bench, demo
 def bench_run(run: Any) -> None:
-    from .bench.report import SUMMARY_HEAD, summary_rows
+    from ..bench.report import SUMMARY_HEAD, summary_rows
 
     where = f" on device {run.device} ({run.machine.cpu_model})" if run.device else ""
     t = table(f"{run.suite['name']}{where}: {run.wall_seconds} s", SUMMARY_HEAD, left=("model", "target"))
@@ -316,11 +413,14 @@ def bench_run(run: Any) -> None:
 
 
 def comparison(cmp: Any, show_all: bool = False) -> None:
-    from .bench.report import COMPARE_HEAD, compare_rows
+    from ..bench.report import COMPARE_HEAD, compare_rows
 
     con = console(stderr=False)
     if cmp.machine_mismatch:
-        con.print("[bold red]MACHINES DIFFER[/] — " + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in cmp.machine_mismatch.items()))
+        con.print(
+            "[bold red]MACHINES DIFFER[/] — "
+            + "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in cmp.machine_mismatch.items())
+        )
     t = table(f"{cmp.baseline} → {cmp.run}", COMPARE_HEAD, left=("model", "target", "metric", "verdict"))
     colors = {"regressed": "red", "improved": "green", "noisy": "yellow", "unchanged": "dim"}
     rows = compare_rows(cmp)
@@ -336,22 +436,37 @@ def comparison(cmp: Any, show_all: bool = False) -> None:
 
 
 def demo(result: dict) -> None:
-    t = table("edgekit demo: digits CNN (scikit-learn load_digits, 360 held-out images)",
-              ["variant", "accuracy", "size", "p50 latency", "SQNR vs your model"], left=("variant",))
+    t = table(
+        "edgekit demo: digits CNN (scikit-learn load_digits, 360 held-out images)",
+        ["variant", "accuracy", "size", "p50 latency", "SQNR vs your model"],
+        left=("variant",),
+    )
     for row in result["rows"]:
-        t.add_row(row["variant"], f"{row['accuracy']:.2%}", f"{row['size_kib']:.1f} KiB",
-                  f"{row['p50_ms']:.4f} ms" if row.get("p50_ms") is not None else "–",
-                  "–" if row.get("sqnr_db", "–") == "–" else fmt_db(row["sqnr_db"]))
+        t.add_row(
+            row["variant"],
+            f"{row['accuracy']:.2%}",
+            f"{row['size_kib']:.1f} KiB",
+            f"{row['p50_ms']:.4f} ms" if row.get("p50_ms") is not None else "–",
+            "–" if row.get("sqnr_db", "–") == "–" else fmt_db(row["sqnr_db"]),
+        )
     con = console(stderr=False)
     con.print(t)
     con.print(f"[dim]{result['timing_note']}[/]")
 
 
 def targets(items: list) -> None:
-    t = table(None, ["name", "backend", "quantization", "pruning", "description"],
-              left=("name", "backend", "quantization", "pruning", "description"), wrap=("description",))
+    t = table(
+        None,
+        ["name", "backend", "quantization", "pruning", "description"],
+        left=("name", "backend", "quantization", "pruning", "description"),
+        wrap=("description",),
+    )
     for tg in items:
-        prune = "none" if not tg.prune.active else f"channels {tg.prune.structured_ratio:.0%}, sparsity {tg.prune.sparsity:.0%}"
+        prune = (
+            "none"
+            if not tg.prune.active
+            else f"channels {tg.prune.structured_ratio:.0%}, sparsity {tg.prune.sparsity:.0%}"
+        )
         t.add_row(tg.name, tg.backend.value, tg.quantize.scheme.value, prune, tg.description)
     console(stderr=False).print(t)
 
@@ -360,10 +475,17 @@ def _device_lines(con: Any, results: list) -> None:
     for r in results:
         d = r.device
         b, a = d["before"], d["after"]
-        temps = ", ".join(f"{k} {v:g}→{a.get('thermal_c', {}).get(k, float('nan')):g} °C" for k, v in list(b.get("thermal_c", {}).items())[:3])
-        freqs = ", ".join(f"{k} {v:g}→{a.get('cpu_freq_mhz', {}).get(k, float('nan')):g} MHz"
-                          for k, v in list(b.get("cpu_freq_mhz", {}).items())[:2])
+        temps = ", ".join(
+            f"{k} {v:g}→{a.get('thermal_c', {}).get(k, float('nan')):g} °C"
+            for k, v in list(b.get("thermal_c", {}).items())[:3]
+        )
+        freqs = ", ".join(
+            f"{k} {v:g}→{a.get('cpu_freq_mhz', {}).get(k, float('nan')):g} MHz"
+            for k, v in list(b.get("cpu_freq_mhz", {}).items())[:2]
+        )
         sent = d["bytes_sent"]
-        con.print(f"[dim]device {d['name']} ({d['facts']['arch']}, glibc {d['facts']['glibc']}): "
-                  f"{temps or 'no thermal zones readable'}; {freqs or 'no CPU frequency readable'}; sent "
-                  f"{sent['bundle'] / 1024:.0f} KiB of bundle + {sent['program_and_inputs'] / 1024:.0f} KiB of program and inputs[/]")
+        con.print(
+            f"[dim]device {d['name']} ({d['facts']['arch']}, glibc {d['facts']['glibc']}): "
+            f"{temps or 'no thermal zones readable'}; {freqs or 'no CPU frequency readable'}; sent "
+            f"{sent['bundle'] / 1024:.0f} KiB of bundle + {sent['program_and_inputs'] / 1024:.0f} KiB of program and inputs[/]"
+        )

@@ -47,7 +47,7 @@ def _reader(stream: Any, watch: Watch, progress: Progress | None, rapl: list) ->
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
         if line.startswith(PHASE_PREFIX):
-            watch.phase = line[len(PHASE_PREFIX):].strip()
+            watch.phase = line[len(PHASE_PREFIX) :].strip()
             if rapl and watch.phase in (Phase.TIMED, Phase.OPS, Phase.DONE):
                 watch.rapl_marks.setdefault(watch.phase, energy_mod.read_rapl(rapl))
             if progress:
@@ -57,7 +57,7 @@ def _reader(stream: Any, watch: Watch, progress: Progress | None, rapl: list) ->
             if progress and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
                 progress(Phase.TIMED.value, int(parts[1]), int(parts[2]))
         elif line.startswith(ERROR_PREFIX):
-            watch.errors.append(line[len(ERROR_PREFIX):])
+            watch.errors.append(line[len(ERROR_PREFIX) :])
         elif line and not is_noise(line):
             watch.other.append(line)
             del watch.other[:-20]
@@ -72,7 +72,10 @@ def _sampler(pid: int, watch: Watch, stop: threading.Event, interval: float = 0.
         return
     last_uss = 0.0
     while not stop.is_set():
-        if watch.phase in (Phase.OPS, Phase.DONE):  # the ETDump re-load after the timed runs is not the measured footprint
+        if watch.phase in (
+            Phase.OPS,
+            Phase.DONE,
+        ):  # the ETDump re-load after the timed runs is not the measured footprint
             return
         try:
             rss = proc.memory_info().rss
@@ -97,16 +100,27 @@ def _wait(proc: subprocess.Popen, watch: Watch, timeout: float) -> int:
             if time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
                 os.wait4(proc.pid, 0)
-                raise ProfileError(f"the profiling worker exceeded the {timeout:g} s timeout during phase '{watch.phase}' "
-                                   "and was killed", "raise --timeout, or lower --runs / --max-seconds")
+                raise ProfileError(
+                    f"the profiling worker exceeded the {timeout:g} s timeout during phase '{watch.phase}' "
+                    "and was killed",
+                    "raise --timeout, or lower --runs / --max-seconds",
+                )
             time.sleep(0.005)
     except KeyboardInterrupt:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
 
 
-def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None = None, progress: Progress | None = None,
-               rapl: list | None = None, env: dict | None = None, sample: bool = True) -> Watch:
+def run_worker(
+    cmd: list[str],
+    *,
+    timeout: float,
+    cpus: tuple[int, ...] | None = None,
+    progress: Progress | None = None,
+    rapl: list | None = None,
+    env: dict | None = None,
+    sample: bool = True,
+) -> Watch:
     """Start ``cmd`` in its own session (pinned to ``cpus``), watch it, and return what was seen.
 
     ``sample``: sample the process's RSS with psutil (off when ``cmd`` is ``ssh`` and the worker runs elsewhere).
@@ -118,13 +132,21 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
     if cpus:  # util-linux's taskset sets the affinity and execs the worker: it starts pinned, threads and all
         taskset = shutil.which("taskset")
         if taskset is None:
-            raise ProfileError("--cpus needs taskset (util-linux) to start the worker pinned", "apt-get install util-linux")
+            raise ProfileError(
+                "--cpus needs taskset (util-linux) to start the worker pinned", "apt-get install util-linux"
+            )
         cmd = [taskset, "-c", ",".join(map(str, cpus)), *cmd]
     watch = Watch()
     t0 = time.monotonic()
     try:  # its own session (so a timeout kills its whole process group), and no Python code between fork and exec
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+        )
     except OSError as exc:
         raise ProfileError(f"cannot start the profiling worker: {exc}", "check the installation") from exc
     stop = threading.Event()
@@ -147,11 +169,17 @@ def run_worker(cmd: list[str], *, timeout: float, cpus: tuple[int, ...] | None =
     watch.wall_s = time.monotonic() - t0
     if code < 0:
         name = signal.Signals(-code).name
-        raise ProfileError(f"the profiling worker crashed with {name} during phase '{watch.phase}'"
-                           + (" — the program is probably corrupt or incompatible" if watch.phase in ("load", "start") else ""),
-                           "rebuild the program; compare with --engine python")
+        raise ProfileError(
+            f"the profiling worker crashed with {name} during phase '{watch.phase}'"
+            + (" — the program is probably corrupt or incompatible" if watch.phase in ("load", "start") else ""),
+            "rebuild the program; compare with --engine python",
+        )
     if code != 0:
         reason = watch.errors[-1] if watch.errors else (watch.other[-1] if watch.other else f"exit code {code}")
-        raise WorkerFailed(f"the profiling worker failed during phase '{watch.phase}': {reason}",
-                           "check the program and inputs; see `edgekit profile --help`", code, watch.other[-5:])
+        raise WorkerFailed(
+            f"the profiling worker failed during phase '{watch.phase}': {reason}",
+            "check the program and inputs; see `edgekit profile --help`",
+            code,
+            watch.other[-5:],
+        )
     return watch

@@ -1,0 +1,56 @@
+"""What a build knows as it goes (:class:`BuildState`, filled in stage order by :mod:`edgekit.pipeline.build`) and what it
+returns (:class:`BuildResult`): shared by the build's steps and the package stage, so neither imports the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import Dataset
+from ..dynamic import ResolvedDim
+from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
+from ..specs import LoadedModel
+from ..targets import Target
+from .stages import StageRunner
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` produced: the package folder, its program and its manifest."""
+
+    out_dir: Path
+    pte_path: Path
+    manifest: Manifest
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class BuildState:
+    """What one build knows so far. Steps fill it in stage order; nothing else mutates it."""
+
+    target: Target
+    out: Path
+    stages: StageRunner
+    loaded: LoadedModel | None = None
+    eval_ds: Dataset | None = None
+    calib_ds: Dataset | None = None
+    finetune_ds: Dataset | None = None
+    eager: LoadedModel | None = (
+        None  # the eager model that is exported: the pruned one, if pruned (never the reference)
+    )
+    dense_twin: LoadedModel | None = None  # pruned but before sparsity: lowered once more for the size comparison
+    prune: PruneSection = field(
+        default_factory=lambda: PruneSection(applied=False, reason="target asks for no pruning")
+    )
+    exported: Any = None  # the plain export (its example inputs and dynamic shapes)
+    final: Any = None  # what is lowered: the quantized export, or the plain one
+    quantize: QuantizeSection | None = None
+    lowered: Any = None
+    deflated: int = 0
+    size_comparison: SizeComparison | None = None
+    verify: Any = None
+    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
+    dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
+    records: Any = None  # where calibration records are kept (get/put: the build cache's), if anywhere
+    warnings: list[str] = field(default_factory=list)
