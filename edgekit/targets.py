@@ -222,7 +222,9 @@ class BudgetConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _number(getattr(self, f.name), f"budget.{f.name}", lo=None if f.name == "min_sqnr_db" else 0.0, optional=True)
+            _number(
+                getattr(self, f.name), f"budget.{f.name}", lo=None if f.name == "min_sqnr_db" else 0.0, optional=True
+            )
 
     def fidelity_miss(self, drop: float | None, sqnr: float | None) -> float | None:
         """How far a program is outside the fidelity part of the budget: the accuracy drop when that is set, else the

@@ -3,13 +3,12 @@ in the style of ``bench report``."""
 
 from __future__ import annotations
 
-from ..manifest import CandidateStatus
-
 import base64
 import html
 from typing import Any
 
 from ..htmlreport import CSS, fig_png, html_table
+from ..manifest import CandidateStatus
 
 HEAD = [
     "candidate",

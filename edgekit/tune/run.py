@@ -5,13 +5,12 @@ See :mod:`edgekit.tune.search` for the order of the search and :mod:`edgekit.tun
 
 from __future__ import annotations
 
-from ..manifest import CandidateStatus
-
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..manifest import CandidateStatus
 from .search import Budget, Tried, TuneOptions, TuneResult  # noqa: F401 (TuneResult: edgekit.tune's public name)
 
 
@@ -71,7 +70,10 @@ class _Session:
         """The candidates within the budget so far, best by the objective first."""
         from .search import rank_key
 
-        return sorted((t for t in self.tried if t.status == CandidateStatus.WITHIN), key=lambda t: rank_key(t, self.opts.objective))
+        return sorted(
+            (t for t in self.tried if t.status == CandidateStatus.WITHIN),
+            key=lambda t: rank_key(t, self.opts.objective),
+        )
 
     def build(self, recipes: list) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
@@ -116,7 +118,9 @@ class _Session:
             measurement_key(key, {"threads": self.opts.threads, "runs": self.opts.runs}, self.machine),
         )
         self.done += 1
-        miss = self.budget.fidelity_miss(t.drop, t.sqnr)  # against the user's model, for every candidate (pruned ones too)
+        miss = self.budget.fidelity_miss(
+            t.drop, t.sqnr
+        )  # against the user's model, for every candidate (pruned ones too)
         unit = " dB" if self.budget.max_accuracy_drop is None else ""
         if miss is None:  # never counted as within: the budget could not be checked on this one
             t.status, t.reason = CandidateStatus.OVER, "its accuracy was not measured, so the budget cannot be checked"
@@ -263,7 +267,11 @@ def _rescue(s: _Session) -> None:
     def over_and_faster() -> list[Tried]:  # "faster": better by the objective (p50, size or peak RSS)
         ok = [score(t) for t in s.tried if t.status == CandidateStatus.WITHIN and t.profile]
         bar = min(ok) if ok else float("inf")
-        return [t for t in s.tried if t.status == CandidateStatus.OVER and t.profile and t.recipe.scheme.is_int8 and score(t) < bar]
+        return [
+            t
+            for t in s.tried
+            if t.status == CandidateStatus.OVER and t.profile and t.recipe.scheme.is_int8 and score(t) < bar
+        ]
 
     tables = [t for t in over_and_faster() if t.manifest.quantize.embedding_tables and t.recipe.embeddings is None]
     if tables:
