@@ -100,6 +100,10 @@ class ProfileError(EdgekitError):
     """The profiler could not measure the program (worker crash, timeout, bad options)."""
 
 
+class ReferenceMismatchError(ProfileError):
+    """The program, where it was profiled, answers its reference inputs unlike the user's model (wrong results)."""
+
+
 class BenchError(EdgekitError):
     """A benchmark suite, stored run or comparison is invalid."""
 

@@ -15,6 +15,7 @@ from typing import Any
 from ._contract import Contract
 from ._fs import PACKAGE_MARKER, read_json
 from .errors import ContractError, ProgramError
+from .reference import ReferenceSection
 
 MANIFEST_NAME = PACKAGE_MARKER
 PTE_NAME = "model.pte"
@@ -260,7 +261,7 @@ class BudgetSection(Contract):
         return [c for c in self.checks if not c.ok]
 
 
-class CandidateStatus(str, enum.Enum):
+class CandidateStatus(enum.StrEnum):
     """The fate of a candidate `edgekit tune` tried."""
 
     PENDING = "pending"  # not judged yet
@@ -307,6 +308,19 @@ class TuneSection(Contract):
 
 
 @dataclass(frozen=True)
+class ExplainSection(Contract):
+    """``explain.json`` beside the program: its instructions in the model's module names, per-module fidelity and
+    the memory plan (edgekit.pipeline.explain), read by ``edgekit explain``."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    modules: bool  # per-module SQNR recorded (quantized programs)
+    instructions: bool  # module names of the program's instructions recorded
+    memory: bool  # the memory plan recorded
+
+
+@dataclass(frozen=True)
 class Manifest(Contract):
     """``manifest.json`` of a package.
 
@@ -330,7 +344,14 @@ class Manifest(Contract):
     warnings: list[str]
     timings_s: dict[str, float]
     build_peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound when it built more)
+    reference: ReferenceSection | None = None  # reference vectors beside the program (packages before them: None)
+    explain: ExplainSection | None = None  # what `edgekit explain` reads (packages before it, or built without: None)
     tune: TuneSection | None = None  # set on the package `edgekit tune` chose: every candidate and why it won or lost
+
+    def files(self) -> list[str]:
+        """Every file of the package: the manifest, the program, and the side files the manifest names."""
+        side = [s.file for s in (self.reference, self.explain) if s is not None]
+        return [MANIFEST_NAME, self.program.file, *side]
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":

@@ -35,6 +35,7 @@ if MISSING:  # not a skip: a missing prerequisite is a failure that says what to
     )
 
 QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
+QEMU_MAX = "qemu-aarch64 -L /usr/aarch64-linux-gnu"
 FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
 
 
@@ -50,6 +51,8 @@ def fleet(tmp_path_factory):
             sshd.device_toml("loop", d / "work", extra='tags = ["ci"]')
             + sshd.device_toml("loop2", d / "work2", extra='tags = ["ci"]')
             + sshd.device_toml("arm", d / "work-arm", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU}"')
+            # qemu's default -cpu max: XNNPACK picks SME int8 kernels qemu 7.2 emulates wrongly (a board to catch)
+            + sshd.device_toml("armmax", d / "work-max", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU_MAX}"')
             + sshd.device_toml("old", d / "work-old", port=sshd.old_glibc_port)
             + sshd.device_toml("badkey", d / "work-bad", key=sshd.folder / "other_key")
             + sshd.device_toml("closed", d / "work-closed", port=free_port())
@@ -133,6 +136,36 @@ def test_aarch64_under_qemu_computes_what_x86_computes(fleet, build, request, tm
     else:
         np.testing.assert_allclose(arm, x86, rtol=1e-5, atol=1e-5)  # fp32: FMA order differs between SIMD kernels
     assert p.machine["cpu_model"].startswith("emulated aarch64") and any("emulator" in w for w in p.warnings)
+
+
+def test_a_board_that_computes_wrong_int8_results_fails_the_reference_check_in_one_line(fleet, int8_build):
+    # the same bundle and program: under -cpu cortex-a76 the answers agree with the model, under -cpu max they do not
+    ok = edgekit.profile(
+        int8_build.out_dir, device="arm", devices_file=fleet["devices"], runs=3, warmup=1, warmup_seconds=0.0
+    )
+    assert ok.check.status == "passed" and ok.check.samples == int8_build.manifest.reference.samples
+    here = edgekit.profile(int8_build.out_dir, runs=3, warmup=1, warmup_seconds=0.0)
+    assert here.check.status == "passed"
+    line = _one_line(
+        _cli("profile", int8_build.out_dir, "--device", "armmax", "--devices", fleet["devices"], "--runs", "3"),
+        1,
+        "computes wrong results on device armmax",
+    )
+    assert "against your model" in line and "--no-check" in line
+    assert _runs_left(fleet, "work-max") == []  # the failed check leaves nothing on the device
+    r = _cli(
+        "profile",
+        int8_build.out_dir,
+        "--device",
+        "armmax",
+        "--devices",
+        fleet["devices"],
+        "--runs",
+        "3",
+        "--no-check",
+        "--json",
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["check"]["status"] == "skipped"
 
 
 def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build, tmp_path):

@@ -183,7 +183,7 @@ def _one_line(r, code, fragment):
     "args, code, fragment",
     [
         (["--executor", "dask://127.0.0.1:1"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
-        (["--executor", "cluster"], 2, "is not local, local:N, dask://HOST:PORT or tls://HOST:PORT"),
+        (["--executor", "cluster"], 2, "is not local, local:N, inline, dask://HOST:PORT or tls://HOST:PORT"),
         (["--cache", "nosuchscheme://bucket/x"], 1, "no fsspec driver for nosuchscheme://"),
         (["--cache", "/proc/edgekit-cache"], 1, "is not writable"),
     ],

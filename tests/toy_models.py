@@ -295,3 +295,29 @@ def train(model: nn.Module, steps: int = 40) -> nn.Module:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     return model.eval()
+
+
+class OutlierMLP(nn.Module):
+    """fc2's rows each hold one weight far above the others, on an input fc1 never activates: per-channel int8 rounds
+    the rest of every row to nothing, so fc2 is the layer that makes the int8 model wrong (fc1 and head quantize
+    well). Wide enough that each layer takes measurable time."""
+
+    def __init__(self, width: int = 256):
+        super().__init__()
+        self.fc1 = nn.Linear(64, width)
+        self.fc2 = nn.Linear(width, width)
+        self.head = nn.Linear(width, 8)
+        with torch.no_grad():
+            self.fc1.weight[0].zero_()
+            self.fc1.bias[0] = -1.0  # unit 0 is always 0 after the ReLU
+            self.fc2.weight[:, 0] = 50.0  # so this column never matters, but sets every row's int8 scale
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.head(x)
+
+
+def outlier_mlp():
+    torch.manual_seed(0)
+    return OutlierMLP(), torch.randn(1, 64)

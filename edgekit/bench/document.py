@@ -75,6 +75,7 @@ class BenchItem(Contract):
     energy: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
+    check: dict[str, Any] | None = None  # the reference vectors where it was measured: status, worst SQNR, note
 
 
 @dataclass(frozen=True)

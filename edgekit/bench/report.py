@@ -102,6 +102,7 @@ def summary_rows(run: BenchRun) -> list[list[str]]:
                 f"{b.size_bytes / 1024:.1f}",
                 "–" if b.accuracy is None else f"{b.accuracy:.2%}",
                 "exact" if b.sqnr_db is None else f"{b.sqnr_db:.1f}",
+                _check_cell(r.check),
                 "yes" if b.cached else "no",
             ]
         )
@@ -120,8 +121,20 @@ SUMMARY_HEAD = [
     "size KiB",
     "accuracy",
     "SQNR dB",
+    "answers",
     "cached build",
 ]
+
+
+def _check_cell(check: dict | None) -> str:
+    """The reference check where the item was measured (a failed one is an error of the run, not an item)."""
+    if not check:
+        return "–"
+    if check["status"] == "passed":
+        return "checked" + (f" ({check['worst_sqnr_db']:.1f} dB)" if check.get("worst_sqnr_db") is not None else "")
+    return "not checked"
+
+
 COMPARE_HEAD = ["model", "target", "threads", "metric", "base", "new", "ratio / Δ", "95% CI", "p", "noise", "verdict"]
 
 

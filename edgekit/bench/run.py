@@ -114,7 +114,21 @@ def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> 
         },
         warnings=list(prof.warnings),
         noise=prof.noise.to_dict() if prof.noise else None,
+        check=_check_summary(prof.check),
     )
+
+
+def _check_summary(check: Any) -> dict | None:
+    """The reference check in a run file: status, the worst output's SQNR against the user's model, the note."""
+    if check is None:
+        return None
+    sqnrs = [c.sqnr_db for c in check.outputs if c.sqnr_db is not None]
+    return {
+        "status": check.status,
+        "worst_sqnr_db": min(sqnrs) if sqnrs else None,
+        "samples": check.samples,
+        "note": check.note,
+    }
 
 
 def _measure(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any, device: Any = None) -> Any:

@@ -153,7 +153,8 @@ class BuildCache:
         if not self.local:
             tmp = mirror / temp_name(key)
             tmp.mkdir(parents=True)
-            for name in (PTE_NAME, MANIFEST_NAME):
+            self.fs.get_file(self.path(key, MANIFEST_NAME), str(tmp / MANIFEST_NAME))
+            for name in _package_files(tmp):
                 self.fs.get_file(self.path(key, name), str(tmp / name))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -168,12 +169,13 @@ class BuildCache:
     def put(self, key: str, package: Path) -> None:
         """Store a built package under ``key`` (atomically, see the module docstring)."""
         sha = hashlib.sha256((package / PTE_NAME).read_bytes()).hexdigest()
+        names = [MANIFEST_NAME, *_package_files(package)]
         if self.local:
             final = Path(self.path(key))
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.parent / temp_name(key)
             tmp.mkdir()
-            for name in (PTE_NAME, MANIFEST_NAME):
+            for name in names:
                 shutil.copyfile(package / name, tmp / name)
             (tmp / MARKER).write_text(sha + "\n")
             if final.exists():  # another worker finished the same build first: its entry is as good as this one
@@ -185,7 +187,7 @@ class BuildCache:
                 shutil.rmtree(tmp, ignore_errors=True)
             return
         self.fs.makedirs(self.path(key), exist_ok=True)
-        for name in (PTE_NAME, MANIFEST_NAME):
+        for name in names:
             self.fs.put_file(str(package / name), self.path(key, name))
         self.fs.pipe_file(self.path(key, MARKER), (sha + "\n").encode())  # last: the entry exists from here on
 
@@ -208,7 +210,7 @@ class BuildCache:
             if key.startswith(".") or not self.fs.exists(self.path(key, MARKER)):
                 continue
             info = self.fs.info(self.path(key, MARKER))
-            size = sum(self.fs.size(self.path(key, n)) or 0 for n in (PTE_NAME, MANIFEST_NAME))
+            size = sum(int(f.get("size") or 0) for f in self._files(key))
             m = self.read_json(f"{key}/{MANIFEST_NAME}")
             try:
                 model, target = m["model"]["spec"], m["target"]["name"]
@@ -318,6 +320,16 @@ class CalibrationRecords:
         buf = io.BytesIO()
         torch.save(new, buf)
         self.cache.write_file(f"{CALIBRATION_DIR}/{key}/{os.getpid()}-{secrets.token_hex(6)}.pt", buf.getvalue())
+
+
+def _package_files(folder: Path) -> list[str]:
+    """The files besides the manifest that the package's manifest names (the program, its reference vectors, ...)."""
+    try:
+        m = json.loads((folder / MANIFEST_NAME).read_text())
+        names = [m["program"]["file"]] + [m[k]["file"] for k in ("reference", "explain") if m.get(k)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [PTE_NAME]
+    return [n for n in names if isinstance(n, str) and "/" not in n and not n.startswith(".")] or [PTE_NAME]
 
 
 def _modified(info: dict) -> _dt.datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -157,6 +158,29 @@ RATIO = Finite(0, 1, max_open=True)
 @click.option(
     "--force", is_flag=True, help="Replace an existing package (never a file or a folder that is not a package)."
 )
+@click.option(
+    "--reference-samples",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    metavar="N",
+    help="Input sets stored with your model's answers (reference.npz): profile checks them first, here or on a "
+    "device; 0 stores none.",
+)
+@click.option(
+    "--reference-max-mb",
+    type=Finite(0, min_open=True),
+    default=8.0,
+    show_default=True,
+    metavar="MB",
+    help="The most the reference vectors may take (sets are dropped to fit).",
+)
+@click.option(
+    "--no-explain",
+    is_flag=True,
+    help="Do not record explain.json (module names, per-module fidelity, memory plan for `edgekit explain`): saves a "
+    "copy of the weights in memory while lowering.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def build(
@@ -183,6 +207,9 @@ def build(
     task: str | None,
     out: str,
     force: bool,
+    reference_samples: int,
+    reference_max_mb: float,
+    no_explain: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -235,6 +262,9 @@ def build(
             task=task,
             hf_output=hf_output,
             progress=progress,
+            reference_samples=reference_samples,
+            reference_max_mb=reference_max_mb,
+            explain=not no_explain,
         )
     finally:
         progress.close()
@@ -348,6 +378,12 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Save the last run's outputs (raw bytes) to compare devices.",
 )
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Do not run the package's reference inputs first (by default a program that answers them unlike your model "
+    "fails the profile).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -372,6 +408,7 @@ def profile(
     device: str | None,
     devices_file: str | None,
     save_outputs: str | None,
+    no_check: bool,
     as_json: bool,
     out_file: str | None,
     quiet: bool,
@@ -412,6 +449,7 @@ def profile(
             ops=ops,
             batch=batch,
             save_outputs=save_outputs,
+            check=not no_check,
         )
         bar = render.PhaseProgress(quiet, f"profile ({threads or 'default'} thread(s))")
         try:
@@ -437,6 +475,65 @@ def profile(
     _emit_json(payload) if as_json else render.profile_report(results)
     for r in results:
         r.raise_for_budget()
+
+
+@cli.command("explain")
+@click.argument("package", type=click.Path())
+@click.option(
+    "--runs", type=click.IntRange(5), default=50, show_default=True, help="Traced runs (ETDump) behind the times."
+)
+@click.option("--threads", type=click.IntRange(1), help="Threads (default: the package's target).")
+@click.option(
+    "--sort",
+    "sort_by",
+    type=click.Choice(["order", "time", "sqnr"]),
+    default="order",
+    show_default=True,
+    help="Execution order, slowest first, or least faithful first.",
+)
+@click.option("--top", type=click.IntRange(1), metavar="N", help="Only the first N rows.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Also write a self-contained HTML page.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def explain_cmd(
+    package: str,
+    runs: int,
+    threads: int | None,
+    sort_by: str,
+    top: int | None,
+    html_out: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Explain PACKAGE in your model's module names: time per module, delegated or not, quantized or not, each
+    module's fidelity, and the memory plan.
+
+    \b
+    Examples:
+      edgekit explain build/net --sort time --top 10
+      edgekit explain build/net --sort sqnr --html explain.html
+    """
+    from .._fs import temp_name
+    from ..explain import explain, html_page, sort_rows
+    from . import render
+
+    bar = render.PhaseProgress(quiet, "explain")
+    try:
+        ex = explain(package, runs=runs, threads=threads, progress=bar)
+    finally:
+        bar.close()
+    ordered = sort_rows(ex, sort_by)[:top] if top else sort_rows(ex, sort_by)
+    if html_out:
+        out = Path(html_out)
+        tmp = out.with_name(temp_name(out.name))
+        tmp.write_text(html_page(ex, ordered), encoding="utf-8")
+        os.replace(tmp, out)
+    if as_json:
+        _emit_json(ex.to_dict())
+        return
+    render.explanation(ex, ordered)
+    if html_out:
+        render.console(stderr=False).print(f"HTML: {html_out}")
 
 
 from .bench import bench, cache  # noqa: E402

@@ -41,9 +41,9 @@ def bench() -> None:
 )
 @click.option(
     "--executor",
-    metavar="local[:N]|dask://HOST:PORT",
+    metavar="local[:N]|inline|dask://HOST:PORT|tls://HOST:PORT",
     envvar="EDGEKIT_EXECUTOR",
-    help="Where builds run (default: a local process pool sized by cores and free memory).",
+    help="Where builds run (default: a local process pool sized by cores and free memory; inline: in this process).",
 )
 @click.option("--no-save", is_flag=True, help="Do not store the run (print it only).")
 @click.option(

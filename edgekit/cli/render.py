@@ -362,6 +362,15 @@ def profile_report(results: list) -> None:
         f"[bold]edgekit profile[/] {title}  [dim]{where}engine {first.engine}, inputs {subj.get('input_source')}, "
         f"{first.machine['cpu_model']}[/]"
     )
+    check = first.check
+    if check is not None and check.status == "passed":
+        worst = min((c.sqnr_db for c in check.outputs if c.sqnr_db is not None), default=None)
+        con.print(
+            f"[green]✓[/] answers checked: {check.note}"
+            + (f" (worst output {worst:.1f} dB SQNR)" if worst is not None else " (identical)")
+        )
+    elif check is not None and check.status in ("absent", "skipped"):
+        con.print(f"[yellow]answers not checked:[/] {check.note}")
     con.print(_latency_table(results))
     for r in results:
         p = r.phases
@@ -488,4 +497,61 @@ def _device_lines(con: Any, results: list) -> None:
             f"[dim]device {d['name']} ({d['facts']['arch']}, glibc {d['facts']['glibc']}): "
             f"{temps or 'no thermal zones readable'}; {freqs or 'no CPU frequency readable'}; sent "
             f"{sent['bundle'] / 1024:.0f} KiB of bundle + {sent['program_and_inputs'] / 1024:.0f} KiB of program and inputs[/]"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- explain
+def explanation(ex: Any, ordered: list) -> None:
+    """``edgekit explain``: the module table, the slowest and least faithful modules, and the memory plan."""
+    con = console(stderr=False)
+    con.print(
+        f"[bold]edgekit explain[/] {ex.package}  [dim]{ex.model}, target {ex.target}: p50 {ex.method_p50_ms:.4f} ms "
+        f"over {ex.runs} traced runs ({ex.untraced_p50_ms:.4f} ms untraced), {ex.threads} thread(s)[/]"
+    )
+    for note in ex.notes:
+        con.print(f"[yellow]note:[/] {note}")
+    t = table(
+        None,
+        ["#", "module", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "adds (dB)"],
+        left=("module", "source", "where", "precision"),
+        wrap=("source", "where"),
+    )
+    for r in ordered:
+        sqnr = r.sqnr_note or ("–" if r.sqnr_db is None else f"{r.sqnr_db:.1f}")
+        name = r.module + (f" ({r.cls})" if r.cls else "")
+        added = "–" if r.added_sqnr_db is None else f"{r.added_sqnr_db:.1f}"
+        t.add_row(
+            str(r.order), name, r.source or "", f"{r.p50_ms:.4f}", f"{r.share:.1%}", r.where, r.precision, sqnr, added
+        )
+    con.print(t)
+    con.print(
+        f"[dim]{ex.unattributed_ms:.4f} ms per run has no module: delegate call overhead and operators no "
+        f"recorded node matches. Fidelity: {ex.fidelity}.[/]"
+    )
+    slow = ex.slowest(3)
+    if slow:
+        con.print(
+            "[bold]slowest:[/] "
+            + "; ".join(
+                f"{r.module} ({r.cls or '?'}) {r.share:.1%}" + (f" at {r.source.split()[0]}" if r.source else "")
+                for r in slow
+            )
+        )
+    worst = ex.least_faithful(3)
+    if worst:
+        con.print(
+            "[bold]least faithful:[/] "
+            + "; ".join(
+                f"{r.module} ({r.cls or '?'}) adds noise at {r.added_sqnr_db:.1f} dB SQNR"
+                + (f" at {r.source.split()[0]}" if r.source else "")
+                for r in worst
+            )
+        )
+    m = ex.memory
+    if m is not None:
+        rss = "–" if m.measured_peak_rss_mb is None else f"{m.measured_peak_rss_mb:.1f} MiB"
+        con.print(
+            f"[bold]memory plan:[/] arenas {m.arenas_bytes} B, {m.planned_bytes:,} B planned; largest live set "
+            f"{m.peak_live_bytes:,} B at instruction {m.peak_step} of {m.steps} ({', '.join(m.peak_modules[:6])}"
+            f"{' …' if len(m.peak_modules) > 6 else ''}); measured peak RSS {rss}. [dim]{m.note}.[/]"
         )

@@ -111,7 +111,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="PATH|URL",
     help="Content-addressed build cache (a re-run resumes from it).",
 )
-@click.option("--executor", metavar="local[:N]|dask://HOST:PORT", envvar="EDGEKIT_EXECUTOR", help="Where builds run.")
+@click.option(
+    "--executor",
+    metavar="local[:N]|inline|dask://HOST:PORT|tls://HOST:PORT",
+    envvar="EDGEKIT_EXECUTOR",
+    help="Where builds run (inline: in this process, no worker start-up: quickest for small models).",
+)
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder for the chosen program.")
 @click.option("--force", is_flag=True, help="Replace an existing package.")
 @click.option(

@@ -121,7 +121,7 @@ def _parse_facts(text: str) -> dict:
 
 def _fetch(ssh: Ssh, run: str, local: Path) -> dict:
     """Copy the run's result files into ``local`` and remove the run's folder on the device."""
-    names = ("result.json", "before.txt", "after.txt", "sampler_kb", "outputs.bin")
+    names = ("result.json", "before.txt", "after.txt", "sampler_kb", "outputs.bin", "check_out.bin")
     q = shlex.quote(run)
     present = " ".join(f"$( [ -f {n} ] && echo {n} )" for n in names)
     payload = ssh.run(f"cd {q} && tar -czf - {present}; cd / && rm -rf {q}", binary=True)
@@ -134,6 +134,7 @@ def profile_on_device(
     device: Device,
     pte: Path,
     blobs: list[bytes],
+    check: bytes | None,
     worker_args: list[str],
     *,
     timeout: float,
@@ -151,7 +152,9 @@ def profile_on_device(
     workdir = _workdir(facts, device)
     bundle, remote_bundle, bundle_bytes = ensure_bundle(ssh, facts, workdir)
     run = f"{workdir}/runs/{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
-    payload = _tar({"model.pte": pte, "inputs.bin": b"".join(blobs)})
+    payload = _tar(
+        {"model.pte": pte, "inputs.bin": b"".join(blobs), **({"check_in.bin": check} if check is not None else {})}
+    )
     q = shlex.quote(run)
     ssh.run(f"mkdir -p {q} && tar -xzf - -C {q} || {{ rm -rf {q}; exit 1; }}", data=payload, timeout=600)
     # the prefix is data from a devices file: each of its words goes to the device's shell quoted
@@ -194,6 +197,7 @@ def profile_on_device(
         "bundle": {"id": bundle.bundle_id, "arch": bundle.arch, "glibc_floor": bundle.glibc_floor},
         "bytes_sent": {"bundle": bundle_bytes, "program_and_inputs": len(payload)},
         "outputs": files.get("outputs.bin"),
+        "check_outputs": files.get("check_out.bin"),
     }
     return DeviceRun(raw, watch, info)
 

@@ -12,9 +12,9 @@ from typing import Any, Callable, Sequence
 
 from .._fs import check_output
 from .._noise import import_stack
-from ..data import random_dataset, resolve_data
+from ..data import Dataset, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
-from ..errors import ExportError, PruneError
+from ..errors import ExportError, PruneError, UsageError
 from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
@@ -49,6 +49,9 @@ def build(
     hf_output: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
     calibration_records: Any = None,
+    reference_samples: int = 4,
+    reference_max_mb: float = 8.0,
+    explain: bool = True,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
 
@@ -77,6 +80,11 @@ def build(
             :class:`~edgekit.builds.CalibrationRecords`, or :class:`~edgekit.pipeline.calibration.MemoryRecords`): a
             static int8 calibration of the same traced model on the same data stored there earlier is loaded instead of
             run again (:mod:`edgekit.pipeline.calibration`).
+        reference_samples: input sets stored with the user's model's outputs in ``reference.npz``
+            (:mod:`edgekit.reference`), so a profile here or on a device checks the answers first; 0 stores none.
+        reference_max_mb: the most those may take (sets are dropped to fit).
+        explain: record what ``edgekit explain`` needs (``explain.json``: the program's instructions in the model's
+            module names, per-module fidelity, the memory plan); costs a copy of the weights in memory while lowering.
 
     Returns:
         A :class:`BuildResult`.
@@ -90,7 +98,19 @@ def build(
         >>> result.manifest.verify.sqnr_db
     """
     t_start = time.perf_counter()
-    st = BuildState(load_target(target), Path(out), StageRunner(progress), records=calibration_records)
+    if not isinstance(reference_samples, int) or isinstance(reference_samples, bool) or reference_samples < 0:
+        raise UsageError(
+            f"reference_samples must be an integer >= 0, got {reference_samples!r}", "e.g. 4, or 0 for none"
+        )
+    st = BuildState(
+        load_target(target),
+        Path(out),
+        StageRunner(progress),
+        records=calibration_records,
+        reference_samples=reference_samples,
+        reference_max_mb=reference_max_mb,
+        explain=explain,
+    )
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
@@ -270,6 +290,8 @@ def _quantize(
         "applied": True,
         "calibration": "random" if random_calibration else res.info["calibration"],
     }
+    if not isinstance(stages, SilentRunner):  # the program's own quantization (not the dense twin's)
+        st.simulated = res.simulated
     return res.exported, QuantizeSection.from_dict(info)
 
 
@@ -280,8 +302,12 @@ def _lower(st: BuildState) -> None:
     backend = st.target.backend
     fuse = bool(st.embedding_tables)
     st.lowered = st.stages.run(
-        Stage.LOWER, lambda: lower_program(st.final.program, backend, fuse_embeddings=fuse), backend.value
+        Stage.LOWER,
+        lambda: lower_program(st.final.program, backend, fuse_embeddings=fuse, explain=st.explain),
+        backend.value,
     )
+    if st.lowered.explain_error:
+        st.warnings.append(f"edgekit explain will lack module names for this program: {st.lowered.explain_error}")
     if backend is Backend.XNNPACK and st.lowered.delegation["delegated_partitions"] == 0:
         st.warnings.append("XNNPACK took no part of the graph: everything runs on portable kernels")
     st.deflated = deflate_size(st.lowered.pte)
@@ -342,9 +368,59 @@ def _verify(st: BuildState, verify_samples: int, task: str | None) -> None:
         others = [d for d in st.dims if d.dim != 0]
         if others:
             verify = verify.replace(at_sizes=verify_at_sizes(program, original, data, others, batch=batch))
+        if st.reference_samples > 0:
+            _reference_vectors(st, program, original, data)
+        if st.explain and st.simulated is not None:
+            _module_fidelity(st, data)
         return verify
 
     st.verify = st.stages.run(Stage.VERIFY, run, data.source)
+
+
+def _reference_vectors(st: BuildState, program: Any, original: Any, verify_data: Dataset) -> None:
+    """A few input sets (held-out data, else calibration data, else the random verify samples) with the user's model's
+    outputs and this program's, for ``reference.npz``: whatever runs the program later is checked against them."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    from ..reference import make_reference
+
+    source = st.eval_ds or st.calib_ds or verify_data
+    batch = int(st.exported.example_inputs[0].shape[0])  # one set = one run at the traced shapes
+    sets = [s for _, s in zip(range(st.reference_samples), source.batches(batch))]
+    if not sets:
+        st.warnings.append(f"no reference vectors: {source.source} holds fewer samples than one run of the program")
+        return
+    with torch.no_grad():
+        expected = [[t for t in tree_leaves(original(*s)) if isinstance(t, torch.Tensor)] for s in sets]
+    produced = [list(program.run(s)) for s in sets]
+    data, section = make_reference(sets, expected, produced, source.source, st.reference_max_mb)
+    if data is None:
+        st.warnings.append(section)
+        return
+    st.reference = (data, section)
+
+
+def _module_fidelity(st: BuildState, data: Dataset, samples: int = 8) -> None:
+    """Each module's output SQNR between the fp32 model that was exported and PT2E's simulation of the quantized one
+    (the program cannot expose its intermediates), for ``edgekit explain``'s least faithful layers."""
+    from .explain import module_sqnr
+
+    batch = int(st.exported.example_inputs[0].shape[0])
+    sets = [s for _, s in zip(range(max(1, samples // batch)), data.batches(batch))]
+    try:
+        st.module_fidelity = {
+            "rows": module_sqnr(st.exported.program.module(), st.simulated, sets),
+            "samples": len(sets) * batch,
+            "data": data.source,
+            "kind": "simulated: PT2E's quantized graph in PyTorch against the fp32 export",
+        }
+    except Exception as exc:  # an explanation that cannot be made must not fail the build
+        from ..errors import first_line
+
+        st.warnings.append(
+            f"edgekit explain will lack per-module fidelity: {type(exc).__name__}: {first_line(exc)[:120]}"
+        )
 
 
 def deflate_size(data: bytes) -> int:

@@ -29,6 +29,8 @@ class LowerResult:
     pte: bytes
     delegation: dict
     info: dict
+    explain: dict | None = None  # instructions in the user's module names and the memory plan (pipeline.explain)
+    explain_error: str | None = None  # why they could not be recorded (the build goes on without them)
 
 
 def _op_type(node_name: str) -> str:
@@ -251,9 +253,10 @@ def _edge_passes(program: Any) -> tuple[list, list[str]]:
     return passes, names
 
 
-def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False) -> LowerResult:
+def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False, explain: bool = False) -> LowerResult:
     """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it (``fuse_embeddings``: the
-    program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels).
+    program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels;
+    ``explain``: record what ``edgekit explain`` needs, :mod:`edgekit.pipeline.explain`).
 
     Raises:
         LowerError: edge conversion, partitioning or serialization failed.
@@ -281,6 +284,7 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
                 transform_passes=passes or None,
                 partitioner=partitioners,
                 compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings),
+                generate_etrecord=explain,
             )
         if fuse_embeddings:
             edge = _fuse_quantized_embeddings(edge)
@@ -292,6 +296,7 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
         }
         et = edge.to_executorch()
         pte = bytes(et.buffer)
+        recorded, error = _explain(et, pte) if explain else (None, None)
     except Exception as exc:
         first = first_line(exc)
         raise LowerError(
@@ -299,5 +304,19 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False)
             "an operator may be unsupported by the edge dialect; try the portable-fp32 target or simplify that op",
         ) from exc
     return LowerResult(
-        pte, delegation, {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None}
+        pte,
+        delegation,
+        {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None},
+        recorded,
+        error,
     )
+
+
+def _explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
+    """The instructions in module names and the memory plan; a failure here costs the explanation, not the build."""
+    from .explain import instructions, memory_plan
+
+    try:
+        return {"instructions": instructions(pte, et.get_etrecord()), "memory": memory_plan(et)}, None
+    except Exception as exc:  # private executorch APIs: a change there must not break builds
+        return None, f"{type(exc).__name__}: {first_line(exc)[:160]}"

@@ -20,6 +20,7 @@ from ..manifest import (
     BudgetSection,
     DynamicBatchInfo,
     DynamicDimInfo,
+    ExplainSection,
     ExportSection,
     Manifest,
     ModelSection,
@@ -29,6 +30,7 @@ from ..manifest import (
 )
 from ..program import ProgramInfo, inspect_program
 from ..targets import Target
+from .explain import EXPLAIN_NAME, EXPLAIN_SCHEMA_VERSION
 from .state import BuildResult, BuildState
 
 
@@ -95,7 +97,34 @@ def _program_section(st: BuildState, info: ProgramInfo) -> ProgramSection:
     )
 
 
-def assemble_manifest(st: BuildState, t_start: float) -> Manifest:
+def explain_file(st: BuildState) -> tuple[bytes, ExplainSection] | None:
+    """``explain.json`` and its manifest section, from what lowering and verify recorded (None when nothing was)."""
+    import hashlib
+    import json
+
+    rec = st.lowered.explain or {}
+    if not st.explain or not (rec or st.module_fidelity):
+        return None
+    doc = {
+        "schema_version": EXPLAIN_SCHEMA_VERSION,
+        "method": "forward",
+        "instructions": rec.get("instructions"),
+        "memory": rec.get("memory"),
+        "modules": st.module_fidelity,
+        "portable_reasons": st.lowered.delegation.get("portable_reasons", {}),
+    }
+    data = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    return data, ExplainSection(
+        file=EXPLAIN_NAME,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        modules=st.module_fidelity is not None,
+        instructions=bool(rec.get("instructions")),
+        memory=bool(rec.get("memory")),
+    )
+
+
+def assemble_manifest(st: BuildState, t_start: float, explain: tuple | None = None) -> Manifest:
     """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
     info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
     model = _model_section(st, info)
@@ -117,6 +146,8 @@ def assemble_manifest(st: BuildState, t_start: float) -> Manifest:
             "warnings": list(st.warnings),
             "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
             "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "reference": st.reference[1] if st.reference else None,
+            "explain": explain[1] if explain else None,
         }
     )
 
@@ -127,9 +158,14 @@ def write_package(st: BuildState, force: bool, t_start: float) -> BuildResult:
     Raises:
         BudgetError: the program exceeds the target's budget; nothing is written.
     """
-    manifest = assemble_manifest(st, t_start)
+    explain = explain_file(st)
+    manifest = assemble_manifest(st, t_start, explain)
     raise_for_budget(manifest.budget)
     with staged_output(st.out, force) as tmp:
         (tmp / PTE_NAME).write_bytes(st.lowered.pte)
+        if st.reference:
+            (tmp / manifest.reference.file).write_bytes(st.reference[0])
+        if explain:
+            (tmp / manifest.explain.file).write_bytes(explain[0])
         write_json(tmp / MANIFEST_NAME, manifest.to_dict())
     return BuildResult(Path(st.out), Path(st.out) / PTE_NAME, manifest, tuple(manifest.warnings))

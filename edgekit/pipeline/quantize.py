@@ -17,6 +17,7 @@ from .export import ExportResult
 class QuantizeResult:
     exported: ExportResult
     info: dict
+    simulated: Any = None  # PT2E's converted graph: the quantized model simulated in PyTorch (per-module fidelity)
 
 
 def quantizer_for(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> Any:
@@ -114,6 +115,7 @@ def quantize_program(
             program, exported.example_inputs, exported.dynamic_shapes, exported.strict, exported.fallback_reason
         ),
         info,
+        converted,
     )
 
 

@@ -54,3 +54,9 @@ class BuildState:
     dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
     records: Any = None  # where calibration records are kept (get/put: the build cache's), if anywhere
     warnings: list[str] = field(default_factory=list)
+    reference_samples: int = 4  # reference vectors to store (0: none)
+    reference_max_mb: float = 8.0
+    reference: Any = None  # (reference.npz bytes, ReferenceSection) once verify made them
+    explain: bool = True  # record what `edgekit explain` needs
+    simulated: Any = None  # PT2E's converted graph (static or dynamic int8), for per-module fidelity
+    module_fidelity: dict | None = None  # per-module SQNR rows and how they were measured

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import UsageError
+from ..errors import ReferenceMismatchError, UsageError
+from ..reference import ReferenceCheck, compare
 from ..runner import energy as energy_mod
 from ..runner.protocol import Engine, Loader, WorkerResult
 from ..runner.worker import Watch
@@ -46,6 +47,8 @@ class ProfileOptions:
     loader: Loader = Loader.MMAP
     batch: int | None = None
     save_outputs: str | None = None  # write the last run's outputs (raw bytes) here: compare engines and devices
+    check: bool = True  # run the package's reference vectors first and fail on wrong answers (--no-check: don't)
+    etdump_out: str | None = None  # with ops: keep the raw ETDump here (edgekit explain reads its events)
 
     def __post_init__(self) -> None:
         import math
@@ -128,6 +131,7 @@ def profile(
             subject, opts, inputs, Path(tmpdir), progress, engine, runner, dev
         )
     raw, watch = m.raw, m.watch
+    check = _reference_check(subject, opts, m, f"on device {dev.name}" if dev else "here")
     stats = summarize(raw.samples_ms)
     from ..machine import machine_facts
 
@@ -175,7 +179,30 @@ def profile(
         machine=m.device["facts"] if m.device else machine_facts(),
         noise=noise_floor(raw),
         device=m.device,
+        check=check,
     )
+
+
+def _reference_check(subject: Subject, opts: ProfileOptions, m: Any, where: str) -> ReferenceCheck:
+    """The reference vectors' outputs against the user's model.
+
+    Raises:
+        ReferenceMismatchError: an output is far less faithful than the program was when it was built.
+    """
+    if subject.kind != "program":
+        return ReferenceCheck(status="n/a", note="an eager model is its own reference")
+    if subject.reference is None:
+        return ReferenceCheck(status="absent", note=subject.reference_note)
+    if not opts.check:
+        return ReferenceCheck(status="skipped", note="--no-check: the answers were not checked")
+    check = compare(subject.reference, m.check_outputs or b"", where)
+    if check.status == "failed":
+        raise ReferenceMismatchError(
+            check.note,
+            "check the device and its runtime (a broken kernel, a wrong library; "
+            "under qemu use -cpu cortex-a76); --no-check measures anyway",
+        )
+    return check
 
 
 # ------------------------------------------------------------------------------------------------ steps

@@ -32,6 +32,7 @@ class Measured:
     ops: dict | None = None
     device: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    check_outputs: bytes | None = None  # the reference sets' outputs, raw (when the check ran)
 
 
 def measure_here(
@@ -39,12 +40,17 @@ def measure_here(
 ) -> Measured:
     blobs, source = _input_blobs(subject, opts, inputs)
     (tmp / "inputs.bin").write_bytes(b"".join(blobs))
+    check = _check_blob(subject, opts)
+    if check is not None:
+        (tmp / "check_in.bin").write_bytes(check)
     cmd, env = _command(engine, runner, subject, opts, tmp)
     rapl = energy_mod.rapl_domains()
     freq, batt_before = energy_mod.cpu_freq_mhz(), energy_mod.battery()
     watch = run_worker(cmd, timeout=opts.timeout, cpus=opts.cpus, progress=progress, rapl=rapl, env=env)
     battery = energy_mod.battery_change(batt_before, energy_mod.battery())
     _save_outputs(tmp / "outputs.bin", opts)
+    if opts.ops and opts.etdump_out and (tmp / "run.etdp").is_file():
+        shutil.copyfile(tmp / "run.etdp", opts.etdump_out)
     return Measured(
         read_result(tmp / "result.json"),
         watch,
@@ -53,6 +59,7 @@ def measure_here(
         freq,
         battery,
         _ops(tmp / "run.etdp") if opts.ops else None,
+        check_outputs=(tmp / "check_out.bin").read_bytes() if check is not None else None,
     )
 
 
@@ -76,6 +83,7 @@ def measure_on_device(
         dev,
         subject.pte,
         blobs,
+        _check_blob(subject, opts),
         _worker_args(subject, opts, Path("."), remote=True),
         timeout=opts.timeout,
         cpus=opts.cpus,
@@ -84,6 +92,7 @@ def measure_on_device(
     )
     info = dict(run.info)
     outputs = info.pop("outputs", None)
+    check_out = info.pop("check_outputs", None)
     _save_outputs(outputs, opts)
     info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
     info["power_model"] = dev.power is not None
@@ -100,7 +109,14 @@ def measure_on_device(
             f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
             f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
         )
-    return Measured(run.raw, run.watch, source, device=info, warnings=warnings)
+    return Measured(
+        run.raw,
+        run.watch,
+        source,
+        device=info,
+        warnings=warnings,
+        check_outputs=check_out.read_bytes() if check_out is not None else None,
+    )
 
 
 def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts: Any) -> Any:
@@ -116,6 +132,11 @@ def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts
             "drop --engine python / --ops",
         )
     return resolve_device(device, devices_file)
+
+
+def _check_blob(subject: Subject, opts: Any) -> bytes | None:
+    """The reference sets' input bytes, when the program is checked (a package with reference vectors, not --no-check)."""
+    return subject.reference.input_bytes() if subject.reference is not None and opts.check else None
 
 
 def _input_blobs(subject: Subject, opts: Any, inputs: Any) -> tuple[list[bytes], str]:
@@ -153,6 +174,17 @@ def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False
         args += ["--outputs", str(folder / "outputs.bin")]
     for s in subject.shapes:
         args += ["--shape", ",".join(map(str, s))]
+    if subject.reference is not None and opts.check:
+        args += [
+            "--check-inputs",
+            str(folder / "check_in.bin"),
+            "--check-outputs",
+            str(folder / "check_out.bin"),
+            "--check-count",
+            str(subject.reference.section.samples),
+        ]
+        for s in subject.reference.set_shapes():
+            args += ["--check-shape", ",".join(map(str, s))]
     return args
 
 

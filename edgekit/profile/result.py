@@ -7,6 +7,7 @@ from typing import Any
 
 from .._contract import Contract
 from ..errors import BudgetError
+from ..reference import ReferenceCheck
 from .stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -96,6 +97,7 @@ class ProfileResult(Contract):
     machine: dict[str, Any]
     noise: NoiseFloor | None = None
     device: dict[str, Any] | None = None  # with --device: the device, its facts before and after, bytes sent
+    check: ReferenceCheck | None = None  # the package's reference vectors, run first: passed, or why not checked
 
     @property
     def budget_failures(self) -> list[dict]:

@@ -24,6 +24,8 @@ class Subject:
     dtypes: list[str] = field(default_factory=list)
     eager_spec: str | None = None
     ranges: list = field(default_factory=list)  # a package's dynamic dimensions (manifest model.dynamic_dims)
+    reference: Any = None  # the package's reference vectors (edgekit.reference.ReferenceVectors), if it has them
+    reference_note: str = ""  # why there are none
 
 
 def resolve_program(path: str | Path, method: str = "forward") -> Subject:
@@ -58,14 +60,21 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
             target = None
         desc.update({"package": str(p), "model": manifest.model.spec, "target": manifest.target.get("name")})
         ranges = list(manifest.model.dynamic_dims)
+        if manifest.reference is not None:
+            from ..reference import load_reference
+
+            reference, note = load_reference(p, manifest.reference), ""
+        else:
+            reference, note = None, "a package from before reference vectors: its answers are not checked"
     else:
         if p.suffix == ".json" or p.name == "manifest.json":
             raise ProgramError(f"{p} is a manifest, not a program", f"pass the package folder {p.parent} instead")
         pte, data = p, None
+        reference, note = None, "a bare .pte has no reference vectors: profile its package folder to check its answers"
     info = inspect_program(pte, data)
     info.method(method)  # raises with the list of methods
     desc.update({"pte": str(pte), "sha256": info.sha256, "size_bytes": info.size_bytes, "method": method})
-    return Subject("program", desc, target, pte=pte, info=info, ranges=ranges)
+    return Subject("program", desc, target, pte=pte, info=info, ranges=ranges, reference=reference, reference_note=note)
 
 
 def eager_subject(spec: Any, input_specs: Any, batch: int | None) -> Subject:

@@ -3,7 +3,8 @@
 
 A worker is started with the options in :data:`WORKER_OPTIONS`. While it runs it writes lines to stderr:
 ``@phase NAME`` when it enters a :class:`Phase`, ``@progress DONE TOTAL`` during the timed runs, and
-``@error MESSAGE`` before exiting with code 1. At the end it writes one JSON object, a :class:`WorkerResult`, to
+``@error MESSAGE`` before exiting with code 1. Asked to (``--check-count``), it first runs the package's reference
+inputs once each and writes their outputs raw. At the end it writes one JSON object, a :class:`WorkerResult`, to
 the ``--result`` file (and, with ``--outputs``, the last run's output tensors as raw bytes). Raw samples only: statistics are computed by the parent, so every engine shares one
 definition. ``tests/test_profile_protocol.py`` checks that ``runner.cpp`` speaks exactly this.
 """
@@ -18,7 +19,7 @@ from .._contract import Contract
 from .._fs import read_json
 from ..errors import ContractError, ProfileError
 
-PROTOCOL_VERSION = 2  # 2: the reference workload (noise floor) before and after the timed runs
+PROTOCOL_VERSION = 3  # 2: the reference workload (noise floor); 3: the package's reference inputs checked first
 
 PHASE_PREFIX = "@phase "
 PROGRESS_PREFIX = "@progress "
@@ -41,6 +42,10 @@ WORKER_OPTIONS = (
     "--runs",
     "--min-seconds",
     "--max-seconds",
+    "--check-inputs",  # the reference check: COUNT sets of inputs (raw, at --check-shape), run once each before the
+    "--check-shape",  # first run, their outputs written raw to --check-outputs
+    "--check-count",
+    "--check-outputs",
 )
 
 
@@ -49,6 +54,7 @@ class Phase(str, enum.Enum):
 
     START = "start"  # not announced: the parent's state before the first line
     LOAD = "load"
+    CHECK = "check"  # the package's reference inputs, once each (only when asked)
     FIRST_RUN = "first_run"
     WARMUP = "warmup"
     TIMED = "timed"
@@ -107,6 +113,7 @@ class WorkerResult(Contract):
     cpu_load: CpuUsage
     cpu_timed: CpuUsage
     etdump: str  # "not requested" | "written" | "empty"
+    check_runs: int = 0  # reference input sets run (their outputs are in the --check-outputs file)
 
 
 def read_result(path: str | Path) -> WorkerResult:

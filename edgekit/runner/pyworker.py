@@ -78,6 +78,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--warmup-seconds": float,
         "--min-seconds": float,
         "--max-seconds": float,
+        "--check-count": int,
     }
     defaults = {
         "--method": "forward",
@@ -89,9 +90,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--runs": 100,
         "--min-seconds": 0.0,
         "--max-seconds": 1e9,
+        "--check-count": 0,
     }
     for opt in WORKER_OPTIONS:  # the protocol's options, as the native runner takes them
-        if opt == "--shape":
+        if opt in ("--shape", "--check-shape"):
             p.add_argument(opt, action="append", default=[])
         else:
             p.add_argument(opt, type=types.get(opt, str), default=defaults.get(opt), required=opt == "--result")
@@ -142,12 +144,16 @@ def _load(a: argparse.Namespace, engine: str, runtime: Any) -> Callable[[list], 
 
 def _inputs(a: argparse.Namespace) -> list[Any]:
     """The tensors from the parent's raw bytes (one ``--shape`` and ``--dtype`` per input)."""
+    return _tensors(open(a.inputs, "rb").read() if a.inputs else None, a.shape, a.dtype, 0)[0]
+
+
+def _tensors(raw: bytes | None, shapes: list[str], dtypes: list[str], offset: int) -> tuple[list[Any], int]:
+    """One set of input tensors from ``raw`` at ``offset`` (zeros without ``raw``), and the offset after it."""
     import numpy as np
     import torch
 
-    raw = open(a.inputs, "rb").read() if a.inputs else None
-    inputs, offset = [], 0
-    for shape_txt, dt in zip(a.shape, a.dtype):
+    inputs = []
+    for shape_txt, dt in zip(shapes, dtypes):
         shape = tuple(int(d) for d in shape_txt.split(","))
         np_dtype = np.dtype("uint16" if dt == "bfloat16" else dt)
         count = int(np.prod(shape))
@@ -160,7 +166,32 @@ def _inputs(a: argparse.Namespace) -> list[Any]:
         offset += count * np_dtype.itemsize
         tensor = torch.from_numpy(arr)
         inputs.append((tensor.view(torch.bfloat16) if dt == "bfloat16" else tensor).contiguous())
-    return inputs
+    return inputs, offset
+
+
+def _write_outputs(outputs: Any, f: Any) -> None:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    for out in tree_leaves(outputs):
+        f.write(out.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _check(a: argparse.Namespace, run: Callable[[list], Any]) -> int:
+    """The reference check: each stored input set once, its outputs written raw (before anything is timed)."""
+    if a.check_count <= 0:
+        return 0
+    _phase(Phase.CHECK)
+    raw = open(a.check_inputs, "rb").read()
+    offset = 0
+    with open(a.check_outputs, "wb") as f:
+        for _ in range(a.check_count):
+            xs, offset = _tensors(raw, a.check_shape, a.dtype, offset)
+            try:
+                _write_outputs(run(xs), f)
+            except Exception as exc:
+                _fail(f"execute() failed during the reference check: {first_line(exc)}")
+    return a.check_count
 
 
 def _timed(a: argparse.Namespace, execute: Callable[[str], Any]) -> tuple[list[float], float]:
@@ -207,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_after_load = _status_bytes("VmRSS")
     u_loaded = _usage()
+    check_runs = _check(a, run)
     inputs = _inputs(a)
     reference_before = _reference_ms()
 
@@ -233,11 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     u1 = _usage()
     hwm = _status_bytes("VmHWM")
     if a.outputs:
-        from torch.utils._pytree import tree_leaves
-
         with open(a.outputs, "wb") as f:
-            for out in tree_leaves(execute("the outputs run")):
-                f.write(out.contiguous().numpy().tobytes())
+            _write_outputs(execute("the outputs run"), f)
     reference_after = _reference_ms()
     result = WorkerResult(
         protocol=PROTOCOL_VERSION,
@@ -259,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu_load=_delta(u_start, u_loaded),
         cpu_timed=_delta(u0, u1),
         etdump="not requested",
+        check_runs=check_runs,
     )
     with open(a.result, "w") as f:
         json.dump(result.to_dict(), f)

@@ -2,10 +2,12 @@
 //
 // It loads an ExecuTorch program with the runtime that the executorch wheel ships, feeds it inputs the
 // parent prepared (raw bytes), runs it through the phases users know from TFLite's benchmark_model
-// (load, first run, warm-up, timed runs) and writes raw samples and counters as JSON to --result.
+// (load, first run, warm-up, timed runs) and writes raw samples and counters as JSON to --result. Before the first
+// run it can run the package's reference inputs (--check-inputs) and write their outputs (--check-outputs), so the
+// parent can tell a device that computes the wrong answer from one that is merely slow.
 // Statistics are computed by the parent from the raw samples, so both engines share one definition.
 //
-// Protocol (edgekit/profile/protocol.py, version kProtocolVersion): progress lines on stderr ("@phase NAME",
+// Protocol (edgekit/runner/protocol.py, version kProtocolVersion): progress lines on stderr ("@phase NAME",
 // "@progress DONE TOTAL"); errors as "@error MESSAGE" and exit code 1; the result file is a WorkerResult.
 // A crash (signal) is detected by the parent.
 
@@ -59,7 +61,7 @@ using executorch::runtime::Span;
 
 namespace {
 
-constexpr int kProtocolVersion = 2;  // edgekit/profile/protocol.py PROTOCOL_VERSION
+constexpr int kProtocolVersion = 3;  // edgekit/runner/protocol.py PROTOCOL_VERSION
 
 using Clock = std::chrono::steady_clock;
 
@@ -175,8 +177,9 @@ std::string escape(const std::string& s) {
 
 struct Args {
   std::string model, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
-  std::vector<std::vector<int32_t>> shapes;
-  int threads = 1, warmup = 20, runs = 100, etdump_runs = 20;
+  std::string check_inputs, check_outputs;
+  std::vector<std::vector<int32_t>> shapes, check_shapes;
+  int threads = 1, warmup = 20, runs = 100, etdump_runs = 20, check_count = 0;
   double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
 };
 
@@ -211,6 +214,10 @@ Args parse(int argc, char** argv) {
     else if (k == "--runs") a.runs = std::atoi(v.c_str());
     else if (k == "--min-seconds") a.min_seconds = std::atof(v.c_str());
     else if (k == "--max-seconds") a.max_seconds = std::atof(v.c_str());
+    else if (k == "--check-inputs") a.check_inputs = v;
+    else if (k == "--check-shape") a.check_shapes.push_back(parse_shape(v));
+    else if (k == "--check-count") a.check_count = std::atoi(v.c_str());
+    else if (k == "--check-outputs") a.check_outputs = v;
     else fail("unknown option " + k);
   }
   if (a.model.empty() || a.result.empty()) fail("--model and --result are required");
@@ -271,25 +278,23 @@ void set_inputs(Method& method, Inputs& in) {
   }
 }
 
-std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
+// One set of inputs: from ``f`` when it is open (raw bytes, one tensor after another), else zeros; shapes from
+// ``shapes`` where given, else the method's own (a dynamic dimension's upper bound).
+std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const std::vector<std::vector<int32_t>>& shapes,
+                                    std::ifstream& f, const std::string& what) {
   auto in = std::make_unique<Inputs>();
-  std::ifstream f;
-  if (!a.inputs.empty()) {
-    f.open(a.inputs, std::ios::binary);
-    if (!f) fail("cannot open inputs file " + a.inputs);
-  }
   for (size_t i = 0; i < meta.num_inputs(); ++i) {
     auto tm = meta.input_tensor_meta(i);
     if (!tm.ok()) fail("input " + std::to_string(i) + " is not a tensor; only tensor inputs are supported");
     std::vector<int32_t> sizes(tm->sizes().begin(), tm->sizes().end());
-    if (i < a.shapes.size() && !a.shapes[i].empty()) sizes = a.shapes[i];
+    if (i < shapes.size() && !shapes[i].empty()) sizes = shapes[i];
     size_t numel = 1;
     for (auto s : sizes) numel *= static_cast<size_t>(s);
     size_t elem = executorch::runtime::elementSize(tm->scalar_type());
     std::vector<uint8_t> buf(numel * elem);
     if (f.is_open()) {
       f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
-      if (static_cast<size_t>(f.gcount()) != buf.size()) fail("inputs file is shorter than the inputs need");
+      if (static_cast<size_t>(f.gcount()) != buf.size()) fail(what + " file is shorter than the inputs need");
     }
     std::vector<uint8_t> order(sizes.size());
     for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<uint8_t>(d);
@@ -312,6 +317,24 @@ std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
         executorch::aten::TensorShapeDynamism::STATIC));
   }
   return in;
+}
+
+std::unique_ptr<Inputs> read_inputs(const MethodMeta& meta, const Args& a) {
+  std::ifstream f;
+  if (!a.inputs.empty()) {
+    f.open(a.inputs, std::ios::binary);
+    if (!f) fail("cannot open inputs file " + a.inputs);
+  }
+  return read_inputs(meta, a.shapes, f, "inputs");
+}
+
+void write_outputs(Method& m, std::ofstream& f) {
+  for (size_t i = 0; i < m.outputs_size(); ++i) {
+    const EValue& v = m.get_output(i);
+    if (!v.isTensor()) continue;
+    const Tensor t = v.toTensor();
+    f.write(static_cast<const char*>(t.const_data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+  }
 }
 
 // The noise floor: a fixed scalar + SIMD-friendly loop (multiply-adds over a 4 KiB array, ~2 ms on a server
@@ -386,6 +409,21 @@ int main(int argc, char** argv) {
   Usage u_loaded = usage_now();
 
   auto meta = program->method_meta(a.method.c_str());
+  // The reference check: each stored input set once, its outputs written raw, before anything is timed.
+  int check_runs = 0;
+  if (a.check_count > 0) {
+    std::fprintf(stderr, "@phase check\n");
+    std::ifstream cin(a.check_inputs, std::ios::binary);
+    if (!cin) fail("cannot open reference inputs file " + a.check_inputs);
+    std::ofstream cout(a.check_outputs, std::ios::binary);
+    for (int k = 0; k < a.check_count; ++k) {
+      auto set = read_inputs(meta.get(), a.check_shapes, cin, "reference inputs");
+      run_once(*loaded->method, *set, "the reference check");
+      write_outputs(*loaded->method, cout);
+      ++check_runs;
+    }
+    if (!cout) fail("cannot write reference outputs file " + a.check_outputs);
+  }
   auto inputs = read_inputs(meta.get(), a);
   double reference_before_ms = reference_ms();
   std::fprintf(stderr, "@phase first_run\n");
@@ -429,13 +467,7 @@ int main(int argc, char** argv) {
   // The outputs of the last timed run, raw, one tensor after another (to compare engines and devices).
   if (!a.outputs.empty()) {
     std::ofstream f(a.outputs, std::ios::binary);
-    Method& m = *loaded->method;
-    for (size_t i = 0; i < m.outputs_size(); ++i) {
-      const EValue& v = m.get_output(i);
-      if (!v.isTensor()) continue;
-      const Tensor t = v.toTensor();
-      f.write(static_cast<const char*>(t.const_data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-    }
+    write_outputs(*loaded->method, f);
     if (!f) fail("cannot write outputs file " + a.outputs);
   }
 
@@ -468,7 +500,7 @@ int main(int argc, char** argv) {
     << ",\"rss_baseline_bytes\":" << rss_baseline << ",\"rss_after_load_bytes\":" << rss_after_load
     << ",\"hwm_bytes\":" << hwm_end
     << ",\"cpu_load\":" << usage_json(u_start, u_loaded) << ",\"cpu_timed\":" << usage_json(u_timed0, u_timed1)
-    << ",\"etdump\":" << etdump_status << "}";
+    << ",\"etdump\":" << etdump_status << ",\"check_runs\":" << check_runs << "}";
   std::ofstream out(a.result);
   out << o.str() << "\n";
   out.close();

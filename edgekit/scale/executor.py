@@ -42,6 +42,13 @@ class Executor:
         A job whose worker died is run once more on another worker: Dask reschedules it itself; a local pool that
         lost a process is replaced and the jobs it was running are submitted again, once.
         """
+        if self._pool is None and self._client is None:  # inline: here, one job at a time
+            for job in jobs:
+                try:
+                    yield job, fn(job), None
+                except Exception as exc:  # the job's own error; the others still run
+                    yield job, None, exc
+            return
         if self._client is not None:
             from distributed import as_completed
 
@@ -94,6 +101,8 @@ class Executor:
         if self._client is not None:
             self._client.cancel(list(self._futures))
             return
+        if self._pool is None:  # inline: the interrupted job stops with this process's own KeyboardInterrupt
+            return
         for proc in list(getattr(self._pool, "_processes", {}).values()):  # the pool has no public way to stop a task
             proc.terminate()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -141,7 +150,9 @@ def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
 
 
 def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
-    """``local``, ``local:N`` or ``dask://host:port`` (default: ``$EDGEKIT_EXECUTOR``, else ``local``).
+    """``local``, ``local:N``, ``inline``, ``dask://host:port`` or ``tls://host:port`` (default: ``$EDGEKIT_EXECUTOR``,
+    else ``local``). ``inline`` builds in this process, one at a time: no worker start-up (a few seconds each, worth it
+    for small models), and no isolation (a build that crashes takes the caller with it).
 
     Raises:
         UsageError: a malformed spec.
@@ -163,10 +174,12 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
             return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
         return Executor(spec, n, f"local process pool of {n} ({why})", _pool=new_pool(), _new_pool=new_pool)
+    if spec == "inline":
+        return Executor(spec, 1, "this process (inline, one build at a time)")
     if spec.startswith(("dask://", "tls://")):
         return _dask_executor(spec)
     raise UsageError(
-        f"--executor {spec!r} is not local, local:N, dask://HOST:PORT or tls://HOST:PORT",
+        f"--executor {spec!r} is not local, local:N, inline, dask://HOST:PORT or tls://HOST:PORT",
         "e.g. --executor dask://10.0.0.5:8786",
     )
 

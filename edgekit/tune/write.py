@@ -26,7 +26,9 @@ def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, o
     manifest = chosen.manifest.replace(tune=section)
     meta = f"{len(section.candidates)} candidates; " + "; ".join(s.notes)
     with staged_output(out, force) as tmp:
-        shutil.copyfile(chosen.folder / chosen.manifest.program.file, tmp / chosen.manifest.program.file)
+        for name in chosen.manifest.files():
+            if name != MANIFEST_NAME:
+                shutil.copyfile(chosen.folder / name, tmp / name)
         write_json(tmp / MANIFEST_NAME, manifest.to_dict())
         (tmp / "tune.html").write_text(html_page(s.model.spec, section, meta), encoding="utf-8")
     return TuneResult(Path(out), manifest, tuple(s.notes))

@@ -1,0 +1,10 @@
+"""``edgekit explain``: a program's time, fidelity and memory plan in the user's own module names.
+
+:func:`explain` profiles a package once with an ETDump and joins it with what the build recorded in
+``explain.json`` (:mod:`edgekit.pipeline.explain`); :func:`html_page` draws the result.
+"""
+
+from .html import html_page
+from .report import SORTS, Explanation, ModuleRow, explain, sort_rows
+
+__all__ = ["SORTS", "Explanation", "ModuleRow", "explain", "html_page", "sort_rows"]
