@@ -167,11 +167,11 @@ def test_existing_output_needs_force_and_only_a_package_is_ever_replaced(tmp_pat
     assert _leftovers(out) == ["keep.txt"]
     (out / "keep.txt").unlink()  # an empty folder is fine
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out)
-    assert _leftovers(out) == ["manifest.json", "model.pte"]
+    assert _leftovers(out) == ["explain.json", "manifest.json", "model.pte", "reference.npz"]
     with pytest.raises(OutputExistsError, match="already exists"):
         edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out)
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=out, force=True)  # a package is, with --force
-    assert _leftovers(out) == ["manifest.json", "model.pte"]
+    assert _leftovers(out) == ["explain.json", "manifest.json", "model.pte", "reference.npz"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 
 

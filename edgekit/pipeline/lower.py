@@ -296,7 +296,7 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False,
         }
         et = edge.to_executorch()
         pte = bytes(et.buffer)
-        recorded, error = _explain(et, pte) if explain else (None, None)
+        recorded, error = _record_explain(et, pte) if explain else (None, None)
     except Exception as exc:
         first = first_line(exc)
         raise LowerError(
@@ -312,7 +312,7 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False,
     )
 
 
-def _explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
+def _record_explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
     """The instructions in module names and the memory plan; a failure here costs the explanation, not the build."""
     from .explain import instructions, memory_plan
 
