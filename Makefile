@@ -2,15 +2,22 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.edgekit-installed
+# torch by exact version and from a CPU build, never a multi-GB CUDA one: this machine's wheel folder when there is
+# one, else PyTorch's CPU index
+TORCH_WHEELS := $(wildcard /opt/wheels)
+TORCH_SOURCE := $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
 .PHONY: demo test install clean system-packages
 
-$(STAMP): pyproject.toml
+# uv installs the stack in seconds where pip takes a minute and a half (it unpacks in parallel and compiles no
+# bytecode up front); pip only installs uv itself.
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first and by exact version, so pip takes the CPU build and never a multi-GB CUDA one.
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install -q --python $(PY) $(TORCH_SOURCE) torch==2.13.0
+	$(UV) pip install -q --python $(PY) $(TORCH_SOURCE) torch==2.13.0 -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,8 +40,10 @@ system-packages:
 	  fi; \
 	fi
 
-# Two test processes (one per core here), each file kept on one process so its module fixtures build once.
-test: $(STAMP) system-packages
+# The venv and the system packages install side by side; then lint (ruff) and two test processes (one per core
+# here), each file kept on one process so its module fixtures build once.
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) system-packages
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -60,36 +60,41 @@ def test_mixed_precision_keeps_the_fragile_layers_in_fp32_and_meets_a_budget_pla
     assert edgekit.profile(tmp_path / "best", runs=3, warmup=1, warmup_seconds=0.0).latency_ms.count == 3
 
 
-def test_an_interrupted_tune_resumes_from_the_cache(data, tmp_path):
+def test_an_interrupted_tune_resumes_from_the_cache(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 32)).astype(np.float32))
+    precisions = (QuantScheme.NONE, QuantScheme.INT8_STATIC_PER_CHANNEL, QuantScheme.INT8_STATIC_PER_TENSOR)
     seen = []
 
     def interrupt(what, done, total):
         seen.append(what)
         if sum(w.startswith("built") for w in seen) == 2:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # Ctrl-C while a process pool builds: its builds are cancelled
 
     with pytest.raises(KeyboardInterrupt):
         tune(
-            "toy_models:fragile",
-            calibration=data / "calib.npz",
+            "toy_models:mlp",
+            calibration=tmp_path / "calib.npz",
             out=tmp_path / "o",
-            options=_opts(tmp_path / "cache", prune_ratios=()),
             progress=interrupt,
+            options=_opts(tmp_path / "cache", executor="local:2", prune_ratios=(), precisions=precisions),
         )
     assert not (tmp_path / "o").exists()
     r = CliRunner().invoke(
         cli,
         [
             "tune",
-            "toy_models:fragile",
+            "toy_models:mlp",
             "-c",
-            str(data / "calib.npz"),
+            str(tmp_path / "calib.npz"),
             "--runs",
             "20",
+            "--precisions",
+            "fp32,int8-static-per-channel,int8-static-per-tensor",
             "--cache",
             str(tmp_path / "cache"),
             "--executor",
-            "local:2",
+            "inline",
             "--prune-ratios",
             "none",
             "-o",
