@@ -277,7 +277,7 @@ def mini(tmp_path_factory):
     )
     store, cache = d / "store", d / "cache"
     for extra in (["--save-as", "main"], []):
-        r = _cli("bench", "run", d / "suite.toml", "--store", store, "--cache", cache, *extra)
+        r = _cli("bench", "run", d / "suite.toml", "--store", store, "--cache", cache, "--executor", "inline", *extra)
         assert r.exit_code == 0, r.stderr
     return {"dir": d, "suite": d / "suite.toml", "store": store, "cache": cache}
 

@@ -244,6 +244,8 @@ def test_bench_run_on_two_devices_stores_a_run_per_device(fleet, tmp_path):
         tmp_path / "st",
         "--cache",
         tmp_path / "cache",
+        "--executor",
+        "inline",
     ]
     r = _cli(*args, "--device", "loop,loop2", "--save-as", "main")
     assert r.exit_code == 0, r.output

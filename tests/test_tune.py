@@ -77,7 +77,7 @@ def test_an_interrupted_tune_resumes_from_the_cache(tmp_path):
             calibration=tmp_path / "calib.npz",
             out=tmp_path / "o",
             progress=interrupt,
-            options=_opts(tmp_path / "cache", executor="local:2", prune_ratios=(), precisions=precisions),
+            options=_opts(tmp_path / "cache", executor="local:1", prune_ratios=(), precisions=precisions),
         )
     assert not (tmp_path / "o").exists()
     r = CliRunner().invoke(
