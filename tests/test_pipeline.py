@@ -415,3 +415,14 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
         gc.unfreeze()
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "b", verify_samples=2)
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
+
+
+def test_the_quantizers_traced_patterns_are_shared_and_the_program_is_byte_for_byte_the_same(tmp_path, monkeypatch):
+    import contextlib
+
+    from edgekit.pipeline import quantize
+
+    cached = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / "a", inputs=X8, verify_samples=2)
+    monkeypatch.setattr(quantize, "_cached_patterns", contextlib.nullcontext)  # XNNPACKQuantizer traces them itself
+    traced = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / "b", inputs=X8, verify_samples=2)
+    assert cached.manifest.program.sha256 == traced.manifest.program.sha256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,50 @@ def to_fp16(model: Any) -> Any:
     return LoadedModel(model.spec, module, model.example_inputs, tokenizer=model.tokenizer, task=model.task)
 
 
+_PATTERNS: dict = {}  # one process's traced quantizer patterns (see _cached_patterns)
+
+
+def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict) -> Any:
+    """What a quantizer pattern's traced graph depends on: the pattern function's code and the values it closes over
+    (the conv function, whether there is a ReLU and whether it is in place), the example inputs' shapes and dtypes.
+    None when it depends on anything else (then it is traced as usual)."""
+    fn = getattr(pattern, "fn", pattern)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    cells = tuple(c.cell_contents for c in (fn.__closure__ or ()))
+    if not all(callable(c) or isinstance(c, (bool, int, float, str, type(None))) for c in cells):
+        return None
+    shapes = tuple((tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else repr(t) for t in example_inputs)
+    return (code, cells, shapes, is_cuda, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+
+
+@contextlib.contextmanager
+def _cached_patterns():
+    """XNNPACKQuantizer's annotation traces its conv + BatchNorm (+ ReLU) patterns with a strict torch.export each time
+    it runs: twelve exports, about 3 s of every PT2E prepare, the same graphs every time. They are traced once per
+    process here (each caller gets its own copy; the matcher only reads it)."""
+    import copy
+
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
+
+    original = utils._get_aten_graph_module_for_pattern
+
+    def cached(pattern: Any, example_inputs: tuple, is_cuda: bool = False, **kwargs: Any) -> Any:
+        key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
+        if key is None:
+            return original(pattern, example_inputs, is_cuda, **kwargs)
+        if key not in _PATTERNS:
+            _PATTERNS[key] = original(pattern, example_inputs, is_cuda, **kwargs)
+        return copy.deepcopy(_PATTERNS[key])
+
+    utils._get_aten_graph_module_for_pattern = cached
+    try:
+        yield
+    finally:
+        utils._get_aten_graph_module_for_pattern = original
+
+
 def prepare_calibrated(
     exported: ExportResult,
     scheme: QuantScheme,
@@ -179,7 +224,8 @@ def prepare_calibrated(
     batch = calibration_batch_size(exported)
     check_layers(exported.program, fp32_layers)
     try:
-        prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
+        with _cached_patterns():
+            prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
     except Exception as exc:
         raise QuantizeError(
             f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline"
