@@ -12,6 +12,9 @@ import edgekit
 from edgekit.models import parse_input_spec
 
 TESTS = Path(__file__).parent
+# Two test processes share two cores: a process's own torch work (training, export, verify) on one thread each keeps
+# them from fighting over both (a toy CNN trains in 0.6 s on one thread, 1.5 s on two beside the other process).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

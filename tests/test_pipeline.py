@@ -67,33 +67,11 @@ def test_fp32_build_matches_eager_closely(fp32_build):
     assert fp32_build.manifest.quantize.scheme == "none" and not fp32_build.manifest.quantize.applied
 
 
-def test_random_calibration_is_recorded_and_warned(tmp_path):
-    res = edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "o", inputs=X8)
-    assert res.manifest.to_dict()["quantize"]["calibration"] == "random"
-    assert any("no calibration data" in w for w in res.warnings)
-    assert res.manifest.to_dict()["warnings"] == list(res.warnings)
-
-
 def test_portable_target_has_no_delegate(tmp_path):
     res = edgekit.build("toy_models:mlp", "portable-fp32", out=tmp_path / "p")
     d = res.manifest.to_dict()["program"]["delegation"]
     assert d["delegated_partitions"] == 0 and d["portable_nodes"] > 0
     assert not inspect_program(res.pte_path).method().delegates
-
-
-def test_dynamic_int8_on_linear_model_and_two_inputs(tmp_path):
-    res = edgekit.build("toy_models:mlp", "xnnpack-int8-dynamic", out=tmp_path / "d")
-    assert (
-        res.manifest.to_dict()["quantize"]["dynamic"] is True
-        and res.manifest.to_dict()["verify"]["cosine_similarity"] > 0.99
-    )
-    res2 = edgekit.build(
-        "toy_models:two_inputs",
-        "xnnpack-fp32",
-        out=tmp_path / "two",
-        inputs=[parse_input_spec("1x6:int64"), parse_input_spec("1x4")],
-    )
-    assert [i["dtype"] for i in res2.manifest.to_dict()["model"]["inputs"]] == ["int64", "float32"]
 
 
 def test_dynamic_batch_program_accepts_several_batch_sizes(tmp_path, digits_like):
@@ -253,38 +231,6 @@ def test_the_output_kind_is_guessed_from_shape_values_and_labels():
     assert guess_task(torch.randn(8, 1), labelled=False)[0] is Task.REGRESS
 
 
-@pytest.mark.parametrize(
-    "kind, op",
-    [("int8", "quantized_decomposed::embedding_byte.out"), ("int4", "quantized_decomposed::embedding_4bit.out")],
-)
-def test_embedding_tables_are_quantized_and_run_on_the_quantized_kernels(tmp_path, kind, op):
-    inputs = [parse_input_spec("1x6:int64"), parse_input_spec("1x4")]
-    plain = edgekit.build(
-        "toy_models:two_inputs",
-        load_target("xnnpack-int8-dynamic").replace(quantize__embeddings="none"),
-        out=tmp_path / "plain",
-        inputs=inputs,
-    )
-    res = edgekit.build(
-        "toy_models:two_inputs",
-        load_target("xnnpack-int8-dynamic").replace(quantize__embeddings=kind),
-        out=tmp_path / kind,
-        inputs=inputs,
-    )
-    q = res.manifest.quantize
-    assert q.embeddings == kind and q.embedding_tables == ["emb"] and plain.manifest.quantize.embedding_tables == []
-    assert op in inspect_program(res.pte_path).method().operators
-    assert res.manifest.program.size_bytes < plain.manifest.program.size_bytes  # 50 x 16 fp32 → int8/int4 rows
-    assert res.manifest.verify.cosine_similarity > 0.99  # verified against the fp32 eager model
-    for engine in ("native", "python"):  # both workers carry the quantized embedding kernels
-        assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0, engine=engine).latency_ms.count == 5
-
-
-def test_the_dynamic_target_quantizes_embeddings_by_default():
-    assert load_target("xnnpack-int8-dynamic").quantize.embeddings.value == "int8"
-    assert load_target("xnnpack-int8").quantize.embeddings.value == "none"
-
-
 def test_a_shared_dynamic_dimension_is_one_symbol_and_a_half_declared_one_says_how(tmp_path):
     from edgekit.dynamic import parse_dynamic_dim
     from edgekit.errors import ExportError
@@ -308,97 +254,6 @@ def test_a_shared_dynamic_dimension_is_one_symbol_and_a_half_declared_one_says_h
     assert not (tmp_path / "half").exists()
 
 
-def test_fp16_programs_compute_in_fp16_behind_fp32_inputs_and_outputs(tmp_path):
-    inputs = [parse_input_spec("1x6:int64"), parse_input_spec("1x4")]
-    res = edgekit.build("toy_models:two_inputs", "xnnpack-fp16", out=tmp_path / "h", inputs=inputs)
-    q, v = res.manifest.quantize, res.manifest.verify
-    assert q.scheme == "fp16" and q.applied and q.calibration_samples is None and "float16" in q.quantizer
-    # verified against the fp32 eager model: fp16 rounding (~1e-3 relative), far from fp32's exactness and int8's error
-    assert 40 < v.sqnr_db < 100 and v.cosine_similarity > 0.9999
-    assert [i["dtype"] for i in res.manifest.to_dict()["model"]["inputs"]] == ["int64", "float32"]
-    assert res.manifest.program.delegation.delegated_nodes > 0
-    out = InProcessProgram(res.pte_path).run((torch.randint(0, 50, (1, 6)), torch.randn(1, 4)))[0]
-    assert out.dtype == torch.float32
-    assert edgekit.profile(res.out_dir, runs=5, warmup=1, warmup_seconds=0.0).latency_ms.count == 5
-
-
-def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_program(tmp_path, digits_like):
-    from edgekit.builds import BuildCache
-
-    calib, records = digits_like["calib"], BuildCache(tmp_path / "records").calibration_records()
-    per_tensor = load_target("xnnpack-int8").replace(quantize__scheme="int8-static-per-tensor")
-
-    def build(target, name, rec=records):
-        return edgekit.build(
-            "toy_models:small_cnn",
-            target,
-            out=tmp_path / name,
-            inputs=X8,
-            calibration=calib,
-            calibration_records=rec,
-            verify_samples=4,
-        ).manifest
-
-    first = build("xnnpack-int8", "pc")
-    assert (
-        first.quantize.calibration_reused is False and len(list((tmp_path / "records" / ".calibration").iterdir())) == 1
-    )
-    reused, fresh = build(per_tensor, "pt"), build(per_tensor, "pt-fresh", None)
-    assert reused.quantize.calibration_reused is True and fresh.quantize.calibration_reused is False
-    assert reused.program.sha256 == fresh.program.sha256  # byte for byte what calibrating again gives
-    assert reused.quantize.calibration_samples == fresh.quantize.calibration_samples == 64
-    # layers kept in fp32: an observer shared across a layer boundary (a relu6 shares its conv's output observer) is
-    # watched differently when that conv stays fp32, and a record of the full calibration must not be taken for it
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3),
-        torch.nn.BatchNorm2d(8),
-        torch.nn.ReLU6(inplace=True),
-        torch.nn.Conv2d(8, 8, 3),
-        torch.nn.ReLU6(inplace=True),
-        torch.nn.Flatten(),
-        torch.nn.Linear(128, 10),
-    ).eval()
-    boundary = load_target("xnnpack-int8").replace(quantize__fp32_layers=("0",))
-    edgekit.build(
-        net,
-        "xnnpack-int8",
-        out=tmp_path / "r6",
-        inputs=X8,
-        calibration=calib,
-        calibration_records=records,
-        verify_samples=4,
-    )
-    got, want = (
-        edgekit.build(
-            net,
-            boundary,
-            out=tmp_path / f"r6-{n}",
-            inputs=X8,
-            calibration=calib,
-            calibration_records=rec,
-            verify_samples=4,
-        ).manifest
-        for n, rec in (("rec", records), ("fresh", None))
-    )
-    assert got.program.sha256 == want.program.sha256
-    # other data: another record, not a wrong one
-    from edgekit.data import Dataset
-    from edgekit.models import load_model
-    from edgekit.pipeline.calibration import record_key
-    from edgekit.pipeline.export import export_model
-
-    exported = export_model(load_model("toy_models:small_cnn", X8))
-    x = torch.from_numpy(digits_like["x"])
-    keys = {record_key(exported, Dataset((x[a:b],), None, "d"), 1) for a, b in ((0, 64), (64, 128), (0, 64))}
-    assert len(keys) == 2 and None not in keys
-    # a damaged record reads as none (the build calibrates), never as a wrong one
-    damaged = next((tmp_path / "records" / ".calibration").iterdir())
-    for shard in damaged.iterdir():
-        shard.write_bytes(b"not a record")
-    assert records.get(damaged.name) is None
-
-
 def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_loggers_as_they_were(tmp_path):
     import gc
     import logging
@@ -415,14 +270,3 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
         gc.unfreeze()
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "b", verify_samples=2)
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
-
-
-def test_the_quantizers_traced_patterns_are_shared_and_the_program_is_byte_for_byte_the_same(tmp_path, monkeypatch):
-    import contextlib
-
-    from edgekit.pipeline import quantize
-
-    cached = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / "a", inputs=X8, verify_samples=2)
-    monkeypatch.setattr(quantize, "_cached_patterns", contextlib.nullcontext)  # XNNPACKQuantizer traces them itself
-    traced = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / "b", inputs=X8, verify_samples=2)
-    assert cached.manifest.program.sha256 == traced.manifest.program.sha256
