@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgekit-installed
 TORCH_WHEELS := $(wildcard /opt/wheels)
 TORCH_SOURCE := $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test install clean system-packages
+.PHONY: demo test install clean system-packages system-packages-background
 
 # uv installs the stack in seconds where pip takes a minute and a half (it unpacks in parallel and compiles no
 # bytecode up front); pip only installs uv itself.
@@ -25,25 +25,37 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgekit demo --out build/demo --force
 
-# The device tests need a private sshd, the aarch64 cross compiler and qemu-user: installed here when root.
+# The device tests need a private sshd, the aarch64 cross compiler and qemu-user: installed here when root. `make test`
+# installs them in the background while the venv is made and the other tests run (.system-packages.pid says so until
+# it ends; the device tests wait for it): a fresh machine's apt-get costs no wall time.
 SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/aarch64-linux-gnu-g++ /usr/bin/qemu-aarch64
 SYSTEM_PACKAGES := openssh-server openssh-client g++-aarch64-linux-gnu qemu-user
+APT := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES)
 
 system-packages:
 	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing (apt-get: $(SYSTEM_PACKAGES))"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	    echo "installing$$missing (apt-get: $(SYSTEM_PACKAGES))"; $(APT) >/dev/null; \
 	  else \
 	    echo "missing$$missing: run as root, or: sudo apt-get install -y $(SYSTEM_PACKAGES) (the device tests fail without them)"; \
 	  fi; \
 	fi
 
-# The venv and the system packages install side by side; then lint (ruff) and two test processes (one per core
-# here), each file kept on one process so its module fixtures build once.
+system-packages-background:
+	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing in the background (apt-get: $(SYSTEM_PACKAGES); log in .system-packages.log)"; \
+	  ( $(APT) ; rm -f .system-packages.pid ) > .system-packages.log 2>&1 & echo $$! > .system-packages.pid; \
+	elif [ -n "$$missing" ]; then \
+	  echo "missing$$missing: run as root, or: sudo apt-get install -y $(SYSTEM_PACKAGES) (the device tests fail without them)"; \
+	fi
+
+# Lint (ruff), then two test processes (one per core here), each file kept on one process so its module fixtures
+# build once.
 test:
-	@$(MAKE) --no-print-directory -j2 $(STAMP) system-packages
+	@$(MAKE) --no-print-directory system-packages-background
+	@$(MAKE) --no-print-directory $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
