@@ -329,6 +329,10 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     assert page.count("data:image/png;base64,") == 2 and "Comparison with" in page and "mlp" in page
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| mlp | xnnpack-fp32 | 1 |" in md and (tmp_path / "report" / "latency.png").stat().st_size > 1000
+    # each item points at its slowest modules (edgekit explain's), by the model's own names and source lines
+    assert "- cnn × xnnpack-fp32 × 1: slowest features." in md and "toy_models.py:" in md, md
+    assert "cnn × xnnpack-fp32 × 1: slowest features." in page
+    assert "| checked" in md  # the answers column: the reference vectors passed where it was measured
 
 
 def test_bench_cli_bad_inputs(mini, tmp_path):

@@ -76,6 +76,7 @@ class BenchItem(Contract):
     warnings: list[str] = field(default_factory=list)
     noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
     check: dict[str, Any] | None = None  # the reference vectors where it was measured: status, worst SQNR, note
+    explain: dict[str, Any] | None = None  # edgekit explain's slowest and least faithful modules, a line each (local)
 
 
 @dataclass(frozen=True)

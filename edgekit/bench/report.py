@@ -179,6 +179,24 @@ def _meta(run: BenchRun) -> str:
     )
 
 
+def explanation_lines(run: BenchRun) -> list[str]:
+    """Per item: its slowest modules and its least faithful ones (edgekit explain's), a line each, so a regression
+    points at a layer; ``edgekit explain PKG`` gives the whole table."""
+    out = []
+    for r in sorted(run.results, key=lambda r: (r.model, r.target, r.threads)):
+        e = r.explain
+        if not e:
+            continue
+        item = f"{r.model} × {r.target} × {r.threads}"
+        if e.get("slowest"):
+            out.append(f"- {item}: slowest " + "; ".join(e["slowest"]))
+        if e.get("least_faithful"):
+            out.append(f"- {item}: least faithful " + "; ".join(e["least_faithful"]))
+        if e.get("note"):
+            out.append(f"- {item}: {e['note']}")
+    return out
+
+
 def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison | None = None) -> dict[str, Path]:
     """Write ``report.md`` (+ PNGs) and a self-contained ``index.html`` into ``out`` (replaced atomically).
 
@@ -203,6 +221,11 @@ def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison |
             f"<p class=meta>{html.escape(_meta(run))}</p>",
             html_table(SUMMARY_HEAD, summary_rows(run)),
         ]
+        lines = explanation_lines(run)
+        if lines:
+            md += ["### Where each item's time goes, and where it stops being faithful", "", *lines, ""]
+            body += ["<h3>Where each item's time goes, and where it stops being faithful</h3><ul>"]
+            body += [f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in lines] + ["</ul>"]
     md += [
         "## Latency distributions",
         "",

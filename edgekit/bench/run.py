@@ -75,7 +75,9 @@ def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
     return built, errors, notes
 
 
-def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> BenchItem:
+def _item(
+    model: SuiteModel, target: str, threads: int, b: Built, prof: Any, explanation: dict | None = None
+) -> BenchItem:
     manifest = b.manifest
     acc = manifest.verify.accuracy
     prog = manifest.program
@@ -115,6 +117,7 @@ def _item(model: SuiteModel, target: str, threads: int, b: Built, prof: Any) -> 
         warnings=list(prof.warnings),
         noise=prof.noise.to_dict() if prof.noise else None,
         check=_check_summary(prof.check),
+        explain=explanation,
     )
 
 
@@ -133,14 +136,35 @@ def _check_summary(check: Any) -> dict | None:
 
 def _measure(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any, device: Any = None) -> Any:
     """Profile one item of a finished build (here, or on ``device``): a BenchItem, or the BenchFailure saying why not."""
+    import dataclasses
+    import tempfile
+
     from ..profile.harness import profile
 
     try:
         if not isinstance(b, Built):
             raise BenchError(b)  # the build itself failed: its error text
-        return _item(model, target, threads, b, profile(b.folder, options=_options(suite, threads), device=device))
+        opts = _options(suite, threads)
+        if device is not None or suite.run.engine == "python":  # the ETDump comes from the native runner, here
+            return _item(model, target, threads, b, profile(b.folder, options=opts, device=device))
+        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+            etdump = Path(tmp) / "run.etdp"
+            prof = profile(b.folder, options=dataclasses.replace(opts, ops=True, ops_runs=20, etdump_out=str(etdump)))
+            return _item(model, target, threads, b, prof, _explanation(b.folder, etdump, prof))
     except EdgekitError as exc:
         return BenchFailure(model.name, target, threads, str(exc))
+
+
+def _explanation(folder: Path, etdump: Path, prof: Any) -> dict | None:
+    """The item's slowest and least faithful modules (edgekit explain's), so a regression points at a layer."""
+    from ..explain import explain_etdump, summary
+
+    if not etdump.is_file():
+        return None
+    try:
+        return summary(explain_etdump(folder, etdump, prof))
+    except EdgekitError as exc:  # an explanation that cannot be made does not fail the item
+        return {"slowest": [], "least_faithful": [], "note": f"no explanation: {exc}"}
 
 
 def _options(suite: Suite, threads: int) -> Any:

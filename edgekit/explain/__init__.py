@@ -5,6 +5,6 @@
 """
 
 from .html import html_page
-from .report import SORTS, Explanation, ModuleRow, explain, sort_rows
+from .report import SORTS, Explanation, ModuleRow, explain, explain_etdump, sort_rows, summary
 
-__all__ = ["SORTS", "Explanation", "ModuleRow", "explain", "html_page", "sort_rows"]
+__all__ = ["SORTS", "Explanation", "ModuleRow", "explain", "explain_etdump", "html_page", "sort_rows", "summary"]

@@ -56,6 +56,7 @@ class ModuleRow(Contract):
     leaf: bool = True  # a module with no submodule of its own (a layer, not a block)
     sqnr_note: str | None = None
     fused: list[str] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)  # the runtime operators charged to it (``... IGEMM #7``)
 
 
 @dataclass(frozen=True)
@@ -220,14 +221,7 @@ def explain(
     from ..profile import profile
 
     package = Path(package)
-    manifest = read_manifest(package)
-    doc = read_explain(package, manifest)
-    notes = []
-    if doc is None:
-        notes.append(
-            "this package has no explain.json (built before edgekit explain, or with --no-explain): operators "
-            "are shown by XNNPACK's names without module names, fidelity or memory plan; rebuild it for them"
-        )
+    read_explain(package, read_manifest(package))  # a damaged explain.json fails before the profile
     with tempfile.TemporaryDirectory(prefix="edgekit-explain-") as tmp:
         etdump = Path(tmp) / "run.etdp"
         prof = profile(
@@ -242,20 +236,60 @@ def explain(
             progress=progress,
             warmup_seconds=0.2,
         )
-        per_instr, method = _events(etdump)
+        return explain_etdump(package, etdump, prof)
+
+
+def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
+    """Join an ETDump of ``package`` (a profile with ``ops=True`` and ``etdump_out``) with its ``explain.json``:
+    what ``explain`` does after profiling, for callers that profile anyway (``bench run``).
+
+    Raises:
+        ProgramError: not a package, or a damaged explain.json.
+    """
+    from ..manifest import read_manifest
+
+    package = Path(package)
+    manifest = read_manifest(package)
+    doc = read_explain(package, manifest)
+    notes = []
+    if doc is None:
+        notes.append(
+            "this package has no explain.json (built before edgekit explain, or with --no-explain): operators "
+            "are shown by XNNPACK's names without module names, fidelity or memory plan; rebuild it for them"
+        )
+    per_instr, method = _events(etdump)
     instructions = (doc or {}).get("instructions") or {}
     reasons = (doc or {}).get("portable_reasons") or manifest.program.delegation.portable_reasons
     agg: dict[str, dict] = {}
     unattributed = 0.0
 
     def charge(
-        module: str | None, cls: str | None, source: str | None, ms: float, where: str, prec: str, fused: list[str]
+        module: str | None,
+        cls: str | None,
+        source: str | None,
+        ms: float,
+        where: str,
+        prec: str,
+        fused: list[str],
+        operator: str = "",
     ) -> None:
         key = module if module is not None else "(XNNPACK layout)"
         row = agg.setdefault(
-            key, {"cls": cls, "source": source, "ms": 0.0, "where": [], "prec": [], "fused": [], "order": len(agg)}
+            key,
+            {
+                "cls": cls,
+                "source": source,
+                "ms": 0.0,
+                "where": [],
+                "prec": [],
+                "fused": [],
+                "ops": [],
+                "order": len(agg),
+            },
         )
         row["ms"] += ms
+        if operator:
+            row["ops"].append(operator)
         row["cls"] = row["cls"] or cls
         row["source"] = row["source"] or source
         if where not in row["where"]:
@@ -295,7 +329,16 @@ def explain(
             x = xnodes[j]
             quantized = "int8" if x.get("quantized") else "fp32"
             module = None if x.get("module") is None else (x["module"] or "(model)")  # None: inserted by XNNPACK
-            charge(module, x.get("class"), x.get("source"), ms, label, precision(name) or quantized, x.get("fused", []))
+            charge(
+                module,
+                x.get("class"),
+                x.get("source"),
+                ms,
+                label,
+                precision(name) or quantized,
+                x.get("fused", []),
+                name,
+            )
         unattributed += max(0.0, _p50(call[1]) - sum(_p50(e[1]) for e in inner))  # the delegate call's own overhead
     total = _p50(method) or sum(r["ms"] for r in agg.values()) or 1.0
     fidelity_rows = {r["module"]: r for r in (((doc or {}).get("modules") or {}).get("rows") or [])}
@@ -319,6 +362,7 @@ def explain(
                 leaf=fid.get("leaf", True),
                 sqnr_note=note,
                 fused=r["fused"],
+                operators=r["ops"],
             )
         )
     seen = set(agg)  # modules with fidelity but no time of their own (fused into another one's operator)
@@ -377,6 +421,22 @@ def explain(
         notes=notes,
         plan=mem,
     )
+
+
+def summary(ex: Explanation, n: int = 3) -> dict:
+    """The slowest and the least faithful modules, a line each (what ``bench report`` shows per item)."""
+
+    def where(r: ModuleRow) -> str:
+        return f" at {r.source.split()[0]}" if r.source else ""
+
+    return {
+        "slowest": [f"{r.module} ({r.cls or '?'}) {r.share:.1%}{where(r)}" for r in ex.slowest(n)],
+        "least_faithful": [
+            f"{r.module} ({r.cls or '?'}) adds noise at {r.added_sqnr_db:.1f} dB{where(r)}"
+            for r in ex.least_faithful(n)
+        ],
+        "note": "; ".join(ex.notes),
+    }
 
 
 def sort_rows(ex: Explanation, by: str) -> list[ModuleRow]:
