@@ -30,7 +30,7 @@ def outlier(tmp_path_factory):
 def test_explain_names_the_layer_that_makes_int8_wrong_and_keeping_it_fp32_helps(outlier, tmp_path):
     ex = explain(outlier["int8"].out_dir, runs=20)
     worst = ex.least_faithful(1)[0]
-    assert worst.module == "fc2" and worst.cls == "Linear", [(r.module, r.added_sqnr_db) for r in ex.rows]
+    assert worst.module == "fc2" and worst.cls == "Linear", [(r.module, r.local_sqnr_db) for r in ex.rows]
     assert worst.source.startswith("toy_models.py:") and "self.fc2(x)" in worst.source  # the user's own source line
     assert "simulated" in ex.fidelity
     assert {r.module for r in ex.rows} >= {"fc1", "fc2", "head"}
@@ -129,3 +129,51 @@ def test_a_build_asked_for_no_reference_vectors_stores_none(tmp_path):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["manifest.json", "model.pte"]
     with pytest.raises(ProgramError):
         explain(tmp_path / "nothing")
+
+
+def test_per_module_fidelity_survives_in_place_activations():
+    # conv → BatchNorm → ReLU(inplace=True): the simulation computes relu_ on the conv's own output tensor, so a value
+    # kept without a copy would be rectified after the fact (a bug that once read 0 dB for every such conv)
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torch import nn
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekit.pipeline.explain import module_sqnr
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3), nn.ReLU(True)
+    ).eval()
+    x = torch.randn(1, 3, 16, 16)
+    fp32 = torch.export.export(net, (x,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(net, (x,)).module(), quantizer)
+    for _ in range(4):
+        prepared(torch.randn(1, 3, 16, 16))
+    rows = {r["module"]: r for r in module_sqnr(fp32, convert_pt2e(prepared), [(torch.randn(1, 3, 16, 16),)])}
+    for conv in ("0", "3"):
+        assert rows[conv]["local_sqnr_db"] > 25 and rows[conv]["impact_sqnr_db"] > 20, rows[conv]
+    assert rows["1"].get("folded")  # the BatchNorm went into the first conv
+
+
+def test_pointwise_convolutions_that_xnnpack_runs_as_gemms_keep_their_time(tmp_path):
+    # XNNPACK runs a quantized 1×1 convolution as a Fully Connected GEMM: explain must charge it to the conv module
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 16, 16)).astype(np.float32))
+    res = edgekit.build(
+        "toy_models:residual_concat",
+        "xnnpack-int8",
+        out=tmp_path / "rc",
+        inputs=[edgekit.parse_input_spec("1x1x16x16")],
+        calibration=tmp_path / "calib.npz",
+    )
+    ex = explain(res.out_dir, runs=20)
+    rows = {r.module: r for r in ex.rows}
+    for pointwise in ("left", "merge"):
+        assert "Fully Connected" in rows[pointwise].where and rows[pointwise].p50_ms > 0, rows[pointwise]
+    assert "Convolution" in rows["right"].where  # the 3×3 beside it stays a convolution
+    assert ex.unattributed_ms < 0.5 * ex.method_p50_ms, (ex.unattributed_ms, ex.method_p50_ms)

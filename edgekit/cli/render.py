@@ -503,6 +503,8 @@ def _device_lines(con: Any, results: list) -> None:
 # ---------------------------------------------------------------------------------------------- explain
 def explanation(ex: Any, ordered: list) -> None:
     """``edgekit explain``: the module table, the slowest and least faithful modules, and the memory plan."""
+    from ..explain import db_cell, fidelity_line
+
     con = console(stderr=False)
     con.print(
         f"[bold]edgekit explain[/] {ex.package}  [dim]{ex.model}, target {ex.target}: p50 {ex.method_p50_ms:.4f} ms "
@@ -512,21 +514,31 @@ def explanation(ex: Any, ordered: list) -> None:
         con.print(f"[yellow]note:[/] {note}")
     t = table(
         None,
-        ["#", "module", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "adds (dB)"],
+        ["#", "module", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "own dB", "only it dB"],
         left=("module", "source", "where", "precision"),
         wrap=("source", "where"),
     )
     for r in ordered:
         sqnr = r.sqnr_note or ("–" if r.sqnr_db is None else f"{r.sqnr_db:.1f}")
         name = r.module + (f" ({r.cls})" if r.cls else "")
-        added = "–" if r.added_sqnr_db is None else f"{r.added_sqnr_db:.1f}"
         t.add_row(
-            str(r.order), name, r.source or "", f"{r.p50_ms:.4f}", f"{r.share:.1%}", r.where, r.precision, sqnr, added
+            str(r.order),
+            name,
+            r.source or "",
+            f"{r.p50_ms:.4f}",
+            f"{r.share:.1%}",
+            r.where,
+            r.precision,
+            sqnr,
+            db_cell(r.local_sqnr_db),
+            db_cell(r.impact_sqnr_db),
         )
     con.print(t)
     con.print(
         f"[dim]{ex.unattributed_ms:.4f} ms per run has no module: delegate call overhead and operators no "
-        f"recorded node matches. Fidelity: {ex.fidelity}.[/]"
+        f"recorded node matches. Fidelity: {ex.fidelity}. SQNR dB: at the module's output as the quantized model "
+        "runs (every earlier error included); own dB: its own error, fed exact inputs; only it dB: the model's output "
+        "if only this module were quantized.[/]"
     )
     slow = ex.slowest(3)
     if slow:
@@ -539,14 +551,7 @@ def explanation(ex: Any, ordered: list) -> None:
         )
     worst = ex.least_faithful(3)
     if worst:
-        con.print(
-            "[bold]least faithful:[/] "
-            + "; ".join(
-                f"{r.module} ({r.cls or '?'}) adds noise at {r.added_sqnr_db:.1f} dB SQNR"
-                + (f" at {r.source.split()[0]}" if r.source else "")
-                for r in worst
-            )
-        )
+        con.print("[bold]least faithful:[/] " + "; ".join(fidelity_line(r) for r in worst))
     m = ex.memory
     if m is not None:
         rss = "–" if m.measured_peak_rss_mb is None else f"{m.measured_peak_rss_mb:.1f} MiB"

@@ -5,6 +5,17 @@
 """
 
 from .html import html_page
-from .report import SORTS, Explanation, ModuleRow, explain, explain_etdump, sort_rows, summary
+from .report import SORTS, Explanation, ModuleRow, db_cell, explain, explain_etdump, fidelity_line, sort_rows, summary
 
-__all__ = ["SORTS", "Explanation", "ModuleRow", "explain", "explain_etdump", "html_page", "sort_rows", "summary"]
+__all__ = [
+    "SORTS",
+    "Explanation",
+    "ModuleRow",
+    "db_cell",
+    "explain",
+    "explain_etdump",
+    "fidelity_line",
+    "html_page",
+    "sort_rows",
+    "summary",
+]

@@ -8,15 +8,15 @@ import html
 from typing import Any
 
 from ..htmlreport import CSS, fig_png, html_table
+from .report import db_cell, fidelity_line
 
-HEAD = ["#", "module", "class", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "adds (dB)"]
+HEAD = ["#", "module", "class", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "own dB", "only it dB"]
 
 
 def rows(explanation: Any, ordered: list) -> list[list[str]]:
     out = []
     for r in ordered:
         sqnr = r.sqnr_note or ("–" if r.sqnr_db is None else f"{r.sqnr_db:.1f}")
-        added = "–" if r.added_sqnr_db is None else f"{r.added_sqnr_db:.1f}"
         out.append(
             [
                 str(r.order),
@@ -28,7 +28,8 @@ def rows(explanation: Any, ordered: list) -> list[list[str]]:
                 r.where,
                 r.precision,
                 sqnr,
-                added,
+                db_cell(r.local_sqnr_db),
+                db_cell(r.impact_sqnr_db),
             ]
         )
     return out
@@ -86,6 +87,9 @@ def _memory_plot(plan: dict) -> bytes:
     live.axvline(peak["step"], color="#c33", lw=1, ls="--")
     live.set_ylabel("live KiB")
     live.set_xlabel("instruction (execution order)")
+    if plan["steps"] == 1:  # a fully delegated program: one DELEGATE_CALL, its activations inside XNNPACK
+        live.set_xticks([0])
+        live.set_xlabel("instruction 0: one delegate call runs the whole model (its activations live inside it)")
     png = fig_png(fig)
     plt.close(fig)
     return png
@@ -101,13 +105,10 @@ def html_page(explanation: Any, ordered: list) -> str:
         f"<p><b>Fidelity:</b> {html.escape(e.fidelity)}.</p>",
     ]
     body += [f"<p class=warn>{html.escape(n)}</p>" for n in e.notes]
-    body += [
-        f'<img alt="time per module" src="data:image/png;base64,{img}">',
-        "<h2>Modules</h2>",
-        html_table(HEAD, rows(e, ordered)),
-        f"<p class=meta>{e.unattributed_ms:.4f} ms per run could not be given a module: delegate call overhead "
-        "and operators no recorded node matches.</p>",
-    ]
+    body.append(f'<img alt="time per module" src="data:image/png;base64,{img}">')
+    worst = e.least_faithful(3)
+    if worst:
+        body.append("<p><b>Least faithful:</b> " + "; ".join(html.escape(fidelity_line(r)) for r in worst) + ".</p>")
     if e.memory is not None and plan:
         m = e.memory
         mem = base64.b64encode(_memory_plot(plan)).decode()
@@ -120,6 +121,15 @@ def html_page(explanation: Any, ordered: list) -> str:
             f"{html.escape(m.note)}.</p>",
             f'<img alt="memory plan" src="data:image/png;base64,{mem}">',
         ]
+    body += [  # the long table last: the pictures above it are what a reader looks at first
+        "<h2>Modules</h2>",
+        "<p class=meta>SQNR dB: at the module's output as the quantized model runs (every earlier error included); "
+        "own dB: its own error, fed exact inputs; only it dB: the model's output if only this module were "
+        "quantized.</p>",
+        html_table(HEAD, rows(e, ordered)),
+        f"<p class=meta>{e.unattributed_ms:.4f} ms per run could not be given a module: delegate call overhead "
+        "and operators no recorded node matches.</p>",
+    ]
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>edgekit explain {html.escape(e.model)}</title>"
         f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"

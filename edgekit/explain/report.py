@@ -36,6 +36,8 @@ RUNTIME_CATEGORY = [
     ("Square Root", "sqrt"), ("Reciprocal Square Root", "rsqrt"), ("Exp", "exp"), ("Log", "log"),
     ("Negate", "neg"), ("Abs", "abs"), ("Resize Bilinear", "resize"),
 ]  # fmt: skip
+#: a runtime operator that XNNPACK made of a graph node of another kind: a 1×1 convolution runs as a GEMM
+STANDS_FOR = {("fc", "conv")}
 SORTS = ("order", "time", "sqnr")
 
 
@@ -52,11 +54,18 @@ class ModuleRow(Contract):
     where: str  # "XNNPACK: Convolution (NHWC, QC8) IGEMM" or "portable: native_layer_norm — reason"
     precision: str  # int8, fp32, fp16, int8 (data movement), ...
     sqnr_db: float | None = None  # simulated output SQNR against fp32 (None: exact, folded or not measured)
-    added_sqnr_db: float | None = None  # the SQNR of the noise this module adds itself (its output's minus its input's)
+    local_sqnr_db: float | None = None  # SQNR of this leaf alone: its own quantization, fed the exact fp32 inputs
+    impact_sqnr_db: float | None = None  # the model's output SQNR with only this leaf's own error (what it does)
     leaf: bool = True  # a module with no submodule of its own (a layer, not a block)
     sqnr_note: str | None = None
     fused: list[str] = field(default_factory=list)
     operators: list[str] = field(default_factory=list)  # the runtime operators charged to it (``... IGEMM #7``)
+
+    @property
+    def faithfulness(self) -> float | None:
+        """What ranks the least faithful: the output SQNR with only this module quantized (its own output's SQNR in an
+        explain.json from before that was measured)."""
+        return self.impact_sqnr_db if self.impact_sqnr_db is not None else self.local_sqnr_db
 
 
 @dataclass(frozen=True)
@@ -92,10 +101,45 @@ class Explanation(Contract):
         return sorted((r for r in self.rows if r.p50_ms > 0), key=lambda r: -r.p50_ms)[:n]
 
     def least_faithful(self, n: int = 3) -> list[ModuleRow]:
-        """The layers that add the most noise themselves (not the last ones, where every earlier error arrives)."""
-        return sorted((r for r in self.rows if r.added_sqnr_db is not None and r.leaf), key=lambda r: r.added_sqnr_db)[
-            :n
-        ]
+        """The layers that add the most noise themselves (not the last ones, where every earlier error arrives);
+        modules that compute nothing in inference (Dropout, Identity, Flatten) are not candidates."""
+        rows = [r for r in self.rows if r.faithfulness is not None and r.leaf and r.cls not in NO_COMPUTE]
+        return sorted(rows, key=lambda r: r.faithfulness)[:n]
+
+
+#: module classes that pass their input through in inference: never "the layer that makes the model wrong"
+NO_COMPUTE = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity", "Flatten"})
+#: a least faithful layer this far (dB) above the program's own SQNR is not what makes the program wrong
+SPREAD_DB = 10.0
+
+
+def spread_note(ex: Explanation, program_sqnr_db: float | None) -> str | None:
+    """When no single layer explains the program's error: every layer alone is far more faithful than the whole."""
+    worst = ex.least_faithful(1)
+    if not worst or program_sqnr_db is None or worst[0].faithfulness - program_sqnr_db < SPREAD_DB:
+        return None
+    n = sum(1 for r in ex.rows if r.faithfulness is not None and r.leaf and r.cls not in NO_COMPUTE)
+    return (
+        f"no single layer makes this program wrong: with only the least faithful, {worst[0].module}, quantized the "
+        f"output would be {worst[0].faithfulness:.1f} dB SQNR, and the program is {program_sqnr_db:.1f} dB against "
+        f"your model — the error accumulates over {n} quantized modules, so keeping one in fp32 barely helps (edgekit "
+        "tune's mixed precision keeps several; calibration data like the real inputs narrows every layer's ranges)"
+    )
+
+
+def fidelity_line(r: ModuleRow) -> str:
+    """One least-faithful module, in words."""
+    where = f" at {r.source.split()[0]}" if r.source else ""
+    if r.impact_sqnr_db is None:  # an explain.json from before impact_sqnr_db
+        return f"{r.module} ({r.cls or '?'}) alone {r.local_sqnr_db:.1f} dB SQNR at its output{where}"
+    return (
+        f"{r.module} ({r.cls or '?'}){where}: output {r.impact_sqnr_db:.1f} dB SQNR if only it were quantized (its own "
+        f"output {r.local_sqnr_db:.1f} dB)"
+    )
+
+
+def db_cell(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
 
 
 def runtime_category(name: str) -> str:
@@ -135,8 +179,11 @@ def align(ops: list[str], xnodes: list[dict]) -> list[int | None]:
         cat = runtime_category(ops[i - 1])
         for j in range(1, m + 1):
             cands = [(best[i][j - 1] - 0.1, "node"), (best[i - 1][j] - 5, "op")]
-            if xnodes[j - 1].get("category") == cat:
+            node_cat = xnodes[j - 1].get("category")
+            if node_cat == cat:
                 cands.append((best[i - 1][j - 1] + 2, "match"))
+            elif (cat, node_cat) in STANDS_FOR:
+                cands.append((best[i - 1][j - 1] + 1.5, "match"))
             best[i][j], back[i][j] = max(cands)
     out: list[int | None] = [None] * n
     i, j = n, m
@@ -358,7 +405,8 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
                 where="; ".join(r["where"]),
                 precision="/".join(r["prec"]),
                 sqnr_db=fid.get("sqnr_db"),
-                added_sqnr_db=fid.get("added_sqnr_db"),
+                local_sqnr_db=fid.get("local_sqnr_db"),
+                impact_sqnr_db=fid.get("impact_sqnr_db"),
                 leaf=fid.get("leaf", True),
                 sqnr_note=note,
                 fused=r["fused"],
@@ -379,7 +427,8 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
                     where="fused into another module's operator",
                     precision="",
                     sqnr_db=fid["sqnr_db"],
-                    added_sqnr_db=fid.get("added_sqnr_db"),
+                    local_sqnr_db=fid.get("local_sqnr_db"),
+                    impact_sqnr_db=fid.get("impact_sqnr_db"),
                     leaf=fid.get("leaf", True),
                 )
             )
@@ -406,7 +455,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
             measured_peak_rss_mb=prof.memory.peak_rss_mb,
             note=mem["note"],
         )
-    return Explanation(
+    ex = Explanation(
         package=str(package),
         model=manifest.model.spec,
         target=manifest.target.get("name", "?"),
@@ -421,6 +470,10 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
         notes=notes,
         plan=mem,
     )
+    spread = spread_note(ex, manifest.verify.sqnr_db if manifest.verify else None)
+    if spread:
+        ex.notes.append(spread)
+    return ex
 
 
 def summary(ex: Explanation, n: int = 3) -> dict:
@@ -431,10 +484,7 @@ def summary(ex: Explanation, n: int = 3) -> dict:
 
     return {
         "slowest": [f"{r.module} ({r.cls or '?'}) {r.share:.1%}{where(r)}" for r in ex.slowest(n)],
-        "least_faithful": [
-            f"{r.module} ({r.cls or '?'}) adds noise at {r.added_sqnr_db:.1f} dB{where(r)}"
-            for r in ex.least_faithful(n)
-        ],
+        "least_faithful": [fidelity_line(r) for r in ex.least_faithful(n)],
         "note": "; ".join(ex.notes),
     }
 
@@ -442,8 +492,8 @@ def summary(ex: Explanation, n: int = 3) -> dict:
 def sort_rows(ex: Explanation, by: str) -> list[ModuleRow]:
     if by == "time":
         return sorted(ex.rows, key=lambda r: -r.p50_ms)
-    if by == "sqnr":  # the layers that add the most noise first
+    if by == "sqnr":  # the layers whose own quantization loses the most first
         return sorted(
-            ex.rows, key=lambda r: (r.added_sqnr_db is None, r.added_sqnr_db if r.added_sqnr_db is not None else 0.0)
+            ex.rows, key=lambda r: (r.faithfulness is None, r.faithfulness if r.faithfulness is not None else 0.0)
         )
     return sorted(ex.rows, key=lambda r: r.order)
