@@ -401,7 +401,11 @@ def _reference_vectors(st: BuildState, program: Any, original: Any, verify_data:
     st.reference = (data, section)
 
 
-def _module_fidelity(st: BuildState, data: Dataset, samples: int = 8) -> None:
+#: input sets behind explain's "only it" figure: a replay of the rest of the model per module each (a ranking)
+IMPACT_SETS = 2
+
+
+def _module_fidelity(st: BuildState, data: Dataset, samples: int = 4) -> None:
     """Each module's output SQNR between the fp32 model that was exported and PT2E's simulation of the quantized one
     (the program cannot expose its intermediates), for ``edgekit explain``'s least faithful layers."""
     from .explain import module_sqnr
@@ -410,10 +414,11 @@ def _module_fidelity(st: BuildState, data: Dataset, samples: int = 8) -> None:
     sets = [s for _, s in zip(range(max(1, samples // batch)), data.batches(batch))]
     try:
         st.module_fidelity = {
-            "rows": module_sqnr(st.exported.program.module(), st.simulated, sets),
+            "rows": module_sqnr(st.exported.program.module(), st.simulated, sets, impact_samples=IMPACT_SETS),
             "samples": len(sets) * batch,
             "data": data.source,
-            "kind": "simulated: PT2E's quantized graph in PyTorch against the fp32 export",
+            "kind": "simulated: PT2E's quantized graph in PyTorch against the fp32 export ('only it' on the first "
+            f"{min(IMPACT_SETS, len(sets)) * batch} sample(s))",
         }
     except Exception as exc:  # an explanation that cannot be made must not fail the build
         from ..errors import first_line

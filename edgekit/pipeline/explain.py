@@ -332,7 +332,7 @@ def _delegate_output(gm: Any, call: Any, index: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- fidelity
-def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple]) -> list[dict]:
+def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples: int = 2) -> list[dict]:
     """Per module, in execution order, two SQNRs (dB) of its output between ``fp32`` and ``simulated`` (PT2E's converted
     graph), summed over ``samples``:
 
@@ -345,7 +345,8 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple]) -> list[dict]:
       only the layer's own error put into its output, and its output compared with the fp32 one — the output SQNR if
       only this layer were quantized (tune's sensitivity, without a calibration per layer). A layer whose small error
       later layers amplify (a first convolution) ranks above one whose larger error fades; this names the layer that
-      makes the model wrong.
+      makes the model wrong. It costs a replay of the rest of the model per module, so it is measured on the first
+      ``impact_samples`` samples only.
 
     Both graphs are flat; a module's output is the last node inside it (in the simulation, after its output's
     quantize → dequantize: what the next layer sees). A module PT2E folded away (a BatchNorm into its conv) is listed
@@ -465,8 +466,8 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple]) -> list[dict]:
         t[0] += float(a.double().pow(2).sum())
         t[1] += float((a.double() - b.double()).pow(2).sum())
 
-    for x in samples:
-        r, s = Recorder(fp32, keep=True), Recorder(simulated)
+    for k, x in enumerate(samples):
+        r, s = Recorder(fp32, keep=k < impact_samples), Recorder(simulated)
         with torch.no_grad():
             r.run_result = r.run(*x)
             s.run(*x)
@@ -478,6 +479,7 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple]) -> list[dict]:
             add(cumulative, path, r.values.get(ref_node.name), s.values.get(sim_out[path].name))
             if path in forced.local:
                 add(local, path, exact[path], forced.local[path])
+            if path in forced.local and k < impact_samples:  # a replay per module: a ranking needs few samples
                 with torch.no_grad():
                     add(impact, path, expected, replay(r, x, ref_node, forced.local[path]))
 
