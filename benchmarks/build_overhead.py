@@ -2,8 +2,9 @@
 
 The bare script: torch.export → prepare_pt2e / 32 calibration samples / convert_pt2e → torch.export →
 to_edge_transform_and_lower(XnnpackPartitioner) → to_executorch → write. edgekit does that plus what the bare script
-does not: verification against eager on 32 held-out samples, the manifest (program metadata read back, deflated
-size), and the atomic package write. Each side runs in a fresh process (imports timed apart), alternating, and the
+does not: verification against eager on 32 held-out samples, reference vectors, what `edgekit explain` needs
+(the ETRecord's instruction → module map and per-module fidelity in PT2E's simulation; a third column builds with
+`--no-explain`), the manifest (program metadata read back, deflated size), and the atomic package write. Each side runs in a fresh process (imports timed apart), alternating, and the
 medians of the rounds are reported with each side's stage times.
 
     .venv/bin/python benchmarks/build_overhead.py [--rounds 3] [--models mobilenet_v2,resnet18]
@@ -66,7 +67,7 @@ import_stack()
 imports = time.perf_counter() - t0
 sys.path.insert(0, sys.argv[1])
 res = edgekit.build(f"{sys.argv[1]}/benchmarks/realsize.py:{sys.argv[2]}", "xnnpack-int8", calibration=sys.argv[3],
-                    out=sys.argv[4], force=True, verify_samples=32)
+                    out=sys.argv[4], force=True, verify_samples=32, explain=sys.argv[5] == "explain")
 t = dict(res.manifest.timings_s)
 t["imports"] = imports
 t["total_wall"] = time.perf_counter() - t0 - imports
@@ -96,20 +97,24 @@ def main() -> None:
         tmp = Path(d)
         np.savez(tmp / "calib.npz", x=np.random.default_rng(1).standard_normal((CALIB, 3, 224, 224)).astype(np.float32))
         for name in args.models.split(","):
-            bare, ek = [], []
+            bare, ek, plain = [], [], []
             for _ in range(args.rounds):
                 bare.append(run(BARE, str(ROOT), name, str(tmp / "calib.npz"), str(tmp / "bare.pte")))
-                ek.append(run(EDGEKIT, str(ROOT), name, str(tmp / "calib.npz"), str(tmp / "pkg")))
+                ek.append(run(EDGEKIT, str(ROOT), name, str(tmp / "calib.npz"), str(tmp / "pkg"), "explain"))
+                plain.append(run(EDGEKIT, str(ROOT), name, str(tmp / "calib.npz"), str(tmp / "pkg"), "no-explain"))
             med = {k: statistics.median(r[k] for r in bare) for k in bare[0]}
             mek = {k: statistics.median(r[k] for r in ek) for k in ek[0]}
+            mpl = {k: statistics.median(r[k] for r in plain) for k in plain[0]}
             stages = ["load", "export", "quantize", "lower", "verify", "package"]
             lines.append(
                 f"\n{name}: bare {med['total']:.1f} s vs edgekit {mek['total_wall']:.1f} s → "
-                f"{mek['total_wall'] / med['total']:.2f}× (imports: bare {med['imports']:.1f} s, edgekit {mek['imports']:.1f} s)"
+                f"{mek['total_wall'] / med['total']:.2f}×; edgekit --no-explain {mpl['total_wall']:.1f} s → "
+                f"{mpl['total_wall'] / med['total']:.2f}× (imports: bare {med['imports']:.1f} s, edgekit "
+                f"{mek['imports']:.1f} s)"
             )
-            lines.append(f"  {'stage':<10}{'bare s':>8}{'edgekit s':>11}")
+            lines.append(f"  {'stage':<10}{'bare s':>8}{'edgekit s':>11}{'--no-explain s':>16}")
             for st in stages:
-                lines.append(f"  {st:<10}{med.get(st, 0.0):>8.2f}{mek.get(st, 0.0):>11.2f}")
+                lines.append(f"  {st:<10}{med.get(st, 0.0):>8.2f}{mek.get(st, 0.0):>11.2f}{mpl.get(st, 0.0):>16.2f}")
             print("\n".join(lines[-9:]), flush=True)
     text = "\n".join(lines)
     (HERE / "results" / "build_overhead.txt").write_text(text + "\n")

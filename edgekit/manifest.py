@@ -321,6 +321,44 @@ class ExplainSection(Contract):
 
 
 @dataclass(frozen=True)
+class GreedyCheck(Contract):
+    """Greedy decoding from one prompt: the user's model and the program, token by token."""
+
+    prompt_tokens: int
+    new_tokens: int
+    matching: int  # positions where both chose the same token
+    prefix: int  # tokens before the first difference
+    eager_text: str
+    program_text: str
+
+
+@dataclass(frozen=True)
+class GenerationSection(Contract):
+    """A generation program's facts and its fidelity (``manifest.generation``)."""
+
+    family: str  # the attention layout (llama, phi3, gpt2)
+    architecture: str  # the transformers class
+    max_seq_len: int  # tokens per forward call (a longer prompt is prefilled in chunks)
+    max_context_len: int  # the KV cache: prompt and generated tokens together
+    vocab_size: int
+    bos_id: int | None
+    eos_ids: list[int]
+    cache: str  # how the KV cache is kept
+    tokenizer_files: dict[str, str]  # file in the package → sha256
+    linears: str  # fp32 | 8da8w | 8da4w (group g)
+    embeddings: str  # none | int8 | int4
+    eval_data: str
+    eval_tokens: int  # next-token predictions scored (teacher-forced)
+    perplexity_eager: float  # the user's model (fp32, as handed in)
+    perplexity_program: float
+    ppl_increase_pct: float
+    next_token_agreement: float  # share of positions where the program's top token is the model's
+    greedy: GreedyCheck
+    source: dict[str, Any] | None = None  # gguf: the file, its sha256 and quantization type
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Manifest(Contract):
     """``manifest.json`` of a package.
 
@@ -347,11 +385,15 @@ class Manifest(Contract):
     reference: ReferenceSection | None = None  # reference vectors beside the program (packages before them: None)
     explain: ExplainSection | None = None  # what `edgekit explain` reads (packages before it, or built without: None)
     tune: TuneSection | None = None  # set on the package `edgekit tune` chose: every candidate and why it won or lost
+    generation: GenerationSection | None = (
+        None  # generation programs (task text-generation): limits, tokenizer, fidelity
+    )
 
     def files(self) -> list[str]:
         """Every file of the package: the manifest, the program, and the side files the manifest names."""
         side = [s.file for s in (self.reference, self.explain) if s is not None]
-        return [MANIFEST_NAME, self.program.file, *side]
+        tokenizer = list(self.generation.tokenizer_files) if self.generation is not None else []
+        return [MANIFEST_NAME, self.program.file, *side, *tokenizer]
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":

@@ -50,6 +50,7 @@ DTYPE_BYTES = {
 PTE_MAGIC_OFFSET = 4  # flatbuffer file identifier "ET12" etc. sits at bytes 4..8
 MAX_RANK = 16
 _TENSOR = 5  # KernelTypes union: NONE, Null, Int, Bool, Double, Tensor, ...
+_INT, _BOOL, _DOUBLE = 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class MethodInfo:
     planned_buffer_bytes: tuple[int, ...]  # one per memory-planned buffer (mem_id 0 is reserved and skipped)
     delegates: tuple[str, ...]
     operators: tuple[str, ...]
+    constants: tuple[int | float | bool, ...] | None = None  # a constant method (no inputs, scalar outputs): its values
 
     @property
     def planned_bytes(self) -> int:
@@ -207,6 +209,17 @@ def _tensor_meta(values: list[_Table], index: int, what: str) -> TensorMeta:
     return TensorMeta(sizes, SCALAR_TYPES[code], t.scalar(8, "<b") != 0)  # shape_dynamism 0 = STATIC
 
 
+def _scalar(ev: _Table, what: str) -> int | float | bool:
+    kind, t = ev.scalar(0, "<B"), ev.table(1)
+    if t is None or kind not in (_INT, _BOOL, _DOUBLE):
+        raise _Corrupt(f"{what} is neither a tensor nor an int, bool or double")
+    if kind == _INT:
+        return int(t.scalar(0, "<q"))
+    if kind == _BOOL:
+        return bool(t.scalar(0, "<B"))
+    return float(t.scalar(0, "<d"))
+
+
 def _method(plan: _Table) -> MethodInfo:
     name = plan.string(0)
     if not name:
@@ -219,6 +232,10 @@ def _method(plan: _Table) -> MethodInfo:
     for op in plan.tables(6):
         overload = op.string(1)
         ops.append(op.string(0) + (f".{overload}" if overload else ""))
+    inputs, outputs = plan.scalars(3, "<i"), plan.scalars(4, "<i")
+    if not inputs and outputs and all(0 <= i < len(values) and values[i].scalar(0, "<B") != _TENSOR for i in outputs):
+        # a constant method (what ExecuTorch's text runner reads: get_max_seq_len, get_eos_ids, ...)
+        return MethodInfo(name, (), (), (), (), (), tuple(_scalar(values[i], f"output of {name!r}") for i in outputs))
     return MethodInfo(
         name=name,
         inputs=tuple(_tensor_meta(values, i, f"input {k} of {name!r}") for k, i in enumerate(plan.scalars(3, "<i"))),

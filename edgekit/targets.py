@@ -21,6 +21,11 @@ from .errors import ConfigError, TargetNotFoundError
 SCHEMA_VERSION = 1
 
 
+#: the target task of a generation program (a decoder-only language model with a static KV cache)
+GENERATION = "text-generation"
+TASKS = (GENERATION,)
+
+
 class Backend(str, enum.Enum):
     """Where the program's operators run."""
 
@@ -38,10 +43,20 @@ class QuantScheme(str, enum.Enum):
     #: not PT2E: the model is cast to float16 before export (inputs and outputs stay float32); XNNPACK runs it in
     #: fp16 where the CPU has fp16 arithmetic (Arm asimdhp, x86 AVX512-FP16) and emulates it, slower, elsewhere
     FP16 = "fp16"
+    #: generation programs only (torchao before export, not PT2E): int8 dynamic activations with int4 group-wise
+    #: weights (``quantize.group_size``), XNNPACK's qd8-qb4w GEMMs
+    INT8_DYNAMIC_INT4_WEIGHT = "8da4w"
+    #: generation programs only: int8 dynamic activations, int8 per-channel weights (qd8-qc8w GEMMs)
+    INT8_DYNAMIC_INT8_WEIGHT = "8da8w"
 
     @property
     def is_int8(self) -> bool:
         return self not in (QuantScheme.NONE, QuantScheme.FP16)
+
+    @property
+    def for_generation_only(self) -> bool:
+        """Applied with torchao's ``quantize_`` to a decoder before export: only generation builds use it."""
+        return self in (QuantScheme.INT8_DYNAMIC_INT4_WEIGHT, QuantScheme.INT8_DYNAMIC_INT8_WEIGHT)
 
     @property
     def is_dynamic(self) -> bool:
@@ -119,6 +134,7 @@ class QuantizeConfig:
     calibration_samples: int = 64
     embeddings: EmbeddingQuant = EmbeddingQuant.NONE
     fp32_layers: tuple[str, ...] = ()
+    group_size: int = 32  # int4 weights (8da4w) and int4 embedding tables: values sharing one scale
 
     def __post_init__(self) -> None:
         if isinstance(self.fp32_layers, str) or not all(isinstance(n, str) for n in self.fp32_layers):
@@ -127,6 +143,11 @@ class QuantizeConfig:
         object.__setattr__(self, "scheme", _enum(QuantScheme, self.scheme, "quantize.scheme"))
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
+        _number(self.group_size, "quantize.group_size", lo=16, integer=True)
+        if self.group_size % 16:
+            raise ConfigError(
+                f"quantize.group_size must be a multiple of 16 (XNNPACK's int4 kernels), got {self.group_size}"
+            )
         if self.scheme is QuantScheme.FP16 and self.embeddings is not EmbeddingQuant.NONE:
             raise ConfigError(
                 f"quantize.scheme = 'fp16' does not combine with {self.embeddings.value} embedding tables: set "
@@ -219,6 +240,7 @@ class BudgetConfig:
     max_peak_rss_mb: float | None = None
     max_accuracy_drop: float | None = None
     min_sqnr_db: float | None = None  # output SQNR against the user's model (verify's), checked by build and tune
+    max_ppl_increase_pct: float | None = None  # generation: the program's perplexity over the model's, in percent
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -284,6 +306,7 @@ class Target:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
+    task: str | None = None  # "text-generation": builds a generation program (a decoder with a KV cache)
     source: str = field(default="<python>", compare=False)
 
     def __post_init__(self) -> None:
@@ -294,6 +317,13 @@ class Target:
                 f"schema_version {self.schema_version!r} is not supported; this edgekit reads {SCHEMA_VERSION}"
             )
         object.__setattr__(self, "backend", _enum(Backend, self.backend, "backend"))
+        if self.task not in (None, *TASKS):
+            raise ConfigError(f"task = {self.task!r} is not valid; allowed: {', '.join(TASKS)} (or no task)")
+        if self.quantize.scheme.for_generation_only and self.task != GENERATION:
+            raise ConfigError(
+                f"quantize.scheme = '{self.quantize.scheme.value}' is for generation programs: add "
+                f"task = '{GENERATION}' to the target"
+            )
         if self.backend is Backend.PORTABLE and self.quantize.scheme is not QuantScheme.NONE:
             raise ConfigError("backend = 'portable' runs fp32 only here; quantized programs need the xnnpack backend")
 
@@ -319,6 +349,8 @@ class Target:
             "description": self.description,
             "backend": self.backend.value,
         }
+        if self.task is not None:
+            out["task"] = self.task
         for sec in _SECTIONS:
             values = {}
             for f in dataclasses.fields(getattr(self, sec)):
@@ -340,7 +372,8 @@ class Target:
     def to_toml(self) -> str:
         """TOML text that :func:`load_target` reads back into an equal Target."""
         d = self.to_dict()
-        lines = [f"{k} = {_toml_value(d[k])}" for k in ("schema_version", "name", "description", "backend")]
+        keys = ("schema_version", "name", "description", "backend", "task")
+        lines = [f"{k} = {_toml_value(d[k])}" for k in keys if k in d]
         for sec in _SECTIONS:
             lines.append(f"\n[{sec}]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in d[sec].items()]

@@ -321,3 +321,71 @@ class OutlierMLP(nn.Module):
 def outlier_mlp():
     torch.manual_seed(0)
     return OutlierMLP(), torch.randn(1, 64)
+
+
+# ------------------------------------------------------------------------------------------------ tiny decoders
+def _tiny_tokenizer(vocab_size: int = 384):
+    """A byte-level BPE trained here on the standard library's own source (no download)."""
+    import inspect
+    import json as _json
+    import textwrap
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([inspect.getsource(m) for m in (textwrap, _json.decoder)], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>", pad_token="<|pad|>"
+    )
+
+
+def tiny_decoder(folder, family: str = "llama", seed: int = 0):
+    """A random-weight decoder of ``family`` (llama, qwen2, gpt2, phi3) and its tokenizer, saved with save_pretrained:
+    the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties."""
+    import transformers
+
+    tok = _tiny_tokenizer()
+    common = dict(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.2,
+    )
+    if family == "gpt2":
+        cfg = transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=4, n_positions=256, tie_word_embeddings=True, **common
+        )
+        cls = transformers.GPT2LMHeadModel
+    else:
+        kw = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=family != "phi3",
+            **common,
+        )
+        cfg, cls = {
+            "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+            "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+            "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM),
+        }[family]
+        cfg = cfg(**kw)
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

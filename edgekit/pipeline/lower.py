@@ -253,10 +253,21 @@ def _edge_passes(program: Any) -> tuple[list, list[str]]:
     return passes, names
 
 
-def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False, explain: bool = False) -> LowerResult:
+def lower_program(
+    program: Any,
+    backend: Backend,
+    fuse_embeddings: bool = False,
+    explain: bool = False,
+    constant_methods: dict | None = None,
+    prepare: bool = True,
+    check_ir: bool = True,
+) -> LowerResult:
     """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it (``fuse_embeddings``: the
     program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels;
-    ``explain``: record what ``edgekit explain`` needs, :mod:`edgekit.pipeline.explain`).
+    ``explain``: record what ``edgekit explain`` needs, :mod:`edgekit.pipeline.explain`; ``constant_methods``: zero-input
+    methods returning these values, as ExecuTorch's text runner reads a generation program's limits; ``prepare``: the
+    pre-lowering rewrites for classifiers and encoders; ``check_ir``: the edge dialect's validity check, which
+    ExecuTorch's custom ops, such as a generation program's KV-cache ops, do not pass).
 
     Raises:
         LowerError: edge conversion, partitioning or serialization failed.
@@ -269,9 +280,10 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False,
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
             partitioners = [XnnpackPartitioner()]
-            program, applied = prepare_for_xnnpack(program)
-            passes, names = _edge_passes(program)
-            applied += names
+            if prepare:
+                program, applied = prepare_for_xnnpack(program)
+                passes, names = _edge_passes(program)
+                applied += names
         # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
         # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
         # The memory planner then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is
@@ -283,8 +295,9 @@ def lower_program(program: Any, backend: Backend, fuse_embeddings: bool = False,
                 program,
                 transform_passes=passes or None,
                 partitioner=partitioners,
-                compile_config=EdgeCompileConfig(_check_ir_validity=not fuse_embeddings),
+                compile_config=EdgeCompileConfig(_check_ir_validity=check_ir and not fuse_embeddings),
                 generate_etrecord=explain,
+                constant_methods=constant_methods,
             )
         if fuse_embeddings:
             edge = _fuse_quantized_embeddings(edge)

@@ -1,0 +1,183 @@
+"""Decoder-only language models for generation programs: ``hf:DIR`` (a local ``save_pretrained`` folder) and
+``gguf:FILE`` (the weights a user runs in llama.cpp).
+
+A GGUF file is dequantized to float32 by transformers (its ``gguf_file=`` loader; the ``gguf`` and ``accelerate``
+packages, the ``gguf`` extra) and written once as a Hugging Face folder under ``$EDGEKIT_CACHE/gguf/<sha256>``
+(atomically: a temp folder renamed into place), so later builds of the same file load that folder. The GGUF's
+own header (architecture, quantization type) is read with the ``gguf`` package; the file is never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._fs import temp_name
+from .errors import ModelLoadError, UsageError
+from .paths import user_cache
+
+#: HF ``model_type`` → the attention layout :mod:`edgekit.pipeline.decoder` knows
+FAMILIES = {
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "qwen3": "llama",
+    "phi3": "phi3",
+    "gpt2": "gpt2",
+}
+
+
+def supported_families() -> str:
+    return ", ".join(sorted(FAMILIES))
+
+
+@dataclass
+class CausalLM:
+    """A loaded decoder: the transformers model (eval, fp32), its tokenizer, and where it came from."""
+
+    spec: str
+    model: Any
+    tokenizer: Any
+    folder: Path  # the Hugging Face folder it was loaded from (for a GGUF: the converted one in the cache)
+    source: dict[str, Any] = field(default_factory=dict)  # gguf: file, sha256, quantization type, architecture
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gguf_header(path: Path) -> dict[str, Any]:
+    """Architecture and quantization type from a GGUF file's header (``general.architecture``/``file_type``).
+
+    Raises:
+        ModelLoadError: not a GGUF file, or a truncated or corrupt one.
+    """
+    try:
+        import gguf
+    except ImportError:
+        raise ModelLoadError("gguf: models need the gguf package", "pip install 'edgekit[gguf]'") from None
+    try:
+        reader = gguf.GGUFReader(str(path))
+
+        def value(key: str) -> Any:
+            f = reader.fields.get(key)
+            return None if f is None else f.contents()
+
+        arch = value("general.architecture")
+        ftype = value("general.file_type")
+        types = sorted({t.tensor_type.name for t in reader.tensors})
+    except Exception as exc:  # the reader raises ValueError/IndexError/struct errors on damaged files
+        raise ModelLoadError(
+            f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            "pass a complete .gguf file (a download that finished; llama.cpp's convert or quantize output)",
+        ) from None
+    try:
+        ftype_name = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_") if ftype is not None else None
+    except ValueError:
+        ftype_name = str(ftype)
+    return {"architecture": arch, "file_type": ftype_name, "tensor_types": types, "tensors": len(reader.tensors)}
+
+
+def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+    """The Hugging Face folder for a GGUF file (converted once, cached by the file's sha256) and the file's facts.
+
+    Raises:
+        ModelLoadError: missing, unreadable or unsupported file, or the conversion failed.
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"gguf: file {path} does not exist", "pass the path of a .gguf file")
+    header = gguf_header(path)
+    sha = _file_sha256(path)
+    facts = {"file": path.name, "sha256": sha, "size_bytes": path.stat().st_size, **header}
+    root = user_cache() / "gguf"
+    folder = root / sha[:32]
+    if (folder / "config.json").is_file():
+        return folder, facts
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("gguf: models need transformers", "pip install 'edgekit[gguf]'") from None
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / temp_name(folder.name)
+    try:
+        if progress:
+            progress(f"dequantizing {path.name} ({header['file_type']}) to float32 with transformers")
+        tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        import torch
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        model.hf_quantizer = None  # the weights are dequantized: what is saved is a plain float32 model
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise ModelLoadError(
+            f"cannot convert {path.name} (architecture {header['architecture']}) to a float32 model: "
+            f"{str(exc).splitlines()[0][:200]}",
+            "transformers reads GGUF files of the llama, mistral, qwen2, phi3 and gpt2 families",
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, facts
+
+
+def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
+    """``hf:DIR`` or ``gguf:FILE`` → the decoder in float32 with its tokenizer.
+
+    Raises:
+        ModelLoadError: not found, not a causal LM, an unsupported architecture, or transformers missing.
+        UsageError: a spec that is neither ``hf:`` nor ``gguf:``.
+    """
+    source: dict[str, Any] = {}
+    if spec.startswith("gguf:"):
+        folder, source = gguf_to_hf(Path(spec[5:]).expanduser(), progress)
+    elif spec.startswith("hf:"):
+        folder = Path(spec[3:]).expanduser()
+    else:
+        raise UsageError(
+            f"--task text-generation needs a decoder language model: hf:DIR or gguf:FILE, not {spec!r}",
+            "pass hf:path/to/save_pretrained/folder or gguf:model.gguf",
+        )
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is not a Hugging Face model folder (no config.json)", "pass the folder save_pretrained wrote"
+        )
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("hf: models need the transformers package", "pip install 'edgekit[hf]'") from None
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot read {folder}/config.json: {str(exc).splitlines()[0][:200]}") from None
+    archs = config.architectures or []
+    if config.model_type not in FAMILIES or not any(a.endswith("ForCausalLM") or a == "GPT2LMHeadModel" for a in archs):
+        what = f"{config.model_type} ({', '.join(archs) or 'no architecture'})"
+        raise ModelLoadError(
+            f"{folder} holds a {what}: --task text-generation builds decoder-only causal language models of the "
+            f"{supported_families()} families",
+            "an encoder or a classifier builds without --task text-generation (hf: wraps it as an encoder)",
+        )
+    try:
+        import torch
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"cannot load the causal language model in {folder}: {str(exc).splitlines()[0][:200]}",
+            "check the folder holds the model and its tokenizer (save_pretrained for both)",
+        ) from None
+    return CausalLM(spec, model, tokenizer, folder, source)

@@ -1,0 +1,107 @@
+"""A decoder-only language model as a generation program: ExecuTorch's text-runner convention with a static KV cache.
+
+``forward(tokens: int64[1, T], input_pos: int64[1]) -> logits: float32[1, V]`` — one method serves prefill (T tokens
+at once, from position ``input_pos``) and decode (T = 1); the logits are the last position's. The key/value cache
+lives inside the program as mutable buffers (``[1, C, Hkv, D]`` per layer) written by ExecuTorch's ``llama::update_cache``
+and read by ``llama::custom_sdpa`` (causal, grouped-query attention inside the op): the cache is updated in place,
+where an ``index_copy_`` cache copies whole buffers every step and attends over the full context under a mask.
+
+The wrapper reuses the Hugging Face model's own modules (projections, MLPs, norms, rotary embedding), so the weights
+and every numeric choice stay the model's; only attention and the cache are replaced. Families: the Llama layout
+(Llama, SmolLM, Mistral, Qwen2, Qwen3: separate q/k/v projections, rotary, RMSNorm), Phi-3 (fused qkv) and GPT-2
+(learned positions, fused ``c_attn``, LayerNorm).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..causal import FAMILIES
+
+
+def load_custom_ops() -> None:
+    """Register ExecuTorch's ``llama::`` ops (their export-time kernels and their runtime kernels, one library)."""
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+
+def make_decoder(hf_model: Any, max_context_len: int) -> Any:
+    """The text-runner-convention module around ``hf_model`` (a ``...ForCausalLM``), its cache ``max_context_len``."""
+    import torch
+    from torch import nn
+
+    load_custom_ops()
+    cfg = hf_model.config
+    family = FAMILIES[cfg.model_type]
+
+    class StaticKVDecoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.family = family
+            self.C = max_context_len
+            if family == "gpt2":
+                base = hf_model.transformer
+                self.H = self.Hkv = cfg.n_head
+                self.D = cfg.n_embd // cfg.n_head
+                self.embed_tokens, self.wpe, self.layers, self.norm = base.wte, base.wpe, base.h, base.ln_f
+            else:
+                base = hf_model.model
+                self.H = cfg.num_attention_heads
+                self.Hkv = getattr(cfg, "num_key_value_heads", None) or self.H
+                self.D = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+                self.embed_tokens, self.layers, self.norm = base.embed_tokens, base.layers, base.norm
+                self.rotary_emb = base.rotary_emb
+                self._rotate = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+            self.lm_head = hf_model.lm_head
+            for i in range(len(self.layers)):
+                self.register_buffer(f"k_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
+                self.register_buffer(f"v_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
+
+        def _qkv(self, layer: Any, x: Any, T: int) -> tuple:
+            if self.family == "gpt2":
+                q, k, v = layer.attn.c_attn(x).split(self.H * self.D, dim=2)
+            elif self.family == "phi3":
+                a = layer.self_attn
+                qkv = a.qkv_proj(x)
+                q, k, v = qkv.split([self.H * self.D, self.Hkv * self.D, self.Hkv * self.D], dim=2)
+            else:
+                a = layer.self_attn
+                q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
+            q, k, v = q.view(1, T, self.H, self.D), k.view(1, T, self.Hkv, self.D), v.view(1, T, self.Hkv, self.D)
+            if self.family == "llama" and hasattr(layer.self_attn, "q_norm"):  # Qwen3: RMSNorm on q and k per head
+                q, k = layer.self_attn.q_norm(q), layer.self_attn.k_norm(k)
+            return q, k, v
+
+        def _attention(self, i: int, layer: Any, x: Any, rope: Any, start_pos: Any, T: int) -> Any:
+            q, k, v = self._qkv(layer, x, T)
+            if rope is not None:
+                q, k = self._rotate(q, k, *rope, unsqueeze_dim=2)  # [1, T, H, D]: seq at dim 1, as the ops want
+            kc, vc = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
+            torch.ops.llama.update_cache(k, kc, start_pos)
+            torch.ops.llama.update_cache(v, vc, start_pos)
+            y = torch.ops.llama.custom_sdpa(q, kc, vc, start_pos, None, 0.0, True).reshape(1, T, self.H * self.D)
+            out = layer.attn.c_proj if self.family == "gpt2" else layer.self_attn.o_proj
+            return out(y)
+
+        def forward(self, tokens: Any, input_pos: Any) -> Any:
+            T = tokens.shape[1]
+            start_pos = input_pos[0].item()
+            torch._check_is_size(start_pos)
+            torch._check(start_pos + T <= self.C)
+            positions = (torch.arange(T) + start_pos).unsqueeze(0)
+            h = self.embed_tokens(tokens)
+            rope = None
+            if self.family == "gpt2":
+                h = h + self.wpe(positions)
+            else:
+                rope = self.rotary_emb(h, positions)
+            for i, layer in enumerate(self.layers):
+                if self.family == "gpt2":
+                    h = h + self._attention(i, layer, layer.ln_1(h), None, start_pos, T)
+                    h = h + layer.mlp(layer.ln_2(h))
+                else:
+                    h = h + self._attention(i, layer, layer.input_layernorm(h), rope, start_pos, T)
+                    h = h + layer.mlp(layer.post_attention_layernorm(h))
+            return self.lm_head(self.norm(h[:, -1, :]))
+
+    return StaticKVDecoder().eval()
