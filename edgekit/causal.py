@@ -105,6 +105,7 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
         import transformers
     except ImportError:
         raise ModelLoadError("gguf: models need transformers", "pip install 'edgekit[gguf]'") from None
+    transformers.utils.logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / temp_name(folder.name)
     try:
@@ -156,6 +157,7 @@ def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
         import transformers
     except ImportError:
         raise ModelLoadError("hf: models need the transformers package", "pip install 'edgekit[hf]'") from None
+    transformers.utils.logging.disable_progress_bar()  # the build shows its own stages
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:

@@ -330,6 +330,8 @@ class GreedyCheck(Contract):
     prefix: int  # tokens before the first difference
     eager_text: str
     program_text: str
+    prompt_ids: list[int] = field(default_factory=list)
+    program_ids: list[int] = field(default_factory=list)  # what a profile checks first, here or on a device
 
 
 @dataclass(frozen=True)

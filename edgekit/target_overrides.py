@@ -36,6 +36,8 @@ def with_build_options(
     prune_ignore: Any = (),
     max_accuracy_drop: float | None = None,
     quantize_embeddings: str | None = None,
+    group_size: int | None = None,
+    max_ppl_increase: float | None = None,
     **prune: Any,
 ) -> Target:
     """The target with the build command's overrides applied (``prune`` keys are ``[prune]`` fields; None = unset).
@@ -49,6 +51,10 @@ def with_build_options(
     changes = {f"prune__{k}": v for k, v in prune.items() if v is not None}
     if quantize_embeddings is not None:
         changes["quantize__embeddings"] = quantize_embeddings
+    if group_size is not None:
+        changes["quantize__group_size"] = group_size
+    if max_ppl_increase is not None:
+        changes["budget__max_ppl_increase_pct"] = max_ppl_increase
     if prune_ignore:
         changes["prune__ignore"] = tuple(prune_ignore)
     if prune_layer:

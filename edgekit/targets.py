@@ -143,10 +143,10 @@ class QuantizeConfig:
         object.__setattr__(self, "scheme", _enum(QuantScheme, self.scheme, "quantize.scheme"))
         object.__setattr__(self, "embeddings", _enum(EmbeddingQuant, self.embeddings, "quantize.embeddings"))
         _number(self.calibration_samples, "quantize.calibration_samples", lo=1, integer=True)
-        _number(self.group_size, "quantize.group_size", lo=16, integer=True)
-        if self.group_size % 16:
+        _number(self.group_size, "quantize.group_size", lo=32, integer=True)
+        if self.group_size % 32:
             raise ConfigError(
-                f"quantize.group_size must be a multiple of 16 (XNNPACK's int4 kernels), got {self.group_size}"
+                f"quantize.group_size must be a multiple of 32 (XNNPACK's int4 kernels), got {self.group_size}"
             )
         if self.scheme is QuantScheme.FP16 and self.embeddings is not EmbeddingQuant.NONE:
             raise ConfigError(

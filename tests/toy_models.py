@@ -349,7 +349,7 @@ def _tiny_tokenizer(vocab_size: int = 384):
     )
 
 
-def tiny_decoder(folder, family: str = "llama", seed: int = 0):
+def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1):
     """A random-weight decoder of ``family`` (llama, qwen2, gpt2, phi3) and its tokenizer, saved with save_pretrained:
     the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties."""
     import transformers
@@ -364,14 +364,14 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0):
     )
     if family == "gpt2":
         cfg = transformers.GPT2Config(
-            n_embd=64, n_layer=2, n_head=4, n_positions=256, tie_word_embeddings=True, **common
+            n_embd=64, n_layer=layers, n_head=4, n_positions=256, tie_word_embeddings=True, **common
         )
         cls = transformers.GPT2LMHeadModel
     else:
         kw = dict(
             hidden_size=64,
             intermediate_size=128,
-            num_hidden_layers=2,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=256,

@@ -74,9 +74,19 @@ def cli() -> None:
 RATIO = Finite(0, 1, max_open=True)
 
 
+def _multiple_of_32(value: int | None) -> int | None:
+    if value is not None and value % 32:
+        raise click.BadParameter(f"{value} is not a multiple of 32 (XNNPACK's int4 kernels); try 32, 64 or 128")
+    return value
+
+
 @cli.command()
 @click.argument("model")
-@click.option("--target", "-t", default="xnnpack-fp32", show_default=True, help="Built-in target name or a .toml path.")
+@click.option(
+    "--target",
+    "-t",
+    help="Built-in target name or a .toml path.  [default: xnnpack-fp32; xnnpack-llm-8da4w for --task text-generation]",
+)
 @click.option(
     "--input",
     "-i",
@@ -149,8 +159,29 @@ RATIO = Finite(0, 1, max_open=True)
 )
 @click.option(
     "--task",
-    type=click.Choice(["classify", "embed", "regress"]),
-    help="What the first output is, for the verify figures (default: guessed from the output and the data).",
+    type=click.Choice(["classify", "embed", "regress", "text-generation"]),
+    help="What the first output is, for the verify figures (default: guessed from the output and the data); "
+    "text-generation builds a generation program from a decoder (hf:DIR or gguf:FILE) with a KV cache.",
+)
+@click.option(
+    "--max-seq-len",
+    type=click.IntRange(8, 32768),
+    metavar="N",
+    help="text-generation: the KV cache's length, prompt and generated tokens together.  [default: 512]",
+)
+@click.option(
+    "--group-size",
+    type=click.IntRange(32),
+    callback=lambda ctx, param, v: _multiple_of_32(v),
+    metavar="N",
+    help="int4 weights (8da4w) and int4 embedding tables: values sharing one scale (overrides the target).",
+)
+@click.option(
+    "--max-ppl-increase",
+    type=Finite(0, min_open=True),
+    metavar="PCT",
+    help="text-generation: fail when the program's perplexity on the eval text is this many percent above your "
+    "model's.",
 )
 @click.option(
     "--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json)."
@@ -205,6 +236,9 @@ def build(
     hf_output: str | None,
     quantize_embeddings: str | None,
     task: str | None,
+    max_seq_len: int | None,
+    group_size: int | None,
+    max_ppl_increase: float | None,
     out: str,
     force: bool,
     reference_samples: int,
@@ -216,21 +250,27 @@ def build(
     """Build MODEL into a verified ExecuTorch package: load → prune → export → quantize → lower → verify → package.
 
     MODEL is package.module:factory, path/to/file.py:factory, a .pt2 saved with torch.export.save, or hf:FOLDER (a
-    local Hugging Face model; --calibration/--eval may then be text files, one sentence a line).
+    local Hugging Face model; --calibration/--eval may then be text files, one sentence a line). With --task
+    text-generation (or an xnnpack-llm-* target), MODEL is a decoder language model, hf:FOLDER or gguf:FILE, and --eval
+    a text file.
 
     \b
-    Example:
+    Examples:
       edgekit build mypkg.nets:make_net -i 1x3x224x224 -t xnnpack-int8 -c calib.npz -o build/net
+      edgekit build gguf:SmolLM2-135M-Instruct.Q4_1.gguf --task text-generation -t xnnpack-llm-8da4w -o build/lm
     """
     from .._fs import check_output
     from ..pipeline.build import build as run_build
     from ..target_overrides import with_build_options
-    from ..targets import load_target
+    from ..targets import GENERATION, load_target
     from . import render
 
+    generation = task == GENERATION or (target is not None and load_target(target).task == GENERATION)
     tgt = with_build_options(
-        load_target(target),
+        load_target(target or ("xnnpack-llm-8da4w" if generation else "xnnpack-fp32")),
         has_eval=eval_data is not None,
+        group_size=group_size,
+        max_ppl_increase=max_ppl_increase,
         prune_layer=prune_layer,
         prune_ignore=prune_ignore,
         max_accuracy_drop=max_accuracy_drop,
@@ -265,10 +305,16 @@ def build(
             reference_samples=reference_samples,
             reference_max_mb=reference_max_mb,
             explain=not no_explain,
+            max_seq_len=max_seq_len,
         )
     finally:
         progress.close()
-    _emit_json(result.manifest.to_dict()) if as_json else render.build_summary(result)
+    if as_json:
+        _emit_json(result.manifest.to_dict())
+    elif result.manifest.generation is not None:
+        render.generation_summary(result)
+    else:
+        render.build_summary(result)
 
 
 @cli.group()
@@ -384,6 +430,20 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
     help="Do not run the package's reference inputs first (by default a program that answers them unlike your model "
     "fails the profile).",
 )
+@click.option(
+    "--prompt-len",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Generation programs: prompt tokens prefilled in one call.",
+)
+@click.option(
+    "--gen-len",
+    type=click.IntRange(2),
+    default=128,
+    show_default=True,
+    help="Generation programs: tokens generated greedily after the prompt.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.option("--out", "out_file", type=click.Path(), help="Also save the JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -409,11 +469,14 @@ def profile(
     devices_file: str | None,
     save_outputs: str | None,
     no_check: bool,
+    prompt_len: int,
+    gen_len: int,
     as_json: bool,
     out_file: str | None,
     quiet: bool,
 ) -> None:
-    """Measure PROGRAM (a .pte or a package folder) in an isolated worker process.
+    """Measure PROGRAM (a .pte or a package folder) in an isolated worker process. A generation package (built with
+    --task text-generation) reports time to first token, prefill and decode tokens per second instead.
 
     \b
     Examples:
@@ -433,6 +496,38 @@ def profile(
             "nothing to profile" if program is None else "give PROGRAM or --eager, not both",
             "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE",
         )
+    if program is not None and _is_generation(program):
+        if device is not None:
+            raise UsageError(
+                "--device does not profile generation programs yet: their cache and attention kernels "
+                "(ExecuTorch's llama custom ops) link libtorch, which the device runner does not carry",
+                "profile here, or on the board with executorch installed",
+            )
+        from ..profile.generation import profile_generation
+
+        gen = []
+        for threads in parse_threads(threads_text) if threads_text else [1]:
+            if not quiet:
+                render.console().print(f"[dim]generation profile, {threads} thread(s)…[/]")
+            gen.append(
+                profile_generation(
+                    program,
+                    prompt_len=prompt_len,
+                    gen_len=gen_len,
+                    runs=runs or 3,
+                    warmup=1 if warmup is None else warmup,
+                    threads=threads,
+                    cpus=parse_cpus(cpus),
+                    check=not no_check,
+                    timeout=timeout if timeout != 300.0 else 1800.0,
+                )
+            )
+        data = [r.to_dict() for r in gen]
+        payload = data[0] if len(data) == 1 else {"schema_version": 1, "sweep": data}
+        if out_file:
+            write_json(out_file, payload)
+        _emit_json(payload) if as_json else render.generation_report(gen)
+        return
     results = []
     for threads in parse_threads(threads_text) if threads_text else [None]:
         opts = ProfileOptions(
@@ -475,6 +570,52 @@ def profile(
     _emit_json(payload) if as_json else render.profile_report(results)
     for r in results:
         r.raise_for_budget()
+
+
+def _is_generation(program: str) -> bool:
+    """A package folder (or its .pte) whose manifest has a generation section; reads JSON only."""
+    from pathlib import Path
+
+    from ..errors import EdgekitError
+    from ..manifest import read_manifest
+
+    path = Path(program)
+    folder = path.parent if path.suffix == ".pte" else path
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        return read_manifest(folder).generation is not None
+    except EdgekitError:
+        return False
+
+
+@cli.command()
+@click.argument("package", type=click.Path())
+@click.option("--prompt", "-p", required=True, help="The text to continue (write a chat template into it yourself).")
+@click.option("--max-new-tokens", "-n", type=click.IntRange(1), default=128, show_default=True)
+@click.option(
+    "--temperature", type=Finite(0), default=0.0, show_default=True, help="0: greedy; above: sampling (--seed)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="Only the generated text.")
+def generate(
+    package: str, prompt: str, max_new_tokens: int, temperature: float, seed: int, threads: int, quiet: bool
+) -> None:
+    """Continue PROMPT with a generation package, printing the text as it is produced, then its tokens per second.
+
+    \b
+    Example:
+      edgekit generate build/lm --prompt "The capital of France is" -n 32
+    """
+    from ..profile.generation import generate as run_generate
+    from . import render
+
+    stats = run_generate(
+        package, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, threads=threads
+    )
+    if not quiet:
+        render.generate_stats(stats)
 
 
 @cli.command("explain")

@@ -279,6 +279,93 @@ def build_summary(result: Any) -> None:
     warn(m.warnings)
 
 
+def generation_summary(result: Any) -> None:
+    """A generation build: what the program holds and how close it stays to your model (the figures for this task)."""
+    m = result.manifest
+    g, prog = m.generation, m.program
+    t = table(f"edgekit build → {result.out_dir}", ["", " "], left=("", " "), wrap=(" ",), show_header=False)
+    t.columns[0].style = "bold"
+    src = f" ({g.source['file']}, {g.source['file_type']})" if g.source else ""
+    t.add_row("model", f"{m.model.spec}{src}: {g.architecture}, vocabulary {g.vocab_size}")
+    t.add_row("target", f"{m.target['name']}: linears {g.linears}, embedding table {g.embeddings}")
+    t.add_row(
+        "program",
+        f"{prog.size_bytes / 2**20:.1f} MiB, KV cache {g.max_context_len} tokens ({g.cache}); sha256 {prog.sha256[:12]}…",
+    )
+    t.add_row(
+        "perplexity",
+        f"your model {g.perplexity_eager:.3f} → program {g.perplexity_program:.3f} ({g.ppl_increase_pct:+.2f}%) over "
+        f"{g.eval_tokens} tokens of {g.eval_data}",
+    )
+    t.add_row("next token", f"the program's top token is your model's at {g.next_token_agreement:.1%} of positions")
+    gr = g.greedy
+    t.add_row(
+        "greedy",
+        f"{gr.matching}/{gr.new_tokens} tokens as your model's ({gr.prefix} before the first difference) after a "
+        f"{gr.prompt_tokens}-token prompt",
+    )
+    t.add_row("", f"[dim]program: {gr.program_text!r}[/]")
+    for c in m.budget.checks:
+        t.add_row("budget", f"{c.name} {c.value} (limit {c.limit}) {'ok' if c.ok else 'EXCEEDED'}")
+    t.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in m.timings_s.items()))
+    console(stderr=False).print(t)
+    warn(m.warnings)
+
+
+def generation_report(results: list) -> None:
+    """``edgekit profile`` of a generation package: one row per thread count."""
+    r0 = results[0]
+    con = console(stderr=False)
+    con.print(
+        f"[bold]edgekit profile[/] {r0.package}  [dim]{r0.model}, target {r0.target}; prompt {r0.prompt_len} tokens, "
+        f"{r0.gen_len} generated, {r0.runs} round(s); {r0.engine}[/]"
+    )
+    c = r0.check
+    if c.status == "passed":
+        con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} greedy tokens as when built ({c.note})")
+    else:
+        con.print(f"[yellow]answers not checked[/] ({c.note})")
+    t = table(
+        "generation",
+        ["threads", "load ms", "TTFT ms (p50)", "prefill tok/s", "decode tok/s", "token ms p50", "p90", "peak RSS MiB",
+         "Δ MiB", "CPU s/token", "J/token"],
+    )  # fmt: skip
+    for r in results:
+        t.add_row(
+            str(r.threads),
+            f"{r.load_ms:.1f}",
+            f"{r.ttft_ms.p50:.2f}",
+            f"[bold]{r.prefill_tokens_per_s:.1f}[/]",
+            f"[bold]{r.decode_tokens_per_s:.1f}[/]",
+            f"{r.decode_ms.p50:.3f}",
+            f"{r.decode_ms.p90:.3f}",
+            f"{r.peak_rss_mb:.1f}",
+            f"{r.peak_delta_mb:.1f}",
+            f"{r.cpu_s_per_token:.5f}",
+            "–" if r.joules_per_token is None else f"{r.joules_per_token:.4f}",
+        )
+    con.print(t)
+    con.print(
+        f"[dim]TTFT: the prefill call of {r0.prompt_len} tokens; decode tok/s: 1000 / the median step; peak RSS of the "
+        f"worker, Δ above its {r0.baseline_rss_mb:.0f} MiB baseline (Python, torch and the ExecuTorch runtime). "
+        f"J/token: {r0.joules_note}.[/]"
+    )
+    warn([n for r in results for n in r.notes])
+
+
+def generate_stats(stats: dict) -> None:
+    """The figures after ``edgekit generate``'s text (on stderr: stdout holds the text only)."""
+    dec = stats.get("decode_tokens_per_s")
+    pre = stats.get("prefill_tokens_per_s")
+    console().print(
+        f"[dim]{stats['prompt_tokens']} prompt tokens, {stats['generated_tokens']} generated (stopped: {stats['stop']}); "
+        f"time to first token {stats['ttft_ms']:.1f} ms"
+        + (f", prefill {pre:.1f} tok/s" if pre else "")
+        + (f", decode {dec:.1f} tok/s" if dec else "")
+        + f"; peak RSS {stats['peak_rss_kb'] / 1024:.0f} MiB[/]"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- profile
 def _latency_table(results: list) -> Any:
     t = table(

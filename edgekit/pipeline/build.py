@@ -17,7 +17,8 @@ from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
 from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
-from ..targets import Backend, EmbeddingQuant, QuantScheme, Target, load_target
+from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target
+from .lower import deflate_size
 from .stages import SilentRunner, Stage, StageEvent, StageRunner, frozen_heap
 from .state import BuildResult, BuildState
 
@@ -52,6 +53,7 @@ def build(
     reference_samples: int = 4,
     reference_max_mb: float = 8.0,
     explain: bool = True,
+    max_seq_len: int | None = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
 
@@ -85,6 +87,8 @@ def build(
         reference_max_mb: the most those may take (sets are dropped to fit).
         explain: record what ``edgekit explain`` needs (``explain.json``: the program's instructions in the model's
             module names, per-module fidelity, the memory plan); costs a copy of the weights in memory while lowering.
+        max_seq_len: generation programs (``task="text-generation"``, or a target with that task): the KV cache's
+            length, prompt and generated tokens together (default 512); :mod:`edgekit.pipeline.generation`.
 
     Returns:
         A :class:`BuildResult`.
@@ -97,13 +101,42 @@ def build(
         >>> result = build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
         >>> result.manifest.verify.sqnr_db
     """
+    tgt = load_target(target)
+    if task == GENERATION or tgt.task == GENERATION:
+        from .generation import DEFAULT_MAX_SEQ_LEN, build_generation
+
+        given = {
+            "inputs": bool(inputs),
+            "calibration": calibration is not None,
+            "dynamic_batch": dynamic_batch is not None,
+            "dynamic_dims": bool(dynamic_dims),
+            "finetune": finetune is not None,
+            "hf_output": hf_output is not None,
+        }
+        extra = [k for k, v in given.items() if v]
+        if extra:
+            raise UsageError(
+                f"{', '.join(extra)} do(es) not apply to a text-generation build",
+                "a generation program takes tokens; its activations are quantized at run time (no calibration)",
+            )
+        return build_generation(
+            model,
+            tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION),
+            out=out,
+            eval=eval,
+            max_seq_len=DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len,
+            force=force,
+            progress=progress,
+        )
+    if max_seq_len is not None:
+        raise UsageError("max_seq_len applies to text-generation builds only", "add task='text-generation'")
     t_start = time.perf_counter()
     if not isinstance(reference_samples, int) or isinstance(reference_samples, bool) or reference_samples < 0:
         raise UsageError(
             f"reference_samples must be an integer >= 0, got {reference_samples!r}", "e.g. 4, or 0 for none"
         )
     st = BuildState(
-        load_target(target),
+        tgt,
         Path(out),
         StageRunner(progress),
         records=calibration_records,
@@ -426,10 +459,3 @@ def _module_fidelity(st: BuildState, data: Dataset, samples: int = 4) -> None:
         st.warnings.append(
             f"edgekit explain will lack per-module fidelity: {type(exc).__name__}: {first_line(exc)[:120]}"
         )
-
-
-def deflate_size(data: bytes) -> int:
-    """Size after zlib/deflate at level 9: what a zip or an HTTP gzip download would roughly cost."""
-    import zlib
-
-    return len(zlib.compress(data, 9))

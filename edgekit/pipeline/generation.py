@@ -103,20 +103,7 @@ def build_generation(
             "get_eos_ids": ids["eos_ids"],
             **({"get_bos_id": ids["bos_id"]} if ids["bos_id"] is not None else {}),
         }
-        from .lower import lower_program
-
-        lowered = stages.run(
-            Stage.LOWER,
-            lambda: lower_program(
-                exported,
-                Backend.XNNPACK,
-                fuse_embeddings=tgt.quantize.embeddings is not EmbeddingQuant.NONE,
-                constant_methods=methods,
-                prepare=False,
-                check_ir=False,
-            ),
-            "XNNPACK",
-        )
+        lowered = stages.run(Stage.LOWER, lambda: _lower(exported, tgt, methods), "XNNPACK")
         fid = stages.run(Stage.VERIFY, lambda: _verify(lowered.pte, tokens, ref, max_seq_len), data_source)
     greedy_text = [lm.tokenizer.decode(t) for t in (ref["greedy"], fid["greedy"])]
     return stages.run(
@@ -272,15 +259,20 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 )
             if q.scheme is not QuantScheme.NONE:
                 int4 = q.scheme is QuantScheme.INT8_DYNAMIC_INT4_WEIGHT
+                int8 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+                # the output layer (vocabulary × hidden) decides every token: int8 per channel even in an int4
+                # program, as llama.cpp keeps output/token_embd at 6-8 bits in its 4-bit files
+                quantize_(decoder, int8, lambda m, fqn: isinstance(m, nn.Linear) and fqn == "lm_head")
                 quantize_(
                     decoder,
                     Int8DynamicActivationIntxWeightConfig(
-                        weight_dtype=torch.int4 if int4 else torch.int8,
-                        weight_granularity=PerGroup(q.group_size) if int4 else PerAxis(0),
-                    ),
-                    lambda m, fqn: isinstance(m, nn.Linear),
+                        weight_dtype=torch.int4, weight_granularity=PerGroup(q.group_size)
+                    )
+                    if int4
+                    else int8,
+                    lambda m, fqn: isinstance(m, nn.Linear) and fqn != "lm_head",
                 )
-                info["linears"] = f"8da4w (group {q.group_size})" if int4 else "8da8w"
+                info["linears"] = f"8da4w (group {q.group_size}), output layer 8da8w" if int4 else "8da8w"
 
     detail = f"{q.scheme.value}" + (f", {q.embeddings.value} embedding table" if q.embeddings.value != "none" else "")
     stages.run(Stage.QUANTIZE, run, detail)
@@ -302,6 +294,25 @@ def _export(decoder: Any, max_seq_len: int) -> Any:
             f"torch.export of the generation program failed: {str(exc).splitlines()[0][:300]}",
             "the decoder may use an operation export cannot trace; report the model family",
         ) from exc
+
+
+def _lower(exported: Any, tgt: Target, methods: dict) -> Any:
+    import warnings
+
+    from .lower import lower_program
+
+    with warnings.catch_warnings():
+        # the KV cache's buffers start undefined in the program: expected, as custom_sdpa reads only the positions
+        # written so far
+        warnings.filterwarnings("ignore", message="Mutation on a buffer")
+        return lower_program(
+            exported,
+            Backend.XNNPACK,
+            fuse_embeddings=tgt.quantize.embeddings is not EmbeddingQuant.NONE,
+            constant_methods=methods,
+            prepare=False,
+            check_ir=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ verify
@@ -381,7 +392,7 @@ def _package(
         VerifySection,
     )
     from ..program import inspect_program
-    from .build import deflate_size
+    from .lower import deflate_size
     from .package import raise_for_budget
 
     info = inspect_program(out / PTE_NAME, lowered.pte)
@@ -411,7 +422,16 @@ def _package(
         perplexity_program=round(fid["ppl_program"], 4),
         ppl_increase_pct=round(increase, 3),
         next_token_agreement=round(fid["agreement"], 4),
-        greedy=GreedyCheck(len(ref["prompt"]), len(greedy), matching, prefix, greedy_text[0], greedy_text[1]),
+        greedy=GreedyCheck(
+            len(ref["prompt"]),
+            len(greedy),
+            matching,
+            prefix,
+            greedy_text[0],
+            greedy_text[1],
+            list(ref["prompt"]),
+            list(fid["greedy"]),
+        ),
         source=lm.source or None,
     )
     checks = []

@@ -333,3 +333,10 @@ def _record_explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
         return {"instructions": instructions(pte, et.get_etrecord()), "memory": memory_plan(et)}, None
     except Exception as exc:  # private executorch APIs: a change there must not break builds
         return None, f"{type(exc).__name__}: {first_line(exc)[:160]}"
+
+
+def deflate_size(data: bytes) -> int:
+    """Size after zlib/deflate at level 9: what a zip or an HTTP gzip download would roughly cost."""
+    import zlib
+
+    return len(zlib.compress(data, 9))

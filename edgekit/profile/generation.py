@@ -1,0 +1,280 @@
+"""Profiling and running generation programs (``manifest.generation``): tokens per second, in a separate worker.
+
+:func:`profile_generation` runs :mod:`edgekit.runner.llmworker` in its own process (pinned with ``cpus``): the
+program's load time, its answers checked first (the greedy tokens it gave at build time, from the same prompt), then
+rounds of a ``prompt_len``-token prefill and ``gen_len`` greedy decode steps, each call timed. It reports time to
+first token (the prefill), prefill and decode tokens per second, per-token latency percentiles, the worker's memory
+and CPU time per generated token. :func:`generate` streams a prompt's continuation to a text stream.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .._contract import Contract
+from ..errors import ProfileError, ProgramError, ReferenceMismatchError, UsageError
+from ..manifest import read_manifest
+from .stats import LatencyStats, summarize
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GenerationCheck(Contract):
+    """The program's greedy tokens from its build-time prompt, here, against what it answered when it was built."""
+
+    status: str  # passed | failed | skipped
+    tokens: int
+    matching: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationProfile(Contract):
+    """One profile of a generation program at one thread count."""
+
+    schema_version: int
+    package: str
+    model: str
+    sha256: str
+    target: str
+    engine: str
+    threads: int
+    prompt_len: int
+    gen_len: int
+    runs: int
+    load_ms: float
+    ttft_ms: LatencyStats  # the prefill call (the first token comes out of it), per round
+    prefill_tokens_per_s: float  # prompt_len / median prefill
+    decode_tokens_per_s: float  # 1000 / median per-token decode latency
+    decode_ms: LatencyStats  # every decode step of every round
+    baseline_rss_mb: float  # the worker after its imports (Python, torch, the ExecuTorch runtime)
+    load_rss_mb: float
+    peak_rss_mb: float
+    peak_delta_mb: float  # above the baseline: the program, its cache and its activations
+    cpu_s_per_token: float
+    joules_per_token: float | None
+    joules_note: str
+    check: GenerationCheck
+    notes: list[str]
+
+
+ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
+
+
+def _package(package: str | Path) -> tuple[Path, Any]:
+    path = Path(package)
+    folder = path.parent if path.suffix == ".pte" else path
+    m = read_manifest(folder)
+    if m.generation is None:
+        raise UsageError(f"{folder} is not a generation program (no generation section in its manifest)")
+    from .subject import resolve_program
+
+    resolve_program(folder)  # the program file exists and matches the manifest's sha256
+    return folder, m
+
+
+def _worker(folder: Path, m: Any, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "edgekit.runner.llmworker",
+        "--model",
+        str(folder / m.program.file),
+        "--threads",
+        str(threads),
+        "--max-context",
+        str(m.generation.max_context_len),
+        "--vocab",
+        str(m.generation.vocab_size),
+    ]
+
+
+def profile_generation(
+    package: str | Path,
+    *,
+    prompt_len: int = 128,
+    gen_len: int = 128,
+    runs: int = 3,
+    warmup: int = 1,
+    threads: int = 1,
+    cpus: tuple[int, ...] | None = None,
+    check: bool = True,
+    timeout: float = 1800.0,
+    progress: Callable[[str], None] | None = None,
+) -> GenerationProfile:
+    """Profile a generation package (see the module docstring).
+
+    Raises:
+        UsageError: not a generation package, or a prompt and generation that do not fit its cache.
+        ReferenceMismatchError: the program's greedy tokens here differ from its build-time ones (``check``).
+        ProfileError: the worker failed, crashed or timed out.
+    """
+    from ..runner.worker import run_worker
+
+    folder, m = _package(package)
+    g = m.generation
+    if prompt_len < 1 or gen_len < 2:
+        raise UsageError(f"--prompt-len must be ≥ 1 and --gen-len ≥ 2, got {prompt_len} and {gen_len}")
+    if prompt_len > g.max_seq_len:
+        raise UsageError(
+            f"--prompt-len {prompt_len} is longer than the program's {g.max_seq_len} tokens per call",
+            f"use at most {g.max_seq_len}, or rebuild with a larger --max-seq-len",
+        )
+    if prompt_len + gen_len > g.max_context_len:
+        raise UsageError(
+            f"--prompt-len {prompt_len} + --gen-len {gen_len} = {prompt_len + gen_len} tokens do not fit the "
+            f"program's {g.max_context_len}-token KV cache",
+            f"lower them, or rebuild with --max-seq-len {prompt_len + gen_len}",
+        )
+    with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
+        result = Path(d) / "result.json"
+        cmd = _worker(folder, m, threads) + [
+            "--result",
+            str(result),
+            "--prompt-len",
+            str(prompt_len),
+            "--gen-len",
+            str(gen_len),
+            "--runs",
+            str(runs),
+            "--warmup",
+            str(warmup),
+        ]
+        if check and g.greedy.program_ids:
+            cmd += ["--check-prompt", ",".join(map(str, g.greedy.prompt_ids))]
+            cmd += ["--check-tokens", ",".join(map(str, g.greedy.program_ids))]
+        watch = run_worker(cmd, timeout=timeout, cpus=cpus)
+        try:
+            raw = json.loads(result.read_text())
+        except (OSError, ValueError) as exc:
+            raise ProfileError(f"the generation worker wrote no readable result ({exc})") from None
+    notes = []
+    c = raw.get("check")
+    if c is None:
+        status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
+    else:
+        status = GenerationCheck(
+            "passed" if c["matching"] == c["tokens"] else "failed",
+            c["tokens"],
+            c["matching"],
+            f"greedy from the {c['prompt_tokens']}-token build-time prompt",
+        )
+        if status.status == "failed":
+            raise ReferenceMismatchError(
+                f"the program generates different tokens here than when it was built: {c['matching']}/{c['tokens']} "
+                f"greedy tokens the same from its {c['prompt_tokens']}-token check prompt",
+                "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
+            )
+    prefill = [r["prefill_ms"] for r in raw["rounds"]]
+    steps = [s for r in raw["rounds"] for s in r["decode_ms"]]
+    decode = summarize(steps)
+    tokens = len(raw["rounds"]) * gen_len
+    power = m.target.get("power", {})
+    watts = power.get("active_watts_per_core", 2.0) * (raw["cpu_s"] / max(raw["wall_s"], 1e-9)) + power.get(
+        "idle_watts", 0.5
+    )
+    mb = 1024.0
+    peak = max(raw["peak_rss_kb"] / mb, watch.peak_rss / 2**20)
+    return GenerationProfile(
+        schema_version=SCHEMA_VERSION,
+        package=str(folder),
+        model=m.model.spec,
+        sha256=m.program.sha256,
+        target=m.target.get("name", "?"),
+        engine=ENGINE,
+        threads=int(raw["threads"]),
+        prompt_len=prompt_len,
+        gen_len=gen_len,
+        runs=len(raw["rounds"]),
+        load_ms=round(raw["load_ms"], 3),
+        ttft_ms=summarize(prefill),
+        prefill_tokens_per_s=round(prompt_len / (statistics.median(prefill) / 1000), 2),
+        decode_tokens_per_s=round(1000 / decode.p50, 2),
+        decode_ms=decode,
+        baseline_rss_mb=round(raw["baseline_rss_kb"] / mb, 1),
+        load_rss_mb=round(raw["after_load_rss_kb"] / mb, 1),
+        peak_rss_mb=round(peak, 1),
+        peak_delta_mb=round(peak - raw["baseline_rss_kb"] / mb, 1),
+        cpu_s_per_token=round(raw["cpu_s"] / tokens, 6),
+        joules_per_token=round(watts * raw["wall_s"] / tokens, 6),
+        joules_note="ESTIMATED from the target's power model: (active_watts_per_core × CPU utilisation + idle_watts) × "
+        "wall time, per generated token (prefill included)",
+        check=status,
+        notes=notes,
+    )
+
+
+def generate(
+    package: str | Path,
+    prompt: str,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+    threads: int = 1,
+    out: TextIO | None = None,
+) -> dict:
+    """Stream ``prompt``'s continuation from a generation package to ``out`` (stdout); returns the worker's figures
+    (prompt and generated tokens, TTFT, tokens per second, why it stopped).
+
+    Raises:
+        UsageError: not a generation package, or no tokenizer in it.
+        ProfileError: the worker failed (its one-line reason).
+    """
+    import os
+    import signal
+
+    folder, m = _package(package)
+    tok = folder / "tokenizer.json"
+    if not tok.is_file():
+        raise ProgramError(f"{folder} has no tokenizer.json", "rebuild the package with edgekit build")
+    out = out or sys.stdout
+    with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
+        result = Path(d) / "stats.json"
+        cmd = _worker(folder, m, threads) + [
+            "--mode",
+            "generate",
+            "--tokenizer",
+            str(tok),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            str(max_new_tokens),
+            "--temperature",
+            str(temperature),
+            "--seed",
+            str(seed),
+            "--eos",
+            ",".join(map(str, m.generation.eos_ids)),
+            "--result",
+            str(result),
+        ]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(4096):
+                out.write(chunk.decode("utf-8", errors="replace"))
+                out.flush()
+            err = proc.stderr.read().decode("utf-8", errors="replace") if proc.stderr else ""
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        if code != 0:
+            from ..runner.protocol import ERROR_PREFIX
+
+            reason = next((ln[len(ERROR_PREFIX) :] for ln in err.splitlines() if ln.startswith(ERROR_PREFIX)), None)
+            raise ProfileError(
+                f"generation failed: {reason or f'the worker exited with {code}'}", "check the package and prompt"
+            )
+        return json.loads(result.read_text())

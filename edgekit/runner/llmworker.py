@@ -1,0 +1,222 @@
+"""The generation worker: runs a generation program (ExecuTorch's text-runner convention) in its own process.
+
+Two modes:
+
+* ``profile``: load the program (timed), check its answers (the greedy tokens it gave at build time, from the same
+  prompt), then ``--runs`` rounds of prefill (``--prompt-len`` tokens in one call) and greedy decode (``--gen-len``
+  steps, one token each): each call timed with ``perf_counter``. Writes a JSON result.
+* ``generate``: tokenize ``--prompt`` with the package's ``tokenizer.json`` (the ``tokenizers`` library), prefill,
+  then sample token by token and print the text to stdout as it is produced (whole characters only), stopping at an
+  end-of-sequence token, ``--max-new-tokens`` or the end of the cache.
+
+The program's ``llama::`` cache and attention kernels live in ExecuTorch's custom-ops library, which links libtorch:
+the worker is a Python process with ``executorch.runtime`` (and so torch) loaded, and its memory baseline is taken
+after those imports. Speaks ``@phase``/``@error`` lines on stderr like the other workers.
+
+    python -m edgekit.runner.llmworker --model P.pte --mode profile --result R.json [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from edgekit.runner.protocol import ERROR_PREFIX, PHASE_PREFIX
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _fail(msg: str) -> None:
+    _say(ERROR_PREFIX + " ".join(msg.split()))
+    sys.exit(1)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="edgekit.runner.llmworker")
+    p.add_argument("--model", required=True)
+    p.add_argument("--mode", choices=("profile", "generate"), default="profile")
+    p.add_argument("--result")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--gen-len", type=int, default=128)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--check-prompt", default="")  # comma-separated token ids
+    p.add_argument("--check-tokens", default="")  # what the program answered when it was built
+    p.add_argument("--tokenizer")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eos", default="")
+    p.add_argument("--max-context", type=int, required=True)
+    p.add_argument("--vocab", type=int, default=1000)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parse(sys.argv[1:] if argv is None else argv)
+    _say(PHASE_PREFIX + "start")
+    import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels)
+    import torch
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama::update_cache, custom_sdpa)
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    portable_lib._unsafe_reset_threadpool(a.threads)
+    threads = int(portable_lib._threadpool_get_thread_count())
+    baseline_kb = _status_kb("VmRSS")
+    _say(PHASE_PREFIX + "load")
+    t0 = time.perf_counter()
+    try:
+        method = Runtime.get().load_program(a.model).load_method("forward")
+    except Exception as exc:
+        _fail(f"loading the generation program failed: {str(exc).splitlines()[0][:200]}")
+    load_ms = (time.perf_counter() - t0) * 1000
+    after_load_kb = _status_kb("VmRSS")
+
+    def step(ids: list[int], pos: int) -> Any:
+        return method.execute([torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0][0]
+
+    def greedy(prompt: list[int], n: int) -> list[int]:
+        out = [int(step(prompt, 0).argmax())]
+        while len(out) < n:
+            out.append(int(step([out[-1]], len(prompt) + len(out) - 1).argmax()))
+        return out
+
+    check = None
+    if a.check_prompt:
+        _say(PHASE_PREFIX + "check")
+        prompt = [int(t) for t in a.check_prompt.split(",")]
+        expected = [int(t) for t in a.check_tokens.split(",")]
+        got = greedy(prompt, len(expected))
+        same = sum(x == y for x, y in zip(got, expected))
+        check = {"prompt_tokens": len(prompt), "tokens": len(expected), "matching": same, "got": got}
+    if a.mode == "generate":
+        _generate(a, step)
+        return
+    if a.prompt_len + a.gen_len > a.max_context:
+        _fail(
+            f"--prompt-len {a.prompt_len} + --gen-len {a.gen_len} do not fit the program's {a.max_context}-token cache"
+        )
+    g = torch.Generator().manual_seed(a.seed)
+    prompt = torch.randint(3, max(4, min(a.vocab, 1000)), (a.prompt_len,), generator=g).tolist()  # not specials
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    rounds = []
+    _say(PHASE_PREFIX + "warmup")
+    for r in range(a.warmup + a.runs):
+        if r == a.warmup:
+            _say(PHASE_PREFIX + "timed")
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            wall0 = time.perf_counter()
+        t = time.perf_counter()
+        tok = int(step(prompt, 0).argmax())
+        prefill = time.perf_counter() - t
+        decode = []
+        for i in range(a.gen_len - 1):
+            t = time.perf_counter()
+            tok = int(step([tok], a.prompt_len + i).argmax())
+            decode.append(time.perf_counter() - t)
+        if r >= a.warmup:
+            rounds.append({"prefill_ms": prefill * 1000, "decode_ms": [d * 1000 for d in decode]})
+    wall = time.perf_counter() - wall0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "threads": threads,
+        "load_ms": load_ms,
+        "rounds": rounds,
+        "baseline_rss_kb": baseline_kb,
+        "after_load_rss_kb": after_load_kb,
+        "peak_rss_kb": _status_kb("VmHWM"),
+        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "wall_s": wall,
+        "check": check,
+    }
+    tmp = a.result + f".{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, a.result)
+    _say(PHASE_PREFIX + "done")
+
+
+def _generate(a: argparse.Namespace, step: Any) -> None:
+    import torch
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(a.tokenizer)
+    ids = tok.encode(a.prompt).ids
+    if not ids:
+        _fail("the prompt is empty after tokenization")
+    if len(ids) >= a.max_context:
+        _fail(
+            f"the prompt is {len(ids)} tokens: the program's cache holds {a.max_context} (prompt and answer together)"
+        )
+    eos = {int(e) for e in a.eos.split(",") if e}
+    gen = torch.Generator().manual_seed(a.seed)
+
+    def pick(logits: Any) -> int:
+        if a.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits.float() / a.temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    _say(PHASE_PREFIX + "timed")
+    t0 = time.perf_counter()
+    nxt = pick(step(ids, 0))
+    ttft = time.perf_counter() - t0
+    out: list[int] = []
+    shown = ""
+    t1 = time.perf_counter()
+    stop = "max-new-tokens"
+    while True:
+        if nxt in eos:
+            stop = "end of sequence"
+            break
+        out.append(nxt)
+        text = tok.decode(out)
+        if not text.endswith("\ufffd"):  # a character split across tokens waits for its last byte
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+        if len(out) >= a.max_new_tokens:
+            break
+        if len(ids) + len(out) >= a.max_context:
+            stop = "the program's cache is full"
+            break
+        nxt = pick(step([nxt], len(ids) + len(out) - 1))
+    decode_s = time.perf_counter() - t1
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    stats = {
+        "prompt_tokens": len(ids),
+        "generated_tokens": len(out),
+        "ttft_ms": ttft * 1000,
+        "prefill_tokens_per_s": len(ids) / ttft if ttft > 0 else None,
+        "decode_tokens_per_s": (len(out) - 1) / decode_s if len(out) > 1 and decode_s > 0 else None,
+        "stop": stop,
+        "peak_rss_kb": _status_kb("VmHWM"),
+    }
+    if a.result:
+        with open(a.result, "w") as f:
+            json.dump(stats, f)
+    _say(PHASE_PREFIX + "done")
+
+
+if __name__ == "__main__":
+    main()

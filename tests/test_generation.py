@@ -1,0 +1,150 @@
+"""Generation programs on the real stack: tiny random decoders made here (LlamaConfig, Qwen2Config, GPT2Config,
+save_pretrained to a temp folder; no download), built to ExecuTorch with a KV cache, verified against the model
+handed in, run by edgekit's worker and by ExecuTorch's own text runner."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from toy_models import tiny_decoder
+
+import edgekit
+from edgekit.cli import cli
+from edgekit.program import inspect_program
+
+PROMPT = "def hello(name):"
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """A 1-layer random Llama built as fp32 (the exact reference) and 8da4w, through the CLI."""
+    d = tmp_path_factory.mktemp("gen")
+    folder = tiny_decoder(d / "tiny-llama", "llama")
+    out = {}
+    for target in ("xnnpack-llm-fp32", "xnnpack-llm-8da4w"):
+        r = CliRunner().invoke(
+            cli,
+            ["build", f"hf:{folder}", "--task", "text-generation", "-t", target, "--max-seq-len", "64",
+             "-o", str(d / target), "-q"],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        out[target] = d / target
+    return {"dir": d, "folder": folder, **out}
+
+
+def test_an_fp32_generation_program_is_the_model_handed_in(llama):
+    m = edgekit.read_manifest(llama["xnnpack-llm-fp32"])
+    g = m.generation
+    assert g.architecture == "LlamaForCausalLM" and g.family == "llama" and g.max_context_len == 64
+    # teacher-forced over the built-in text, through the KV cache one token at a time: the same numbers
+    assert abs(g.perplexity_program / g.perplexity_eager - 1) < 1e-4 and g.next_token_agreement == 1.0
+    assert g.greedy.matching == g.greedy.new_tokens == 32 and g.greedy.prefix == 32
+    assert m.verify.task == "text-generation" and m.verify.reference == "original" and m.verify.sqnr_db > 60
+    # the constant methods ExecuTorch's text runner reads, and the tokenizer beside the program
+    methods = inspect_program(llama["xnnpack-llm-fp32"] / "model.pte").methods
+    assert methods["get_max_seq_len"].constants == (64,) and methods["use_kv_cache"].constants == (True,)
+    assert methods["get_eos_ids"].constants == tuple(g.eos_ids)
+    assert "tokenizer.json" in g.tokenizer_files and set(m.files()) >= {"model.pte", "tokenizer.json"}
+    forward = methods["forward"]
+    assert [t.dtype for t in forward.inputs] == ["int64", "int64"] and forward.inputs[0].dynamic
+
+
+def test_8da4w_quantizes_every_linear_and_stays_close(llama):
+    fp32, q = (edgekit.read_manifest(llama[t]) for t in ("xnnpack-llm-fp32", "xnnpack-llm-8da4w"))
+    g = q.generation
+    assert g.linears == "8da4w (group 32), output layer 8da8w" and g.embeddings == "int8"
+    assert q.program.size_bytes < 0.5 * fp32.program.size_bytes
+    assert 0 < g.perplexity_program and abs(g.ppl_increase_pct) < 60 and g.next_token_agreement > 0.2
+    assert q.budget.checks[0].name == "ppl_increase_pct" and q.budget.checks[0].ok
+    # the delegate runs the int4 GEMMs; nothing of the linears is left on portable kernels
+    assert not [op for op in q.program.delegation.portable_ops if "linear" in op or "mm" in op]
+
+
+def test_profile_checks_the_answers_then_reports_tokens_per_second(llama):
+    r = CliRunner().invoke(
+        cli, ["profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "16", "--gen-len", "16", "--json", "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)
+    assert p["check"]["status"] == "passed" and p["check"]["matching"] == p["check"]["tokens"] == 32
+    assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0 and p["ttft_ms"]["p50"] > 0
+    assert p["decode_ms"]["count"] == 3 * 15 and p["peak_rss_mb"] >= p["baseline_rss_mb"] > 0
+    assert "ESTIMATED" in p["joules_note"]
+
+
+def test_generate_streams_what_executorchs_own_text_runner_generates(llama):
+    pkg = llama["xnnpack-llm-fp32"]
+    r = subprocess.run(
+        [sys.executable, "-m", "edgekit", "generate", str(pkg), "--prompt", PROMPT, "-n", "12", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    ours = r.stdout.rstrip("\n")
+    # ExecuTorch's TextLLMRunner (its Python bindings) on the same package: it prints the pieces to stdout
+    runner = (
+        "import executorch.kernels.quantized\n"
+        "from executorch.extension.llm.custom_ops import custom_ops\n"
+        "from executorch.extension.llm.runner import TextLLMRunner, GenerationConfig\n"
+        f"r = TextLLMRunner({str(pkg / 'model.pte')!r}, {str(pkg)!r})\n"
+        f"r.generate({PROMPT!r}, GenerationConfig(echo=False, max_new_tokens=12, temperature=0.0))\n"
+    )
+    et = subprocess.run([sys.executable, "-c", runner], capture_output=True, timeout=300)
+    assert et.returncode == 0, et.stderr.decode(errors="replace")[-500:]
+    theirs = et.stdout.decode("utf-8", errors="replace").split("PyTorchObserver")[0]
+    # a random model emits partial UTF-8 pieces: the runner drops unprintable bytes, edgekit waits for whole
+    # characters, so the printable ASCII of both is what must agree
+    ascii_ = lambda text: "".join(c for c in text if c.isascii() and c.isprintable())  # noqa: E731
+    assert len(ascii_(ours)) >= 4 and ascii_(theirs).startswith(ascii_(ours)), (ours, theirs)
+
+
+def test_other_families_build_exactly(tmp_path):
+    for family in ("qwen2", "gpt2"):
+        folder = tiny_decoder(tmp_path / family, family)
+        res = edgekit.build(
+            f"hf:{folder}", "xnnpack-llm-fp32", task="text-generation", out=tmp_path / f"{family}-pkg", max_seq_len=32
+        )
+        g = res.manifest.generation
+        assert g.family == family.replace("qwen2", "llama") and g.greedy.matching == g.greedy.new_tokens
+        assert abs(g.perplexity_program / g.perplexity_eager - 1) < 1e-4, (family, g)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _one_line_error(r, code: int, *words: str) -> None:
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error")]
+    assert r.exit_code == code and len(errors) == 1 and "Traceback" not in r.output, r.output
+    assert all(w in errors[0] for w in words), errors[0]
+
+
+def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_path):
+    run = CliRunner().invoke
+    out = tmp_path / "out"
+    gen = ["--task", "text-generation", "-o", str(out)]
+    # not a decoder: a CNN factory, an encoder folder
+    _one_line_error(run(cli, ["build", "toy_models:small_cnn", *gen]), 2, "hf:DIR or gguf:FILE")
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
+        tmp_path / "bert"
+    )
+    _one_line_error(run(cli, ["build", f"hf:{tmp_path / 'bert'}", *gen]), 1, "bert", "gpt2, llama")
+    # a GGUF that is not one, and one cut short
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x07" * 40)
+    _one_line_error(run(cli, ["build", f"gguf:{tmp_path / 'bad.gguf'}", *gen]), 1, "not a readable GGUF")
+    # a group size that does not divide the width (64), an empty eval text
+    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "48"]), 2, "multiple of 32")
+    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "96"]), 2, "does not divide")
+    (tmp_path / "empty.txt").write_text("\n")
+    _one_line_error(
+        run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")]), 1, "empty"
+    )
+    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"]), 2, "calibration")
+    assert not out.exists()
+    # a prompt longer than the cache; a generation past it
+    pkg = str(llama["xnnpack-llm-fp32"])
+    _one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
+    _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
+    _one_line_error(run(cli, ["profile", pkg, "--device", "x"]), 2, "--device")
