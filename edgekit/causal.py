@@ -35,6 +35,22 @@ def supported_families() -> str:
     return ", ".join(sorted(FAMILIES))
 
 
+def is_causal_lm(spec: str) -> bool:
+    """``gguf:FILE``, or ``hf:DIR`` whose config.json names a decoder-only causal LM (reads JSON only, no torch)."""
+    import json
+
+    if spec.startswith("gguf:"):
+        return True
+    if not spec.startswith("hf:"):
+        return False
+    try:
+        config = json.loads((Path(spec[3:]).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = (config.get("architectures") or []) if isinstance(config, dict) else []
+    return any(isinstance(a, str) and (a.endswith("ForCausalLM") or a == "GPT2LMHeadModel") for a in archs)
+
+
 @dataclass
 class CausalLM:
     """A loaded decoder: the transformers model (eval, fp32), its tokenizer, and where it came from."""

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from toy_models import tiny_decoder
 
 import edgekit
+from edgekit.bench.store import list_runs
 from edgekit.cli import cli
 from edgekit.program import inspect_program
 
@@ -54,7 +55,7 @@ def test_an_fp32_generation_program_is_the_model_handed_in(llama):
 def test_8da4w_quantizes_every_linear_and_stays_close(llama):
     fp32, q = (edgekit.read_manifest(llama[t]) for t in ("xnnpack-llm-fp32", "xnnpack-llm-8da4w"))
     g = q.generation
-    assert g.linears == "8da4w (group 32), output layer 8da8w" and g.embeddings == "int8"
+    assert g.linears == "8da4w (group 32, HQQ scales), output layer 8da8w" and g.embeddings == "int4"
     assert q.program.size_bytes < 0.5 * fp32.program.size_bytes
     assert 0 < g.perplexity_program and abs(g.ppl_increase_pct) < 60 and g.next_token_agreement > 0.2
     assert q.budget.checks[0].name == "ppl_increase_pct" and q.budget.checks[0].ok
@@ -148,3 +149,35 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     _one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
     _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
     _one_line_error(run(cli, ["profile", pkg, "--device", "x"]), 2, "--device")
+    # what does not handle generation yet says so, instead of measuring a cache-less forward pass
+    spec = f"hf:{llama['folder']}"
+    (tmp_path / "calib.npz").write_bytes(b"")
+    r = run(cli, ["tune", spec, "--calibration", str(tmp_path / "calib.npz"), "--min-sqnr", "20", "-o", str(out)])
+    _one_line_error(r, 2, "does not search generation")
+    assert not out.exists()
+
+
+def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
+    """A suite item with a text-generation target: built through the build queue, measured by the generation worker
+    (decode steps as the latency samples, TTFT, perplexity), stored, compared and reported."""
+    run = CliRunner().invoke
+    suite, store, cache = tmp_path / "suite.toml", tmp_path / "store", tmp_path / "cache"
+    suite.write_text(
+        'schema_version = 1\nname = "lm"\n[run]\nthreads = [1]\nprompt_len = 8\ngen_len = 16\n'
+        f'generation_rounds = 2\n[[model]]\nname = "tiny-llama"\nspec = "hf:{llama["folder"]}"\n'
+        'targets = ["xnnpack-llm-fp32"]\n'
+    )
+    r = run(cli, ["bench", "run", str(suite), "--store", str(store), "--cache", str(cache), "--save-as", "main"])
+    assert r.exit_code == 0, r.output
+    assert "decode" in r.output and "tokens/s" in r.output and "ppl" in r.output
+    (path,) = list_runs(store)
+    item = json.loads(path.read_text())["results"][0]
+    g, b = item["generation"], item["build"]
+    assert g["prompt_len"] == 8 and g["gen_len"] == 16 and g["rounds"] == 2 and g["decode_tokens_per_s"] > 0
+    assert len(item["samples_ms"]) == 2 * 15 and abs(1000 / item["latency_ms"]["p50"] - g["decode_tokens_per_s"]) < 1
+    assert b["perplexity"] > 1 and item["check"]["status"] == "passed", (b, item["check"])
+    again = run(cli, ["bench", "run", str(suite), "--store", str(store), "--cache", str(cache)])  # the cached build
+    assert again.exit_code == 0, again.output
+    cmp = run(cli, ["bench", "compare", "--baseline", "main", "--store", str(store), "--all"])
+    assert cmp.exit_code == 0, cmp.output
+    assert "ttft" in cmp.output and "perplexity" in cmp.output and "no regression" in cmp.output

@@ -8,8 +8,8 @@ package (GGUF Q4_1), side by side on this machine.
   xnnpack-llm-int8 (8da8w); profiled by `edgekit.profile_generation` (prompt 128 tokens in one call, 128 greedy
   decode steps).
 * Speed: prefill (128 tokens) and decode (128 tokens) tokens/s at 1 and 2 threads, `--rounds` interleaved rounds
-  (llama-bench -r 1 and one edgekit profile round each), medians. Peak RSS of each measuring process (wait4's
-  ru_maxrss for llama-bench; the worker's VmHWM for edgekit, whose baseline holds Python, torch and the ExecuTorch
+  (llama-bench -r 1 and one edgekit profile round each), medians. Peak RSS of each measuring process (GNU time's
+  maximum resident set for llama-bench; the worker's VmHWM for edgekit, whose baseline holds Python, torch and the ExecuTorch
   runtime — shown beside it). File size.
 * Perplexity on the same text, the same way for every program: windows of 256 tokens, the second half of each scored
   (llama-perplexity's method: `-c 256`); edgekit's programs and the fp32 model are run that way here, token by token
@@ -115,14 +115,17 @@ def build_llamacpp(cache: Path) -> Path:
 
 
 def run_measured(cmd: list[str]) -> tuple[str, float]:
-    """(stdout, peak RSS MiB of that process alone: wait4's ru_maxrss)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{cmd[0]} failed ({proc.returncode})")
-    return out, ru.ru_maxrss / 1024
+    """(stdout, peak RSS MiB of that process alone). GNU time reports it from a small parent of its own: the
+    maxrss that wait4 gives for a child of this Python process counts the pages it inherited at fork (gigabytes
+    here, with the models loaded)."""
+    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    if timer is None:
+        raise SystemExit("GNU time is needed to measure llama.cpp's peak RSS: apt-get install time")
+    r = subprocess.run([timer, "-f", "EDGEKIT_MAXRSS_KB=%M", *cmd], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+    kb = next(int(ln.split("=")[1]) for ln in r.stderr.splitlines() if ln.startswith("EDGEKIT_MAXRSS_KB="))
+    return r.stdout, kb / 1024
 
 
 def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict:
@@ -227,6 +230,16 @@ def main() -> None:
             edgekit.build(f"gguf:{gguf}", target, out=out, task="text-generation", max_seq_len=512)
             print(f"built {target} in {time.perf_counter() - t0:.0f} s", flush=True)
         builds[target] = out
+    build_lines = [f"{'edgekit build (its own verify)':<34}{'build s':>9}{'of which lower':>16}  linears / table; ppl"]
+    for target, out in builds.items():
+        m = edgekit.read_manifest(out)
+        g = m.generation
+        build_lines.append(
+            f"{target:<34}{m.timings_s.get('total', 0):>9.0f}{m.timings_s.get('lower', 0):>16.0f}  {g.linears} / "
+            f"{g.embeddings} table; {g.eval_tokens} tokens of {g.eval_data}: ppl {g.perplexity_eager:.2f} → "
+            f"{g.perplexity_program:.2f} ({g.ppl_increase_pct:+.1f}%), next token {g.next_token_agreement:.0%}, "
+            f"greedy {g.greedy.matching}/{g.greedy.new_tokens} (same prefix {g.greedy.prefix})"
+        )
     text = heldout_text(work)
     folder, facts = gguf_to_hf(gguf)
     import transformers
@@ -280,6 +293,7 @@ def main() -> None:
                 + ", ".join(f"{r['decode']:.1f}" for r in rows)
                 + base
             )
+    lines += ["", *build_lines]
     lines += ["", f"{'program':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [

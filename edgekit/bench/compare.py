@@ -20,6 +20,10 @@ seeded bootstrap (2,000 resamples of each side).
 Size, peak RSS delta, accuracy and SQNR have one value per run and compare deterministically: size and
 memory by ratio against their thresholds (memory also needs an absolute change of at least 1 MiB),
 accuracy by the drop in points, SQNR by the drop in dB.
+
+Text-generation items keep the decode steps as their samples (latency = ms per generated token, so p50 gates decode
+tokens/s) and add time to first token (the prefill's median over the rounds: few values, a ratio threshold) and the
+program's perplexity on the eval text (a ratio: it rises when the program drifts from the model).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("size", "ratio", 0.02, ".pte size (ratio)"),
         MetricDef("accuracy", "points", 0.01, "top-1 accuracy of the program (drop in points; 1% = 1 point)"),
         MetricDef("sqnr", "db", 3.0, "SQNR of the program vs eager (drop in dB)"),
+        MetricDef("ttft", "ratio", 0.15, "text generation: time to first token, the prefill's median (ratio)"),
+        MetricDef("perplexity", "ratio", 0.01, "text generation: the program's perplexity on the eval text (ratio)"),
     )
 }
 RSS_FLOOR_MB = 1.0
@@ -248,6 +254,10 @@ def _value(result: BenchItem, metric: str) -> float | None:
         return result.build.accuracy
     if metric == "sqnr":
         return result.build.sqnr_db
+    if metric == "ttft":
+        return result.generation["ttft_ms"] if result.generation else None
+    if metric == "perplexity":
+        return result.build.perplexity
     raise KeyError(metric)
 
 

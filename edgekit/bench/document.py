@@ -56,6 +56,8 @@ class BuildFigures(Contract):
     worker: str | None = None  # where it was built (a Dask worker's address, or host:pid); None: from the cache
     attempts: int = 1  # > 1: a worker died and another one built it
     peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound for this build)
+    perplexity: float | None = None  # text-generation: the program's, teacher-forced over the eval text
+    ppl_increase_pct: float | None = None  # … above the model handed in
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class BenchItem(Contract):
     noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
     check: dict[str, Any] | None = None  # the reference vectors where it was measured: status, worst SQNR, note
     explain: dict[str, Any] | None = None  # edgekit explain's slowest and least faithful modules, a line each (local)
+    #: text-generation items: prefill/decode tokens per s, time to first token, prompt and generated tokens. Their
+    #: latency_ms and samples_ms are the decode steps' (ms per generated token), phases' first_run_ms the TTFT
+    generation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def summary_rows(run: BenchRun) -> list[list[str]]:
                 f"{lat.ci95_median[0]:.4g}–{lat.ci95_median[1]:.4g}",
                 _fmt(r.memory.get("peak_rss_mb"), ".1f"),
                 f"{b.size_bytes / 1024:.1f}",
-                "–" if b.accuracy is None else f"{b.accuracy:.2%}",
+                _quality_cell(b),
                 "exact" if b.sqnr_db is None else f"{b.sqnr_db:.1f}",
                 _check_cell(r.check),
                 "yes" if b.cached else "no",
@@ -119,11 +119,32 @@ SUMMARY_HEAD = [
     "p50 95% CI",
     "peak RSS MiB",
     "size KiB",
-    "accuracy",
+    "accuracy / ppl",
     "SQNR dB",
     "answers",
     "cached build",
 ]
+
+
+def _quality_cell(b: Any) -> str:
+    """Top-1 accuracy, or for a generation program its perplexity and how far above the model's it is."""
+    if b.perplexity is not None:
+        return f"ppl {b.perplexity:.3g} ({b.ppl_increase_pct:+.1f}%)"
+    return "–" if b.accuracy is None else f"{b.accuracy:.2%}"
+
+
+def generation_lines(run: BenchRun) -> list[str]:
+    """Per text-generation item: what its latency columns mean and its tokens per second, a line each."""
+    out = []
+    for r in sorted(run.results, key=lambda r: (r.model, r.target, r.threads)):
+        g = r.generation
+        if g:
+            out.append(
+                f"- {r.model} × {r.target} × {r.threads}: decode {g['decode_tokens_per_s']:.1f} tokens/s (the latency "
+                f"columns: ms per generated token), prefill {g['prefill_tokens_per_s']:.1f} tokens/s, time to first "
+                f"token {g['ttft_ms']:.1f} ms; prompt {g['prompt_len']}, {g['gen_len']} generated, {g['rounds']} rounds"
+            )
+    return out
 
 
 def _check_cell(check: dict | None) -> str:
@@ -221,6 +242,11 @@ def write_report(runs: list[BenchRun], out: str | Path, comparison: Comparison |
             f"<p class=meta>{html.escape(_meta(run))}</p>",
             html_table(SUMMARY_HEAD, summary_rows(run)),
         ]
+        gen = generation_lines(run)
+        if gen:
+            md += ["### Text generation", "", *gen, ""]
+            body += ["<h3>Text generation</h3><ul>"]
+            body += [f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in gen] + ["</ul>"]
         lines = explanation_lines(run)
         if lines:
             md += ["### Where each item's time goes, and where it stops being faithful", "", *lines, ""]

@@ -121,6 +121,75 @@ def _item(
     )
 
 
+def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
+    """A text-generation item: prefill and decode measured by the generation worker; the latency samples are the
+    decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and perplexity
+    beside them."""
+    from ..profile.generation import profile_generation
+
+    if device is not None:
+        raise BenchError(
+            "generation programs are not profiled on devices yet: their cache and attention kernels (ExecuTorch's "
+            "llama custom ops) link libtorch, which the device runner does not carry"
+        )
+    r, m = suite.run, b.manifest
+    g = m.generation
+    p = profile_generation(
+        b.folder,
+        prompt_len=r.prompt_len,
+        gen_len=r.gen_len,
+        runs=r.generation_rounds,
+        warmup=1,
+        threads=threads,
+        timeout=max(r.timeout, 1800.0),
+    )
+    return BenchItem(
+        key=f"{model.name}|{Path(target).stem}|{threads}",
+        model=model.name,
+        target=Path(target).stem,
+        threads=threads,
+        engine=p.engine,
+        build=BuildFigures(
+            cached=b.cached,
+            seconds=round(b.seconds, 3),
+            sha256=m.program.sha256,
+            size_bytes=m.program.size_bytes,
+            worker=b.worker,
+            attempts=b.attempts,
+            peak_rss_mb=b.peak_rss_mb,
+            compressed_size_bytes=m.program.compressed_size_bytes,
+            perplexity=g.perplexity_program,
+            ppl_increase_pct=g.ppl_increase_pct,
+        ),
+        latency_ms=p.decode_ms,
+        samples_ms=list(p.decode_samples_ms),
+        phases={"load_ms": p.load_ms, "first_run_ms": p.ttft_ms.p50},
+        memory={
+            "baseline_rss_mb": p.baseline_rss_mb,
+            "load_rss_mb": p.load_rss_mb,
+            "peak_rss_mb": p.peak_rss_mb,
+            "peak_delta_mb": p.peak_delta_mb,
+            "load_delta_mb": round(p.load_rss_mb - p.baseline_rss_mb, 1),
+        },
+        energy={
+            "cpu_seconds_per_run": p.cpu_s_per_token,
+            "joules_per_run": p.joules_per_token,
+            "joules_source": p.joules_note,
+        },
+        warnings=list(p.notes),
+        check={"status": p.check.status, "worst_sqnr_db": None, "samples": p.check.tokens, "note": p.check.note},
+        generation={
+            "prompt_len": p.prompt_len,
+            "gen_len": p.gen_len,
+            "rounds": p.runs,
+            "prefill_tokens_per_s": p.prefill_tokens_per_s,
+            "decode_tokens_per_s": p.decode_tokens_per_s,
+            "ttft_ms": p.ttft_ms.p50,
+            "per": "latency_ms and samples_ms: one decode step (a generated token); energy: per generated token",
+        },
+    )
+
+
 def _check_summary(check: Any) -> dict | None:
     """The reference check in a run file: status, the worst output's SQNR against the user's model, the note."""
     if check is None:
@@ -144,6 +213,8 @@ def _measure(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any,
     try:
         if not isinstance(b, Built):
             raise BenchError(b)  # the build itself failed: its error text
+        if b.manifest.generation is not None:
+            return _generation_item(suite, model, target, threads, b, device)
         opts = _options(suite, threads)
         if device is not None or suite.run.engine == "python":  # the ETDump comes from the native runner, here
             return _item(model, target, threads, b, profile(b.folder, options=opts, device=device))

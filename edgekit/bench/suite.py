@@ -11,6 +11,9 @@ warmup_seconds = 0.2
 threads = [1]
 engine = "auto"            # auto | native | python
 timeout = 300.0
+prompt_len = 128           # text-generation targets (xnnpack-llm-*): prompt tokens, decode steps, rounds
+gen_len = 128
+generation_rounds = 3
 
 [[model]]
 name = "digits_cnn"                      # unique; how results are keyed
@@ -39,7 +42,18 @@ from ..runner.protocol import SELECTABLE_ENGINES
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = ("schema_version", "name", "description", "run", "model")
-_RUN_KEYS = ("runs", "warmup", "warmup_seconds", "threads", "engine", "timeout", "max_seconds")
+_RUN_KEYS = (
+    "runs",
+    "warmup",
+    "warmup_seconds",
+    "threads",
+    "engine",
+    "timeout",
+    "max_seconds",
+    "prompt_len",
+    "gen_len",
+    "generation_rounds",
+)
 _MODEL_KEYS = ("name", "spec", "inputs", "targets", "threads", "calibration", "eval", "description")
 
 
@@ -52,9 +66,15 @@ class RunSettings:
     engine: str = "auto"
     timeout: float = 300.0
     max_seconds: float = 60.0
+    prompt_len: int = 128  # text-generation items: prompt tokens prefilled in one call
+    gen_len: int = 128  # text-generation items: greedy decode steps after it
+    generation_rounds: int = 3  # text-generation items: rounds of prefill + decode
 
     def to_dict(self) -> dict:
         return {
+            "prompt_len": self.prompt_len,
+            "gen_len": self.gen_len,
+            "generation_rounds": self.generation_rounds,
             "runs": self.runs,
             "warmup": self.warmup,
             "warmup_seconds": self.warmup_seconds,
@@ -191,6 +211,9 @@ def load_suite(path: str | Path) -> Suite:
             engine=str(run_table.get("engine", "auto")),
             timeout=float(run_table.get("timeout", 300.0)),
             max_seconds=float(run_table.get("max_seconds", 60.0)),
+            prompt_len=int(run_table.get("prompt_len", 128)),
+            gen_len=int(run_table.get("gen_len", 128)),
+            generation_rounds=int(run_table.get("generation_rounds", 3)),
         )
     except (TypeError, ValueError) as exc:
         raise _err(p, run_line, f"[run] has a value of the wrong type: {exc}") from None
@@ -203,6 +226,8 @@ def load_suite(path: str | Path) -> Suite:
         )
     if run.runs < 1 or run.warmup < 0:
         raise _err(p, run_line, "runs must be >= 1 and warmup >= 0")
+    if run.prompt_len < 1 or run.gen_len < 2 or run.generation_rounds < 1:
+        raise _err(p, run_line, "prompt_len must be >= 1, gen_len >= 2 and generation_rounds >= 1")
     for key in ("warmup_seconds", "timeout", "max_seconds"):
         value = getattr(run, key)
         if not math.isfinite(value) or value < 0 or (key == "timeout" and value == 0):

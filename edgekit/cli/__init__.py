@@ -167,7 +167,7 @@ def _multiple_of_32(value: int | None) -> int | None:
     "--max-seq-len",
     type=click.IntRange(8, 32768),
     metavar="N",
-    help="text-generation: the KV cache's length, prompt and generated tokens together.  [default: 512]",
+    help="text-generation: the KV cache's length, prompt and generated tokens together.  [default: 512, or the model's context if shorter]",
 )
 @click.option(
     "--group-size",

@@ -496,13 +496,15 @@ def profile_report(results: list) -> None:
 
 # ------------------------------------------------------------------------------------------ bench, demo
 def bench_run(run: Any) -> None:
-    from ..bench.report import SUMMARY_HEAD, summary_rows
+    from ..bench.report import SUMMARY_HEAD, generation_lines, summary_rows
 
     where = f" on device {run.device} ({run.machine.cpu_model})" if run.device else ""
     t = table(f"{run.suite['name']}{where}: {run.wall_seconds} s", SUMMARY_HEAD, left=("model", "target"))
     for row in summary_rows(run):
         t.add_row(*row)
     console(stderr=False).print(t)
+    for line in generation_lines(run):
+        console(stderr=False).print(line.removeprefix("- "), markup=False, highlight=False)
     con = console()
     for e in run.errors:
         con.print(f"[red]failed:[/] {e.model} × {e.target} × {e.threads}: {e.error}")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from .._fs import check_output
 from .._noise import import_stack
+from ..causal import is_causal_lm
 from ..data import Dataset, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
@@ -88,7 +89,7 @@ def build(
         explain: record what ``edgekit explain`` needs (``explain.json``: the program's instructions in the model's
             module names, per-module fidelity, the memory plan); costs a copy of the weights in memory while lowering.
         max_seq_len: generation programs (``task="text-generation"``, or a target with that task): the KV cache's
-            length, prompt and generated tokens together (default 512); :mod:`edgekit.pipeline.generation`.
+            length, prompt and generated tokens together (default 512, or the model's context if shorter).
 
     Returns:
         A :class:`BuildResult`.
@@ -103,7 +104,7 @@ def build(
     """
     tgt = load_target(target)
     if task == GENERATION or tgt.task == GENERATION:
-        from .generation import DEFAULT_MAX_SEQ_LEN, build_generation
+        from .generation import build_generation
 
         given = {
             "inputs": bool(inputs),
@@ -124,7 +125,7 @@ def build(
             tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION),
             out=out,
             eval=eval,
-            max_seq_len=DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len,
+            max_seq_len=max_seq_len,  # None: DEFAULT_MAX_SEQ_LEN, or the model's context if shorter
             force=force,
             progress=progress,
         )
@@ -180,6 +181,11 @@ def _load(
         lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
         model if isinstance(model, str) else "",
     )
+    if isinstance(model, str) and is_causal_lm(model):
+        st.warnings.append(
+            f"{model} is a causal language model, built here as one forward pass without a KV cache: "
+            "--task text-generation builds a generation program"
+        )
     module = loaded.exported.module() if loaded.exported is not None else loaded.module
     st.dims = resolve(dims, forward_names(module, len(loaded.example_inputs)), loaded.example_inputs)
     # the examples (and so every data set) at a size inside each range: what export traces and verify compares

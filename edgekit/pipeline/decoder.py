@@ -53,9 +53,37 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
                 self.rotary_emb = base.rotary_emb
                 self._rotate = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
             self.lm_head = hf_model.lm_head
+            if family != "gpt2":
+                # RMSNorm's mean as a linear layer of 1/n weights, and rotate_half as a ±1 permutation matrix: XNNPACK
+                # takes both, where its mean wants 4-D inputs and the half-slices have dynamic shapes, so each
+                # norm and each rotation used to end a delegated partition (SmolLM2-135M: 123 partitions → fewer,
+                # and lowering time goes with the partition count)
+                width = cfg.hidden_size
+                self.register_buffer("mean_hidden", torch.full((1, width), 1.0 / width), persistent=False)
+                self.register_buffer("mean_head", torch.full((1, self.D), 1.0 / self.D), persistent=False)
+                half = self.D // 2
+                rot = torch.zeros(self.D, self.D)
+                rot[torch.arange(half), torch.arange(half) + half] = -1.0
+                rot[torch.arange(half) + half, torch.arange(half)] = 1.0
+                self.register_buffer("rotate_half", rot, persistent=False)
             for i in range(len(self.layers)):
                 self.register_buffer(f"k_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
                 self.register_buffer(f"v_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
+
+        def _norm(self, norm: Any, x: Any) -> Any:
+            """``norm(x)``; an RMSNorm computed with its mean as a linear layer (the same formula and weights)."""
+            eps = getattr(norm, "variance_epsilon", None)
+            if eps is None or not type(norm).__name__.endswith("RMSNorm") or x.dtype != torch.float32:
+                return norm(x)
+            mean = self.mean_hidden if x.shape[-1] == self.mean_hidden.shape[-1] else self.mean_head
+            return norm.weight * (x * torch.rsqrt(torch.nn.functional.linear(x * x, mean) + eps))
+
+        def _rope(self, q: Any, k: Any, cos: Any, sin: Any) -> tuple:
+            """Rotary embedding on ``[1, T, H, D]`` (cos/sin ``[1, T, 1, D]``), rotate_half as a matrix product."""
+            if self.family != "llama" or cos.shape[-1] != self.D:
+                return self._rotate(q, k, cos.squeeze(2), sin.squeeze(2), unsqueeze_dim=2)
+            linear = torch.nn.functional.linear
+            return q * cos + linear(q, self.rotate_half) * sin, k * cos + linear(k, self.rotate_half) * sin
 
         def _qkv(self, layer: Any, x: Any, T: int) -> tuple:
             if self.family == "gpt2":
@@ -69,13 +97,13 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
                 q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
             q, k, v = q.view(1, T, self.H, self.D), k.view(1, T, self.Hkv, self.D), v.view(1, T, self.Hkv, self.D)
             if self.family == "llama" and hasattr(layer.self_attn, "q_norm"):  # Qwen3: RMSNorm on q and k per head
-                q, k = layer.self_attn.q_norm(q), layer.self_attn.k_norm(k)
+                q, k = self._norm(layer.self_attn.q_norm, q), self._norm(layer.self_attn.k_norm, k)
             return q, k, v
 
         def _attention(self, i: int, layer: Any, x: Any, rope: Any, start_pos: Any, T: int) -> Any:
             q, k, v = self._qkv(layer, x, T)
             if rope is not None:
-                q, k = self._rotate(q, k, *rope, unsqueeze_dim=2)  # [1, T, H, D]: seq at dim 1, as the ops want
+                q, k = self._rope(q, k, *rope)  # [1, T, H, D]: seq at dim 1, as the ops want
             kc, vc = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
             torch.ops.llama.update_cache(k, kc, start_pos)
             torch.ops.llama.update_cache(v, vc, start_pos)
@@ -94,14 +122,15 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
             if self.family == "gpt2":
                 h = h + self.wpe(positions)
             else:
-                rope = self.rotary_emb(h, positions)
+                cos, sin = self.rotary_emb(h, positions)
+                rope = (cos.unsqueeze(2), sin.unsqueeze(2))  # once, not in every layer
             for i, layer in enumerate(self.layers):
                 if self.family == "gpt2":
                     h = h + self._attention(i, layer, layer.ln_1(h), None, start_pos, T)
                     h = h + layer.mlp(layer.ln_2(h))
                 else:
-                    h = h + self._attention(i, layer, layer.input_layernorm(h), rope, start_pos, T)
-                    h = h + layer.mlp(layer.post_attention_layernorm(h))
-            return self.lm_head(self.norm(h[:, -1, :]))
+                    h = h + self._attention(i, layer, self._norm(layer.input_layernorm, h), rope, start_pos, T)
+                    h = h + layer.mlp(self._norm(layer.post_attention_layernorm, h))
+            return self.lm_head(self._norm(self.norm, h[:, -1, :]))
 
     return StaticKVDecoder().eval()

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -64,6 +64,7 @@ class GenerationProfile(Contract):
     joules_note: str
     check: GenerationCheck
     notes: list[str]
+    decode_samples_ms: list[float] = field(default_factory=list)  # every decode step, for bench compare's tests
 
 
 ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
@@ -209,6 +210,7 @@ def profile_generation(
         "wall time, per generated token (prefill included)",
         check=status,
         notes=notes,
+        decode_samples_ms=[round(x, 4) for x in steps],
     )
 
 

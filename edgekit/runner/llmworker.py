@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
+    # torch only makes the input tensors and reads the argmax here: one intra-op thread, so no OpenMP worker spins on
+    # a core that ExecuTorch's threadpool needs (at 2 threads on 2 cores that made decoding slower than at 1)
+    torch.set_num_threads(1)
     portable_lib._unsafe_reset_threadpool(a.threads)
     threads = int(portable_lib._threadpool_get_thread_count())
     baseline_kb = _status_kb("VmRSS")

@@ -176,9 +176,17 @@ def tune(
     """
     from .._fs import check_output
     from .._noise import import_stack
+    from ..causal import is_causal_lm
+    from ..errors import UsageError
     from ..targets import load_target
     from .search import check_request
 
+    if is_causal_lm(model):
+        raise UsageError(
+            f"{model} is a causal language model: tune does not search generation programs yet",
+            "build xnnpack-llm-8da4w and xnnpack-llm-int8 with --task text-generation and compare their "
+            "perplexity (the build summary) and tokens/s (edgekit profile)",
+        )
     budget = check_request(calibration, eval, budget, options.objective)
     check_output(Path(out), force)
     base = load_target(base_target)
