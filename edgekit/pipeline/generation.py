@@ -173,7 +173,7 @@ def _eval_tokens(source: Any, tokenizer: Any, limit: int) -> tuple[list[int], st
             f"the eval text {what} holds {len(ids)} token(s): perplexity needs at least 2",
             "pass a .txt file with a few paragraphs of text like your users' prompts",
         )
-    return ids[:limit], what + f" ({min(len(ids), limit)} of {len(ids)} tokens)"
+    return ids[:limit], what + (f" (its first {limit} of {len(ids)} tokens)" if len(ids) > limit else "")
 
 
 def _check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:

@@ -65,6 +65,7 @@ class GenerationProfile(Contract):
     check: GenerationCheck
     notes: list[str]
     decode_samples_ms: list[float] = field(default_factory=list)  # every decode step, for bench compare's tests
+    prefill_samples_ms: list[float] = field(default_factory=list)  # every round's prefill call (its TTFT)
 
 
 ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
@@ -211,6 +212,7 @@ def profile_generation(
         check=status,
         notes=notes,
         decode_samples_ms=[round(x, 4) for x in steps],
+        prefill_samples_ms=[round(x, 4) for x in prefill],
     )
 
 
