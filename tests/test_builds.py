@@ -60,3 +60,21 @@ def test_prune_and_du_cover_every_sub_folder_and_attempts_count_this_run_only(tm
     # a measurement, a calibration shard, run3's attempt mark and the dead temp file
     assert r.exit_code == 0 and "removed 0 entries and 4 other file(s)" in r.stdout, r.output
     assert not [f for f in tmp_path.rglob("*") if f.is_file()]
+
+
+def test_hf_folders_and_gguf_files_key_builds_by_their_contents(tmp_path):
+    """New weights at the same path are a new build: the content key hashes every file of an hf: folder and the
+    GGUF file itself (not the spec's text, not the gguf Python package)."""
+    from edgekit.builds.keys import source_digest
+
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights-1")
+    before = source_digest(f"hf:{folder}")
+    (folder / "model.safetensors").write_bytes(b"weights-2")
+    assert source_digest(f"hf:{folder}") != before and not before.startswith("unresolved")
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"GGUF one")
+    b.write_bytes(b"GGUF two")
+    assert source_digest(f"gguf:{a}") != source_digest(f"gguf:{b}")

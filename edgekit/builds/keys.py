@@ -19,10 +19,31 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
+def _stream_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def source_digest(spec: str | None) -> str:
-    """Hash what a spec depends on: its file (a .py, .pt2 or data file) or its module's source file."""
+    """Hash what a spec depends on: its file (a .py, .pt2 or data file), its module's source file, a GGUF file, or
+    every file of an ``hf:`` folder (config, weights, tokenizer): new weights at the same path are a new build."""
     if not spec:
         return "none"
+    if spec.startswith("gguf:"):
+        p = Path(spec[5:]).expanduser()
+        return _stream_digest(p) if p.is_file() else "missing"
+    if spec.startswith("hf:"):
+        folder = Path(spec[3:]).expanduser()
+        if not folder.is_dir():
+            return "missing"
+        h = hashlib.sha256()
+        for f in sorted(x for x in folder.rglob("*") if x.is_file()):
+            h.update(str(f.relative_to(folder)).encode())
+            h.update(_stream_digest(f).encode())
+        return h.hexdigest()
     left = spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec
     p = Path(left)
     if p.exists():

@@ -33,7 +33,7 @@ FP16_NOTE = "cast to float16 before export: weights and activations fp16, inputs
 
 def build(
     model: Any,
-    target: str | Path | Target = "xnnpack-fp32",
+    target: str | Path | Target | None = None,
     *,
     out: str | Path,
     inputs: Sequence[InputSpec] = (),
@@ -61,7 +61,8 @@ def build(
     Args:
         model: a model spec (``pkg.mod:factory``, ``file.py:factory``, ``model.pt2``), an ``nn.Module``
             (with ``inputs``) or a :class:`~edgekit.models.LoadedModel`.
-        target: a built-in target name, a TOML path, or a :class:`~edgekit.targets.Target`.
+        target: a built-in target name, a TOML path, or a :class:`~edgekit.targets.Target` (default: xnnpack-fp32, or
+            xnnpack-llm-8da4w with ``task="text-generation"``).
         out: the package folder to create (``model.pte`` + ``manifest.json``).
         inputs: input specs; override the factory's example inputs.
         calibration: calibration data (path, folder, callable or Dataset) for static quantization. Without
@@ -102,6 +103,8 @@ def build(
         >>> result = build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
         >>> result.manifest.verify.sqnr_db
     """
+    if target is None:  # the CLI's defaults: fp32 for a model, the 4-bit recipe for a language model's generation
+        target = "xnnpack-llm-8da4w" if task == GENERATION else "xnnpack-fp32"
     tgt = load_target(target)
     if task == GENERATION or tgt.task == GENERATION:
         from .generation import build_generation
@@ -130,7 +133,10 @@ def build(
             progress=progress,
         )
     if max_seq_len is not None:
-        raise UsageError("max_seq_len applies to text-generation builds only", "add task='text-generation'")
+        raise UsageError(
+            "max_seq_len applies to text-generation builds only",
+            "add --task text-generation (task='text-generation' from Python)",
+        )
     t_start = time.perf_counter()
     if not isinstance(reference_samples, int) or isinstance(reference_samples, bool) or reference_samples < 0:
         raise UsageError(

@@ -25,6 +25,22 @@ def load_custom_ops() -> None:
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
 
 
+def _linears_from_conv1d(model: Any) -> None:
+    """GPT-2's projections are transformers' ``Conv1D`` (``x @ W + b``, W stored in × out): the same map as an
+    ``nn.Linear`` with W transposed. Swapped in place, so quantization (which takes ``nn.Linear``) reaches them."""
+    from torch import nn
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "Conv1D":
+                n_in, n_out = child.weight.shape
+                lin = nn.Linear(n_in, n_out, bias=child.bias is not None)
+                lin.weight = nn.Parameter(child.weight.detach().t().contiguous(), requires_grad=False)
+                if child.bias is not None:
+                    lin.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
+                setattr(parent, name, lin)
+
+
 def make_decoder(hf_model: Any, max_context_len: int) -> Any:
     """The text-runner-convention module around ``hf_model`` (a ``...ForCausalLM``), its cache ``max_context_len``."""
     import torch
@@ -33,6 +49,8 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
     load_custom_ops()
     cfg = hf_model.config
     family = FAMILIES[cfg.model_type]
+    if family == "gpt2":
+        _linears_from_conv1d(hf_model)
 
     class StaticKVDecoder(nn.Module):
         def __init__(self) -> None:

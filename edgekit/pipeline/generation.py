@@ -181,8 +181,10 @@ def _check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:
 
     g = tgt.quantize.group_size
     if tgt.quantize.scheme is QuantScheme.INT8_DYNAMIC_INT4_WEIGHT or tgt.quantize.embeddings is EmbeddingQuant.INT4:
+        widths = {m.in_features for m in model.modules() if isinstance(m, nn.Linear)}
+        widths |= {m.weight.shape[0] for m in model.modules() if type(m).__name__ == "Conv1D"}  # GPT-2's projections
         bad = sorted(
-            {m.in_features for m in model.modules() if isinstance(m, nn.Linear) and m.in_features % g}
+            {w for w in widths if w % g}
             | {m.embedding_dim for m in model.modules() if isinstance(m, nn.Embedding) and m.embedding_dim % g}
         )
         if bad:

@@ -248,8 +248,7 @@ def generate(
             "generate",
             "--tokenizer",
             str(tok),
-            "--prompt",
-            prompt,
+            f"--prompt={prompt}",  # one argument: a prompt that begins with "-" is text, not an option
             "--max-new-tokens",
             str(max_new_tokens),
             "--temperature",
