@@ -144,6 +144,8 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     # a group size that does not divide the width (64), an empty eval text
     _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "48"]), 2, "multiple of 32")
     _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "96"]), 2, "does not divide")
+    missing = str(tmp_path / "missing.txt")
+    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", missing]), 1, "does not exist")
     (tmp_path / "empty.txt").write_text("\n")
     _one_line_error(
         run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")]), 1, "at least 2"

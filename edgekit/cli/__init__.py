@@ -519,7 +519,8 @@ def profile(
                     threads=threads,
                     cpus=parse_cpus(cpus),
                     check=not no_check,
-                    timeout=timeout if timeout != 300.0 else 1800.0,
+                    # a generation profile runs hundreds of steps: 30 min unless --timeout was given
+                    timeout=1800.0 if _defaulted("timeout") else timeout,
                 )
             )
         data = [r.to_dict() for r in gen]
@@ -570,6 +571,11 @@ def profile(
     _emit_json(payload) if as_json else render.profile_report(results)
     for r in results:
         r.raise_for_budget()
+
+
+def _defaulted(param: str) -> bool:
+    """Whether the running command's ``param`` came from its default, not the command line."""
+    return click.get_current_context().get_parameter_source(param) is click.core.ParameterSource.DEFAULT
 
 
 def _is_generation(program: str) -> bool:

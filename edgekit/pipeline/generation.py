@@ -79,6 +79,8 @@ def build_generation(
     max_seq_len = DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len
     if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or not 8 <= max_seq_len <= 32768:
         raise UsageError(f"--max-seq-len must be an integer in [8, 32768], got {max_seq_len!r}", "e.g. 512")
+    if eval is not None and not Path(eval).is_file():  # before the model loads: a typo should cost no minutes
+        raise DataError(f"the eval text {eval} does not exist", "pass a UTF-8 .txt file of held-out text")
     out = Path(out)
     check_output(out, force)
     stages = StageRunner(progress)
