@@ -9,7 +9,6 @@ own header (architecture, quantization type) is read with the ``gguf`` package; 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from ._fs import temp_name
 from .errors import ModelLoadError, UsageError
 from .paths import user_cache
+from .program import sha256_file
 
 #: HF ``model_type`` → the attention layout :mod:`edgekit.pipeline.decoder` knows
 FAMILIES = {
@@ -62,14 +62,6 @@ class CausalLM:
     source: dict[str, Any] = field(default_factory=dict)  # gguf: file, sha256, quantization type, architecture
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def gguf_header(path: Path) -> dict[str, Any]:
     """Architecture and quantization type from a GGUF file's header (``general.architecture``/``file_type``).
 
@@ -111,7 +103,7 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
     if not path.is_file():
         raise ModelLoadError(f"gguf: file {path} does not exist", "pass the path of a .gguf file")
     header = gguf_header(path)
-    sha = _file_sha256(path)
+    sha = sha256_file(path)
     facts = {"file": path.name, "sha256": sha, "size_bytes": path.stat().st_size, **header}
     root = user_cache() / "gguf"
     folder = root / sha[:32]

@@ -75,6 +75,22 @@ def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
     return built, errors, notes
 
 
+def _build_figures(b: Built, **figures: Any) -> BuildFigures:
+    """What every item records of its build, plus the task's own figures (accuracy and SQNR, or perplexity)."""
+    prog = b.manifest.program
+    return BuildFigures(
+        cached=b.cached,
+        seconds=round(b.seconds, 3),
+        sha256=prog.sha256,
+        size_bytes=prog.size_bytes,
+        worker=b.worker,
+        attempts=b.attempts,
+        peak_rss_mb=b.peak_rss_mb,
+        compressed_size_bytes=prog.compressed_size_bytes,
+        **figures,
+    )
+
+
 def _item(
     model: SuiteModel, target: str, threads: int, b: Built, prof: Any, explanation: dict | None = None
 ) -> BenchItem:
@@ -87,15 +103,8 @@ def _item(
         target=Path(target).stem,
         threads=threads,
         engine=prof.engine,
-        build=BuildFigures(
-            cached=b.cached,
-            seconds=round(b.seconds, 3),
-            sha256=prog.sha256,
-            size_bytes=prog.size_bytes,
-            worker=b.worker,
-            attempts=b.attempts,
-            peak_rss_mb=b.peak_rss_mb,
-            compressed_size_bytes=prog.compressed_size_bytes,
+        build=_build_figures(
+            b,
             accuracy=acc.program if acc else None,
             eager_accuracy=acc.eager if acc else None,
             sqnr_db=manifest.verify.sqnr_db,
@@ -149,15 +158,8 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
         target=Path(target).stem,
         threads=threads,
         engine=p.engine,
-        build=BuildFigures(
-            cached=b.cached,
-            seconds=round(b.seconds, 3),
-            sha256=m.program.sha256,
-            size_bytes=m.program.size_bytes,
-            worker=b.worker,
-            attempts=b.attempts,
-            peak_rss_mb=b.peak_rss_mb,
-            compressed_size_bytes=m.program.compressed_size_bytes,
+        build=_build_figures(
+            b,
             perplexity=g.perplexity_program,
             ppl_increase_pct=g.ppl_increase_pct,
         ),

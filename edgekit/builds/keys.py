@@ -3,6 +3,7 @@ program, so the cache hands back the first one; anything that would change the p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -10,21 +11,27 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ..program import sha256_file
+
 #: the software a build depends on; a Dask worker whose stack differs is refused (its programs would differ)
 STACK_KEYS = ("torch", "executorch", "edgekit", "edgekit_source", "python", "arch")
 
 
 def file_digest(path: Path) -> str:
-    """The sha256 of a file's bytes, or ``missing``."""
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    """The sha256 of a file's bytes (read in blocks: a GGUF or a weights file may be gigabytes), or ``missing``.
+    A large file (weights) is read once per process while its size and mtime stay the same: a suite keys every
+    target of a model from it."""
+    if not path.is_file():
+        return "missing"
+    st = path.stat()
+    if st.st_size < 16 << 20:
+        return sha256_file(path)
+    return _digest_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _stream_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
 
 
 def source_digest(spec: str | None) -> str:
@@ -33,8 +40,7 @@ def source_digest(spec: str | None) -> str:
     if not spec:
         return "none"
     if spec.startswith("gguf:"):
-        p = Path(spec[5:]).expanduser()
-        return _stream_digest(p) if p.is_file() else "missing"
+        return file_digest(Path(spec[5:]).expanduser())
     if spec.startswith("hf:"):
         folder = Path(spec[3:]).expanduser()
         if not folder.is_dir():
@@ -42,7 +48,7 @@ def source_digest(spec: str | None) -> str:
         h = hashlib.sha256()
         for f in sorted(x for x in folder.rglob("*") if x.is_file()):
             h.update(str(f.relative_to(folder)).encode())
-            h.update(_stream_digest(f).encode())
+            h.update(file_digest(f).encode())
         return h.hexdigest()
     left = spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec
     p = Path(left)

@@ -496,7 +496,9 @@ def profile(
             "nothing to profile" if program is None else "give PROGRAM or --eager, not both",
             "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE",
         )
-    if program is not None and _is_generation(program):
+    from ..profile.generation import is_generation_package
+
+    if program is not None and is_generation_package(program):
         if device is not None:
             raise UsageError(
                 "--device does not profile generation programs yet: their cache and attention kernels "
@@ -576,23 +578,6 @@ def profile(
 def _defaulted(param: str) -> bool:
     """Whether the running command's ``param`` came from its default, not the command line."""
     return click.get_current_context().get_parameter_source(param) is click.core.ParameterSource.DEFAULT
-
-
-def _is_generation(program: str) -> bool:
-    """A package folder (or its .pte) whose manifest has a generation section; reads JSON only."""
-    from pathlib import Path
-
-    from ..errors import EdgekitError
-    from ..manifest import read_manifest
-
-    path = Path(program)
-    folder = path.parent if path.suffix == ".pte" else path
-    if not (folder / "manifest.json").is_file():
-        return False
-    try:
-        return read_manifest(folder).generation is not None
-    except EdgekitError:
-        return False
 
 
 @cli.command()

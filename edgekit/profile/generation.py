@@ -71,6 +71,20 @@ class GenerationProfile(Contract):
 ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
 
 
+def is_generation_package(program: str | Path) -> bool:
+    """A package folder (or its .pte) whose manifest has a generation section; reads JSON only."""
+    from ..errors import EdgekitError
+
+    path = Path(program)
+    folder = path.parent if path.suffix == ".pte" else path
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        return read_manifest(folder).generation is not None
+    except EdgekitError:
+        return False
+
+
 def _package(package: str | Path) -> tuple[Path, Any]:
     path = Path(package)
     folder = path.parent if path.suffix == ".pte" else path

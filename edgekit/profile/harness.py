@@ -116,6 +116,13 @@ def profile(
         >>> prof = edgekit.profile("build/net", runs=200, threads=2)
         >>> print(prof.latency_ms.p50, prof.memory.peak_rss_mb)
     """
+    from .generation import is_generation_package
+
+    if program is not None and is_generation_package(program):
+        raise UsageError(
+            f"{program} is a generation program: it is measured in tokens per second, not runs of one input",
+            "use edgekit.profile.generation.profile_generation (the CLI's edgekit profile does)",
+        )
     opts = dataclasses.replace(options or ProfileOptions(), **overrides)
     subject = _subject(program, eager, eager_inputs, inputs, opts)
     dev = resolve_target_device(device, devices_file, subject, opts)
