@@ -73,11 +73,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     a = _parse(sys.argv[1:] if argv is None else argv)
     _say(PHASE_PREFIX + "start")
-    import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels)
     import torch
-    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama::update_cache, custom_sdpa)
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
+
+    from edgekit.runner.runtime import load_runtime
+
+    # the quantized kernels and llama::update_cache / custom_sdpa, without the compiler stack (see runtime.py)
+    portable_lib, Runtime = load_runtime(llm_ops=True)
 
     # torch only makes the input tensors and reads the argmax here: one intra-op thread, so no OpenMP worker spins on
     # a core that ExecuTorch's threadpool needs (at 2 threads on 2 cores that made decoding slower than at 1)

@@ -107,10 +107,9 @@ def _setup(a: argparse.Namespace, engine: str) -> tuple[Any, int]:
     import torch
 
     if engine == "python":
-        import executorch.kernels.quantized  # noqa: F401  (quantized embedding kernels, for programs that use them)
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
+        from edgekit.runner.runtime import load_runtime
 
+        portable_lib, Runtime = load_runtime()  # with the quantized kernels, without the compiler stack
         runtime = Runtime.get()
         portable_lib._unsafe_reset_threadpool(a.threads)
         return runtime, int(portable_lib._threadpool_get_thread_count())
