@@ -52,12 +52,12 @@ system-packages-background:
 	fi
 
 # Lint (ruff), then two test processes (one per core here), each file kept on one process so its module fixtures
-# build once.
+# build once, the slowest files first (tests/conftest.py orders them).
 test:
 	@$(MAKE) --no-print-directory system-packages-background
 	@$(MAKE) --no-print-directory $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf build .edgekit $(VENV)

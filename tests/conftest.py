@@ -16,6 +16,32 @@ TESTS = Path(__file__).parent
 # them from fighting over both (a toy CNN trains in 0.6 s on one thread, 1.5 s on two beside the other process).
 torch.set_num_threads(1)
 
+# Seconds each file took in a `--durations=0` run here (setup + call + teardown). `make test` hands whole files to two
+# processes (--dist loadfile); xdist would queue them by test count, so a slow file with few tests (the wheel, the Dask
+# cluster) could start last and leave one core idle at the end. Longest first keeps both busy. The device tests sit
+# mid-queue: on a fresh machine they wait for the background apt-get, and by then it has finished. A file missing here
+# runs after these; a stale figure only costs balance, never a test.
+FILE_SECONDS = {
+    "test_generation.py": 60,
+    "test_scale.py": 57,
+    "test_hf.py": 45,
+    "test_quantize.py": 43,
+    "test_device.py": 42,
+    "test_tune.py": 38,
+    "test_pipeline.py": 25,
+    "test_prune.py": 23,
+    "test_profile.py": 20,
+    "test_explain.py": 17,
+    "test_wheel.py": 15,
+    "test_demo.py": 13,
+    "test_bench.py": 11,
+}
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Whole files, longest first (stable within a file; see FILE_SECONDS)."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(Path(str(item.fspath)).name, 0))
+
 
 @pytest.fixture(scope="session")
 def digits_like(tmp_path_factory) -> dict:
