@@ -292,6 +292,9 @@ class TuneCandidate(Contract):
     lowering_sqnr_db: float | None = (
         None  # pruned candidates: the program against the pruned model (did lowering work?)
     )
+    perplexity: float | None = None  # generation candidates: the program's, teacher-forced over the eval text
+    ppl_increase_pct: float | None = None  # ... over the user's model's (the budget's figure)
+    decode_tokens_per_s: float | None = None  # ... the objective (p50_ms is then a decode step's)
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,7 @@ class GenerationSection(Contract):
     greedy: GreedyCheck
     source: dict[str, Any] | None = None  # gguf: the file, its sha256 and quantization type
     notes: list[str] = field(default_factory=list)
+    model_context_len: int | None = None  # the longest cache the model allows: its positions, or its sliding window
 
 
 @dataclass(frozen=True)

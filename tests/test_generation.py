@@ -151,17 +151,25 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
         run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")]), 1, "at least 2"
     )
     _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"]), 2, "calibration")
+    # a model that attends within a sliding window shorter than the cache: past it, the program would not be the model
+    windowed = tiny_decoder(
+        tmp_path / "windowed", "qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=0
+    )
+    _one_line_error(run(cli, ["build", f"hf:{windowed}", *gen, "--max-seq-len", "32"]), 2, "16-token sliding window")
     assert not out.exists()
     # a prompt longer than the cache; a generation past it
     pkg = str(llama["xnnpack-llm-fp32"])
     _one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
     _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
     _one_line_error(run(cli, ["profile", pkg, "--device", "x"]), 2, "--device")
-    # what does not handle generation yet says so, instead of measuring a cache-less forward pass
+    # tune: a classifier's options on a decoder, a decoder's options on a classifier, a group size XNNPACK cannot run
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")
     r = run(cli, ["tune", spec, "--calibration", str(tmp_path / "calib.npz"), "--min-sqnr", "20", "-o", str(out)])
-    _one_line_error(r, 2, "does not search generation")
+    _one_line_error(r, 2, "--calibration, --min-sqnr", "do(es) not apply to a decoder")
+    r = run(cli, ["tune", "toy_models:mlp", "-c", "x.npz", "--max-ppl-increase", "5", "-o", str(out)])
+    _one_line_error(r, 2, "--max-ppl-increase", "decoders")
+    _one_line_error(run(cli, ["tune", spec, "--group-sizes", "48", "-o", str(out)]), 2, "multiple of 32")
     assert not out.exists()
 
 
@@ -192,3 +200,33 @@ def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
     cmp = run(cli, ["bench", "compare", "--baseline", "main", "--store", str(store), "--all", *gate])
     assert cmp.exit_code == 0, cmp.output
     assert "ttft" in cmp.output and "perplexity" in cmp.output and "no regression" in cmp.output
+
+
+def test_tune_on_a_decoder_keeps_the_fastest_program_within_the_perplexity_budget(llama, tmp_path):
+    """int4 and int8 linears built through the build queue, verified against the model handed in, measured by the
+    generation worker; the chosen one is within the perplexity budget, and a budget none meets writes nothing."""
+    run = CliRunner().invoke
+    cache, out = tmp_path / "cache", tmp_path / "best"
+    args = ["tune", f"hf:{llama['folder']}", "--linears", "8da4w,int8", "--group-sizes", "32", "--embeddings", "int4",
+            "--max-seq-len", "64", "--prompt-len", "16", "--gen-len", "16", "--cache", str(cache),
+            "--executor", "inline"]  # fmt: skip
+    r = run(cli, [*args, "--max-ppl-increase", "1000", "-o", str(out), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    t = m["tune"]
+    cands = {c["name"]: c for c in t["candidates"]}
+    assert set(cands) == {"8da4w-g32-embint4", "int8-embint4-g32"} and t["objective"] == "decode_tokens_per_s"
+    for c in cands.values():
+        assert c["decode_tokens_per_s"] > 0 and c["perplexity"] > 1 and c["size_bytes"] > 0 and not c["cached"]
+    (chosen,) = [c for c in cands.values() if c["status"] == "chosen"]
+    assert m["generation"]["ppl_increase_pct"] == chosen["ppl_increase_pct"] <= 1000
+    assert m["generation"]["linears"].startswith(chosen["recipe"]["linears"].replace("int8", "8da8w"))
+    assert "against your model" in t["fidelity"] and "Mann-Whitney" in t["decision"]
+    assert {"model.pte", "tokenizer.json", "tune.html", "manifest.json"} <= {p.name for p in out.iterdir()}
+    # a budget the int4 candidate misses (+3.0% on this model): the table, one error line naming it, nothing written;
+    # the build and its measurement come from the cache
+    assert cands["8da4w-g32-embint4"]["ppl_increase_pct"] > 1.0, cands
+    only4 = [a if a != "8da4w,int8" else "8da4w" for a in args]
+    r = run(cli, [*only4, "--max-ppl-increase", "1", "-o", str(tmp_path / "none")])
+    _one_line_error(r, 1, "no candidate is within --max-ppl-increase 1%", "8da4w-g32-embint4")
+    assert "cached" in r.output and not (tmp_path / "none").exists()

@@ -349,7 +349,7 @@ def _tiny_tokenizer(vocab_size: int = 384):
     )
 
 
-def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1):
+def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, **config):
     """A random-weight decoder of ``family`` (llama, qwen2, gpt2, phi3) and its tokenizer, saved with save_pretrained:
     the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties."""
     import transformers
@@ -377,6 +377,7 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1):
             max_position_embeddings=256,
             tie_word_embeddings=family != "phi3",
             **common,
+            **config,
         )
         cfg, cls = {
             "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),

@@ -323,11 +323,13 @@ class CalibrationRecords:
 
 
 def _package_files(folder: Path) -> list[str]:
-    """The files besides the manifest that the package's manifest names (the program, its reference vectors, ...)."""
+    """The files besides the manifest that the package's manifest names (the program, its reference vectors, a
+    generation program's tokenizer files, ...)."""
     try:
         m = json.loads((folder / MANIFEST_NAME).read_text())
         names = [m["program"]["file"]] + [m[k]["file"] for k in ("reference", "explain") if m.get(k)]
-    except (OSError, ValueError, KeyError, TypeError):
+        names += list((m.get("generation") or {}).get("tokenizer_files") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [PTE_NAME]
     return [n for n in names if isinstance(n, str) and "/" not in n and not n.startswith(".")] or [PTE_NAME]
 

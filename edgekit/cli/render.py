@@ -148,11 +148,12 @@ class TuneProgress:
 
 def tune_table(candidates: list, result: Any) -> None:
     """Every candidate with its figures and fate; then the decision and where the package is."""
-    from ..tune.report import HEAD, rows
+    from ..tune.report import table as tune_rows
 
-    t = table("edgekit tune: candidates", HEAD, left=("candidate", "status", "why"), wrap=("why",))
+    head, rows = tune_rows(candidates)
+    t = table("edgekit tune: candidates", head, left=("candidate", "status", "why"), wrap=("why",))
     styles = {"chosen": "bold green", "over": "red", "failed": "red", "skipped": "dim"}
-    for c, row in zip(candidates, rows(candidates)):
+    for c, row in zip(candidates, rows):
         t.add_row(*row, style=styles.get(c.status.value))
     console(stderr=False).print(t)
     if result is not None:

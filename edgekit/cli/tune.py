@@ -117,6 +117,32 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     envvar="EDGEKIT_EXECUTOR",
     help="Where builds run (inline: in this process, no worker start-up: quickest for small models).",
 )
+@click.option(
+    "--max-ppl-increase",
+    type=Finite(0),
+    metavar="PCT",
+    help="Decoders: budget on the program's perplexity over your model's, in percent (default 50).",
+)
+@click.option(
+    "--linears", default="8da4w,int8", show_default=True, metavar="P,P", help="Decoders: linear precisions to try."
+)
+@click.option(
+    "--group-sizes",
+    default="32,64,128",
+    show_default=True,
+    metavar="G,G,...",
+    help="Decoders: int4 group sizes to try (multiples of 32).",
+)
+@click.option(
+    "--embeddings",
+    default="int4,int8",
+    show_default=True,
+    metavar="P,P",
+    help="Decoders: embedding table precisions to try.",
+)
+@click.option("--max-seq-len", type=click.IntRange(8, 32768), help="Decoders: the programs' KV cache (as for build).")
+@click.option("--prompt-len", type=click.IntRange(1), default=128, show_default=True, help="Decoders: prefill tokens.")
+@click.option("--gen-len", type=click.IntRange(2), default=128, show_default=True, help="Decoders: decode steps.")
 @click.option("--out", "-o", type=click.Path(), required=True, help="Package folder for the chosen program.")
 @click.option("--force", is_flag=True, help="Replace an existing package.")
 @click.option(
@@ -140,6 +166,13 @@ def tune(
     time_budget: float | None,
     cache: str,
     executor: str | None,
+    max_ppl_increase: float | None,
+    linears: str,
+    group_sizes: str,
+    embeddings: str,
+    max_seq_len: int | None,
+    prompt_len: int,
+    gen_len: int,
     out: str,
     force: bool,
     as_json: bool,
@@ -153,10 +186,40 @@ def tune(
     the faster wins only when Mann-Whitney says so at alpha 0.01 (else the smaller program). OUT is a normal package
     with a tune section in its manifest and tune.html (Pareto plot).
 
+    A decoder (hf:DIR or gguf:FILE of a causal LM) is tuned as a generation program instead: int4 (8da4w) linears at
+    each --group-sizes and int8 linears, each with an int4 or int8 embedding table; the fastest decode within
+    --max-ppl-increase (perplexity over --eval text, against your model) wins, the smaller program on a tie.
+
     \b
     Example:
       edgekit tune mypkg.nets:make_net -i 1x3x224x224 -c calib.npz --eval test.npz --max-accuracy-drop 0.01 -o build/best
+      edgekit tune gguf:SmolLM2.gguf --eval heldout.txt --max-ppl-increase 40 -o build/llm
     """
+    from ..causal import is_causal_lm
+
+    ctx = click.get_current_context()
+    given = {
+        p.name: p.opts[0]
+        for p in ctx.command.params
+        if ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT
+    }
+    gen_only = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
+    if is_causal_lm(model):
+        model_only = (
+            "inputs", "calibration", "finetune", "base_target", "max_accuracy_drop", "min_sqnr", "objective",
+            "precisions", "prune_ratios", "runs", "time_budget",
+        )  # fmt: skip
+        wrong = [given[n] for n in model_only if n in given]
+        if wrong:
+            raise click.UsageError(
+                f"{', '.join(wrong)} do(es) not apply to a decoder: tune searches its generation programs by "
+                "--max-ppl-increase, --linears, --group-sizes and --embeddings"
+            )
+        _tune_generation(model, locals(), quiet, as_json)
+        return
+    wrong = [given[n] for n in gen_only if n in given]
+    if wrong:
+        raise click.UsageError(f"{', '.join(wrong)} apply(ies) to decoders (hf:/gguf: causal language models) only")
     from ..errors import BudgetError
     from ..models import parse_input_spec
     from ..tune.run import Budget, TuneOptions
@@ -187,6 +250,52 @@ def tune(
             budget=Budget(max_accuracy_drop=max_accuracy_drop, min_sqnr_db=min_sqnr),
             options=opts,
             force=force,
+            progress=bar,
+        )
+    except BudgetError as exc:
+        bar.close()
+        if getattr(exc, "candidates", None):
+            render.tune_table(exc.candidates, None)
+        raise
+    finally:
+        bar.close()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
+        return
+    render.tune_table(result.manifest.tune.candidates, result)
+
+
+def _list(value: str, option: str, cast: type = str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list", param_hint=option) from None
+
+
+def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
+    from ..errors import BudgetError
+    from ..tune.generation import DEFAULT_MAX_PPL_INCREASE, tune_generation
+    from . import render
+
+    bar = render.TuneProgress(quiet)
+    try:
+        result = tune_generation(
+            model,
+            out=a["out"],
+            eval=a["eval_data"],
+            max_ppl_increase=DEFAULT_MAX_PPL_INCREASE if a["max_ppl_increase"] is None else a["max_ppl_increase"],
+            linears=_list(a["linears"], "--linears"),
+            group_sizes=_list(a["group_sizes"], "--group-sizes", int),
+            embeddings=_list(a["embeddings"], "--embeddings"),
+            max_seq_len=a["max_seq_len"],
+            prompt_len=a["prompt_len"],
+            gen_len=a["gen_len"],
+            threads=a["threads"],
+            cache=a["cache"],
+            executor=a["executor"],
+            force=a["force"],
             progress=bar,
         )
     except BudgetError as exc:

@@ -95,6 +95,9 @@ def build_generation(
         )
         if not given and positions and positions < max_seq_len:
             max_seq_len = max(8, int(positions))  # the default, not a request: the model's own context is the limit
+        window = sliding_window(lm.model.config)
+        if not given and window and window < max_seq_len:
+            max_seq_len = max(8, window)  # likewise: within the window, full attention is the model's attention
         tokens, data_source = _eval_tokens(eval, lm.tokenizer, eval_tokens)
         _check_shapes(lm.model, tgt, max_seq_len)
         ref = _references(lm.model, tokens, max_seq_len)
@@ -199,6 +202,34 @@ def _check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:
         raise UsageError(
             f"--max-seq-len {max_seq_len} is longer than the model's {limit} positions", f"use at most {limit}"
         )
+    window = sliding_window(model.config)
+    if window and max_seq_len > window:
+        raise UsageError(
+            f"--max-seq-len {max_seq_len} is longer than the {window}-token sliding window this model attends within, "
+            "and the program's attention (llama::custom_sdpa) sees the whole cache: past it, it would not be your "
+            "model",
+            f"use --max-seq-len {window} or less",
+        )
+
+
+def model_context_len(config: Any) -> int | None:
+    """The longest KV cache that is still the model: its positions, or its sliding window if shorter."""
+    limits = [getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)]
+    limits.append(sliding_window(config))
+    limits = [int(n) for n in limits if isinstance(n, int) and n > 0]
+    return min(limits) if limits else None
+
+
+def sliding_window(config: Any) -> int | None:
+    """The attention window of a model that uses one in any layer (Mistral; Qwen2/3 with use_sliding_window), else
+    None."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return window if "sliding_attention" in types else None
+    return window if getattr(config, "use_sliding_window", True) else None
 
 
 def _special_ids(lm: Any) -> dict:
@@ -437,6 +468,7 @@ def _package(
         perplexity_program=round(fid["ppl_program"], 4),
         ppl_increase_pct=round(increase, 3),
         next_token_agreement=round(fid["agreement"], 4),
+        model_context_len=model_context_len(lm.model.config),
         greedy=GreedyCheck(
             len(ref["prompt"]),
             len(greedy),

@@ -97,6 +97,14 @@ def _package(package: str | Path) -> tuple[Path, Any]:
     return folder, m
 
 
+def _rebuild_hint(g: Any, tokens: int) -> str:
+    """ ", or rebuild with --max-seq-len N" when the model allows N (older manifests do not say: offered as before)."""
+    limit = g.model_context_len
+    if limit is not None and tokens > limit:
+        return f" (the model itself attends over at most {limit} tokens)"
+    return f", or rebuild with --max-seq-len {tokens}"
+
+
 def _worker(folder: Path, m: Any, threads: int) -> list[str]:
     return [
         sys.executable,
@@ -142,13 +150,13 @@ def profile_generation(
     if prompt_len > g.max_seq_len:
         raise UsageError(
             f"--prompt-len {prompt_len} is longer than the program's {g.max_seq_len} tokens per call",
-            f"use at most {g.max_seq_len}, or rebuild with a larger --max-seq-len",
+            f"use at most {g.max_seq_len}" + _rebuild_hint(g, prompt_len),
         )
     if prompt_len + gen_len > g.max_context_len:
         raise UsageError(
             f"--prompt-len {prompt_len} + --gen-len {gen_len} = {prompt_len + gen_len} tokens do not fit the "
             f"program's {g.max_context_len}-token KV cache",
-            f"lower them, or rebuild with --max-seq-len {prompt_len + gen_len}",
+            "lower them" + _rebuild_hint(g, prompt_len + gen_len),
         )
     with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
         result = Path(d) / "result.json"

@@ -24,6 +24,44 @@ HEAD = [
 ]
 
 
+#: the table of a decoder's tune (edgekit.tune.generation): speed is decode tokens/s, fidelity is perplexity
+HEAD_GENERATION = [
+    "candidate",
+    "status",
+    "decode tok/s",
+    "decode p50 ms",
+    "peak RSS MiB",
+    "size MiB",
+    "perplexity vs your model",
+    "build s",
+    "why",
+]
+
+
+def table(candidates: list) -> tuple[list[str], list[list[str]]]:
+    """The header and rows that fit the candidates: a decoder's, or a model's."""
+    if any(c.ppl_increase_pct is not None or "linears" in c.recipe for c in candidates):
+        return HEAD_GENERATION, generation_rows(candidates)
+    return HEAD, rows(candidates)
+
+
+def generation_rows(candidates: list) -> list[list[str]]:
+    return [
+        [
+            c.name,
+            c.status.value,
+            _f(c.decode_tokens_per_s, ".1f"),
+            _f(c.p50_ms, ".3g"),
+            _f(c.peak_rss_mb, ".1f"),
+            _f(None if c.size_bytes is None else c.size_bytes / 2**20, ".1f"),
+            "–" if c.perplexity is None else f"{c.perplexity:.3f} ({c.ppl_increase_pct:+.1f}%)",
+            ("cached" if c.cached else _f(c.build_s, ".1f")),
+            c.reason,
+        ]
+        for c in candidates
+    ]
+
+
 def _f(v: Any, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -125,7 +163,7 @@ def html_page(model: str, section: Any, meta: str) -> str:
         "model</i> only says whether lowering kept what pruning left.</p>",
         f'<img alt="Pareto plot" src="data:image/png;base64,{png}">',
         "<h2>Candidates</h2>",
-        html_table(HEAD, rows(section.candidates), verdict_col=1),
+        html_table(*table(section.candidates), verdict_col=1),
     ]
     style = CSS + "tr.chosen td{background:#dfd}tr.over td,tr.failed td{background:#fdd}tr.skipped td{color:#888}"
     return (

@@ -183,9 +183,8 @@ def tune(
 
     if is_causal_lm(model):
         raise UsageError(
-            f"{model} is a causal language model: tune does not search generation programs yet",
-            "build xnnpack-llm-8da4w and xnnpack-llm-int8 with --task text-generation and compare their "
-            "perplexity (the build summary) and tokens/s (edgekit profile)",
+            f"{model} is a causal language model: its generation programs are tuned by a perplexity budget",
+            "call edgekit.tune.generation.tune_generation (the CLI routes a decoder there by itself)",
         )
     budget = check_request(calibration, eval, budget, options.objective)
     check_output(Path(out), force)

@@ -1,0 +1,386 @@
+"""``edgekit tune`` on a decoder: the fastest generation program within a perplexity budget.
+
+Candidates: int4 linears (8da4w) at each group size, int8 linears (8da8w), each with an int4 or an int8 embedding
+table; the output layer is int8 in all of them (see :mod:`edgekit.pipeline.generation`). Every candidate is built
+through the build queue into the content-addressed cache (an interrupted tune resumes), verified against the model
+handed in (perplexity over the eval text, teacher-forced through the KV cache), and then measured by the generation
+worker: decode tokens/s is the objective. Between the two fastest within the budget, the faster wins only when
+Mann-Whitney on their decode steps says they differ at α = 0.01; otherwise the smaller program wins.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import paths
+from ..errors import BudgetError, UsageError
+from ..manifest import CandidateStatus, TuneCandidate
+
+LINEARS = ("8da4w", "int8")
+GROUP_SIZES = (32, 64, 128)
+EMBEDDINGS = ("int4", "int8")
+DEFAULT_MAX_PPL_INCREASE = 50.0
+ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class GenRecipe:
+    """One generation candidate: the linears' precision, the int4 group size, the embedding table's precision."""
+
+    linears: str  # 8da4w | int8 (8da8w)
+    group_size: int
+    embeddings: str  # int4 | int8
+
+    @property
+    def name(self) -> str:
+        if self.linears == "8da4w":
+            return f"8da4w-g{self.group_size}-emb{self.embeddings}"
+        return f"int8-emb{self.embeddings}" + (f"-g{self.group_size}" if self.embeddings == "int4" else "")
+
+    def target(self) -> Any:
+        """The built-in generation target with this recipe, and no budget of its own: tune judges the budget."""
+        from ..targets import load_target
+
+        base = load_target("xnnpack-llm-8da4w" if self.linears == "8da4w" else "xnnpack-llm-int8")
+        return base.replace(
+            name=f"tune-{self.name}",
+            quantize__group_size=self.group_size,
+            quantize__embeddings=self.embeddings,
+            budget__max_ppl_increase_pct=None,
+        )
+
+    def to_dict(self) -> dict:
+        return {"linears": self.linears, "group_size": self.group_size, "embeddings": self.embeddings}
+
+
+def plan(linears: Sequence[str], group_sizes: Sequence[int], embeddings: Sequence[str]) -> list[GenRecipe]:
+    """Every combination asked for (the int4 group size matters to int8 linears only through an int4 table)."""
+    out: list[GenRecipe] = []
+    for lin in linears:
+        for emb in embeddings:
+            sizes = group_sizes if lin == "8da4w" or emb == "int4" else group_sizes[:1]
+            for g in sizes:
+                r = GenRecipe(lin, int(g), emb)
+                if r not in out:
+                    out.append(r)
+    return out
+
+
+@dataclass
+class _Tried:
+    recipe: GenRecipe
+    status: CandidateStatus = CandidateStatus.PENDING
+    reason: str = ""
+    folder: Path | None = None
+    manifest: Any = None
+    build_s: float | None = None
+    cached: bool = False
+    profile: dict = field(default_factory=dict)
+
+    @property
+    def increase(self) -> float | None:
+        return self.manifest.generation.ppl_increase_pct if self.manifest else None
+
+    def record(self) -> TuneCandidate:
+        m, p = self.manifest, self.profile
+        return TuneCandidate(
+            name=self.recipe.name,
+            recipe=self.recipe.to_dict(),
+            status=self.status,
+            reason=self.reason,
+            size_bytes=m.program.size_bytes if m else None,
+            p50_ms=p.get("p50"),
+            p90_ms=p.get("p90"),
+            peak_rss_mb=p.get("peak_rss_mb"),
+            build_s=self.build_s,
+            cached=self.cached,
+            perplexity=m.generation.perplexity_program if m else None,
+            ppl_increase_pct=self.increase,
+            decode_tokens_per_s=p.get("decode_tokens_per_s"),
+        )
+
+
+def tune_generation(
+    model: str,
+    *,
+    out: str | Path,
+    eval: Any = None,  # noqa: A002 - the CLI's --eval
+    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
+    linears: Sequence[str] = LINEARS,
+    group_sizes: Sequence[int] = GROUP_SIZES,
+    embeddings: Sequence[str] = EMBEDDINGS,
+    max_seq_len: int | None = None,
+    prompt_len: int = 128,
+    gen_len: int = 128,
+    rounds: int = 3,
+    threads: int = 1,
+    cache: str | Path = paths.BUILD_CACHE,
+    executor: str | None = None,
+    force: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Any:
+    """Build and measure the candidates (see the module docstring); write the chosen one as a package at ``out``
+    with a ``tune`` section. Returns a :class:`~edgekit.tune.search.TuneResult`.
+
+    Raises:
+        UsageError: an unknown precision, a group size that is not a multiple of 32, a budget below 0.
+        BudgetError: no candidate is within the perplexity budget (the closest is named); nothing is written.
+    """
+    from .._fs import check_output
+    from ..builds import BuildCache, BuildQueue, ModelEntry, build_key, measurement_key, versions
+    from ..machine import machine_facts
+
+    recipes = _check(max_ppl_increase, linears, group_sizes, embeddings, prompt_len, gen_len, max_seq_len)
+    if eval is not None and not Path(eval).is_file():
+        raise UsageError(f"the eval text {eval} does not exist", "pass a UTF-8 .txt file of held-out text")
+    check_output(Path(out), force)
+    say = progress or (lambda *a: None)
+    store = BuildCache(cache)
+    store.check_writable()
+    facts = machine_facts()
+    vers = versions(facts)
+    entry = ModelEntry(model, (), None, None if eval is None else str(Path(eval).resolve()), name="tune")
+    notes: list[str] = []
+    queue = BuildQueue(store, executor, notes)
+    tried = [_Tried(r) for r in recipes]
+    total = 2 * len(tried)
+    done = 0
+    options = (("max_seq_len", max_seq_len),)
+    try:
+        keys = {id(t): build_key(entry, t.recipe.target(), vers, extra=f"max_seq_len={max_seq_len}") for t in tried}
+        todo = []
+        for t in tried:
+            hit = queue.cached(keys[id(t)])
+            if hit is None:
+                todo.append(t)
+            else:
+                done += 1
+                _take(t, hit)
+                say(f"built {t.recipe.name} (cached)", done, total)
+        by_key = {keys[id(t)]: t for t in todo}
+        jobs = [queue.job(entry, t.recipe.target(), keys[id(t)], options) for t in todo]
+        if jobs:
+            say(f"building {len(jobs)} candidate(s)", done, total)
+            for job, built in queue.run(jobs):
+                done += 1
+                _take(by_key[job.key], built)
+                say(f"built {by_key[job.key].recipe.name}", done, total)
+        settings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
+        for t in tried:
+            if t.manifest is not None:
+                say(f"measuring {t.recipe.name}", done, total)
+                _measure(t, store, measurement_key(keys[id(t)], settings, facts["machine_id"]), settings)
+                _judge(t, max_ppl_increase)
+            done += 1
+    finally:
+        queue.close()
+    within = sorted((t for t in tried if t.status == CandidateStatus.WITHIN), key=_speed_key)
+    if not within:
+        raise _no_candidate(tried, max_ppl_increase)
+    chosen, why, p = _decide(within)
+    chosen.status, chosen.reason = CandidateStatus.CHOSEN, "see the decision"
+    for t in within:
+        if t is not chosen:
+            t.reason = (
+                f"decode {t.profile['decode_tokens_per_s']:.1f} vs {chosen.profile['decode_tokens_per_s']:.1f} "
+                f"tokens/s, {t.manifest.program.size_bytes / 2**20:.1f} vs "
+                f"{chosen.manifest.program.size_bytes / 2**20:.1f} MiB"
+            )
+    return _write(model, tried, chosen, why, p, max_ppl_increase, threads, notes, Path(out), force)
+
+
+def _check(
+    budget: float,
+    linears: Sequence[str],
+    group_sizes: Sequence[int],
+    embeddings: Sequence[str],
+    prompt_len: int,
+    gen_len: int,
+    max_seq_len: int | None,
+) -> list[GenRecipe]:
+    import math
+
+    if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
+        raise UsageError(f"--max-ppl-increase must be a percentage ≥ 0, got {budget!r}", "e.g. --max-ppl-increase 25")
+    for value, valid, what in ((linears, LINEARS, "--linears"), (embeddings, EMBEDDINGS, "--embeddings")):
+        bad = [v for v in value if v not in valid]
+        if bad or not value:
+            raise UsageError(f"{what} {','.join(map(str, value)) or '(none)'}: valid values are {', '.join(valid)}")
+    bad_g = [g for g in group_sizes if not isinstance(g, int) or g < 32 or g % 32]
+    if bad_g or not group_sizes:
+        raise UsageError(
+            f"--group-sizes {','.join(map(str, group_sizes)) or '(none)'}: each must be a multiple of 32 "
+            "(XNNPACK's int4 kernels)",
+            "e.g. --group-sizes 32,64,128",
+        )
+    if prompt_len < 1 or gen_len < 2:
+        raise UsageError(f"--prompt-len must be ≥ 1 and --gen-len ≥ 2, got {prompt_len} and {gen_len}")
+    if max_seq_len is not None and prompt_len + gen_len > max_seq_len:
+        raise UsageError(
+            f"--prompt-len {prompt_len} + --gen-len {gen_len} do not fit --max-seq-len {max_seq_len}",
+            "lower them, or raise --max-seq-len",
+        )
+    return plan(linears, group_sizes, embeddings)
+
+
+def _take(t: _Tried, built: Any) -> None:
+    if isinstance(built, str):
+        t.status, t.reason = CandidateStatus.FAILED, built
+        return
+    t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
+
+
+def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
+    """Decode and prefill speed from the generation worker (cached per build, machine and settings)."""
+    from ..profile.generation import profile_generation
+
+    cached = store.measurement(key)
+    if isinstance(cached, dict) and isinstance(cached.get("samples"), list) and cached.get("decode_tokens_per_s"):
+        t.profile = cached
+        return
+    g = t.manifest.generation
+    if settings["prompt_len"] + settings["gen_len"] > g.max_context_len:
+        t.status = CandidateStatus.FAILED
+        t.reason = (
+            f"--prompt-len + --gen-len ({settings['prompt_len'] + settings['gen_len']}) do not fit its "
+            f"{g.max_context_len}-token cache"
+        )
+        return
+    try:
+        p = profile_generation(
+            t.folder,
+            prompt_len=settings["prompt_len"],
+            gen_len=settings["gen_len"],
+            runs=settings["rounds"],
+            warmup=1,
+            threads=settings["threads"],
+        )
+    except Exception as exc:  # one candidate's failed measurement is its own failure, not the tune's
+        from ..errors import first_line
+
+        t.status, t.reason = CandidateStatus.FAILED, f"measurement failed: {first_line(exc)}"
+        return
+    t.profile = {
+        "p50": p.decode_ms.p50,
+        "p90": p.decode_ms.p90,
+        "peak_rss_mb": p.peak_rss_mb,
+        "decode_tokens_per_s": p.decode_tokens_per_s,
+        "prefill_tokens_per_s": p.prefill_tokens_per_s,
+        "check": p.check.status,
+        "samples": list(p.decode_samples_ms),
+    }
+    store.put_measurement(key, t.profile)
+
+
+def _judge(t: _Tried, budget: float) -> None:
+    if t.status is CandidateStatus.FAILED:
+        return
+    if t.profile.get("check") not in (None, "passed"):
+        t.status = CandidateStatus.FAILED
+        t.reason = f"its greedy tokens in the worker differ from those at build time (check: {t.profile['check']})"
+        return
+    g = t.manifest.generation
+    miss = g.ppl_increase_pct - budget
+    t.status = CandidateStatus.OVER if miss > 0 else CandidateStatus.WITHIN
+    t.reason = (
+        f"perplexity {g.ppl_increase_pct:+.1f}% misses the budget by {miss:.1f} points"
+        if miss > 0
+        else "within the budget"
+    )
+
+
+def _speed_key(t: _Tried) -> tuple:
+    return (-t.profile["decode_tokens_per_s"], t.manifest.program.size_bytes)
+
+
+def _decide(within: list[_Tried]) -> tuple[_Tried, str, float | None]:
+    """The fastest by decode tokens/s; against the runner-up, only when Mann-Whitney says their decode steps differ
+    at α = 0.01, else the smaller program."""
+    best = within[0]
+    if len(within) == 1:
+        return best, "the only candidate within the budget", None
+    second = within[1]
+    from scipy.stats import mannwhitneyu
+
+    a, b = best.profile["samples"], second.profile["samples"]
+    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    ta, tb = best.profile["decode_tokens_per_s"], second.profile["decode_tokens_per_s"]
+    if p < ALPHA:
+        return (
+            best,
+            f"fastest decode within the budget: {ta:.1f} vs {tb:.1f} tokens/s for {second.recipe.name} "
+            f"(median step {statistics.median(a):.3g} vs {statistics.median(b):.3g} ms, Mann-Whitney p = {p:.2g})",
+            p,
+        )
+    small = min((best, second), key=lambda t: t.manifest.program.size_bytes)
+    other = second if small is best else best
+    return (
+        small,
+        f"decode no faster than {other.recipe.name} to a significant degree ({ta:.1f} vs {tb:.1f} tokens/s, "
+        f"Mann-Whitney p = {p:.2g} ≥ {ALPHA}): the smaller program wins",
+        p,
+    )
+
+
+def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
+    built = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.OVER]
+    err: Any
+    if built:
+        closest = min(built, key=lambda t: t.increase)
+        err = BudgetError(
+            f"no candidate is within --max-ppl-increase {budget:g}%: the closest, {closest.recipe.name}, raises "
+            f"perplexity by {closest.increase:.1f}%",
+            "raise the budget, or build xnnpack-llm-fp32 (the model's own perplexity)",
+        )
+    else:
+        first = next((t.reason for t in tried if t.reason), "no candidate was built")
+        err = BudgetError(f"no candidate could be built and measured: {first}")
+    err.candidates = [t.record() for t in tried]
+    return err
+
+
+def _write(
+    model: str,
+    tried: list[_Tried],
+    chosen: _Tried,
+    why: str,
+    p: float | None,
+    budget: float,
+    threads: int,
+    notes: list[str],
+    out: Path,
+    force: bool,
+) -> Any:
+    import shutil
+
+    from .._fs import staged_output, write_json
+    from ..manifest import MANIFEST_NAME, TuneSection
+    from .report import html_page
+    from .search import TuneResult
+
+    g = chosen.manifest.generation
+    section = TuneSection(
+        objective="decode_tokens_per_s",
+        budget={"max_ppl_increase_pct": budget},
+        threads=threads,
+        candidates=[t.record() for t in tried],
+        decision=f"{chosen.recipe.name}: {why}",
+        mann_whitney_p=p,
+        fidelity=(
+            f"perplexity {g.perplexity_eager:.3f} → {g.perplexity_program:.3f} ({g.ppl_increase_pct:+.1f}%), "
+            f"next token {g.next_token_agreement:.1%} as your model's, over {g.eval_tokens} tokens of "
+            f"{g.eval_data}, against your model (fp32, as handed in); budget +{budget:g}%"
+        ),
+    )
+    manifest = chosen.manifest.replace(tune=section)
+    meta = f"{len(section.candidates)} candidates; " + "; ".join(notes)
+    with staged_output(out, force) as tmp:
+        for name in chosen.manifest.files():
+            if name != MANIFEST_NAME:
+                shutil.copyfile(chosen.folder / name, tmp / name)
+        write_json(tmp / MANIFEST_NAME, manifest.to_dict())
+        (tmp / "tune.html").write_text(html_page(model, section, meta), encoding="utf-8")
+    return TuneResult(out, manifest, tuple(notes))
