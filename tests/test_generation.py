@@ -170,6 +170,14 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     r = run(cli, ["tune", "toy_models:mlp", "-c", "x.npz", "--max-ppl-increase", "5", "-o", str(out)])
     _one_line_error(r, 2, "--max-ppl-increase", "decoders")
     _one_line_error(run(cli, ["tune", spec, "--group-sizes", "48", "-o", str(out)]), 2, "multiple of 32")
+    # what a build would refuse is refused before any build: binary eval data, a cache past the model's positions;
+    # a group size that divides no layer width skips its candidates (here all of them)
+    (tmp_path / "eval.npz").write_bytes(bytes(range(256)) * 8)
+    r = run(cli, ["tune", spec, "--eval", str(tmp_path / "eval.npz"), "-o", str(out)])
+    _one_line_error(r, 1, "not UTF-8 text")
+    _one_line_error(run(cli, ["tune", spec, "--max-seq-len", "300", "-o", str(out)]), 2, "256 tokens")
+    r = run(cli, ["tune", spec, "--group-sizes", "96", "--embeddings", "int4", "--linears", "8da4w", "-o", str(out)])
+    _one_line_error(r, 1, "no candidate could be built", "group size 96 does not divide", "64, 128")
     assert not out.exists()
 
 

@@ -294,3 +294,39 @@ def test_the_worker_starts_pinned_in_its_own_session_without_python_between_fork
     watch = run_worker([sys.executable, "-c", probe], timeout=30, cpus=(0,), sample=False)
     assert watch.other == ["[0] True"], watch.other
     assert sorted(os.sched_getaffinity(0)) != [0] or os.cpu_count() == 1  # the parent itself was not pinned
+
+
+LEAN_PROBE = """
+import json, sys
+import edgekit.runner.runtime as rt
+if sys.argv[1] == "fallback":  # as if a later ExecuTorch needed more of exir than the placeholder gives
+    def broken(*args):
+        raise ImportError("forced")
+    rt._load_libraries = broken
+portable_lib, Runtime = rt.load_runtime(llm_ops=True)
+kernels = set(portable_lib._get_operator_names())  # what a program's instructions can call in ExecuTorch's registry
+print(json.dumps({
+    "ops": [k in kernels for k in ("quantized_decomposed::embedding_4bit.out", "llama::custom_sdpa.out",
+                                   "llama::update_cache.out")],
+    "heavy": sorted(m for m in ("torch._dynamo", "torch._inductor.lowering", "executorch.exir.capture") if m in sys.modules),
+    "exir_is_real": hasattr(sys.modules.get("executorch.exir"), "to_edge"),
+    "runtime": Runtime.get() is not None,
+}))
+"""
+
+
+@pytest.mark.parametrize("path", ["lean", "fallback"])
+def test_the_workers_runtime_loads_without_the_compiler_stack_and_falls_back_whole(path):
+    """The measuring workers import executorch.runtime without exir's exporter, dynamo or inductor (4 s and ~130 MiB
+    less in every worker's baseline); should that ever fail, the ordinary imports give the same kernels."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", LEAN_PROBE, path], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["ops"] == [True, True, True] and got["runtime"], got
+    if path == "lean":
+        assert got["heavy"] == [] and not got["exir_is_real"] and "executorch.exir" not in r.stdout, got
+    else:
+        assert "executorch.exir.capture" in got["heavy"] and got["exir_is_real"], got

@@ -54,10 +54,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--calibration",
     "-c",
     type=click.Path(),
-    help="Calibration data (required: tuning on random ranges is meaningless).",
+    help="Calibration data (required for a model: tuning on random ranges is meaningless; a decoder takes none).",
 )
 @click.option(
-    "--eval", "eval_data", type=click.Path(), help="Held-out data; with labels, the accuracy budget is checked on it."
+    "--eval",
+    "eval_data",
+    type=click.Path(),
+    help="Held-out data; with labels, the accuracy budget is checked on it (a decoder: a UTF-8 .txt file).",
 )
 @click.option(
     "--finetune", type=click.Path(), help="Labelled training data: recovery fine-tuning for the prune candidates."

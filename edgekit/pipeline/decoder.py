@@ -113,7 +113,9 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
             else:
                 a = layer.self_attn
                 q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
-            q, k, v = q.view(1, T, self.H, self.D), k.view(1, T, self.Hkv, self.D), v.view(1, T, self.Hkv, self.D)
+            # -1, not the symbolic T: XNNPACK takes a reshape with one inferred dimension, not a symbolic one, so these
+            # views stay inside the delegated partitions instead of ending them
+            q, k, v = q.view(1, -1, self.H, self.D), k.view(1, -1, self.Hkv, self.D), v.view(1, -1, self.Hkv, self.D)
             if self.family == "llama" and hasattr(layer.self_attn, "q_norm"):  # Qwen3: RMSNorm on q and k per head
                 q, k = self._norm(layer.self_attn.q_norm, q), self._norm(layer.self_attn.k_norm, k)
             return q, k, v
@@ -125,7 +127,7 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
             kc, vc = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
             torch.ops.llama.update_cache(k, kc, start_pos)
             torch.ops.llama.update_cache(v, vc, start_pos)
-            y = torch.ops.llama.custom_sdpa(q, kc, vc, start_pos, None, 0.0, True).reshape(1, T, self.H * self.D)
+            y = torch.ops.llama.custom_sdpa(q, kc, vc, start_pos, None, 0.0, True).reshape(1, -1, self.H * self.D)
             out = layer.attn.c_proj if self.family == "gpt2" else layer.self_attn.o_proj
             return out(y)
 

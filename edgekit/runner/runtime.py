@@ -25,7 +25,8 @@ _EXIR = "executorch.exir"
 
 def load_runtime(*, llm_ops: bool = False) -> tuple[Any, Any]:
     """Import ExecuTorch's runtime with the quantized kernels (and with ``llm_ops``, ``llama::update_cache`` and
-    ``llama::custom_sdpa``) registered. Returns ``(portable_lib, Runtime)``."""
+    ``llama::custom_sdpa``) registered. Returns ``(portable_lib, Runtime)``. ``tests/test_profile.py`` checks that
+    the lean path is the one taken with the pinned stack, and that the fallback registers the same kernels."""
     import torch  # portable_lib links libtorch: it must be loaded first
 
     spec = importlib.util.find_spec("executorch")
@@ -39,20 +40,19 @@ def load_runtime(*, llm_ops: bool = False) -> tuple[Any, Any]:
         _load_libraries(torch, root, llm_ops)
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
-    except (ImportError, AttributeError, OSError):
-        if placeholder is None:
-            raise
-        _drop(placeholder)
-        placeholder = None
-        import executorch.kernels.quantized  # noqa: F401
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
 
-        if llm_ops:
-            from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+        return portable_lib, Runtime
+    except (ImportError, AttributeError, OSError):
+        pass  # below: the ordinary imports
     finally:
         if placeholder is not None:
             _drop(placeholder)
+    import executorch.kernels.quantized  # noqa: F401
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    if llm_ops:
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
     return portable_lib, Runtime
 
 
@@ -66,8 +66,9 @@ def _load_libraries(torch: Any, root: Path, llm_ops: bool) -> None:
 
 
 def _drop(placeholder: types.ModuleType) -> None:
-    """Remove the placeholder and whatever was imported through it, so a later ``import executorch.exir`` is real."""
+    """Remove the placeholder and whatever was imported through it, so a later ``import executorch.exir`` is real
+    (unless the real package has replaced it meanwhile: then its modules stay as they are)."""
+    if sys.modules.get(_EXIR) is not placeholder:
+        return
     for name in [n for n in sys.modules if n == _EXIR or n.startswith(_EXIR + ".")]:
-        if name == _EXIR and sys.modules[name] is not placeholder:
-            continue
         del sys.modules[name]

@@ -6,7 +6,13 @@ for the search, the manifest types and the recipes.
 
 import importlib
 
-_EXPORTS = {"Budget": "search", "TuneOptions": "search", "TuneResult": "search", "tune": "run"}
+_EXPORTS = {
+    "Budget": "search",
+    "TuneOptions": "search",
+    "TuneResult": "search",
+    "tune": "run",
+    "tune_generation": "generation",
+}
 
 __all__ = sorted(_EXPORTS)
 

@@ -3,14 +3,18 @@
 Candidates: int4 linears (8da4w) at each group size, int8 linears (8da8w), each with an int4 or an int8 embedding
 table; the output layer is int8 in all of them (see :mod:`edgekit.pipeline.generation`). Every candidate is built
 through the build queue into the content-addressed cache (an interrupted tune resumes), verified against the model
-handed in (perplexity over the eval text, teacher-forced through the KV cache), and then measured by the generation
-worker: decode tokens/s is the objective. Between the two fastest within the budget, the faster wins only when
-Mann-Whitney on their decode steps says they differ at α = 0.01; otherwise the smaller program wins.
+handed in (perplexity over the eval text, teacher-forced through the KV cache); those within the perplexity budget are
+measured by the generation worker (cached per build, machine and settings), decode tokens/s being the objective. The
+two fastest are then re-measured in interleaved rounds (:func:`edgekit.tune.search.decide`, as for any model): the
+faster wins only when Mann-Whitney on their decode steps says they differ at α = 0.01, else the smaller program.
+
+What a build would refuse is refused before the first one starts: a missing or unsupported model, an eval file that
+is not text, a cache the model cannot hold; a group size that does not divide the model's layer widths skips those
+candidates, with the reason in the table.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,10 +24,10 @@ from ..errors import BudgetError, UsageError
 from ..manifest import CandidateStatus, TuneCandidate
 
 LINEARS = ("8da4w", "int8")
+ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
 GROUP_SIZES = (32, 64, 128)
 EMBEDDINGS = ("int4", "int8")
 DEFAULT_MAX_PPL_INCREASE = 50.0
-ALPHA = 0.01
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,12 @@ class GenRecipe:
 
 
 def plan(linears: Sequence[str], group_sizes: Sequence[int], embeddings: Sequence[str]) -> list[GenRecipe]:
-    """Every combination asked for (the int4 group size matters to int8 linears only through an int4 table)."""
+    """Every combination asked for (the int4 group size matters to int8 linears only through an int4 table; an
+    all-int8 program takes the default 32, which it does not use, so its build key is the same whatever is asked)."""
     out: list[GenRecipe] = []
     for lin in linears:
         for emb in embeddings:
-            sizes = group_sizes if lin == "8da4w" or emb == "int4" else group_sizes[:1]
+            sizes = group_sizes if lin == "8da4w" or emb == "int4" else (32,)
             for g in sizes:
                 r = GenRecipe(lin, int(g), emb)
                 if r not in out:
@@ -83,6 +88,10 @@ class _Tried:
     @property
     def increase(self) -> float | None:
         return self.manifest.generation.ppl_increase_pct if self.manifest else None
+
+    @property
+    def uses_int4(self) -> bool:
+        return self.recipe.linears == "8da4w" or self.recipe.embeddings == "int4"
 
     def record(self) -> TuneCandidate:
         m, p = self.manifest, self.profile
@@ -132,55 +141,67 @@ def tune_generation(
     from .._fs import check_output
     from ..builds import BuildCache, BuildQueue, ModelEntry, build_key, measurement_key, versions
     from ..machine import machine_facts
+    from .search import TuneOptions, decide
 
-    recipes = _check(max_ppl_increase, linears, group_sizes, embeddings, prompt_len, gen_len, max_seq_len)
-    if eval is not None and not Path(eval).is_file():
-        raise UsageError(f"the eval text {eval} does not exist", "pass a UTF-8 .txt file of held-out text")
+    recipes = _check(max_ppl_increase, linears, group_sizes, embeddings, prompt_len, gen_len)
     check_output(Path(out), force)
+    _check_eval(eval)
     say = progress or (lambda *a: None)
+    tried = [_Tried(r) for r in recipes]
+    say("reading the model's config", 0, 2 * len(tried))
+    _check_model(model, tried, max_seq_len, prompt_len + gen_len)
     store = BuildCache(cache)
     store.check_writable()
     facts = machine_facts()
     vers = versions(facts)
     entry = ModelEntry(model, (), None, None if eval is None else str(Path(eval).resolve()), name="tune")
     notes: list[str] = []
+    todo = [t for t in tried if t.status is CandidateStatus.PENDING]
+    total, done = 2 * len(todo), 0
+    keys = {id(t): build_key(entry, t.recipe.target(), vers, extra=f"max_seq_len={max_seq_len}") for t in todo}
     queue = BuildQueue(store, executor, notes)
-    tried = [_Tried(r) for r in recipes]
-    total = 2 * len(tried)
-    done = 0
-    options = (("max_seq_len", max_seq_len),)
     try:
-        keys = {id(t): build_key(entry, t.recipe.target(), vers, extra=f"max_seq_len={max_seq_len}") for t in tried}
-        todo = []
-        for t in tried:
+        building = []
+        for t in todo:
             hit = queue.cached(keys[id(t)])
             if hit is None:
-                todo.append(t)
+                building.append(t)
             else:
                 done += 1
                 _take(t, hit)
                 say(f"built {t.recipe.name} (cached)", done, total)
-        by_key = {keys[id(t)]: t for t in todo}
-        jobs = [queue.job(entry, t.recipe.target(), keys[id(t)], options) for t in todo]
+        by_key = {keys[id(t)]: t for t in building}
+        options = (("max_seq_len", max_seq_len),)
+        jobs = [queue.job(entry, t.recipe.target(), keys[id(t)], options) for t in building]
         if jobs:
             say(f"building {len(jobs)} candidate(s)", done, total)
             for job, built in queue.run(jobs):
                 done += 1
                 _take(by_key[job.key], built)
                 say(f"built {by_key[job.key].recipe.name}", done, total)
-        settings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
-        for t in tried:
-            if t.manifest is not None:
-                say(f"measuring {t.recipe.name}", done, total)
-                _measure(t, store, measurement_key(keys[id(t)], settings, facts["machine_id"]), settings)
-                _judge(t, max_ppl_increase)
-            done += 1
     finally:
-        queue.close()
+        queue.close()  # its workers would hold memory and cores while decode is timed
+    settings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
+    for t in todo:
+        done += 1
+        if t.manifest is None:
+            continue
+        _judge(t, max_ppl_increase)
+        if t.status is CandidateStatus.WITHIN:  # over the budget: not worth the time to measure
+            say(f"measuring {t.recipe.name}", done, total)
+            _measure(t, store, measurement_key(keys[id(t)], settings, facts["machine_id"]), settings)
     within = sorted((t for t in tried if t.status == CandidateStatus.WITHIN), key=_speed_key)
     if not within:
         raise _no_candidate(tried, max_ppl_increase)
-    chosen, why, p = _decide(within)
+
+    def remeasure(t: _Tried) -> list[float]:
+        """Fresh decode steps (never the cache): the two best are compared side by side, interleaved."""
+        say(f"re-measuring {t.recipe.name}", done, total)
+        return list(_profile(t, {**settings, "rounds": 1}).decode_samples_ms)
+
+    opts = TuneOptions(objective="p50", threads=threads, rounds=rounds)
+    chosen, why, p = decide(within[0], within[1] if len(within) > 1 else None, opts, remeasure)
+    why = why.replace("p50", "decode step p50").replace("latency difference", "decode speed difference")
     chosen.status, chosen.reason = CandidateStatus.CHOSEN, "see the decision"
     for t in within:
         if t is not chosen:
@@ -192,6 +213,57 @@ def tune_generation(
     return _write(model, tried, chosen, why, p, max_ppl_increase, threads, notes, Path(out), force)
 
 
+def _check_eval(eval_path: Any) -> None:
+    """The eval file exists and is text (a generation build scores held-out text), before any build."""
+    from ..errors import DataError
+
+    if eval_path is None:
+        return
+    path = Path(eval_path)
+    if not path.is_file():
+        raise UsageError(f"the eval text {path} does not exist", "pass a UTF-8 .txt file of held-out text")
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a character cut at the 1 MiB boundary
+            raise DataError(
+                f"--eval {path} is not UTF-8 text: a decoder is scored on held-out text",
+                "pass a .txt file (the data formats of --eval are for models that take tensors)",
+            ) from None
+
+
+def _check_model(model: str, tried: list[_Tried], max_seq_len: int | None, needed: int) -> None:
+    """The model is a supported decoder (a GGUF is converted once, as its builds would), the cache fits it and the
+    profile's tokens, and each int4 group size divides the layer widths (else those candidates are skipped)."""
+    from ..causal import decoder_config, layer_widths
+    from ..pipeline.generation import DEFAULT_MAX_SEQ_LEN, model_context_len
+
+    config, _, _ = decoder_config(model)
+    limit = model_context_len(config)
+    if max_seq_len is not None and limit is not None and max_seq_len > limit:
+        raise UsageError(
+            f"--max-seq-len {max_seq_len} is longer than the {limit} tokens this model attends over",
+            f"use at most {limit}",
+        )
+    cache = max_seq_len if max_seq_len is not None else min(DEFAULT_MAX_SEQ_LEN, limit or DEFAULT_MAX_SEQ_LEN)
+    if needed > cache:
+        raise UsageError(
+            f"--prompt-len + --gen-len = {needed} tokens do not fit the programs' {cache}-token cache",
+            "lower them" + (", or raise --max-seq-len" if limit is None or needed <= limit else ""),
+        )
+    widths = sorted(layer_widths(config))
+    for t in tried:
+        bad = [w for w in widths if w % t.recipe.group_size]
+        if t.uses_int4 and bad:
+            t.status = CandidateStatus.SKIPPED
+            t.reason = (
+                f"group size {t.recipe.group_size} does not divide the layer width(s) {', '.join(map(str, bad))} "
+                f"(widths {', '.join(map(str, widths))})"
+            )
+
+
 def _check(
     budget: float,
     linears: Sequence[str],
@@ -199,9 +271,10 @@ def _check(
     embeddings: Sequence[str],
     prompt_len: int,
     gen_len: int,
-    max_seq_len: int | None,
 ) -> list[GenRecipe]:
     import math
+
+    linears = [ALIASES.get(v, v) for v in linears]
 
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
         raise UsageError(f"--max-ppl-increase must be a percentage ≥ 0, got {budget!r}", "e.g. --max-ppl-increase 25")
@@ -218,11 +291,6 @@ def _check(
         )
     if prompt_len < 1 or gen_len < 2:
         raise UsageError(f"--prompt-len must be ≥ 1 and --gen-len ≥ 2, got {prompt_len} and {gen_len}")
-    if max_seq_len is not None and prompt_len + gen_len > max_seq_len:
-        raise UsageError(
-            f"--prompt-len {prompt_len} + --gen-len {gen_len} do not fit --max-seq-len {max_seq_len}",
-            "lower them, or raise --max-seq-len",
-        )
     return plan(linears, group_sizes, embeddings)
 
 
@@ -233,35 +301,35 @@ def _take(t: _Tried, built: Any) -> None:
     t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
 
 
-def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
-    """Decode and prefill speed from the generation worker (cached per build, machine and settings)."""
+def _profile(t: _Tried, settings: dict) -> Any:
     from ..profile.generation import profile_generation
+
+    return profile_generation(
+        t.folder,
+        prompt_len=settings["prompt_len"],
+        gen_len=settings["gen_len"],
+        runs=settings["rounds"],
+        warmup=1,
+        threads=settings["threads"],
+    )
+
+
+def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
+    """Decode and prefill speed from the generation worker (cached per build, machine and settings), for ranking."""
+    from ..errors import EdgekitError
 
     cached = store.measurement(key)
     if isinstance(cached, dict) and isinstance(cached.get("samples"), list) and cached.get("decode_tokens_per_s"):
         t.profile = cached
         return
-    g = t.manifest.generation
-    if settings["prompt_len"] + settings["gen_len"] > g.max_context_len:
-        t.status = CandidateStatus.FAILED
-        t.reason = (
-            f"--prompt-len + --gen-len ({settings['prompt_len'] + settings['gen_len']}) do not fit its "
-            f"{g.max_context_len}-token cache"
-        )
-        return
     try:
-        p = profile_generation(
-            t.folder,
-            prompt_len=settings["prompt_len"],
-            gen_len=settings["gen_len"],
-            runs=settings["rounds"],
-            warmup=1,
-            threads=settings["threads"],
-        )
-    except Exception as exc:  # one candidate's failed measurement is its own failure, not the tune's
-        from ..errors import first_line
-
-        t.status, t.reason = CandidateStatus.FAILED, f"measurement failed: {first_line(exc)}"
+        p = _profile(t, settings)
+    except EdgekitError as exc:  # one candidate's failed measurement is its own failure, not the tune's
+        t.status, t.reason = CandidateStatus.FAILED, f"within the budget, but its measurement failed: {exc}"
+        return
+    if p.check.status != "passed":
+        t.status = CandidateStatus.FAILED
+        t.reason = f"its greedy tokens in the worker were not those of its build ({p.check.status}: {p.check.note})"
         return
     t.profile = {
         "p50": p.decode_ms.p50,
@@ -269,24 +337,18 @@ def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
         "peak_rss_mb": p.peak_rss_mb,
         "decode_tokens_per_s": p.decode_tokens_per_s,
         "prefill_tokens_per_s": p.prefill_tokens_per_s,
-        "check": p.check.status,
         "samples": list(p.decode_samples_ms),
     }
     store.put_measurement(key, t.profile)
 
 
 def _judge(t: _Tried, budget: float) -> None:
-    if t.status is CandidateStatus.FAILED:
-        return
-    if t.profile.get("check") not in (None, "passed"):
-        t.status = CandidateStatus.FAILED
-        t.reason = f"its greedy tokens in the worker differ from those at build time (check: {t.profile['check']})"
-        return
+    """Within or over the perplexity budget (against the model handed in, from the build's own verify)."""
     g = t.manifest.generation
     miss = g.ppl_increase_pct - budget
     t.status = CandidateStatus.OVER if miss > 0 else CandidateStatus.WITHIN
     t.reason = (
-        f"perplexity {g.ppl_increase_pct:+.1f}% misses the budget by {miss:.1f} points"
+        f"perplexity {g.ppl_increase_pct:+.1f}% misses the budget by {miss:.1f} points (not measured)"
         if miss > 0
         else "within the budget"
     )
@@ -296,39 +358,16 @@ def _speed_key(t: _Tried) -> tuple:
     return (-t.profile["decode_tokens_per_s"], t.manifest.program.size_bytes)
 
 
-def _decide(within: list[_Tried]) -> tuple[_Tried, str, float | None]:
-    """The fastest by decode tokens/s; against the runner-up, only when Mann-Whitney says their decode steps differ
-    at α = 0.01, else the smaller program."""
-    best = within[0]
-    if len(within) == 1:
-        return best, "the only candidate within the budget", None
-    second = within[1]
-    from scipy.stats import mannwhitneyu
-
-    a, b = best.profile["samples"], second.profile["samples"]
-    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    ta, tb = best.profile["decode_tokens_per_s"], second.profile["decode_tokens_per_s"]
-    if p < ALPHA:
-        return (
-            best,
-            f"fastest decode within the budget: {ta:.1f} vs {tb:.1f} tokens/s for {second.recipe.name} "
-            f"(median step {statistics.median(a):.3g} vs {statistics.median(b):.3g} ms, Mann-Whitney p = {p:.2g})",
-            p,
-        )
-    small = min((best, second), key=lambda t: t.manifest.program.size_bytes)
-    other = second if small is best else best
-    return (
-        small,
-        f"decode no faster than {other.recipe.name} to a significant degree ({ta:.1f} vs {tb:.1f} tokens/s, "
-        f"Mann-Whitney p = {p:.2g} ≥ {ALPHA}): the smaller program wins",
-        p,
-    )
-
-
 def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
     built = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.OVER]
+    failed = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.FAILED]
     err: Any
-    if built:
+    if failed:  # within the budget, but not measurable: say so rather than blame the budget
+        err = BudgetError(
+            f"{failed[0].recipe.name}: {failed[0].reason}",
+            "see the table; rerun once the cause is fixed (the builds are cached)",
+        )
+    elif built:
         closest = min(built, key=lambda t: t.increase)
         err = BudgetError(
             f"no candidate is within --max-ppl-increase {budget:g}%: the closest, {closest.recipe.name}, raises "
@@ -337,7 +376,7 @@ def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
         )
     else:
         first = next((t.reason for t in tried if t.reason), "no candidate was built")
-        err = BudgetError(f"no candidate could be built and measured: {first}")
+        err = BudgetError(f"no candidate could be built: {first}")
     err.candidates = [t.record() for t in tried]
     return err
 
@@ -354,12 +393,8 @@ def _write(
     out: Path,
     force: bool,
 ) -> Any:
-    import shutil
-
-    from .._fs import staged_output, write_json
-    from ..manifest import MANIFEST_NAME, TuneSection
-    from .report import html_page
-    from .search import TuneResult
+    from ..manifest import TuneSection
+    from .write import write_package
 
     g = chosen.manifest.generation
     section = TuneSection(
@@ -375,12 +410,4 @@ def _write(
             f"{g.eval_data}, against your model (fp32, as handed in); budget +{budget:g}%"
         ),
     )
-    manifest = chosen.manifest.replace(tune=section)
-    meta = f"{len(section.candidates)} candidates; " + "; ".join(notes)
-    with staged_output(out, force) as tmp:
-        for name in chosen.manifest.files():
-            if name != MANIFEST_NAME:
-                shutil.copyfile(chosen.folder / name, tmp / name)
-        write_json(tmp / MANIFEST_NAME, manifest.to_dict())
-        (tmp / "tune.html").write_text(html_page(model, section, meta), encoding="utf-8")
-    return TuneResult(out, manifest, tuple(notes))
+    return write_package(model, section, chosen, notes, out, force)

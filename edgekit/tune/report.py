@@ -115,7 +115,7 @@ def pareto(candidates: list) -> list:
     ]
 
 
-def pareto_plot(candidates: list, title: str) -> bytes:
+def pareto_plot(candidates: list, title: str, generation: bool = False) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +139,7 @@ def pareto_plot(candidates: list, title: str) -> bytes:
     line = sorted(front, key=lambda c: c.size_bytes)
     ax.plot([c.size_bytes / 1024 for c in line], [c.p50_ms for c in line], "--", color="#999", lw=1, zorder=2)
     ax.set_xlabel("program size (KiB)")
-    ax.set_ylabel("p50 latency (ms)")
+    ax.set_ylabel("decode step p50 (ms)" if generation else "p50 latency (ms)")
     ax.set_title(
         title + "\n(blue: within budget, grey: over budget or not measured, star: chosen; dashed: Pareto front)",
         fontsize=9,
@@ -151,16 +151,22 @@ def pareto_plot(candidates: list, title: str) -> bytes:
 
 
 def html_page(model: str, section: Any, meta: str) -> str:
-    png = base64.b64encode(pareto_plot(section.candidates, model)).decode()
+    generation = section.objective == "decode_tokens_per_s"
+    png = base64.b64encode(pareto_plot(section.candidates, model, generation)).decode()
     budget = ", ".join(f"{k} {v:g}" for k, v in section.budget.items())
     body = [
         f"<h1>edgekit tune: {html.escape(model)}</h1>",
         f"<p class=meta>{html.escape(meta)}</p>",
         f"<p>objective <b>{html.escape(section.objective)}</b> at {section.threads} thread(s), budget "
         f"{html.escape(budget)}. <b>Decision:</b> {html.escape(section.decision)}</p>",
-        f"<p><b>Fidelity:</b> {html.escape(section.fidelity or 'not recorded (a package from an older edgekit)')}. Every "
-        "figure in the column <i>vs your model</i> compares a program with the model you handed in; <i>vs pruned "
-        "model</i> only says whether lowering kept what pruning left.</p>",
+        f"<p><b>Fidelity:</b> {html.escape(section.fidelity or 'not recorded (a package from an older edgekit)')}. "
+        + (
+            "Every perplexity compares a program with the model you handed in (fp32), over the same held-out text; "
+            "p50 is the median decode step.</p>"
+            if generation
+            else "Every figure in the column <i>vs your model</i> compares a program with the model you handed in; "
+            "<i>vs pruned model</i> only says whether lowering kept what pruning left.</p>"
+        ),
         f'<img alt="Pareto plot" src="data:image/png;base64,{png}">',
         "<h2>Candidates</h2>",
         html_table(*table(section.candidates), verdict_col=1),

@@ -184,7 +184,7 @@ def tune(
     if is_causal_lm(model):
         raise UsageError(
             f"{model} is a causal language model: its generation programs are tuned by a perplexity budget",
-            "call edgekit.tune.generation.tune_generation (the CLI routes a decoder there by itself)",
+            "call edgekit.tune.tune_generation (the CLI routes a decoder there by itself)",
         )
     budget = check_request(calibration, eval, budget, options.objective)
     check_output(Path(out), force)

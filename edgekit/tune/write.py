@@ -9,10 +9,7 @@ from typing import Any
 
 
 def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, out: Path, force: bool) -> Any:
-    from .._fs import staged_output, write_json
-    from ..manifest import MANIFEST_NAME, TuneSection
-    from .report import html_page
-    from .search import TuneResult
+    from ..manifest import TuneSection
 
     section = TuneSection(
         objective=s.opts.objective,
@@ -23,15 +20,25 @@ def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, o
         mann_whitney_p=p,
         fidelity=fidelity_line(chosen.manifest.verify, s.budget),
     )
+    return write_package(s.model.spec, section, chosen, s.notes, out, force)
+
+
+def write_package(model: str, section: Any, chosen: Any, notes: list, out: Path, force: bool) -> Any:
+    """The chosen candidate's package at ``out`` with ``section`` as its manifest's ``tune``, and ``tune.html``."""
+    from .._fs import staged_output, write_json
+    from ..manifest import MANIFEST_NAME
+    from .report import html_page
+    from .search import TuneResult
+
     manifest = chosen.manifest.replace(tune=section)
-    meta = f"{len(section.candidates)} candidates; " + "; ".join(s.notes)
+    meta = f"{len(section.candidates)} candidates; " + "; ".join(notes)
     with staged_output(out, force) as tmp:
         for name in chosen.manifest.files():
             if name != MANIFEST_NAME:
                 shutil.copyfile(chosen.folder / name, tmp / name)
         write_json(tmp / MANIFEST_NAME, manifest.to_dict())
-        (tmp / "tune.html").write_text(html_page(s.model.spec, section, meta), encoding="utf-8")
-    return TuneResult(Path(out), manifest, tuple(s.notes))
+        (tmp / "tune.html").write_text(html_page(model, section, meta), encoding="utf-8")
+    return TuneResult(Path(out), manifest, tuple(notes))
 
 
 def fidelity_line(v: Any, budget: Any) -> str:
