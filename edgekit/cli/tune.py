@@ -104,6 +104,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option("--runs", type=click.IntRange(5), default=100, show_default=True, help="Timed runs per measurement.")
 @click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Interleaved rounds in which the two best are re-measured before one is chosen.",
+)
+@click.option(
     "--time-budget", callback=_duration, metavar="DURATION", help="Stop starting builds after this long (e.g. 30m)."
 )
 @click.option(
@@ -166,6 +173,7 @@ def tune(
     precisions: tuple,
     prune_ratios: tuple,
     runs: int,
+    rounds: int,
     time_budget: float | None,
     cache: str,
     executor: str | None,
@@ -234,6 +242,7 @@ def tune(
         objective=objective,
         threads=threads,
         runs=runs,
+        rounds=rounds,
         time_budget_s=time_budget,
         cache=cache,
         executor=executor,
@@ -295,6 +304,7 @@ def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
             max_seq_len=a["max_seq_len"],
             prompt_len=a["prompt_len"],
             gen_len=a["gen_len"],
+            rounds=a["rounds"],
             threads=a["threads"],
             cache=a["cache"],
             executor=a["executor"],
