@@ -63,8 +63,10 @@ def main() -> None:
     took = time.perf_counter() - t0
     if r.returncode not in (0, 1):
         sys.exit(r.stderr[-2000:])
-    body = (r.stdout + ("\n" + r.stderr.strip().splitlines()[-1] if r.returncode else "")).replace(
-        str(a.work / "tuned"), "build/smollm2-tuned"
+    body = (
+        (r.stdout + ("\n" + r.stderr.strip().splitlines()[-1] if r.returncode else ""))
+        .replace(str(a.work / "tuned"), "build/smollm2-tuned")
+        .replace(str(text), "heldout.txt")
     )
     f = machine_facts()
     head = (

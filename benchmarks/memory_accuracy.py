@@ -34,7 +34,7 @@ def main() -> None:
     f = machine_facts()
     print(
         f"# memory accuracy — {f['cpu_model']}, executorch {f['executorch']}; program: Linear(4096, 4096) fp32 = "
-        f"{EXPECTED_MB:.1f} MiB of weights, .pte {res.manifest['program']['size_bytes'] / 2**20:.1f} MiB"
+        f"{EXPECTED_MB:.1f} MiB of weights, .pte {res.manifest.program.size_bytes / 2**20:.1f} MiB"
     )
     print(
         f"{'engine':<8}{'loader':<12}{'baseline':>10}{'after load':>12}{'load Δ':>9}{'error':>9}{'peak':>9}{'peak Δ':>9}  (MiB)"

@@ -128,7 +128,7 @@ def build(
             tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION),
             out=out,
             eval=eval,
-            max_seq_len=max_seq_len,  # None: DEFAULT_MAX_SEQ_LEN, or the model's context if shorter
+            max_seq_len=max_seq_len,  # None: DEFAULT_MAX_SEQ_LEN, or the model's context (or window) if shorter
             force=force,
             progress=progress,
         )
