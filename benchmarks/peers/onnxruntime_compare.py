@@ -160,7 +160,7 @@ def main() -> None:
                 variants[f"ExecuTorch {target.split('-')[1]}"] = (
                     "et",
                     res.out_dir,
-                    res.manifest["program"]["size_bytes"],
+                    res.manifest.program.size_bytes,
                 )
             fp32 = tmp / f"{name}.onnx"
             exporter = export_onnx(model, x, fp32)
