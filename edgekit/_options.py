@@ -1,4 +1,4 @@
-"""Click parameter types shared by the command groups."""
+"""Click parameter types and helpers shared by the command groups."""
 
 from __future__ import annotations
 
@@ -21,3 +21,8 @@ class Finite(click.FloatRange):
         if self.min is None and self.max is None:
             return "finite"
         return super()._describe_range()
+
+
+def defaulted(param: str) -> bool:
+    """Whether the running command's ``param`` came from its default, not the command line."""
+    return click.get_current_context().get_parameter_source(param) is click.core.ParameterSource.DEFAULT

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .._options import Finite
+from .._options import Finite, defaulted
 from .._version import __version__
 from ..dynamic import DYNAMIC_DIM_HELP
 from ..errors import EdgekitError, first_line
@@ -522,7 +522,7 @@ def profile(
                     cpus=parse_cpus(cpus),
                     check=not no_check,
                     # a generation profile runs hundreds of steps: 30 min unless --timeout was given
-                    timeout=1800.0 if _defaulted("timeout") else timeout,
+                    timeout=1800.0 if defaulted("timeout") else timeout,
                 )
             )
         data = [r.to_dict() for r in gen]
@@ -573,11 +573,6 @@ def profile(
     _emit_json(payload) if as_json else render.profile_report(results)
     for r in results:
         r.raise_for_budget()
-
-
-def _defaulted(param: str) -> bool:
-    """Whether the running command's ``param`` came from its default, not the command line."""
-    return click.get_current_context().get_parameter_source(param) is click.core.ParameterSource.DEFAULT
 
 
 @cli.command()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
 import click
 
 from .. import paths
-from .._options import Finite
+from .._options import Finite, defaulted
 
 
 def _ratios(value: str) -> tuple[float, ...]:
@@ -208,12 +209,7 @@ def tune(
     """
     from ..causal import is_causal_lm
 
-    ctx = click.get_current_context()
-    given = {
-        p.name: p.opts[0]
-        for p in ctx.command.params
-        if ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT
-    }
+    given = {p.name: p.opts[0] for p in click.get_current_context().command.params if not defaulted(p.name)}
     gen_only = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
     if is_causal_lm(model):
         model_only = (
@@ -231,11 +227,9 @@ def tune(
     wrong = [given[n] for n in gen_only if n in given]
     if wrong:
         raise click.UsageError(f"{', '.join(wrong)} apply(ies) to decoders (hf:/gguf: causal language models) only")
-    from ..errors import BudgetError
     from ..models import parse_input_spec
     from ..tune.run import Budget, TuneOptions
     from ..tune.run import tune as run_tune
-    from . import render
 
     specs = [parse_input_spec(s) for s in inputs]
     opts = TuneOptions(
@@ -249,9 +243,8 @@ def tune(
         prune_ratios=prune_ratios,
         precisions=precisions,
     )
-    bar = render.TuneProgress(quiet)
-    try:
-        result = run_tune(
+    _search_and_show(
+        lambda bar: run_tune(
             model,
             calibration=calibration,
             out=out,
@@ -263,7 +256,20 @@ def tune(
             options=opts,
             force=force,
             progress=bar,
-        )
+        ),
+        quiet,
+        as_json,
+    )
+
+
+def _search_and_show(search: Callable[[Any], Any], quiet: bool, as_json: bool) -> None:
+    """Run ``search(progress)`` under a progress bar; show the candidates (on a budget miss too) or the JSON."""
+    from ..errors import BudgetError
+    from . import render
+
+    bar = render.TuneProgress(quiet)
+    try:
+        result = search(bar)
     except BudgetError as exc:
         bar.close()
         if getattr(exc, "candidates", None):
@@ -287,13 +293,10 @@ def _list(value: str, option: str, cast: type = str) -> tuple:
 
 
 def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
-    from ..errors import BudgetError
     from ..tune.generation import DEFAULT_MAX_PPL_INCREASE, tune_generation
-    from . import render
 
-    bar = render.TuneProgress(quiet)
-    try:
-        result = tune_generation(
+    _search_and_show(
+        lambda bar: tune_generation(
             model,
             out=a["out"],
             eval=a["eval_data"],
@@ -310,17 +313,7 @@ def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
             executor=a["executor"],
             force=a["force"],
             progress=bar,
-        )
-    except BudgetError as exc:
-        bar.close()
-        if getattr(exc, "candidates", None):
-            render.tune_table(exc.candidates, None)
-        raise
-    finally:
-        bar.close()
-    if as_json:
-        import json
-
-        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
-        return
-    render.tune_table(result.manifest.tune.candidates, result)
+        ),
+        quiet,
+        as_json,
+    )

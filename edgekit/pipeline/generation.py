@@ -90,14 +90,11 @@ def build_generation(
         from ..causal import load_causal_lm
 
         lm = stages.run(Stage.LOAD, lambda: load_causal_lm(model), model)
-        positions = getattr(lm.model.config, "max_position_embeddings", None) or getattr(
-            lm.model.config, "n_positions", None
-        )
-        if not given and positions and positions < max_seq_len:
-            max_seq_len = max(8, int(positions))  # the default, not a request: the model's own context is the limit
-        window = sliding_window(lm.model.config)
-        if not given and window and window < max_seq_len:
-            max_seq_len = max(8, window)  # likewise: within the window, full attention is the model's attention
+        limit = model_context_len(lm.model.config)
+        if not given and limit and limit < max_seq_len:
+            # the default, not a request: the model's own context (or its sliding window, within which full
+            # attention is the model's attention) is the limit
+            max_seq_len = max(8, limit)
         tokens, data_source = _eval_tokens(eval, lm.tokenizer, eval_tokens)
         _check_shapes(lm.model, tgt, max_seq_len)
         ref = _references(lm.model, tokens, max_seq_len)

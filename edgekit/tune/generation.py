@@ -15,13 +15,14 @@ candidates, with the reason in the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import paths
 from ..errors import BudgetError, UsageError
 from ..manifest import CandidateStatus, TuneCandidate
+from .search import Tried
 
 LINEARS = ("8da4w", "int8")
 ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
@@ -75,15 +76,10 @@ def plan(linears: Sequence[str], group_sizes: Sequence[int], embeddings: Sequenc
 
 
 @dataclass
-class _Tried:
+class _Tried(Tried):
+    """A generation candidate's journey (:class:`~edgekit.tune.search.Tried`), recorded with perplexity and tokens/s."""
+
     recipe: GenRecipe
-    status: CandidateStatus = CandidateStatus.PENDING
-    reason: str = ""
-    folder: Path | None = None
-    manifest: Any = None
-    build_s: float | None = None
-    cached: bool = False
-    profile: dict = field(default_factory=dict)
 
     @property
     def increase(self) -> float | None:
@@ -158,7 +154,8 @@ def tune_generation(
     notes: list[str] = []
     todo = [t for t in tried if t.status is CandidateStatus.PENDING]
     total, done = 2 * len(todo), 0
-    keys = {id(t): build_key(entry, t.recipe.target(), vers, extra=f"max_seq_len={max_seq_len}") for t in todo}
+    targets = {id(t): t.recipe.target() for t in todo}
+    keys = {id(t): build_key(entry, targets[id(t)], vers, extra=f"max_seq_len={max_seq_len}") for t in todo}
     queue = BuildQueue(store, executor, notes)
     try:
         building = []
@@ -168,16 +165,16 @@ def tune_generation(
                 building.append(t)
             else:
                 done += 1
-                _take(t, hit)
+                t.take(hit)
                 say(f"built {t.recipe.name} (cached)", done, total)
         by_key = {keys[id(t)]: t for t in building}
         options = (("max_seq_len", max_seq_len),)
-        jobs = [queue.job(entry, t.recipe.target(), keys[id(t)], options) for t in building]
+        jobs = [queue.job(entry, targets[id(t)], keys[id(t)], options) for t in building]
         if jobs:
             say(f"building {len(jobs)} candidate(s)", done, total)
             for job, built in queue.run(jobs):
                 done += 1
-                _take(by_key[job.key], built)
+                by_key[job.key].take(built)
                 say(f"built {by_key[job.key].recipe.name}", done, total)
     finally:
         queue.close()  # its workers would hold memory and cores while decode is timed
@@ -292,13 +289,6 @@ def _check(
     if prompt_len < 1 or gen_len < 2:
         raise UsageError(f"--prompt-len must be ≥ 1 and --gen-len ≥ 2, got {prompt_len} and {gen_len}")
     return plan(linears, group_sizes, embeddings)
-
-
-def _take(t: _Tried, built: Any) -> None:
-    if isinstance(built, str):
-        t.status, t.reason = CandidateStatus.FAILED, built
-        return
-    t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
 
 
 def _profile(t: _Tried, settings: dict) -> Any:

@@ -145,10 +145,7 @@ class _Session:
     def _take(self, t: Tried, built: Any) -> None:
         self.done += 1
         self.step(f"built {t.recipe.name}")
-        if isinstance(built, str):
-            t.status, t.reason = CandidateStatus.FAILED, built
-            return
-        t.folder, t.manifest, t.build_s, t.cached = built.folder, built.manifest, built.seconds, built.cached
+        t.take(built)
 
     def close(self) -> None:
         self.queue.close()

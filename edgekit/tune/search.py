@@ -42,6 +42,18 @@ class Tried:
     cached: bool = False
     profile: dict = field(default_factory=dict)  # p50, p90, peak_rss_mb, samples
 
+    def take(self, built: Any) -> None:
+        """A finished build from the queue: its package (``Built``), or its error text."""
+        if isinstance(built, str):
+            self.status, self.reason = CandidateStatus.FAILED, built
+            return
+        self.folder, self.manifest, self.build_s, self.cached = (
+            built.folder,
+            built.manifest,
+            built.seconds,
+            built.cached,
+        )
+
     @property
     def drop(self) -> float | None:
         acc = self.manifest.verify.accuracy if self.manifest else None
