@@ -294,6 +294,9 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
         and len(run2["results"][0]["samples_ms"]) == 30
     )
     assert len(list_runs(store)) == 2  # --no-save stored nothing
+    # Two real runs of the same programs: the latency gate is wide because a sub-millisecond MLP measured beside the
+    # other test process's builds once came out 1.6x slower with nothing changed (real noise, not a regression); what
+    # the gate catches is checked below on a synthetic 2x slowdown, and size is exact.
     cmp = _cli(
         "bench",
         "compare",
@@ -302,7 +305,7 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
         "--store",
         store,
         "--fail-on",
-        "latency_p50:50%",
+        "latency_p50:300%",
         "--fail-on",
         "size:1%",
     )
@@ -310,7 +313,7 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     assert (
         "no regression" in cmp.stdout
         and "latency_p50" in cmp.stdout
-        and "gated: latency_p50 0.5, size 0.01" in cmp.stdout
+        and "gated: latency_p50 3, size 0.01" in cmp.stdout
     )
 
     # a synthetic 2x slowdown in a stored run is caught by the CLI gate (exit 1)
