@@ -270,3 +270,30 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
         gc.unfreeze()
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "b", verify_samples=2)
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
+
+
+def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path, monkeypatch):
+    """The lowering skips XNNPACK passes on partitions that hold none of their ops (and so never builds the SDPA and
+    bilinear patterns for a model without them): the program is byte for byte the one the full pass list makes, and
+    each pattern a skip relies on really holds the op that decides it."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+    from edgekit.pipeline import lower
+
+    def build(name):
+        return edgekit.build("toy_models:mlp", "xnnpack-int8", out=tmp_path / name).manifest.program.sha256
+
+    guarded = build("guarded")
+    table = lower.SKIPPABLE_PASSES()
+    assert all(cls.edgekit_needs_one_of for cls in table)  # the build installed the skips
+    for cls in table:
+        monkeypatch.setattr(cls, "call", cls.edgekit_full_call)
+    monkeypatch.setattr(lower, "_xnnpack_passes_skip_what_they_cannot_change", lambda: None)
+    assert build("full") == guarded
+    needs = {cls.__name__: ops for cls, ops in table.items()}
+    for name, graphs in (
+        ("ConvertToSDPAPass", sdpa.get_graphs()),
+        ("ConvertToUpsampleBilinear2d", bilinear_2d.get_graphs()),
+    ):
+        for g in graphs:
+            assert needs[name] <= {n.target for n in g.graph.nodes if n.op == "call_function"}, name

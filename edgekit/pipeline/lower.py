@@ -253,6 +253,54 @@ def _edge_passes(program: Any) -> tuple[list, list[str]]:
     return passes, names
 
 
+def _xnnpack_passes_skip_what_they_cannot_change() -> None:
+    """XNNPACK's delegate runs 17 passes on every partition, and most end by retracing the partition through fake
+    tensors (symbolic shapes included) whether they changed it or not; two first build their patterns by exporting small
+    models (3 s a process, more than a small model's whole lowering). Each pass in :func:`SKIPPABLE_PASSES` rewrites only
+    around nodes of its ops; on a partition with none of them it would find nothing and retrace an unchanged graph, so
+    there it is skipped. The ops are read from each pass's source (patterns: a test checks them against the real
+    ones) for the pinned executorch; a test builds programs both ways and compares their bytes. Idempotent."""
+    for cls, ops in SKIPPABLE_PASSES().items():
+        if getattr(cls, "edgekit_needs_one_of", None) is not None:
+            continue
+        names = frozenset(op.__name__ for op in ops)
+
+        def call(self, graph_module, _full=cls.call, _names=names):
+            present = (n.target for n in graph_module.graph.nodes if n.op == "call_function")
+            if _names.isdisjoint(getattr(t, "__name__", None) for t in present):
+                from torch.fx.passes.infra.pass_base import PassResult
+
+                return PassResult(graph_module, False)
+            return _full(self, graph_module)
+
+        cls.edgekit_full_call, cls.call, cls.edgekit_needs_one_of = cls.call, call, names
+
+
+def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it needs the stack)
+    """XNNPACK passes → the edge ops one of which a partition must hold for the pass to change it."""
+    from executorch.backends.xnnpack._passes.conv1d_unsqueeze_pass import Conv1dUnsqueezePass
+    from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
+    from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
+    from executorch.backends.xnnpack._passes.decompose_batch_norm import DecomposeBatchNorm
+    from executorch.backends.xnnpack._passes.decompose_cat import DecomposeConcatenate
+    from executorch.backends.xnnpack._passes.fuse_activation_pass import FuseActivationPass
+    from executorch.backends.xnnpack._passes.fuse_batch_norm import FuseBatchNormPass
+    from executorch.backends.xnnpack._passes.prelu_reshape_pass import PReLUReshapePass
+    from executorch.exir.dialects._ops import ops as exir_ops
+
+    aten = exir_ops.edge.aten
+    return {
+        ConvertToSDPAPass: {aten._softmax.default},  # in every SDPA pattern (tested)
+        ConvertToUpsampleBilinear2d: {aten.upsample_bilinear2d.vec},  # the pattern itself, undecomposed (tested)
+        FuseBatchNormPass: set(DecomposeBatchNorm.BATCH_NORM_OPS),
+        DecomposeBatchNorm: set(DecomposeBatchNorm.BATCH_NORM_OPS),
+        Conv1dUnsqueezePass: {aten.convolution.default},
+        PReLUReshapePass: {aten._prelu_kernel.default},
+        DecomposeConcatenate: {aten.cat.default},
+        FuseActivationPass: set(FuseActivationPass.FUSEABLE_ACTIVATIONS),
+    }
+
+
 def lower_program(
     program: Any,
     backend: Backend,
@@ -280,6 +328,7 @@ def lower_program(
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
             partitioners = [XnnpackPartitioner()]
+            _xnnpack_passes_skip_what_they_cannot_change()
             if prepare:
                 program, applied = prepare_for_xnnpack(program)
                 passes, names = _edge_passes(program)
