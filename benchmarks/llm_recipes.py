@@ -3,7 +3,12 @@ PyTorch with torchao's configs, each variant's perplexity on held-out text and o
 
 These are torchao's simulations of the quantized arithmetic (int8 dynamic activations included), not lowered programs:
 they rank recipes in seconds. The lowered programs' own figures are in llm_vs_llamacpp.txt. Held-out text: the Python
-3.11 stdlib docstrings `benchmarks/peers/llm_vs_llamacpp.py` uses, first 1,024 tokens, one forward pass.
+3.11 stdlib docstrings `benchmarks/peers/llm_vs_llamacpp.py` uses, first 1,024 tokens, one forward pass. Greedy: 32
+tokens after the held-out text's first 16, compared with the model handed in position by position (as the build does).
+
+Two rows are not recipes but the floor a 4-bit program starts from: llama.cpp's Q4_0 and Q8_0 grids (the package's Q4_1
+file requantized by llama.cpp's own `llama-quantize`, built by the llama.cpp benchmark), dequantized and run in fp32:
+the weights alone, before any activation is quantized.
 
     .venv/bin/python benchmarks/llm_recipes.py
 """
@@ -12,10 +17,12 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "llm_recipes.txt"
 
 
@@ -25,9 +32,10 @@ def main() -> None:
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    from benchmarks.peers.llm_vs_llamacpp import heldout_text, smollm2_gguf
+    from benchmarks.peers.llm_vs_llamacpp import build_llamacpp, heldout_text, requantized, smollm2_gguf
     from edgekit.causal import load_causal_lm
-    from edgekit.pipeline.generation import SAMPLE_TEXT
+    from edgekit.paths import user_cache
+    from edgekit.pipeline.generation import GREEDY_NEW_TOKENS, GREEDY_PROMPT_TOKENS, SAMPLE_TEXT
 
     torch.set_num_threads(1)
     lm = load_causal_lm(f"gguf:{smollm2_gguf()}")
@@ -42,6 +50,13 @@ def main() -> None:
         with torch.no_grad():
             logits = model(x, use_cache=False).logits[0, :-1]
         return math.exp(float(nn.functional.cross_entropy(logits.double(), x[0, 1:])))
+
+    def greedy(model: nn.Module) -> list[int]:
+        seq = texts["held-out"][0, :GREEDY_PROMPT_TOKENS].tolist()
+        with torch.no_grad():
+            for _ in range(GREEDY_NEW_TOKENS):
+                seq.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
+        return seq[GREEDY_PROMPT_TOKENS:]
 
     i8 = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
 
@@ -75,9 +90,14 @@ def main() -> None:
             (i4(True), linears(lambda f: f != "lm_head" and not any(k in f for k in eight))),
             (table(4), None),
         ],
+        "  + only gate_proj, up_proj int4 (the rest 8da8w), int4 table": [
+            (i8, linears(lambda f: not any(k in f for k in ("gate_proj", "up_proj")))),
+            (i4(True), linears(lambda f: any(k in f for k in ("gate_proj", "up_proj")))),
+            (table(4), None),
+        ],
     }
-    rows = []
-    for name, steps in variants.items():
+
+    def quantized(steps: list) -> nn.Module:
         m = copy.deepcopy(lm.model)
         m.lm_head.weight = nn.Parameter(m.model.embed_tokens.weight.detach().clone(), requires_grad=False)  # untie
         for config, where in steps:
@@ -88,18 +108,38 @@ def main() -> None:
                 quantize_(m, config, lambda mod, fqn: isinstance(mod, nn.Embedding))
             else:
                 quantize_(m, config, where)
-        rows.append((name, ppl(m, texts["held-out"]), ppl(m, texts["sample"])))
+        return m
+
+    bin_dir = build_llamacpp(user_cache() / "llamacpp")
+    with tempfile.TemporaryDirectory() as d:
+        grids = {
+            f"{q} weights alone (llama.cpp's grid), fp32 arithmetic": load_causal_lm(
+                f"gguf:{requantized(bin_dir, smollm2_gguf(), q, Path(d))}"
+            ).model
+            for q in ("Q4_0", "Q8_0")
+        }
+    models = {**{name: (lambda steps=steps: quantized(steps)) for name, steps in variants.items()},
+              **{name: (lambda m=m: m) for name, m in grids.items()}}  # fmt: skip
+    rows, reference = [], None
+    for name, make in models.items():
+        m = make()
+        tokens = greedy(m)
+        reference = reference or tokens
+        same = sum(a == b for a, b in zip(tokens, reference))
+        prefix = next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), len(reference))
+        rows.append((name, ppl(m, texts["held-out"]), ppl(m, texts["sample"]), f"{same}/{len(reference)} ({prefix})"))
         print(rows[-1], flush=True)
-    base = rows[0]
+    base, width = rows[0], max(len(r[0]) for r in rows) + 2
     lines = [
         "# decoder recipes on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized): torchao's eager simulation, perplexity",
         f"# held-out: {texts['held-out'].shape[1]} tokens of Python 3.11 stdlib docstrings; sample: the build's built-in "
-        f"text, {texts['sample'].shape[1]} tokens; int4 in groups of 32",
+        f"text, {texts['sample'].shape[1]} tokens; int4 in groups of 32; greedy: tokens equal to the model handed in's "
+        f"of {GREEDY_NEW_TOKENS} after a {GREEDY_PROMPT_TOKENS}-token held-out prompt (equal before the first difference)",
         "",
-        f"{'variant':<52}{'held-out':>10}{'Δ':>9}{'sample':>10}{'Δ':>9}",
+        f"{'variant':<{width}}{'held-out':>10}{'Δ':>9}{'sample':>10}{'Δ':>9}   greedy",
     ]
-    for name, h, s in rows:
-        lines.append(f"{name:<52}{h:>10.2f}{h / base[1] - 1:>+9.1%}{s:>10.2f}{s / base[2] - 1:>+9.1%}")
+    for name, h, s, g in rows:
+        lines.append(f"{name:<{width}}{h:>10.2f}{h / base[1] - 1:>+9.1%}{s:>10.2f}{s / base[2] - 1:>+9.1%}   {g}")
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -129,6 +129,17 @@ def run_measured(cmd: list[str]) -> tuple[str, float]:
     return r.stdout, kb / 1024
 
 
+def requantized(bin_dir: Path, gguf: Path, q: str, work: Path) -> Path:
+    """The package's Q4_1 file requantized to ``q`` by llama.cpp's own tool (kept in ``work``)."""
+    target = work / f"smollm2-{q}.gguf"
+    if not target.is_file():
+        subprocess.run(
+            [str(bin_dir / "llama-quantize"), "--allow-requantize", str(gguf), str(target), q],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return target
+
+
 def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict:
     out, rss = run_measured(
         [str(bin_dir / "llama-bench"), "-m", str(gguf), "-p", str(PP), "-n", str(TG), "-t", str(threads), "-r", "1",
@@ -250,15 +261,7 @@ def main() -> None:
     print(f"weights: {gguf}", flush=True)
     bin_dir = build_llamacpp(user_cache() / "llamacpp")
     built = json.loads((bin_dir.parent / "built.json").read_text())
-    ggufs = {"Q4_1 (the package's)": gguf}
-    for q in ("Q4_0", "Q8_0"):
-        target = work / f"smollm2-{q}.gguf"
-        if not target.is_file():
-            subprocess.run(
-                [str(bin_dir / "llama-quantize"), "--allow-requantize", str(gguf), str(target), q],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        ggufs[q] = target
+    ggufs = {"Q4_1 (the package's)": gguf, **{q: requantized(bin_dir, gguf, q, work) for q in ("Q4_0", "Q8_0")}}
     builds = {}
     for target in ("xnnpack-llm-8da4w", "xnnpack-llm-int8", "xnnpack-llm-fp32"):
         out = work / target
