@@ -123,7 +123,7 @@ def test_generate_streams_what_executorchs_own_text_runner_generates(llama):
 
 
 def test_other_families_build_exactly(tmp_path):
-    for family in ("qwen2", "gpt2"):
+    for family in ("qwen2", "phi3", "gpt2"):  # phi3: fused qkv_proj and gate_up_proj, an untied output layer
         folder = tiny_decoder(tmp_path / family, family)
         res = edgekit.build(
             f"hf:{folder}", "xnnpack-llm-fp32", task="text-generation", out=tmp_path / f"{family}-pkg", max_seq_len=32
@@ -134,6 +134,21 @@ def test_other_families_build_exactly(tmp_path):
     # GPT-2's projections are Conv1D modules, not nn.Linear: quantized all the same (the program shrinks with them)
     q = edgekit.build(f"hf:{folder}", "xnnpack-llm-8da4w", task="text-generation", out=tmp_path / "q", max_seq_len=32)
     assert q.manifest.program.size_bytes < 0.5 * res.manifest.program.size_bytes, (q.manifest.program, res.manifest)
+
+
+def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(tmp_path):
+    """A Qwen2 (biases on q/k/v) whose weights are what a mixed Q4_1 GGUF file holds (down_proj at Q8_0): the six
+    linears on a 4-bit grid keep it (tests/test_quantize.py checks the values), down_proj gets HQQ scales, and the
+    program is verified and lowered like any 8da4w program."""
+    folder = tiny_decoder(tmp_path / "q4_1", "qwen2", gguf_q4_1=True)
+    res = edgekit.build(
+        f"hf:{folder}", "xnnpack-llm-8da4w", task="text-generation", out=tmp_path / "pkg", max_seq_len=32
+    )
+    m, g = res.manifest, res.manifest.generation
+    assert g.linears == "8da4w (group 32, the weights' own 4-bit grid in 6 of 7 linears, HQQ scales in the rest), " \
+        "output layer 8da8w"  # fmt: skip
+    assert abs(g.ppl_increase_pct) < 60 and g.next_token_agreement > 0.2 and m.verify.sqnr_db > 5
+    assert not [op for op in m.program.delegation.portable_ops if "linear" in op or "mm" in op]
 
 
 # ------------------------------------------------------------------------------------------------ bad input

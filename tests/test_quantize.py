@@ -168,3 +168,38 @@ def test_the_quantizers_traced_patterns_are_shared_and_the_program_is_byte_for_b
     monkeypatch.setattr(quantize, "_cached_patterns", contextlib.nullcontext)  # XNNPACKQuantizer traces them itself
     traced = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / "b", **common)
     assert cached.manifest.program.sha256 == traced.manifest.program.sha256
+
+
+def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone():
+    """A GGUF file's Q4_1 and Q4_0 tensors, dequantized (what `gguf:` loads), become one int4 linear over
+    [x, sums(x), sums(x)]: the file's own levels with its own steps as scales (exact), the group offsets as two int4
+    digits. Weights not on such a grid are not touched."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import dequantize, quantize
+    from torch import nn
+
+    from edgekit.pipeline.grid import carry_int4_grids, int4_grid
+
+    w = (torch.randn(48, 96, generator=torch.Generator().manual_seed(0)) * 0.05 + 0.01).numpy()
+    for kind in (Q.Q4_1, Q.Q4_0):
+        snapped = torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
+        levels, steps, offsets = int4_grid(snapped, 32)
+        assert levels.dtype == torch.int8 and -8 <= int(levels.min()) and int(levels.max()) <= 7
+        exact = (levels.float().reshape(48, 3, 32) * steps[..., None] + offsets[..., None]).reshape(48, 96)
+        assert torch.allclose(exact, snapped, rtol=0, atol=1e-6), kind
+        model = nn.Sequential(nn.Linear(96, 48), nn.Linear(96, 96))
+        model[0].weight.data = snapped.clone()
+        assert carry_int4_grids(model, 32, set()) == ["0"]  # the second linear's random weights are no grid
+        assert type(model[1]) is nn.Linear
+        grid = model[0]
+        q = grid.linear.weight  # already int4 (torchao's tensor XNNPACK lowers), 96 + 2 x 32 columns
+        assert q.qdata.shape == (48, 160) and q.target_dtype == torch.int4 and q.block_size == (1, 32)
+        dq = q.dequantize()
+        assert torch.equal(dq[:, :96], (levels.float().reshape(48, 3, 32) * steps[..., None]).reshape(48, 96))
+        effective = dq[:, :96] + (dq[:, 96:128] + dq[:, 128:]) @ grid.sums  # the offsets, through the group sums
+        assert (effective - snapped).abs().max() <= offsets.abs().max() / 150, kind  # two digits: 1/196 of the largest
+        x = torch.randn(3, 96)
+        assert torch.allclose(grid(x), nn.functional.linear(x, snapped, model[0].linear.bias), atol=0.05)
+    nudged = snapped.clone()
+    nudged[5, 7] += 0.3 * (nudged[5, 0:32].max() - nudged[5, 0:32].min()) / 15  # one value off its group's grid
+    assert int4_grid(nudged, 32) is None and int4_grid(snapped, 64) is None and int4_grid(snapped[:, :40], 32) is None

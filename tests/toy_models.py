@@ -349,9 +349,12 @@ def _tiny_tokenizer(vocab_size: int = 384):
     )
 
 
-def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, **config):
+def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, gguf_q4_1: bool = False, **config):
     """A random-weight decoder of ``family`` (llama, qwen2, gpt2, phi3) and its tokenizer, saved with save_pretrained:
-    the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties."""
+    the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties.
+    ``gguf_q4_1``: the weights as a Q4_1 GGUF file holds them (what transformers' GGUF loader hands back), by the
+    ``gguf`` package's own quantizer: the linears Q4_1 but ``down_proj`` Q8_0 (llama.cpp's mixed files keep some
+    projections at more bits), the embedding table Q8_0."""
     import transformers
 
     tok = _tiny_tokenizer()
@@ -387,6 +390,20 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, 
         cfg = cfg(**kw)
     torch.manual_seed(seed)
     model = cls(cfg).eval()
+    if gguf_q4_1:
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize, quantize
+
+        def snap(weight, kind):
+            w = weight.detach().numpy()
+            weight.data = torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
+
+        with torch.no_grad():
+            for name, m in model.named_modules():
+                if isinstance(m, torch.nn.Linear) and m.weight is not model.get_input_embeddings().weight:
+                    kind = GGMLQuantizationType.Q8_0 if name.endswith("down_proj") else GGMLQuantizationType.Q4_1
+                    snap(m.weight, kind)
+            snap(model.get_input_embeddings().weight, GGMLQuantizationType.Q8_0)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -2,7 +2,8 @@
 
 load (``hf:DIR`` / ``gguf:FILE``) → the user's model's references (teacher-forced logits over the eval text, greedy
 tokens from its first prompt) → wrap (:mod:`edgekit.pipeline.decoder`: text-runner convention, in-place cache) →
-quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first, then every linear as 8da8w or 8da4w)
+quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first, then every linear as 8da8w or 8da4w;
+linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0, keep it: :mod:`edgekit.pipeline.grid`)
 → export (T dynamic from 1 to ``max_seq_len``) → lower (XNNPACK, plus the constant methods ExecuTorch's text runner
 reads) → verify (the program in the ExecuTorch runtime against the references: perplexity, next-token agreement,
 logits SQNR, greedy tokens) → package (``model.pte``, the tokenizer files, ``manifest.json`` with a ``generation``
@@ -279,6 +280,8 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
         from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
         from torchao.quantization.granularity import PerAxis, PerGroup
 
+        from .grid import carry_int4_grids
+
         with torch.no_grad():
             head, table = decoder.lm_head, decoder.embed_tokens
             if head.weight is table.weight:  # tied: quantize_ replaces weights per module, so each gets its own copy
@@ -302,9 +305,15 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 # the output layer (vocabulary × hidden) decides every token: int8 per channel even in an int4
                 # program, as llama.cpp keeps output/token_embd at 6-8 bits in its 4-bit files
                 quantize_(decoder, int8, lambda m, fqn: isinstance(m, nn.Linear) and fqn == "lm_head")
-                # int4 scales chosen by HQQ (scale-only, still symmetric: the same XNNPACK kernels): on SmolLM2-135M
-                # held-out perplexity 16.13 → 15.80 against min-max scales (fp32 11.64). Asymmetric int4 would do
-                # better still, but XNNPACK's qb4w kernels ignore the zero points: wrong results once lowered.
+                # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0 tensors) keep it exactly
+                # (edgekit.pipeline.grid: the file's levels and steps, the group offsets as extra int4 columns), already
+                # quantized. On SmolLM2-135M's Q4_1 file: every linear; see llm_recipes.txt
+                grids = carry_int4_grids(decoder, q.group_size, {"lm_head"}) if int4 else []
+                done = {f"{name}.linear" for name in grids}
+                # other int4 scales chosen by HQQ (scale-only, still symmetric: the same XNNPACK kernels): on
+                # SmolLM2-135M requantized, held-out perplexity 16.13 → 15.80 against min-max scales (fp32 11.64).
+                # Asymmetric int4 would do better still, but XNNPACK's qb4w kernels ignore the zero points: wrong
+                # results once lowered.
                 int4_config = Int8DynamicActivationIntxWeightConfig(
                     weight_dtype=torch.int4,
                     weight_granularity=PerGroup(q.group_size),
@@ -313,9 +322,23 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 quantize_(
                     decoder,
                     int4_config if int4 else int8,
-                    lambda m, fqn: isinstance(m, nn.Linear) and fqn != "lm_head",
+                    lambda m, fqn: isinstance(m, nn.Linear) and fqn != "lm_head" and fqn not in done,
                 )
-                info["linears"] = f"8da4w (group {q.group_size}, HQQ scales), output layer 8da8w" if int4 else "8da8w"
+                if not int4:
+                    info["linears"] = "8da8w"
+                else:
+                    total = len(grids) + sum(
+                        1
+                        for fqn, m in decoder.named_modules()
+                        if type(m) is nn.Linear and fqn != "lm_head" and fqn not in done
+                    )
+                    how = (
+                        "HQQ scales"
+                        if not grids
+                        else f"the weights' own 4-bit grid in {len(grids)} of {total} linears"
+                        + (", HQQ scales in the rest" if len(grids) < total else "")
+                    )
+                    info["linears"] = f"8da4w (group {q.group_size}, {how}), output layer 8da8w"
 
     detail = f"{q.scheme.value}" + (f", {q.embeddings.value} embedding table" if q.embeddings.value != "none" else "")
     stages.run(Stage.QUANTIZE, run, detail)
@@ -329,6 +352,8 @@ def _export(decoder: Any, max_seq_len: int) -> Any:
 
     example = (torch.zeros((1, 4), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dims = ({1: torch.export.Dim("T", min=1, max=max_seq_len)}, None)
+    from .grid import forget_inputs
+
     try:
         with torch.no_grad():
             return torch.export.export(decoder, example, dynamic_shapes=dims, strict=False)
@@ -337,6 +362,8 @@ def _export(decoder: Any, max_seq_len: int) -> Any:
             f"torch.export of the generation program failed: {str(exc).splitlines()[0][:300]}",
             "the decoder may use an operation export cannot trace; report the model family",
         ) from exc
+    finally:
+        forget_inputs(decoder)  # the traced tensors the grid linears kept
 
 
 def _lower(exported: Any, tgt: Target, methods: dict) -> Any:
