@@ -36,6 +36,7 @@ def main() -> None:
     from edgekit.causal import load_causal_lm
     from edgekit.paths import user_cache
     from edgekit.pipeline.generation import GREEDY_NEW_TOKENS, GREEDY_PROMPT_TOKENS, SAMPLE_TEXT
+    from edgekit.pipeline.grid import carry_int4_grids
 
     torch.set_num_threads(1)
     lm = load_causal_lm(f"gguf:{smollm2_gguf()}")
@@ -71,7 +72,9 @@ def main() -> None:
         gran = PerAxis(0) if bits == 8 else PerGroup(32)
         return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=gran)
 
+    GRID = "grid"  # a step that splits the linears on a 4-bit grid first (edgekit.pipeline.grid), as the build does
     head, body = (lambda f: f == "lm_head"), (lambda f: f != "lm_head")
+    on_grid = [GRID, (i8, linears(head))]  # the grid's linears come out of the split already int4
     eight = ("down_proj", "v_proj")
     variants = {
         "fp32 (the model handed in)": [],
@@ -80,7 +83,7 @@ def main() -> None:
         "8da4w, 8da8w output layer": [(i8, linears(head)), (i4(), linears(body))],
         "8da4w HQQ scales, 8da8w output layer": [(i8, linears(head)), (i4(True), linears(body))],
         "  + int8 embedding table": [(i8, linears(head)), (i4(True), linears(body)), (table(8), None)],
-        "  + int4 embedding table (xnnpack-llm-8da4w)": [
+        "  + int4 embedding table (xnnpack-llm-8da4w off a grid)": [
             (i8, linears(head)),
             (i4(True), linears(body)),
             (table(4), None),
@@ -95,12 +98,19 @@ def main() -> None:
             (i4(True), linears(lambda f: any(k in f for k in ("gate_proj", "up_proj")))),
             (table(4), None),
         ],
+        "8da4w keeping the file's own Q4_1 grid, 8da8w output layer": on_grid,
+        "  + int8 embedding table, grid kept": [*on_grid, (table(8), None)],
+        "  + int4 embedding table, grid kept (xnnpack-llm-8da4w)": [*on_grid, (table(4), None)],
     }
 
     def quantized(steps: list) -> nn.Module:
         m = copy.deepcopy(lm.model)
         m.lm_head.weight = nn.Parameter(m.model.embed_tokens.weight.detach().clone(), requires_grad=False)  # untie
-        for config, where in steps:
+        for step in steps:
+            if step == GRID:
+                carry_int4_grids(m, 32, {"lm_head"})
+                continue
+            config, where = step
             if where is None:
                 for e in m.modules():
                     if isinstance(e, nn.Embedding):

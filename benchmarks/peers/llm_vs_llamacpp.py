@@ -3,8 +3,8 @@ package (GGUF Q4_1), side by side on this machine.
 
 * llama.cpp: `llama-bench`, `llama-perplexity` and `llama-quantize` built from the source vendored in the
   `llama-cpp-python` sdist (cmake, Release, native CPU flags; cached under $EDGEKIT_CACHE/llamacpp). The package's
-  Q4_1 file is requantized to Q4_0 and Q8_0 (`--allow-requantize`): the same weights.
-* edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears with HQQ scales, int8 output layer, int4 table) and
+  Q4_1 file is raced as it is, and requantized to Q4_0 and Q8_0 (`--allow-requantize`).
+* edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears on the file's own Q4_1 grid, int8 output layer, int4 table) and
   xnnpack-llm-int8 (8da8w); profiled by `edgekit.profile_generation` (prompt 128 tokens in one call, 128 greedy
   decode steps); xnnpack-llm-fp32 is built too, as the exactness anchor (its perplexity and greedy tokens against
   the model), not raced.
@@ -300,7 +300,7 @@ def main() -> None:
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
         for t in threads:
-            for name in ("Q4_0", "Q8_0"):
+            for name in ("Q4_1 (the package's)", "Q4_0", "Q8_0"):
                 speed.setdefault(f"llama.cpp {name}", {}).setdefault(t, []).append(llama_bench(bin_dir, ggufs[name], t))
             for name, path in builds.items():
                 if name == "xnnpack-llm-fp32":
