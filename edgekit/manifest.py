@@ -350,7 +350,9 @@ class GenerationSection(Contract):
     eos_ids: list[int]
     cache: str  # how the KV cache is kept
     tokenizer_files: dict[str, str]  # file in the package → sha256
-    linears: str  # fp32 | 8da8w | 8da4w (group g, HQQ scales | the weights' own 4-bit grid in n of m linears...), output layer 8da8w
+    # fp32 | 8da8w | 8da4w (group g, HQQ scales), output layer 8da8w | 8da4w (group g, the weights' own 4-bit grid
+    # in n of m linears[, HQQ scales in the rest]), output layer 8da8w
+    linears: str
     embeddings: str  # none | int8 | int4
     eval_data: str
     eval_tokens: int  # next-token predictions scored (teacher-forced)

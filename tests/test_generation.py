@@ -137,17 +137,19 @@ def test_other_families_build_exactly(tmp_path):
 
 
 def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(tmp_path):
-    """A Qwen2 (biases on q/k/v) whose weights are what a mixed Q4_1 GGUF file holds (down_proj at Q8_0): the six
-    linears on a 4-bit grid keep it (tests/test_quantize.py checks the values), down_proj gets HQQ scales, and the
-    program is verified and lowered like any 8da4w program."""
+    """A Qwen2 (biases on q/k/v) whose weights are what a mixed Q4_1 GGUF file holds (down_proj at Q8_0; a zero and a
+    constant group in q_proj): the six linears on a 4-bit grid keep it (tests/test_quantize.py checks the values),
+    down_proj gets HQQ scales, and the program loads, runs and is verified like any 8da4w program."""
     folder = tiny_decoder(tmp_path / "q4_1", "qwen2", gguf_q4_1=True)
     res = edgekit.build(
         f"hf:{folder}", "xnnpack-llm-8da4w", task="text-generation", out=tmp_path / "pkg", max_seq_len=32
     )
     m, g = res.manifest, res.manifest.generation
-    assert g.linears == "8da4w (group 32, the weights' own 4-bit grid in 6 of 7 linears, HQQ scales in the rest), " \
-        "output layer 8da8w"  # fmt: skip
-    assert abs(g.ppl_increase_pct) < 60 and g.next_token_agreement > 0.2 and m.verify.sqnr_db > 5
+    assert g.linears == (
+        "8da4w (group 32, the weights' own 4-bit grid in 6 of 7 linears, HQQ scales in the rest), output layer 8da8w"
+    )
+    # closer than requantizing (the same build with HQQ scales everywhere: +2.3%, 8.4 dB; with the offsets lost: 0.1 dB)
+    assert g.ppl_increase_pct < 1.5 and m.verify.sqnr_db > 9.5 and g.next_token_agreement > 0.4, (g, m.verify)
     assert not [op for op in m.program.delegation.portable_ops if "linear" in op or "mm" in op]
 
 

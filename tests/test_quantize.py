@@ -180,26 +180,36 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
 
     from edgekit.pipeline.grid import carry_int4_grids, int4_grid
 
-    w = (torch.randn(48, 96, generator=torch.Generator().manual_seed(0)) * 0.05 + 0.01).numpy()
+    width = 34 * 32  # 34 groups: the offsets take two blocks of 32 columns per digit
+    w = torch.randn(48, width, generator=torch.Generator().manual_seed(0)) * 0.05 + 0.01
+    w[0, :32] = 0.0  # an all-zero group (a pruned row), and a constant one: no zero scale may reach XNNPACK
+    w[1, 32:64] = 0.03
+    w = w.numpy()
     for kind in (Q.Q4_1, Q.Q4_0):
         snapped = torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
         levels, steps, offsets = int4_grid(snapped, 32)
-        assert levels.dtype == torch.int8 and -8 <= int(levels.min()) and int(levels.max()) <= 7
-        exact = (levels.float().reshape(48, 3, 32) * steps[..., None] + offsets[..., None]).reshape(48, 96)
+        assert levels.dtype == torch.int8 and -8 <= int(levels.min()) and int(levels.max()) <= 7 and steps.min() > 0
+        exact = (levels.float().reshape(48, 34, 32) * steps[..., None] + offsets[..., None]).reshape(48, width)
         assert torch.allclose(exact, snapped, rtol=0, atol=1e-6), kind
-        model = nn.Sequential(nn.Linear(96, 48), nn.Linear(96, 96))
-        model[0].weight.data = snapped.clone()
-        assert carry_int4_grids(model, 32, set()) == ["0"]  # the second linear's random weights are no grid
-        assert type(model[1]) is nn.Linear
+        model = nn.Sequential(nn.Linear(width, 48), nn.Linear(width, 48), nn.Linear(width, 96))
+        model[0].weight.data, model[1].weight.data = snapped.clone(), snapped.flip(0).clone()
+        assert carry_int4_grids(model, 32, set()) == ["0", "1"]  # the third linear's random weights are no grid
         grid = model[0]
-        q = grid.linear.weight  # already int4 (torchao's tensor XNNPACK lowers), 96 + 2 x 32 columns
-        assert q.qdata.shape == (48, 160) and q.target_dtype == torch.int4 and q.block_size == (1, 32)
+        assert type(model[2]) is nn.Linear and grid.sums is model[1].sums and grid.last is model[1].last  # shared
+        q = grid.linear.weight  # already int4 (torchao's tensor XNNPACK lowers): the input widened by 2 x 64 columns
+        assert q.qdata.shape == (48, width + 128) and q.target_dtype == torch.int4 and q.block_size == (1, 32)
         dq = q.dequantize()
-        assert torch.equal(dq[:, :96], (levels.float().reshape(48, 3, 32) * steps[..., None]).reshape(48, 96))
-        effective = dq[:, :96] + (dq[:, 96:128] + dq[:, 128:]) @ grid.sums  # the offsets, through the group sums
+        main = (levels.float().reshape(48, 34, 32) * steps[..., None]).reshape(48, width)
+        assert torch.equal(dq[:, :width], main)
+        effective = main + (dq[:, width : width + 64] + dq[:, width + 64 :]) @ grid.sums  # offsets via the group sums
         assert (effective - snapped).abs().max() <= offsets.abs().max() / 150, kind  # two digits: 1/196 of the largest
-        x = torch.randn(3, 96)
-        assert torch.allclose(grid(x), nn.functional.linear(x, snapped, model[0].linear.bias), atol=0.05)
+        # eager: int8 activations over the widened row (Gaussian x has no outliers, so the sums set its range)
+        x = torch.randn(3, width)
+        y = grid(x)
+        assert torch.allclose(y, nn.functional.linear(x, snapped, grid.linear.bias), atol=0.3)
+        assert torch.equal(model[1](x), model[1](x.clone()))  # the second linear reuses x's widened form: the same
+        x.mul_(2)  # the same tensor changed in place: its widened form is computed again
+        assert torch.equal(grid(x), grid(x.clone())) and not torch.equal(grid(x), y)
     nudged = snapped.clone()
     nudged[5, 7] += 0.3 * (nudged[5, 0:32].max() - nudged[5, 0:32].min()) / 15  # one value off its group's grid
     assert int4_grid(nudged, 32) is None and int4_grid(snapped, 64) is None and int4_grid(snapped[:, :40], 32) is None

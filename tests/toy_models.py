@@ -354,7 +354,7 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, 
     the real hf: code path, no download. Weights are drawn wider than the default so greedy choices are not ties.
     ``gguf_q4_1``: the weights as a Q4_1 GGUF file holds them (what transformers' GGUF loader hands back), by the
     ``gguf`` package's own quantizer: the linears Q4_1 but ``down_proj`` Q8_0 (llama.cpp's mixed files keep some
-    projections at more bits), the embedding table Q8_0."""
+    projections at more bits), the embedding table Q8_0; the first q_proj has a zero and a constant group."""
     import transformers
 
     tok = _tiny_tokenizer()
@@ -399,6 +399,8 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, 
             weight.data = torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
 
         with torch.no_grad():
+            q_proj = model.model.layers[0].self_attn.q_proj.weight
+            q_proj[0, :32], q_proj[1, :32] = 0.0, 0.05  # a zero and a constant group (step 0 in the file)
             for name, m in model.named_modules():
                 if isinstance(m, torch.nn.Linear) and m.weight is not model.get_input_embeddings().weight:
                     kind = GGMLQuantizationType.Q8_0 if name.endswith("down_proj") else GGMLQuantizationType.Q4_1

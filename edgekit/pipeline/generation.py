@@ -349,10 +349,10 @@ def _export(decoder: Any, max_seq_len: int) -> Any:
     import torch
 
     from ..errors import ExportError
+    from .grid import forget_inputs
 
     example = (torch.zeros((1, 4), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dims = ({1: torch.export.Dim("T", min=1, max=max_seq_len)}, None)
-    from .grid import forget_inputs
 
     try:
         with torch.no_grad():

@@ -36,18 +36,34 @@ DIGIT_RATIO = 14
 def int4_grid(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
     """``(levels, steps, offsets)`` when every group of ``group`` inputs in every row of ``weight`` ``[out, in]`` holds
     at most 16 evenly spaced levels, so that ``weight = steps·levels + offsets`` (per group); ``levels`` int8 in
-    −8…7 ``[out, in]``, ``steps`` and ``offsets`` ``[out, in/group]``; else ``None``.
+    −8…7 ``[out, in]``, ``steps`` (> 0) and ``offsets`` ``[out, in/group]``; else ``None``.
 
     The step is tried two ways, as the two GGUF 4-bit formats choose it: the group's range in 15 steps (Q4_1: the
-    minimum is level 0 and the maximum level 15) and its largest magnitude in 8 (Q4_0: ``d·(q − 8)``).
+    minimum is level 0 and the maximum level 15) and its largest magnitude in 8 (Q4_0: ``d·(q − 8)``). A constant
+    group (all zero, or one value) is level 0 at step 1 plus its value as the offset: XNNPACK refuses a zero scale.
+    Rows are checked in chunks, so a large layer costs a few float64 copies of 1,024 rows, not of the whole weight.
     """
     import torch
 
     out, width = weight.shape
     if width % group or width < group:
         return None
-    if out > 8 and int4_grid(weight[:8], group) is None:  # weights off any grid fail on their first rows: no copy
+    if out > 8 and _grid_rows(weight[:8], group) is None:  # weights off any grid fail on their first rows: no copy
         return None
+    parts = []
+    for start in range(0, out, 1024):
+        part = _grid_rows(weight[start : start + 1024], group)
+        if part is None:
+            return None
+        parts.append(part)
+    levels, steps, offsets = (torch.cat(p, dim=0) for p in zip(*parts))
+    return levels, steps.to(weight.dtype), offsets.to(weight.dtype)
+
+
+def _grid_rows(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
+    import torch
+
+    out, width = weight.shape
     w = weight.detach().to(torch.float64).reshape(out, width // group, group)
     low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
     candidates = []
@@ -55,14 +71,16 @@ def int4_grid(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
         k = (w - low) / torch.where(step > 0, step, torch.ones_like(step))
         level = k.round()
         fits = ((k - level).abs() <= TOLERANCE).all(-1, keepdim=True) & (level <= 15).all(-1, keepdim=True)
-        candidates.append((fits | (step == 0), step, level))  # a constant group is one level
+        candidates.append((fits | (step == 0), step, level))
     (fits_1, step_1, level_1), (fits_0, step_0, level_0) = candidates
     if not bool((fits_1 | fits_0).all()):
         return None
     step, level = torch.where(fits_1, step_1, step_0), torch.where(fits_1, level_1, level_0)
-    levels = (level - 8).to(torch.int8).reshape(out, width)
     offsets = low + 8 * step
-    return levels, step.squeeze(-1).to(weight.dtype), offsets.squeeze(-1).to(weight.dtype)
+    constant = step == 0
+    levels = torch.where(constant, torch.zeros_like(level), level - 8).to(torch.int8).reshape(out, width)
+    step = torch.where(constant, torch.ones_like(step), step)
+    return levels, step.squeeze(-1), offsets.squeeze(-1)
 
 
 def offset_digits(values: Any, block: int = 32) -> tuple[Any, Any, Any, Any]:
@@ -72,10 +90,14 @@ def offset_digits(values: Any, block: int = 32) -> tuple[Any, Any, Any, Any]:
 
     out, n = values.shape
     v = values.to(torch.float64).reshape(out, n // block, block)
+
+    def bf16(t: Any) -> Any:  # XNNPACK stores int4 scales as bf16: the digits are chosen against what it will use
+        return t.to(torch.bfloat16).to(torch.float64)
+
     a1 = v.abs().amax(-1, keepdim=True) / 7
-    a1 = torch.where(a1 > 0, a1, torch.ones_like(a1))
+    a1 = bf16(torch.where(a1 > 0, a1, torch.ones_like(a1)) * (1 + 2**-8))  # rounded up: |v/a1| stays ≤ 7
     d1 = (v / a1).round().clamp(-7, 7)
-    a2 = a1 / DIGIT_RATIO
+    a2 = bf16(a1 / DIGIT_RATIO * (1 + 2**-8))
     d2 = ((v - a1 * d1) / a2).round().clamp(-7, 7)
 
     def flat(d: Any) -> Any:
@@ -117,10 +139,10 @@ class LastInput:
     the same x). A plain object, not a dict: export snapshots a module's tensor attributes and dicts, and warns about
     tensors assigned into them, while this holds only what one trace or one eager call left behind."""
 
-    __slots__ = ("x", "widened")
+    __slots__ = ("x", "version", "widened")
 
     def __init__(self) -> None:
-        self.x = self.widened = None
+        self.x = self.version = self.widened = None
 
 
 def forget_inputs(model: Any) -> None:
@@ -128,7 +150,7 @@ def forget_inputs(model: Any) -> None:
     for module in model.modules():
         last = getattr(module, "last", None)
         if isinstance(last, LastInput):
-            last.x = last.widened = None
+            last.x = last.version = last.widened = None
 
 
 def _padded_groups(width: int, group: int) -> int:
@@ -167,7 +189,7 @@ def grid_linear_class() -> type:
             values[:, : offsets.shape[1]] = offsets.to(torch.float64) / gain  # the weights of the group sums
             d1, a1, d2, a2 = offset_digits(values)
             qdata = torch.cat([levels, d1, d2], dim=1)
-            block = 32 if group % 32 == 0 else group
+            block = 32  # XNNPACK's int4 groups; the targets' group sizes are multiples of 32
             scale = torch.cat([steps.repeat_interleave(group // block, 1), a1, a2], dim=1).to(torch.float32)
             weight = IntxUnpackedToInt8Tensor(
                 qdata=qdata,
@@ -186,9 +208,10 @@ def grid_linear_class() -> type:
             self.last = last  # shared with the same width's: the last input and its widened form
 
         def forward(self, x: Any) -> Any:
-            if self.last.x is not x:
+            # the same object, unchanged since (an in-place change bumps its version): its widened form is still right
+            if self.last.x is not x or self.last.version != x._version:
                 s = functional.linear(x, self.sums)
-                self.last.x, self.last.widened = x, torch.cat([x, s, s], dim=-1)
+                self.last.x, self.last.version, self.last.widened = x, x._version, torch.cat([x, s, s], dim=-1)
             return self.linear(self.last.widened)
 
     return GridLinear
