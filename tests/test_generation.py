@@ -3,6 +3,7 @@ save_pretrained to a temp folder; no download), built to ExecuTorch with a KV ca
 handed in, run by edgekit's worker and by ExecuTorch's own text runner."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -80,7 +81,7 @@ def test_8da4w_quantizes_every_linear_and_stays_close(llama):
     assert not [op for op in q.program.delegation.portable_ops if "linear" in op or "mm" in op]
 
 
-def test_profile_checks_the_answers_then_reports_tokens_per_second(llama):
+def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_path):
     r = CliRunner().invoke(
         cli, ["profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "16", "--gen-len", "16", "--json", "-q"]
     )
@@ -90,6 +91,15 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama):
     assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0 and p["ttft_ms"]["p50"] > 0
     assert p["decode_ms"]["count"] == 3 * 15 and p["peak_rss_mb"] >= p["baseline_rss_mb"] > 0
     assert "ESTIMATED" in p["joules_note"]
+    # a program that answers otherwise than at build time (here: the build's tokens replaced by others) is refused
+    wrong = tmp_path / "wrong"
+    shutil.copytree(llama["xnnpack-llm-8da4w"], wrong)
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    greedy = manifest["generation"]["greedy"]
+    greedy["program_ids"] = [(t + 7) % 300 + 3 for t in greedy["program_ids"]]
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    r = CliRunner().invoke(cli, ["profile", str(wrong), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q"])
+    _one_line_error(r, 1, "answers differently here than when it was built", "--no-check")
 
 
 def test_generate_streams_what_executorchs_own_text_runner_generates(llama):

