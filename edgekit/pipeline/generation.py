@@ -308,6 +308,7 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0 tensors) keep it exactly
                 # (edgekit.pipeline.grid: the file's levels and steps, the group offsets as extra int4 columns), already
                 # quantized. On SmolLM2-135M's Q4_1 file: every linear; see llm_recipes.txt
+                body = [fqn for fqn, m in decoder.named_modules() if type(m) is nn.Linear and fqn != "lm_head"]
                 grids = carry_int4_grids(decoder, q.group_size, {"lm_head"}) if int4 else []
                 done = {f"{name}.linear" for name in grids}
                 # other int4 scales chosen by HQQ (scale-only, still symmetric: the same XNNPACK kernels): on
@@ -327,16 +328,11 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 if not int4:
                     info["linears"] = "8da8w"
                 else:
-                    total = len(grids) + sum(
-                        1
-                        for fqn, m in decoder.named_modules()
-                        if type(m) is nn.Linear and fqn != "lm_head" and fqn not in done
-                    )
                     how = (
                         "HQQ scales"
                         if not grids
-                        else f"the weights' own 4-bit grid in {len(grids)} of {total} linears"
-                        + (", HQQ scales in the rest" if len(grids) < total else "")
+                        else f"the weights' own 4-bit grid in {len(grids)} of {len(body)} linears"
+                        + (", HQQ scales in the rest" if len(grids) < len(body) else "")
                     )
                     info["linears"] = f"8da4w (group {q.group_size}, {how}), output layer 8da8w"
 

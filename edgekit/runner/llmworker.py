@@ -3,8 +3,9 @@
 Two modes:
 
 * ``profile``: load the program (timed), check its answers (fed the greedy tokens it gave at build time, from the
-  same prompt: its top token at each step, and how far the build's token is below it), then ``--runs`` rounds of prefill (``--prompt-len`` tokens in one call) and greedy decode (``--gen-len``
-  steps, one token each): each call timed with ``perf_counter``. Writes a JSON result.
+  same prompt: its top token at each step, and how far the build's token is below it), then ``--runs`` rounds of
+  prefill (``--prompt-len`` tokens in one call) and greedy decode (``--gen-len`` steps, one token each): each call
+  timed with ``perf_counter``. Writes a JSON result.
 * ``generate``: tokenize ``--prompt`` with the package's ``tokenizer.json`` (the ``tokenizers`` library), prefill,
   then sample token by token and print the text to stdout as it is produced (whole characters only), stopping at an
   end-of-sequence token, ``--max-new-tokens`` or the end of the cache.
@@ -97,12 +98,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def step(ids: list[int], pos: int) -> Any:
         return method.execute([torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0][0]
-
-    def greedy(prompt: list[int], n: int) -> list[int]:
-        out = [int(step(prompt, 0).argmax())]
-        while len(out) < n:
-            out.append(int(step([out[-1]], len(prompt) + len(out) - 1).argmax()))
-        return out
 
     check = None
     if a.check_prompt:
