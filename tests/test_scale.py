@@ -255,6 +255,23 @@ def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
     )
 
 
+def test_each_local_pool_process_gets_its_share_of_the_cores():
+    """N builds side by side on C cores: C // N torch threads each (left alone, each would start an OpenMP pool as
+    wide as the machine, N x C threads spinning on C cores)."""
+    from toy_models import torch_threads
+
+    from edgekit.scale.executor import make_executor
+
+    cores = len(os.sched_getaffinity(0))
+    for n in (1, 2):
+        ex = make_executor(f"local:{n}")
+        try:
+            got = {job: threads for job, threads, error in ex.run(torch_threads, list(range(2 * n)))}
+        finally:
+            ex.close()
+        assert set(got.values()) == {max(1, cores // n)} and f"{max(1, cores // n)} thread(s) each" in ex.describe
+
+
 def _certificates(folder: Path) -> dict:
     """A CA and one certificate for 127.0.0.1 signed by it (scheduler, workers and client share it here)."""
 

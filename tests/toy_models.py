@@ -256,6 +256,11 @@ def dynamo_only():
     return DynamoOnly(), (torch.randn(1, 4),)
 
 
+def torch_threads(_job) -> int:
+    """What a build process's torch would compute with (tests/test_scale.py: a local pool shares the cores)."""
+    return torch.get_num_threads()
+
+
 def digits_like_arrays(n: int = 400, seed: int = 0) -> tuple:
     """A learnable 10-class problem on 1x8x8 inputs: ten random prototypes plus noise (x float32, y int64)."""
     rng = np.random.default_rng(seed)

@@ -126,7 +126,9 @@ def runner_path(rebuild: bool = False) -> Path:
         )
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
-    digest.update(" ".join(compile_command("CXX", Path("OUT"))).encode())
+    # the source's bytes, not its path: every install of this version (a venv elsewhere, a wheel) shares one runner
+    command = compile_command("CXX", Path("OUT"))
+    digest.update(" ".join("SOURCE" if c == str(SOURCE) else c for c in command).encode())
     digest.update(compiler_id(cxx).encode())
     folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
     binary = folder / "edgekit-runner"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -137,7 +138,7 @@ def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
     """How many builds fit here at once: limited by cores and by free memory over a build's peak RSS."""
     import psutil
 
-    cores = os.cpu_count() or 1
+    cores = _usable_cores()
     per = build_gb or DEFAULT_BUILD_GB
     free_gb = psutil.virtual_memory().available / 2**30
     n = max(1, min(cores, int(free_gb // per)))
@@ -147,6 +148,22 @@ def default_local_workers(build_gb: float | None = None) -> tuple[int, str]:
         else " (assumed: no earlier build to go by)"
     )
     return n, why
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _share_cores(threads: int) -> None:
+    """A pool process's start: its share of the cores. Left alone, each of N builds starts an OpenMP pool as wide as
+    the machine and they spin against each other (N x cores threads on cores cores)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)  # read when torch loads, before the first build's import
+    if "torch" in sys.modules:  # the parent's main module, re-imported by spawn, may have loaded it already
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
@@ -170,10 +187,18 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        def new_pool() -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        threads = max(1, _usable_cores() // n)
 
-        return Executor(spec, n, f"local process pool of {n} ({why})", _pool=new_pool(), _new_pool=new_pool)
+        def new_pool() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(
+                max_workers=n,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_share_cores,
+                initargs=(threads,),
+            )
+
+        describe = f"local process pool of {n} ({why}), {threads} thread(s) each"
+        return Executor(spec, n, describe, _pool=new_pool(), _new_pool=new_pool)
     if spec == "inline":
         return Executor(spec, 1, "this process (inline, one build at a time)")
     if spec.startswith(("dask://", "tls://")):
