@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 import edgekit
 from edgekit.models import parse_input_spec
+from edgekit.pipeline.state import BuildResult
 
 TESTS = Path(__file__).parent
 # Two test processes share two cores: a process's own torch work (training, export, verify) on one thread each keeps
@@ -77,20 +79,42 @@ def trained_cnn(digits_like):
     return train(SmallCNN())
 
 
+def _shared_build(tmp_path_factory, name: str, make) -> BuildResult:
+    """A session build made once for every test process: xdist gives each process a session of its own, so the first
+    process to ask builds into the run's shared temp folder (under a lock) and the others read the package it wrote."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-builds"
+    root.mkdir(exist_ok=True)
+    out = root / name
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "manifest.json").is_file():
+            return BuildResult(out, out / "model.pte", edgekit.read_manifest(out))
+        return make(out)
+
+
 @pytest.fixture(scope="session")
-def int8_build(tmp_path_factory, digits_like, trained_cnn):
-    out = tmp_path_factory.mktemp("builds") / "int8"
-    return edgekit.build(
-        trained_cnn,
-        "xnnpack-int8",
-        out=out,
-        inputs=[parse_input_spec("1x1x8x8")],
-        calibration=digits_like["calib"],
-        eval=digits_like["eval"],
+def int8_build(tmp_path_factory, digits_like, request):
+    return _shared_build(
+        tmp_path_factory,
+        "int8",
+        lambda out: edgekit.build(
+            request.getfixturevalue("trained_cnn"),
+            "xnnpack-int8",
+            out=out,
+            inputs=[parse_input_spec("1x1x8x8")],
+            calibration=digits_like["calib"],
+            eval=digits_like["eval"],
+        ),
     )
 
 
 @pytest.fixture(scope="session")
 def fp32_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("builds") / "fp32"
-    return edgekit.build("toy_models:small_cnn", "xnnpack-fp32", out=out, inputs=[parse_input_spec("1x1x8x8")])
+    return _shared_build(
+        tmp_path_factory,
+        "fp32",
+        lambda out: edgekit.build(
+            "toy_models:small_cnn", "xnnpack-fp32", out=out, inputs=[parse_input_spec("1x1x8x8")]
+        ),
+    )
