@@ -2,7 +2,7 @@
 a local pool of 1 and of 2 processes, and a 2-worker Dask LocalCluster; each from a cold cache, with the peak RSS
 of every worker that built something.
 
-    .venv/bin/python benchmarks/scale_out.py
+    .venv/bin/python benchmarks/scale_out.py > benchmarks/results/scale_out.txt
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import edgekit
+from edgekit.manifest import PTE_NAME
 from edgekit.models import parse_input_spec
 from edgekit.pipeline.state import BuildResult
 
@@ -81,7 +82,9 @@ def trained_cnn(digits_like):
 
 def _shared_build(tmp_path_factory, name: str, make) -> BuildResult:
     """A session build made once for every test process: xdist gives each process a session of its own, so the first
-    process to ask builds into the run's shared temp folder (under a lock) and the others read the package it wrote."""
+    process to ask builds into the run's shared temp folder (under a lock) and the others read the package it wrote.
+    (A process that reads int8_build and trains its own trained_cnn compares the two: training is seeded and runs on
+    one thread, so both processes train the same network.)"""
     base = tmp_path_factory.getbasetemp()
     root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-builds"
     root.mkdir(exist_ok=True)
@@ -89,7 +92,8 @@ def _shared_build(tmp_path_factory, name: str, make) -> BuildResult:
     with open(root / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / "manifest.json").is_file():
-            return BuildResult(out, out / "model.pte", edgekit.read_manifest(out))
+            manifest = edgekit.read_manifest(out)
+            return BuildResult(out, out / PTE_NAME, manifest, tuple(manifest.warnings))
         return make(out)
 
 

@@ -255,21 +255,30 @@ def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):
     )
 
 
-def test_each_local_pool_process_gets_its_share_of_the_cores():
+def test_each_local_pool_process_gets_its_share_of_the_cores(monkeypatch):
     """N builds side by side on C cores: C // N torch threads each (left alone, each would start an OpenMP pool as
-    wide as the machine, N x C threads spinning on C cores)."""
+    wide as the machine, N x C threads spinning on C cores); a user's own $OMP_NUM_THREADS is kept."""
     from toy_models import torch_threads
 
     from edgekit.scale.executor import make_executor
 
-    cores = len(os.sched_getaffinity(0))
-    for n in (1, 2):
+    def threads_in_pool(n: int) -> tuple[set, str]:
         ex = make_executor(f"local:{n}")
         try:
-            got = {job: threads for job, threads, error in ex.run(torch_threads, list(range(2 * n)))}
+            outcomes = list(ex.run(torch_threads, list(range(2 * n))))
         finally:
             ex.close()
-        assert set(got.values()) == {max(1, cores // n)} and f"{max(1, cores // n)} thread(s) each" in ex.describe
+        assert len(outcomes) == 2 * n and not [e for _, _, e in outcomes if e is not None], outcomes
+        return {threads for _, threads, _ in outcomes}, ex.describe
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the test session sets one for its own children
+    for n in (1, 2):
+        got, describe = threads_in_pool(n)
+        assert got == {max(1, cores // n)} and f"{max(1, cores // n)} thread(s) each (cores" in describe, describe
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one process, which would otherwise get every core
+    got, describe = threads_in_pool(1)
+    assert got == {1} and "threads as OMP_NUM_THREADS=1 says" in describe, describe
 
 
 def _certificates(folder: Path) -> dict:

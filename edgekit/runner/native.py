@@ -126,7 +126,8 @@ def runner_path(rebuild: bool = False) -> Path:
         )
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
-    # the source's bytes, not its path: every install of this version (a venv elsewhere, a wheel) shares one runner
+    # the source's bytes, not its path: an install elsewhere against the same executorch tree (a wheel installed into
+    # a venv that uses this one's packages) shares the runner; another executorch tree changes -I and -rpath, and the key
     command = compile_command("CXX", Path("OUT"))
     digest.update(" ".join("SOURCE" if c == str(SOURCE) else c for c in command).encode())
     digest.update(compiler_id(cxx).encode())

@@ -157,9 +157,21 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _share_cores(threads: int) -> None:
+def _pool_threads(n: int) -> tuple[int | None, str]:
+    """Threads for each of ``n`` pool processes, and why: the cores this process may use divided among them, or None
+    when the user set ``$OMP_NUM_THREADS`` (the processes inherit it, and torch reads it as it always does)."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env:
+        return None, f"threads as OMP_NUM_THREADS={env} says"
+    threads = max(1, _usable_cores() // n)
+    return threads, f"{threads} thread(s) each (cores / processes)"
+
+
+def _share_cores(threads: int | None) -> None:
     """A pool process's start: its share of the cores. Left alone, each of N builds starts an OpenMP pool as wide as
     the machine and they spin against each other (N x cores threads on cores cores)."""
+    if threads is None:
+        return
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)  # read when torch loads, before the first build's import
     if "torch" in sys.modules:  # the parent's main module, re-imported by spawn, may have loaded it already
@@ -187,7 +199,7 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, _usable_cores() // n)
+        threads, share = _pool_threads(n)
 
         def new_pool() -> ProcessPoolExecutor:
             return ProcessPoolExecutor(
@@ -197,7 +209,7 @@ def make_executor(spec: str | None, build_gb: float | None = None) -> Executor:
                 initargs=(threads,),
             )
 
-        describe = f"local process pool of {n} ({why}), {threads} thread(s) each"
+        describe = f"local process pool of {n} ({why}), {share}"
         return Executor(spec, n, describe, _pool=new_pool(), _new_pool=new_pool)
     if spec == "inline":
         return Executor(spec, 1, "this process (inline, one build at a time)")
