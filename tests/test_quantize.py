@@ -3,6 +3,7 @@ embedding tables, and the quantizer's pattern cache."""
 
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,7 +172,7 @@ def test_the_quantizers_traced_patterns_are_shared_and_the_program_is_byte_for_b
 
 
 def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone():
-    """A GGUF file's Q4_1 and Q4_0 tensors, dequantized (what `gguf:` loads), become one int4 linear over
+    """A GGUF file's Q4_1, Q4_0 and Q4_K tensors, dequantized (what `gguf:` loads), become one int4 linear over
     [x, sums(x), sums(x)]: the file's own levels with its own steps as scales (exact), the group offsets as two int4
     digits. Weights not on such a grid are not touched."""
     from gguf import GGMLQuantizationType as Q
@@ -180,16 +181,31 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
 
     from edgekit.pipeline.grid import carry_int4_grids, int4_grid
 
-    width = 34 * 32  # 34 groups: the offsets take two blocks of 32 columns per digit
-    w = torch.randn(48, width, generator=torch.Generator().manual_seed(0)) * 0.05 + 0.01
-    w[0, :32] = 0.0  # an all-zero group (a pruned row), and a constant one: no zero scale may reach XNNPACK
-    w[1, 32:64] = 0.03
-    w = w.numpy()
-    for kind in (Q.Q4_1, Q.Q4_0):
-        snapped = torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
+    def snapped_weights(kind) -> torch.Tensor:
+        if kind is Q.Q4_K:  # gguf-py dequantizes k-quants but does not write them: blocks of random bytes
+            rng = np.random.default_rng(0)
+            blocks = np.zeros((48, 5), dtype=[("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
+            blocks["d"], blocks["dmin"] = rng.uniform(2e-5, 1e-4, (2, 48, 5))  # weights of the order of 0.05
+            blocks["scales"] = rng.integers(0, 256, (48, 5, 12))
+            # levels 2..13 only in the first 24 rows: neither 0 nor 15 is used, so only the gaps give the step
+            low = rng.integers(2, 14, (48, 5, 128, 2))
+            low[24:] = rng.integers(0, 16, (24, 5, 128, 2))
+            blocks["qs"] = low[..., 0] | (low[..., 1] << 4)
+            raw = blocks.view(np.uint8).reshape(48, -1)
+            return torch.from_numpy(dequantize(raw, kind).reshape(48, 5 * 256).copy())
+        width = 34 * 32  # 34 groups: the offsets take two blocks of 32 columns per digit
+        w = torch.randn(48, width, generator=torch.Generator().manual_seed(0)) * 0.05 + 0.01
+        w[0, :32] = 0.0  # an all-zero group (a pruned row), and a constant one: no zero scale may reach XNNPACK
+        w[1, 32:64] = 0.03
+        w = w.numpy()
+        return torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy())
+
+    for kind in (Q.Q4_1, Q.Q4_0, Q.Q4_K):
+        snapped = snapped_weights(kind)
+        width, groups = snapped.shape[1], snapped.shape[1] // 32
         levels, steps, offsets = int4_grid(snapped, 32)
         assert levels.dtype == torch.int8 and -8 <= int(levels.min()) and int(levels.max()) <= 7 and steps.min() > 0
-        exact = (levels.float().reshape(48, 34, 32) * steps[..., None] + offsets[..., None]).reshape(48, width)
+        exact = (levels.float().reshape(48, groups, 32) * steps[..., None] + offsets[..., None]).reshape(48, width)
         assert torch.allclose(exact, snapped, rtol=0, atol=1e-6), kind
         model = nn.Sequential(nn.Linear(width, 48), nn.Linear(width, 48), nn.Linear(width, 96))
         model[0].weight.data, model[1].weight.data = snapped.clone(), snapped.flip(0).clone()
@@ -199,7 +215,7 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
         q = grid.linear.weight  # already int4 (torchao's tensor XNNPACK lowers): the input widened by 2 x 64 columns
         assert q.qdata.shape == (48, width + 128) and q.target_dtype == torch.int4 and q.block_size == (1, 32)
         dq = q.dequantize()
-        main = (levels.float().reshape(48, 34, 32) * steps[..., None]).reshape(48, width)
+        main = (levels.float().reshape(48, groups, 32) * steps[..., None]).reshape(48, width)
         assert torch.equal(dq[:, :width], main)
         effective = main + (dq[:, width : width + 64] + dq[:, width + 64 :]) @ grid.sums  # offsets via the group sums
         assert (effective - snapped).abs().max() <= offsets.abs().max() / 150, kind  # two digits: 1/196 of the largest

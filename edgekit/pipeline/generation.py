@@ -3,7 +3,7 @@
 load (``hf:DIR`` / ``gguf:FILE``) → the user's model's references (teacher-forced logits over the eval text, greedy
 tokens from its first prompt) → wrap (:mod:`edgekit.pipeline.decoder`: text-runner convention, in-place cache) →
 quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first, then every linear as 8da8w or 8da4w;
-linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0, keep it: :mod:`edgekit.pipeline.grid`)
+linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0/Q4_K, keep it: :mod:`edgekit.pipeline.grid`)
 → export (T dynamic from 1 to ``max_seq_len``) → lower (XNNPACK, plus the constant methods ExecuTorch's text runner
 reads) → verify (the program in the ExecuTorch runtime against the references: perplexity, next-token agreement,
 logits SQNR, greedy tokens) → package (``model.pte``, the tokenizer files, ``manifest.json`` with a ``generation``
@@ -305,7 +305,7 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 # the output layer (vocabulary × hidden) decides every token: int8 per channel even in an int4
                 # program, as llama.cpp keeps output/token_embd at 6-8 bits in its 4-bit files
                 quantize_(decoder, int8, lambda m, fqn: isinstance(m, nn.Linear) and fqn == "lm_head")
-                # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0 tensors) keep it exactly
+                # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0/Q4_K tensors) keep it exactly
                 # (edgekit.pipeline.grid: the file's levels and steps, the group offsets as extra int4 columns), already
                 # quantized. On SmolLM2-135M's Q4_1 file: every linear; see llm_recipes.txt
                 body = [fqn for fqn, m in decoder.named_modules() if type(m) is nn.Linear and fqn != "lm_head"]

@@ -1,4 +1,4 @@
-"""Weights that already sit on a 4-bit grid (a GGUF file's Q4_1 or Q4_0 tensors, dequantized) keep that grid.
+"""Weights that already sit on a 4-bit grid (a GGUF file's Q4_1, Q4_0 or Q4_K tensors, dequantized) keep that grid.
 
 Requantizing such weights onto a fresh int4 grid rounds every value a second time: SmolLM2-135M's Q4_1 file requantized
 by torchao (HQQ scales) lost 36% of its perplexity and llama.cpp's own Q4_0 requantization of it 18.5%
@@ -39,9 +39,11 @@ def int4_grid(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
     at most 16 evenly spaced levels, so that ``weight = steps·levels + offsets`` (per group); ``levels`` int8 in
     −8…7 ``[out, in]``, ``steps`` (> 0) and ``offsets`` ``[out, in/group]``; else ``None``.
 
-    The step is tried two ways, as the two GGUF 4-bit formats choose it: the group's range in 15 steps (Q4_1: the
-    minimum is level 0 and the maximum level 15) and its largest magnitude in 8 (Q4_0: ``d·(q − 8)``). A constant
-    group (all zero, or one value) is level 0 at step 1 plus its value as the offset: XNNPACK refuses a zero scale.
+    The step is tried as the GGUF 4-bit formats choose it: the group's range in 15 steps (Q4_1: the minimum is level 0
+    and the maximum level 15), its largest magnitude in 8 (Q4_0: ``d·(q − 8)``), and the smallest gap between two of
+    its values, or a half or a third of it (Q4_K: ``d·sc·q − dmin·m``, scales quantized per super-block, so the
+    group's levels need not reach 0 or 15). A constant group (all zero, or one value) is level 0 at step 1 plus its
+    value as the offset: XNNPACK refuses a zero scale.
     Rows are checked in chunks, so a large layer costs a few float64 copies of 1,024 rows, not of the whole weight.
     """
     import torch
@@ -67,16 +69,24 @@ def _grid_rows(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
     out, width = weight.shape
     w = weight.detach().to(torch.float64).reshape(out, width // group, group)
     low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    candidates = []
-    for step in ((high - low) / 15, w.abs().amax(-1, keepdim=True) / 8):
-        k = (w - low) / torch.where(step > 0, step, torch.ones_like(step))
-        level = k.round()
-        fits = ((k - level).abs() <= TOLERANCE).all(-1, keepdim=True) & (level <= 15).all(-1, keepdim=True)
-        candidates.append((fits | (step == 0), step, level))
-    (fits_1, step_1, level_1), (fits_0, step_0, level_0) = candidates
-    if not bool((fits_1 | fits_0).all()):
+    # the smallest gap between two of the group's values: a k-quant's step when its levels 0 and 15 go unused
+    ordered = w.sort(-1).values
+    gaps = ordered[..., 1:] - ordered[..., :-1]
+    gap = torch.where(gaps > 1e-9 * (high - low), gaps, torch.full_like(gaps, math.inf)).amin(-1, keepdim=True)
+    gap = torch.where(torch.isfinite(gap), gap, torch.zeros_like(gap))
+    step, level = torch.zeros_like(low), torch.zeros_like(w)
+    fitted = high == low  # a constant group: level 0, its value as the offset
+    for candidate in ((high - low) / 15, w.abs().amax(-1, keepdim=True) / 8, gap, gap / 2, gap / 3):
+        k = (w - low) / torch.where(candidate > 0, candidate, torch.ones_like(candidate))
+        rounded = k.round()
+        fits = ((k - rounded).abs() <= TOLERANCE).all(-1, keepdim=True) & (rounded <= 15).all(-1, keepdim=True)
+        new = fits & ~fitted & (candidate > 0)
+        step, level = torch.where(new, candidate, step), torch.where(new, rounded, level)
+        fitted = fitted | new
+        if bool(fitted.all()):
+            break
+    if not bool(fitted.all()):
         return None
-    step, level = torch.where(fits_1, step_1, step_0), torch.where(fits_1, level_1, level_0)
     offsets = low + 8 * step
     constant = step == 0
     levels = torch.where(constant, torch.zeros_like(level), level - 8).to(torch.int8).reshape(out, width)
