@@ -36,7 +36,7 @@ demo: $(STAMP)
 # it ends; the device tests wait for it): a fresh machine's apt-get costs no wall time.
 SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/aarch64-linux-gnu-g++ /usr/bin/qemu-aarch64
 SYSTEM_PACKAGES := openssh-server openssh-client g++-aarch64-linux-gnu qemu-user
-APT := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES)
+APT := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES)
 
 system-packages:
 	@missing=""; for t in $(SYSTEM_TOOLS); do [ -x $$t ] || missing="$$missing $$t"; done; \

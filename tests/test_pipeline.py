@@ -272,6 +272,57 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
 
 
+def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp_path, monkeypatch):
+    """Builds share torch's FX provenance records instead of deep-copying them at every pass: every node of a real
+    lowering carries the same history either way, the build's program and explain record are byte for byte the same,
+    and torch's own constructor is back once the build ends."""
+    import contextlib
+    import importlib
+
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from torch.fx.traceback import NodeSource
+    from toy_models import SmallCNN
+
+    from edgekit.pipeline.stages import shared_provenance
+
+    torch_init = NodeSource.__init__
+
+    def histories():
+        exported = torch.export.export(SmallCNN().eval(), (torch.randn(1, 1, 8, 8),))
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        graphs = [edge.exported_program().graph_module] + [
+            m.original_module.graph_module
+            for m in edge.exported_program().graph_module.modules()
+            if hasattr(m, "original_module")
+        ]
+
+        def plain(record):  # a graph's id is its address in this process: the rest must be equal
+            return {k: [plain(r) for r in v] if k == "from_node" else v for k, v in record.items() if k != "graph_id"}
+
+        return [
+            (n.name, [plain(s.to_dict()) for s in n.meta.get("from_node", [])]) for g in graphs for n in g.graph.nodes
+        ]
+
+    deep = histories()
+    with shared_provenance():
+        assert NodeSource.__init__ is not torch_init
+        shared = histories()
+    assert NodeSource.__init__ is torch_init
+    assert shared == deep and sum(len(h) for _, h in deep) > 10  # real histories, compared entry by entry
+
+    def build(name):
+        res = edgekit.build(
+            "toy_models:small_cnn", "xnnpack-int8", out=tmp_path / name, inputs=[parse_input_spec("1x1x8x8")]
+        )
+        return res.manifest.program.sha256, (res.out_dir / "explain.json").read_bytes()
+
+    sharing = build("shared")
+    assert NodeSource.__init__ is torch_init
+    monkeypatch.setattr(importlib.import_module("edgekit.pipeline.build"), "shared_provenance", contextlib.nullcontext)
+    assert build("deep") == sharing
+
+
 def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path, monkeypatch):
     """The lowering skips XNNPACK passes on partitions that hold none of their ops (and so never builds the SDPA and
     bilinear patterns for a model without them): the program is byte for byte the one the full pass list makes, and

@@ -189,10 +189,11 @@ def tune(
     import_stack()
     data = _load_data(model, inputs, calibration, eval, finetune, base)
     s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)
-    from ..pipeline.stages import frozen_heap
+    from ..pipeline.stages import frozen_heap, shared_provenance
 
     try:
-        with frozen_heap():  # the mixed-precision scan prepares and converts the model dozens of times in this process
+        # the mixed-precision scan prepares and converts the model dozens of times in this process
+        with frozen_heap(), shared_provenance():
             return _search(s, Path(out), force)
     finally:
         s.close()
