@@ -229,3 +229,13 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
     nudged = snapped.clone()
     nudged[5, 7] += 0.3 * (nudged[5, 0:32].max() - nudged[5, 0:32].min()) / 15  # one value off its group's grid
     assert int4_grid(nudged, 32) is None and int4_grid(snapped, 64) is None and int4_grid(snapped[:, :40], 32) is None
+    # 5- and 8-bit tensors are no 4-bit grid: requantized, never taken for one
+    w = (torch.randn(64, 1024, generator=torch.Generator().manual_seed(1)) * 0.05).numpy()
+    for kind in (Q.Q5_0, Q.Q5_1, Q.Q8_0):
+        assert int4_grid(torch.from_numpy(dequantize(quantize(w, kind), kind).reshape(w.shape).copy()), 32) is None
+    # a group whose smallest gap is two or three steps (k-quant levels {0, 2, 9}, {3, 6, 10}): a half or a third of it
+    for used, step in (((0, 2, 9), 0.011), ((3, 6, 10), 0.007)):
+        group = torch.tensor([used[i % 3] * step - 0.04 for i in range(32)], dtype=torch.float32)[None]
+        levels, steps, offsets = int4_grid(group, 32)
+        assert torch.allclose(levels.float() * steps[:, :1] + offsets[:, :1], group, rtol=0, atol=1e-7)
+        assert abs(float(steps[0, 0]) - step) < 1e-6, (used, steps)

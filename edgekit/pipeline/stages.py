@@ -122,7 +122,9 @@ def shared_provenance():
     torchao and ExecuTorch only read them: the debug handles ``edgekit explain`` maps back to modules come from them),
     so a new list holding the same entries is the same record; only the copying goes. The tiny BERT of the tests lowers
     in 7-9 s instead of 11; the program's bytes and every node's history are unchanged (a test compares both).
-    The constructor is torch's again when the last open block ends (builds in several threads: the last to finish)."""
+    The constructor is torch's again when the last open block ends (builds in several threads: the last to finish);
+    while a block is open, the host application's own FX work in other threads shares its records too, equally
+    harmless since nothing changes them."""
     from torch.fx import traceback as fx_traceback
 
     source = fx_traceback.NodeSource
@@ -141,13 +143,13 @@ def _share(source: Any) -> None:
     if not _sharing:
         full = source.__init__
 
-        def __init__(self, node, pass_name="", action=None):  # noqa: N807 (replaces NodeSource.__init__)
+        def __init__(self, node, *args, **kwargs):  # noqa: N807 (replaces NodeSource.__init__)
             history = node.meta.get("from_node") if node is not None else None
             if not history:
-                return full(self, node, pass_name, action)
+                return full(self, node, *args, **kwargs)
             node.meta["from_node"] = []  # the full constructor then copies nothing ...
             try:
-                full(self, node, pass_name, action)
+                full(self, node, *args, **kwargs)
             finally:
                 node.meta["from_node"] = history
             self.from_node = list(history)  # ... and the history is shared, entry by entry
