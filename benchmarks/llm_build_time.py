@@ -32,8 +32,8 @@ if sys.argv[3] == "full":  # XNNPACK's own pass list, every pass on every partit
     lower._xnnpack_passes_skip_what_they_cannot_change = lambda: None
 if sys.argv[3] == "deep":  # torch's NodeSource deep-copies every node's history at every pass
     import contextlib
-    from edgekit.pipeline import generation
-    generation.shared_provenance = contextlib.nullcontext
+    from edgekit.pipeline import stages
+    stages.shared_provenance = contextlib.nullcontext
 m = edgekit.build(f"gguf:{sys.argv[1]}", "xnnpack-llm-8da4w", task="text-generation", out=sys.argv[2]).manifest
 print(json.dumps({"wall_s": time.perf_counter() - t0, "timings_s": m.timings_s, "sha256": m.program.sha256,
                   "size_bytes": m.program.size_bytes}))

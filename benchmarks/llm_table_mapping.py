@@ -24,7 +24,7 @@ BUILD = r"""
 import json, sys
 import edgekit
 if sys.argv[3] == "asymmetric":  # the int4 table only (8-bit tables stay symmetric)
-    import dataclasses, torch, torchao.quantization as tq
+    import torch, torchao.quantization as tq
     from torchao.quantization.quant_primitives import MappingType
     plain = tq.IntxWeightOnlyConfig
     def config(**kw):

@@ -327,7 +327,7 @@ def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp
 
     sharing = build("shared")
     assert NodeSource.__init__ is torch_init
-    monkeypatch.setattr(importlib.import_module("edgekit.pipeline.build"), "shared_provenance", contextlib.nullcontext)
+    monkeypatch.setattr(importlib.import_module("edgekit.pipeline.stages"), "shared_provenance", contextlib.nullcontext)
     assert build("deep") == sharing
 
 

@@ -20,7 +20,7 @@ from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target
 from .lower import deflate_size
-from .stages import SilentRunner, Stage, StageEvent, StageRunner, frozen_heap, shared_provenance
+from .stages import SilentRunner, Stage, StageEvent, StageRunner, build_scope
 from .state import BuildResult, BuildState
 
 DEFAULT_FINETUNE_EPOCHS = 3
@@ -154,7 +154,7 @@ def build(
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
-    with frozen_heap(), shared_provenance():
+    with build_scope():
         _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
         _prune(st, finetune_epochs, finetune_lr, seed)
         st.exported = _export(st, st.eager, st.stages)

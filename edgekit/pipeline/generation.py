@@ -28,7 +28,7 @@ from ..errors import DataError, UsageError
 from ..machine import software_versions
 from ..manifest import GenerationSection, GreedyCheck
 from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target
-from .stages import Stage, StageEvent, StageRunner, frozen_heap, shared_provenance
+from .stages import Stage, StageEvent, StageRunner, build_scope
 from .state import BuildResult
 
 DEFAULT_MAX_SEQ_LEN = 512
@@ -87,7 +87,7 @@ def build_generation(
     stages = StageRunner(progress)
     import_stack()
     warnings: list[str] = []
-    with frozen_heap(), shared_provenance():
+    with build_scope():
         from ..causal import load_causal_lm
 
         lm = stages.run(Stage.LOAD, lambda: load_causal_lm(model), model)

@@ -107,8 +107,18 @@ def freeze_more() -> None:
         gc.freeze()
 
 
+@contextlib.contextmanager
+def build_scope():
+    """What a build changes in its own process while it runs, and hands back when it ends: the collector's view of
+    the heap (:func:`frozen_heap`) and torch's provenance copying (:func:`shared_provenance`). Builds and tune's
+    scans run inside it."""
+    with frozen_heap(), shared_provenance():
+        yield
+
+
 _sharing_lock = threading.Lock()
-_sharing: list = []  # torch's own NodeSource constructor, once per open shared_provenance block (nested or not)
+_sharing = 0  # open shared_provenance blocks (nested, or in several threads)
+_torch_init: Any = None  # torch's own NodeSource constructor while any block is open
 
 
 @contextlib.contextmanager
@@ -125,36 +135,31 @@ def shared_provenance():
     The constructor is torch's again when the last open block ends (builds in several threads: the last to finish);
     while a block is open, the host application's own FX work in other threads shares its records too, equally
     harmless since nothing changes them."""
+    global _sharing, _torch_init
     from torch.fx import traceback as fx_traceback
 
     source = fx_traceback.NodeSource
     with _sharing_lock:
-        _share(source)
+        if _sharing == 0:
+            _torch_init = full = source.__init__
+
+            def __init__(self, node, *args, **kwargs):  # noqa: N807 (replaces NodeSource.__init__)
+                history = node.meta.get("from_node") if node is not None else None
+                if not history:
+                    return full(self, node, *args, **kwargs)
+                node.meta["from_node"] = []  # the full constructor then copies nothing ...
+                try:
+                    full(self, node, *args, **kwargs)
+                finally:
+                    node.meta["from_node"] = history
+                self.from_node = list(history)  # ... and the history is shared, entry by entry
+
+            source.__init__ = __init__
+        _sharing += 1
     try:
         yield
     finally:
         with _sharing_lock:
-            original = _sharing.pop()
-            if not _sharing:
-                source.__init__ = original
-
-
-def _share(source: Any) -> None:
-    if not _sharing:
-        full = source.__init__
-
-        def __init__(self, node, *args, **kwargs):  # noqa: N807 (replaces NodeSource.__init__)
-            history = node.meta.get("from_node") if node is not None else None
-            if not history:
-                return full(self, node, *args, **kwargs)
-            node.meta["from_node"] = []  # the full constructor then copies nothing ...
-            try:
-                full(self, node, *args, **kwargs)
-            finally:
-                node.meta["from_node"] = history
-            self.from_node = list(history)  # ... and the history is shared, entry by entry
-
-        source.__init__ = __init__
-        _sharing.append(full)
-    else:
-        _sharing.append(_sharing[0])
+            _sharing -= 1
+            if _sharing == 0:
+                source.__init__, _torch_init = _torch_init, None

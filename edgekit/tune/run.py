@@ -189,11 +189,11 @@ def tune(
     import_stack()
     data = _load_data(model, inputs, calibration, eval, finetune, base)
     s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)
-    from ..pipeline.stages import frozen_heap, shared_provenance
+    from ..pipeline.stages import build_scope
 
     try:
         # the mixed-precision scan prepares and converts the model dozens of times in this process
-        with frozen_heap(), shared_provenance():
+        with build_scope():
             return _search(s, Path(out), force)
     finally:
         s.close()
