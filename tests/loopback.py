@@ -10,6 +10,7 @@ second port (``old_glibc_port``) makes ``getconf`` report glibc 2.31, to exercis
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,43 @@ from typing import Iterator
 from edgekit.device.devices import DeviceError
 
 SSHD = Path("/usr/sbin/sshd")
+#: an aarch64 board emulated here: qemu-user with a Cortex-A76 (its default -cpu max computes wrong int8 results)
+QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
+
+
+def _missing() -> list[str]:
+    return [
+        tool
+        for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
+    ]
+
+
+def _wait_for_system_packages(timeout: float = 600.0) -> None:
+    """`make test` installs the system packages in the background (its pid in .system-packages.pid until it ends)."""
+    marker = Path(__file__).resolve().parent.parent / ".system-packages.pid"
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
+        try:
+            os.kill(int(marker.read_text().strip()), 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            break  # it ended without removing the marker
+        time.sleep(1)
+
+
+def require_device_tools() -> None:
+    """Fail the calling test module (not a skip: a missing prerequisite is a failure that says what to install) unless
+    sshd, ssh, the aarch64 cross compiler and qemu-aarch64 are here, after waiting for `make test`'s background apt."""
+    import pytest
+
+    if _missing():
+        _wait_for_system_packages()
+    if missing := _missing():
+        pytest.fail(
+            f"device tests need {', '.join(missing)}: apt-get install -y openssh-server g++-aarch64-linux-gnu "
+            "qemu-user (make test does it when run as root)",
+            pytrace=False,
+        )
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from loopback import free_port, private_sshd
+from loopback import QEMU, free_port, private_sshd, require_device_tools
 
 import edgekit
 from edgekit.cli import cli
@@ -23,40 +23,8 @@ from edgekit.errors import ProfileError, UsageError
 from edgekit.models import parse_input_spec
 
 
-def _missing() -> list[str]:
-    return [
-        tool
-        for tool in ("sshd", "ssh", "aarch64-linux-gnu-g++", "qemu-aarch64")
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
-    ]
+require_device_tools()
 
-
-def _wait_for_system_packages(timeout: float = 600.0) -> None:
-    """`make test` installs the system packages in the background (its pid in .system-packages.pid until it ends)."""
-    import os
-
-    marker = Path(__file__).resolve().parent.parent / ".system-packages.pid"
-    deadline = time.monotonic() + timeout
-    while marker.exists() and time.monotonic() < deadline:
-        try:
-            os.kill(int(marker.read_text().strip()), 0)
-        except (ValueError, ProcessLookupError, PermissionError):
-            break  # it ended without removing the marker
-        time.sleep(1)
-
-
-MISSING = _missing()
-if MISSING:
-    _wait_for_system_packages()
-    MISSING = _missing()
-if MISSING:  # not a skip: a missing prerequisite is a failure that says what to install
-    pytest.fail(
-        f"device tests need {', '.join(MISSING)}: apt-get install -y openssh-server g++-aarch64-linux-gnu qemu-user "
-        "(make test does it when run as root)",
-        pytrace=False,
-    )
-
-QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
 QEMU_MAX = "qemu-aarch64 -L /usr/aarch64-linux-gnu"
 FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from loopback import QEMU, private_sshd, require_device_tools
 from toy_models import tiny_decoder
 
 import edgekit
@@ -100,6 +101,87 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     (wrong / "manifest.json").write_text(json.dumps(manifest))
     r = CliRunner().invoke(cli, ["profile", str(wrong), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q"])
     _one_line_error(r, 1, "answers differently here than when it was built", "--no-check")
+    # the native runner (no Python; the llama:: kernels are edgekit's C++): the same prompt, the same answers
+    r = CliRunner().invoke(
+        cli,
+        ["profile", str(llama["xnnpack-llm-8da4w"]), "--engine", "native", "--prompt-len", "16", "--gen-len", "16",
+         "--runs", "1", "--json", "-q"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    n = json.loads(r.stdout)
+    assert n["engine"].startswith("native runner") and "llm_ops.cpp" in n["engine"]
+    assert n["check"]["status"] == "passed" and n["check"]["matching"] == 32 and n["decode_ms"]["count"] == 15
+    assert 0 < n["baseline_rss_mb"] < p["baseline_rss_mb"] / 5  # no Python, no torch in the measured process
+
+
+def test_the_native_runners_llama_kernels_give_executorchs_logits(llama, tmp_path):
+    """edgekit's llama::update_cache / custom_sdpa (llm_ops.cpp, in the native runner) against ExecuTorch's own (the
+    custom-ops library, in its Python runtime): the same program fed the same tokens through the cache, logit for
+    logit, a 16-token prefill then 31 decode steps. fp32 to float rounding; 8da4w within 1% of the logits' range (a
+    last-bit difference in attention can move an activation across an int8 rounding step); the same top tokens."""
+    import numpy as np
+
+    from edgekit.runner.native import runner_path
+
+    prompt, tokens = list(range(3, 19)), [(7 * i) % 200 + 3 for i in range(32)]
+    for target, tolerance in (("xnnpack-llm-fp32", 1e-5), ("xnnpack-llm-8da4w", 1e-2)):
+        pte = llama[target] / "model.pte"
+        ours = tmp_path / f"{target}.native.bin"
+        r = subprocess.run(
+            [runner_path(), "--model", pte, "--result", tmp_path / "r.json", "--outputs", ours, "--prompt-tokens", "3",
+             "--gen-len", "2", "--runs", "1", "--warmup", "0", "--check-prompt", ",".join(map(str, prompt)),
+             "--check-tokens", ",".join(map(str, tokens))],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-500:]
+        theirs = tmp_path / f"{target}.executorch.npy"
+        script = (
+            "import sys, numpy as np, torch\n"
+            "from edgekit.runner.runtime import load_runtime\n"
+            "_, Runtime = load_runtime(llm_ops=True)\n"
+            "m = Runtime.get().load_program(sys.argv[1]).load_method('forward')\n"
+            "prompt, tokens = eval(sys.argv[2]), eval(sys.argv[3])\n"
+            "step = lambda ids, pos: m.execute([torch.tensor([ids]), torch.tensor([pos])])[0][0].numpy().copy()\n"
+            "out = [step(prompt, 0)] + [step([t], len(prompt) + i) for i, t in enumerate(tokens[:-1])]\n"
+            "np.save(sys.argv[4], np.stack(out))\n"
+        )
+        e = subprocess.run(
+            [sys.executable, "-c", script, pte, repr(prompt), repr(tokens), theirs], capture_output=True, timeout=300
+        )
+        assert e.returncode == 0, e.stderr.decode(errors="replace")[-500:]
+        want = np.load(theirs)
+        got = np.fromfile(ours, np.float32).reshape(want.shape)
+        spread = float(np.abs(want).max())
+        assert want.shape[0] == 32 and np.abs(got - want).max() < tolerance * spread, (target, np.abs(got - want).max())
+        assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator(llama, tmp_path):
+    """--device for a generation program: the runner bundle (with edgekit's llama:: kernels) pushed over a private sshd
+    to this machine and to an aarch64 board emulated by qemu; the answers check runs on the device."""
+    require_device_tools()
+    pkg = llama["xnnpack-llm-8da4w"]
+    devices = tmp_path / "devices.toml"
+    args = ["--devices", str(devices), "--prompt-len", "8", "--gen-len", "8", "--runs", "1", "--json", "-q"]
+    with private_sshd(tmp_path / "sshd") as sshd:
+        devices.write_text(
+            sshd.device_toml("loop", tmp_path / "w")
+            + sshd.device_toml("arm", tmp_path / "w-arm", extra=f'arch = "aarch64"\nexec_prefix = "{QEMU}"')
+        )
+        got = {}
+        for dev in ("loop", "arm"):
+            r = CliRunner().invoke(cli, ["profile", str(pkg), "--device", dev, *args])
+            assert r.exit_code == 0, r.output
+            got[dev] = json.loads(r.stdout)
+        wrong = CliRunner().invoke(cli, ["profile", str(pkg), "--device", "loop", "--engine", "python", *args])
+    for dev, arch in (("loop", "x86_64"), ("arm", "aarch64")):
+        p = got[dev]
+        assert p["device"]["name"] == dev and p["device"]["bundle"]["arch"] == arch, p["device"]
+        assert p["check"]["status"] == "passed" and p["check"]["matching"] == 32 and p["decode_tokens_per_s"] > 0
+        assert p["engine"].startswith("native runner") and p["decode_ms"]["count"] == 7
+        assert not list((tmp_path / ("w" if dev == "loop" else "w-arm") / "runs").iterdir())  # nothing left there
+    assert not got["loop"]["notes"] and any("emulator" in n and "mean nothing" in n for n in got["arm"]["notes"])
+    _one_line_error(wrong, 2, "--device runs the native runner bundle", "drop --engine python")
 
 
 def test_generate_streams_what_executorchs_own_text_runner_generates(llama):
@@ -205,7 +287,8 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     pkg = str(llama["xnnpack-llm-fp32"])
     _one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
     _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
-    _one_line_error(run(cli, ["profile", pkg, "--device", "x"]), 2, "--device")
+    nowhere = ["--prompt-len", "8", "--gen-len", "8", "--device", "x", "--devices", str(tmp_path / "none.toml")]
+    _one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
     # tune: a classifier's options on a decoder, a decoder's options on a classifier, a group size XNNPACK cannot run
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")

@@ -136,11 +136,6 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
     beside them."""
     from ..profile.generation import profile_generation
 
-    if device is not None:
-        raise BenchError(
-            "generation programs are not profiled on devices yet: their cache and attention kernels (ExecuTorch's "
-            "llama custom ops) link libtorch, which the device runner does not carry"
-        )
     r, m = suite.run, b.manifest
     g = m.generation
     p = profile_generation(
@@ -151,6 +146,9 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
         warmup=1,
         threads=threads,
         timeout=max(r.timeout, 1800.0),
+        # here: ExecuTorch's llama:: kernels in the Python worker unless the suite asks for native; a device: native
+        engine="native" if device is not None else r.engine,
+        device=device,
     )
     return BenchItem(
         key=f"{model.name}|{Path(target).stem}|{threads}",

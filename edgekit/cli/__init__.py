@@ -499,12 +499,6 @@ def profile(
     from ..profile.generation import is_generation_package
 
     if program is not None and is_generation_package(program):
-        if device is not None:
-            raise UsageError(
-                "--device does not profile generation programs yet: their cache and attention kernels "
-                "(ExecuTorch's llama custom ops) link libtorch, which the device runner does not carry",
-                "profile here, or on the board with executorch installed",
-            )
         from ..profile.generation import profile_generation
 
         gen = []
@@ -523,6 +517,9 @@ def profile(
                     check=not no_check,
                     # a generation profile runs hundreds of steps: 30 min unless --timeout was given
                     timeout=1800.0 if defaulted("timeout") else timeout,
+                    engine=engine,
+                    device=device,
+                    devices_file=devices_file,
                 )
             )
         data = [r.to_dict() for r in gen]

@@ -321,6 +321,12 @@ def generation_report(results: list) -> None:
         f"[bold]edgekit profile[/] {r0.package}  [dim]{r0.model}, target {r0.target}; prompt {r0.prompt_len} tokens, "
         f"{r0.gen_len} generated, {r0.runs} round(s); {r0.engine}[/]"
     )
+    if r0.device:
+        facts = r0.device.get("facts", {})
+        con.print(
+            f"[bold]device[/] {r0.device['name']} ({r0.device.get('host', '?')}): {facts.get('arch', '?')}, "
+            f"{facts.get('cores_logical', '?')} core(s), {facts.get('cpu_model', '?')}"
+        )
     c = r0.check
     if c.status == "passed":
         con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} top tokens as when built ({c.note})")
@@ -348,7 +354,9 @@ def generation_report(results: list) -> None:
     con.print(t)
     con.print(
         f"[dim]TTFT: the prefill call of {r0.prompt_len} tokens; decode tok/s: 1000 / the median step; peak RSS of the "
-        f"worker, Δ above its {r0.baseline_rss_mb:.0f} MiB baseline (Python, torch and the ExecuTorch runtime). "
+        f"worker, Δ above its {r0.baseline_rss_mb:.0f} MiB baseline ("
+        + ("the runner and its libraries" if r0.engine.startswith("native") else "Python, torch and the ExecuTorch runtime")
+        + "). "
         f"J/token: {r0.joules_note}.[/]"
     )
     warn([n for r in results for n in r.notes])

@@ -30,7 +30,7 @@ from .._fs import read_json, staged_output, temp_name, write_json
 from ..errors import EdgekitError, UsageError
 from ..runner.native import (
     LIBS,
-    SOURCE,
+    SOURCES,
     NativeUnavailable,
     cache_root,
     compile_command,
@@ -174,7 +174,8 @@ def _sha256(path: Path) -> str:
 
 def _digest(spec: ArchSpec, cxx: str, tree: Path) -> str:
     h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
+    for source in SOURCES:
+        h.update(source.read_bytes())
     h.update(" ".join(compile_command("CXX", Path("OUT"), Path("ET"), "$ORIGIN/lib")).encode())
     h.update(f"{spec.name}|{compiler_id(cxx)}|{executorch_version()}|{PROTOCOL_VERSION}".encode())
     for name in LIBS:

@@ -55,7 +55,7 @@ exit $code
 class DeviceRun:
     """What a device profile adds to a local one."""
 
-    raw: WorkerResult
+    raw: WorkerResult | Any  # what the reader made of result.json
     watch: Watch
     info: dict[str, Any]
 
@@ -141,8 +141,10 @@ def profile_on_device(
     cpus: tuple[int, ...] | None,
     progress: Callable[[str, int, int], None] | None,
     local: Path,
+    reader: Callable[[Path], Any] = read_result,
 ) -> DeviceRun:
-    """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder).
+    """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder);
+    its ``result.json`` is read with ``reader`` (a profile's :class:`WorkerResult` unless told otherwise).
 
     Raises:
         DeviceError, BundleError, ProfileError: one line each; the run's folder on the device is removed.
@@ -180,7 +182,7 @@ def profile_on_device(
         _kill(ssh, run)
         raise
     files = _fetch(ssh, run, local)
-    raw = read_result(files["result.json"]) if "result.json" in files else None
+    raw = reader(files["result.json"]) if "result.json" in files else None
     if raw is None:
         raise ProfileError(f"device {device.name} returned no result", "run `edgekit devices check`")
     before = _parse_facts(files["before.txt"].read_text()) if "before.txt" in files else {}

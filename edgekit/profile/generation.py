@@ -72,9 +72,14 @@ class GenerationProfile(Contract):
     notes: list[str]
     decode_samples_ms: list[float] = field(default_factory=list)  # every decode step, for bench compare's tests
     prefill_samples_ms: list[float] = field(default_factory=list)  # every round's prefill call (its TTFT)
+    device: dict | None = None  # measured on a device over ssh: its name, facts, bundle, thermal and frequency readings
 
 
 ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
+NATIVE_ENGINE = (
+    "native runner (C++, no Python): the wheel's runtime, XNNPACK and quantized kernels; llama::update_cache and "
+    "llama::custom_sdpa by edgekit's own C++ (llm_ops.cpp: the wheel ships ExecuTorch's only linked to libtorch)"
+)
 
 
 def is_generation_package(program: str | Path) -> bool:
@@ -127,6 +132,25 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
     ]
 
 
+def profile_prompt(prompt_len: int, vocab: int, seed: int = 0) -> list[int]:
+    """The profile's prompt: ``prompt_len`` token ids drawn with ``seed`` from the first 1000 (above the special
+    ids 0-2), the same for every engine and device."""
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randrange(3, max(4, min(vocab, 1000))) for _ in range(prompt_len)]
+
+
+def _read_raw(path: Path) -> dict:
+    try:
+        raw = json.loads(Path(path).read_text())
+        if not isinstance(raw, dict) or not isinstance(raw.get("rounds"), list):
+            raise ValueError("no rounds")
+        return raw
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"the generation worker wrote no readable result ({exc})") from None
+
+
 def profile_generation(
     package: str | Path,
     *,
@@ -138,12 +162,20 @@ def profile_generation(
     cpus: tuple[int, ...] | None = None,
     check: bool = True,
     timeout: float = 1800.0,
+    engine: str = "auto",
+    device: Any = None,
+    devices_file: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> GenerationProfile:
     """Profile a generation package (see the module docstring).
 
+    ``engine``: ``python`` (the default here: ExecuTorch's own ``llama::`` kernels, in a Python worker) or ``native``
+    (the C++ runner with edgekit's implementation of them, no Python in the process: what ``device`` always uses).
+    ``device``: a devices-file name, ``ssh://user@host[:port]`` or a Device: measured there over ssh.
+
     Raises:
-        UsageError: not a generation package, or a prompt and generation that do not fit its cache.
+        UsageError: not a generation package, a prompt and generation that do not fit its cache, or an engine the
+            device cannot use.
         ReferenceMismatchError: the program's greedy tokens here differ from its build-time ones (``check``).
         ProfileError: the worker failed, crashed or timed out.
     """
@@ -164,29 +196,79 @@ def profile_generation(
             f"program's {g.max_context_len}-token KV cache",
             "lower them" + _rebuild_hint(g, prompt_len + gen_len),
         )
+    if engine not in ("auto", "python", "native"):
+        raise UsageError(f"unknown engine {engine!r}", "use auto, python or native")
+    dev = None
+    if device is not None:
+        if engine == "python":
+            raise UsageError(
+                "--device runs the native runner bundle: --engine python is for local profiles", "drop --engine python"
+            )
+        from ..device.devices import resolve_device
+
+        dev = resolve_device(device, devices_file)
+    native = dev is not None or engine == "native"
+    args = [
+        "--threads",
+        str(threads),
+        "--prompt-tokens",
+        ",".join(map(str, profile_prompt(prompt_len, g.vocab_size))),
+        "--gen-len",
+        str(gen_len),
+        "--runs",
+        str(runs),
+        "--warmup",
+        str(warmup),
+    ]
+    if check and g.greedy.program_ids:
+        args += ["--check-prompt", ",".join(map(str, g.greedy.prompt_ids))]
+        args += ["--check-tokens", ",".join(map(str, g.greedy.program_ids))]
+    device_info = None
     with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
-        result = Path(d) / "result.json"
-        cmd = _worker(folder, m, threads) + [
-            "--result",
-            str(result),
-            "--prompt-len",
-            str(prompt_len),
-            "--gen-len",
-            str(gen_len),
-            "--runs",
-            str(runs),
-            "--warmup",
-            str(warmup),
-        ]
-        if check and g.greedy.program_ids:
-            cmd += ["--check-prompt", ",".join(map(str, g.greedy.prompt_ids))]
-            cmd += ["--check-tokens", ",".join(map(str, g.greedy.program_ids))]
-        watch = run_worker(cmd, timeout=timeout, cpus=cpus)
-        try:
-            raw = json.loads(result.read_text())
-        except (OSError, ValueError) as exc:
-            raise ProfileError(f"the generation worker wrote no readable result ({exc})") from None
+        if dev is not None:
+            from ..device.remote import profile_on_device
+
+            run = profile_on_device(
+                dev,
+                folder / m.program.file,
+                [],
+                None,
+                ["--model", "model.pte", "--result", "result.json", *args],
+                timeout=timeout,
+                cpus=cpus,
+                progress=None,
+                local=Path(d),
+                reader=_read_raw,
+            )
+            raw, watch = run.raw, run.watch
+            device_info = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}
+        else:
+            result = Path(d) / "result.json"
+            if native:
+                from ..runner.native import runner_path
+
+                cmd = [str(runner_path()), "--model", str(folder / m.program.file), "--result", str(result), *args]
+            else:
+                cmd = _worker(folder, m, threads) + ["--result", str(result), *args[2:]]
+            watch = run_worker(cmd, timeout=timeout, cpus=cpus)
+            raw = _read_raw(result)
     notes = []
+    where = "here"
+    if dev is not None:
+        where = f"on device {dev.name}"
+        if dev.emulated:
+            notes.append(
+                f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
+                "mean nothing for real hardware; its answers do"
+            )
+        before = (device_info or {}).get("before", {}).get("cpu_freq_mhz") or {}
+        after = (device_info or {}).get("after", {}).get("cpu_freq_mhz") or {}
+        dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
+        if dropped:
+            notes.append(
+                f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
+                f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
+            )
     c = raw.get("check")
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
@@ -204,7 +286,7 @@ def profile_generation(
         status = GenerationCheck("passed" if ok else "failed", c["tokens"], c["matching"], note)
         if not ok:
             raise ReferenceMismatchError(
-                f"the program answers differently here than when it was built: its top token is the build's at "
+                f"the program answers differently {where} than when it was built: its top token is the build's at "
                 f"{c['matching']} of {c['tokens']} steps from its {c['prompt_tokens']}-token check prompt, the "
                 f"build's token up to {max(ties):.0%} of the logits' spread below it",
                 "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
@@ -225,7 +307,7 @@ def profile_generation(
         model=m.model.spec,
         sha256=m.program.sha256,
         target=m.target.get("name", "?"),
-        engine=ENGINE,
+        engine=NATIVE_ENGINE if native else ENGINE,
         threads=int(raw["threads"]),
         prompt_len=prompt_len,
         gen_len=gen_len,
@@ -247,6 +329,7 @@ def profile_generation(
         notes=notes,
         decode_samples_ms=[round(x, 4) for x in steps],
         prefill_samples_ms=[round(x, 4) for x in prefill],
+        device=device_info,
     )
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from ..errors import ProfileError
 
 SOURCE = Path(__file__).with_name("runner.cpp")
+#: compiled into the same binary: ExecuTorch's llama:: cache and attention kernels, for generation programs
+LLM_OPS = Path(__file__).with_name("llm_ops.cpp")
+SOURCES = (SOURCE, LLM_OPS)
 LIBS = (
     "executorch",
     "executorch_kernels_optimized",
@@ -67,7 +70,7 @@ def compile_command(cxx: str, out: Path, et: Path | None = None, rpath: str | No
     cmd = [cxx, "-std=c++17", "-O2", "-DNDEBUG"]
     cmd += [f"-D{d}" for d in DEFINES]
     cmd += [f"-I{et / 'include'}", f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}"]
-    cmd += [str(SOURCE), "-o", str(out), f"-L{lib}", "-Wl,--no-as-needed"]
+    cmd += [*map(str, SOURCES), "-o", str(out), f"-L{lib}", "-Wl,--no-as-needed"]
     cmd += [f"-l{name}" for name in LIBS]
     cmd += ["-Wl,--as-needed", f"-Wl,-rpath,{rpath or lib}", "-lpthread"]
     return cmd
@@ -125,11 +128,12 @@ def runner_path(rebuild: bool = False) -> Path:
             "install the executorch wheel from PyPI, or use --engine python",
         )
     digest = hashlib.sha256()
-    digest.update(SOURCE.read_bytes())
-    # the source's bytes, not its path: an install elsewhere against the same executorch tree (a wheel installed into
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    # the sources' bytes, not its path: an install elsewhere against the same executorch tree (a wheel installed into
     # a venv that uses this one's packages) shares the runner; another executorch tree changes -I and -rpath, and the key
     command = compile_command("CXX", Path("OUT"))
-    digest.update(" ".join("SOURCE" if c == str(SOURCE) else c for c in command).encode())
+    digest.update(" ".join(Path(c).name if c in {str(s) for s in SOURCES} else c for c in command).encode())
     digest.update(compiler_id(cxx).encode())
     folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
     binary = folder / "edgekit-runner"

@@ -10,6 +10,14 @@
 // Protocol (edgekit/runner/protocol.py, version kProtocolVersion): progress lines on stderr ("@phase NAME",
 // "@progress DONE TOTAL"); errors as "@error MESSAGE" and exit code 1; the result file is a WorkerResult.
 // A crash (signal) is detected by the parent.
+//
+// Generation programs (ExecuTorch's text-runner convention, forward(tokens int64[1, T], input_pos int64[1]) ->
+// logits of the last position) run in their own mode when --prompt-tokens is given: the answers check
+// (--check-prompt / --check-tokens: fed the build's greedy tokens, each step's top token and how far the build's is
+// below it), then --warmup + --runs rounds of one prefill call and --gen-len - 1 greedy decode steps, each call
+// timed (--outputs: the check steps' logits, raw float32). The result has the generation worker's keys
+// (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The llama:: kernels such programs
+// call come from llm_ops.cpp.
 
 #include <executorch/extension/data_loader/file_data_loader.h>
 #include <executorch/extension/data_loader/mmap_data_loader.h>
@@ -178,10 +186,22 @@ std::string escape(const std::string& s) {
 struct Args {
   std::string model, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
   std::string check_inputs, check_outputs;
+  std::vector<int64_t> prompt_tokens, check_prompt, check_tokens;  // generation mode
+  int gen_len = 0;
   std::vector<std::vector<int32_t>> shapes, check_shapes;
   int threads = 1, warmup = 20, runs = 100, etdump_runs = 20, check_count = 0;
   double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
 };
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) ids.push_back(std::atoll(item.c_str()));
+  }
+  return ids;
+}
 
 std::vector<int32_t> parse_shape(const std::string& s) {
   std::vector<int32_t> dims;
@@ -218,6 +238,10 @@ Args parse(int argc, char** argv) {
     else if (k == "--check-shape") a.check_shapes.push_back(parse_shape(v));
     else if (k == "--check-count") a.check_count = std::atoi(v.c_str());
     else if (k == "--check-outputs") a.check_outputs = v;
+    else if (k == "--prompt-tokens") a.prompt_tokens = parse_ids(v);
+    else if (k == "--gen-len") a.gen_len = std::atoi(v.c_str());
+    else if (k == "--check-prompt") a.check_prompt = parse_ids(v);
+    else if (k == "--check-tokens") a.check_tokens = parse_ids(v);
     else fail("unknown option " + k);
   }
   if (a.model.empty() || a.result.empty()) fail("--model and --result are required");
@@ -372,6 +396,126 @@ void run_once(Method& m, Inputs& in, const char* phase) {
   }
 }
 
+// ---- generation programs ----
+
+// One call of a generation program: tokens [1, T] at input_pos; returns the last position's logits.
+struct Step {
+  Method& m;
+  std::vector<int64_t> tokens, pos = {0};
+  std::vector<int32_t> tok_sizes = {1, 0}, pos_sizes = {1};
+  std::vector<uint8_t> order2 = {0, 1}, order1 = {0};
+  std::vector<int32_t> tok_strides = {0, 1}, pos_strides = {1};
+
+  std::pair<const float*, int64_t> operator()(const std::vector<int64_t>& ids, int64_t at, const char* phase) {
+    tokens = ids;
+    pos[0] = at;
+    tok_sizes[1] = static_cast<int32_t>(ids.size());
+    tok_strides[0] = static_cast<int32_t>(ids.size());
+    TensorImpl ti(ScalarType::Long, 2, tok_sizes.data(), tokens.data(), order2.data(), tok_strides.data(),
+                  executorch::aten::TensorShapeDynamism::STATIC);
+    TensorImpl pi(ScalarType::Long, 1, pos_sizes.data(), pos.data(), order1.data(), pos_strides.data(),
+                  executorch::aten::TensorShapeDynamism::STATIC);
+    Error e = m.set_input(EValue(Tensor(&ti)), 0);
+    if (e == Error::Ok) e = m.set_input(EValue(Tensor(&pi)), 1);
+    if (e != Error::Ok) fail(std::string("setting the inputs failed during ") + phase + ": " + error_name(e));
+    e = m.execute();
+    if (e != Error::Ok) fail(std::string("execute() failed during ") + phase + ": " + error_name(e));
+    const EValue& out = m.get_output(0);
+    if (!out.isTensor() || out.toTensor().scalar_type() != ScalarType::Float) {
+      fail("the program's first output is not float logits: not a generation program");
+    }
+    const Tensor t = out.toTensor();
+    int64_t vocab = t.size(t.dim() - 1);
+    return {t.const_data_ptr<float>() + (t.numel() - vocab), vocab};
+  }
+};
+
+int64_t argmax(const float* x, int64_t n) {
+  return static_cast<int64_t>(std::max_element(x, x + n) - x);
+}
+
+int run_generation(Method& m, const Args& a, double load_ms, long long rss_baseline, long long rss_after_load,
+                   int threads_effective) {
+  Step step{m};
+  std::string check = "null";
+  if (!a.check_prompt.empty()) {
+    std::fprintf(stderr, "@phase check\n");
+    std::vector<int64_t> got;
+    std::vector<double> gaps;
+    std::ofstream logits;  // --outputs: each check step's logits, raw float32, one step after another
+    if (!a.outputs.empty()) logits.open(a.outputs, std::ios::binary);
+    auto out = step(a.check_prompt, 0, "the answers check");
+    for (size_t i = 0; i < a.check_tokens.size(); ++i) {
+      if (i) out = step({a.check_tokens[i - 1]}, static_cast<int64_t>(a.check_prompt.size() + i - 1), "the answers check");
+      auto [x, n] = out;
+      if (logits.is_open()) logits.write(reinterpret_cast<const char*>(x), static_cast<std::streamsize>(n * sizeof(float)));
+      int64_t want = a.check_tokens[i];
+      if (want < 0 || want >= n) fail("a check token is outside the program's vocabulary");
+      int64_t top = argmax(x, n);
+      double mean = 0;
+      for (int64_t j = 0; j < n; ++j) mean += x[j];
+      mean /= static_cast<double>(n);
+      double spread = std::max(static_cast<double>(x[top]) - mean, 1e-9);
+      got.push_back(top);
+      gaps.push_back((static_cast<double>(x[top]) - x[want]) / spread);
+    }
+    if (logits.is_open() && !logits) fail("cannot write outputs file " + a.outputs);
+    int same = 0;
+    for (size_t i = 0; i < got.size(); ++i) same += got[i] == a.check_tokens[i];
+    std::ostringstream o;
+    o.precision(9);
+    o << "{\"prompt_tokens\":" << a.check_prompt.size() << ",\"tokens\":" << a.check_tokens.size()
+      << ",\"matching\":" << same << ",\"got\":[";
+    for (size_t i = 0; i < got.size(); ++i) o << (i ? "," : "") << got[i];
+    o << "],\"gaps\":" << samples_json(gaps) << "}";
+    check = o.str();
+  }
+  const int64_t plen = static_cast<int64_t>(a.prompt_tokens.size());
+  std::fprintf(stderr, "@phase warmup\n");
+  std::ostringstream rounds;
+  Usage u0 = usage_now();
+  auto wall0 = Clock::now();
+  int timed = 0;
+  for (int r = 0; r < a.warmup + a.runs; ++r) {
+    if (r == a.warmup) {
+      std::fprintf(stderr, "@phase timed\n");
+      u0 = usage_now();
+      wall0 = Clock::now();
+    }
+    auto t = Clock::now();
+    auto [x, n] = step(a.prompt_tokens, 0, "the prefill");
+    int64_t tok = argmax(x, n);
+    double prefill = ms_since(t);
+    std::vector<double> decode;
+    for (int i = 0; i < a.gen_len - 1; ++i) {
+      t = Clock::now();
+      auto [y, vn] = step({tok}, plen + i, "a decode step");
+      tok = argmax(y, vn);
+      decode.push_back(ms_since(t));
+    }
+    if (r >= a.warmup) {
+      rounds << (timed++ ? "," : "") << "{\"prefill_ms\":" << prefill << ",\"decode_ms\":" << samples_json(decode)
+             << "}";
+      std::fprintf(stderr, "@progress %d %d\n", timed, a.runs);
+    }
+  }
+  double wall = seconds_since(wall0);
+  Usage u1 = usage_now();
+  std::ostringstream o;
+  o.precision(9);
+  o << "{\"engine\":\"native\",\"threads\":" << threads_effective << ",\"load_ms\":" << load_ms
+    << ",\"rounds\":[" << rounds.str() << "],\"baseline_rss_kb\":" << rss_baseline / 1024
+    << ",\"after_load_rss_kb\":" << rss_after_load / 1024 << ",\"peak_rss_kb\":" << hwm_bytes() / 1024
+    << ",\"cpu_s\":" << ((u1.user_s + u1.sys_s) - (u0.user_s + u0.sys_s)) << ",\"wall_s\":" << wall
+    << ",\"check\":" << check << "}";
+  std::ofstream out(a.result);  // in the run's own folder, read by the parent after the exit
+  out << o.str() << "\n";
+  out.close();
+  if (!out) fail("cannot write result file " + a.result);
+  std::fprintf(stderr, "@phase done\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -408,6 +552,10 @@ int main(int argc, char** argv) {
   long long rss_after_load = rss_bytes();
   Usage u_loaded = usage_now();
 
+  if (!a.prompt_tokens.empty()) {
+    if (a.gen_len < 1) fail("--gen-len must be at least 1");
+    return run_generation(*loaded->method, a, load_ms, rss_baseline, rss_after_load, threads_effective);
+  }
   auto meta = program->method_meta(a.method.c_str());
   // The reference check: each stored input set once, its outputs written raw, before anything is timed.
   int check_runs = 0;
