@@ -5,7 +5,6 @@ Needs openssh-server, g++-aarch64-linux-gnu and qemu-user (`make test` installs 
 """
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_
 from edgekit.device.devices import DeviceError, load_devices
 from edgekit.errors import ProfileError, UsageError
 from edgekit.models import parse_input_spec
-
 
 require_device_tools()
 

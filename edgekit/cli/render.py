@@ -355,7 +355,11 @@ def generation_report(results: list) -> None:
     con.print(
         f"[dim]TTFT: the prefill call of {r0.prompt_len} tokens; decode tok/s: 1000 / the median step; peak RSS of the "
         f"worker, Δ above its {r0.baseline_rss_mb:.0f} MiB baseline ("
-        + ("the runner and its libraries" if r0.engine.startswith("native") else "Python, torch and the ExecuTorch runtime")
+        + (
+            "the runner and its libraries"
+            if r0.engine.startswith("native")
+            else "Python, torch and the ExecuTorch runtime"
+        )
         + "). "
         f"J/token: {r0.joules_note}.[/]"
     )
