@@ -6,12 +6,14 @@ package (GGUF Q4_1), side by side on this machine.
   Q4_1 file is raced as it is, and requantized to Q4_0 and Q8_0 (`--allow-requantize`).
 * edgekit: `edgekit build gguf:… --task text-generation` with xnnpack-llm-8da4w (int4 g32 linears on the file's own Q4_1 grid, int8 output layer, int4 table) and
   xnnpack-llm-int8 (8da8w); profiled by `edgekit.profile_generation` (prompt 128 tokens in one call, 128 greedy
-  decode steps); xnnpack-llm-fp32 is built too, as the exactness anchor (its perplexity and greedy tokens against
+  decode steps) in both engines: the Python worker (ExecuTorch's own llama:: kernels) and the native runner (C++, no
+  Python; edgekit's llm_ops.cpp for the cache and attention: what `--device` runs on a board); xnnpack-llm-fp32 is
+  built too, as the exactness anchor (its perplexity and greedy tokens against
   the model), not raced.
 * Speed: prefill (128 tokens) and decode (128 tokens) tokens/s at 1 and 2 threads, `--rounds` interleaved rounds
   (llama-bench -r 1 and one edgekit profile round each), medians. Peak RSS of each measuring process (GNU time's
-  maximum resident set for llama-bench; the worker's VmHWM for edgekit, whose baseline holds Python, torch and the ExecuTorch
-  runtime — shown beside it). File size.
+  maximum resident set for llama-bench; the worker's VmHWM for edgekit, whose baseline — Python, torch and the
+  ExecuTorch runtime in the Python worker, the runner's libraries in the native one — is shown beside it). File size.
 * Perplexity on the same text, the same way for every program: windows of 256 tokens, the second half of each scored
   (llama-perplexity's method: `-c 256`); edgekit's programs and the fp32 model are run that way here, token by token
   through the program's KV cache. The text: docstrings of Python 3.11's standard library (English prose, not in the
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -302,11 +305,12 @@ def main() -> None:
         for t in threads:
             for name in ("Q4_1 (the package's)", "Q4_0", "Q8_0"):
                 speed.setdefault(f"llama.cpp {name}", {}).setdefault(t, []).append(llama_bench(bin_dir, ggufs[name], t))
-            for name, path in builds.items():
+            for (name, path), engine in itertools.product(builds.items(), ("python", "native")):
                 if name == "xnnpack-llm-fp32":
                     continue  # the exactness anchor: built and verified, not raced
-                p = profile_generation(path, prompt_len=PP, gen_len=TG, runs=1, warmup=1, threads=t)
-                speed.setdefault(f"edgekit {name}", {}).setdefault(t, []).append(
+                p = profile_generation(path, prompt_len=PP, gen_len=TG, runs=1, warmup=1, threads=t, engine=engine)
+                label = f"edgekit {name}" + (", native" if engine == "native" else "")
+                speed.setdefault(label, {}).setdefault(t, []).append(
                     {
                         "prefill": p.prefill_tokens_per_s,
                         "decode": p.decode_tokens_per_s,
@@ -336,7 +340,12 @@ def main() -> None:
                 + ", ".join(f"{r['decode']:.1f}" for r in rows)
                 + base
             )
-    lines += ["", *build_lines]
+    lines += [
+        '(edgekit rows: the Python worker with ExecuTorch\'s own llama:: kernels; ", native": the C++ runner with '
+        "edgekit's llm_ops.cpp, what --device runs)",
+        "",
+        *build_lines,
+    ]
     for name, rows in breakdown.items():
         lines += ["", f"where a decode step of edgekit {name} goes (ETDump, 1 thread, medians over 64 steps):", *rows]
     lines += ["", f"{'program':<50}{'file MiB':>10}"]
