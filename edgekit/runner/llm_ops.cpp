@@ -8,7 +8,8 @@
 // layouts [B, S, H, D] for queries and [B, C, Hkv, D] for the cache, the causal offset start_pos), plain C++ the
 // compiler vectorises, rows spread over ExecuTorch's threadpool, each cached row read once per query row. Checked
 // against ExecuTorch's kernels logit for logit (tests/test_generation.py), by every profile's answers check (the
-// build's greedy tokens), and side by side in benchmarks/peers/llm_vs_llamacpp.py; profiles that use it say so in their engine.
+// build's greedy tokens), and side by side in benchmarks/peers/llm_vs_llamacpp.py; profiles that use it say so in
+// their engine.
 
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
