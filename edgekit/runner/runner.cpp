@@ -446,9 +446,12 @@ int run_generation(Method& m, const Args& a, double load_ms, long long rss_basel
     if (!a.outputs.empty()) logits.open(a.outputs, std::ios::binary);
     auto out = step(a.check_prompt, 0, "the answers check");
     for (size_t i = 0; i < a.check_tokens.size(); ++i) {
-      if (i) out = step({a.check_tokens[i - 1]}, static_cast<int64_t>(a.check_prompt.size() + i - 1), "the answers check");
+      const int64_t at = static_cast<int64_t>(a.check_prompt.size() + i) - 1;
+      if (i) out = step({a.check_tokens[i - 1]}, at, "the answers check");
       auto [x, n] = out;
-      if (logits.is_open()) logits.write(reinterpret_cast<const char*>(x), static_cast<std::streamsize>(n * sizeof(float)));
+      if (logits.is_open()) {
+        logits.write(reinterpret_cast<const char*>(x), static_cast<std::streamsize>(n * sizeof(float)));
+      }
       int64_t want = a.check_tokens[i];
       if (want < 0 || want >= n) fail("a check token is outside the program's vocabulary");
       int64_t top = argmax(x, n);
