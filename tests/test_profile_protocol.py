@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 
 from edgekit.errors import ProfileError
-from edgekit.runner import pyworker
+from edgekit.runner import llmworker, pyworker
 from edgekit.runner.protocol import (
     ERROR_PREFIX,
+    GENERATION_OPTIONS,
     PHASE_PREFIX,
     PROGRESS_PREFIX,
     PROTOCOL_VERSION,
     WORKER_OPTIONS,
     CpuUsage,
+    GenerationCheckResult,
+    GenerationRound,
+    GenerationWorkerResult,
     Phase,
     WorkerResult,
     read_result,
@@ -31,10 +35,16 @@ def test_the_native_runner_speaks_the_protocol():
     for prefix in (PROGRESS_PREFIX, ERROR_PREFIX, PHASE_PREFIX):
         assert f'"{prefix.strip()} ' in RUNNER
     options = set(re.findall(r'k == "(--[\w-]+)"', RUNNER))
-    assert options == set(WORKER_OPTIONS)
-    written = set(re.findall(r'\\"(\w+)\\":', RUNNER))  # the JSON keys the runner writes
-    fields = {f.name for f in dataclasses.fields(WorkerResult)} | {f.name for f in dataclasses.fields(CpuUsage)}
-    assert written == fields
+    assert options == set(WORKER_OPTIONS) | set(GENERATION_OPTIONS)
+    written = set(re.findall(r'\\"(\w+)\\":', RUNNER))  # the JSON keys the runner writes, in both modes
+    contracts = (WorkerResult, CpuUsage, GenerationWorkerResult, GenerationRound, GenerationCheckResult)
+    assert written == {f.name for c in contracts for f in dataclasses.fields(c)}
+
+
+def test_the_generation_worker_takes_the_generation_options():
+    args = llmworker._parse(["--model", "m.pte", "--max-context", "64", "--result", "r.json"])
+    for opt in (*GENERATION_OPTIONS, "--model", "--result", "--threads", "--warmup", "--runs"):
+        assert hasattr(args, opt.lstrip("-").replace("-", "_")), opt
 
 
 def test_the_python_worker_takes_the_protocols_options():

