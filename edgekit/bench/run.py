@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 from .. import paths
 from ..builds import BuildCache, BuildQueue, Built, build_key, versions
 from ..errors import BenchError, EdgekitError
+from ..runner.protocol import Engine
 from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchFailure, BenchItem, BenchRun, BuildFigures, MachineFacts
 from .suite import Suite, SuiteModel
 
@@ -131,9 +132,10 @@ def _item(
 
 
 def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
-    """A text-generation item: prefill and decode measured by the generation worker; the latency samples are the
-    decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and perplexity
-    beside them."""
+    """A text-generation item: prefill and decode measured by a generation profile (here in the suite's engine, whose
+    ``auto`` is the Python worker with ExecuTorch's llama:: kernels; on a device by the native runner); the latency
+    samples are the decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and
+    perplexity beside them."""
     from ..profile.generation import profile_generation
 
     r, m = suite.run, b.manifest
@@ -146,8 +148,7 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
         warmup=1,
         threads=threads,
         timeout=max(r.timeout, 1800.0),
-        # here: ExecuTorch's llama:: kernels in the Python worker unless the suite asks for native; a device: native
-        engine="native" if device is not None else r.engine,
+        engine=Engine.NATIVE if device is not None else r.engine,
         device=device,
     )
     return BenchItem(

@@ -319,7 +319,7 @@ def generation_report(results: list) -> None:
     con = console(stderr=False)
     con.print(
         f"[bold]edgekit profile[/] {r0.package}  [dim]{r0.model}, target {r0.target}; prompt {r0.prompt_len} tokens, "
-        f"{r0.gen_len} generated, {r0.runs} round(s); {r0.engine}[/]"
+        f"{r0.gen_len} generated, {r0.runs} round(s); {r0.engine_note or r0.engine}[/]"
     )
     if r0.device:
         facts = r0.device.get("facts", {})
@@ -355,11 +355,7 @@ def generation_report(results: list) -> None:
     con.print(
         f"[dim]TTFT: the prefill call of {r0.prompt_len} tokens; decode tok/s: 1000 / the median step; peak RSS of the "
         f"worker, Δ above its {r0.baseline_rss_mb:.0f} MiB baseline ("
-        + (
-            "the runner and its libraries"
-            if r0.engine.startswith("native")
-            else "Python, torch and the ExecuTorch runtime"
-        )
+        + ("the runner and its libraries" if r0.engine == "native" else "Python, torch and the ExecuTorch runtime")
         + "). "
         f"J/token: {r0.joules_note}.[/]"
     )

@@ -15,6 +15,7 @@ Bundles are cached by content: the same source, compiler and wheel give the same
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
 import os
 import platform
@@ -30,7 +31,6 @@ from .._fs import read_json, staged_output, temp_name, write_json
 from ..errors import EdgekitError, UsageError
 from ..runner.native import (
     LIBS,
-    SOURCES,
     NativeUnavailable,
     cache_root,
     compile_command,
@@ -38,6 +38,7 @@ from ..runner.native import (
     compiler_id,
     executorch_dir,
     executorch_version,
+    sources_digest,
 )
 from ..runner.protocol import PROTOCOL_VERSION
 
@@ -173,10 +174,7 @@ def _sha256(path: Path) -> str:
 
 
 def _digest(spec: ArchSpec, cxx: str, tree: Path) -> str:
-    h = hashlib.sha256()
-    for source in SOURCES:
-        h.update(source.read_bytes())
-    h.update(" ".join(compile_command("CXX", Path("OUT"), Path("ET"), "$ORIGIN/lib")).encode())
+    h = sources_digest(compile_command("CXX", Path("OUT"), Path("ET"), "$ORIGIN/lib"))
     h.update(f"{spec.name}|{compiler_id(cxx)}|{executorch_version()}|{PROTOCOL_VERSION}".encode())
     for name in LIBS:
         h.update(_sha256(tree / "lib" / f"lib{name}.so").encode())
@@ -202,35 +200,42 @@ def build_bundle(arch: str | None = None, out: str | Path | None = None, *, forc
     cxx = _compiler(spec)
     tree = _wheel_tree(spec)
     folder = cache_root() / "bundles" / f"{spec.name}-{_digest(spec, cxx, tree)}"
-    if not (folder / BUNDLE_MARKER).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with staged_output(folder, True, marker=BUNDLE_MARKER) as tmp:
-            (tmp / "lib").mkdir()
-            try:
-                compile_runner(compile_command(cxx, tmp / RUNNER_NAME, tree, "$ORIGIN/lib"), tmp / RUNNER_NAME)
-            except NativeUnavailable as exc:
-                raise BundleError(exc.message.replace("native runner", f"{spec.name} runner"), "report this") from None
-            for name in LIBS:
-                shutil.copy2(tree / "lib" / f"lib{name}.so", tmp / "lib" / f"lib{name}.so")
-            files = sorted(p for p in tmp.rglob("*") if p.is_file())
-            write_json(
-                tmp / BUNDLE_MARKER,
-                {
-                    "schema_version": 1,
-                    "arch": spec.name,
-                    "executorch": executorch_version(),
-                    "protocol": PROTOCOL_VERSION,
-                    "glibc_floor": glibc_floor(files),
-                    "compiler": compiler_id(cxx),
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
-                },
-            )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two profiles (or test processes) needing it at once compile it once
+        if not (folder / BUNDLE_MARKER).is_file():
+            _compile_bundle(spec, cxx, tree, folder)
     if out is None:
         return folder
     with staged_output(out, force, marker=BUNDLE_MARKER) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)
     return Path(out)
+
+
+def _compile_bundle(spec: ArchSpec, cxx: str, tree: Path, folder: Path) -> None:
+    """The runner compiled for ``spec`` against the wheel ``tree``, its libraries beside it, into ``folder``."""
+    with staged_output(folder, True, marker=BUNDLE_MARKER) as tmp:
+        (tmp / "lib").mkdir()
+        try:
+            compile_runner(compile_command(cxx, tmp / RUNNER_NAME, tree, "$ORIGIN/lib"), tmp / RUNNER_NAME)
+        except NativeUnavailable as exc:
+            raise BundleError(exc.message.replace("native runner", f"{spec.name} runner"), "report this") from None
+        for name in LIBS:
+            shutil.copy2(tree / "lib" / f"lib{name}.so", tmp / "lib" / f"lib{name}.so")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        write_json(
+            tmp / BUNDLE_MARKER,
+            {
+                "schema_version": 1,
+                "arch": spec.name,
+                "executorch": executorch_version(),
+                "protocol": PROTOCOL_VERSION,
+                "glibc_floor": glibc_floor(files),
+                "compiler": compiler_id(cxx),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
+            },
+        )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any, Callable, TextIO
 from .._contract import Contract
 from ..errors import ProfileError, ProgramError, ReferenceMismatchError, UsageError
 from ..manifest import read_manifest
+from ..runner.protocol import SELECTABLE_ENGINES, Engine
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
@@ -51,7 +52,7 @@ class GenerationProfile(Contract):
     model: str
     sha256: str
     target: str
-    engine: str
+    engine: str  # python | native (runner.protocol.Engine)
     threads: int
     prompt_len: int
     gen_len: int
@@ -73,10 +74,12 @@ class GenerationProfile(Contract):
     decode_samples_ms: list[float] = field(default_factory=list)  # every decode step, for bench compare's tests
     prefill_samples_ms: list[float] = field(default_factory=list)  # every round's prefill call (its TTFT)
     device: dict | None = None  # measured on a device over ssh: its name, facts, bundle, thermal and frequency readings
+    engine_note: str = ""  # what the engine is, for people
 
 
-ENGINE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
-NATIVE_ENGINE = (
+#: what each engine is, in the report (``GenerationProfile.engine_note``)
+PYTHON_NOTE = "python worker: executorch.runtime with ExecuTorch's llama custom ops (they link libtorch), one process"
+NATIVE_NOTE = (
     "native runner (C++, no Python): the wheel's runtime, XNNPACK and quantized kernels; llama::update_cache and "
     "llama::custom_sdpa by edgekit's own C++ (llm_ops.cpp: the wheel ships ExecuTorch's only linked to libtorch)"
 )
@@ -159,8 +162,9 @@ def profile_generation(
 ) -> GenerationProfile:
     """Profile a generation package (see the module docstring).
 
-    ``engine``: ``python`` (the default here: ExecuTorch's own ``llama::`` kernels, in a Python worker) or ``native``
-    (the C++ runner with edgekit's implementation of them, no Python in the process: what ``device`` always uses).
+    ``engine``: ``python`` (what ``auto`` means here: ExecuTorch's own ``llama::`` kernels, in a Python worker) or
+    ``native`` (the C++ runner with edgekit's implementation of them, no Python in the process: what ``device``
+    always uses).
     ``device``: a devices-file name, ``ssh://user@host[:port]`` or a Device: measured there over ssh.
 
     Raises:
@@ -187,21 +191,18 @@ def profile_generation(
             f"program's {g.max_context_len}-token KV cache",
             "lower them" + _rebuild_hint(g, prompt_len + gen_len),
         )
-    if engine not in ("auto", "python", "native"):
-        raise UsageError(f"unknown engine {engine!r}", "use auto, python or native")
+    if str(getattr(engine, "value", engine)) not in SELECTABLE_ENGINES:
+        raise UsageError(f"unknown engine {engine!r}", f"use one of {', '.join(SELECTABLE_ENGINES)}")
+    engine = Engine(engine)
     dev = None
     if device is not None:
-        if engine == "python":
-            raise UsageError(
-                "--device runs the native runner bundle: --engine python is for local profiles", "drop --engine python"
-            )
         from ..device.devices import resolve_device
+        from .measure import reject_python_on_device
 
+        reject_python_on_device(engine)
         dev = resolve_device(device, devices_file)
-    native = dev is not None or engine == "native"
+    native = dev is not None or engine is Engine.NATIVE
     args = [
-        "--threads",
-        str(threads),
         "--prompt-tokens",
         ",".join(map(str, profile_prompt(prompt_len, g.vocab_size))),
         "--gen-len",
@@ -224,7 +225,7 @@ def profile_generation(
                 folder / m.program.file,
                 [],
                 None,
-                ["--model", "model.pte", "--result", "result.json", *args],
+                ["--model", "model.pte", "--result", "result.json", "--threads", str(threads), *args],
                 timeout=timeout,
                 cpus=cpus,
                 progress=None,
@@ -238,28 +239,23 @@ def profile_generation(
             if native:
                 from ..runner.native import runner_path
 
-                cmd = [str(runner_path()), "--model", str(folder / m.program.file), "--result", str(result), *args]
+                cmd = [str(runner_path()), "--model", str(folder / m.program.file), "--threads", str(threads)]
             else:
-                cmd = _worker(folder, m, threads) + ["--result", str(result), *args[2:]]
+                cmd = _worker(folder, m, threads)
+            cmd += ["--result", str(result), *args]
             watch = run_worker(cmd, timeout=timeout, cpus=cpus)
             raw = read_generation_result(result)
     notes = []
     where = "here"
+    power = m.target.get("power", {})
     if dev is not None:
+        from .measure import device_warnings
+
         where = f"on device {dev.name}"
-        if dev.emulated:
-            notes.append(
-                f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
-                "mean nothing for real hardware; its answers do"
-            )
-        before = (device_info or {}).get("before", {}).get("cpu_freq_mhz") or {}
-        after = (device_info or {}).get("after", {}).get("cpu_freq_mhz") or {}
-        dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
-        if dropped:
-            notes.append(
-                f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
-                f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
-            )
+        notes += device_warnings(dev, device_info)
+        if dev.power is not None:  # the device's own power model beats the target's generic one
+            power = {"active_watts_per_core": dev.power.active_watts_per_core, "idle_watts": dev.power.idle_watts}
+        device_info["power_model"] = dev.power is not None
     c = raw.check
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
@@ -286,7 +282,6 @@ def profile_generation(
     steps = [s for r in raw.rounds for s in r.decode_ms]
     decode = summarize(steps)
     tokens = len(raw.rounds) * gen_len
-    power = m.target.get("power", {})
     watts = power.get("active_watts_per_core", 2.0) * (raw.cpu_s / max(raw.wall_s, 1e-9)) + power.get("idle_watts", 0.5)
     mb = 1024.0
     peak = max(raw.peak_rss_kb / mb, watch.peak_rss / 2**20)
@@ -296,7 +291,7 @@ def profile_generation(
         model=m.model.spec,
         sha256=m.program.sha256,
         target=m.target.get("name", "?"),
-        engine=NATIVE_ENGINE if native else ENGINE,
+        engine=(Engine.NATIVE if native else Engine.PYTHON).value,
         threads=int(raw.threads),
         prompt_len=prompt_len,
         gen_len=gen_len,
@@ -319,6 +314,7 @@ def profile_generation(
         decode_samples_ms=[round(x, 4) for x in steps],
         prefill_samples_ms=[round(x, 4) for x in prefill],
         device=device_info,
+        engine_note=NATIVE_NOTE if native else PYTHON_NOTE,
     )
 
 

@@ -96,27 +96,41 @@ def measure_on_device(
     _save_outputs(outputs, opts)
     info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
     info["power_model"] = dev.power is not None
+    return Measured(
+        run.raw,
+        run.watch,
+        source,
+        device=info,
+        warnings=device_warnings(dev, run.info),
+        check_outputs=check_out.read_bytes() if check_out is not None else None,
+    )
+
+
+def device_warnings(dev: Any, info: dict) -> list[str]:
+    """What a device run's figures need said beside them: an emulator, a CPU frequency that dropped."""
     warnings = []
-    if run.info["emulated"]:
+    if info["emulated"]:
         warnings.append(
             f"device {dev.name} runs through an emulator ({dev.exec_prefix.split()[0]}): its timings and memory "
             "mean nothing for real hardware; its outputs do"
         )
-    before, after = run.info["before"].get("cpu_freq_mhz") or {}, run.info["after"].get("cpu_freq_mhz") or {}
+    before, after = info["before"].get("cpu_freq_mhz") or {}, info["after"].get("cpu_freq_mhz") or {}
     dropped = [c for c in before if c in after and after[c] < 0.95 * before[c]]
     if dropped:
         warnings.append(
             f"CPU frequency dropped during the run on {', '.join(dropped[:4])} "
             f"({before[dropped[0]]:g} → {after[dropped[0]]:g} MHz): the board throttled or scaled down"
         )
-    return Measured(
-        run.raw,
-        run.watch,
-        source,
-        device=info,
-        warnings=warnings,
-        check_outputs=check_out.read_bytes() if check_out is not None else None,
-    )
+    return warnings
+
+
+def reject_python_on_device(engine: Any, ops: bool = False) -> None:
+    """``--device`` runs the native runner bundle: ``--engine python`` (and ``--ops``) are for local profiles."""
+    if Engine(engine) is Engine.PYTHON or ops:
+        raise UsageError(
+            "--device uses the native runner bundle: --engine python and --ops are for local profiles",
+            "drop --engine python / --ops",
+        )
 
 
 def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts: Any) -> Any:
@@ -126,11 +140,7 @@ def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts
 
     if subject.kind != "program":
         raise UsageError("--device profiles ExecuTorch programs, not --eager models", "drop --eager, or drop --device")
-    if opts.engine is Engine.PYTHON or opts.ops:
-        raise UsageError(
-            "--device uses the native runner bundle: --engine python and --ops are for local profiles",
-            "drop --engine python / --ops",
-        )
+    reject_python_on_device(opts.engine, opts.ops)
     return resolve_device(device, devices_file)
 
 

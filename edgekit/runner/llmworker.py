@@ -4,8 +4,8 @@ Two modes:
 
 * ``profile``: load the program (timed), check its answers (fed the greedy tokens it gave at build time, from the
   same prompt: its top token at each step, and how far the build's token is below it), then ``--runs`` rounds of
-  prefill (``--prompt-tokens``, or ``--prompt-len`` drawn with ``--seed``, in one call) and greedy decode (``--gen-len`` steps, one token each): each call
-  timed with ``perf_counter``. Writes a JSON result.
+  prefill (``--prompt-tokens`` in one call) and greedy decode (``--gen-len`` steps, one token each): each call timed
+  with ``perf_counter``. Writes a JSON result (``runner.protocol.GenerationWorkerResult``, as ``runner.cpp`` does).
 * ``generate``: tokenize ``--prompt`` with the package's ``tokenizer.json`` (the ``tokenizers`` library), prefill,
   then sample token by token and print the text to stdout as it is produced (whole characters only), stopping at an
   end-of-sequence token, ``--max-new-tokens`` or the end of the cache.
@@ -54,11 +54,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mode", choices=("profile", "generate"), default="profile")
     p.add_argument("--result")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen-len", type=int, default=128)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--prompt-tokens", default="")  # comma-separated ids (default: drawn with --seed)
+    p.add_argument("--prompt-tokens", default="")  # comma-separated ids: profile mode's prefill
     p.add_argument("--check-prompt", default="")  # comma-separated token ids
     p.add_argument("--check-tokens", default="")  # what the program answered when it was built
     p.add_argument("--tokenizer")
@@ -121,17 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     if a.mode == "generate":
         _generate(a, step)
         return
-    if a.prompt_tokens:
-        a.prompt_len = len(a.prompt_tokens.split(","))
-    if a.prompt_len + a.gen_len > a.max_context:
+    prompt = [int(t) for t in a.prompt_tokens.split(",") if t]
+    if not prompt:
+        _fail("--prompt-tokens is empty: give the profile's prompt as comma-separated token ids")
+    if len(prompt) + a.gen_len > a.max_context:
         _fail(
-            f"--prompt-len {a.prompt_len} + --gen-len {a.gen_len} do not fit the program's {a.max_context}-token cache"
+            f"{len(prompt)} prompt + {a.gen_len} generated tokens do not fit the program's {a.max_context}-token cache"
         )
-    if a.prompt_tokens:
-        prompt = [int(t) for t in a.prompt_tokens.split(",")]
-    else:
-        g = torch.Generator().manual_seed(a.seed)
-        prompt = torch.randint(3, max(4, min(a.vocab, 1000)), (a.prompt_len,), generator=g).tolist()  # not specials
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     rounds = []
     _say(PHASE_PREFIX + "warmup")
@@ -146,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         decode = []
         for i in range(a.gen_len - 1):
             t = time.perf_counter()
-            tok = int(step([tok], a.prompt_len + i).argmax())
+            tok = int(step([tok], len(prompt) + i).argmax())
             decode.append(time.perf_counter() - t)
         if r >= a.warmup:
             rounds.append({"prefill_ms": prefill * 1000, "decode_ms": [d * 1000 for d in decode]})

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from ..errors import ProfileError
 
@@ -76,6 +77,17 @@ def compile_command(cxx: str, out: Path, et: Path | None = None, rpath: str | No
     return cmd
 
 
+def sources_digest(command: list[str]) -> Any:
+    """A sha256 over the runner's sources (their bytes, not their paths) and ``command`` with each source path
+    replaced by its name: the start of every cache key of a compiled runner, here or in a bundle."""
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    names = {str(s): s.name for s in SOURCES}
+    digest.update(" ".join(names.get(c, c) for c in command).encode())
+    return digest
+
+
 def compile_runner(cmd: list[str], out: Path) -> None:
     """Run ``cmd`` (from :func:`compile_command`) to write ``out`` atomically.
 
@@ -127,13 +139,9 @@ def runner_path(rebuild: bool = False) -> Path:
             f"this executorch wheel lacks its C++ runtime ({', '.join(missing) or 'include/'})",
             "install the executorch wheel from PyPI, or use --engine python",
         )
-    digest = hashlib.sha256()
-    for source in SOURCES:
-        digest.update(source.read_bytes())
-    # the sources' bytes, not its path: an install elsewhere against the same executorch tree (a wheel installed into
-    # a venv that uses this one's packages) shares the runner; another executorch tree changes -I and -rpath, and the key
-    command = compile_command("CXX", Path("OUT"))
-    digest.update(" ".join(Path(c).name if c in {str(s) for s in SOURCES} else c for c in command).encode())
+    # an install elsewhere against the same executorch tree (a wheel installed into a venv that uses this one's
+    # packages) shares the runner; another executorch tree changes -I and -rpath, and the key
+    digest = sources_digest(compile_command("CXX", Path("OUT")))
     digest.update(compiler_id(cxx).encode())
     folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
     binary = folder / "edgekit-runner"

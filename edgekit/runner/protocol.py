@@ -49,7 +49,8 @@ WORKER_OPTIONS = (
 )
 
 #: Options of a generation profile (``runner.cpp`` when ``--prompt-tokens`` is given, and ``llmworker.py``), with
-#: ``--model``, ``--result``, ``--threads``, ``--warmup``, ``--runs`` and ``--outputs`` (the check steps' logits).
+#: ``--model``, ``--result``, ``--threads``, ``--warmup`` and ``--runs`` (and in ``runner.cpp`` ``--outputs``: the
+#: check steps' logits, raw float32).
 GENERATION_OPTIONS = (
     "--prompt-tokens",  # comma-separated token ids: the prefill of every round
     "--gen-len",  # tokens per round: the prefill's, then greedy decode steps
@@ -72,7 +73,8 @@ class Phase(str, enum.Enum):
 
 
 class Engine(str, enum.Enum):
-    """Which worker measures: ``auto`` picks native when a compiler is there, else python."""
+    """Which worker measures: ``auto`` picks native when a compiler is there, else python; for a generation program
+    ``auto`` is python here (ExecuTorch's own ``llama::`` kernels), and native on a device."""
 
     AUTO = "auto"
     NATIVE = "native"  # the C++ runner: no Python in the measured process
