@@ -17,8 +17,113 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // eight-float vectors passed between inlined helpers: no ABI crosses here
+
+// The attention core, written with GCC's vector extensions (eight floats: two NEON registers on aarch64, one AVX
+// register on x86-64, where a second copy is compiled for x86-64-v3, AVX2 + FMA, and picked at load time).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EK_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define EK_CLONES
+#endif
+
+namespace edgekit_attention {
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) static inline f8 load8(const float* p) { f8 v; std::memcpy(&v, p, sizeof v); return v; }
+__attribute__((always_inline)) static inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
+__attribute__((always_inline)) static inline float hsum(f8 v) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+__attribute__((always_inline)) static inline f8 splat(float x) { return f8{x, x, x, x, x, x, x, x}; }
+
+// e^x for x <= 0 (softmax after subtracting the max), Cephes' expf polynomial: relative error ~2e-7
+__attribute__((always_inline)) static inline f8 exp8(f8 x) {
+  x = x < splat(-87.3f) ? splat(-87.3f) : x;
+  f8 fx = x * splat(1.44269504088896341f) + splat(0.5f);
+  i8 n = __builtin_convertvector(fx, i8);
+  f8 nf = __builtin_convertvector(n, f8);
+  n = nf > fx ? n - 1 : n;  // floor
+  nf = __builtin_convertvector(n, f8);
+  x = x - nf * splat(0.693359375f) - nf * splat(-2.12194440e-4f);
+  f8 z = x * x;
+  f8 y = splat(1.9875691500E-4f);
+  y = y * x + splat(1.3981999507E-3f);
+  y = y * x + splat(8.3334519073E-3f);
+  y = y * x + splat(4.1665795894E-2f);
+  y = y * x + splat(1.6666665459E-1f);
+  y = y * x + splat(5.0000001201E-1f);
+  y = y * z + x + splat(1.0f);
+  i8 bits = (n + 127) << 23;
+  f8 pow2;
+  std::memcpy(&pow2, &bits, sizeof pow2);
+  return y * pow2;
+}
+
+// p: group*C scratch. q0: the group's query heads (group*D), k/v rows at stride `row` floats, o0: group*D out
+EK_CLONES void attend(const float* q0, const float* kd, const float* vd, int64_t row, float* o0, int64_t keys,
+                      int64_t group, int64_t D, int64_t C, float sc, float* p) {
+  const bool vec = D % 8 == 0;
+  for (int64_t j = 0; j < keys; ++j) {
+    const float* kr = kd + j * row;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q0 + g * D;
+      float s;
+      if (vec) {
+        f8 a0 = splat(0), a1 = splat(0);
+        int64_t d = 0;
+        for (; d + 16 <= D; d += 16) {
+          a0 += load8(qg + d) * load8(kr + d);
+          a1 += load8(qg + d + 8) * load8(kr + d + 8);
+        }
+        for (; d < D; d += 8) a0 += load8(qg + d) * load8(kr + d);
+        s = hsum(a0 + a1);
+      } else {
+        s = 0;
+        for (int64_t d = 0; d < D; ++d) s += qg[d] * kr[d];
+      }
+      p[g * C + j] = s * sc;
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    float* pg = p + g * C;
+    const float mx = *std::max_element(pg, pg + keys);
+    f8 acc = splat(0);
+    int64_t j = 0;
+    for (; j + 8 <= keys; j += 8) {
+      f8 e = exp8(load8(pg + j) - splat(mx));
+      store8(pg + j, e);
+      acc += e;
+    }
+    float sum = hsum(acc);
+    for (; j < keys; ++j) {
+      pg[j] = std::exp(pg[j] - mx);
+      sum += pg[j];
+    }
+    const float inv = 1.0f / sum;
+    for (j = 0; j < keys; ++j) pg[j] *= inv;
+  }
+  std::fill(o0, o0 + group * D, 0.0f);
+  for (int64_t j = 0; j < keys; ++j) {
+    const float* vr = vd + j * row;
+    for (int64_t g = 0; g < group; ++g) {
+      const float w = p[g * C + j];
+      float* orow = o0 + g * D;
+      if (vec) {
+        const f8 ww = splat(w);
+        for (int64_t d = 0; d < D; d += 8) store8(orow + d, load8(orow + d) + ww * load8(vr + d));
+      } else {
+        for (int64_t d = 0; d < D; ++d) orow[d] += w * vr[d];
+      }
+    }
+  }
+}
+}  // namespace edgekit_attention
 
 namespace edgekit_llm_ops {
 
@@ -56,18 +161,6 @@ Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor&
   return output;  // a placeholder, as upstream's: nobody reads it
 }
 
-// a·b over n floats with eight partial sums (vectorised without -ffast-math)
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const int64_t start_pos, const optional<Tensor>& attn_mask, const double dropout_p,
                         const bool is_causal, const optional<double> scale, Tensor& output) {
@@ -76,7 +169,7 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0, NotSupported, output, "custom_sdpa: dropout is not supported");
   ET_KERNEL_CHECK_MSG(ctx,
                       q.scalar_type() == ScalarType::Float && k.scalar_type() == ScalarType::Float &&
-                          v.scalar_type() == ScalarType::Float,
+                          v.scalar_type() == ScalarType::Float && output.scalar_type() == ScalarType::Float,
                       NotSupported, output, "custom_sdpa: edgekit's native runner implements float32 only");
   ET_KERNEL_CHECK_MSG(ctx, contiguous4(q) && contiguous4(k) && contiguous4(v), InvalidArgument, output,
                       "custom_sdpa: q, k and v must be contiguous 4-D tensors");
@@ -98,35 +191,14 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   // one item per (batch, query row, kv head): the kv head's query heads together, so each cached key and value row
   // is read once per query row (ExecuTorch's kernel reads it once per query head: three times for SmolLM2's 9/3)
   executorch::extension::parallel_for(0, B * S * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p(static_cast<size_t>(group * C)), sum(static_cast<size_t>(group));
+    std::vector<float> p(static_cast<size_t>(group * C));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t kh = item % Hkv, i = (item / Hkv) % S, b = item / (Hkv * S);
       const int64_t keys = is_causal ? start_pos + i + 1 : start_pos + S;
-      const float* q0 = qd + ((b * S + i) * H + kh * group) * D;  // the group's query heads, one after another
-      for (int64_t j = 0; j < keys; ++j) {
-        const float* kr = kd + ((b * C + j) * Hkv + kh) * D;
-        for (int64_t g = 0; g < group; ++g) p[g * C + j] = dot(q0 + g * D, kr, D) * sc;
-      }
-      for (int64_t g = 0; g < group; ++g) {
-        float* pg = p.data() + g * C;
-        const float mx = *std::max_element(pg, pg + keys);
-        float s = 0;
-        for (int64_t j = 0; j < keys; ++j) {
-          pg[j] = std::exp(pg[j] - mx);
-          s += pg[j];
-        }
-        sum[g] = 1.0f / s;
-      }
-      float* o0 = od + ((b * S + i) * H + kh * group) * D;
-      std::fill(o0, o0 + group * D, 0.0f);
-      for (int64_t j = 0; j < keys; ++j) {
-        const float* vr = vd + ((b * C + j) * Hkv + kh) * D;
-        for (int64_t g = 0; g < group; ++g) {
-          const float w = p[g * C + j] * sum[g];
-          float* orow = o0 + g * D;
-          for (int64_t d = 0; d < D; ++d) orow[d] += w * vr[d];
-        }
-      }
+      const int64_t head = (b * S + i) * H + kh * group;  // the group's query heads, one after another
+      const int64_t cached = (b * C * Hkv + kh) * D;
+      edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, od + head * D, keys, group, D, C,
+                                sc, p.data());
     }
   });
   return output;

@@ -58,6 +58,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--prompt-tokens", default="")  # comma-separated ids: profile mode's prefill
+    p.add_argument("--prefill-chunk", type=int, default=0)  # prompts fed this many tokens per call (0: at once)
     p.add_argument("--check-prompt", default="")  # comma-separated token ids
     p.add_argument("--check-tokens", default="")  # what the program answered when it was built
     p.add_argument("--tokenizer")
@@ -99,6 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     def step(ids: list[int], pos: int) -> Any:
         return method.execute([torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0][0]
 
+    def feed_prompt(ids: list[int]) -> Any:
+        """``ids`` from position 0, all at once or ``--prefill-chunk`` tokens per call; the last call's logits."""
+        n = a.prefill_chunk if 0 < a.prefill_chunk < len(ids) else len(ids)
+        for at in range(0, len(ids), n):
+            out = step(ids[at : at + n], at)
+        return out
+
     check = None
     if a.check_prompt:
         _say(PHASE_PREFIX + "check")
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         # fed the build's own tokens (not this run's), so one flipped near-tie does not send the rest down another path;
         # each step's top token and how far the build's token is below it, in units of the logits' spread
         got, gaps = [], []
-        out = step(prompt, 0)
+        out = feed_prompt(prompt)
         for i, want in enumerate(expected):
             if i:
                 out = step([expected[i - 1]], len(prompt) + i - 1)
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             wall0 = time.perf_counter()
         t = time.perf_counter()
-        tok = int(step(prompt, 0).argmax())
+        tok = int(feed_prompt(prompt).argmax())
         prefill = time.perf_counter() - t
         decode = []
         for i in range(a.gen_len - 1):

@@ -56,6 +56,7 @@ GENERATION_OPTIONS = (
     "--gen-len",  # tokens per round: the prefill's, then greedy decode steps
     "--check-prompt",  # the build-time prompt and the greedy tokens the program gave then: the answers check
     "--check-tokens",
+    "--prefill-chunk",  # prompts fed this many tokens per call at increasing positions (0: the whole prompt at once)
 )
 
 

@@ -187,18 +187,21 @@ struct Args {
   std::string model, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
   std::string check_inputs, check_outputs;
   std::vector<int64_t> prompt_tokens, check_prompt, check_tokens;  // generation mode
-  int gen_len = 0;
+  int gen_len = 0, prefill_chunk = 0;  // prefill_chunk: prompts fed this many tokens per call (0: all at once)
   std::vector<std::vector<int32_t>> shapes, check_shapes;
   int threads = 1, warmup = 20, runs = 100, etdump_runs = 20, check_count = 0;
   double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
 };
 
-std::vector<int64_t> parse_ids(const std::string& s) {
+std::vector<int64_t> parse_ids(const std::string& opt, const std::string& s) {
   std::vector<int64_t> ids;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    if (!item.empty()) ids.push_back(std::atoll(item.c_str()));
+    char* end = nullptr;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0) fail(opt + " takes comma-separated token ids, got '" + item + "'");
+    ids.push_back(v);
   }
   return ids;
 }
@@ -238,10 +241,11 @@ Args parse(int argc, char** argv) {
     else if (k == "--check-shape") a.check_shapes.push_back(parse_shape(v));
     else if (k == "--check-count") a.check_count = std::atoi(v.c_str());
     else if (k == "--check-outputs") a.check_outputs = v;
-    else if (k == "--prompt-tokens") a.prompt_tokens = parse_ids(v);
+    else if (k == "--prompt-tokens") a.prompt_tokens = parse_ids(k, v);
     else if (k == "--gen-len") a.gen_len = std::atoi(v.c_str());
-    else if (k == "--check-prompt") a.check_prompt = parse_ids(v);
-    else if (k == "--check-tokens") a.check_tokens = parse_ids(v);
+    else if (k == "--check-prompt") a.check_prompt = parse_ids(k, v);
+    else if (k == "--check-tokens") a.check_tokens = parse_ids(k, v);
+    else if (k == "--prefill-chunk") a.prefill_chunk = std::atoi(v.c_str());
     else fail("unknown option " + k);
   }
   if (a.model.empty() || a.result.empty()) fail("--model and --result are required");
@@ -422,13 +426,26 @@ struct Step {
     if (e != Error::Ok) fail(std::string("execute() failed during ") + phase + ": " + error_name(e));
     const EValue& out = m.get_output(0);
     if (!out.isTensor() || out.toTensor().scalar_type() != ScalarType::Float) {
-      fail("the program's first output is not float logits: not a generation program");
+      fail("the program's first output is not float logits: not a generation program (build it with --task "
+           "text-generation)");
     }
     const Tensor t = out.toTensor();
     int64_t vocab = t.size(t.dim() - 1);
     return {t.const_data_ptr<float>() + (t.numel() - vocab), vocab};
   }
 };
+
+// A prompt fed from position 0, all at once or ``chunk`` tokens per call (as an app with a prompt longer than the
+// program's tokens per call does); returns the last call's logits.
+std::pair<const float*, int64_t> prefill(Step& step, const std::vector<int64_t>& ids, int chunk, const char* phase) {
+  if (chunk <= 0 || static_cast<size_t>(chunk) >= ids.size()) return step(ids, 0, phase);
+  std::pair<const float*, int64_t> out{nullptr, 0};
+  for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(chunk)) {
+    std::vector<int64_t> part(ids.begin() + at, ids.begin() + std::min(ids.size(), at + chunk));
+    out = step(part, static_cast<int64_t>(at), phase);
+  }
+  return out;
+}
 
 int64_t argmax(const float* x, int64_t n) {
   return static_cast<int64_t>(std::max_element(x, x + n) - x);
@@ -444,7 +461,7 @@ int run_generation(Method& m, const Args& a, double load_ms, long long rss_basel
     std::vector<double> gaps;
     std::ofstream logits;  // --outputs: each check step's logits, raw float32, one step after another
     if (!a.outputs.empty()) logits.open(a.outputs, std::ios::binary);
-    auto out = step(a.check_prompt, 0, "the answers check");
+    auto out = prefill(step, a.check_prompt, a.prefill_chunk, "the answers check");
     for (size_t i = 0; i < a.check_tokens.size(); ++i) {
       const int64_t at = static_cast<int64_t>(a.check_prompt.size() + i) - 1;
       if (i) out = step({a.check_tokens[i - 1]}, at, "the answers check");
@@ -453,7 +470,9 @@ int run_generation(Method& m, const Args& a, double load_ms, long long rss_basel
         logits.write(reinterpret_cast<const char*>(x), static_cast<std::streamsize>(n * sizeof(float)));
       }
       int64_t want = a.check_tokens[i];
-      if (want < 0 || want >= n) fail("a check token is outside the program's vocabulary");
+      if (want < 0 || want >= n) {
+        fail("a check token is outside the program's vocabulary: the manifest is not this program's (rebuild it)");
+      }
       int64_t top = argmax(x, n);
       double mean = 0;
       for (int64_t j = 0; j < n; ++j) mean += x[j];
@@ -486,7 +505,7 @@ int run_generation(Method& m, const Args& a, double load_ms, long long rss_basel
       wall0 = Clock::now();
     }
     auto t = Clock::now();
-    auto [x, n] = step(a.prompt_tokens, 0, "the prefill");
+    auto [x, n] = prefill(step, a.prompt_tokens, a.prefill_chunk, "the prefill");
     int64_t tok = argmax(x, n);
     double prefill = ms_since(t);
     std::vector<double> decode;
@@ -556,7 +575,7 @@ int main(int argc, char** argv) {
   Usage u_loaded = usage_now();
 
   if (!a.prompt_tokens.empty()) {
-    if (a.gen_len < 1) fail("--gen-len must be at least 1");
+    if (a.gen_len < 1) fail("--gen-len must be at least 1 (the prefill's token, then greedy decode steps)");
     return run_generation(*loaded->method, a, load_ms, rss_baseline, rss_after_load, threads_effective);
   }
   auto meta = program->method_meta(a.method.c_str());
