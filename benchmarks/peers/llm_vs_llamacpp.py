@@ -199,24 +199,37 @@ def program_ppl(pte: Path, ids: list[int]) -> float:
     return math.exp(scored_nll(logits_for, ids))
 
 
-def decode_breakdown(pte: Path, steps: int = 64) -> list[str]:
+def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list[str]:
     """Where a decode step's time goes: ExecuTorch's ETDump over `steps` decode steps after a 128-token prefill, 1
-    thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator."""
+    thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator; in the
+    Python runtime (ExecuTorch's llama:: kernels) or the native runner (edgekit's, its --etdump run)."""
     import collections
-
-    import torch
-    from executorch.extension.pybindings import portable_lib
 
     from edgekit.profile.ops import op_table
 
-    portable_lib._unsafe_reset_threadpool(1)
-    m = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
-    tok = int(m.run_method("forward", (torch.tensor([list(range(100, 100 + PP))]), torch.tensor([0])))[0].argmax())
-    for i in range(steps):
-        tok = int(m.run_method("forward", (torch.tensor([[tok]]), torch.tensor([PP + i])))[0].argmax())
+    prompt = list(range(100, 100 + PP))
     with tempfile.TemporaryDirectory() as d:
-        m.write_etdump_result_to_file(str(Path(d) / "decode.etdp"))
-        table = op_table(Path(d) / "decode.etdp")
+        etdp = Path(d) / "decode.etdp"
+        if engine == "native":
+            from edgekit.runner.native import runner_path
+
+            subprocess.run(
+                [str(runner_path()), "--model", str(pte), "--result", str(Path(d) / "r.json"), "--threads", "1",
+                 "--prompt-tokens", ",".join(map(str, prompt)), "--gen-len", str(steps + 1), "--runs", "0",
+                 "--warmup", "0", "--etdump", str(etdp)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        else:
+            import torch
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(1)
+            m = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+            tok = int(m.run_method("forward", (torch.tensor([prompt]), torch.tensor([0])))[0].argmax())
+            for i in range(steps):
+                tok = int(m.run_method("forward", (torch.tensor([[tok]]), torch.tensor([PP + i])))[0].argmax())
+            m.write_etdump_result_to_file(str(etdp))
+        table = op_table(etdp)
     by = collections.defaultdict(lambda: [0.0, 0])
     for r in table["ops"]:
         if r["kind"] == "delegate_call" or r["name"] == "OPERATOR_CALL":
@@ -318,7 +331,11 @@ def main() -> None:
                         "base_mb": p.baseline_rss_mb,
                     }
                 )
-    breakdown = {n: decode_breakdown(p / "model.pte") for n, p in builds.items() if n != "xnnpack-llm-fp32"}
+    breakdown = {
+        f"{n}{', native' if e == 'native' else ''}": decode_breakdown(p / "model.pte", engine=e)
+        for (n, p), e in itertools.product(builds.items(), ("python", "native"))
+        if n != "xnnpack-llm-fp32"
+    }
     f = machine_facts()
     sizes = {f"llama.cpp {n}": p.stat().st_size for n, p in ggufs.items()}
     sizes |= {f"edgekit {n}": (p / "model.pte").stat().st_size for n, p in builds.items()}

@@ -15,7 +15,7 @@
 // logits of the last position) run in their own mode when --prompt-tokens is given: the answers check
 // (--check-prompt / --check-tokens: fed the build's greedy tokens, each step's top token and how far the build's is
 // below it), then --warmup + --runs rounds of one prefill call and --gen-len - 1 greedy decode steps, each call
-// timed (--outputs: the check steps' logits, raw float32). The result has the generation worker's keys
+// timed (--outputs: the check steps' logits, raw float32; --etdump: one more prefill and decode, traced). The result has the generation worker's keys
 // (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The llama:: kernels such programs
 // call come from llm_ops.cpp.
 
@@ -451,8 +451,29 @@ int64_t argmax(const float* x, int64_t n) {
   return static_cast<int64_t>(std::max_element(x, x + n) - x);
 }
 
-int run_generation(Method& m, const Args& a, double load_ms, long long rss_baseline, long long rss_after_load,
-                   int threads_effective) {
+// One prefill and --gen-len - 1 greedy decode steps on a method loaded with an ETDump tracer, written to --etdump:
+// where a generation's time goes, per operator (after the timed rounds, which carry no tracing).
+void trace_generation(Program& program, const Args& a) {
+  std::fprintf(stderr, "@phase ops\n");
+  executorch::etdump::ETDumpGen etdump;
+  auto traced = load_method(program, a, &etdump);
+  Step step{*traced->method};
+  auto [x, n] = prefill(step, a.prompt_tokens, a.prefill_chunk, "the ETDump run");
+  int64_t tok = argmax(x, n);
+  for (int i = 0; i < a.gen_len - 1; ++i) {
+    auto [y, vn] = step({tok}, static_cast<int64_t>(a.prompt_tokens.size()) + i, "the ETDump run");
+    tok = argmax(y, vn);
+  }
+  auto data = etdump.get_etdump_data();
+  if (data.buf == nullptr || data.size == 0) fail("the ETDump run recorded nothing");
+  std::ofstream f(a.etdump, std::ios::binary);
+  f.write(static_cast<const char*>(data.buf), static_cast<std::streamsize>(data.size));
+  free(data.buf);
+  if (!f) fail("cannot write ETDump file " + a.etdump);
+}
+
+int run_generation(Program& program, Method& m, const Args& a, double load_ms, long long rss_baseline,
+                   long long rss_after_load, int threads_effective) {
   Step step{m};
   std::string check = "null";
   if (!a.check_prompt.empty()) {
@@ -523,11 +544,13 @@ int run_generation(Method& m, const Args& a, double load_ms, long long rss_basel
   }
   double wall = seconds_since(wall0);
   Usage u1 = usage_now();
+  long long peak_kb = hwm_bytes() / 1024;  // before the ETDump run loads a second copy of the method
+  if (!a.etdump.empty()) trace_generation(program, a);
   std::ostringstream o;
   o.precision(9);
   o << "{\"engine\":\"native\",\"threads\":" << threads_effective << ",\"load_ms\":" << load_ms
     << ",\"rounds\":[" << rounds.str() << "],\"baseline_rss_kb\":" << rss_baseline / 1024
-    << ",\"after_load_rss_kb\":" << rss_after_load / 1024 << ",\"peak_rss_kb\":" << hwm_bytes() / 1024
+    << ",\"after_load_rss_kb\":" << rss_after_load / 1024 << ",\"peak_rss_kb\":" << peak_kb
     << ",\"cpu_s\":" << ((u1.user_s + u1.sys_s) - (u0.user_s + u0.sys_s)) << ",\"wall_s\":" << wall
     << ",\"check\":" << check << "}";
   std::ofstream out(a.result);  // in the run's own folder, read by the parent after the exit
@@ -576,7 +599,8 @@ int main(int argc, char** argv) {
 
   if (!a.prompt_tokens.empty()) {
     if (a.gen_len < 1) fail("--gen-len must be at least 1 (the prefill's token, then greedy decode steps)");
-    return run_generation(*loaded->method, a, load_ms, rss_baseline, rss_after_load, threads_effective);
+    return run_generation(program.get(), *loaded->method, a, load_ms, rss_baseline, rss_after_load,
+                          threads_effective);
   }
   auto meta = program->method_meta(a.method.c_str());
   // The reference check: each stored input set once, its outputs written raw, before anything is timed.
