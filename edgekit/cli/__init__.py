@@ -386,7 +386,8 @@ def demo(out: str, force: bool, epochs: int, as_json: bool) -> None:
     type=click.Choice(SELECTABLE_ENGINES),
     default="auto",
     show_default=True,
-    help="native: the C++ runner (no Python in the measured process); python: the pybindings worker.",
+    help="native: the C++ runner (no Python in the measured process); python: the pybindings worker. auto: native "
+    "where a compiler is, except for generation programs here (python: ExecuTorch's own llama:: kernels).",
 )
 @click.option(
     "--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's)."
