@@ -291,6 +291,7 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
     nowhere = ["--prompt-len", "8", "--gen-len", "8", "--device", "x", "--devices", str(tmp_path / "none.toml")]
     _one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
+    _one_line_error(run(cli, ["profile", pkg, "--ops", "--batch", "2"]), 2, "--batch, --ops", "generation program")
     # tune: a classifier's options on a decoder, a decoder's options on a classifier, a group size XNNPACK cannot run
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")

@@ -502,6 +502,26 @@ def profile(
     if program is not None and is_generation_package(program):
         from ..profile.generation import profile_generation
 
+        ignored = [
+            opt
+            for opt, given in (
+                ("--input", bool(input_specs)),
+                ("--inputs", inputs_file is not None),
+                ("--batch", batch is not None),
+                ("--ops", ops),
+                ("--save-outputs", save_outputs is not None),
+                ("--target", target is not None),
+                ("--method", method != "forward"),
+                ("--min-seconds", min_seconds is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)} do(es) not apply to a generation program",
+                "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device",
+            )
+
         gen = []
         for threads in parse_threads(threads_text) if threads_text else [1]:
             if not quiet:

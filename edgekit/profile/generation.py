@@ -247,7 +247,7 @@ def profile_generation(
             raw = read_generation_result(result)
     notes = []
     where = "here"
-    power = m.target.get("power", {})
+    power, model_of_power = m.target.get("power", {}), "target's"
     if dev is not None:
         from .measure import device_warnings
 
@@ -255,6 +255,7 @@ def profile_generation(
         notes += device_warnings(dev, device_info)
         if dev.power is not None:  # the device's own power model beats the target's generic one
             power = {"active_watts_per_core": dev.power.active_watts_per_core, "idle_watts": dev.power.idle_watts}
+            model_of_power = f"device {dev.name}'s"
         device_info["power_model"] = dev.power is not None
     c = raw.check
     if c is None:
@@ -307,7 +308,7 @@ def profile_generation(
         peak_delta_mb=round(peak - raw.baseline_rss_kb / mb, 1),
         cpu_s_per_token=round(raw.cpu_s / tokens, 6),
         joules_per_token=round(watts * raw.wall_s / tokens, 6),
-        joules_note="ESTIMATED from the target's power model: (active_watts_per_core × CPU utilisation + idle_watts) × "
+        joules_note=f"ESTIMATED from the {model_of_power} power model: (active_watts_per_core × CPU utilisation + idle_watts) × "
         "wall time, per generated token (prefill included)",
         check=status,
         notes=notes,
