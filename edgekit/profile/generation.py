@@ -130,8 +130,6 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
         str(threads),
         "--max-context",
         str(m.generation.max_context_len),
-        "--vocab",
-        str(m.generation.vocab_size),
     ]
 
 

@@ -68,7 +68,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eos", default="")
     p.add_argument("--max-context", type=int, required=True)
-    p.add_argument("--vocab", type=int, default=1000)
     return p.parse_args(argv)
 
 

@@ -15,9 +15,9 @@
 // logits of the last position) run in their own mode when --prompt-tokens is given: the answers check
 // (--check-prompt / --check-tokens: fed the build's greedy tokens, each step's top token and how far the build's is
 // below it), then --warmup + --runs rounds of one prefill call and --gen-len - 1 greedy decode steps, each call
-// timed (--outputs: the check steps' logits, raw float32; --etdump: one more prefill and decode, traced). The result has the generation worker's keys
-// (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The llama:: kernels such programs
-// call come from llm_ops.cpp.
+// timed (--outputs: the check steps' logits, raw float32; --etdump: one more prefill and decode, traced). The result
+// has the generation worker's keys (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The
+// llama:: kernels such programs call come from llm_ops.cpp.
 
 #include <executorch/extension/data_loader/file_data_loader.h>
 #include <executorch/extension/data_loader/mmap_data_loader.h>
@@ -193,11 +193,18 @@ struct Args {
   double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
 };
 
-std::vector<int64_t> parse_ids(const std::string& opt, const std::string& s) {
-  std::vector<int64_t> ids;
+// The items of a comma-separated option value (empty items kept: the callers decide what they mean).
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> items;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) {
+  while (std::getline(ss, item, ',')) items.push_back(item);
+  return items;
+}
+
+std::vector<int64_t> parse_ids(const std::string& opt, const std::string& s) {
+  std::vector<int64_t> ids;
+  for (const std::string& item : split_csv(s)) {
     char* end = nullptr;
     long long v = std::strtoll(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || v < 0) fail(opt + " takes comma-separated token ids, got '" + item + "'");
@@ -208,9 +215,7 @@ std::vector<int64_t> parse_ids(const std::string& opt, const std::string& s) {
 
 std::vector<int32_t> parse_shape(const std::string& s) {
   std::vector<int32_t> dims;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_csv(s)) {
     if (!item.empty()) dims.push_back(static_cast<int32_t>(std::atoi(item.c_str())));
   }
   return dims;
