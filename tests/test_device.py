@@ -5,7 +5,9 @@ Needs openssh-server, g++-aarch64-linux-gnu and qemu-user (`make test` installs 
 """
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -391,3 +393,45 @@ def test_a_dropped_connection_is_one_line_and_leaves_nothing(fleet, fp32_build):
     assert "\n" not in str(info.value)
     time.sleep(0.5)
     assert _runs_left(fleet) == []
+
+
+FETCH = """
+import sys
+from edgekit.device.bundle import ARCHES, _wheel_tree
+print(_wheel_tree(ARCHES["aarch64"]))
+"""
+
+
+def test_two_processes_fetching_the_device_wheel_at_once_both_get_it(tmp_path):
+    """A fresh cache and two device profiles at once (as `make test` on a new machine): one downloads and unpacks
+    the aarch64 wheel, the other waits for it instead of failing to rename its own copy onto the first one's. The
+    wheel comes from a local find-links folder (pip's own mechanism), so the test needs no network."""
+    import zipfile
+
+    from edgekit.runner.native import executorch_version
+
+    version = executorch_version()
+    index = tmp_path / "index"
+    index.mkdir()
+    dist = f"executorch-{version}.dist-info"
+    with zipfile.ZipFile(index / f"executorch-{version}-cp311-cp311-manylinux_2_28_aarch64.whl", "w") as z:
+        z.writestr("executorch/lib/libexecutorch.so", b"\x7fELF" + b"\0" * 4_000_000)  # big enough to overlap
+        z.writestr("executorch/include/executorch/x.h", "// header\n")
+        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: executorch\nVersion: {version}\n")
+        z.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-manylinux_2_28_aarch64\n"
+        )
+        z.writestr(f"{dist}/RECORD", "")
+    env = {**os.environ, "EDGEKIT_CACHE": str(tmp_path / "cache"), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FETCH], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    tree = Path(outs[0][0].strip())
+    assert outs[1][0].strip() == str(tree) and (tree / "lib" / "libexecutorch.so").stat().st_size > 4_000_000
+    # nothing half-made is left beside it: only the tree and the lock
+    assert sorted(p.name for p in tree.parent.iterdir()) == [".lock", "executorch"]

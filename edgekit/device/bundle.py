@@ -121,7 +121,18 @@ def _wheel_tree(spec: ArchSpec) -> Path:
     if (tree / "lib" / "libexecutorch.so").is_file():
         return tree
     root.mkdir(parents=True, exist_ok=True)
-    download = root / temp_name("download")
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two device profiles on a fresh cache: one downloads, the other waits
+        if not (tree / "lib" / "libexecutorch.so").is_file():
+            _fetch_wheel_tree(spec, version, root, tree)
+    return tree
+
+
+def _fetch_wheel_tree(spec: ArchSpec, version: str, root: Path, tree: Path) -> None:
+    """Download the executorch wheel for ``spec`` and unpack its include/ and lib/ into ``tree`` (under the
+    caller's lock; the unpacking is staged under a temp name, so a killed fetch leaves only what the cleaner
+    removes)."""
+    download, staging = root / temp_name("download"), root / temp_name("executorch")
     cmd = [
         sys.executable,
         "-m",
@@ -148,16 +159,15 @@ def _wheel_tree(spec: ArchSpec) -> Path:
                 f"could not download the executorch {version} wheel for {spec.name}: {err}",
                 "check the network and that PyPI has a wheel for that platform",
             )
-        staging = root / temp_name("executorch")
         with zipfile.ZipFile(wheels[0]) as z:
             for name in z.namelist():
                 if name.startswith(("executorch/include/", "executorch/lib/")) and not name.endswith("/"):
                     z.extract(name, staging)
+        shutil.rmtree(tree, ignore_errors=True)  # a tree without its libexecutorch.so is a broken earlier copy
         os.replace(staging / "executorch", tree)
-        shutil.rmtree(staging, ignore_errors=True)
     finally:
         shutil.rmtree(download, ignore_errors=True)
-    return tree
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def glibc_floor(paths: list[Path]) -> str:
