@@ -9,6 +9,7 @@ own header (architecture, quantization type) is read with the ``gguf`` package; 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -115,7 +116,15 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
         raise ModelLoadError("gguf: models need transformers", "pip install 'edgekit[gguf]'") from None
     transformers.utils.logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / temp_name(folder.name)
+    with open(root / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds of one file at once (tune's pool): one converts, one waits
+        if not (folder / "config.json").is_file():
+            _convert_gguf(path, header, folder, progress, transformers)
+    return folder, facts
+
+
+def _convert_gguf(path: Path, header: dict[str, Any], folder: Path, progress: Any, transformers: Any) -> None:
+    tmp = folder.parent / temp_name(folder.name)
     try:
         if progress:
             progress(f"dequantizing {path.name} ({header['file_type']}) to float32 with transformers")
@@ -137,7 +146,6 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return folder, facts
 
 
 def decoder_config(spec: str, progress: Any = None) -> tuple[Any, Path, dict[str, Any]]:
