@@ -78,3 +78,24 @@ def test_hf_folders_and_gguf_files_key_builds_by_their_contents(tmp_path):
     a.write_bytes(b"GGUF one")
     b.write_bytes(b"GGUF two")
     assert source_digest(f"gguf:{a}") != source_digest(f"gguf:{b}")
+
+
+def test_a_remote_cache_entry_read_by_four_threads_at_once_is_copied_once_and_stays_whole(fp32_build, tmp_path):
+    """An fsspec cache that is not a folder (memory:// here, s3:// for users): entries are read through a local
+    mirror. Readers at once must not delete the copy another is reading; a corrupt remote entry is still caught."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    url = f"memory://edgekit-test/{tmp_path.name}"
+    cache, mirror = BuildCache(url), tmp_path / "mirror"
+    assert not cache.local
+    cache.put("k1", fp32_build.out_dir)
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: cache.get("k1", mirror), range(4)))
+    assert folders == [mirror / "k1"] * 4 and not cache.warnings
+    assert (mirror / "k1" / "model.pte").read_bytes() == (fp32_build.out_dir / "model.pte").read_bytes()
+    assert sorted(p.name for p in mirror.iterdir()) == [".k1.lock", "k1"]  # no temp copy left behind
+    fsspec.filesystem("memory").pipe_file(f"{cache.root}/k1/model.pte", b"garbage")  # the remote entry damaged
+    (mirror / "k1" / "model.pte").write_bytes(b"garbage")
+    assert cache.get("k1", mirror) is None and "corrupt" in cache.warnings[0]

@@ -19,6 +19,7 @@ and ``usage`` cover every sub-folder.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
 import io
 import json
@@ -66,6 +67,10 @@ class Usage:
     what: str
     files: int
     size_bytes: int
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
 class BuildCache:
@@ -151,24 +156,32 @@ class BuildCache:
         marker = raw.decode(errors="replace").strip()
         folder = Path(self.path(key)) if self.local else mirror / key
         if not self.local:
-            tmp = mirror / temp_name(key)
-            tmp.mkdir(parents=True)
-            self.fs.get_file(self.path(key, MANIFEST_NAME), str(tmp / MANIFEST_NAME))
-            for name in _package_files(tmp):
-                self.fs.get_file(self.path(key, name), str(tmp / name))
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-        pte = folder / PTE_NAME
-        actual = hashlib.sha256(pte.read_bytes()).hexdigest() if pte.is_file() else "missing"
+            mirror.mkdir(parents=True, exist_ok=True)
+            with open(mirror / f".{key}.lock", "w") as lock:
+                # two processes (or threads) reading one remote entry: one copies it, the other then finds the
+                # copy intact and reads it too, instead of deleting the folder under the first one's feet
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if _sha256(folder / PTE_NAME) != marker:
+                    self._copy_entry(key, folder, mirror)
+        actual = _sha256(folder / PTE_NAME)
         if actual != marker:
             self.warnings.append(f"cache entry {key} is corrupt (sha256 {actual[:12]}… ≠ {marker[:12]}…): rebuilt")
             self.remove(key)
             return None
         return folder
 
+    def _copy_entry(self, key: str, folder: Path, mirror: Path) -> None:
+        tmp = mirror / temp_name(key)
+        tmp.mkdir(parents=True)
+        self.fs.get_file(self.path(key, MANIFEST_NAME), str(tmp / MANIFEST_NAME))
+        for name in _package_files(tmp):
+            self.fs.get_file(self.path(key, name), str(tmp / name))
+        shutil.rmtree(folder, ignore_errors=True)  # an older copy of an entry built again
+        os.replace(tmp, folder)
+
     def put(self, key: str, package: Path) -> None:
         """Store a built package under ``key`` (atomically, see the module docstring)."""
-        sha = hashlib.sha256((package / PTE_NAME).read_bytes()).hexdigest()
+        sha = _sha256(package / PTE_NAME)
         names = [MANIFEST_NAME, *_package_files(package)]
         if self.local:
             final = Path(self.path(key))
