@@ -19,6 +19,7 @@ from .reference import ReferenceSection
 
 MANIFEST_NAME = PACKAGE_MARKER
 PTE_NAME = "model.pte"
+PTD_NAME = "model.ptd"  # a program's external weights (ExecuTorch's flat-tensor file), when it has any
 MANIFEST_SCHEMA_VERSION = 2  # 2: the typed sections below
 READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 (edgekit 0.1's untyped dict) has the same fields: its packages stay usable
 
@@ -148,6 +149,16 @@ class PlannedMemory(Contract):
 
 
 @dataclass(frozen=True)
+class ProgramData(Contract):
+    """The program's external weights (``model.ptd``), loaded with it by every runner."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    holds: str  # what is in it, in words
+
+
+@dataclass(frozen=True)
 class ProgramSection(Contract):
     file: str
     sha256: str
@@ -158,6 +169,8 @@ class ProgramSection(Contract):
     delegation: Delegation
     planned_memory: PlannedMemory
     size_comparison: SizeComparison | None = None
+    # weights kept outside the program (ExecuTorch's .ptd): a tied embedding table shared with the output layer
+    data: ProgramData | None = None
 
 
 @dataclass(frozen=True)
@@ -401,7 +414,8 @@ class Manifest(Contract):
         """Every file of the package: the manifest, the program, and the side files the manifest names."""
         side = [s.file for s in (self.reference, self.explain) if s is not None]
         tokenizer = list(self.generation.tokenizer_files) if self.generation is not None else []
-        return [MANIFEST_NAME, self.program.file, *side, *tokenizer]
+        data = [self.program.data.file] if self.program.data is not None else []
+        return [MANIFEST_NAME, self.program.file, *data, *side, *tokenizer]
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "Manifest":

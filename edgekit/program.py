@@ -301,17 +301,26 @@ def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
 class InProcessProgram:
     """A program loaded into this process with ``executorch.runtime`` (for verification), from a file or bytes."""
 
-    def __init__(self, program: str | Path | bytes, method: str = "forward"):
+    def __init__(self, program: str | Path | bytes, method: str = "forward", data: bytes | None = None):
+        """``data``: the program's external weights (a .ptd file's bytes), when it has any."""
+        import tempfile
+
         from ._noise import quiet
 
         name = "the lowered program" if isinstance(program, (bytes, bytearray)) else str(program)
+        data_path = None
+        if data is not None:  # the runtime reads external weights from a file: one that lives as long as this
+            self._data_dir = tempfile.TemporaryDirectory(prefix="edgekit-ptd-")
+            data_path = Path(self._data_dir.name) / "model.ptd"
+            data_path.write_bytes(data)
         with quiet():
             import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed::embedding_byte & co.)
             from executorch.runtime import Runtime
 
             try:
                 self._program = Runtime.get().load_program(
-                    program if isinstance(program, (bytes, bytearray)) else str(program)
+                    program if isinstance(program, (bytes, bytearray)) else str(program),
+                    data_path=None if data_path is None else str(data_path),
                 )
                 self._method = self._program.load_method(method)
             except Exception as exc:

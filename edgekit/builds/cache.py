@@ -341,6 +341,7 @@ def _package_files(folder: Path) -> list[str]:
     try:
         m = json.loads((folder / MANIFEST_NAME).read_text())
         names = [m["program"]["file"]] + [m[k]["file"] for k in ("reference", "explain") if m.get(k)]
+        names += [m["program"]["data"]["file"]] if m["program"].get("data") else []
         names += list((m.get("generation") or {}).get("tokenizer_files") or {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [PTE_NAME]

@@ -142,9 +142,11 @@ def profile_on_device(
     progress: Callable[[str, int, int], None] | None,
     local: Path,
     reader: Callable[[Path], Any] = read_result,
+    extra: dict[str, Path] | None = None,
 ) -> DeviceRun:
     """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder);
-    its ``result.json`` is read with ``reader`` (a profile's :class:`WorkerResult` unless told otherwise).
+    its ``result.json`` is read with ``reader`` (a profile's :class:`WorkerResult` unless told otherwise);
+    ``extra`` files go beside the program (a generation program's external weights).
 
     Raises:
         DeviceError, BundleError, ProfileError: one line each; the run's folder on the device is removed.
@@ -155,7 +157,12 @@ def profile_on_device(
     bundle, remote_bundle, bundle_bytes = ensure_bundle(ssh, facts, workdir)
     run = f"{workdir}/runs/{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
     payload = _tar(
-        {"model.pte": pte, "inputs.bin": b"".join(blobs), **({"check_in.bin": check} if check is not None else {})}
+        {
+            "model.pte": pte,
+            **(extra or {}),
+            "inputs.bin": b"".join(blobs),
+            **({"check_in.bin": check} if check is not None else {}),
+        }
     )
     q = shlex.quote(run)
     ssh.run(f"mkdir -p {q} && tar -xzf - -C {q} || {{ rm -rf {q}; exit 1; }}", data=payload, timeout=600)

@@ -31,6 +31,7 @@ class LowerResult:
     info: dict
     explain: dict | None = None  # instructions in the user's module names and the memory plan (pipeline.explain)
     explain_error: str | None = None  # why they could not be recorded (the build goes on without them)
+    data: bytes | None = None  # the external weights (a .ptd file) when ``external_weights`` asked for them
 
 
 def _op_type(node_name: str) -> str:
@@ -309,13 +310,17 @@ def lower_program(
     constant_methods: dict | None = None,
     prepare: bool = True,
     check_ir: bool = True,
+    external_weights: tuple[str, ...] = (),
 ) -> LowerResult:
     """Lower an ExportedProgram with ``to_edge_transform_and_lower`` and serialize it (``fuse_embeddings``: the
     program holds torchao-quantized embedding tables to fuse into ExecuTorch's quantized embedding kernels;
     ``explain``: record what ``edgekit explain`` needs, :mod:`edgekit.pipeline.explain`; ``constant_methods``: zero-input
     methods returning these values, as ExecuTorch's text runner reads a generation program's limits; ``prepare``: the
     pre-lowering rewrites for classifiers and encoders; ``check_ir``: the edge dialect's validity check, which
-    ExecuTorch's custom ops, such as a generation program's KV-cache ops, do not pass).
+    ExecuTorch's custom ops, such as a generation program's KV-cache ops, do not pass; ``external_weights``: the
+    modules (``embed_tokens``, ``lm_head``) whose weights go to one external data file, XNNPACK's and the portable
+    kernels' alike, where ExecuTorch stores equal bytes once: a tied table quantized the same way for the embedding
+    and the output layer is kept once instead of twice).
 
     Raises:
         LowerError: edge conversion, partitioning or serialization failed.
@@ -339,6 +344,9 @@ def lower_program(
         # irrelevant to XNNPACK (it resizes at run time), so the exported ranges are restored before planning.
         envs = _shape_envs(program)
         saved = [(env, dict(env.var_to_range)) for env in envs]
+        tagged = _external_placeholders(program, external_weights)
+        if tagged:
+            passes = [*passes, _tag_delegate_weights(tagged)]
         with _WhyNot() as why:
             edge = to_edge_transform_and_lower(
                 program,
@@ -356,8 +364,18 @@ def lower_program(
             **delegation_summary(edge.exported_program().graph_module, why.reasons, backend),
             "passes": applied,
         }
-        et = edge.to_executorch()
+        if tagged:
+            from executorch.exir import ExecutorchBackendConfig
+
+            et = edge.to_executorch(
+                ExecutorchBackendConfig(
+                    external_constants=lambda n: EXTERNAL_TAG if _is_external(n.name, tagged) else None
+                )
+            )
+        else:
+            et = edge.to_executorch()
         pte = bytes(et.buffer)
+        data = _external_data(et) if tagged else None
         recorded, error = _record_explain(et, pte) if explain else (None, None)
     except Exception as exc:
         first = first_line(exc)
@@ -371,7 +389,48 @@ def lower_program(
         {"backend": backend.value, "partitioner": "XnnpackPartitioner" if partitioners else None},
         recorded,
         error,
+        data,
     )
+
+
+#: the tag (and .ptd file stem) of a program's external weights
+EXTERNAL_TAG = "model"
+
+
+def _external_placeholders(program: Any, modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The name prefixes of the program inputs that hold ``modules``' weights. Lowering renames a quantized weight's
+    input as it flattens it into data, scales and zero points (``p_lm_head_weight`` → ``p_lm_head_weight_qdata``
+    & co.), so inputs are matched by the prefix export gave them; only modules the program has count."""
+    if not modules:
+        return ()
+    sig = program.graph_signature
+    fqns = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    present = [m for m in modules if any(f == m or f.startswith(m + ".") for f in fqns.values())]
+    return tuple("p_" + m.replace(".", "_") + "_" for m in present)
+
+
+def _is_external(name: str, prefixes: tuple[str, ...]) -> bool:
+    return name.startswith(prefixes)
+
+
+def _tag_delegate_weights(names: tuple[str, ...]) -> Any:
+    """An edge pass marking those inputs for XNNPACK to write into the external data instead of its own blob."""
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    def tag(gm: Any) -> Any:
+        for node in gm.graph.nodes:
+            if node.op == "placeholder" and _is_external(node.name, names):
+                node.meta.setdefault("custom", {})["delegate_constant_tag"] = EXTERNAL_TAG
+        return PassResult(gm, True)
+
+    return tag
+
+
+def _external_data(et: Any) -> bytes:
+    data = {k: bytes(v) for k, v in et._tensor_data.items()}
+    if set(data) != {EXTERNAL_TAG}:
+        raise RuntimeError(f"expected one external data file {EXTERNAL_TAG!r}, ExecuTorch wrote {sorted(data)}")
+    return data[EXTERNAL_TAG]
 
 
 def _record_explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:

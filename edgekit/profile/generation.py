@@ -108,7 +108,24 @@ def _package(package: str | Path) -> tuple[Path, Any]:
     from .subject import resolve_program
 
     resolve_program(folder)  # the program file exists and matches the manifest's sha256
+    d = m.program.data
+    if d is not None:  # and so do its external weights
+        from ..program import sha256_file
+
+        path = folder / d.file
+        if not path.is_file() or sha256_file(path) != d.sha256:
+            raise ProgramError(
+                f"{path} is {'missing' if not path.is_file() else 'damaged'}: the program's external weights "
+                "(its sha256 is not the manifest's)",
+                "copy the whole package folder again, or rebuild it",
+            )
     return folder, m
+
+
+def _data_args(folder: Path, m: Any, remote: bool = False) -> list[str]:
+    """``--data FILE`` when the program keeps weights outside the .pte (a shared table), for either engine."""
+    d = m.program.data
+    return [] if d is None else ["--data", d.file if remote else str(folder / d.file)]
 
 
 def _rebuild_hint(g: Any, tokens: int) -> str:
@@ -130,6 +147,7 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
         str(threads),
         "--max-context",
         str(m.generation.max_context_len),
+        *_data_args(folder, m),
     ]
 
 
@@ -223,12 +241,15 @@ def profile_generation(
                 folder / m.program.file,
                 [],
                 None,
-                ["--model", "model.pte", "--result", "result.json", "--threads", str(threads), *args],
+                ["--model", "model.pte", "--result", "result.json", "--threads", str(threads)]
+                + _data_args(folder, m, remote=True)
+                + args,
                 timeout=timeout,
                 cpus=cpus,
                 progress=None,
                 local=Path(d),
                 reader=read_generation_result,
+                extra={m.program.data.file: folder / m.program.data.file} if m.program.data else None,
             )
             raw, watch = run.raw, run.watch
             device_info = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}
@@ -238,6 +259,7 @@ def profile_generation(
                 from ..runner.native import runner_path
 
                 cmd = [str(runner_path()), "--model", str(folder / m.program.file), "--threads", str(threads)]
+                cmd += _data_args(folder, m)
             else:
                 cmd = _worker(folder, m, threads)
             cmd += ["--result", str(result), *args]

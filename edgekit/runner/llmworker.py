@@ -51,6 +51,7 @@ def _status_kb(key: str) -> int:
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edgekit.runner.llmworker")
     p.add_argument("--model", required=True)
+    p.add_argument("--data", default="")  # the program's external weights (.ptd), when it has any
     p.add_argument("--mode", choices=("profile", "generate"), default="profile")
     p.add_argument("--result")
     p.add_argument("--threads", type=int, default=1)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     _say(PHASE_PREFIX + "load")
     t0 = time.perf_counter()
     try:
-        method = Runtime.get().load_program(a.model).load_method("forward")
+        method = Runtime.get().load_program(a.model, data_path=a.data or None).load_method("forward")
     except Exception as exc:
         _fail(f"loading the generation program failed: {str(exc).splitlines()[0][:200]}")
     load_ms = (time.perf_counter() - t0) * 1000

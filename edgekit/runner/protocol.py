@@ -57,6 +57,7 @@ GENERATION_OPTIONS = (
     "--check-prompt",  # the build-time prompt and the greedy tokens the program gave then: the answers check
     "--check-tokens",
     "--prefill-chunk",  # prompts fed this many tokens per call at increasing positions (0: the whole prompt at once)
+    "--data",  # the program's external weights (a .ptd file), when it has any
 )
 
 

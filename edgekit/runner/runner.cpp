@@ -21,6 +21,7 @@
 
 #include <executorch/extension/data_loader/file_data_loader.h>
 #include <executorch/extension/data_loader/mmap_data_loader.h>
+#include <executorch/extension/flat_tensor/flat_tensor_data_map.h>
 #include <executorch/extension/memory_allocator/malloc_memory_allocator.h>
 #include <executorch/devtools/etdump/etdump_flatcc.h>
 #include <executorch/runtime/executor/method.h>
@@ -184,7 +185,7 @@ std::string escape(const std::string& s) {
 }
 
 struct Args {
-  std::string model, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
+  std::string model, data, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
   std::string check_inputs, check_outputs;
   std::vector<int64_t> prompt_tokens, check_prompt, check_tokens;  // generation mode
   int gen_len = 0, prefill_chunk = 0;  // prefill_chunk: prompts fed this many tokens per call (0: all at once)
@@ -228,6 +229,7 @@ Args parse(int argc, char** argv) {
     if (i + 1 >= argc) fail("missing value for " + k);
     std::string v = argv[++i];
     if (k == "--model") a.model = v;
+    else if (k == "--data") a.data = v;
     else if (k == "--method") a.method = v;
     else if (k == "--inputs") a.inputs = v;
     else if (k == "--shape") a.shapes.push_back(parse_shape(v));
@@ -267,6 +269,24 @@ struct Loaded {
   std::unique_ptr<Method> method;
 };
 
+// --data: the program's external weights (ExecuTorch's .ptd flat-tensor file), loaded once and kept for the
+// process's life; every method load (timed and traced) resolves its external tensors and XNNPACK weights in it.
+const executorch::runtime::NamedDataMap* external_data(const Args& a) {
+  static std::unique_ptr<executorch::extension::MmapDataLoader> loader;
+  static std::unique_ptr<executorch::extension::FlatTensorDataMap> map;
+  if (a.data.empty()) return nullptr;
+  if (!map) {
+    auto l = executorch::extension::MmapDataLoader::from(
+        a.data.c_str(), executorch::extension::MmapDataLoader::MlockConfig::NoMlock);
+    if (!l.ok()) fail("cannot open " + a.data);
+    loader = std::make_unique<executorch::extension::MmapDataLoader>(std::move(l.get()));
+    auto m = executorch::extension::FlatTensorDataMap::load(loader.get());
+    if (!m.ok()) fail(a.data + " is not a valid ExecuTorch data file: " + error_name(m.error()));
+    map = std::make_unique<executorch::extension::FlatTensorDataMap>(std::move(m.get()));
+  }
+  return map.get();
+}
+
 std::unique_ptr<Loaded> load_method(Program& program, const Args& a,
                                      executorch::runtime::EventTracer* tracer) {
   auto meta = program.method_meta(a.method.c_str());
@@ -284,10 +304,13 @@ std::unique_ptr<Loaded> load_method(Program& program, const Args& a,
   out->temp_alloc = std::make_unique<executorch::extension::MallocMemoryAllocator>();
   out->memory = std::make_unique<MemoryManager>(out->method_alloc.get(), out->planned_alloc.get(),
                                                 out->temp_alloc.get());
-  auto m = program.load_method(a.method.c_str(), out->memory.get(), tracer);
+  auto m = program.load_method(a.method.c_str(), out->memory.get(), tracer, external_data(a));
   if (!m.ok()) {
     fail("loading method '" + a.method + "' failed: " + error_name(m.error()) +
-         " - the program is corrupt, or needs a kernel or delegate this runtime lacks");
+         (a.data.empty() ? " - the program is corrupt, needs a kernel or delegate this runtime lacks, or keeps "
+                           "weights in a .ptd file (pass it with --data)"
+                         : " - the program is corrupt, needs a kernel or delegate this runtime lacks, or " + a.data +
+                               " is not its data file"));
   }
   out->method = std::make_unique<Method>(std::move(m.get()));
   return out;
