@@ -31,7 +31,10 @@ def prefill_ops(pte: Path, threads: int, prefills: int) -> tuple[dict, float]:
     from edgekit.profile.ops import op_table
 
     portable_lib._unsafe_reset_threadpool(threads)
-    m = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    ptd = pte.with_suffix(".ptd")  # the tied table, stored once beside the program (since 2026-12-07)
+    m = portable_lib._load_for_executorch(
+        str(pte), data_path=str(ptd) if ptd.is_file() else None, enable_etdump=True, debug_buffer_size=0
+    )
     tokens, pos = torch.tensor([list(range(100, 100 + PP))]), torch.tensor([0])
     m.run_method("forward", (tokens, pos))  # warm-up: first-call costs (XNNPACK's weight packing)
     walls = []

@@ -75,7 +75,7 @@ def main() -> None:
     names = {
         None: "fp32 (the model handed in)",
         "symmetric": "int4 table, symmetric",
-        "asymmetric": "int4 table, asymmetric (the recipe)",
+        "asymmetric": "int4 table, asymmetric (embeddings = int4)",
         "int8": "int8 table, per row",
     }
     nlls = {}

@@ -32,10 +32,13 @@ def config(**kw):  # the int4 table only (8-bit tables stay symmetric)
         kw["mapping_type"] = MappingType[sys.argv[3].upper()]
     return plain(**kw)
 tq.IntxWeightOnlyConfig = config
-m = edgekit.build(f"gguf:{sys.argv[1]}", "xnnpack-llm-8da4w", task="text-generation", out=sys.argv[2]).manifest
+# the int4 table explicitly: the recipe's own table is int8 since 2026-12-07 (stored once with the output layer)
+from edgekit.targets import EmbeddingQuant, load_target
+tgt = load_target("xnnpack-llm-8da4w").replace(quantize__embeddings=EmbeddingQuant.INT4)
+m = edgekit.build(f"gguf:{sys.argv[1]}", tgt, task="text-generation", out=sys.argv[2]).manifest
 g = m.generation
 print(json.dumps({"ppl": g.ppl_increase_pct, "next": g.next_token_agreement, "greedy": g.greedy.matching,
-                  "prefix": g.greedy.prefix, "tokens": g.greedy.new_tokens, "size": m.program.size_bytes}))
+                  "prefix": g.greedy.prefix, "tokens": g.greedy.new_tokens, "size": m.program.shipped_bytes}))
 """
 
 

@@ -157,6 +157,11 @@ class ProgramData(Contract):
     size_bytes: int
     holds: str  # what is in it, in words
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.file != PTD_NAME:  # it becomes a path, a copy's name and a file pushed to devices: data, never a path
+            raise ContractError(f"program.data.file must be {PTD_NAME!r}, got {self.file!r}")
+
 
 @dataclass(frozen=True)
 class ProgramSection(Contract):
@@ -171,6 +176,11 @@ class ProgramSection(Contract):
     size_comparison: SizeComparison | None = None
     # weights kept outside the program (ExecuTorch's .ptd): a tied embedding table shared with the output layer
     data: ProgramData | None = None
+
+    @property
+    def shipped_bytes(self) -> int:
+        """What an app ships: the program and its external weights."""
+        return self.size_bytes + (self.data.size_bytes if self.data is not None else 0)
 
 
 @dataclass(frozen=True)

@@ -302,14 +302,17 @@ class InProcessProgram:
     """A program loaded into this process with ``executorch.runtime`` (for verification), from a file or bytes."""
 
     def __init__(self, program: str | Path | bytes, method: str = "forward", data: bytes | None = None):
-        """``data``: the program's external weights (a .ptd file's bytes), when it has any."""
+        """``data``: the program's external weights (a .ptd file's bytes), when it has any; a program read from a
+        file finds its own beside it (``model.pte`` → ``model.ptd``)."""
         import tempfile
 
         from ._noise import quiet
 
         name = "the lowered program" if isinstance(program, (bytes, bytearray)) else str(program)
         data_path = None
-        if data is not None:  # the runtime reads external weights from a file: one that lives as long as this
+        if data is None and not isinstance(program, (bytes, bytearray)) and Path(program).with_suffix(".ptd").is_file():
+            data_path = Path(program).with_suffix(".ptd")
+        elif data is not None:  # the runtime reads external weights from a file: one that lives as long as this
             self._data_dir = tempfile.TemporaryDirectory(prefix="edgekit-ptd-")
             data_path = Path(self._data_dir.name) / "model.ptd"
             data_path.write_bytes(data)

@@ -305,6 +305,14 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     nowhere = ["--prompt-len", "8", "--gen-len", "8", "--device", "x", "--devices", str(tmp_path / "none.toml")]
     _one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
     _one_line_error(run(cli, ["profile", pkg, "--ops", "--batch", "2"]), 2, "--batch, --ops", "generation program")
+    # a package whose external weights (the shared table) were damaged or left behind when it was copied
+    parted = tmp_path / "parted"
+    shutil.copytree(llama["xnnpack-llm-8da4w"], parted)
+    (parted / "model.ptd").write_bytes((parted / "model.ptd").read_bytes()[:-100])
+    short = ["--prompt-len", "8", "--gen-len", "8", "--runs", "1"]
+    _one_line_error(run(cli, ["profile", str(parted), *short]), 1, "model.ptd is damaged", "whole package")
+    (parted / "model.ptd").unlink()
+    _one_line_error(run(cli, ["generate", str(parted), "--prompt", "hi"]), 1, "model.ptd is missing")
     # tune: a classifier's options on a decoder, a decoder's options on a classifier, a group size XNNPACK cannot run
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")

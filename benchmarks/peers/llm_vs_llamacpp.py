@@ -203,6 +203,7 @@ def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list
     """Where a decode step's time goes: ExecuTorch's ETDump over `steps` decode steps after a 128-token prefill, 1
     thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator; in the
     Python runtime (ExecuTorch's llama:: kernels) or the native runner (edgekit's, its --etdump run)."""
+    ptd = pte.with_suffix(".ptd") if pte.with_suffix(".ptd").is_file() else None  # a tied table kept once
     import collections
 
     from edgekit.profile.ops import op_table
@@ -214,17 +215,23 @@ def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list
             from edgekit.runner.native import runner_path
 
             subprocess.run(
-                [str(runner_path()), "--model", str(pte), "--result", str(Path(d) / "r.json"), "--threads", "1",
+                [str(runner_path()), "--model", str(pte), *(["--data", str(ptd)] if ptd else []),
+                 "--result", str(Path(d) / "r.json"), "--threads", "1",
                  "--prompt-tokens", ",".join(map(str, prompt)), "--gen-len", str(steps + 1), "--runs", "0",
                  "--warmup", "0", "--etdump", str(etdp)],
                 check=True, capture_output=True,
             )  # fmt: skip
         else:
             import torch
-            from executorch.extension.pybindings import portable_lib
+
+            from edgekit.runner.runtime import load_runtime
+
+            portable_lib, _ = load_runtime(llm_ops=True)  # the quantized kernels and ExecuTorch's llama:: ops
 
             portable_lib._unsafe_reset_threadpool(1)
-            m = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+            m = portable_lib._load_for_executorch(
+                str(pte), data_path=ptd and str(ptd), enable_etdump=True, debug_buffer_size=0
+            )
             tok = int(m.run_method("forward", (torch.tensor([prompt]), torch.tensor([0])))[0].argmax())
             for i in range(steps):
                 tok = int(m.run_method("forward", (torch.tensor([[tok]]), torch.tensor([PP + i])))[0].argmax())
@@ -338,7 +345,8 @@ def main() -> None:
     }
     f = machine_facts()
     sizes = {f"llama.cpp {n}": p.stat().st_size for n, p in ggufs.items()}
-    sizes |= {f"edgekit {n}": (p / "model.pte").stat().st_size for n, p in builds.items()}
+    # what an app ships: the program and, with a tied table stored once, its model.ptd
+    sizes |= {f"edgekit {n}": sum(f.stat().st_size for f in p.glob("model.pt[ed]")) for n, p in builds.items()}
     lines = [
         f"# SmolLM2-135M-Instruct: edgekit (ExecuTorch, XNNPACK) vs llama.cpp on the same weights — {f['cpu_model']}, "
         f"{os.cpu_count()} cores; executorch {f['executorch']}; llama.cpp from {built['sdist']} (built in "
@@ -365,7 +373,7 @@ def main() -> None:
     ]
     for name, rows in breakdown.items():
         lines += ["", f"where a decode step of edgekit {name} goes (ETDump, 1 thread, medians over 64 steps):", *rows]
-    lines += ["", f"{'program':<50}{'file MiB':>10}"]
+    lines += ["", f"{'program (edgekit: model.pte + model.ptd)':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [
         "",

@@ -66,7 +66,7 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("latency_p50", "samples", 0.10, "median latency (ratio new/base)"),
         MetricDef("latency_p90", "samples", 0.15, "90th-percentile latency (ratio new/base)"),
         MetricDef("peak_rss", "ratio", 0.10, "peak RSS above baseline of the worker (ratio; and ≥ 1 MiB)"),
-        MetricDef("size", "ratio", 0.02, ".pte size (ratio)"),
+        MetricDef("size", "ratio", 0.02, "program size, .pte + .ptd (ratio)"),
         MetricDef("accuracy", "points", 0.01, "top-1 accuracy of the program (drop in points; 1% = 1 point)"),
         MetricDef("sqnr", "db", 3.0, "SQNR of the program vs eager (drop in dB)"),
         MetricDef("ttft", "samples", 0.15, "text generation: time to first token, one prefill per round (ratio)"),

@@ -67,7 +67,7 @@ def scatter_plot(run: BenchRun) -> bytes:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("p50 latency (ms, log)")
-    ax.set_ylabel(".pte size (KiB, log)")
+    ax.set_ylabel("program size, .pte + .ptd (KiB, log)")
     ax.set_title("size vs latency across targets (labels: top-1 accuracy through the program)", fontsize=10, loc="left")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best", ncol=1)

@@ -83,7 +83,7 @@ def _build_figures(b: Built, **figures: Any) -> BuildFigures:
         cached=b.cached,
         seconds=round(b.seconds, 3),
         sha256=prog.sha256,
-        size_bytes=prog.size_bytes,
+        size_bytes=prog.shipped_bytes,  # with a generation program's model.ptd
         worker=b.worker,
         attempts=b.attempts,
         peak_rss_mb=b.peak_rss_mb,

@@ -291,7 +291,9 @@ def generation_summary(result: Any) -> None:
     t.add_row("target", f"{m.target['name']}: linears {g.linears}, embedding table {g.embeddings}")
     t.add_row(
         "program",
-        f"{prog.size_bytes / 2**20:.1f} MiB, KV cache {g.max_context_len} tokens ({g.cache}); sha256 {prog.sha256[:12]}…",
+        f"{prog.size_bytes / 2**20:.1f} MiB"
+        + (f" + {prog.data.file} {prog.data.size_bytes / 2**20:.1f} MiB (the tied table, once)" if prog.data else "")
+        + f", KV cache {g.max_context_len} tokens ({g.cache}); sha256 {prog.sha256[:12]}…",
     )
     t.add_row(
         "perplexity",

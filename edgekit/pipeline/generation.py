@@ -114,6 +114,8 @@ def build_generation(
             **({"get_bos_id": ids["bos_id"]} if ids["bos_id"] is not None else {}),
         }
         lowered = stages.run(Stage.LOWER, lambda: _lower(exported, tgt, methods, quant), "XNNPACK")
+        if quant.get("shared_table"):
+            _check_stored_once(lowered, quant["table_rows"])
         fid = stages.run(
             Stage.VERIFY, lambda: _verify(lowered.pte, tokens, ref, max_seq_len, lowered.data), data_source
         )
@@ -320,6 +322,8 @@ def _quantize(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) ->
                 # the output layer (vocabulary × hidden) decides every token: int8 per channel even in an int4
                 # program, as llama.cpp keeps output/token_embd at 6-8 bits in its 4-bit files
                 quantize_(decoder, int8, lambda m, fqn: isinstance(m, nn.Linear) and fqn == "lm_head")
+                if info["shared_table"]:  # the bytes _check_stored_once looks for after lowering
+                    info["table_rows"] = head.weight.qdata[:4].contiguous().numpy().tobytes()
                 # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0/Q4_K tensors) keep it exactly
                 # (edgekit.pipeline.grid: the file's levels and steps, the group offsets as extra int4 columns), already
                 # quantized. On SmolLM2-135M's Q4_1 file: every linear; see llm_recipes.txt
@@ -398,6 +402,23 @@ def _lower(exported: Any, tgt: Target, methods: dict, quant: dict) -> Any:
             prepare=False,
             check_ir=False,
             external_weights=SHARED_TABLE if quant.get("shared_table") else (),
+        )
+
+
+def _check_stored_once(lowered: Any, rows: bytes) -> None:
+    """The tied table's first int8 rows (``rows``) must be in model.ptd exactly once and not in the program: else
+    ExecuTorch kept a second copy (a tag that did not reach one of the two sides), and the build says so.
+
+    Raises:
+        LowerError: the table is stored twice, or not in the data file.
+    """
+    from ..errors import LowerError
+
+    inside, outside = lowered.pte.count(rows), (lowered.data or b"").count(rows)
+    if inside or outside != 1:
+        raise LowerError(
+            f"the tied embedding table was not stored once (in the program {inside}×, in model.ptd {outside}×)",
+            'set [quantize] embeddings = "int4" in a target file to keep a separate table, and report the model',
         )
 
 
@@ -532,7 +553,7 @@ def _package(
             )
         )
     if b.max_size_mb is not None:
-        mb = round(info.size_bytes / 2**20, 3)
+        mb = round((info.size_bytes + len(lowered.data or b"")) / 2**20, 3)  # what an app ships, model.ptd too
         checks.append(BudgetCheck("size_mb", b.max_size_mb, mb, mb <= b.max_size_mb))
     budget = BudgetSection(checks, [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None])
     logits = OutputFidelity(
@@ -588,7 +609,7 @@ def _package(
                 file=PTE_NAME,
                 sha256=info.sha256,
                 size_bytes=info.size_bytes,
-                compressed_size_bytes=deflate_size(lowered.pte),
+                compressed_size_bytes=deflate_size(lowered.pte) + (deflate_size(lowered.data) if lowered.data else 0),
                 methods=sorted(info.methods),
                 backend="xnnpack",
                 delegation=lowered.delegation,

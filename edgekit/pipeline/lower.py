@@ -377,6 +377,8 @@ def lower_program(
         pte = bytes(et.buffer)
         data = _external_data(et) if tagged else None
         recorded, error = _record_explain(et, pte) if explain else (None, None)
+    except LowerError:
+        raise
     except Exception as exc:
         first = first_line(exc)
         raise LowerError(
@@ -427,9 +429,14 @@ def _tag_delegate_weights(names: tuple[str, ...]) -> Any:
 
 
 def _external_data(et: Any) -> bytes:
-    data = {k: bytes(v) for k, v in et._tensor_data.items()}
+    # ExecutorchProgramManager has no public accessor in executorch 1.5.1 (ExecutorchProgram's data_files() is
+    # the older class's); write_tensor_data_to_file would go through a folder for the same bytes
+    data = {name: bytes(cord) for name, cord in (et._tensor_data or {}).items()}
     if set(data) != {EXTERNAL_TAG}:
-        raise RuntimeError(f"expected one external data file {EXTERNAL_TAG!r}, ExecuTorch wrote {sorted(data)}")
+        raise LowerError(
+            f"ExecuTorch wrote external data files {sorted(data)} where one, {EXTERNAL_TAG!r}, was asked for",
+            'set [quantize] embeddings = "int4" in a target file to keep the table inside the program, and report it',
+        )
     return data[EXTERNAL_TAG]
 
 

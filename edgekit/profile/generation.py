@@ -113,11 +113,16 @@ def _package(package: str | Path) -> tuple[Path, Any]:
         from ..program import sha256_file
 
         path = folder / d.file
-        if not path.is_file() or sha256_file(path) != d.sha256:
+        if not path.is_file():
             raise ProgramError(
-                f"{path} is {'missing' if not path.is_file() else 'damaged'}: the program's external weights "
-                "(its sha256 is not the manifest's)",
-                "copy the whole package folder again, or rebuild it",
+                f"{path} is missing: the program loads its tied embedding table from it (manifest program.data)",
+                "copy model.ptd with model.pte (the whole package folder), or rebuild the package",
+            )
+        actual = sha256_file(path)
+        if actual != d.sha256:
+            raise ProgramError(
+                f"{path} is damaged: sha256 {actual[:12]}… is not the manifest's {d.sha256[:12]}…",
+                "copy the whole package folder again, or rebuild the package",
             )
     return folder, m
 

@@ -96,7 +96,7 @@ class _Tried(Tried):
             recipe=self.recipe.to_dict(),
             status=self.status,
             reason=self.reason,
-            size_bytes=m.program.size_bytes if m else None,
+            size_bytes=m.program.shipped_bytes if m else None,
             p50_ms=p.get("p50"),
             p90_ms=p.get("p90"),
             peak_rss_mb=p.get("peak_rss_mb"),
@@ -204,8 +204,8 @@ def tune_generation(
         if t is not chosen:
             t.reason = (
                 f"decode {t.profile['decode_tokens_per_s']:.1f} vs {chosen.profile['decode_tokens_per_s']:.1f} "
-                f"tokens/s, {t.manifest.program.size_bytes / 2**20:.1f} vs "
-                f"{chosen.manifest.program.size_bytes / 2**20:.1f} MiB"
+                f"tokens/s, {t.manifest.program.shipped_bytes / 2**20:.1f} vs "
+                f"{chosen.manifest.program.shipped_bytes / 2**20:.1f} MiB"
             )
     return _write(model, tried, chosen, why, p, max_ppl_increase, threads, notes, Path(out), force)
 
@@ -345,7 +345,7 @@ def _judge(t: _Tried, budget: float) -> None:
 
 
 def _speed_key(t: _Tried) -> tuple:
-    return (-t.profile["decode_tokens_per_s"], t.manifest.program.size_bytes)
+    return (-t.profile["decode_tokens_per_s"], t.manifest.program.shipped_bytes)
 
 
 def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
