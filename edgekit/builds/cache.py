@@ -32,7 +32,7 @@ from typing import Any
 
 from .._fs import remove_stale_temps, temp_name
 from ..errors import EdgekitError, UsageError
-from ..manifest import MANIFEST_NAME, PTE_NAME
+from ..manifest import MANIFEST_NAME, PTD_NAME, PTE_NAME
 
 MARKER = "COMMITTED"
 CALIBRATION_DIR = ".calibration"
@@ -71,6 +71,14 @@ class Usage:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def _data_entry(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text())["program"].get("data")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return data if isinstance(data, dict) and data.get("file") == PTD_NAME else None
 
 
 class BuildCache:
@@ -164,8 +172,12 @@ class BuildCache:
                 if _sha256(folder / PTE_NAME) != marker:
                     self._copy_entry(key, folder, mirror)
         actual = _sha256(folder / PTE_NAME)
-        if actual != marker:
-            self.warnings.append(f"cache entry {key} is corrupt (sha256 {actual[:12]}… ≠ {marker[:12]}…): rebuilt")
+        problem = None if actual == marker else f"sha256 {actual[:12]}… ≠ {marker[:12]}…"
+        data = _data_entry(folder) if problem is None else None  # the program's external weights, when it has any
+        if data is not None and _sha256(folder / data["file"]) != data["sha256"]:
+            problem = f"its {data['file']} is not the manifest's"
+        if problem is not None:
+            self.warnings.append(f"cache entry {key} is corrupt ({problem}): rebuilt")
             self.remove(key)
             return None
         return folder
@@ -336,16 +348,15 @@ class CalibrationRecords:
 
 
 def _package_files(folder: Path) -> list[str]:
-    """The files besides the manifest that the package's manifest names (the program, its reference vectors, a
-    generation program's tokenizer files, ...)."""
+    """The files besides the manifest that the package's manifest names (:meth:`Manifest.files`: the program, its
+    external weights, its reference vectors, a generation program's tokenizer files, ...); only plain names."""
+    from ..manifest import read_manifest
+
     try:
-        m = json.loads((folder / MANIFEST_NAME).read_text())
-        names = [m["program"]["file"]] + [m[k]["file"] for k in ("reference", "explain") if m.get(k)]
-        names += [m["program"]["data"]["file"]] if m["program"].get("data") else []
-        names += list((m.get("generation") or {}).get("tokenizer_files") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        names = read_manifest(folder).files()[1:]
+    except EdgekitError:
         return [PTE_NAME]
-    return [n for n in names if isinstance(n, str) and "/" not in n and not n.startswith(".")] or [PTE_NAME]
+    return [n for n in names if "/" not in n and not n.startswith(".")] or [PTE_NAME]
 
 
 def _modified(info: dict) -> _dt.datetime | None:
