@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         method = Runtime.get().load_program(a.model, data_path=a.data or None).load_method("forward")
     except Exception as exc:
-        _fail(f"loading the generation program failed: {str(exc).splitlines()[0][:200]}")
+        hint = "" if a.data else " (a program that keeps its weights in a .ptd file needs --data)"
+        _fail(f"loading the generation program failed: {str(exc).splitlines()[0][:200]}{hint}")
     load_ms = (time.perf_counter() - t0) * 1000
     after_load_kb = _status_kb("VmRSS")
 
