@@ -239,3 +239,49 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
         levels, steps, offsets = int4_grid(group, 32)
         assert torch.allclose(levels.float() * steps[:, :1] + offsets[:, :1], group, rtol=0, atol=1e-7)
         assert abs(float(steps[0, 0]) - step) < 1e-6, (used, steps)
+
+
+def test_shapes_only_quant_ops_answer_fake_propagation_but_never_a_trace():
+    """edgekit.pipeline.lower.shapes_only_quant_ops: propagating fake tensors gets torchao's output shapes and
+    dtypes without its arithmetic, tracing a graph (make_fx) still records torchao's arithmetic, real tensors get
+    torchao's numbers, and torchao's own kernel is back afterwards."""
+    import torchao.quantization.quant_primitives  # noqa: F401  (registers torch.ops.torchao)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from edgekit.pipeline.lower import shapes_only_quant_ops
+
+    ops = torch.ops.torchao
+    x = torch.randn(4, 64)
+
+    def roundtrip(t):
+        scale, zero = ops.choose_qparams_affine(t, "SYMMETRIC", [1, 32], torch.int8, -128, 127)
+        q = ops.quantize_affine(t, [1, 32], scale, zero, torch.int8, -128, 127)
+        return ops.dequantize_affine(q, [1, 32], scale, zero, torch.int8, -128, 127)
+
+    before = roundtrip(x)
+    with shapes_only_quant_ops():
+        with FakeTensorMode() as mode:
+            fake = roundtrip(mode.from_tensor(x))
+        assert fake.shape == (4, 64) and fake.dtype == torch.float32
+        scale, zero = ops.choose_qparams_affine(mode.from_tensor(x), "ASYMMETRIC", [1, 32], torch.uint8, 0, 255)
+        assert scale.shape == (4, 2) and zero.dtype == torch.int32
+        traced = make_fx(roundtrip, tracing_mode="fake")(x)
+        assert "aten.empty" not in str(traced.graph) and "amax" in str(traced.graph)  # torchao's arithmetic
+        # and an exported program decomposed in full (the ops are not preserved there): the arithmetic too
+        program = torch.export.export(_Roundtrip(roundtrip), (x,))
+        decomposed = str(program.run_decompositions().graph)
+        assert "aten.empty" not in decomposed and "amax" in decomposed and "torchao" not in decomposed
+        assert torch.equal(roundtrip(x), before)  # real tensors: torchao's numbers
+    assert torch.equal(roundtrip(x), before)
+    with FakeTensorMode() as mode:  # torchao's own kernel again: its decomposition runs (amin/amax on fakes)
+        assert roundtrip(mode.from_tensor(x)).shape == (4, 64)
+
+
+class _Roundtrip(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, t):
+        return self.fn(t)

@@ -420,6 +420,7 @@ def shapes_only_quant_ops() -> Iterator[None]:
         import torchao.quantization.quant_primitives as qp
         from torch._inductor.decomposition import decompositions
         from torch._subclasses.fake_tensor import FakeTensor
+        from torch.fx.experimental.proxy_tensor import get_proxy_mode
     except ImportError:  # no torchao: nothing of it to speed up
         yield
         return
@@ -438,9 +439,13 @@ def shapes_only_quant_ops() -> Iterator[None]:
                 torch.empty(out, dtype=zero_dtype, device=x.device),
             )
 
+    sub_byte = getattr(qp, "_SUB_BYTE_UINT_BOUNDS", {})  # torchao hands uint1..uint7 results back as uint8
+
     def quantize(x, block_size, scale, zero_point, output_dtype, quant_min=None, quant_max=None):
         with x.fake_mode:
-            return torch.empty(x.shape, dtype=output_dtype, device=x.device)
+            return torch.empty(
+                x.shape, dtype=torch.uint8 if output_dtype in sub_byte else output_dtype, device=x.device
+            )
 
     def dequantize(x, block_size, scale, zero_point, input_dtype, quant_min=None, quant_max=None,
                    output_dtype=torch.float32):  # fmt: skip
@@ -454,7 +459,10 @@ def shapes_only_quant_ops() -> Iterator[None]:
             own = decompositions[getattr(torch.ops.torchao, name).default]  # torchao's Python function
 
             def kernel(*args: Any, _shapes: Any = shapes, _own: Any = own, **kwargs: Any) -> Any:
-                return _shapes(*args, **kwargs) if isinstance(args[0], FakeTensor) else _own(*args, **kwargs)
+                # fake tensors being propagated; never while a graph is traced (a proxy mode would record the
+                # empty tensors instead of torchao's arithmetic)
+                fast = isinstance(args[0], FakeTensor) and get_proxy_mode() is None
+                return _shapes(*args, **kwargs) if fast else _own(*args, **kwargs)
 
             with warnings.catch_warnings():  # torch says once that a kernel is overridden: this one, on purpose
                 warnings.filterwarnings("ignore", message=".*other operators may also be overridden")
