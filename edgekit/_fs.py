@@ -192,6 +192,19 @@ def check_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] 
 
 
 @contextlib.contextmanager
+def exclusive(lock: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` (created, with its folder, when missing) for the block: two
+    processes filling one cache entry at once, one fills it, the other waits and then finds it filled."""
+    import fcntl
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
 def staged_output(out: str | Path, force: bool, *, marker: str | tuple[str, ...] = PACKAGE_MARKER) -> Iterator[Path]:
     """Yield a temp folder next to ``out``; on success swap it into place, on failure remove it.
 

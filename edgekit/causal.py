@@ -9,14 +9,13 @@ own header (architecture, quantization type) is read with the ``gguf`` package; 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._fs import temp_name
+from ._fs import exclusive, temp_name
 from .errors import ModelLoadError, UsageError
 from .paths import user_cache
 from .program import sha256_file
@@ -115,9 +114,7 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
     except ImportError:
         raise ModelLoadError("gguf: models need transformers", "pip install 'edgekit[gguf]'") from None
     transformers.utils.logging.disable_progress_bar()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds of one file at once (tune's pool): one converts, one waits
+    with exclusive(root / f".{folder.name}.lock"):  # two builds of one file at once (tune's pool): one converts
         if not (folder / "config.json").is_file():
             _convert_gguf(path, header, folder, progress, transformers)
     return folder, facts

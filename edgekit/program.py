@@ -13,6 +13,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ProgramError, first_line
 
@@ -117,6 +118,16 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def data_file_problem(folder: str | Path, data: Any) -> str | None:
+    """What is wrong with a package's external weights file (``data``: the manifest's ``program.data``), in words:
+    ``missing``, or the sha256 that is not the manifest's; None when it is the file the program was built with."""
+    path = Path(folder) / data.file
+    if not path.is_file():
+        return "missing"
+    actual = sha256_file(path)
+    return None if actual == data.sha256 else f"sha256 {actual[:12]}… is not the manifest's {data.sha256[:12]}…"
 
 
 class _Corrupt(Exception):

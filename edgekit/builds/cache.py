@@ -19,8 +19,6 @@ and ``usage`` cover every sub-folder.
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
-import hashlib
 import io
 import json
 import os
@@ -30,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fs import remove_stale_temps, temp_name
+from .._fs import exclusive, remove_stale_temps, temp_name
 from ..errors import EdgekitError, UsageError
-from ..manifest import MANIFEST_NAME, PTD_NAME, PTE_NAME
+from ..manifest import MANIFEST_NAME, PTE_NAME, read_manifest
+from ..program import data_file_problem, sha256_file
 
 MARKER = "COMMITTED"
 CALIBRATION_DIR = ".calibration"
@@ -70,15 +69,16 @@ class Usage:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    return sha256_file(path) if path.is_file() else "missing"
 
 
-def _data_entry(folder: Path) -> dict | None:
+def _data(folder: Path) -> Any:
+    """The manifest's ``program.data`` of the package in ``folder`` (None without one, or without a readable manifest:
+    the program's own check decides then)."""
     try:
-        data = json.loads((folder / MANIFEST_NAME).read_text())["program"].get("data")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_manifest(folder).program.data
+    except EdgekitError:
         return None
-    return data if isinstance(data, dict) and data.get("file") == PTD_NAME else None
 
 
 class BuildCache:
@@ -164,18 +164,16 @@ class BuildCache:
         marker = raw.decode(errors="replace").strip()
         folder = Path(self.path(key)) if self.local else mirror / key
         if not self.local:
-            mirror.mkdir(parents=True, exist_ok=True)
-            with open(mirror / f".{key}.lock", "w") as lock:
-                # two processes (or threads) reading one remote entry: one copies it, the other then finds the
-                # copy intact and reads it too, instead of deleting the folder under the first one's feet
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            # two processes (or threads) reading one remote entry: one copies it, the other then finds the copy
+            # intact and reads it too, instead of deleting the folder under the first one's feet
+            with exclusive(mirror / f".{key}.lock"):
                 if _sha256(folder / PTE_NAME) != marker:
                     self._copy_entry(key, folder, mirror)
         actual = _sha256(folder / PTE_NAME)
         problem = None if actual == marker else f"sha256 {actual[:12]}… ≠ {marker[:12]}…"
-        data = _data_entry(folder) if problem is None else None  # the program's external weights, when it has any
-        if data is not None and _sha256(folder / data["file"]) != data["sha256"]:
-            problem = f"its {data['file']} is not the manifest's"
+        data = _data(folder) if problem is None else None  # the program's external weights, when it has any
+        if data is not None and data_file_problem(folder, data) is not None:
+            problem = f"its {data.file} is not the manifest's"
         if problem is not None:
             self.warnings.append(f"cache entry {key} is corrupt ({problem}): rebuilt")
             self.remove(key)
@@ -350,8 +348,6 @@ class CalibrationRecords:
 def _package_files(folder: Path) -> list[str]:
     """The files besides the manifest that the package's manifest names (:meth:`Manifest.files`: the program, its
     external weights, its reference vectors, a generation program's tokenizer files, ...); only plain names."""
-    from ..manifest import read_manifest
-
     try:
         names = read_manifest(folder).files()[1:]
     except EdgekitError:

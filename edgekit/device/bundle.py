@@ -15,7 +15,6 @@ Bundles are cached by content: the same source, compiler and wheel give the same
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import hashlib
 import os
 import platform
@@ -27,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fs import read_json, staged_output, temp_name, write_json
+from .._fs import exclusive, read_json, staged_output, temp_name, write_json
 from ..errors import EdgekitError, UsageError
 from ..runner.native import (
     LIBS,
@@ -120,9 +119,7 @@ def _wheel_tree(spec: ArchSpec) -> Path:
     tree = root / "executorch"
     if (tree / "lib" / "libexecutorch.so").is_file():
         return tree
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two device profiles on a fresh cache: one downloads, the other waits
+    with exclusive(root / ".lock"):  # two device profiles on a fresh cache: one downloads, the other waits
         if not (tree / "lib" / "libexecutorch.so").is_file():
             _fetch_wheel_tree(spec, version, root, tree)
     return tree
@@ -210,9 +207,7 @@ def build_bundle(arch: str | None = None, out: str | Path | None = None, *, forc
     cxx = _compiler(spec)
     tree = _wheel_tree(spec)
     folder = cache_root() / "bundles" / f"{spec.name}-{_digest(spec, cxx, tree)}"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two profiles (or test processes) needing it at once compile it once
+    with exclusive(folder.parent / f".{folder.name}.lock"):  # two profiles needing it at once compile it once
         if not (folder / BUNDLE_MARKER).is_file():
             _compile_bundle(spec, cxx, tree, folder)
     if out is None:

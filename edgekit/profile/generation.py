@@ -107,23 +107,7 @@ def _package(package: str | Path) -> tuple[Path, Any]:
         raise UsageError(f"{folder} is not a generation program (no generation section in its manifest)")
     from .subject import resolve_program
 
-    resolve_program(folder)  # the program file exists and matches the manifest's sha256
-    d = m.program.data
-    if d is not None:  # and so do its external weights
-        from ..program import sha256_file
-
-        path = folder / d.file
-        if not path.is_file():
-            raise ProgramError(
-                f"{path} is missing: the program loads its tied embedding table from it (manifest program.data)",
-                "copy model.ptd with model.pte (the whole package folder), or rebuild the package",
-            )
-        actual = sha256_file(path)
-        if actual != d.sha256:
-            raise ProgramError(
-                f"{path} is damaged: sha256 {actual[:12]}… is not the manifest's {d.sha256[:12]}…",
-                "copy the whole package folder again, or rebuild the package",
-            )
+    resolve_program(folder)  # the program file and its external weights exist and match the manifest's sha256
     return folder, m
 
 

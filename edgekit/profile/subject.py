@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError, ProgramError, UsageError
-from ..program import DTYPE_BYTES, ProgramInfo, inspect_program
+from ..program import DTYPE_BYTES, ProgramInfo, data_file_problem, inspect_program
 from ..targets import Target, target_from_dict
 
 
@@ -54,6 +54,19 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
                 "changed after the build",
                 "rebuild the package, or profile the .pte file directly",
             )
+        if manifest.program.data is not None:  # and so must the program's external weights (a tied table)
+            problem = data_file_problem(p, manifest.program.data)
+            if problem == "missing":
+                raise ProgramError(
+                    f"{p / manifest.program.data.file} is missing: the program loads its tied embedding table from it "
+                    "(manifest program.data)",
+                    "copy model.ptd with model.pte (the whole package folder), or rebuild the package",
+                )
+            if problem is not None:
+                raise ProgramError(
+                    f"{p / manifest.program.data.file} is damaged: {problem}",
+                    "copy the whole package folder again, or rebuild the package",
+                )
         try:
             target = target_from_dict(manifest.target, f"{p / 'manifest.json'}#target")
         except ConfigError:  # an edited target section: profile with the default settings

@@ -12,7 +12,6 @@ changes. ``EDGEKIT_CACHE`` overrides the cache root (default ``~/.cache/edgekit`
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -21,6 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .._fs import exclusive
 from ..errors import ProfileError
 
 SOURCE = Path(__file__).with_name("runner.cpp")
@@ -147,9 +147,7 @@ def runner_path(rebuild: bool = False) -> Path:
     binary = folder / "edgekit-runner"
     if binary.exists() and not rebuild:
         return binary
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two profilers starting at once compile once
+    with exclusive(folder / ".lock"):  # two profilers starting at once compile once
         if binary.exists() and not rebuild:
             return binary
         compile_runner(compile_command(cxx, binary), binary)
