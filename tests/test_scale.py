@@ -325,78 +325,36 @@ def _certificates(folder: Path) -> dict:
 
 
 def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_client_without_certificates(tmp_path):
+    """A scheduler and a worker that speak TLS only, with certificates from a CA made here. They run in this process
+    (threads, real TLS sockets on 127.0.0.1): what is under test is the client side, and a worker process would cost
+    one more import of the build stack."""
     import dask
+    from distributed import LocalCluster
+    from distributed.security import Security
 
     from edgekit.bench.run import build_all
 
     c = _certificates(tmp_path)
-    tls = ["--tls-ca-file", c["ca"], "--tls-cert", c["cert"], "--tls-key", c["key"]]
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
-    procs = [
-        subprocess.Popen(
-            [
-                str(DASK),
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-                "--protocol",
-                "tls",
-                *tls,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [
-                str(DASK),
-                "worker",
-                f"tls://127.0.0.1:{port}",
-                "--nworkers",
-                "1",
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-                "--no-nanny",
-                *tls,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd=tmp_path,
-            start_new_session=True,
-        ),
-    ]
-    try:
+    roles = {f"tls_{role}_{part}": c[part] for role in ("scheduler", "worker", "client") for part in ("cert", "key")}
+    security = Security(tls_ca_file=c["ca"], **roles, require_encryption=True)
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tls://",
+        host="127.0.0.1",
+        security=security,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},  # its HTTP server on a free port
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:"), address
         (tmp_path / "suite.toml").write_text(
             SUITE.split("[[model]]")[0] + '[[model]]\nname = "mlp"\nspec = "toy_models:mlp"\n'
             'targets = ["xnnpack-fp32"]\n'
         )
         suite = load_suite(tmp_path / "suite.toml")
-        deadline = time.time() + 60
-        while True:  # the cluster is up once a client with the certificates sees its worker
-            try:
-                from edgekit.scale.executor import make_executor
-
-                with dask.config.set(
-                    {
-                        "distributed.comm.tls.ca-file": c["ca"],
-                        "distributed.comm.tls.client.cert": c["cert"],
-                        "distributed.comm.tls.client.key": c["key"],
-                    }
-                ):
-                    make_executor(f"tls://127.0.0.1:{port}").close()
-                break
-            except ExecutorError:
-                assert time.time() < deadline, "the TLS cluster did not come up"
-                time.sleep(0.5)
         with pytest.raises(ExecutorError, match="no TLS certificates are configured"):
-            build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
+            build_all(suite, cache=tmp_path / "cache", executor=address)
         with dask.config.set(
             {
                 "distributed.comm.tls.ca-file": c["ca"],
@@ -404,11 +362,9 @@ def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_cl
                 "distributed.comm.tls.client.key": c["key"],
             }
         ):
-            built, errors, notes = build_all(suite, cache=tmp_path / "cache", executor=f"tls://127.0.0.1:{port}")
+            built, errors, notes = build_all(suite, cache=tmp_path / "cache", executor=address)
         assert not errors and len(built) == 1 and any("(TLS)" in n for n in notes), (errors, notes)
         assert not any(n.startswith("warning") for n in notes)
-    finally:
-        _stop(procs)
 
 
 def test_a_plain_tcp_cluster_off_loopback_gets_a_one_line_warning(cluster):
