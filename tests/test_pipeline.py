@@ -327,8 +327,38 @@ def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp
 
     sharing = build("shared")
     assert NodeSource.__init__ is torch_init
-    monkeypatch.setattr(importlib.import_module("edgekit.pipeline.stages"), "shared_provenance", contextlib.nullcontext)
+    # torch's own provenance copying and operator-table walks (cia_ops_materialized_once, below): the same bytes
+    stages = importlib.import_module("edgekit.pipeline.stages")
+    monkeypatch.setattr(stages, "shared_provenance", contextlib.nullcontext)
+    monkeypatch.setattr(stages, "cia_ops_materialized_once", contextlib.nullcontext)
     assert build("deep") == sharing
+
+
+def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op_is_still_seen():
+    """Inside a build, torch's CIA operator table is materialized once per set of registrations: the operators
+    run_decompositions may keep are the ones torch lists itself, an operator registered mid-block is among them, and
+    torch's own function is back after the last block."""
+    from torch._export import utils
+
+    from edgekit.pipeline.stages import cia_ops_materialized_once
+
+    own, collect = utils._materialize_cpp_cia_ops, utils._collect_all_valid_cia_ops
+    listed = collect()
+    lib = torch.library.Library("edgekit_test_cia", "DEF")
+    try:
+        with cia_ops_materialized_once():
+            counted = utils._materialize_cpp_cia_ops
+            assert counted is not own
+            with cia_ops_materialized_once():  # nested (a build inside a tune scan): the same wrapper
+                assert utils._materialize_cpp_cia_ops is counted
+            assert collect() == listed
+            lib.define("twice(Tensor x) -> Tensor")
+            lib.impl("twice", lambda x: x * 2, "CompositeImplicitAutograd")
+            seen = collect()
+        assert utils._materialize_cpp_cia_ops is own
+        assert seen == collect() and "edgekit_test_cia.twice.default" in {str(op) for op in seen}
+    finally:
+        lib._destroy()
 
 
 def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path, monkeypatch):

@@ -110,9 +110,10 @@ def freeze_more() -> None:
 @contextlib.contextmanager
 def build_scope():
     """What a build changes in its own process while it runs, and hands back when it ends: the collector's view of
-    the heap (:func:`frozen_heap`) and torch's provenance copying (:func:`shared_provenance`). Builds and tune's
+    the heap (:func:`frozen_heap`), torch's provenance copying (:func:`shared_provenance`) and its operator table
+    walks (:func:`cia_ops_materialized_once`). Builds and tune's
     scans run inside it."""
-    with frozen_heap(), shared_provenance():
+    with frozen_heap(), shared_provenance(), cia_ops_materialized_once():
         yield
 
 
@@ -163,3 +164,45 @@ def shared_provenance():
             _sharing -= 1
             if _sharing == 0:
                 source.__init__, _torch_init = _torch_init, None
+
+
+_cia_lock = threading.Lock()
+_cia_open = 0  # open cia_ops_materialized_once blocks (nested, or in several threads)
+_torch_materialize: Any = None  # torch's own function while any block is open
+
+
+@contextlib.contextmanager
+def cia_ops_materialized_once():
+    """Let torch materialize its CompositeImplicitAutograd operators once per set of registrations, while a build runs.
+
+    Every ``run_decompositions`` (export, PT2E, each of ExecuTorch's edge steps: five or more per build) lists the
+    operators it may keep, and torch 2.13 re-reads the C++ dispatcher's whole CIA table and looks every operator up
+    again once per operator namespace (40 here): about 40 ms per call, 0.2 s of a small model's 1.7 s build. The lookups
+    only fill ``torch.ops``' attribute caches, which stay filled, so after one pass over a given table a second pass
+    changes nothing; the table itself is still read every time (0.2 ms), and a new registration (a custom op loaded
+    mid-build) changes it and is materialized as torch would. The program is byte for byte the same (a test compares).
+    Torch's own function is back when the last open block ends."""
+    global _cia_open, _torch_materialize
+    import torch
+    from torch._export import utils
+
+    with _cia_lock:
+        if _cia_open == 0 and hasattr(utils, "_materialize_cpp_cia_ops"):
+            _torch_materialize = full = utils._materialize_cpp_cia_ops
+            done: set[int] = set()
+
+            def materialize() -> None:
+                table = hash(tuple(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd")))
+                if table not in done:
+                    full()
+                    done.add(table)
+
+            utils._materialize_cpp_cia_ops = materialize
+        _cia_open += 1
+    try:
+        yield
+    finally:
+        with _cia_lock:
+            _cia_open -= 1
+            if _cia_open == 0 and _torch_materialize is not None:
+                utils._materialize_cpp_cia_ops, _torch_materialize = _torch_materialize, None
