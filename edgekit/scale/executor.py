@@ -228,6 +228,20 @@ TLS_HINT = (
 )
 
 
+def _restore_dask_defaults() -> None:
+    """Put back Dask's own defaults that a ``dask.config.set`` block dropped, leaving every set value as it is.
+
+    ``distributed`` registers its defaults when first imported; imported inside a user's ``dask.config.set`` block
+    (``distributed.comm.tls.*`` to give the client its certificates, say), they are removed with the block's keys
+    when it ends, and the next ``Security()`` fails with ``KeyError: 'require-encryption'``."""
+    import copy
+
+    import dask
+
+    for defaults in dask.config.defaults:
+        dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
+
+
 def _dask_executor(spec: str) -> Executor:
     """``dask://HOST:PORT`` (plain TCP: Dask runs pickled tasks, so anyone who reaches the port runs code on the workers;
     a warning unless it is on loopback) or ``tls://HOST:PORT`` (Dask's own TLS security configuration: certificates
@@ -239,6 +253,7 @@ def _dask_executor(spec: str) -> Executor:
         raise ExecutorError(
             f"--executor {spec.split('://')[0]}:// needs Dask distributed", "pip install 'edgekit[scale]'"
         ) from None
+    _restore_dask_defaults()
     tls = spec.startswith("tls://")
     hostport = spec.split("://", 1)[1]
     address = ("tls://" if tls else "tcp://") + hostport
