@@ -334,31 +334,56 @@ def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp
     assert build("deep") == sharing
 
 
-def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op_is_still_seen():
-    """Inside a build, torch's CIA operator table is materialized once per set of registrations: the operators
-    run_decompositions may keep are the ones torch lists itself, an operator registered mid-block is among them, and
-    torch's own function is back after the last block."""
+def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op_is_still_seen(monkeypatch):
+    """Inside a build, torch's CIA operator table is walked once per set of registrations: the operators
+    run_decompositions may keep are the ones torch lists itself, an operator registered mid-block is among them, one
+    destroyed and defined again too, and torch's own functions are back after the last block, in any order."""
+    import torch.library
     from torch._export import utils
 
     from edgekit.pipeline.stages import cia_ops_materialized_once
 
-    own, collect = utils._materialize_cpp_cia_ops, utils._collect_all_valid_cia_ops
-    listed = collect()
-    lib = torch.library.Library("edgekit_test_cia", "DEF")
-    try:
-        with cia_ops_materialized_once():
-            counted = utils._materialize_cpp_cia_ops
-            assert counted is not own
-            with cia_ops_materialized_once():  # nested (a build inside a tune scan): the same wrapper
-                assert utils._materialize_cpp_cia_ops is counted
-            assert collect() == listed
-            lib.define("twice(Tensor x) -> Tensor")
-            lib.impl("twice", lambda x: x * 2, "CompositeImplicitAutograd")
-            seen = collect()
-        assert utils._materialize_cpp_cia_ops is own
-        assert seen == collect() and "edgekit_test_cia.twice.default" in {str(op) for op in seen}
-    finally:
-        lib._destroy()
+    own, clear, collect = (
+        utils._materialize_cpp_cia_ops,
+        torch.library._clear_torch_ops_cache,
+        utils._collect_all_valid_cia_ops,
+    )
+    listed, walks = collect(), []
+
+    def counted() -> None:  # torch's walk, counted
+        walks.append(1)
+        own()
+
+    monkeypatch.setattr(utils, "_materialize_cpp_cia_ops", counted)
+
+    def twice_op():
+        lib = torch.library.Library("edgekit_test_cia", "DEF")
+        lib.define("twice(Tensor x) -> Tensor")
+        lib.impl("twice", lambda x: x * 2, "CompositeImplicitAutograd")
+        return lib
+
+    def listed_now() -> set:
+        return {str(op) for op in collect()}
+
+    with cia_ops_materialized_once():
+        assert collect() == listed and collect() == listed and len(walks) == 1  # torch: once per namespace, each time
+        lib = twice_op()
+        try:
+            assert "edgekit_test_cia.twice.default" in listed_now() and len(walks) == 2
+        finally:
+            lib._destroy()  # torch deletes the op from torch.ops: the same table as before must be walked again
+        lib = twice_op()
+        try:
+            assert "edgekit_test_cia.twice.default" in listed_now()
+        finally:
+            lib._destroy()
+        first, second = cia_ops_materialized_once(), cia_ops_materialized_once()
+        first.__enter__(), second.__enter__()  # nested blocks (builds in threads) end in any order
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+        assert utils._materialize_cpp_cia_ops is not counted
+    assert utils._materialize_cpp_cia_ops is counted and torch.library._clear_torch_ops_cache is clear
+    assert "edgekit_test_cia.twice.default" not in listed_now()
 
 
 def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path, monkeypatch):

@@ -370,26 +370,28 @@ def test_a_tls_cluster_builds_with_dasks_security_configuration_and_refuses_a_cl
 def test_tls_settings_in_a_dask_config_block_work_when_distributed_is_first_imported_inside_one(tmp_path):
     """A fresh process whose first use of Dask is a ``dask.config.set`` block with the client's certificates: Dask's
     defaults registered inside the block vanish with it, and the next block's executor still reads its configuration
-    (a one-line connection error here, against a listener that speaks no TLS; not a KeyError)."""
+    (a one-line connection error here: the client's certificate is given without its key; not a KeyError), a value
+    the user set included."""
     script = (
         "import socket, dask\n"
         "from edgekit.scale.executor import ExecutorError, make_executor\n"
         "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
-        "tls = {'distributed.comm.tls.ca-file': 'ca.pem', 'distributed.comm.tls.client.cert': 'node.pem'}\n"
+        "tls = {'distributed.comm.tls.ca-file': 'ca.pem', 'distributed.comm.tls.client.cert': 'node.pem',\n"
+        "       'distributed.comm.timeouts.connect': '7s'}\n"
         "for attempt in range(2):\n"
         "    with dask.config.set(tls):\n"
         "        try:\n"
         "            make_executor(f'tls://127.0.0.1:{s.getsockname()[1]}')\n"
         "        except ExecutorError as e:\n"
         "            print(e.args[0].split(' (')[0])\n"
+        "        print(dask.config.get('distributed.comm.timeouts.connect'))\n"
     )
     _certificates(tmp_path)  # ca.pem and node.pem in the working folder
     r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1500:]
     lines = r.stdout.splitlines()
-    assert len(lines) == 2 and all(ln.startswith("cannot connect to the Dask scheduler at tls://") for ln in lines), (
-        lines
-    )
+    assert lines[1::2] == ["7s", "7s"], lines  # the user's own setting stays as set (Dask's default is 30s)
+    assert all(ln.startswith("cannot connect to the Dask scheduler at tls://") for ln in lines[::2]), lines
 
 
 def test_a_plain_tcp_cluster_off_loopback_gets_a_one_line_warning(cluster):

@@ -233,7 +233,9 @@ def _restore_dask_defaults() -> None:
 
     ``distributed`` registers its defaults when first imported; imported inside a user's ``dask.config.set`` block
     (``distributed.comm.tls.*`` to give the client its certificates, say), they are removed with the block's keys
-    when it ends, and the next ``Security()`` fails with ``KeyError: 'require-encryption'``."""
+    when it ends, and the next ``Security()`` fails with ``KeyError: 'require-encryption'``. The defaults go into
+    Dask's global configuration for the rest of the process (as importing ``distributed`` put them there), and into a
+    mapping the user set whole where it lacks them."""
     import copy
 
     import dask
