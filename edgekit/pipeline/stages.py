@@ -182,7 +182,7 @@ def cia_ops_materialized_once():
     (0.2 ms), so a new registration (a custom op loaded mid-build) changes it and is materialized as torch would. The
     one thing that empties those caches, torch deleting a destroyed library's operators from ``torch.ops``, also
     forgets every table seen, so a library destroyed and defined again is walked again. The suite's small CNN builds
-    for int8 in 1.31 s instead of 1.44 (``benchmarks/results/cia_walk.txt``); the program is byte for byte the same (a
+    for int8 in 1.41 s instead of 1.55 (``benchmarks/results/cia_walk.txt``); the program is byte for byte the same (a
     test compares). Torch's own functions are back when the last open block ends."""
     global _cia_open, _torch_cia
     import torch
