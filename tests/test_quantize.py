@@ -1,8 +1,6 @@
 """Quantization in the build on the real stack: PT2E calibration (and its records), dynamic int8, fp16, quantized
 embedding tables, and the quantizer's pattern cache."""
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
@@ -160,15 +158,17 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
     assert records.get(damaged.name) is None
 
 
-def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_norm_is(tmp_path, monkeypatch):
-    """XNNPACKQuantizer traces twelve conv + BatchNorm patterns (strict exports) in every PT2E prepare:
-    edgekit traces them once per process, and only for a graph that still holds a batch norm once PT2E has folded
-    those it can. The program, and the annotated graph, are the ones XNNPACKQuantizer makes its own way."""
+def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_norm_is(monkeypatch):
+    """XNNPACKQuantizer traces twelve conv + BatchNorm patterns (strict exports) in every PT2E prepare: edgekit traces
+    them once per process, and only for a graph that still holds a batch norm once PT2E has folded those it can. The
+    annotated graph is the one XNNPACKQuantizer makes its own way (benchmarks/first_build.py compares whole programs
+    from fresh processes)."""
     import copy
 
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
     from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from toy_models import ResidualConcat
 
     from edgekit.pipeline import quantize
     from edgekit.targets import QuantScheme
@@ -176,32 +176,28 @@ def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_
     traced, own = [], utils._get_aten_graph_module_for_pattern
     monkeypatch.setattr(utils, "_get_aten_graph_module_for_pattern", lambda *a, **k: traced.append(1) or own(*a, **k))
     monkeypatch.setattr(quantize, "_PATTERNS", {})  # this process's traced patterns: none yet
-
-    def build(name: str) -> str:
-        res = edgekit.build("toy_models:residual_concat", "xnnpack-int8", out=tmp_path / name, inputs=X8,
-                            verify_samples=2, explain=False, reference_samples=0)  # fmt: skip
-        return res.manifest.program.sha256
-
-    folded = build("folded")  # each BatchNorm follows a convolution, and PT2E folds it there first
-    assert traced == []
-    # a BatchNorm after a ReLU has no convolution to be folded into: the patterns are traced, once
     torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 8)
+    # each BatchNorm after a convolution (PT2E folds it there first), and one after a ReLU, with none to fold into
+    folded = torch.export.export(ResidualConcat().eval(), (x,)).module()
     loose = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10)).eval()
-    graph = torch.export.export(loose, (torch.randn(1, 1, 8, 8),)).module()
+    loose = torch.export.export(loose, (x,)).module()
 
-    def prepared() -> str:
+    def prepared(graph) -> str:
         return str(
             prepare_pt2e(copy.deepcopy(graph), quantize.quantizer_for(QuantScheme.INT8_STATIC_PER_CHANNEL)).graph
         )
 
     with quantize._cached_patterns():
-        first = prepared()
+        first_folded = prepared(folded)
+        assert traced == [] and "batch_norm" not in first_folded
+        first_loose = prepared(loose)
         n = len(traced)
-        assert n >= 4 and "batch_norm" in first, traced
-        assert prepared() == first and len(traced) == n  # not traced again in this process
-    assert prepared() == first and len(traced) == 2 * n  # XNNPACKQuantizer's own way: traced again, the same graph
-    monkeypatch.setattr(quantize, "_cached_patterns", contextlib.nullcontext)
-    assert build("folded-own") == folded and len(traced) == 3 * n  # its own way traces them for every graph
+        assert n >= 4 and "batch_norm" in first_loose, traced
+        assert prepared(loose) == first_loose and len(traced) == n  # not traced again in this process
+    # XNNPACKQuantizer's own way: it traces them again for every graph, and annotates the same
+    assert prepared(loose) == first_loose and len(traced) == 2 * n
+    assert prepared(folded) == first_folded and len(traced) == 3 * n
 
 
 def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone():
