@@ -127,6 +127,16 @@ def run_demo(
     return result
 
 
+def _placed(tmp: Path, out: Path, name: str) -> Any:
+    """A data file the demo wrote into its staging folder, named as it will be once the demo is in place: the
+    manifests record where their calibration, fine-tuning and eval data are, and the staging folder is gone then."""
+    import dataclasses
+
+    from .data import load_dataset
+
+    return dataclasses.replace(load_dataset(tmp / "data" / name), source=str(out / "data" / name))
+
+
 def write_digits_files(folder: Path, data: dict) -> dict[str, Path]:
     """The split as the data files edgekit reads: ``calib.npz`` (256 training images), ``train.npz`` and ``test.npz``
     (images and labels). Returns their paths by name."""
@@ -173,15 +183,11 @@ def _run(
         }
     ]
     builds = {}
+    calib, train_data, test = (_placed(tmp, out, f"{name}.npz") for name in ("calib", "train", "test"))
     variants = [
         ("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None, None),
-        ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", tmp / "data" / "calib.npz", None),
-        (
-            "pruned 50% + fine-tune + int8 (xnnpack-int8-pruned)",
-            "xnnpack-int8-pruned",
-            tmp / "data" / "calib.npz",
-            tmp / "data" / "train.npz",
-        ),
+        ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", calib, None),
+        ("pruned 50% + fine-tune + int8 (xnnpack-int8-pruned)", "xnnpack-int8-pruned", calib, train_data),
     ]
     for step, (variant, target, calib, finetune) in enumerate(variants, start=2):
         log(f"[bold]{step}/5[/] building {target}…")
@@ -190,7 +196,7 @@ def _run(
             target,
             out=tmp / target,
             calibration=calib,
-            eval=tmp / "data" / "test.npz",
+            eval=test,
             force=True,
             finetune=finetune,
             finetune_epochs=finetune_epochs if finetune else None,

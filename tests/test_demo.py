@@ -1,9 +1,12 @@
 """The demo end to end on real digits data (short training to keep the suite fast)."""
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.demo import run_demo
+from edgekit.manifest import read_manifest
 
 
 def test_demo_builds_fp32_and_int8_with_real_accuracy(tmp_path):
@@ -20,6 +23,9 @@ def test_demo_builds_fp32_and_int8_with_real_accuracy(tmp_path):
     assert pruned["size_kib"] < rows["ExecuTorch int8"]["size_kib"] / 2 and pruned["accuracy"] > 0.8
     for target in ("xnnpack-fp32", "xnnpack-int8", "xnnpack-int8-pruned"):
         assert (tmp_path / "demo" / target / "model.pte").is_file()
+        # the data each manifest names is where the demo left it, not in its (gone) staging folder
+        assert ".tmp" not in (tmp_path / "demo" / target / "manifest.json").read_text()
+    assert Path(read_manifest(tmp_path / "demo" / "xnnpack-int8").quantize.calibration).is_file()
     assert (tmp_path / "demo" / "digits_cnn.pt2").is_file() and (tmp_path / "demo" / "data" / "test.npz").is_file()
 
 
