@@ -72,6 +72,23 @@ def test_unknown_target_is_a_usage_error_listing_valid_ones(run, tmp_path):
     assert r.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["build", "toy_models:mlp", "-t", "xnnpack-int9", "-o", "o"], "did you mean 'xnnpack-int8'"),  # edgekit's
+        (["build", "toy_models:mlp", "--bogus"], "(hint: see `edgekit build --help`)"),  # click's own
+        (["biuld"], "No such command 'biuld'"),
+        (["bench", "run", "suite.toml", "--fail-on"], "(hint: see `edgekit bench run --help`)"),
+        (["build", "toy_models:mlp", "--max-seq-len", "-3", "-o", "o"], "--max-seq-len"),
+    ],
+)
+def test_usage_errors_are_the_error_line_alone(tmp_path, monkeypatch, args, fragment):
+    """No usage lines before the error (click prints them): one line, with the command's --help as the hint."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, args, prog_name="edgekit")
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [_one_line_error(r, 2, fragment)], r.stderr
+
+
 def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
     r = run("build", "toy_models:small_cnn", "-i", "1x3xfoo", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "1x3x224x224" in r.stderr and "Traceback" not in r.stderr

@@ -30,10 +30,15 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EdgekitError as exc:
             if exc.exit_code == 2:
-                raise click.UsageError(str(exc), ctx) from None
+                raise click.UsageError(str(exc)) from None  # no context: click would print the usage lines first
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; nothing was written") from None
+        except click.UsageError as exc:  # click's own (an unknown option, a bad choice): one line too, with the hint
+            if exc.ctx is None:
+                raise
+            hint = f"see `{exc.ctx.command_path} --help`"
+            raise click.UsageError(f"{exc.format_message()} (hint: {hint})") from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug or an unforeseen failure: still one line, traceback on request

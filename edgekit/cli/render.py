@@ -486,13 +486,15 @@ def profile_report(results: list) -> None:
         n = r.noise
         if n:
             con.print(
-                f"[dim]{r.threads['effective']} thread(s): noise floor {n.reference_before_ms:.3f} → {n.reference_after_ms:.3f} ms "
-                f"(drift {n.drift_pct:+.1f}%): the machine's own movement during the profile[/]"
+                f"[dim]{r.threads['effective']} thread(s): noise floor (a fixed reference workload, timed before and "
+                f"after) {n.reference_before_ms:.3f} → {n.reference_after_ms:.3f} ms (drift {n.drift_pct:+.1f}%): the "
+                "machine's own movement during the profile[/]"
             )
     if first.device:
         _device_lines(con, results)
     if e.cpu_freq_mhz:
-        con.print(f"[dim]CPU frequency: {e.cpu_freq_mhz['current']} MHz now (max {e.cpu_freq_mhz['max']})[/]")
+        top = e.cpu_freq_mhz.get("max")
+        con.print(f"[dim]CPU frequency: {e.cpu_freq_mhz['current']} MHz now" + (f" (max {top})" if top else "") + "[/]")
     for r in results:
         if r.ops:
             con.print(_ops_table(r))
