@@ -307,6 +307,18 @@ def random_dataset(
     return Dataset(tuple(tensors), None, source)
 
 
+def check_data_paths(**paths: str | None) -> None:
+    """Each given data path exists (``role=path``; a ``module:function`` source is left to be called later): a typo
+    fails at once, before the stack is imported and the model loaded.
+
+    Raises:
+        DataError: a path that does not exist, named with its role.
+    """
+    for role, source in paths.items():
+        if source is not None and ":" not in source and not Path(source).exists():
+            raise DataError(f"{role} data {source} does not exist", "check the path")
+
+
 def resolve_data_source(source: str | None) -> Any:
     """A data path stays a path; ``module:function`` (or ``file.py:function``) is called for a dataset: a
     :class:`Dataset`, or a mapping with the same keys as a data file (``x`` or ``x0, x1, ...``, and ``y``).

@@ -115,6 +115,11 @@ def test_not_a_model_file(run, tmp_path):
 
 
 def test_bad_calibration_files(run, tmp_path):
+    for flag, role in (("-c", "calibration"), ("--eval", "eval"), ("--finetune", "finetune")):
+        # a path that does not exist: said before the model is loaded (no stage has run, nothing is written)
+        r = run("build", "toy_models:small_cnn", "-i", "1x1x8x8", flag, tmp_path / "nope.npz", "-o", tmp_path / "o")
+        _one_line_error(r, 1, f"{role} data {tmp_path / 'nope.npz'} does not exist")
+        assert "load" not in r.stderr and not (tmp_path / "o").exists()
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     _one_line_error(
         run(
