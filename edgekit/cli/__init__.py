@@ -288,7 +288,10 @@ def build(
         round_to=prune_round_to,
     )
     check_output(out, force)  # before the slow imports
-    check_data_paths(calibration=calibration, eval=eval_data, finetune=finetune)
+    if GENERATION in (task, tgt.task):  # calibration and fine-tuning data do not apply: the build says so
+        check_data_paths(eval=eval_data)
+    else:
+        check_data_paths(calibration=calibration, eval=eval_data, finetune=finetune)
     progress = render.StageProgress(quiet)
     if not quiet:
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
