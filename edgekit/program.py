@@ -338,10 +338,13 @@ class InProcessProgram:
                 )
                 self._method = self._program.load_method(method)
             except Exception as exc:
-                with_data = f" with {data_path.name if data is None and data_path else 'its external weights'}"
+                with_data = (
+                    ""
+                    if data_path is None
+                    else f" with {'its external weights' if data is not None else data_path.name}"
+                )
                 raise ProgramError(
-                    f"the ExecuTorch runtime could not load {name}{with_data if data_path else ''}: "
-                    f"{first_line(exc, 200)}",
+                    f"the ExecuTorch runtime could not load {name}{with_data}: {first_line(exc, 200)}",
                     "rebuild the program; check the target's backend"
                     + ("" if data_path else "; a program that keeps weights in a .ptd file needs it beside it"),
                 ) from exc
