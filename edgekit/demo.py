@@ -74,12 +74,12 @@ def load_digits_split() -> dict:
     }
 
 
-def _dataset(x: Any, y: Any) -> Any:
+def _dataset(x: Any, y: Any, source: str = "scikit-learn digits") -> Any:
     import torch
 
     from .data import Dataset
 
-    return Dataset((torch.as_tensor(x),), torch.as_tensor(y), "scikit-learn digits")
+    return Dataset((torch.as_tensor(x),), torch.as_tensor(y), source)
 
 
 def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
@@ -127,19 +127,9 @@ def run_demo(
     return result
 
 
-def _placed(tmp: Path, out: Path, name: str) -> Any:
-    """A data file the demo wrote into its staging folder, named as it will be once the demo is in place: the
-    manifests record where their calibration, fine-tuning and eval data are, and the staging folder is gone then."""
-    import dataclasses
-
-    from .data import load_dataset
-
-    return dataclasses.replace(load_dataset(tmp / "data" / name), source=str(out / "data" / name))
-
-
-def write_digits_files(folder: Path, data: dict) -> dict[str, Path]:
+def write_digits_files(folder: Path, data: dict) -> dict[str, tuple]:
     """The split as the data files edgekit reads: ``calib.npz`` (256 training images), ``train.npz`` and ``test.npz``
-    (images and labels). Returns their paths by name."""
+    (images and labels). Returns their arrays by name."""
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,7 +140,7 @@ def write_digits_files(folder: Path, data: dict) -> dict[str, Path]:
     }
     for name, (x, y) in files.items():
         np.savez(folder / f"{name}.npz", x=x, y=y)
-    return {name: folder / f"{name}.npz" for name in files}
+    return files
 
 
 def _run(
@@ -161,7 +151,7 @@ def _run(
     from .models import LoadedModel, contiguous
     from .pipeline.build import build
 
-    write_digits_files(tmp / "data", data)
+    splits = write_digits_files(tmp / "data", data)
 
     log(f"[bold]1/5[/] training the digits CNN on {len(data['x_train'])} images ({epochs} epochs)…")
     model, example = digits_cnn()
@@ -183,7 +173,9 @@ def _run(
         }
     ]
     builds = {}
-    calib, train_data, test = (_placed(tmp, out, f"{name}.npz") for name in ("calib", "train", "test"))
+    # the data as the builds read it, named where the demo leaves its files: the manifests record their data's
+    # source, and the staging folder they were written to is gone by then
+    calib, train_data, test = (_dataset(x, y, str(out / "data" / f"{name}.npz")) for name, (x, y) in splits.items())
     variants = [
         ("ExecuTorch fp32 (xnnpack-fp32)", "xnnpack-fp32", None, None),
         ("ExecuTorch int8 (xnnpack-int8)", "xnnpack-int8", calib, None),
