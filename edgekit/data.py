@@ -307,15 +307,15 @@ def random_dataset(
     return Dataset(tuple(tensors), None, source)
 
 
-def check_data_paths(**paths: str | None) -> None:
-    """Each given data path exists (``role=path``; a ``module:function`` source is left to be called later): a typo
-    fails at once, before the stack is imported and the model loaded.
+def check_data_paths(**sources: Any) -> None:
+    """Each data source given as a path exists (``role=source``; a ``module:function`` spec, a dataset or a callable
+    is left to be resolved later): a typo fails at once, before the stack is imported and the model loaded.
 
     Raises:
         DataError: a path that does not exist, named with its role.
     """
-    for role, source in paths.items():
-        if source is not None and ":" not in source and not Path(source).exists():
+    for role, source in sources.items():
+        if isinstance(source, (str, Path)) and ":" not in str(source) and not Path(source).exists():
             raise DataError(f"{role} data {source} does not exist", "check the path")
 
 

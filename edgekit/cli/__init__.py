@@ -265,7 +265,6 @@ def build(
       edgekit build gguf:SmolLM2-135M-Instruct.Q4_1.gguf --task text-generation -t xnnpack-llm-8da4w -o build/lm
     """
     from .._fs import check_output
-    from ..data import check_data_paths
     from ..pipeline.build import build as run_build
     from ..target_overrides import with_build_options
     from ..targets import GENERATION, load_target
@@ -288,10 +287,6 @@ def build(
         round_to=prune_round_to,
     )
     check_output(out, force)  # before the slow imports
-    if GENERATION in (task, tgt.task):  # calibration and fine-tuning data do not apply: the build says so
-        check_data_paths(eval=eval_data)
-    else:
-        check_data_paths(calibration=calibration, eval=eval_data, finetune=finetune)
     progress = render.StageProgress(quiet)
     if not quiet:
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from .._fs import check_output
 from .._noise import import_stack
 from ..causal import is_causal_lm
-from ..data import Dataset, random_dataset, resolve_data
+from ..data import Dataset, check_data_paths, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
 from ..manifest import PruneSection, QuantizeSection, SizeComparison
@@ -123,6 +123,7 @@ def build(
                 f"{', '.join(extra)} do(es) not apply to a text-generation build",
                 "a generation program takes tokens; its activations are quantized at run time (no calibration)",
             )
+        check_data_paths(eval=eval)
         return build_generation(
             model,
             tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION),
@@ -152,6 +153,7 @@ def build(
         explain=explain,
     )
     check_output(st.out, force)  # a bad OUT fails in a second, not after the build
+    check_data_paths(calibration=calibration, eval=eval, finetune=finetune)  # and so does a mistyped data path
     import_stack()
     dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
     with build_scope():
