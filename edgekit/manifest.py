@@ -16,6 +16,7 @@ from ._contract import Contract
 from ._fs import PACKAGE_MARKER, read_json
 from .errors import ContractError, ProgramError
 from .reference import ReferenceSection
+from .token_fidelity import TokenReference
 
 MANIFEST_NAME = PACKAGE_MARKER
 PTE_NAME = "model.pte"
@@ -387,6 +388,9 @@ class GenerationSection(Contract):
     source: dict[str, Any] | None = None  # gguf: the file, its sha256 and quantization type
     notes: list[str] = field(default_factory=list)
     model_context_len: int | None = None  # the longest cache the model allows: its positions, or its sliding window
+    # the answers check's tokens and the user's model's logits for them (packages before it: None, checked against
+    # greedy.program_ids instead)
+    reference: TokenReference | None = None
 
 
 @dataclass(frozen=True)
@@ -422,7 +426,8 @@ class Manifest(Contract):
 
     def files(self) -> list[str]:
         """Every file of the package: the manifest, the program, and the side files the manifest names."""
-        side = [s.file for s in (self.reference, self.explain) if s is not None]
+        gen_ref = self.generation.reference if self.generation is not None else None
+        side = [s.file for s in (self.reference, self.explain, gen_ref) if s is not None]
         tokenizer = list(self.generation.tokenizer_files) if self.generation is not None else []
         data = [self.program.data.file] if self.program.data is not None else []
         return [MANIFEST_NAME, self.program.file, *data, *side, *tokenizer]

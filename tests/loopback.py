@@ -24,6 +24,9 @@ from edgekit.device.devices import DeviceError
 SSHD = Path("/usr/sbin/sshd")
 #: an aarch64 board emulated here: qemu-user with a Cortex-A76 (its default -cpu max computes wrong int8 results)
 QEMU = "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu"
+#: the same emulator with its default -cpu max: XNNPACK picks SME int8 kernels qemu 7.2 emulates wrongly (a board to
+#: catch)
+QEMU_MAX = "qemu-aarch64 -L /usr/aarch64-linux-gnu"
 
 
 def _missing() -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from loopback import QEMU, free_port, private_sshd, require_device_tools
+from loopback import QEMU, QEMU_MAX, free_port, private_sshd, require_device_tools
 
 import edgekit
 from edgekit.cli import cli
@@ -25,7 +25,6 @@ from edgekit.models import parse_input_spec
 
 require_device_tools()
 
-QEMU_MAX = "qemu-aarch64 -L /usr/aarch64-linux-gnu"
 FAST = dict(runs=20, warmup=2, warmup_seconds=0.0)
 
 

@@ -385,8 +385,8 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, 
             max_position_embeddings=256,
             tie_word_embeddings=family != "phi3",
             **common,
-            **config,
         )
+        kw.update(config)  # e.g. another attention shape: num_attention_heads, num_key_value_heads, head_dim
         cfg, cls = {
             "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
             "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),

@@ -331,7 +331,10 @@ def generation_report(results: list) -> None:
         )
     c = r0.check
     if c.status == "passed":
-        con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} top tokens as when built ({c.note})")
+        if c.kld is not None:
+            con.print(f"[green]✓[/] answers checked: {c.note}")
+        else:
+            con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} top tokens as when built ({c.note})")
     else:
         con.print(f"[yellow]answers not checked[/] ({c.note})")
     t = table(

@@ -99,6 +99,7 @@ def build_generation(
         tokens, data_source = _eval_tokens(eval, lm.tokenizer, eval_tokens)
         _check_shapes(lm.model, tgt, max_seq_len)
         ref = _references(lm.model, tokens, max_seq_len)
+        ref["check_tokens"], ref["check_prompt"], ref["check_logits"] = _check_logits(tokens, max_seq_len, ref)
         ids = _special_ids(lm)
         decoder, quant = _quantize(lm.model, tgt, max_seq_len, stages)
         exported = stages.run(Stage.EXPORT, lambda: _export(decoder, max_seq_len), f"T = 1..{max_seq_len}")
@@ -262,6 +263,15 @@ def _references(model: Any, tokens: list[int], max_seq_len: int) -> dict:
         for _ in range(min(GREEDY_NEW_TOKENS, max_seq_len - len(prompt))):
             seq.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
     return {"logits": torch.cat(logits), "greedy": seq[len(prompt) :], "prompt": prompt}
+
+
+def _check_logits(tokens: list[int], max_seq_len: int, ref: dict) -> tuple[list[int], int, Any]:
+    """The answers check's tokens (the start of the eval text), its prompt length, and the user's model's logits at
+    its steps: rows of the teacher-forced references (the first window starts at token 0 and holds them all)."""
+    from ..token_fidelity import check_sequence
+
+    seq, prompt = check_sequence(tokens, max_seq_len)
+    return seq, prompt, ref["logits"][prompt - 1 : len(seq) - 1].numpy()
 
 
 # ------------------------------------------------------------------------------------------------ quantize, export
@@ -451,6 +461,10 @@ def _verify(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, data: by
     for i in range(1, len(ref["greedy"])):
         out = prog.run((torch.tensor([[seq[-1]]]), torch.tensor([len(prompt) + i - 1])))[0][0]
         seq.append(int(out.argmax()))
+    # the answers check's protocol, as every runtime will run it: its prompt in one call, then a token per call
+    fed, n = ref["check_tokens"], ref["check_prompt"]
+    check = [prog.run((torch.tensor([fed[:n]]), torch.tensor([0])))[0][0].float()]
+    check += [prog.run((torch.tensor([[t]]), torch.tensor([n + i])))[0][0].float() for i, t in enumerate(fed[n:-1])]
     noise = float(((logits.double() - expected.double()) ** 2).sum())
     signal = float((expected.double() ** 2).sum())
     cos = torch.nn.functional.cosine_similarity(logits.double(), expected.double(), dim=1)
@@ -465,6 +479,7 @@ def _verify(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, data: by
         "cosine_min": float(cos.min()),
         "scored": len(targets),
         "greedy": seq,
+        "check_logits": torch.stack(check).numpy(),
     }
 
 
@@ -506,11 +521,15 @@ def _package(
         VerifySection,
     )
     from ..program import inspect_program
+    from ..token_fidelity import make_token_reference
     from .lower import deflate_size
     from .package import raise_for_budget
 
     info = inspect_program(out / PTE_NAME, lowered.pte)
     method = info.method("forward")
+    reference, ref_section = make_token_reference(
+        ref["check_tokens"], ref["check_prompt"], ref["check_logits"], fid["check_logits"]
+    )
     greedy = ref["greedy"]
     matching = sum(a == b for a, b in zip(greedy, fid["greedy"]))
     prefix = next((i for i, (a, b) in enumerate(zip(greedy, fid["greedy"])) if a != b), len(greedy))
@@ -548,6 +567,7 @@ def _package(
             list(fid["greedy"]),
         ),
         source=lm.source or None,
+        reference=ref_section,
     )
     checks = []
     b = tgt.budget
@@ -643,6 +663,7 @@ def _package(
             (tmp / PTD_NAME).write_bytes(lowered.data)
         for name, data in tok_files.items():
             (tmp / name).write_bytes(data)
+        (tmp / ref_section.file).write_bytes(reference)
         write_json(tmp / MANIFEST_NAME, manifest.to_dict())
     return BuildResult(out, out / PTE_NAME, manifest, tuple(manifest.warnings))
 

@@ -1,8 +1,8 @@
 """Profiling and running generation programs (``manifest.generation``): tokens per second, in a separate worker.
 
 :func:`profile_generation` runs :mod:`edgekit.runner.llmworker` in its own process (pinned with ``cpus``): the
-program's load time, its answers checked first (fed the greedy tokens it gave at build time, from the same prompt:
-its top token must be the build's at each step, or a near tie), then
+program's load time, its answers checked first (fed the package's reference tokens; its logits must stay as close to
+the user's model's as when it was built: :mod:`edgekit.token_fidelity`), then
 rounds of a ``prompt_len``-token prefill and ``gen_len`` greedy decode steps, each call timed. It reports time to
 first token (the prefill), prefill and decode tokens per second, per-token latency percentiles, the worker's memory
 and CPU time per generated token. :func:`generate` streams a prompt's continuation to a text stream.
@@ -26,6 +26,8 @@ from ..runner.protocol import SELECTABLE_ENGINES, Engine
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
+#: the check steps' logits, written by either engine
+CHECK_OUTPUTS = "check_out.bin"
 #: a step of the answers check whose top token is not the build's passes when the build's token is at most this far
 #: below it, in units of the logits' spread (max − mean); and at least this share of steps must agree outright
 NEAR_TIE = 0.05
@@ -34,13 +36,17 @@ MIN_CHECK_AGREEMENT = 7 / 8
 
 @dataclass(frozen=True)
 class GenerationCheck(Contract):
-    """The program fed its build-time prompt and greedy tokens, here: at how many steps its top token is the build's
-    (the rest must be near ties, see ``NEAR_TIE``)."""
+    """The answers check, here: the program fed its reference tokens, its logits against the user's model's
+    (:mod:`edgekit.token_fidelity`); for a package from before reference logits, fed its build-time greedy tokens (its
+    top token must be the build's, or a near tie, see ``NEAR_TIE``)."""
 
     status: str  # passed | failed | skipped
-    tokens: int
-    matching: int
+    tokens: int  # steps checked
+    matching: int  # steps whose top token is the user's model's (older packages: the build's)
     note: str = ""
+    kld: float | None = None  # mean KL(your model ‖ program) here, nats
+    build_kld: float | None = None  # the same when built
+    max_kld: float | None = None  # what the rule allows
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,51 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
     ]
 
 
+def _check_logits(reference: Any, logits: bytes | None, where: str) -> GenerationCheck:
+    """The answers check of a package with reference logits (:mod:`edgekit.token_fidelity`): passed, or raises.
+
+    Raises:
+        ReferenceMismatchError: the program is further from the user's model here than the rule allows, or gave
+            logits that are not finite.
+    """
+    from ..token_fidelity import check_answers
+
+    s = reference.section
+    if logits is None:
+        raise ProfileError(f"the worker {where} wrote no logits for the answers check", "report this")
+    try:
+        c = check_answers(reference, logits)
+    except ValueError as exc:
+        raise ProfileError(f"the answers check {where}: {exc}", "report this") from None
+    h = c.here
+    figures = (
+        ""
+        if h is None
+        else f"mean KL(your model ‖ program) {h.kld_mean:.4g} nats {where} against {c.build_kld:.4g} when built, "
+        f"the model's top token at {h.same_top1:.0%} of {h.positions} steps"
+    )
+    if not c.passed or h is None:
+        raise ReferenceMismatchError(
+            f"the program answers differently {where} than when it was built: "
+            + (
+                "its logits are not finite (NaN or inf)"
+                if h is None
+                else f"{figures}, over the {c.max_kld:.4g} allowed"
+            ),
+            "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
+        )
+    note = f"fed the first {s.tokens} tokens of the eval text ({s.prompt_tokens} in one call, then one per call): "
+    return GenerationCheck(
+        "passed",
+        h.positions,
+        round(h.same_top1 * h.positions),
+        note + figures + f" (allowed {c.max_kld:.4g})",
+        kld=round(h.kld_mean, 6),
+        build_kld=round(c.build_kld, 6),
+        max_kld=round(c.max_kld, 6),
+    )
+
+
 def profile_prompt(prompt_len: int, vocab: int, seed: int = 0) -> list[int]:
     """The profile's prompt: ``prompt_len`` token ids drawn with ``seed`` from the first 1000 (above the special
     ids 0-2), the same for every engine and device."""
@@ -217,11 +268,21 @@ def profile_generation(
         "--warmup",
         str(warmup),
     ]
-    if check and g.greedy.program_ids:
+    reference = None
+    if check and g.reference is not None:
+        from ..token_fidelity import load_token_reference
+
+        reference = load_token_reference(folder, g.reference)
+        args += ["--check-prompt", ",".join(map(str, reference.prompt))]
+        args += ["--check-tokens", ",".join(map(str, reference.fed))]
+    elif check and g.greedy.program_ids:  # a package from before the reference logits: its greedy tokens
         args += ["--check-prompt", ",".join(map(str, g.greedy.prompt_ids))]
         args += ["--check-tokens", ",".join(map(str, g.greedy.program_ids))]
     device_info = None
+    logits: bytes | None = None
     with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
+        if reference is not None:
+            args += ["--outputs", CHECK_OUTPUTS if dev is not None else str(Path(d) / CHECK_OUTPUTS)]
         if dev is not None:
             from ..device.remote import profile_on_device
 
@@ -242,6 +303,8 @@ def profile_generation(
             )
             raw, watch = run.raw, run.watch
             device_info = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}
+            fetched = run.info.get("check_outputs")
+            logits = Path(fetched).read_bytes() if fetched is not None else None
         else:
             result = Path(d) / "result.json"
             if native:
@@ -254,6 +317,8 @@ def profile_generation(
             cmd += ["--result", str(result), *args]
             watch = run_worker(cmd, timeout=timeout, cpus=cpus)
             raw = read_generation_result(result)
+            if reference is not None and (Path(d) / CHECK_OUTPUTS).is_file():
+                logits = (Path(d) / CHECK_OUTPUTS).read_bytes()
     notes = []
     where = "here"
     power, model_of_power = m.target.get("power", {}), "target's"
@@ -269,6 +334,8 @@ def profile_generation(
     c = raw.check
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
+    elif reference is not None:
+        status = _check_logits(reference, logits, where)
     else:
         # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
         # against its 2-thread build has flipped two of 32 steps, the build's token 1.4% of the logits' spread below the

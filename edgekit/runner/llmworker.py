@@ -2,8 +2,9 @@
 
 Two modes:
 
-* ``profile``: load the program (timed), check its answers (fed the greedy tokens it gave at build time, from the
-  same prompt: its top token at each step, and how far the build's token is below it), then ``--runs`` rounds of
+* ``profile``: load the program (timed), check its answers (fed the check's tokens: ``--check-prompt`` in one call,
+  then ``--check-tokens`` one per call; each step's logits to ``--outputs``, which the parent compares with the user's
+  model's, :mod:`edgekit.token_fidelity`), then ``--runs`` rounds of
   prefill (``--prompt-tokens`` in one call) and greedy decode (``--gen-len`` steps, one token each): each call timed
   with ``perf_counter``. Writes a JSON result (``runner.protocol.GenerationWorkerResult``, as ``runner.cpp`` does).
 * ``generate``: tokenize ``--prompt`` with the package's ``tokenizer.json`` (the ``tokenizers`` library), prefill,
@@ -61,7 +62,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prompt-tokens", default="")  # comma-separated ids: profile mode's prefill
     p.add_argument("--prefill-chunk", type=int, default=0)  # prompts fed this many tokens per call (0: at once)
     p.add_argument("--check-prompt", default="")  # comma-separated token ids
-    p.add_argument("--check-tokens", default="")  # what the program answered when it was built
+    p.add_argument("--check-tokens", default="")  # fed one per call after the check prompt
+    p.add_argument("--outputs", default="")  # the check steps' logits, raw float32, one step after another
     p.add_argument("--tokenizer")
     p.add_argument("--prompt", default="")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -115,17 +117,21 @@ def main(argv: list[str] | None = None) -> None:
         expected = [int(t) for t in a.check_tokens.split(",")]
         # fed the build's own tokens (not this run's), so one flipped near-tie does not send the rest down another path;
         # each step's top token and how far the build's token is below it, in units of the logits' spread
-        got, gaps = [], []
+        got, gaps, logits = [], [], []
         out = feed_prompt(prompt)
         for i, want in enumerate(expected):
             if i:
                 out = step([expected[i - 1]], len(prompt) + i - 1)
+            logits.append(out.float().numpy().tobytes())
             top = int(out.argmax())
             spread = max(float(out.max() - out.mean()), 1e-9)
             got.append(top)
             gaps.append(float(out[top] - out[want]) / spread)
         same = sum(x == y for x, y in zip(got, expected))
         check = {"prompt_tokens": len(prompt), "tokens": len(expected), "matching": same, "got": got, "gaps": gaps}
+        if a.outputs:
+            with open(a.outputs, "wb") as f:
+                f.write(b"".join(logits))
     if a.mode == "generate":
         _generate(a, step)
         return

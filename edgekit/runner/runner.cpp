@@ -13,10 +13,10 @@
 //
 // Generation programs (ExecuTorch's text-runner convention, forward(tokens int64[1, T], input_pos int64[1]) ->
 // logits of the last position) run in their own mode when --prompt-tokens is given: the answers check
-// (--check-prompt / --check-tokens: fed the build's greedy tokens, each step's top token and how far the build's is
-// below it), then --warmup + --runs rounds of one prefill call and --gen-len - 1 greedy decode steps, each call
-// timed (--outputs: the check steps' logits, raw float32; --etdump: one more prefill and decode, traced). The result
-// has the generation worker's keys (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The
+// (--check-prompt fed in one call, then --check-tokens one per call; --outputs: each step's logits, raw float32, which
+// the parent compares with the user's model's), then --warmup + --runs rounds of one prefill call and --gen-len - 1
+// greedy decode steps, each call timed (--etdump: one more prefill and decode, traced). The result has the generation
+// worker's keys (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The
 // llama:: kernels such programs call come from llm_ops.cpp.
 
 #include <executorch/extension/data_loader/file_data_loader.h>

@@ -319,7 +319,7 @@ def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
         return
     if p.check.status != "passed":
         t.status = CandidateStatus.FAILED
-        t.reason = f"its greedy tokens in the worker were not those of its build ({p.check.status}: {p.check.note})"
+        t.reason = f"its answers in the worker were not checked ({p.check.status}: {p.check.note})"
         return
     t.profile = {
         "p50": p.decode_ms.p50,
