@@ -77,8 +77,15 @@ def heldout_text(work: Path) -> Path:
     return path
 
 
-def build_llamacpp(cache: Path) -> Path:
-    """llama-bench, llama-perplexity and llama-quantize from the llama-cpp-python sdist (cached)."""
+#: what llama.cpp's native build can die of on a VM that advertises AMX (SIGILL or SIGSEGV in ggml_backend_amx_mul_mat):
+#: the same build with the AMX instructions left out
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def build_llamacpp(cache: Path, probe: Path | None = None) -> Path:
+    """llama-bench, llama-perplexity and llama-quantize from the llama-cpp-python sdist (cached), at their best
+    configuration that works here: native CPU flags; when ``probe`` (a GGUF) dies under that build's llama-bench, the
+    build again without AMX (``built.json`` says which and why)."""
     bin_dir = cache / "bin"
     tools = ("llama-bench", "llama-perplexity", "llama-quantize")
     if all((bin_dir / t).is_file() for t in tools):
@@ -97,23 +104,38 @@ def build_llamacpp(cache: Path) -> Path:
     with tarfile.open(sdist) as tf:
         tf.extractall(src, filter="data")
     llama = next(src.glob("*/vendor/llama.cpp"))
-    build = cache / "build"
     t0 = time.perf_counter()
-    subprocess.run(
-        ["cmake", "-S", str(llama), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-         "-DLLAMA_CURL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    subprocess.run(
-        ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *tools],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    flags, why = "", "native CPU flags (GGML_NATIVE=ON)"
+    for attempt in ("native", "no-amx"):
+        build = cache / f"build-{attempt}"
+        subprocess.run(
+            ["cmake", "-S", str(llama), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+             "-DLLAMA_CURL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+             f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        subprocess.run(
+            ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *tools],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        if probe is None:
+            break
+        r = subprocess.run(
+            [str(build / "bin" / "llama-bench"), "-m", str(probe), "-p", "16", "-n", "2", "-r", "1"],
+            capture_output=True,
+        )
+        if r.returncode == 0:
+            break
+        if attempt == "no-amx":
+            raise SystemExit(f"llama-bench fails on {probe.name} even without AMX ({r.returncode})")
+        flags = NO_AMX
+        why = f"native CPU flags without AMX ({NO_AMX}): the native build's llama-bench died ({r.returncode})"
     bin_dir.mkdir(exist_ok=True)
     for t in tools:
         shutil.copy2(build / "bin" / t, bin_dir / t)
     (cache / "built.json").write_text(
-        json.dumps({"sdist": sdist.name, "seconds": round(time.perf_counter() - t0, 1)}, indent=1)
+        json.dumps({"sdist": sdist.name, "seconds": round(time.perf_counter() - t0, 1), "flags": why}, indent=1)
     )
     return bin_dir
 
@@ -282,7 +304,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     gguf = smollm2_gguf()
     print(f"weights: {gguf}", flush=True)
-    bin_dir = build_llamacpp(user_cache() / "llamacpp")
+    bin_dir = build_llamacpp(user_cache() / "llamacpp", gguf)
     built = json.loads((bin_dir.parent / "built.json").read_text())
     ggufs = {"Q4_1 (the package's)": gguf, **{q: requantized(bin_dir, gguf, q, work) for q in ("Q4_0", "Q8_0")}}
     builds = {}
@@ -350,7 +372,7 @@ def main() -> None:
     lines = [
         f"# SmolLM2-135M-Instruct: edgekit (ExecuTorch, XNNPACK) vs llama.cpp on the same weights — {f['cpu_model']}, "
         f"{os.cpu_count()} cores; executorch {f['executorch']}; llama.cpp from {built['sdist']} (built in "
-        f"{built['seconds']} s)",
+        f"{built['seconds']} s, {built.get('flags', 'native CPU flags')})",
         f"# source: {gguf.name} ({facts['file_type']}); prefill {PP} tokens in one call, decode {TG} tokens; medians "
         f"of {args.rounds} interleaved rounds",
         "",
