@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgekit-installed
 TORCH_WHEELS := $(wildcard /opt/wheels)
 TORCH_SOURCE := $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test install clean system-packages system-packages-background
+.PHONY: demo test test-fast install clean system-packages system-packages-background
 
 # uv installs no bytecode, and a shell with PYTHONDONTWRITEBYTECODE=1 (as CI here has) then compiles torch, executorch
 # and transformers from source in every Python process: a stack import costs 16 s instead of 6, and the tests start
@@ -58,12 +58,18 @@ system-packages-background:
 	fi
 
 # Lint (ruff), then two test processes (one per core here), each file kept on one process so its module fixtures
-# build once, the slowest files first (tests/conftest.py orders them).
+# build once, the slowest files first (tests/conftest.py orders them). `make test` runs the fast tier first (a broken
+# change fails in a minute), then the rest; `make test-fast` alone is what a developer runs between edits.
+PYTEST := $(RUN_ENV) $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+
 test:
 	@$(MAKE) --no-print-directory system-packages-background
-	@$(MAKE) --no-print-directory $(STAMP)
+	@$(MAKE) --no-print-directory test-fast
+	$(PYTEST) -m "not fast"
+
+test-fast: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
-	$(RUN_ENV) $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(PYTEST) -m fast
 
 clean:
 	rm -rf build .edgekit $(VENV)
