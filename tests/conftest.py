@@ -45,6 +45,7 @@ FILE_SECONDS = {
     "test_demo.py": 13,
     "test_bad_inputs.py": 10,
     "test_bench.py": 8,
+    "test_upstream.py": 12,
 }
 
 

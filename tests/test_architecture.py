@@ -78,3 +78,72 @@ def test_no_private_name_crosses_a_package():
                 if alias.name.startswith("_") and not alias.name.startswith("__") and owner != here:
                     crossings.append(f"{rel}: from {'.' * node.level}{node.module or ''} import {alias.name}")
     assert not crossings, crossings
+
+
+def _upstream_names(tree: ast.AST) -> set[str]:
+    """Names a module binds to other libraries' modules and objects (``import torch``, ``from x.y import z as w``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if not a.name.startswith("edgekit")}
+        elif isinstance(node, ast.ImportFrom) and not node.level and not (node.module or "").startswith("edgekit"):
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def test_only_edgekit_upstream_changes_other_libraries():
+    assert not upstream_changes(ROOT), upstream_changes(ROOT)
+
+
+def upstream_changes(checkout: Path) -> list[str]:
+    """Every change to torch's, ExecuTorch's, torchao's or Dask's behaviour is a registered patch in edgekit/upstream
+    (with its versions, its switch and a test that it still pays): nowhere else does edgekit assign to another
+    library's attributes, setattr on them, put modules into sys.modules, or register kernels over theirs."""
+    found = []
+    for path in sorted((checkout / "edgekit").rglob("*.py")):
+        if "upstream" in path.relative_to(checkout).parts:
+            continue
+        tree = ast.parse(path.read_text())
+        theirs = _upstream_names(tree) - {"sys"}
+        for _ in range(3):  # and names given to their objects: source = fx_traceback.NodeSource
+            theirs |= {
+                t.id
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Assign) and _root(n.value) in theirs
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            }
+        constants = {  # module-level NAME = "text": what a sys.modules key may be spelled with
+            t.id: n.value.value
+            for n in tree.body
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for leaf in t.elts if isinstance(t, ast.Tuple) else [t]:
+                    root = _root(leaf)
+                    if isinstance(leaf, ast.Attribute) and root in theirs:
+                        found.append(f"{path.relative_to(checkout)}:{node.lineno} assigns {ast.unparse(leaf)}")
+                    if isinstance(leaf, ast.Subscript) and ast.unparse(leaf.value) == "sys.modules":
+                        key = leaf.slice
+                        name = key.value if isinstance(key, ast.Constant) else constants.get(getattr(key, "id", ""))
+                        if isinstance(name, str) and not name.startswith(("edgekit", "_edgekit")):
+                            found.append(f"{path.relative_to(checkout)}:{node.lineno} assigns sys.modules[{name!r}]")
+            if isinstance(node, ast.Call):
+                call = ast.unparse(node.func)
+                if call == "setattr" and node.args and _root(node.args[0]) in theirs:
+                    found.append(f"{path.relative_to(checkout)}:{node.lineno} {ast.unparse(node)[:80]}")
+                if call.endswith("library.Library") or call.endswith(".impl"):
+                    found.append(f"{path.relative_to(checkout)}:{node.lineno} {call}")
+    return found

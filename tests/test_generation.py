@@ -306,7 +306,7 @@ def test_other_families_build_exactly(tmp_path):
     assert q.manifest.program.data is not None  # GPT-2 ties wte to its head: the table kept once (checked by the build)
 
 
-def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(tmp_path, monkeypatch):
+def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(tmp_path):
     """A Qwen2 (biases on q/k/v) whose weights are what a mixed Q4_1 GGUF file holds (down_proj at Q8_0; a zero and a
     constant group in q_proj): the six linears on a 4-bit grid keep it (tests/test_quantize.py checks the values),
     down_proj gets HQQ scales, and the program loads, runs and is verified like any 8da4w program."""
@@ -321,16 +321,14 @@ def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(
     # closer than requantizing (the same build with HQQ scales everywhere: +2.3%, 8.4 dB; with the offsets lost: 0.1 dB)
     assert g.ppl_increase_pct < 1.5 and m.verify.sqnr_db > 9.5 and g.next_token_agreement > 0.4, (g, m.verify)
     assert not [op for op in m.program.delegation.portable_ops if "linear" in op or "mm" in op]
-    # the lowering answers torchao's quantize/dequantize/choose_qparams on fake tensors with shapes alone
-    # (edgekit.pipeline.lower.shapes_only_quant_ops, for speed): the same bytes as torchao's own decompositions give
-    import contextlib
+    # the lowering answers torchao's quantize/dequantize/choose_qparams on fake tensors with shapes alone (the
+    # upstream patch shapes-only-quant-ops, for speed): the same bytes as torchao's own decompositions give
+    from edgekit import upstream
 
-    import edgekit.pipeline.lower as lower
-
-    monkeypatch.setattr(lower, "shapes_only_quant_ops", contextlib.nullcontext)
-    own = edgekit.build(
-        f"hf:{folder}", "xnnpack-llm-8da4w", task="text-generation", out=tmp_path / "own", max_seq_len=32
-    )
+    with upstream.switched_off("shapes-only-quant-ops"):
+        own = edgekit.build(
+            f"hf:{folder}", "xnnpack-llm-8da4w", task="text-generation", out=tmp_path / "own", max_seq_len=32
+        )
     assert own.manifest.program.sha256 == m.program.sha256 and own.manifest.program.data == m.program.data
 
 

@@ -272,19 +272,17 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
 
 
-def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp_path, monkeypatch):
+def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp_path):
     """Builds share torch's FX provenance records instead of deep-copying them at every pass: every node of a real
     lowering carries the same history either way, the build's program and explain record are byte for byte the same,
     and torch's own constructor is back once the build ends."""
-    import contextlib
-    import importlib
-
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch.fx.traceback import NodeSource
     from toy_models import SmallCNN
 
-    from edgekit.pipeline.stages import shared_provenance
+    from edgekit import upstream
+    from edgekit.upstream.fx import shared_provenance
 
     torch_init = NodeSource.__init__
 
@@ -327,11 +325,9 @@ def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp
 
     sharing = build("shared")
     assert NodeSource.__init__ is torch_init
-    # torch's own provenance copying and operator-table walks (cia_ops_materialized_once, below): the same bytes
-    stages = importlib.import_module("edgekit.pipeline.stages")
-    monkeypatch.setattr(stages, "shared_provenance", contextlib.nullcontext)
-    monkeypatch.setattr(stages, "cia_ops_materialized_once", contextlib.nullcontext)
-    assert build("deep") == sharing
+    # torch's own provenance copying and operator-table walks (cia-walk-once, below): the same bytes
+    with upstream.switched_off("shared-provenance", "cia-walk-once"):
+        assert build("deep") == sharing
 
 
 def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op_is_still_seen(monkeypatch):
@@ -341,7 +337,7 @@ def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op
     import torch.library
     from torch._export import utils
 
-    from edgekit.pipeline.stages import cia_ops_materialized_once
+    from edgekit.upstream.fx import cia_ops_materialized_once
 
     own, clear, collect = (
         utils._materialize_cpp_cia_ops,
@@ -386,24 +382,26 @@ def test_the_operator_table_is_walked_once_per_set_of_registrations_and_a_new_op
     assert "edgekit_test_cia.twice.default" not in listed_now()
 
 
-def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path, monkeypatch):
+def test_xnnpack_passes_are_skipped_only_where_they_cannot_change_the_program(tmp_path):
     """The lowering skips XNNPACK passes on partitions that hold none of their ops (and so never builds the SDPA and
-    bilinear patterns for a model without them): the program is byte for byte the one the full pass list makes, and
-    each pattern a skip relies on really holds the op that decides it."""
+    bilinear patterns for a model without them): the program is byte for byte the one the full pass list makes, each
+    pattern a skip relies on really holds the op that decides it, and the passes are XNNPACK's own again afterwards."""
     from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
 
-    from edgekit.pipeline import lower
+    from edgekit import upstream
+    from edgekit.upstream.xnnpack import SKIPPABLE_PASSES, skip_unchanging_passes
 
     def build(name):
         return edgekit.build("toy_models:mlp", "xnnpack-int8", out=tmp_path / name).manifest.program.sha256
 
+    table = SKIPPABLE_PASSES()
+    own = {cls: cls.call for cls in table}
+    with skip_unchanging_passes():
+        assert all(cls.call is not own[cls] for cls in table)
     guarded = build("guarded")
-    table = lower.SKIPPABLE_PASSES()
-    assert all(cls.edgekit_needs_one_of for cls in table)  # the build installed the skips
-    for cls in table:
-        monkeypatch.setattr(cls, "call", cls.edgekit_full_call)
-    monkeypatch.setattr(lower, "_xnnpack_passes_skip_what_they_cannot_change", lambda: None)
-    assert build("full") == guarded
+    assert all(cls.call is own[cls] for cls in table)  # XNNPACK's own passes once the lowering is over
+    with upstream.switched_off("xnnpack-skip-unchanging-passes"):
+        assert build("full") == guarded
     needs = {cls.__name__: ops for cls, ops in table.items()}
     for name, graphs in (
         ("ConvertToSDPAPass", sdpa.get_graphs()),

@@ -302,7 +302,7 @@ import edgekit.runner.runtime as rt
 if sys.argv[1] == "fallback":  # as if a later ExecuTorch needed more of exir than the placeholder gives
     def broken(*args):
         raise ImportError("forced")
-    rt._load_libraries = broken
+    rt.load_kernel_libraries = broken
 portable_lib, Runtime = rt.load_runtime(llm_ops=True)
 kernels = set(portable_lib._get_operator_names())  # what a program's instructions can call in ExecuTorch's registry
 print(json.dumps({
@@ -315,14 +315,17 @@ print(json.dumps({
 """
 
 
-@pytest.mark.parametrize("path", ["lean", "fallback"])
+@pytest.mark.parametrize("path", ["lean", "fallback", "off"])
 def test_the_workers_runtime_loads_without_the_compiler_stack_and_falls_back_whole(path):
     """The measuring workers import executorch.runtime without exir's exporter, dynamo or inductor (4 s and ~130 MiB
-    less in every worker's baseline); should that ever fail, the ordinary imports give the same kernels."""
+    less in every worker's baseline); should that ever fail, or the upstream patch be switched off, the ordinary
+    imports give the same kernels."""
+    import os
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", LEAN_PROBE, path], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "EDGEKIT_UPSTREAM_OFF": "lean-runtime-import" if path == "off" else ""}
+    r = subprocess.run([sys.executable, "-c", LEAN_PROBE, path], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-1500:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["ops"] == [True, True, True] and got["runtime"], got

@@ -172,10 +172,11 @@ def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_
 
     from edgekit.pipeline import quantize
     from edgekit.targets import QuantScheme
+    from edgekit.upstream.xnnpack import cached_quantizer_patterns, forget_traced_patterns
 
     traced, own = [], utils._get_aten_graph_module_for_pattern
     monkeypatch.setattr(utils, "_get_aten_graph_module_for_pattern", lambda *a, **k: traced.append(1) or own(*a, **k))
-    monkeypatch.setattr(quantize, "_PATTERNS", {})  # this process's traced patterns: none yet
+    forget_traced_patterns()  # this process's traced patterns: none yet
     torch.manual_seed(0)
     x = torch.randn(1, 1, 8, 8)
     # each BatchNorm after a convolution (PT2E folds it there first), and one after a ReLU, with none to fold into
@@ -188,7 +189,7 @@ def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_
             prepare_pt2e(copy.deepcopy(graph), quantize.quantizer_for(QuantScheme.INT8_STATIC_PER_CHANNEL)).graph
         )
 
-    with quantize._cached_patterns():
+    with cached_quantizer_patterns():
         first_folded = prepared(folded)
         assert traced == [] and "batch_norm" not in first_folded
         first_loose = prepared(loose)
@@ -271,14 +272,14 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
 
 
 def test_shapes_only_quant_ops_answer_fake_propagation_but_never_a_trace():
-    """edgekit.pipeline.lower.shapes_only_quant_ops: propagating fake tensors gets torchao's output shapes and
+    """edgekit.upstream.quant_ops.shapes_only_quant_ops: propagating fake tensors gets torchao's output shapes and
     dtypes without its arithmetic, tracing a graph (make_fx) still records torchao's arithmetic, real tensors get
     torchao's numbers, and torchao's own kernel is back afterwards."""
     import torchao.quantization.quant_primitives  # noqa: F401  (registers torch.ops.torchao)
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from edgekit.pipeline.lower import shapes_only_quant_ops
+    from edgekit.upstream.quant_ops import shapes_only_quant_ops
 
     ops = torch.ops.torchao
     x = torch.randn(4, 64)
@@ -303,8 +304,20 @@ def test_shapes_only_quant_ops_answer_fake_propagation_but_never_a_trace():
         assert "aten.empty" not in decomposed and "amax" in decomposed and "torchao" not in decomposed
         assert torch.equal(roundtrip(x), before)  # real tensors: torchao's numbers
     assert torch.equal(roundtrip(x), before)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    calls = []
+    FakeTensorMode.cache_clear()
     with FakeTensorMode() as mode:  # torchao's own kernel again: its decomposition runs (amin/amax on fakes)
-        assert roundtrip(mode.from_tensor(x)).shape == (4, 64)
+        fake_x = mode.from_tensor(x)
+        with Seen():
+            assert roundtrip(fake_x).shape == (4, 64)
+    assert any("amax" in c for c in calls) and not any("empty" in c for c in calls), calls
 
 
 class _Roundtrip(torch.nn.Module):

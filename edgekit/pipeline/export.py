@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .. import upstream
 from ..dynamic import ResolvedDim, dynamic_shapes, export_examples
 from ..errors import ExportError, first_line
 from ..models import LoadedModel, contiguous
@@ -28,23 +29,6 @@ class ExportResult:
     @property
     def batch_dynamic(self) -> bool:
         return any(0 in shape for shape in self.dynamic_shapes or ())
-
-
-class _no_mha_fastpath:
-    """nn.TransformerEncoder/MultiheadAttention in eval mode take a fused "fast path"
-    (``aten._transformer_encoder_layer_fwd``) that export captures and ExecuTorch cannot lower; the
-    decomposed path computes the same thing with core ATen ops."""
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.prev = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        torch.backends.mha.set_fastpath_enabled(self.prev)
 
 
 def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> ExportResult:
@@ -86,7 +70,7 @@ def _trace(module: Any, examples: tuple, shapes: Any, *, strict: bool) -> Any:
 
     from .._noise import quiet
 
-    with quiet(drop_on_error=True), torch.no_grad(), _no_mha_fastpath():
+    with quiet(drop_on_error=True), torch.no_grad(), upstream.applied("no-mha-fastpath"):
         return torch.export.export(module, examples, dynamic_shapes=shapes, strict=strict)
 
 

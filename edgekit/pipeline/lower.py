@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import upstream
 from ..errors import LowerError, first_line
 from ..targets import Backend
+from ..upstream.export import shape_envs
 
 #: Why an op with no partitioner rule of its own stays on portable kernels.
 _KNOWN_REASONS = {
@@ -153,19 +153,6 @@ def _reasons_for(op: str, reasons: dict[str, set[str]], backend: Backend) -> lis
     return ["XNNPACK's partitioner declined it without a reason (a dtype or layout it does not take)"]
 
 
-def _shape_envs(program: Any) -> list:
-    import torch
-
-    envs = {}
-    for node in program.graph.nodes:
-        val = node.meta.get("val")
-        if isinstance(val, torch.Tensor):
-            for dim in val.shape:
-                if isinstance(dim, torch.SymInt):
-                    envs[id(dim.node.shape_env)] = dim.node.shape_env
-    return list(envs.values())
-
-
 def _fuse_quantized_embeddings(edge: Any) -> Any:
     """torchao's dequantize + embedding → ExecuTorch's quantized embedding ops (embedding_byte / embedding_4bit),
     with the packed weights folded to constants (as executorch's own quant-fusion tests do)."""
@@ -251,58 +238,10 @@ def _edge_passes(program: Any) -> tuple[list, list[str]]:
     if any("squeeze" in op for op in ops):
         passes.append(ReplaceSqueezeAndUnsqueezeWithViewPass())
         names.append("static squeeze/unsqueeze → view_copy")
-    if _shape_envs(program):
+    if shape_envs(program):
         passes.append(_one_inferred_dim)
         names.append("one dynamic reshape size → -1")
     return passes, names
-
-
-def _xnnpack_passes_skip_what_they_cannot_change() -> None:
-    """XNNPACK's delegate runs 17 passes on every partition, and most end by retracing the partition through fake
-    tensors (symbolic shapes included) whether they changed it or not; two first build their patterns by exporting small
-    models (3 s a process, more than a small model's whole lowering). Each pass in :func:`SKIPPABLE_PASSES` rewrites only
-    around nodes of its ops; on a partition with none of them it would find nothing and retrace an unchanged graph, so
-    there it is skipped. The ops are read from each pass's source (patterns: a test checks them against the real
-    ones) for the pinned executorch; a test builds programs both ways and compares their bytes. Idempotent."""
-    for cls, ops in SKIPPABLE_PASSES().items():
-        if getattr(cls, "edgekit_needs_one_of", None) is not None:
-            continue
-        names = frozenset(op.__name__ for op in ops)
-
-        def call(self, graph_module, _full=cls.call, _names=names):
-            present = (n.target for n in graph_module.graph.nodes if n.op == "call_function")
-            if _names.isdisjoint(getattr(t, "__name__", None) for t in present):
-                from torch.fx.passes.infra.pass_base import PassResult
-
-                return PassResult(graph_module, False)
-            return _full(self, graph_module)
-
-        cls.edgekit_full_call, cls.call, cls.edgekit_needs_one_of = cls.call, call, names
-
-
-def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it needs the stack)
-    """XNNPACK passes → the edge ops one of which a partition must hold for the pass to change it."""
-    from executorch.backends.xnnpack._passes.conv1d_unsqueeze_pass import Conv1dUnsqueezePass
-    from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
-    from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
-    from executorch.backends.xnnpack._passes.decompose_batch_norm import DecomposeBatchNorm
-    from executorch.backends.xnnpack._passes.decompose_cat import DecomposeConcatenate
-    from executorch.backends.xnnpack._passes.fuse_activation_pass import FuseActivationPass
-    from executorch.backends.xnnpack._passes.fuse_batch_norm import FuseBatchNormPass
-    from executorch.backends.xnnpack._passes.prelu_reshape_pass import PReLUReshapePass
-    from executorch.exir.dialects._ops import ops as exir_ops
-
-    aten = exir_ops.edge.aten
-    return {
-        ConvertToSDPAPass: {aten._softmax.default},  # in every SDPA pattern (tested)
-        ConvertToUpsampleBilinear2d: {aten.upsample_bilinear2d.vec},  # the pattern itself, undecomposed (tested)
-        FuseBatchNormPass: set(DecomposeBatchNorm.BATCH_NORM_OPS),
-        DecomposeBatchNorm: set(DecomposeBatchNorm.BATCH_NORM_OPS),
-        Conv1dUnsqueezePass: {aten.convolution.default},
-        PReLUReshapePass: {aten._prelu_kernel.default},
-        DecomposeConcatenate: {aten.cat.default},
-        FuseActivationPass: set(FuseActivationPass.FUSEABLE_ACTIVATIONS),
-    }
 
 
 def lower_program(
@@ -336,21 +275,19 @@ def lower_program(
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
             partitioners = [XnnpackPartitioner()]
-            _xnnpack_passes_skip_what_they_cannot_change()
             if prepare:
                 program, applied = prepare_for_xnnpack(program)
                 passes, names = _edge_passes(program)
                 applied += names
-        # XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks
-        # a backend with a size heuristic that installs a guard (batch < 16) on the program's shape environment.
-        # The memory planner then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is
-        # irrelevant to XNNPACK (it resizes at run time), so the exported ranges are restored before planning.
-        envs = _shape_envs(program)
-        saved = [(env, dict(env.var_to_range)) for env in envs]
         tagged = _external_placeholders(program, external_weights)
         if tagged:
             passes = [*passes, _tag_delegate_weights(tagged)]
-        with _WhyNot() as why, shapes_only_quant_ops():
+        with (
+            _WhyNot() as why,
+            upstream.applied("exported-ranges-kept", program),  # put back before the memory plan (to_executorch)
+            upstream.applied("shapes-only-quant-ops"),
+            upstream.applied("xnnpack-skip-unchanging-passes") if partitioners else contextlib.nullcontext(),
+        ):
             edge = to_edge_transform_and_lower(
                 program,
                 transform_passes=passes or None,
@@ -361,8 +298,6 @@ def lower_program(
             )
         if fuse_embeddings:
             edge = _fuse_quantized_embeddings(edge)
-        for env, ranges in saved:
-            env.var_to_range.update(ranges)
         delegation = {
             **delegation_summary(edge.exported_program().graph_module, why.reasons, backend),
             "passes": applied,
@@ -400,76 +335,6 @@ def lower_program(
 
 #: the tag (and .ptd file stem) of a program's external weights
 EXTERNAL_TAG = "model"
-
-
-@contextlib.contextmanager
-def shapes_only_quant_ops() -> Iterator[None]:
-    """torchao's quantize_affine / dequantize_affine / choose_qparams_affine answer fake tensors with their output
-    shapes and dtypes alone, while a lowering runs.
-
-    Lowering re-propagates fake tensors through the graph in every decomposition pass, edge pass and XNNPACK pass,
-    and each time these ops ran their whole Python decomposition on fake tensors with symbolic shapes (reshapes,
-    reductions, clamps: SymInt arithmetic for every quantized linear). Their outputs' shapes and dtypes follow from
-    the arguments, so the fake answer is computed directly; real tensors (constant folding) still run torchao's own
-    code, and the registrations are removed afterwards. The program is byte for byte the same (tests/test_generation.py
-    checks the bytes); lowering takes about half the time (benchmarks/llm_quant_lowering.py).
-    """
-    import torch
-
-    try:
-        import torchao.quantization.quant_primitives as qp
-        from torch._inductor.decomposition import decompositions
-        from torch._subclasses.fake_tensor import FakeTensor
-        from torch.fx.experimental.proxy_tensor import get_proxy_mode
-    except ImportError:  # no torchao: nothing of it to speed up
-        yield
-        return
-
-    def choose(x, mapping_type, block_size, target_dtype, quant_min=None, quant_max=None, eps=None,
-               scale_dtype=None, zero_point_dtype=None, keepdim=False):  # fmt: skip
-        shape, dims = qp._get_reduction_params(block_size, x.size())
-        if keepdim:
-            out = [x.size(i) // block_size[i] for i in range(len(block_size))]
-        else:
-            out = [n for i, n in enumerate(shape) if i not in dims]
-        zero_dtype = zero_point_dtype or (torch.int32 if mapping_type == "ASYMMETRIC" else x.dtype)
-        with x.fake_mode:
-            return (
-                torch.empty(out, dtype=scale_dtype or x.dtype, device=x.device),
-                torch.empty(out, dtype=zero_dtype, device=x.device),
-            )
-
-    sub_byte = getattr(qp, "_SUB_BYTE_UINT_BOUNDS", {})  # torchao hands uint1..uint7 results back as uint8
-
-    def quantize(x, block_size, scale, zero_point, output_dtype, quant_min=None, quant_max=None):
-        with x.fake_mode:
-            return torch.empty(
-                x.shape, dtype=torch.uint8 if output_dtype in sub_byte else output_dtype, device=x.device
-            )
-
-    def dequantize(x, block_size, scale, zero_point, input_dtype, quant_min=None, quant_max=None,
-                   output_dtype=torch.float32):  # fmt: skip
-        with x.fake_mode:
-            return torch.empty(x.shape, dtype=output_dtype, device=x.device)
-
-    lib = torch.library.Library("torchao", "IMPL")
-    try:
-        for name, shapes in (("choose_qparams_affine", choose), ("quantize_affine", quantize),
-                             ("dequantize_affine", dequantize)):  # fmt: skip
-            own = decompositions[getattr(torch.ops.torchao, name).default]  # torchao's Python function
-
-            def kernel(*args: Any, _shapes: Any = shapes, _own: Any = own, **kwargs: Any) -> Any:
-                # fake tensors being propagated; never while a graph is traced (a proxy mode would record the
-                # empty tensors instead of torchao's arithmetic)
-                fast = isinstance(args[0], FakeTensor) and get_proxy_mode() is None
-                return _shapes(*args, **kwargs) if fast else _own(*args, **kwargs)
-
-            with warnings.catch_warnings():  # torch says once that a kernel is overridden: this one, on purpose
-                warnings.filterwarnings("ignore", message=".*other operators may also be overridden")
-                lib.impl(name, kernel, "CompositeImplicitAutograd", allow_override=True)
-        yield
-    finally:
-        lib._destroy()  # torchao's own kernels are the ones registered again
 
 
 def _external_placeholders(program: Any, modules: tuple[str, ...]) -> tuple[str, ...]:

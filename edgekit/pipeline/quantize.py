@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch  # this module is only imported by a build, which has loaded torch already
 
+from .. import upstream
 from ..data import Dataset
 from ..errors import QuantizeError, first_line
 from ..targets import QuantScheme
@@ -160,62 +160,6 @@ def to_fp16(model: Any) -> Any:
     return LoadedModel(model.spec, module, model.example_inputs, tokenizer=model.tokenizer, task=model.task)
 
 
-_PATTERNS: dict = {}  # one process's traced quantizer patterns (see _cached_patterns)
-
-
-def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict) -> Any:
-    """What a quantizer pattern's traced graph depends on: the pattern function's code and the values it closes over
-    (the conv function, whether there is a ReLU and whether it is in place), the example inputs' shapes and dtypes.
-    None when it depends on anything else (then it is traced as usual)."""
-    fn = getattr(pattern, "fn", pattern)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    cells = tuple(c.cell_contents for c in (fn.__closure__ or ()))
-    if not all(callable(c) or isinstance(c, (bool, int, float, str, type(None))) for c in cells):
-        return None
-
-    def shape(t: Any) -> Any:  # the pattern's inputs (placeholders when it is traced): their values do not matter
-        return (tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else repr(t)
-
-    inputs = tuple(shape(t) for t in example_inputs)
-    return (code, cells, inputs, is_cuda, tuple(sorted((k, shape(v)) for k, v in kwargs.items())))
-
-
-@contextlib.contextmanager
-def _cached_patterns():
-    """XNNPACKQuantizer's annotation traces its conv + BatchNorm (+ ReLU) patterns with a strict torch.export each time
-    it runs: twelve exports, the same graphs every time. They are traced once per process here (each caller gets its
-    own copy; the matcher only reads it), and not at all for a graph without a batch norm: every one of those patterns
-    holds one, so none can match there. PT2E's prepare folds each BatchNorm into the convolution or linear before it
-    first, so that is most graphs, and a process's first quantized build (every `edgekit build` from the command line)
-    is shorter by the traces: 1.3 s here (``benchmarks/results/first_build.txt``)."""
-    import copy
-
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
-
-    original, conv_bn = utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn
-
-    def conv_bn_where_a_batch_norm_is(gm: Any, *args: Any, **kwargs: Any) -> Any:
-        if not any(n.op == "call_function" and "batch_norm" in str(n.target) for n in gm.graph.nodes):
-            return []  # the partitions annotated: none
-        return conv_bn(gm, *args, **kwargs)
-
-    def cached(pattern: Any, example_inputs: tuple, is_cuda: bool = False, **kwargs: Any) -> Any:
-        key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
-        if key is None:
-            return original(pattern, example_inputs, is_cuda, **kwargs)
-        if key not in _PATTERNS:
-            _PATTERNS[key] = original(pattern, example_inputs, is_cuda, **kwargs)
-        return copy.deepcopy(_PATTERNS[key])
-
-    utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = cached, conv_bn_where_a_batch_norm_is
-    try:
-        yield
-    finally:
-        utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = original, conv_bn
-
-
 def prepare_calibrated(
     exported: ExportResult,
     scheme: QuantScheme,
@@ -236,7 +180,7 @@ def prepare_calibrated(
     batch = calibration_batch_size(exported)
     check_layers(exported.program, fp32_layers)
     try:
-        with _cached_patterns():
+        with upstream.applied("xnnpack-quantizer-patterns-once"):
             prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
     except Exception as exc:
         raise QuantizeError(

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from .. import upstream
 from ..errors import EdgekitError, UsageError
 
 DEFAULT_BUILD_GB = 2.0  # a build's peak RSS when no earlier build says otherwise (MobileNetV2 int8 needs ~1.5 GiB)
@@ -228,22 +229,6 @@ TLS_HINT = (
 )
 
 
-def _restore_dask_defaults() -> None:
-    """Put back Dask's own defaults that a ``dask.config.set`` block dropped, leaving every set value as it is.
-
-    ``distributed`` registers its defaults when first imported; imported inside a user's ``dask.config.set`` block
-    (``distributed.comm.tls.*`` to give the client its certificates, say), they are removed with the block's keys
-    when it ends, and the next ``Security()`` fails with ``KeyError: 'require-encryption'``. The defaults go into
-    Dask's global configuration for the rest of the process (as importing ``distributed`` put them there), and into a
-    mapping the user set whole where it lacks them."""
-    import copy
-
-    import dask
-
-    for defaults in dask.config.defaults:
-        dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
-
-
 def _dask_executor(spec: str) -> Executor:
     """``dask://HOST:PORT`` (plain TCP: Dask runs pickled tasks, so anyone who reaches the port runs code on the workers;
     a warning unless it is on loopback) or ``tls://HOST:PORT`` (Dask's own TLS security configuration: certificates
@@ -255,7 +240,11 @@ def _dask_executor(spec: str) -> Executor:
         raise ExecutorError(
             f"--executor {spec.split('://')[0]}:// needs Dask distributed", "pip install 'edgekit[scale]'"
         ) from None
-    _restore_dask_defaults()
+    with upstream.applied("dask-config-defaults"):  # what a user's dask.config.set block dropped, put back
+        return _connect(spec, Client, Security)
+
+
+def _connect(spec: str, Client: Any, Security: Any) -> Executor:  # noqa: N803 (the classes, imported by the caller)
     tls = spec.startswith("tls://")
     hostport = spec.split("://", 1)[1]
     address = ("tls://" if tls else "tcp://") + hostport
