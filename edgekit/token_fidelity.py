@@ -11,18 +11,24 @@ Wherever the program is profiled (the Python worker, the native runner, a board 
 the first ``prompt`` in one call (the prefill path), then one per call (the decode path) — and its logits are
 compared with the model's. The program passes when
 
-    mean KL(your model ‖ here) ≤ (1 + RATIO) × mean KL(your model ‖ the program when built) + FLOOR
+    mean KL(your model ‖ here) ≤ (1 + RATIO·√(32 / steps)) × mean KL(your model ‖ the program when built) + FLOOR
 
 where the build's divergence was measured the same way (its prompt in one call, then a token per call, in the
-ExecuTorch runtime on the build machine). A program stays as faithful to the model as when it was built whatever
-rounds differently here (another CPU, another thread count, edgekit's own attention kernels): correct runtimes were
-measured within 3.7% of the build's divergence (most within 1%), a broken one +49% at the least.
+ExecuTorch runtime on the build machine): at 32 steps, twice the build's. A program stays as faithful to the model as
+when it was built whatever rounds differently here (another CPU, another thread count, edgekit's own attention
+kernels), and a runtime that computes something else does not. Measured (docs/decisions/001): on SmolLM2-135M's
+8da4w program, correct attention kernels that differ only in rounding (libm's exp, another summation order) land at
+1.01-1.22× the build's divergence and the aarch64 kernels under qemu at 1.07× — a mean over 32 steps of a heavy-tailed
+figure moves that much with rounding — while broken ones land at 6-133× (a kernel that skips the newest key, a wrong
+scale) or give NaN, and qemu's ``-cpu max`` board 800×. The margin widens as √(32 / steps) for shorter checks (a short
+eval text or cache). A fault too subtle to double the divergence is the kernel sweep's to catch
+(tests/test_attention_kernels.py), not this check's.
 
 Why not the build's top tokens (what this check compared before): a quantized program's activations are rounded to
 int8 per token, so a last-bit difference anywhere (one exp() against another) can move a value across a rounding
 step, and in a deep model the changes grow. On a Llama-3.2-1B-shaped decoder (random weights, a Q4_0 GGUF, 16 layers)
-correct attention kernels gave the same top token as each other at only 56-84% of steps, each as far from the user's
-model as the build was (docs/decisions/001-answers-check-against-the-model.md).
+correct attention kernels gave the same top token as each other at only 75-84% of teacher-forced steps, each as far
+from the user's model as the build was.
 """
 
 from __future__ import annotations
@@ -43,8 +49,10 @@ CHECK_TOKENS = 48
 #: ... the first this many fed in one call (at most a third of them)
 CHECK_PROMPT = 16
 #: a runtime passes while its mean KL divergence from the user's model is at most the build's plus this share of it
-#: ...
-RATIO = 0.10
+#: (at 32 steps; × √(32 / steps) for fewer) ...
+RATIO = 1.0
+#: ... the steps that share is for ...
+RATIO_STEPS = 32
 #: ... plus this many nats (fp32 programs are ~1e-12 from the model: another CPU's rounding must still pass)
 FLOOR = 1e-4
 
@@ -111,8 +119,8 @@ class TokenReference(Contract):
     tokens: int  # fed to the program: the first ``prompt_tokens`` in one call, the rest one per call
     prompt_tokens: int
     build: TokenFidelity  # the program when built (ExecuTorch's runtime on the build machine) against the model
-    max_kld: float  # what a runtime must stay within: (1 + RATIO) × build.kld_mean + FLOOR
-    rule: str = f"mean KL(your model ‖ here) ≤ {1 + RATIO:g} × at build time + {FLOOR:g} nats"
+    max_kld: float  # what a runtime must stay within: (1 + RATIO·√(32 / steps)) × build.kld_mean + FLOOR
+    rule: str = f"mean KL(your model ‖ here) ≤ (1 + {RATIO:g}·√(32 / steps)) × at build time + {FLOOR:g} nats"
 
     @property
     def steps(self) -> int:
@@ -125,8 +133,9 @@ def check_sequence(tokens: list[int], max_context: int) -> tuple[list[int], int]
     return list(tokens[:n]), max(1, min(CHECK_PROMPT, n // 3))
 
 
-def allowed_kld(build_kld: float) -> float:
-    return (1 + RATIO) * build_kld + FLOOR
+def allowed_kld(build_kld: float, steps: int) -> float:
+    """What a runtime may reach: (1 + RATIO·√(RATIO_STEPS / steps)) × the build's divergence + FLOOR."""
+    return (1 + RATIO * math.sqrt(RATIO_STEPS / max(1, steps))) * build_kld + FLOOR
 
 
 def make_token_reference(
@@ -148,7 +157,7 @@ def make_token_reference(
         tokens=len(tokens),
         prompt_tokens=prompt_tokens,
         build=build,
-        max_kld=allowed_kld(build.kld_mean),
+        max_kld=allowed_kld(build.kld_mean, build.positions),
     )
     return data, section
 
@@ -205,7 +214,7 @@ class AnswersCheck(Contract):
     passed: bool
     here: TokenFidelity | None  # None: the runtime's logits were not finite
     build_kld: float
-    max_kld: float  # (1 + RATIO) × build + FLOOR
+    max_kld: float  # allowed_kld(build, steps)
 
 
 def check_answers(ref: TokenReferenceData, logits: Any) -> AnswersCheck:
@@ -222,7 +231,8 @@ def check_answers(ref: TokenReferenceData, logits: Any) -> AnswersCheck:
     if got.size != ref.expected.size:
         raise ValueError(f"{got.size} logits where the check needs {ref.expected.size}")
     s = ref.section
+    allowed = allowed_kld(s.build.kld_mean, s.steps)  # this edgekit's rule (the manifest's max_kld: the builder's)
     if not np.isfinite(got).all():
-        return AnswersCheck(False, None, s.build.kld_mean, s.max_kld)
+        return AnswersCheck(False, None, s.build.kld_mean, allowed)
     here = token_fidelity(ref.expected, got.reshape(ref.expected.shape))
-    return AnswersCheck(here.kld_mean <= s.max_kld, here, s.build.kld_mean, s.max_kld)
+    return AnswersCheck(here.kld_mean <= allowed, here, s.build.kld_mean, allowed)

@@ -1,6 +1,7 @@
-"""Native runners compiled here with a deliberately broken attention kernel: what the kernel sweep and the answers
-check must catch. Each is edgekit's own runner.cpp and llm_ops.cpp with one line changed, compiled exactly as the
-product compiles its runner (edgekit.runner.native.compile_command)."""
+"""Native runners compiled here with a deliberately broken attention kernel (what the kernel sweep and the answers
+check must catch), or with one as correct as edgekit's that rounds differently (what they must pass). Each is
+edgekit's own runner.cpp and llm_ops.cpp with one line changed, compiled exactly as the product compiles its runner
+(edgekit.runner.native.compile_command)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,42 @@ BROKEN = {
         "const int64_t keys = is_causal ? start_pos + i + 1 : start_pos + S;",
         "const int64_t keys = std::max<int64_t>(1, is_causal ? start_pos + i : start_pos + S - 1);",
     ),
-    # query heads mapped to KV heads by h % Hkv instead of h / group (repeat instead of repeat_interleave)
-    "interleaved-kv-heads": (
+    # each KV head's group of query heads starts at query head kh instead of kh·group: groups overlap (threads race
+    # on them) and the last query heads are never written (whatever the output buffer held, NaN included)
+    "misplaced-query-groups": (
         "const int64_t head = (b * S + i) * H + kh * group;",
         "const int64_t head = (b * S + i) * H + kh;",
+    ),
+    # softmax weights that are not numbers (a division by zero, say): every output NaN
+    "nan-weights": (
+        "const float inv = 1.0f / sum;",
+        'const float inv = std::nanf("");',
+    ),
+    # scores scaled by 1/D instead of 1/sqrt(D)
+    "wrong-scale": (
+        "1.0f / std::sqrt(static_cast<float>(D))",
+        "1.0f / static_cast<float>(D)",
+    ),
+}
+
+#: kernels as correct as edgekit's, rounding differently: libm's exp() instead of the vectorised polynomial
+CORRECT = {
+    "libm-exp": (
+        """    for (; j + 8 <= keys; j += 8) {
+      f8 e = exp8(load8(pg + j) - splat(mx));
+      store8(pg + j, e);
+      acc += e;
+    }
+    float sum = hsum(acc);""",
+        "    float sum = 0;",
     ),
 }
 
 
 def broken_runner(folder: Path, name: str) -> Path:
-    """edgekit's native runner with the ``name`` mutation of :data:`BROKEN`, compiled into ``folder``."""
-    old, new = BROKEN[name]
+    """edgekit's native runner with the ``name`` change of :data:`BROKEN` or :data:`CORRECT`, compiled into
+    ``folder``."""
+    old, new = {**BROKEN, **CORRECT}[name]
     source = LLM_OPS.read_text()
     assert source.count(old) == 1, f"the line {name!r} mutates is no longer in llm_ops.cpp: update tests/{__name__}.py"
     folder.mkdir(parents=True, exist_ok=True)

@@ -120,12 +120,14 @@ def test_edgekits_attention_gives_executorchs_answers_at_the_shapes_people_ship(
     assert not bad, bad
 
 
-@pytest.mark.parametrize("mutation", ["drops-newest-key", "interleaved-kv-heads"])
-def test_the_sweep_catches_a_broken_kernel(attention, tmp_path, mutation):
+@pytest.mark.parametrize("mutation", ["drops-newest-key", "misplaced-query-groups", "libm-exp"])
+def test_the_sweep_catches_a_broken_kernel_and_passes_one_that_only_rounds_differently(attention, tmp_path, mutation):
     folder, calls = attention
     worst = _worst_errors(broken_runner(tmp_path, mutation), folder, calls, 1)
-    wrong = [k for k, v in worst.items() if v > 0.1]
-    if mutation == "interleaved-kv-heads":  # both maps agree with one KV head, or one query head per KV head
+    wrong = [k for k, v in worst.items() if not v <= 0.1]  # NaN included
+    if mutation == "libm-exp":  # another exp(), as exact: within the sweep's tolerance everywhere
+        assert max(worst.values()) <= TOLERANCE, max(worst.values())
+    elif mutation == "misplaced-query-groups":  # both layouts agree with one KV head, or one query head per KV head
         assert {shape for *_, shape in wrong} == {s for s in SHAPES if 1 < s[1] < s[0]}
     else:  # the newest key matters at every position but the very first (one key there either way)
         assert {pos for _, pos, _ in wrong} >= {1, CACHE // 2, CACHE - 1, 20}

@@ -104,7 +104,7 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     c = p["check"]
     assert built.tokens == 48 and built.prompt_tokens == 16 and built.build.positions == c["tokens"] == 32
     assert c["status"] == "passed" and c["kld"] == pytest.approx(built.build.kld_mean, rel=1e-4) and c["kld"] > 0
-    assert c["max_kld"] == pytest.approx(1.1 * built.build.kld_mean + 1e-4, rel=1e-4) and "nats" in c["note"]
+    assert c["max_kld"] == pytest.approx(2 * built.build.kld_mean + 1e-4, rel=1e-3) and "nats" in c["note"]
     assert c["matching"] == round(built.build.same_top1 * 32)  # steps whose top token is the model's
     assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0 and p["ttft_ms"]["p50"] > 0
     assert p["decode_ms"]["count"] == 3 * 15 and p["peak_rss_mb"] >= p["baseline_rss_mb"] > 0
@@ -145,11 +145,15 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     assert 0 < n["baseline_rss_mb"] < p["baseline_rss_mb"] / 5  # no Python, no torch in the measured process
 
 
-@pytest.mark.parametrize("mutation", ["drops-newest-key", "interleaved-kv-heads"])
-def test_the_answers_check_refuses_a_runner_with_a_broken_attention_kernel(llama, tmp_path, monkeypatch, mutation):
-    """The native runner compiled with one line of llm_ops.cpp broken (tests/native_variants.py): the profile's
-    answers check must refuse it — on the tiny 8da4w program a kernel that skips the newest key is 1.5× as far from the
-    model as the build, one that maps query heads to the wrong KV heads 12× — before any figure is reported."""
+@pytest.mark.parametrize("mutation", ["wrong-scale", "nan-weights", "libm-exp"])
+def test_the_answers_check_refuses_a_broken_attention_kernel_and_passes_a_correct_one(
+    llama, tmp_path, monkeypatch, mutation
+):
+    """The native runner compiled with one line of llm_ops.cpp changed (tests/native_variants.py): the profile's
+    answers check refuses a kernel that computes something else (a wrong scale; NaN softmax weights, whose NaN logits
+    must come back as such from the worker) before any figure is reported, and passes one that only rounds
+    differently (libm's exp). A fault too subtle to double the divergence (the newest key dropped: 1.5× here)
+    is the kernel sweep's to catch (tests/test_attention_kernels.py)."""
     from native_variants import broken_runner
 
     import edgekit.runner.native as native
@@ -158,58 +162,19 @@ def test_the_answers_check_refuses_a_runner_with_a_broken_attention_kernel(llama
 
     binary = broken_runner(tmp_path, mutation)
     monkeypatch.setattr(native, "runner_path", lambda rebuild=False: binary)
+    pkg = llama["xnnpack-llm-8da4w"]
+    run = lambda: profile_generation(pkg, engine="native", prompt_len=8, gen_len=4, runs=1)  # noqa: E731
+    if mutation == "libm-exp":
+        c = run().check
+        assert c.status == "passed" and c.kld <= c.max_kld, c
+        return
     with pytest.raises(ReferenceMismatchError, match="answers differently here") as err:
-        profile_generation(llama["xnnpack-llm-8da4w"], engine="native", prompt_len=8, gen_len=4, runs=1)
-    assert "mean KL(your model ‖ program)" in err.value.message and "allowed" in err.value.message
-
-
-def test_the_native_runners_llama_kernels_give_executorchs_logits(llama, tmp_path):
-    """edgekit's llama::update_cache / custom_sdpa (llm_ops.cpp, in the native runner) against ExecuTorch's own (the
-    custom-ops library, in its Python runtime): the same program fed the same tokens through the cache, logit for
-    logit, a 16-token prompt in two calls of 8 (the second attends from position 8) then 31 decode steps. fp32 to float rounding; 8da4w within 1% of the logits' range (a
-    last-bit difference in attention can move an activation across an int8 rounding step); the same top tokens."""
-    import numpy as np
-
-    from edgekit.runner.native import runner_path
-
-    prompt, tokens = list(range(3, 19)), [(7 * i) % 200 + 3 for i in range(32)]
-    targets = {"xnnpack-llm-fp32": 1e-5, "xnnpack-llm-8da4w": 1e-2}
-    data = {t: llama[t] / "model.ptd" for t in targets if (llama[t] / "model.ptd").is_file()}  # the shared table
-    assert sorted(data) == sorted(targets)  # both programs keep the tied table in their model.ptd
-    for target in targets:
-        r = subprocess.run(
-            [runner_path(), "--model", llama[target] / "model.pte", *(["--data", data[target]] if target in data else []),
-             "--result", tmp_path / "r.json", "--outputs",
-             tmp_path / f"{target}.native.bin", "--prompt-tokens", "3", "--gen-len", "2", "--runs", "1", "--warmup",
-             "0", "--prefill-chunk", "8", "--check-prompt", ",".join(map(str, prompt)), "--check-tokens",
-             ",".join(map(str, tokens))],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr[-500:]
-    script = (  # ExecuTorch's runtime with its own llama:: kernels, both programs in one process
-        "import json, sys, numpy as np, torch\n"
-        "from edgekit.runner.runtime import load_runtime\n"
-        "_, Runtime = load_runtime(llm_ops=True)\n"
-        "prompt, tokens = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
-        "for pte, out in zip(sys.argv[3::2], sys.argv[4::2]):\n"
-        "    ptd = pte.replace('.pte', '.ptd')\n"
-        "    import os; ptd = ptd if os.path.exists(ptd) else None\n"
-        "    m = Runtime.get().load_program(pte, data_path=ptd).load_method('forward')\n"
-        "    step = lambda ids, pos: m.execute([torch.tensor([ids]), torch.tensor([pos])])[0][0].numpy().copy()\n"
-        "    first = (step(prompt[:8], 0), step(prompt[8:], 8))[1]\n"
-        "    np.save(out, np.stack([first] + [step([t], len(prompt) + i) for i, t in enumerate(tokens[:-1])]))\n"
-    )
-    pairs = [str(a) for t in targets for a in (llama[t] / "model.pte", tmp_path / f"{t}.executorch.npy")]
-    e = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(prompt), json.dumps(tokens), *pairs], capture_output=True, timeout=300
-    )
-    assert e.returncode == 0, e.stderr.decode(errors="replace")[-500:]
-    for target, tolerance in targets.items():
-        want = np.load(tmp_path / f"{target}.executorch.npy")
-        got = np.fromfile(tmp_path / f"{target}.native.bin", np.float32).reshape(want.shape)
-        spread = float(np.abs(want).max())
-        assert want.shape[0] == 32 and np.abs(got - want).max() < tolerance * spread, (target, np.abs(got - want).max())
-        assert (got.argmax(-1) == want.argmax(-1)).all()
+        run()
+    message = err.value.message
+    if mutation == "nan-weights":  # a worker result with NaN in it is still read, and the logits judged
+        assert "its logits are not finite (NaN or inf)" in message, message
+    else:
+        assert "mean KL(your model ‖ program)" in message and "allowed" in message, message
 
 
 def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator(llama, tmp_path):

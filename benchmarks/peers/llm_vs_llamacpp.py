@@ -88,7 +88,9 @@ def build_llamacpp(cache: Path, probe: Path | None = None) -> Path:
     build again without AMX (``built.json`` says which and why)."""
     bin_dir = cache / "bin"
     tools = ("llama-bench", "llama-perplexity", "llama-quantize")
-    if all((bin_dir / t).is_file() for t in tools):
+    built = cache / "built.json"
+    probed = probe is None or (built.is_file() and "flags" in json.loads(built.read_text()))
+    if all((bin_dir / t).is_file() for t in tools) and probed:  # a build from before the AMX probe: built again
         return bin_dir
     cache.mkdir(parents=True, exist_ok=True)
     sdist_dir = cache / "sdist"

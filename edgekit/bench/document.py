@@ -77,7 +77,8 @@ class BenchItem(Contract):
     energy: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
-    check: dict[str, Any] | None = None  # the reference vectors where it was measured: status, worst SQNR, note
+    # the answers check where it was measured: status, worst SQNR (tensor models) or KLD (generation programs), note
+    check: dict[str, Any] | None = None
     explain: dict[str, Any] | None = None  # edgekit explain's slowest and least faithful modules, a line each (local)
     #: text-generation items: prefill/decode tokens per s, time to first token, prompt and generated tokens. Their
     #: latency_ms and samples_ms are the decode steps' (ms per generated token), phases' first_run_ms the TTFT

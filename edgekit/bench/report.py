@@ -152,6 +152,8 @@ def _check_cell(check: dict | None) -> str:
     if not check:
         return "–"
     if check["status"] == "passed":
+        if check.get("kld") is not None:
+            return f"checked (KLD {check['kld']:.3g})"
         return "checked" + (f" ({check['worst_sqnr_db']:.1f} dB)" if check.get("worst_sqnr_db") is not None else "")
     return "not checked"
 

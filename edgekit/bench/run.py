@@ -178,7 +178,14 @@ def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int,
             "joules_source": p.joules_note,
         },
         warnings=list(p.notes),
-        check={"status": p.check.status, "worst_sqnr_db": None, "samples": p.check.tokens, "note": p.check.note},
+        check={
+            "status": p.check.status,
+            "worst_sqnr_db": None,
+            "samples": p.check.tokens,
+            "note": p.check.note,
+            "kld": p.check.kld,  # mean KL(your model ‖ program) where it was measured (None: a package before it)
+            "max_kld": p.check.max_kld,
+        },
         generation={
             "prompt_len": p.prompt_len,
             "gen_len": p.gen_len,

@@ -6,8 +6,9 @@ quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first,
 linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0/Q4_K, keep it: :mod:`edgekit.pipeline.grid`)
 → export (T dynamic from 1 to ``max_seq_len``) → lower (XNNPACK, plus the constant methods ExecuTorch's text runner
 reads) → verify (the program in the ExecuTorch runtime against the references: perplexity, next-token agreement,
-logits SQNR, greedy tokens) → package (``model.pte``, the tokenizer files, ``manifest.json`` with a ``generation``
-section).
+logits SQNR, greedy tokens, and the answers check's tokens as every runtime will feed them) → package (``model.pte``,
+the tokenizer files, ``reference.npz`` with the user's model's logits for the answers check
+(:mod:`edgekit.token_fidelity`), ``manifest.json`` with a ``generation`` section).
 
 Weight-only int8/int4 linears are not offered: with executorch 1.5.1 XNNPACK takes them and computes wrong results.
 """
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 from .._fs import check_output, staged_output, write_json
 from .._noise import import_stack
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, VerifyError
 from ..machine import software_versions
 from ..manifest import GenerationSection, GreedyCheck
 from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target
@@ -99,7 +100,7 @@ def build_generation(
         tokens, data_source = _eval_tokens(eval, lm.tokenizer, eval_tokens)
         _check_shapes(lm.model, tgt, max_seq_len)
         ref = _references(lm.model, tokens, max_seq_len)
-        ref["check_tokens"], ref["check_prompt"], ref["check_logits"] = _check_logits(tokens, max_seq_len, ref)
+        ref["check_tokens"], ref["check_prompt"], ref["check_logits"] = _check_references(tokens, max_seq_len, ref)
         ids = _special_ids(lm)
         decoder, quant = _quantize(lm.model, tgt, max_seq_len, stages)
         exported = stages.run(Stage.EXPORT, lambda: _export(decoder, max_seq_len), f"T = 1..{max_seq_len}")
@@ -258,14 +259,14 @@ def _references(model: Any, tokens: list[int], max_seq_len: int) -> dict:
     with torch.no_grad():
         for w in _windows(tokens, max_seq_len):
             logits.append(model(torch.tensor([w]), use_cache=False).logits[0, :-1].float())
-        prompt = tokens[:GREEDY_PROMPT_TOKENS]
+        prompt = tokens[: min(GREEDY_PROMPT_TOKENS, max_seq_len // 2)]  # a call's tokens: at most max_seq_len
         seq = list(prompt)
         for _ in range(min(GREEDY_NEW_TOKENS, max_seq_len - len(prompt))):
             seq.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
     return {"logits": torch.cat(logits), "greedy": seq[len(prompt) :], "prompt": prompt}
 
 
-def _check_logits(tokens: list[int], max_seq_len: int, ref: dict) -> tuple[list[int], int, Any]:
+def _check_references(tokens: list[int], max_seq_len: int, ref: dict) -> tuple[list[int], int, Any]:
     """The answers check's tokens (the start of the eval text), its prompt length, and the user's model's logits at
     its steps: rows of the teacher-forced references (the first window starts at token 0 and holds them all)."""
     from ..token_fidelity import check_sequence
@@ -527,6 +528,13 @@ def _package(
 
     info = inspect_program(out / PTE_NAME, lowered.pte)
     method = info.method("forward")
+    import numpy as np
+
+    if not np.isfinite(fid["check_logits"]).all():
+        raise VerifyError(
+            "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
+            "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
+        )
     reference, ref_section = make_token_reference(
         ref["check_tokens"], ref["check_prompt"], ref["check_logits"], fid["check_logits"]
     )

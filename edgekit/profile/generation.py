@@ -11,6 +11,7 @@ and CPU time per generated token. :func:`generate` streams a prompt's continuati
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from .._contract import Contract
 from ..errors import ProfileError, ProgramError, ReferenceMismatchError, UsageError
 from ..manifest import read_manifest
 from ..runner.protocol import SELECTABLE_ENGINES, Engine
+from ..token_fidelity import TokenReferenceData
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
@@ -146,12 +148,13 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
     ]
 
 
-def _check_logits(reference: Any, logits: bytes | None, where: str) -> GenerationCheck:
+def _answers_checked(reference: TokenReferenceData, logits: bytes | None, where: str) -> GenerationCheck:
     """The answers check of a package with reference logits (:mod:`edgekit.token_fidelity`): passed, or raises.
 
     Raises:
         ReferenceMismatchError: the program is further from the user's model here than the rule allows, or gave
             logits that are not finite.
+        ProfileError: the worker wrote no logits, or not as many as the check needs.
     """
     from ..token_fidelity import check_answers
 
@@ -162,33 +165,34 @@ def _check_logits(reference: Any, logits: bytes | None, where: str) -> Generatio
         c = check_answers(reference, logits)
     except ValueError as exc:
         raise ProfileError(f"the answers check {where}: {exc}", "report this") from None
+    hint = "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway"
     h = c.here
-    figures = (
-        ""
-        if h is None
-        else f"mean KL(your model ‖ program) {h.kld_mean:.4g} nats {where} against {c.build_kld:.4g} when built, "
-        f"the model's top token at {h.same_top1:.0%} of {h.positions} steps"
-    )
-    if not c.passed or h is None:
+    if h is None:
         raise ReferenceMismatchError(
-            f"the program answers differently {where} than when it was built: "
-            + (
-                "its logits are not finite (NaN or inf)"
-                if h is None
-                else f"{figures}, over the {c.max_kld:.4g} allowed"
-            ),
-            "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
+            f"the program answers differently {where} than when it was built: its logits are not finite (NaN or inf)",
+            hint,
         )
+    figures = (
+        f"mean KL(your model ‖ program) {h.kld_mean:.4g} nats {where} (allowed {c.max_kld:.4g}; {c.build_kld:.4g} when "
+        f"built), the model's top token at {h.same_top1:.0%} of {h.positions} steps"
+    )
+    if not c.passed:
+        raise ReferenceMismatchError(f"the program answers differently {where} than when it was built: {figures}", hint)
     note = f"fed the first {s.tokens} tokens of the eval text ({s.prompt_tokens} in one call, then one per call): "
     return GenerationCheck(
         "passed",
         h.positions,
         round(h.same_top1 * h.positions),
-        note + figures + f" (allowed {c.max_kld:.4g})",
-        kld=round(h.kld_mean, 6),
-        build_kld=round(c.build_kld, 6),
-        max_kld=round(c.max_kld, 6),
+        note + figures,
+        kld=_figure(h.kld_mean),
+        build_kld=_figure(c.build_kld),
+        max_kld=_figure(c.max_kld),
     )
+
+
+def _figure(x: float) -> float:
+    """Four significant figures (an fp32 program's divergence is ~1e-12, not 0)."""
+    return float(f"{x:.4g}")
 
 
 def profile_prompt(prompt_len: int, vocab: int, seed: int = 0) -> list[int]:
@@ -226,7 +230,9 @@ def profile_generation(
     Raises:
         UsageError: not a generation package, a prompt and generation that do not fit its cache, or an engine the
             device cannot use.
-        ReferenceMismatchError: the program's greedy tokens here differ from its build-time ones (``check``).
+        ReferenceMismatchError: the program here is further from the user's model than the answers check allows
+            (``check``; older packages: its top tokens are not its build's).
+        ProgramError: the package's reference logits are missing or not the ones its manifest names.
         ProfileError: the worker failed, crashed or timed out.
     """
     from ..runner.protocol import read_generation_result
@@ -335,12 +341,12 @@ def profile_generation(
     if c is None:
         status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
     elif reference is not None:
-        status = _check_logits(reference, logits, where)
+        status = _answers_checked(reference, logits, where)
     else:
         # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
         # against its 2-thread build has flipped two of 32 steps, the build's token 1.4% of the logits' spread below the
         # top). A broken kernel is not near: far down, or most steps differ.
-        ties = [g for g in c.gaps if g > 0]
+        ties = [math.inf if g is None else g for g in c.gaps if g is None or g > 0]  # None: not finite
         ok = c.matching == c.tokens or (
             all(g <= NEAR_TIE for g in ties) and c.matching >= c.tokens * MIN_CHECK_AGREEMENT
         )

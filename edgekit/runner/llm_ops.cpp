@@ -7,9 +7,10 @@
 // which the wheel carries. So the runner has its own implementation of the same contract (schemas, argument order,
 // layouts [B, S, H, D] for queries and [B, C, Hkv, D] for the cache, the causal offset start_pos), plain C++ the
 // compiler vectorises, rows spread over ExecuTorch's threadpool, each cached row read once per query row. Checked
-// against ExecuTorch's kernels logit for logit (tests/test_generation.py), by every profile's answers check (the
-// build's greedy tokens), and side by side in benchmarks/peers/llm_vs_llamacpp.py; profiles that use it say so in
-// their engine.
+// against ExecuTorch's kernels on the same inputs at the attention shapes people ship (tests/test_attention_kernels.py)
+// and logit for logit in a program (tests/test_generation.py), by every profile's answers check (the program's
+// divergence from the user's model, edgekit/token_fidelity.py), and side by side in benchmarks/peers/; profiles that
+// use it say so in their engine.
 
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import sys
@@ -114,21 +115,23 @@ def main(argv: list[str] | None = None) -> None:
     if a.check_prompt:
         _say(PHASE_PREFIX + "check")
         prompt = [int(t) for t in a.check_prompt.split(",")]
-        expected = [int(t) for t in a.check_tokens.split(",")]
-        # fed the build's own tokens (not this run's), so one flipped near-tie does not send the rest down another path;
-        # each step's top token and how far the build's token is below it, in units of the logits' spread
+        fed = [int(t) for t in a.check_tokens.split(",")]
+        # teacher-forced: the given tokens are fed (not this run's choices), so one flipped near tie does not send the
+        # rest down another path; each step's logits go to --outputs, and its top token and how far the token fed
+        # next is below it (in units of the logits' spread; None where they are not finite) into the result
         got, gaps, logits = [], [], []
         out = feed_prompt(prompt)
-        for i, want in enumerate(expected):
+        for i, want in enumerate(fed):
             if i:
-                out = step([expected[i - 1]], len(prompt) + i - 1)
+                out = step([fed[i - 1]], len(prompt) + i - 1)
             logits.append(out.float().numpy().tobytes())
             top = int(out.argmax())
             spread = max(float(out.max() - out.mean()), 1e-9)
+            gap = float(out[top] - out[want]) / spread
             got.append(top)
-            gaps.append(float(out[top] - out[want]) / spread)
-        same = sum(x == y for x, y in zip(got, expected))
-        check = {"prompt_tokens": len(prompt), "tokens": len(expected), "matching": same, "got": got, "gaps": gaps}
+            gaps.append(gap if math.isfinite(gap) else None)
+        same = sum(x == y for x, y in zip(got, fed))
+        check = {"prompt_tokens": len(prompt), "tokens": len(fed), "matching": same, "got": got, "gaps": gaps}
         if a.outputs:
             with open(a.outputs, "wb") as f:
                 f.write(b"".join(logits))

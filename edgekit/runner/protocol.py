@@ -49,12 +49,12 @@ WORKER_OPTIONS = (
 )
 
 #: Options of a generation profile (``runner.cpp`` when ``--prompt-tokens`` is given, and ``llmworker.py``), with
-#: ``--model``, ``--result``, ``--threads``, ``--warmup`` and ``--runs`` (and in ``runner.cpp`` ``--outputs``: the
-#: check steps' logits, raw float32).
+#: ``--model``, ``--result``, ``--threads``, ``--warmup``, ``--runs`` and ``--outputs`` (the answers check's logits,
+#: raw float32, one step after another: what the parent compares with the user's model's).
 GENERATION_OPTIONS = (
     "--prompt-tokens",  # comma-separated token ids: the prefill of every round
     "--gen-len",  # tokens per round: the prefill's, then greedy decode steps
-    "--check-prompt",  # the build-time prompt and the greedy tokens the program gave then: the answers check
+    "--check-prompt",  # the answers check: these tokens in one call, then --check-tokens one per call
     "--check-tokens",
     "--prefill-chunk",  # prompts fed this many tokens per call at increasing positions (0: the whole prompt at once)
     "--data",  # the program's external weights (a .ptd file), when it has any
@@ -137,14 +137,15 @@ class GenerationRound(Contract):
 
 @dataclass(frozen=True)
 class GenerationCheckResult(Contract):
-    """The program fed its build-time prompt and greedy tokens: its top token at each step, and how far the build's
-    token is below it in units of the logits' spread (max − mean)."""
+    """The program fed the check's tokens: its top token at each step, and how far the token fed next is below it in
+    units of the logits' spread (max − mean; None where the logits were not finite). A package with reference logits
+    is judged on those (``--outputs``); an older one on these, against its build's greedy tokens."""
 
     prompt_tokens: int
     tokens: int
     matching: int
     got: list[int]
-    gaps: list[float]
+    gaps: list[float | None]
 
 
 @dataclass(frozen=True)

@@ -165,11 +165,15 @@ std::string usage_json(const Usage& a, const Usage& b) {
   return o.str();
 }
 
+// A JSON array of numbers; a NaN or an infinity (a kernel that computed garbage) is written as null, which JSON has.
 std::string samples_json(const std::vector<double>& v) {
   std::ostringstream o;
   o.precision(9);
   o << "[";
-  for (size_t i = 0; i < v.size(); ++i) o << (i ? "," : "") << v[i];
+  for (size_t i = 0; i < v.size(); ++i) {
+    o << (i ? "," : "");
+    if (std::isfinite(v[i])) o << v[i]; else o << "null";
+  }
   o << "]";
   return o.str();
 }
