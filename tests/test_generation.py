@@ -252,6 +252,21 @@ def test_generate_streams_what_executorchs_own_text_runner_generates(llama):
     assert dash.exit_code == 0 and dash.output.strip(), dash.output
 
 
+def test_a_cache_of_eight_tokens_builds_and_checks_its_answers(llama, tmp_path):
+    """The smallest cache --max-seq-len allows: the greedy prompt and the answers check fit it (they once asked for 16
+    tokens in one call and failed at verify)."""
+    from edgekit.profile.generation import profile_generation
+
+    res = edgekit.build(
+        f"hf:{llama['folder']}", "xnnpack-llm-fp32", task="text-generation", out=tmp_path / "eight", max_seq_len=8
+    )
+    g = res.manifest.generation
+    assert g.greedy.prompt_tokens == 4 and g.greedy.new_tokens == 4 and g.greedy.matching == 4
+    assert (g.reference.tokens, g.reference.prompt_tokens) == (8, 2)
+    c = profile_generation(res.out_dir, engine="native", prompt_len=2, gen_len=4, runs=1).check
+    assert c.status == "passed" and c.tokens == 6 and c.kld < 1e-6
+
+
 def test_other_families_build_exactly(tmp_path):
     for family in ("qwen2", "phi3", "gpt2"):  # phi3: fused qkv_proj and gate_up_proj, an untied output layer
         folder = tiny_decoder(tmp_path / family, family)
