@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgekit-installed
 TORCH_WHEELS := $(wildcard /opt/wheels)
 TORCH_SOURCE := $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 
-.PHONY: demo test test-fast install clean system-packages system-packages-background
+.PHONY: demo test test-fast docs install clean system-packages system-packages-background
 
 # uv installs no bytecode, and a shell with PYTHONDONTWRITEBYTECODE=1 (as CI here has) then compiles torch, executorch
 # and transformers from source in every Python process: a stack import costs 16 s instead of 6, and the tests start
@@ -70,6 +70,10 @@ test:
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet .
 	$(PYTEST) -m fast
+
+# The documentation site (MkDocs, strict: a warning is an error), into build/site; tests/test_docs.py builds it too.
+docs: $(STAMP)
+	DISABLE_MKDOCS_2_WARNING=true $(RUN_ENV) $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf build .edgekit $(VENV)

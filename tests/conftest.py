@@ -61,6 +61,7 @@ FAST_FILES = {
     "test_builds.py",
     "test_cli.py",
     "test_data.py",
+    "test_docs.py",
     "test_fs.py",
     "test_models.py",
     "test_profile.py",
