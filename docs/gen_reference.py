@@ -170,7 +170,7 @@ def upstream_page() -> str:
         "|---|---|---|---|---|---|",
     ]
     for p in upstream.PATCHES:
-        versions = ", ".join(f"{k} {v}*" for k, v in p.written_for.items())
+        versions = ", ".join(f"{k} {v}" + ("" if v.startswith(">=") else "*") for k, v in p.written_for.items())
         lines.append(f"| `{p.name}` | {p.kind} | {versions} | {p.changes} | {p.buys} | `{p.test}` |")
     return "\n".join(lines) + "\n"
 

@@ -177,7 +177,7 @@ def test_the_answers_check_refuses_a_broken_attention_kernel_and_passes_a_correc
         assert "mean KL(your model ‖ program)" in message and "allowed" in message, message
 
 
-def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator(llama, tmp_path):
+def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator(llama, gqa, tmp_path):
     """--device for a generation program: the runner bundle (with edgekit's llama:: kernels) pushed over a private sshd
     to this machine and to an aarch64 board emulated by qemu; the answers check runs on the device. The board also runs
     a decoder of a shipped attention shape (12 query heads over 4 KV heads of 32), and qemu's default -cpu max, whose
@@ -185,13 +185,7 @@ def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator
     8da4w program right, 0.1824 nats from the model against 0.1823 at build: its int4 GEMMs take no SME path.)"""
     require_device_tools()
     pkg = llama["xnnpack-llm-8da4w"]
-    shipped = edgekit.build(
-        f"hf:{tiny_decoder(tmp_path / 'gqa', hidden_size=96, num_attention_heads=12, num_key_value_heads=4, head_dim=32)}",
-        "xnnpack-llm-fp32",
-        task="text-generation",
-        out=tmp_path / "gqa-pkg",
-        max_seq_len=64,
-    ).out_dir
+    shipped = gqa.out_dir
     devices = tmp_path / "devices.toml"
     args = ["--devices", str(devices), "--prompt-len", "8", "--gen-len", "8", "--runs", "1", "--json", "-q"]
     with private_sshd(tmp_path / "sshd") as sshd:
@@ -267,12 +261,32 @@ def test_a_cache_of_eight_tokens_builds_and_checks_its_answers(llama, tmp_path):
     assert c.status == "passed" and c.tokens == 6 and c.kld < 1e-6
 
 
-def test_other_families_build_exactly(tmp_path):
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+    """A Qwen2 of a shipped attention shape (12 query heads over 4 KV heads of 32: a group of three, as SmolLM2's), as
+    xnnpack-llm-fp32: its package."""
+    d = tmp_path_factory.mktemp("gqa")
+    folder = tiny_decoder(
+        d / "qwen2", "qwen2", hidden_size=96, num_attention_heads=12, num_key_value_heads=4, head_dim=32
+    )
+    return edgekit.build(
+        f"hf:{folder}", "xnnpack-llm-fp32", task="text-generation", out=d / "qwen2-pkg", max_seq_len=64
+    )
+
+
+def test_other_families_build_exactly(tmp_path, gqa):
     for family in ("qwen2", "phi3", "gpt2"):  # phi3: fused qkv_proj and gate_up_proj, an untied output layer
-        folder = tiny_decoder(tmp_path / family, family)
-        res = edgekit.build(
-            f"hf:{folder}", "xnnpack-llm-fp32", task="text-generation", out=tmp_path / f"{family}-pkg", max_seq_len=32
-        )
+        if family == "qwen2":
+            res = gqa
+        else:
+            folder = tiny_decoder(tmp_path / family, family)
+            res = edgekit.build(
+                f"hf:{folder}",
+                "xnnpack-llm-fp32",
+                task="text-generation",
+                out=tmp_path / f"{family}-pkg",
+                max_seq_len=32,
+            )
         g = res.manifest.generation
         assert g.family == family.replace("qwen2", "llama") and g.greedy.matching == g.greedy.new_tokens
         assert (res.manifest.program.data is None) == (family == "phi3")  # phi3's output layer is its own

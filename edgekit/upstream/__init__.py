@@ -30,9 +30,9 @@ class Patch:
 
     name: str
     changes: str  # what upstream does that this changes
-    written_for: dict[
-        str, str
-    ]  # distribution → the version (or version prefix, "2.13.") it was written and measured for
+    # distribution → the version it was written and measured for: a prefix ("2.13.") for the pinned stack, ">=X" for a
+    # dependency the project leaves open (then the still-pays test is what says it must be looked at again)
+    written_for: dict[str, str]
     buys: str  # what it buys, measured: figures and where they are
     test: str  # the test that fails when it stops paying
     apply: str | None  # "module:function" of its context manager (None: not a Python patch, see ``changes``)
@@ -128,7 +128,7 @@ PATCHES: tuple[Patch, ...] = (
         "dask-config-defaults",
         "distributed registers its configuration defaults on first import; imported inside a dask.config.set block "
         "they are dropped with it, and Security() then fails (KeyError 'require-encryption'); they are put back",
-        {"distributed": "2026.8."},
+        {"distributed": ">=2026.8"},
         "a tls:// executor works after a user's dask.config.set block (tests/test_scale.py)",
         "tests/test_upstream.py::test_dask_still_drops_its_defaults_with_a_config_block",
         "edgekit.upstream.dask_config:dask_defaults_restored",
@@ -205,6 +205,24 @@ def version_mismatches() -> list[str]:
                 have = version(dist)
             except PackageNotFoundError:
                 continue  # an optional dependency that is not installed: nothing to patch
-            if not have.startswith(wanted):
+            if wanted.startswith(">="):
+                if _numbers(have) < _numbers(wanted[2:]):
+                    out.append(f"{p.name}: written for {dist} {wanted}, installed {have}")
+            elif not have.startswith(wanted):
                 out.append(f"{p.name}: written for {dist} {wanted}*, installed {have}")
     return out
+
+
+def _numbers(v: str) -> tuple[int, ...]:
+    """ "2026.11.0" → (2026, 11, 0); what follows the numbers (+cpu, rc1) is ignored."""
+    parts = []
+    for piece in v.split("."):
+        digits = ""
+        for c in piece:
+            if not c.isdigit():
+                break
+            digits += c
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
