@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._fs import exclusive, temp_name
 from .errors import ModelLoadError, UsageError
+from .fileops import exclusive, temp_name
 from .paths import user_cache
 from .program import sha256_file
 

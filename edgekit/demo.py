@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ._fs import check_output, staged_output, write_json
 from .errors import EdgekitError
+from .fileops import check_output, staged_output, write_json
 
 SEED = 0
 DEMO_MARKER = "demo.json"  # marks a folder as an earlier demo's, so --force may replace it

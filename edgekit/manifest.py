@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ._contract import Contract
-from ._fs import PACKAGE_MARKER, read_json
 from .errors import ContractError, ProgramError
+from .fileops import PACKAGE_MARKER, read_json
 from .reference import ReferenceSection
 from .token_fidelity import TokenReference
 

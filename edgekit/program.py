@@ -134,40 +134,40 @@ class _Corrupt(Exception):
     """An offset or a value outside what the schema allows (turned into ProgramError with the file name)."""
 
 
-class _Table:
+class FlatTable:
     """One flatbuffer table: fields by slot number (the schema's declaration order), every read bounds-checked."""
 
     __slots__ = ("buf", "pos", "vtable", "vt_len")
 
     def __init__(self, buf: bytes, pos: int):
         self.buf, self.pos = buf, pos
-        self.vtable = pos - _get(buf, "<i", pos)
-        self.vt_len = _get(buf, "<H", self.vtable)
+        self.vtable = pos - read_at(buf, "<i", pos)
+        self.vt_len = read_at(buf, "<H", self.vtable)
 
-    def _slot(self, slot: int) -> int:
+    def slot_offset(self, slot: int) -> int:
         voff = 4 + 2 * slot
-        return _get(self.buf, "<H", self.vtable + voff) if voff + 2 <= self.vt_len else 0
+        return read_at(self.buf, "<H", self.vtable + voff) if voff + 2 <= self.vt_len else 0
 
     def scalar(self, slot: int, fmt: str, default: int = 0) -> int:
-        off = self._slot(slot)
-        return _get(self.buf, fmt, self.pos + off) if off else default
+        off = self.slot_offset(slot)
+        return read_at(self.buf, fmt, self.pos + off) if off else default
 
     def _ref(self, slot: int) -> int | None:
-        off = self._slot(slot)
+        off = self.slot_offset(slot)
         if not off:
             return None
         at = self.pos + off
-        return at + _get(self.buf, "<I", at)
+        return at + read_at(self.buf, "<I", at)
 
-    def table(self, slot: int) -> "_Table | None":
+    def table(self, slot: int) -> "FlatTable | None":
         ref = self._ref(slot)
-        return None if ref is None else _Table(self.buf, ref)
+        return None if ref is None else FlatTable(self.buf, ref)
 
     def string(self, slot: int) -> str:
         ref = self._ref(slot)
         if ref is None:
             return ""
-        n = _get(self.buf, "<I", ref)
+        n = read_at(self.buf, "<I", ref)
         _need(self.buf, ref + 4, n)
         try:
             return self.buf[ref + 4 : ref + 4 + n].decode("utf-8")
@@ -178,7 +178,7 @@ class _Table:
         ref = self._ref(slot)
         if ref is None:
             return 0, 0
-        n = _get(self.buf, "<I", ref)
+        n = read_at(self.buf, "<I", ref)
         _need(self.buf, ref + 4, n * width)
         return ref + 4, n
 
@@ -187,9 +187,9 @@ class _Table:
         start, n = self._vector(slot, width)
         return list(struct.unpack_from(f"<{n}{fmt[-1]}", self.buf, start)) if n else []
 
-    def tables(self, slot: int) -> list["_Table"]:
+    def tables(self, slot: int) -> list["FlatTable"]:
         start, n = self._vector(slot, 4)
-        return [_Table(self.buf, start + 4 * i + _get(self.buf, "<I", start + 4 * i)) for i in range(n)]
+        return [FlatTable(self.buf, start + 4 * i + read_at(self.buf, "<I", start + 4 * i)) for i in range(n)]
 
 
 def _need(buf: bytes, start: int, length: int) -> None:
@@ -197,12 +197,13 @@ def _need(buf: bytes, start: int, length: int) -> None:
         raise _Corrupt(f"an offset points outside the file ({start}+{length} > {len(buf)} bytes)")
 
 
-def _get(buf: bytes, fmt: str, at: int) -> int:
+def read_at(buf: bytes, fmt: str, at: int) -> int:
+    """The value of struct format ``fmt`` at byte ``at`` of ``buf`` (ProgramError when it is not all there)."""
     _need(buf, at, struct.calcsize(fmt))
     return struct.unpack_from(fmt, buf, at)[0]
 
 
-def _tensor_meta(values: list[_Table], index: int, what: str) -> TensorMeta:
+def _tensor_meta(values: list[FlatTable], index: int, what: str) -> TensorMeta:
     if not 0 <= index < len(values):
         raise _Corrupt(f"{what} refers to value {index} of {len(values)}")
     ev = values[index]
@@ -220,7 +221,7 @@ def _tensor_meta(values: list[_Table], index: int, what: str) -> TensorMeta:
     return TensorMeta(sizes, SCALAR_TYPES[code], t.scalar(8, "<b") != 0)  # shape_dynamism 0 = STATIC
 
 
-def _scalar(ev: _Table, what: str) -> int | float | bool:
+def _scalar(ev: FlatTable, what: str) -> int | float | bool:
     kind, t = ev.scalar(0, "<B"), ev.table(1)
     if t is None or kind not in (_INT, _BOOL, _DOUBLE):
         raise _Corrupt(f"{what} is neither a tensor nor an int, bool or double")
@@ -231,7 +232,7 @@ def _scalar(ev: _Table, what: str) -> int | float | bool:
     return float(t.scalar(0, "<d"))
 
 
-def _method(plan: _Table) -> MethodInfo:
+def _method(plan: FlatTable) -> MethodInfo:
     name = plan.string(0)
     if not name:
         raise _Corrupt("a method has no name")
@@ -257,11 +258,11 @@ def _method(plan: _Table) -> MethodInfo:
     )
 
 
-def _check_segments(data: bytes, root: _Table) -> None:
+def _check_segments(data: bytes, root: FlatTable) -> None:
     """The extended header ("eh00" after the identifier) says where the data segments start; each must fit."""
     if data[8:12] != b"eh00":
         return
-    program_size, base = _get(data, "<Q", 16), _get(data, "<Q", 24)
+    program_size, base = read_at(data, "<Q", 16), read_at(data, "<Q", 24)
     if program_size > len(data) or base > len(data):
         raise _Corrupt(f"it is truncated: its header says {max(program_size, base)} bytes, the file has {len(data)}")
     for seg in root.tables(4):
@@ -294,7 +295,7 @@ def inspect_program(path: str | Path, data: bytes | None = None) -> ProgramInfo:
             "pass a .pte written by edgekit build or to_executorch()",
         )
     try:
-        root = _Table(data, _get(data, "<I", 0))
+        root = FlatTable(data, read_at(data, "<I", 0))
         methods = {}
         for plan in root.tables(1):
             m = _method(plan)

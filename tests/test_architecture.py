@@ -147,3 +147,22 @@ def upstream_changes(checkout: Path) -> list[str]:
                 if call.endswith("library.Library") or call.endswith(".impl"):
                     found.append(f"{path.relative_to(checkout)}:{node.lineno} {call}")
     return found
+
+
+def test_tests_use_no_private_name_of_edgekit():
+    """Tests go through what edgekit offers (its public names), so a refactor inside a module cannot break them."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgekit"):
+                modules = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [a.name for a in node.names if a.name.startswith("edgekit")], []
+            else:
+                continue
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            private += [m for m in modules if any(p.startswith("_") and not p.startswith("__") for p in m.split("."))]
+            if private:
+                found.append(f"{path.name}:{node.lineno} {', '.join(private)}")
+    assert not found, found

@@ -10,31 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import one_line_error, run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import ConfigError, DataError, ProgramError
 from edgekit.models import parse_input_spec
 from edgekit.profile.subject import to_bytes
-from edgekit.program import _Table, inspect_program
+from edgekit.program import FlatTable, inspect_program
 from edgekit.targets import load_target
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 X8 = [parse_input_spec("1x1x8x8")]
-
-
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line(r, code, fragment):
-    assert r.exit_code == code, (r.exit_code, r.output)
-    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("Error")]
-    assert len(err) == 1 and fragment in err[0], r.stderr
-    assert "unexpected" not in r.stderr and "Traceback" not in r.output
-    return err[0]
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -80,8 +67,8 @@ def test_non_finite_numbers_in_targets_are_refused(tmp_path, body, fragment):
     ],
 )
 def test_non_finite_numbers_on_the_command_line_are_usage_errors(tmp_path, args, fragment):
-    r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
-    _one_line(r, 2, fragment)
+    r = run_cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
+    one_line_error(r, 2, fragment)
     assert not (tmp_path / "o").exists()
 
 
@@ -113,18 +100,18 @@ def test_a_folder_named_like_a_target_does_not_shadow_it(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------- programs
-def _input_tensor(data: bytes, method: int = 0, index: int = 0) -> _Table:
+def _input_tensor(data: bytes, method: int = 0, index: int = 0) -> FlatTable:
     """The flatbuffer table of a method's input tensor (to damage its metadata in place)."""
-    from edgekit.program import _get
+    from edgekit.program import read_at
 
-    root = _Table(data, _get(data, "<I", 0))
+    root = FlatTable(data, read_at(data, "<I", 0))
     plan = root.tables(1)[method]
     return plan.tables(2)[plan.scalars(3, "<i")[index]].table(1)
 
 
-def _patched(data: bytes, tensor: _Table, slot: int, value: bytes) -> bytes:
+def _patched(data: bytes, tensor: FlatTable, slot: int, value: bytes) -> bytes:
     out = bytearray(data)
-    at = tensor.pos + tensor._slot(slot)
+    at = tensor.pos + tensor.slot_offset(slot)
     out[at : at + len(value)] = value
     return bytes(out)
 
@@ -133,7 +120,7 @@ def test_programs_with_corrupt_metadata_are_clean_errors(tmp_path, fp32_build):
     data = fp32_build.pte_path.read_bytes()
     t = _input_tensor(data)
     cases = {"scalar": (_patched(data, t, 0, bytes([99])), "unknown scalar type 99")}
-    sizes_at = t.pos + t._slot(2)
+    sizes_at = t.pos + t.slot_offset(2)
     sizes_at += int.from_bytes(data[sizes_at : sizes_at + 4], "little") + 4  # first element of the sizes vector
     neg = bytearray(data)
     neg[sizes_at : sizes_at + 4] = (-3).to_bytes(4, "little", signed=True)
@@ -144,8 +131,8 @@ def test_programs_with_corrupt_metadata_are_clean_errors(tmp_path, fp32_build):
         with pytest.raises(ProgramError) as info:
             inspect_program(path)
         assert fragment in info.value.message
-        _one_line(_cli("profile", path, "--runs", "3"), 1, fragment)
-    line = _one_line(_cli("profile", fp32_build.pte_path, "--method", "predict"), 1, "has no method 'predict'")
+        one_line_error(run_cli("profile", path, "--runs", "3"), 1, fragment)
+    line = one_line_error(run_cli("profile", fp32_build.pte_path, "--method", "predict"), 1, "has no method 'predict'")
     assert "forward" in line
 
 
@@ -168,8 +155,8 @@ def test_bfloat16_inputs_are_written_as_bfloat16(tmp_path):
 # ----------------------------------------------------------------------------------------- bench
 def test_run_files_with_missing_fields_name_the_field(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"schema_version": 2, "kind": "edgekit-bench-run", "results": []}))
-    r = _cli("bench", "report", tmp_path / "run.json", "-o", tmp_path / "rep")
-    _one_line(r, 1, "missing field")
+    r = run_cli("bench", "report", tmp_path / "run.json", "-o", tmp_path / "rep")
+    one_line_error(r, 1, "missing field")
 
 
 def test_a_report_of_no_runs_is_a_clean_error(tmp_path):
@@ -188,9 +175,9 @@ def test_a_broken_manifest_names_its_field(tmp_path, fp32_build):
     m = json.loads((pkg / "manifest.json").read_text())
     del m["program"]["sha256"]
     (pkg / "manifest.json").write_text(json.dumps(m))
-    _one_line(_cli("profile", pkg), 1, "missing field program.sha256")
+    one_line_error(run_cli("profile", pkg), 1, "missing field program.sha256")
     (pkg / "manifest.json").write_text('{"schema_version": 2, "verify": NaN')
-    _one_line(_cli("profile", pkg), 1, "corrupt")
+    one_line_error(run_cli("profile", pkg), 1, "corrupt")
 
 
 def test_packages_of_the_previous_manifest_version_stay_usable(tmp_path, fp32_build):
@@ -203,19 +190,21 @@ def test_packages_of_the_previous_manifest_version_stay_usable(tmp_path, fp32_bu
     for entry in m["model"]["inputs"]:
         del entry["dynamic"]
     (pkg / "manifest.json").write_text(json.dumps(m))
-    assert _cli("profile", pkg, "--runs", "3", "--warmup-seconds", "0", "--json").exit_code == 0
+    assert run_cli("profile", pkg, "--runs", "3", "--warmup-seconds", "0", "--json").exit_code == 0
     m["schema_version"] = 7
     (pkg / "manifest.json").write_text(json.dumps(m))
-    _one_line(_cli("profile", pkg), 1, "schema_version 7 is not one this edgekit reads")
+    one_line_error(run_cli("profile", pkg), 1, "schema_version 7 is not one this edgekit reads")
 
 
 def test_non_finite_numbers_in_bench_options_and_suites(tmp_path):
-    _one_line(_cli("bench", "compare", "--alpha", "nan", "--store", tmp_path), 2, "not a finite number")
-    _one_line(_cli("bench", "compare", "--fail-on", "latency_p50:nan%", "--store", tmp_path), 2, "finite number")
+    one_line_error(run_cli("bench", "compare", "--alpha", "nan", "--store", tmp_path), 2, "not a finite number")
+    one_line_error(
+        run_cli("bench", "compare", "--fail-on", "latency_p50:nan%", "--store", tmp_path), 2, "finite number"
+    )
     (tmp_path / "s.toml").write_text(
         'schema_version = 1\nname = "s"\n[run]\ntimeout = inf\n'
         '[[model]]\nname = "m"\nspec = "toy_models:mlp"\ntargets = ["xnnpack-fp32"]\n'
     )
-    _one_line(
-        _cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number"
+    one_line_error(
+        run_cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number"
     )

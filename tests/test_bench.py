@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
 from edgekit.bench import compare_runs, compare_samples, load_run, load_suite, parse_fail_on, resolve, save_run
 from edgekit.bench.compare import compare_value
 from edgekit.bench.document import run_from_dict
 from edgekit.bench.report import write_report
 from edgekit.bench.store import list_runs
-from edgekit.cli import cli
 from edgekit.errors import BenchError, UsageError
 from edgekit.profile.stats import summarize
 
@@ -261,8 +260,6 @@ def test_bad_suites_name_the_line(tmp_path, body, fragment):
 
 
 # ------------------------------------------------------------------------------------ end to end
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -277,14 +274,16 @@ def mini(tmp_path_factory):
     )
     store, cache = d / "store", d / "cache"
     for extra in (["--save-as", "main"], []):
-        r = _cli("bench", "run", d / "suite.toml", "--store", store, "--cache", cache, "--executor", "inline", *extra)
+        r = run_cli(
+            "bench", "run", d / "suite.toml", "--store", store, "--cache", cache, "--executor", "inline", *extra
+        )
         assert r.exit_code == 0, r.stderr
     return {"dir": d, "suite": d / "suite.toml", "store": store, "cache": cache}
 
 
 def test_bench_run_store_cache_compare_report(mini, tmp_path):
     store, cache = mini["store"], mini["cache"]
-    r2 = _cli("bench", "run", mini["suite"], "--store", store, "--cache", cache, "--json", "--no-save")
+    r2 = run_cli("bench", "run", mini["suite"], "--store", store, "--cache", cache, "--json", "--no-save")
     assert r2.exit_code == 0, r2.stderr
     run2 = json.loads(r2.stdout)
     assert all(r["build"]["cached"] for r in run2["results"])  # unchanged inputs and versions: builds re-used
@@ -297,7 +296,7 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     # Two real runs of the same programs: the latency gate is wide because a sub-millisecond MLP measured beside the
     # other test process's builds once came out 1.6x slower with nothing changed (real noise, not a regression); what
     # the gate catches is checked below on a synthetic 2x slowdown, and size is exact.
-    cmp = _cli(
+    cmp = run_cli(
         "bench",
         "compare",
         "--baseline",
@@ -322,11 +321,11 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
     for r in slow["results"]:
         r["samples_ms"] = [x * 2 for x in r["samples_ms"]]
     (tmp_path / "slow.json").write_text(json.dumps(slow))
-    gate = _cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "slow.json", "--store", store)
+    gate = run_cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "slow.json", "--store", store)
     assert gate.exit_code == 1 and "regression(s)" in gate.stderr and "latency_p50" in gate.stderr
     assert "REGRESSED" in gate.stdout and "(gated:" in gate.stdout  # the gate is shown with a regression too
 
-    rep = _cli("bench", "report", "--store", store, "--baseline", "main", "-o", tmp_path / "report")
+    rep = run_cli("bench", "report", "--store", store, "--baseline", "main", "-o", tmp_path / "report")
     assert rep.exit_code == 0, rep.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Comparison with" in page and "mlp" in page
@@ -339,16 +338,16 @@ def test_bench_run_store_cache_compare_report(mini, tmp_path):
 
 
 def test_bench_cli_bad_inputs(mini, tmp_path):
-    r = _cli("bench", "compare", "--baseline", "nope", "--store", mini["store"])
+    r = run_cli("bench", "compare", "--baseline", "nope", "--store", mini["store"])
     assert r.exit_code == 1 and "no baseline named 'nope'" in r.stderr and "main" in r.stderr
     (tmp_path / "corrupt.json").write_text("{")
-    r = _cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "corrupt.json", "--store", mini["store"])
+    r = run_cli("bench", "compare", "--baseline", "main", "--run", tmp_path / "corrupt.json", "--store", mini["store"])
     assert r.exit_code == 1 and "corrupt" in r.stderr
-    r = _cli("bench", "compare", "--fail-on", "speed:5%", "--store", mini["store"])
+    r = run_cli("bench", "compare", "--fail-on", "speed:5%", "--store", mini["store"])
     assert r.exit_code == 2 and "valid metrics" in r.stderr
-    r = _cli("bench", "run", tmp_path / "missing.toml")
+    r = run_cli("bench", "run", tmp_path / "missing.toml")
     assert r.exit_code == 1 and "does not exist" in r.stderr
-    r = _cli("bench", "compare", "--store", tmp_path / "empty")
+    r = run_cli("bench", "compare", "--store", tmp_path / "empty")
     assert r.exit_code == 1 and "bench run" in r.stderr
 
 

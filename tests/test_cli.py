@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import one_line_error
 
 from edgekit.cli import cli
 
@@ -17,14 +18,6 @@ def run():
         return CliRunner().invoke(cli, [str(a) for a in args])
 
     return _run
-
-
-def _one_line_error(result, code, fragment):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and "Traceback" not in (result.stderr or "")
-    err_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
-    assert len(err_lines) == 1 and fragment in err_lines[0], result.stderr
-    return err_lines[0]
 
 
 def test_build_json_prints_the_manifest(run, tmp_path, digits_like):
@@ -86,7 +79,7 @@ def test_usage_errors_are_the_error_line_alone(tmp_path, monkeypatch, args, frag
     """No usage lines before the error (click prints them): one line, with the command's --help as the hint."""
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(cli, args, prog_name="edgekit")
-    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [_one_line_error(r, 2, fragment)], r.stderr
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [one_line_error(r, 2, fragment)], r.stderr
 
 
 def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
@@ -105,23 +98,23 @@ def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
 )
 def test_model_errors_exit_1_in_one_line(run, tmp_path, spec, fragment):
     r = run("build", spec, "-i", "1x1x8x8", "-o", tmp_path / "o")
-    _one_line_error(r, 1, fragment)
+    one_line_error(r, 1, fragment)
     assert not (tmp_path / "o").exists()
 
 
 def test_not_a_model_file(run, tmp_path):
     (tmp_path / "m.pt2").write_bytes(b"junk")
-    _one_line_error(run("build", tmp_path / "m.pt2", "-o", tmp_path / "o"), 1, "not a saved ExportedProgram")
+    one_line_error(run("build", tmp_path / "m.pt2", "-o", tmp_path / "o"), 1, "not a saved ExportedProgram")
 
 
 def test_bad_calibration_files(run, tmp_path):
     for flag, role in (("-c", "calibration"), ("--eval", "eval"), ("--finetune", "finetune")):
         # a path that does not exist: said before the model is loaded (no stage has run, nothing is written)
         r = run("build", "toy_models:small_cnn", "-i", "1x1x8x8", flag, tmp_path / "nope.npz", "-o", tmp_path / "o")
-        _one_line_error(r, 1, f"{role} data {tmp_path / 'nope.npz'} does not exist")
+        one_line_error(r, 1, f"{role} data {tmp_path / 'nope.npz'} does not exist")
         assert "load" not in r.stderr and not (tmp_path / "o").exists()
     (tmp_path / "c.npz").write_bytes(b"not a zip")
-    _one_line_error(
+    one_line_error(
         run(
             "build",
             "toy_models:small_cnn",
@@ -138,7 +131,7 @@ def test_bad_calibration_files(run, tmp_path):
         "unreadable or corrupt",
     )
     np.save(tmp_path / "wrong.npy", np.zeros((4, 2, 8, 8), np.float32))
-    _one_line_error(
+    one_line_error(
         run(
             "build",
             "toy_models:small_cnn",
@@ -160,16 +153,16 @@ def test_bad_calibration_files(run, tmp_path):
 def test_output_exists(run, tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "manifest.json").write_text("{}")  # an earlier package
-    line = _one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
+    line = one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
     assert "--force" in line
     (tmp_path / "f").write_text("mine")
-    _one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "f", "--force"), 1, "never replaces it")
+    one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "f", "--force"), 1, "never replaces it")
     assert (tmp_path / "f").read_text() == "mine"
 
 
 def test_invalid_target_file(run, tmp_path):
     (tmp_path / "t.toml").write_text('schema_version = 1\nname = "t"\n[quantize]\nscheme = "int3"\n')
-    line = _one_line_error(run("build", "toy_models:mlp", "-t", tmp_path / "t.toml", "-o", tmp_path / "o"), 1, "t.toml")
+    line = one_line_error(run("build", "toy_models:mlp", "-t", tmp_path / "t.toml", "-o", tmp_path / "o"), 1, "t.toml")
     assert "int8-static-per-channel" in line
 
 

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import one_line_error, run_cli
 from loopback import QEMU, QEMU_MAX, free_port, private_sshd, require_device_tools
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.device.bundle import BundleError, build_bundle, check_bundle, read_bundle
 from edgekit.device.devices import DeviceError, load_devices
 from edgekit.errors import ProfileError, UsageError
@@ -52,10 +51,6 @@ def fleet(tmp_path_factory):
         subprocess.run(["umount", str(full)])
 
 
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def _runs_left(fleet, name="work"):
     runs = fleet["dir"] / name / "runs"
     return sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
@@ -65,7 +60,7 @@ def _runs_left(fleet, name="work"):
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_bundles_are_self_contained_and_check_out(arch, tmp_path):
     out = tmp_path / arch
-    r = _cli("runner", "build", "--arch", arch, "-o", out)
+    r = run_cli("runner", "build", "--arch", arch, "-o", out)
     assert r.exit_code == 0, r.output
     b = read_bundle(out)
     assert (
@@ -75,7 +70,7 @@ def test_bundles_are_self_contained_and_check_out(arch, tmp_path):
     )
     assert b"$ORIGIN/lib" in (out / "edgekit-runner").read_bytes()  # relocatable: libraries found beside the runner
     assert build_bundle(arch) == build_bundle(arch)  # cached by content
-    r = _cli("runner", "check", out)
+    r = run_cli("runner", "check", out)
     assert r.exit_code == 0 and "outputs match eager PyTorch" in r.output, r.output
     assert ("qemu-aarch64 -cpu cortex-a76" in r.output) == (arch == "aarch64")
     (out / "lib" / "libexecutorch.so").write_bytes(b"damaged")
@@ -135,14 +130,14 @@ def test_a_board_that_computes_wrong_int8_results_fails_the_reference_check_in_o
     assert ok.check.status == "passed" and ok.check.samples == int8_build.manifest.reference.samples
     here = edgekit.profile(int8_build.out_dir, runs=3, warmup=1, warmup_seconds=0.0)
     assert here.check.status == "passed"
-    line = _one_line(
-        _cli("profile", int8_build.out_dir, "--device", "armmax", "--devices", fleet["devices"], "--runs", "3"),
+    line = one_line_error(
+        run_cli("profile", int8_build.out_dir, "--device", "armmax", "--devices", fleet["devices"], "--runs", "3"),
         1,
         "computes wrong results on device armmax",
     )
     assert "against your model" in line and "--no-check" in line
     assert _runs_left(fleet, "work-max") == []  # the failed check leaves nothing on the device
-    r = _cli(
+    r = run_cli(
         "profile",
         int8_build.out_dir,
         "--device",
@@ -183,7 +178,7 @@ def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build
 
 
 def test_cli_profile_on_a_device(fleet, fp32_build):
-    r = _cli(
+    r = run_cli(
         "profile",
         fp32_build.out_dir,
         "--device",
@@ -201,7 +196,7 @@ def test_cli_profile_on_a_device(fleet, fp32_build):
     assert r.exit_code == 0, r.output
     sweep = json.loads(r.stdout)["sweep"]
     assert [p["threads"]["effective"] for p in sweep] == [1, 2] and all(p["threads"]["cpus"] == [0] for p in sweep)
-    r = _cli(
+    r = run_cli(
         "profile",
         fp32_build.out_dir,
         "--device",
@@ -236,7 +231,7 @@ def test_bench_run_on_two_devices_stores_a_run_per_device(fleet, tmp_path):
         "--executor",
         "inline",
     ]
-    r = _cli(*args, "--device", "loop,loop2", "--save-as", "main")
+    r = run_cli(*args, "--device", "loop,loop2", "--save-as", "main")
     assert r.exit_code == 0, r.output
     runs = [
         json.loads(p.read_text()) for p in sorted((tmp_path / "st").glob("*/*.json")) if p.parent.name != "baselines"
@@ -244,25 +239,20 @@ def test_bench_run_on_two_devices_stores_a_run_per_device(fleet, tmp_path):
     assert sorted(run["device"] for run in runs) == ["loop", "loop2"]
     assert len({run["machine"]["machine_id"] for run in runs}) == 2  # stored per device, not per host
     assert sorted(p.name for p in (tmp_path / "st" / "baselines").iterdir()) == ["main@loop.json", "main@loop2.json"]
-    r = _cli(*args, "--devices-tag", "ci")
+    r = run_cli(*args, "--devices-tag", "ci")
     assert r.exit_code == 0, r.output
-    cmp = _cli(
+    cmp = run_cli(
         "bench", "compare", "--device", "loop", "--baseline", "main", "--store", tmp_path / "st", "--fail-on", "size:1%"
     )
     assert cmp.exit_code == 0 and "no regression" in cmp.stdout, cmp.output
-    rep = _cli("bench", "report", "--device", "loop2", "--store", tmp_path / "st", "-o", tmp_path / "rep")
+    rep = run_cli("bench", "report", "--device", "loop2", "--store", tmp_path / "st", "-o", tmp_path / "rep")
     assert rep.exit_code == 0 and "device loop2:" in (tmp_path / "rep" / "report.md").read_text()
-    rep = _cli("bench", "report", "--all-devices", "--store", tmp_path / "st", "-o", tmp_path / "all")
+    rep = run_cli("bench", "report", "--all-devices", "--store", tmp_path / "st", "-o", tmp_path / "all")
     md = (tmp_path / "all" / "report.md").read_text()
     assert rep.exit_code == 0 and "## Results on loop\n" in md and "## Results on loop2\n" in md
 
 
 # ------------------------------------------------------------------------------------------- bad input
-def _one_line(r, code, fragment):
-    assert r.exit_code == code, r.output
-    err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
-    assert len(err) == 1 and fragment in err[0] and "unexpected" not in r.stderr, r.stderr
-    return err[0]
 
 
 @pytest.mark.parametrize(
@@ -276,8 +266,8 @@ def _one_line(r, code, fragment):
     ],
 )
 def test_device_errors_are_one_line(fleet, fp32_build, device, code, fragment):
-    line = _one_line(
-        _cli("profile", fp32_build.out_dir, "--device", device, "--devices", fleet["devices"], "--runs", "5"),
+    line = one_line_error(
+        run_cli("profile", fp32_build.out_dir, "--device", device, "--devices", fleet["devices"], "--runs", "5"),
         code,
         fragment,
     )
@@ -290,8 +280,8 @@ def test_unknown_arch_and_bad_devices_file(tmp_path):
     with pytest.raises(UsageError, match="no runner bundle for arch 'riscv64'"):
         load_devices(tmp_path / "d.toml")
     (tmp_path / "d.toml").write_text('[[device]]\nname = "a"\nhost = "x"\nhots = "y"\n')
-    _one_line(
-        _cli("devices", "list", "--devices", tmp_path / "d.toml"),
+    one_line_error(
+        run_cli("devices", "list", "--devices", tmp_path / "d.toml"),
         1,
         "unknown key 'hots' in [[device]] (did you mean 'host'?)",
     )
@@ -312,7 +302,7 @@ def test_unknown_arch_and_bad_devices_file(tmp_path):
 )
 def test_devices_files_are_data_a_host_that_is_an_option_or_a_name_that_is_a_path_is_refused(tmp_path, line, fragment):
     (tmp_path / "d.toml").write_text(f"[[device]]\n{line}\n")
-    _one_line(_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, fragment)
+    one_line_error(run_cli("devices", "list", "--devices", tmp_path / "d.toml"), 1, fragment)
 
 
 def test_the_destination_comes_after_a_double_dash_and_exec_prefix_words_are_quoted(tmp_path):

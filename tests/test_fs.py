@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import _fs
+from edgekit import fileops
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from edgekit import _fs
+    from edgekit import fileops
 
     step, out, swap = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "swap"
-    real_replace, real_exchange, calls = os.replace, _fs.exchange, [0]
+    real_replace, real_exchange, calls = os.replace, fileops.exchange, [0]
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -41,8 +41,8 @@ CHILD = textwrap.dedent("""
             die()
         return done
 
-    os.replace, _fs.exchange = replace, exchange
-    with _fs.staged_output(out, force=True) as tmp:
+    os.replace, fileops.exchange = replace, exchange
+    with fileops.staged_output(out, force=True) as tmp:
         (tmp / "model.pte").write_bytes(b"new program")
         if step == "mid-write":
             die()
@@ -88,14 +88,14 @@ def test_a_package_killed_at_any_step_of_its_replacement_is_the_old_or_the_new_o
     assert p.returncode == (0 if step == "done" else -signal.SIGKILL), p.stderr
     if step == "after-replace-1":
         assert not out.exists()  # the one moment the two-rename path has no OUT: the next start puts the old one back
-    _fs.check_output(out, force=True)  # what the next build does first
+    fileops.check_output(out, force=True)  # what the next build does first
     assert _state(out) == expect
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # the dead process's temps are gone too
 
 
 def test_a_live_processs_temps_are_left_alone(tmp_path):
-    mine = tmp_path / _fs.temp_name("pkg")
+    mine = tmp_path / fileops.temp_name("pkg")
     mine.mkdir()
     dead = tmp_path / f".pkg.{2**22 + 12345}.abcd.tmp"  # beyond pid_max: no such process
     dead.mkdir()
-    assert _fs.remove_stale_temps(tmp_path) == [dead] and mine.exists()
+    assert fileops.remove_stale_temps(tmp_path) == [dead] and mine.exists()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import one_line_error
 from loopback import QEMU, QEMU_MAX, private_sshd, require_device_tools
 from toy_models import tiny_decoder
 
@@ -123,14 +124,14 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     greedy["program_ids"] = [(t + 7) % 300 + 3 for t in greedy["program_ids"]]
     (old / "manifest.json").write_text(json.dumps(manifest))
     r = CliRunner().invoke(cli, ["profile", str(old), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q"])
-    _one_line_error(r, 1, "answers differently here than when it was built", "--no-check")
+    one_line_error(r, 1, "answers differently here than when it was built", "--no-check")
     # reference logits that are not the manifest's are a damaged package, not a wrong program
     (tmp_path / "damaged").mkdir()
     for f in llama["xnnpack-llm-8da4w"].iterdir():
         (tmp_path / "damaged" / f.name).write_bytes(f.read_bytes())
     (tmp_path / "damaged" / "reference.npz").write_bytes(b"not the reference")
     r = CliRunner().invoke(cli, ["profile", str(tmp_path / "damaged"), "--prompt-len", "8", "--gen-len", "4", "-q"])
-    _one_line_error(r, 1, "reference.npz is not the file the manifest names", "rebuild the package")
+    one_line_error(r, 1, "reference.npz is not the file the manifest names", "rebuild the package")
     # the native runner (no Python; the llama:: kernels are edgekit's C++): the same prompt, the same answers
     r = CliRunner().invoke(
         cli,
@@ -209,8 +210,8 @@ def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator
         assert not list((tmp_path / ("w" if dev == "loop" else "w-arm") / "runs").iterdir())  # nothing left there
     assert got["arm-gqa"]["check"]["kld"] < 1e-6  # fp32 on another CPU's kernels: rounding, no more
     assert not got["loop"]["notes"] and any("emulator" in n and "mean nothing" in n for n in got["arm"]["notes"])
-    _one_line_error(wrong, 2, "--device uses the native runner bundle", "drop --engine python")
-    _one_line_error(board, 1, "answers differently on device armmax than when it was built", "mean KL")
+    one_line_error(wrong, 2, "--device uses the native runner bundle", "drop --engine python")
+    one_line_error(board, 1, "answers differently on device armmax than when it was built", "mean KL")
     assert not list((tmp_path / "w-max" / "runs").iterdir())
 
 
@@ -327,10 +328,6 @@ def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-def _one_line_error(r, code: int, *words: str) -> None:
-    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error")]
-    assert r.exit_code == code and len(errors) == 1 and "Traceback" not in r.output, r.output
-    assert all(w in errors[0] for w in words), errors[0]
 
 
 def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_path):
@@ -338,47 +335,47 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     out = tmp_path / "out"
     gen = ["--task", "text-generation", "-o", str(out)]
     # not a decoder: a CNN factory, an encoder folder
-    _one_line_error(run(cli, ["build", "toy_models:small_cnn", *gen]), 2, "hf:DIR or gguf:FILE")
+    one_line_error(run(cli, ["build", "toy_models:small_cnn", *gen]), 2, "hf:DIR or gguf:FILE")
     from transformers import BertConfig, BertModel
 
     BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
         tmp_path / "bert"
     )
-    _one_line_error(run(cli, ["build", f"hf:{tmp_path / 'bert'}", *gen]), 1, "bert", "gpt2, llama")
+    one_line_error(run(cli, ["build", f"hf:{tmp_path / 'bert'}", *gen]), 1, "bert", "gpt2, llama")
     # a GGUF that is not one, and one cut short
     (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x07" * 40)
-    _one_line_error(run(cli, ["build", f"gguf:{tmp_path / 'bad.gguf'}", *gen]), 1, "not a readable GGUF")
+    one_line_error(run(cli, ["build", f"gguf:{tmp_path / 'bad.gguf'}", *gen]), 1, "not a readable GGUF")
     # a group size that does not divide the width (64), an empty eval text
-    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "48"]), 2, "multiple of 32")
-    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "96"]), 2, "does not divide")
+    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "48"]), 2, "multiple of 32")
+    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "96"]), 2, "does not divide")
     missing = str(tmp_path / "missing.txt")
-    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", missing]), 1, "does not exist")
+    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", missing]), 1, "does not exist")
     (tmp_path / "empty.txt").write_text("\n")
-    _one_line_error(
+    one_line_error(
         run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")]), 1, "at least 2"
     )
-    _one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"]), 2, "calibration")
+    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"]), 2, "calibration")
     # a model that attends within a sliding window shorter than the cache: past it, the program would not be the model
     windowed = tiny_decoder(
         tmp_path / "windowed", "qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=0
     )
-    _one_line_error(run(cli, ["build", f"hf:{windowed}", *gen, "--max-seq-len", "32"]), 2, "16-token sliding window")
+    one_line_error(run(cli, ["build", f"hf:{windowed}", *gen, "--max-seq-len", "32"]), 2, "16-token sliding window")
     assert not out.exists()
     # a prompt longer than the cache; a generation past it
     pkg = str(llama["xnnpack-llm-fp32"])
-    _one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
-    _one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
+    one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
+    one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
     nowhere = ["--prompt-len", "8", "--gen-len", "8", "--device", "x", "--devices", str(tmp_path / "none.toml")]
-    _one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
-    _one_line_error(run(cli, ["profile", pkg, "--ops", "--batch", "2"]), 2, "--batch, --ops", "generation program")
+    one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
+    one_line_error(run(cli, ["profile", pkg, "--ops", "--batch", "2"]), 2, "--batch, --ops", "generation program")
     # a package whose external weights (the shared table) were damaged or left behind when it was copied
     parted = tmp_path / "parted"
     shutil.copytree(llama["xnnpack-llm-8da4w"], parted)
     (parted / "model.ptd").write_bytes((parted / "model.ptd").read_bytes()[:-100])
     short = ["--prompt-len", "8", "--gen-len", "8", "--runs", "1"]
-    _one_line_error(run(cli, ["profile", str(parted), *short]), 1, "model.ptd is damaged", "whole package")
+    one_line_error(run(cli, ["profile", str(parted), *short]), 1, "model.ptd is damaged", "whole package")
     (parted / "model.ptd").unlink()
-    _one_line_error(run(cli, ["generate", str(parted), "--prompt", "hi"]), 1, "model.ptd is missing")
+    one_line_error(run(cli, ["generate", str(parted), "--prompt", "hi"]), 1, "model.ptd is missing")
     # ... and in a build cache: the entry is corrupt, said once, and rebuilt rather than served
     from edgekit.builds import BuildCache
 
@@ -392,18 +389,18 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")
     r = run(cli, ["tune", spec, "--calibration", str(tmp_path / "calib.npz"), "--min-sqnr", "20", "-o", str(out)])
-    _one_line_error(r, 2, "--calibration, --min-sqnr", "do(es) not apply to a decoder")
+    one_line_error(r, 2, "--calibration, --min-sqnr", "do(es) not apply to a decoder")
     r = run(cli, ["tune", "toy_models:mlp", "-c", "x.npz", "--max-ppl-increase", "5", "-o", str(out)])
-    _one_line_error(r, 2, "--max-ppl-increase", "decoders")
-    _one_line_error(run(cli, ["tune", spec, "--group-sizes", "48", "-o", str(out)]), 2, "multiple of 32")
+    one_line_error(r, 2, "--max-ppl-increase", "decoders")
+    one_line_error(run(cli, ["tune", spec, "--group-sizes", "48", "-o", str(out)]), 2, "multiple of 32")
     # what a build would refuse is refused before any build: binary eval data, a cache past the model's positions;
     # a group size that divides no layer width skips its candidates (here all of them)
     (tmp_path / "eval.npz").write_bytes(bytes(range(256)) * 8)
     r = run(cli, ["tune", spec, "--eval", str(tmp_path / "eval.npz"), "-o", str(out)])
-    _one_line_error(r, 1, "not UTF-8 text")
-    _one_line_error(run(cli, ["tune", spec, "--max-seq-len", "300", "-o", str(out)]), 2, "256 tokens")
+    one_line_error(r, 1, "not UTF-8 text")
+    one_line_error(run(cli, ["tune", spec, "--max-seq-len", "300", "-o", str(out)]), 2, "256 tokens")
     r = run(cli, ["tune", spec, "--group-sizes", "96", "--embeddings", "int4", "--linears", "8da4w", "-o", str(out)])
-    _one_line_error(r, 1, "no candidate could be built", "group size 96 does not divide", "64, 128")
+    one_line_error(r, 1, "no candidate could be built", "group size 96 does not divide", "64, 128")
     assert not out.exists()
 
 
@@ -458,5 +455,5 @@ def test_tune_on_a_decoder_keeps_the_fastest_program_within_the_perplexity_budge
     assert cands["8da4w-g32-embint8"]["ppl_increase_pct"] > 1.0, cands
     only4 = [a if a != "8da4w,int8" else "8da4w" for a in args]
     r = run(cli, [*only4, "--max-ppl-increase", "1", "-o", str(tmp_path / "none")])
-    _one_line_error(r, 1, "no candidate is within --max-ppl-increase 1%", "8da4w-g32-embint8")
+    one_line_error(r, 1, "no candidate is within --max-ppl-increase 1%", "8da4w-g32-embint8")
     assert "cached" in r.output and not (tmp_path / "none").exists()

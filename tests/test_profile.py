@@ -8,10 +8,9 @@ import time
 import numpy as np
 import psutil
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import DataError, ProfileError, ProgramError, UsageError
 from edgekit.profile import ProfileOptions
 
@@ -180,12 +179,10 @@ def test_cpu_pinning_and_threads(fp32_build):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_cli_thread_sweep_json(fp32_build, tmp_path):
-    r = _cli(
+    r = run_cli(
         "profile",
         fp32_build.out_dir,
         "--threads",
@@ -207,7 +204,7 @@ def test_cli_thread_sweep_json(fp32_build, tmp_path):
 
 
 def test_cli_table_for_people(fp32_build):
-    r = _cli("profile", fp32_build.out_dir, "--runs", 20, "--warmup", 2, "--warmup-seconds", 0)
+    r = run_cli("profile", fp32_build.out_dir, "--runs", 20, "--warmup", 2, "--warmup-seconds", 0)
     assert r.exit_code == 0, r.stderr
     for section in ("latency (ms)", "memory (MiB", "energy proxies", "p50 95% CI"):
         assert section in r.stdout
@@ -222,16 +219,16 @@ def test_cli_table_for_people(fp32_build):
     ],
 )
 def test_cli_bad_options(fp32_build, args, code, fragment):
-    r = _cli("profile", fp32_build.out_dir, *args)
+    r = run_cli("profile", fp32_build.out_dir, *args)
     assert r.exit_code == code and fragment in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_missing_program_and_budget(fp32_build, tmp_path):
-    r = _cli("profile", tmp_path / "nope.pte")
+    r = run_cli("profile", tmp_path / "nope.pte")
     assert r.exit_code == 1 and "does not exist" in r.stderr
     target = tmp_path / "tight.toml"
     target.write_text('schema_version = 1\nname = "tight"\n[budget]\nmax_p50_ms = 0.000001\n')
-    r = _cli("profile", fp32_build.out_dir, "-t", target, "--runs", 10, "--warmup", 1, "--warmup-seconds", 0)
+    r = run_cli("profile", fp32_build.out_dir, "-t", target, "--runs", 10, "--warmup", 1, "--warmup-seconds", 0)
     assert r.exit_code == 1 and "budget exceeded: p50_ms" in r.stderr
 
 

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import BudgetError, DataError, PruneError
 from edgekit.models import parse_input_spec
 from edgekit.pipeline.prune import prune_model
@@ -166,10 +165,6 @@ def test_saved_exported_program_cannot_be_pruned(tmp_path):
     assert "factory" in info.value.hint
 
 
-def _cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -181,12 +176,12 @@ def _cli(*args):
     ],
 )
 def test_cli_usage_errors(tmp_path, args, fragment):
-    r = _cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
+    r = run_cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", "-o", tmp_path / "o", *args)
     assert r.exit_code == 2 and fragment in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_flags_override_the_target(tmp_path, digits_like):
-    r = _cli(
+    r = run_cli(
         "build",
         "toy_models:small_cnn",
         "-i",
@@ -218,7 +213,7 @@ def test_cli_flags_override_the_target(tmp_path, digits_like):
 
 
 def test_cli_per_layer_ratio(tmp_path):
-    r = _cli(
+    r = run_cli(
         "build",
         "toy_models:residual_concat",
         "-o",

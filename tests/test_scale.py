@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import one_line_error
 from loopback import free_port
 
 from edgekit.bench.run import run_suite
@@ -198,12 +199,6 @@ def test_a_worker_with_another_stack_is_refused_before_any_build(tmp_path):
         _stop(procs)
 
 
-def _one_line(r, code, fragment):
-    assert r.exit_code == code, r.output
-    err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
-    assert len(err) == 1 and fragment in err[0] and "unexpected" not in r.stderr, r.stderr
-
-
 @pytest.mark.parametrize(
     "args, code, fragment",
     [
@@ -227,7 +222,7 @@ def test_bad_executor_and_cache_are_one_line(cluster, tmp_path, args, code, frag
             *args,
         ],
     )
-    _one_line(r, code, fragment)
+    one_line_error(r, code, fragment)
 
 
 def test_a_local_pool_process_killed_mid_build_is_retried(tmp_path):

@@ -12,8 +12,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .._fs import staged_output
 from ..errors import BenchError
+from ..fileops import staged_output
 from ..htmlreport import CSS, fig_png, html_table
 from .compare import Comparison
 from .document import BenchRun

@@ -13,8 +13,8 @@ import datetime as _dt
 from pathlib import Path
 
 from .. import paths
-from .._fs import is_plain_name, read_json, write_json
 from ..errors import BenchError
+from ..fileops import is_plain_name, read_json, write_json
 from .document import BenchRun, run_from_dict
 
 DEFAULT_ROOT = paths.BENCH_STORE

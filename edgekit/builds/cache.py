@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fs import exclusive, remove_stale_temps, temp_name
 from ..errors import EdgekitError, UsageError
+from ..fileops import exclusive, remove_stale_temps, temp_name
 from ..manifest import MANIFEST_NAME, PTE_NAME, read_manifest
 from ..program import data_file_problem, sha256_file
 

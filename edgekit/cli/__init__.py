@@ -264,7 +264,7 @@ def build(
       edgekit build mypkg.nets:make_net -i 1x3x224x224 -t xnnpack-int8 -c calib.npz -o build/net
       edgekit build gguf:SmolLM2-135M-Instruct.Q4_1.gguf --task text-generation -t xnnpack-llm-8da4w -o build/lm
     """
-    from .._fs import check_output
+    from ..fileops import check_output
     from ..pipeline.build import build as run_build
     from ..target_overrides import with_build_options
     from ..targets import GENERATION, load_target
@@ -491,8 +491,8 @@ def profile(
       edgekit profile --eager mypkg.nets:make_net --input 1x3x224x224
       edgekit profile build/net --device pi5 --threads 1,4
     """
-    from .._fs import write_json
     from ..errors import UsageError
+    from ..fileops import write_json
     from ..profile.harness import ProfileOptions, parse_cpus, parse_threads
     from ..profile.harness import profile as run_profile
     from . import render
@@ -663,8 +663,8 @@ def explain_cmd(
       edgekit explain build/net --sort time --top 10
       edgekit explain build/net --sort sqnr --html explain.html
     """
-    from .._fs import temp_name
     from ..explain import explain, html_page, sort_rows
+    from ..fileops import temp_name
     from . import render
 
     bar = render.PhaseProgress(quiet, "explain")
@@ -701,7 +701,7 @@ def clean(folders: tuple) -> None:
 
     Only temporary files and folders named .NAME.PID.TOKEN.tmp whose process no longer runs are removed.
     """
-    from .._fs import remove_stale_temps
+    from ..fileops import remove_stale_temps
 
     removed = [p for f in (folders or (".",)) for p in remove_stale_temps(f)]
     for p in removed:

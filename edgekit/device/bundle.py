@@ -26,8 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fs import exclusive, read_json, staged_output, temp_name, write_json
 from ..errors import EdgekitError, UsageError
+from ..fileops import exclusive, read_json, staged_output, temp_name, write_json
 from ..runner.native import (
     LIBS,
     NativeUnavailable,

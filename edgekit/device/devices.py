@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from .._fs import is_plain_name
 from ..errors import ConfigError, EdgekitError, UsageError
+from ..fileops import is_plain_name
 from ..targets import PowerConfig
 
 DEFAULT_DEVICES_FILE = paths.DEVICES_FILE

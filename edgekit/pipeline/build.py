@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .._fs import check_output
 from .._noise import import_stack
 from ..causal import is_causal_lm
 from ..data import Dataset, check_data_paths, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
+from ..fileops import check_output
 from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
 from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .._fs import check_output, staged_output, write_json
 from .._noise import import_stack
 from ..errors import DataError, UsageError, VerifyError
+from ..fileops import check_output, staged_output, write_json
 from ..machine import software_versions
 from ..manifest import GenerationSection, GreedyCheck
 from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._fs import staged_output, write_json
 from ..errors import BudgetError
+from ..fileops import staged_output, write_json
 from ..machine import software_versions
 from ..manifest import (
     MANIFEST_NAME,

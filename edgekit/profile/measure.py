@@ -65,7 +65,7 @@ def measure_here(
 
 def _save_outputs(produced: Path | None, opts: Any) -> None:
     if opts.save_outputs and produced is not None and produced.is_file():
-        from .._fs import temp_name
+        from ..fileops import temp_name
 
         dest = Path(opts.save_outputs)
         tmp = dest.with_name(temp_name(dest.name))

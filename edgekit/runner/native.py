@@ -20,8 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .._fs import exclusive
 from ..errors import ProfileError
+from ..fileops import exclusive
 
 SOURCE = Path(__file__).with_name("runner.cpp")
 #: compiled into the same binary: ExecuTorch's llama:: cache and attention kernels, for generation programs

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._contract import Contract
-from .._fs import read_json
 from ..errors import ContractError, ProfileError
+from ..fileops import read_json
 
 PROTOCOL_VERSION = 3  # 2: the reference workload (noise floor); 3: the package's reference inputs checked first
 

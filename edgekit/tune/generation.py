@@ -134,8 +134,8 @@ def tune_generation(
         UsageError: an unknown precision, a group size that is not a multiple of 32, a budget below 0.
         BudgetError: no candidate is within the perplexity budget (the closest is named); nothing is written.
     """
-    from .._fs import check_output
     from ..builds import BuildCache, BuildQueue, ModelEntry, build_key, measurement_key, versions
+    from ..fileops import check_output
     from ..machine import machine_facts
     from .search import TuneOptions, decide
 

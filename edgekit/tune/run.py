@@ -171,10 +171,10 @@ def tune(
         UsageError: no calibration data, or a budget the data cannot check.
         BudgetError: no candidate meets the budget (the closest one and by how much are named); nothing is written.
     """
-    from .._fs import check_output
     from .._noise import import_stack
     from ..causal import is_causal_lm
     from ..errors import UsageError
+    from ..fileops import check_output
     from ..targets import load_target
     from .search import check_request
 

@@ -25,7 +25,7 @@ def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, o
 
 def write_package(model: str, section: Any, chosen: Any, notes: list, out: Path, force: bool) -> Any:
     """The chosen candidate's package at ``out`` with ``section`` as its manifest's ``tune``, and ``tune.html``."""
-    from .._fs import staged_output, write_json
+    from ..fileops import staged_output, write_json
     from ..manifest import MANIFEST_NAME
     from .report import html_page
     from .search import TuneResult
