@@ -19,7 +19,7 @@ other operation per linear, so lowering and running cost what a plain 8da4w line
 Sums, not means: the widened input is quantized per token as one int8 row, so what the offsets read must use that
 row's range as x does: means are too small for the row's int8 steps, and twice the sums take over the row's range from
 x; from a quarter of the sums to the sums the results are alike, and the sums need no scaling
-(``benchmarks/grid_gain.py``, ``benchmarks/results/grid_gain.txt``).
+(``docs/decisions/003-decoder-recipes.md``, ``benchmarks/results/grid_gain.txt``).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def carry_int4_grids(model: Any, group: int, skip: set[str], gain: float = 1.0) 
     in groups of ``group`` by a ``GridLinear`` (:func:`grid_linear_class`) whose ``.linear`` is already quantized (8da4w,
     torchao's ``IntxUnpackedToInt8Tensor``, as XNNPACK lowers it); the replaced modules' names. ``gain`` scales the
     group sums in the widened input (and divides their weights): 1 is what builds use, other values are for
-    ``benchmarks/grid_gain.py``."""
+    the retired grid_gain experiment (``docs/decisions/003-decoder-recipes.md``)."""
     from torch import nn
 
     found = [
