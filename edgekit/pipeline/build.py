@@ -235,7 +235,7 @@ def _prune(st: BuildState, finetune_epochs: int | None, finetune_lr: float | Non
     lr = cfg.finetune_lr if finetune_lr is None else finetune_lr
     if st.finetune_ds is None and cfg.structured_ratio > 0:
         st.warnings.append(
-            "structured pruning without --finetune data: accuracy can collapse (benchmarks/pruning.py: "
+            "structured pruning without --finetune data: accuracy can collapse (docs/decisions/005: "
             "a digits CNN fell from 99.4% to 24% at 50%); pass --finetune with labelled training data"
         )
     res = st.stages.run(
