@@ -11,7 +11,6 @@ and CPU time per generated token. :func:`generate` streams a prompt's continuati
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -21,34 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .._contract import Contract
-from ..errors import ProfileError, ProgramError, ReferenceMismatchError, UsageError
+from ..errors import ProfileError, ProgramError, UsageError
 from ..manifest import read_manifest
 from ..runner.protocol import SELECTABLE_ENGINES, Engine
-from ..token_fidelity import TokenReferenceData
+from .answers import GenerationCheck, answers_check
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
 #: the check steps' logits, written by either engine
 CHECK_OUTPUTS = "check_out.bin"
-#: a step of the answers check whose top token is not the build's passes when the build's token is at most this far
-#: below it, in units of the logits' spread (max − mean); and at least this share of steps must agree outright
-NEAR_TIE = 0.05
-MIN_CHECK_AGREEMENT = 7 / 8
-
-
-@dataclass(frozen=True)
-class GenerationCheck(Contract):
-    """The answers check, here: the program fed its reference tokens, its logits against the user's model's
-    (:mod:`edgekit.token_fidelity`); for a package from before reference logits, fed its build-time greedy tokens (its
-    top token must be the build's, or a near tie, see ``NEAR_TIE``)."""
-
-    status: str  # passed | failed | skipped
-    tokens: int  # steps checked
-    matching: int  # steps whose top token is the user's model's (older packages: the build's)
-    note: str = ""
-    kld: float | None = None  # mean KL(your model ‖ program) here, nats
-    build_kld: float | None = None  # the same when built
-    max_kld: float | None = None  # what the rule allows
 
 
 @dataclass(frozen=True)
@@ -146,53 +126,6 @@ def _worker(folder: Path, m: Any, threads: int) -> list[str]:
         str(m.generation.max_context_len),
         *_data_args(folder, m),
     ]
-
-
-def _answers_checked(reference: TokenReferenceData, logits: bytes | None, where: str) -> GenerationCheck:
-    """The answers check of a package with reference logits (:mod:`edgekit.token_fidelity`): passed, or raises.
-
-    Raises:
-        ReferenceMismatchError: the program is further from the user's model here than the rule allows, or gave
-            logits that are not finite.
-        ProfileError: the worker wrote no logits, or not as many as the check needs.
-    """
-    from ..token_fidelity import check_answers
-
-    s = reference.section
-    if logits is None:
-        raise ProfileError(f"the worker {where} wrote no logits for the answers check", "report this")
-    try:
-        c = check_answers(reference, logits)
-    except ValueError as exc:
-        raise ProfileError(f"the answers check {where}: {exc}", "report this") from None
-    hint = "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway"
-    h = c.here
-    if h is None:
-        raise ReferenceMismatchError(
-            f"the program answers differently {where} than when it was built: its logits are not finite (NaN or inf)",
-            hint,
-        )
-    figures = (
-        f"mean KL(your model ‖ program) {h.kld_mean:.4g} nats {where} (allowed {c.max_kld:.4g}; {c.build_kld:.4g} when "
-        f"built), the model's top token at {h.same_top1:.0%} of {h.positions} steps"
-    )
-    if not c.passed:
-        raise ReferenceMismatchError(f"the program answers differently {where} than when it was built: {figures}", hint)
-    note = f"fed the first {s.tokens} tokens of the eval text ({s.prompt_tokens} in one call, then one per call): "
-    return GenerationCheck(
-        "passed",
-        h.positions,
-        round(h.same_top1 * h.positions),
-        note + figures,
-        kld=_figure(h.kld_mean),
-        build_kld=_figure(c.build_kld),
-        max_kld=_figure(c.max_kld),
-    )
-
-
-def _figure(x: float) -> float:
-    """Four significant figures (an fp32 program's divergence is ~1e-12, not 0)."""
-    return float(f"{x:.4g}")
 
 
 def profile_prompt(prompt_len: int, vocab: int, seed: int = 0) -> list[int]:
@@ -337,30 +270,7 @@ def profile_generation(
             power = {"active_watts_per_core": dev.power.active_watts_per_core, "idle_watts": dev.power.idle_watts}
             model_of_power = f"device {dev.name}'s"
         device_info["power_model"] = dev.power is not None
-    c = raw.check
-    if c is None:
-        status = GenerationCheck("skipped", 0, 0, "--no-check" if not check else "a package from before this check")
-    elif reference is not None:
-        status = _answers_checked(reference, logits, where)
-    else:
-        # another thread count or CPU may round differently: a near tie can flip (SmolLM2's 4-bit program at 1 thread
-        # against its 2-thread build has flipped two of 32 steps, the build's token 1.4% of the logits' spread below the
-        # top). A broken kernel is not near: far down, or most steps differ.
-        ties = [math.inf if g is None else g for g in c.gaps if g is None or g > 0]  # None: not finite
-        ok = c.matching == c.tokens or (
-            all(g <= NEAR_TIE for g in ties) and c.matching >= c.tokens * MIN_CHECK_AGREEMENT
-        )
-        note = f"fed the greedy tokens of the {c.prompt_tokens}-token build-time prompt"
-        if ties and ok:
-            note += f"; {len(ties)} near tie(s), the build's token at most {max(ties):.1%} of the logits' spread below"
-        status = GenerationCheck("passed" if ok else "failed", c.tokens, c.matching, note)
-        if not ok:
-            raise ReferenceMismatchError(
-                f"the program answers differently {where} than when it was built: its top token is the build's at "
-                f"{c.matching} of {c.tokens} steps from its {c.prompt_tokens}-token check prompt, the "
-                f"build's token up to {max(ties):.0%} of the logits' spread below it",
-                "check the runtime and the machine (a broken kernel, a wrong library); --no-check measures anyway",
-            )
+    status = answers_check(raw.check, reference, logits, where, check)
     prefill = [r.prefill_ms for r in raw.rounds]
     steps = [s for r in raw.rounds for s in r.decode_ms]
     decode = summarize(steps)
