@@ -1,0 +1,40 @@
+"""What the commands share: option types and callbacks, and JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .._options import Finite
+from ..errors import EdgekitError
+
+
+def parsed(parser: str):
+    """A click callback that runs a library parser (``models.parse_input_spec``, ...) and reports a bad value."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        import importlib
+
+        module, _, name = parser.rpartition(".")
+        fn = getattr(importlib.import_module(f"edgekit.{module or 'models'}"), name)
+        try:
+            return tuple(fn(v) for v in value) if isinstance(value, tuple) else (None if value is None else fn(value))
+        except EdgekitError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, allow_nan=False))
+
+
+RATIO = Finite(0, 1, max_open=True)
+
+
+def multiple_of_32(value: int | None) -> int | None:
+    if value is not None and value % 32:
+        raise click.BadParameter(f"{value} is not a multiple of 32 (XNNPACK's int4 kernels); try 32, 64 or 128")
+    return value
