@@ -3,7 +3,7 @@
 Every page is made from the code it describes, so it cannot drift: the documents that cross a file (the manifest, a
 profile, a bench run) from their ``Contract`` dataclasses and the comments on their fields, the target files' keys
 from the target configuration classes, the error catalogue from ``edgekit.errors``, the upstream patches from their
-registry. The CLI reference is rendered by mkdocs-click from click itself (``reference/cli.md``). Result images and
+registry; the command line from click itself (every command's ``--help``). Result images and
 ARCHITECTURE.md are copied in, so pages can show and link them.
 """
 
@@ -175,12 +175,40 @@ def upstream_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def cli_page() -> str:
+    """Every command's own ``--help`` text, as click renders it for a terminal 100 columns wide."""
+    import click
+
+    from edgekit.cli import cli
+
+    lines = [
+        "# The command line",
+        "",
+        "Every command and option, as `edgekit COMMAND --help` prints them: rendered from the click definitions "
+        "themselves (`edgekit/cli/`) when the site is built.",
+        "",
+    ]
+
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        ctx = click.Context(command, info_name=path[-1], parent=parent, max_content_width=100, terminal_width=100)
+        lines.extend(
+            [f"{'#' * min(len(path) + 1, 4)} `{' '.join(path)}`", "", "```text", command.get_help(ctx), "```", ""]
+        )
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name], ctx)
+
+    walk(cli, ["edgekit"], None)
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     from edgekit.bench.document import BenchRun
     from edgekit.manifest import Manifest
     from edgekit.profile.result import ProfileResult
 
     pages = {
+        "reference/cli.md": cli_page(),
         "reference/manifest.md": contract_page(
             "The manifest",
             "`manifest.json`, beside every package's program (schema in `edgekit/manifest.py`). Every field, nested "

@@ -117,6 +117,8 @@ def _load_file(spec: str, given: tuple) -> LoadedModel:
 
     path = Path(spec)
     if not path.exists():
+        if path.suffix in (".pt2", ".py") or "/" in spec:  # meant as a file
+            raise ModelLoadError(f"model file {spec} does not exist", "check the path")
         raise ModelLoadError(
             f"model {spec!r} is neither a file nor a module:factory spec",
             "use package.module:factory, path/to/file.py:factory, or a .pt2 file saved with torch.export.save",
@@ -138,6 +140,8 @@ def _load_file(spec: str, given: tuple) -> LoadedModel:
             f"{spec} is not a saved ExportedProgram ({first[:200]})",
             "save one with torch.export.save(torch.export.export(model, inputs), 'model.pt2'), or use module:factory",
         ) from exc
+    if given:
+        _check_given_shapes(spec, ep, given)
     example: tuple = given
     if not example and ep.example_inputs is not None:
         args, kwargs = ep.example_inputs
@@ -147,3 +151,29 @@ def _load_file(spec: str, given: tuple) -> LoadedModel:
             f"{spec} stores no example inputs", "pass --input for each input, e.g. --input 1x3x224x224"
         )
     return LoadedModel(str(path), ep.module(), contiguous(example), exported=ep)
+
+
+def _check_given_shapes(spec: str, ep: Any, given: tuple) -> None:
+    """``--input`` for a saved program must fit what it was exported for: as many inputs, each of its rank, each static
+    size equal (a dynamic one may differ).
+
+    Raises:
+        InputSpecError: naming the shapes the program takes.
+    """
+    import torch
+
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    wanted = [placeholders[name].meta.get("val") for name in ep.graph_signature.user_inputs if name in placeholders]
+    if not all(isinstance(w, torch.Tensor) for w in wanted):
+        return  # non-tensor inputs: export's own checks speak
+    shapes = ["x".join(str(d) for d in w.shape) for w in wanted]
+    fits = len(wanted) == len(given) and all(
+        g.dim() == w.dim() and all(not isinstance(d, int) or d == n for d, n in zip(w.shape, g.shape))
+        for w, g in zip(wanted, given)
+    )
+    if not fits:
+        got = ", ".join("x".join(map(str, g.shape)) for g in given)
+        raise InputSpecError(
+            f"{spec} was exported for input(s) {', '.join(shapes)}; --input gave {got}",
+            "pass --input with those shapes (or leave it out: the program's own example inputs are used)",
+        )

@@ -208,3 +208,18 @@ def test_non_finite_numbers_in_bench_options_and_suites(tmp_path):
     one_line_error(
         run_cli("bench", "run", tmp_path / "s.toml", "--store", tmp_path / "st"), 1, "timeout must be a finite number"
     )
+
+
+def test_a_saved_program_refuses_an_input_it_was_not_exported_for_and_a_missing_one_is_named(tmp_path):
+    """--input for a .pt2 must fit the shapes it was exported for: said at load, not as a calibration failure later;
+    a .pt2 path that does not exist is named as a missing file."""
+    import torch
+    from toy_models import SmallCNN
+
+    torch.export.save(torch.export.export(SmallCNN().eval(), (torch.randn(1, 1, 8, 8),)), tmp_path / "net.pt2")
+    out = tmp_path / "out"
+    line = one_line_error(
+        run_cli("build", tmp_path / "net.pt2", "-i", "1x3x8", "-o", out), 2, "exported for input(s) 1x1x8x8"
+    )
+    assert "--input gave 1x3x8" in line and not out.exists()
+    one_line_error(run_cli("build", tmp_path / "nope.pt2", "-o", out), 1, "nope.pt2 does not exist")

@@ -36,3 +36,24 @@ def test_the_site_builds_without_a_warning_and_its_reference_is_complete(tmp_pat
     top = [f.name for f in dataclasses.fields(Manifest)]
     assert not [f for f in top if f"<code>{f}</code>" not in manifest_page]
     assert re.search(r"<code>generation\.reference\.build\.kld_mean</code>", manifest_page)
+
+
+def test_every_option_says_what_it_does():
+    """The reference (and --help) shows each option's help text: none is left without one."""
+    import click
+
+    from edgekit.cli import cli
+
+    missing = []
+
+    def walk(command, path):
+        ctx = click.Context(command, info_name=path[-1])
+        missing.extend(
+            f"{' '.join(path)} {p.opts[0]}" for p in command.params if isinstance(p, click.Option) and not p.help
+        )
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+
+    walk(cli, ["edgekit"])
+    assert not missing, missing

@@ -59,7 +59,7 @@ def targets() -> None:
 
 
 @targets.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
 def targets_list(as_json: bool) -> None:
     """List the built-in targets."""
     from ..targets import list_targets
@@ -71,7 +71,7 @@ def targets_list(as_json: bool) -> None:
 
 @targets.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the target as JSON.")
 def targets_show(name: str, as_json: bool) -> None:
     """Show a target (built-in NAME or a .toml path) as TOML."""
     from ..targets import load_target

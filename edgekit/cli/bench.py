@@ -162,7 +162,7 @@ def _devices(names: str | None, tag: str | None, devices_file: str | None) -> li
 @_STORE_OPTION
 @click.option("--all", "show_all", is_flag=True, help="Show every metric of every item (default: p50 + changes).")
 @click.option("--device", metavar="NAME", help="Compare the runs of this device (from bench run --device).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def bench_compare(
     baseline: str,
     run_ref: str,
@@ -200,7 +200,7 @@ def bench_compare(
 @click.argument("runs", nargs=-1, metavar="[RUN...]")
 @click.option("--out", "-o", type=click.Path(), default="report", show_default=True, help="Report folder (replaced).")
 @click.option("--baseline", "-b", metavar="NAME|FILE|previous", help="Add a comparison with this baseline.")
-@click.option("--allow-machine-mismatch", is_flag=True)
+@click.option("--allow-machine-mismatch", is_flag=True, help="Put runs from different machines in one report anyway.")
 @click.option("--device", metavar="NAME", help="Report the runs of this device (from bench run --device).")
 @click.option(
     "--all-devices", is_flag=True, help="One section per device: the newest run of every device in the store."

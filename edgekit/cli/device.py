@@ -67,7 +67,7 @@ def devices() -> None:
 
 @devices.command("list")
 @_DEVICES_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
 def devices_list(devices_file: str | None, as_json: bool) -> None:
     """The devices in the devices file."""
     from ..device.devices import load_devices
@@ -103,7 +103,7 @@ def devices_list(devices_file: str | None, as_json: bool) -> None:
 @devices.command("check")
 @click.argument("names", nargs=-1)
 @_DEVICES_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print each device's check as JSON.")
 def devices_check(names: tuple, devices_file: str | None, as_json: bool) -> None:
     """Reach each device (default: all) and show its arch, glibc, cores, CPU, governor and bundle status."""
     from ..device.devices import load_devices, resolve_device

@@ -243,12 +243,19 @@ def profile(
 @click.command()
 @click.argument("package", type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The text to continue (write a chat template into it yourself).")
-@click.option("--max-new-tokens", "-n", type=click.IntRange(1), default=128, show_default=True)
+@click.option(
+    "--max-new-tokens",
+    "-n",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Stop after this many tokens.",
+)
 @click.option(
     "--temperature", type=Finite(0), default=0.0, show_default=True, help="0: greedy; above: sampling (--seed)."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (with --temperature above 0).")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Threadpool size.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the generated text.")
 def generate(
     package: str, prompt: str, max_new_tokens: int, temperature: float, seed: int, threads: int, quiet: bool

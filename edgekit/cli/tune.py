@@ -86,8 +86,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="DB",
     help="Budget: output SQNR against your model, eager fp32 as handed in (default 30 dB).",
 )
-@click.option("--objective", type=click.Choice(["p50", "size", "peak_rss"]), default="p50", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--objective",
+    type=click.Choice(["p50", "size", "peak_rss"]),
+    default="p50",
+    show_default=True,
+    help="What the chosen program is the best at, within the budget.",
+)
+@click.option(
+    "--threads", type=click.IntRange(1), default=1, show_default=True, help="Threads each candidate is measured at."
+)
 @click.option(
     "--precisions",
     callback=_precisions,

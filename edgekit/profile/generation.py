@@ -92,7 +92,10 @@ def _package(package: str | Path) -> tuple[Path, Any]:
     folder = path.parent if path.suffix == ".pte" else path
     m = read_manifest(folder)
     if m.generation is None:
-        raise UsageError(f"{folder} is not a generation program (no generation section in its manifest)")
+        raise UsageError(
+            f"{folder} is not a generation program (no generation section in its manifest)",
+            "build a language model with --task text-generation; measure this package with `edgekit profile`",
+        )
     from .subject import resolve_program
 
     resolve_program(folder)  # the program file and its external weights exist and match the manifest's sha256
