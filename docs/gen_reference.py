@@ -75,7 +75,10 @@ def contract_rows(cls: type, prefix: str = "", seen: frozenset = frozenset()) ->
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         path = f"{prefix}{f.name}"
-        rows.append((path, _type_name(tp), comments.get(f.name, "")))
+        what = comments.get(f.name, "")
+        if not what:  # a nested document says what it is in its own docstring
+            what = next(((inspect.getdoc(c) or "").split("\n\n")[0].replace("\n", " ") for c in _nested(tp)), "")
+        rows.append((path, _type_name(tp), what))
         for inner in _nested(tp):
             if inner not in seen:
                 sub = "[]." if typing.get_origin(tp) in (list, tuple) or list in typing.get_args(tp) else "."

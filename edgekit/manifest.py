@@ -402,20 +402,20 @@ class Manifest(Contract):
         >>> m.verify.sqnr_db, m.program.size_bytes, m.target["name"]
     """
 
-    schema_version: int
-    created: str
-    versions: dict[str, str | None]
-    model: ModelSection
-    target: dict[str, Any]
-    target_source: str
-    export: ExportSection
-    prune: PruneSection
-    quantize: QuantizeSection
-    program: ProgramSection
-    verify: VerifySection
-    budget: BudgetSection
-    warnings: list[str]
-    timings_s: dict[str, float]
+    schema_version: int  # of this document (MANIFEST_SCHEMA_VERSION); older ones stay readable
+    created: str  # when the package was written, ISO 8601 UTC
+    versions: dict[str, str | None]  # edgekit, torch, executorch, torchao, Python and the platform that built it
+    model: ModelSection  # the model handed in: its spec, inputs and outputs
+    target: dict[str, Any]  # the target the program was built for, every key (as in its TOML file)
+    target_source: str  # where the target came from: a built-in name or a file's path
+    export: ExportSection  # how torch.export traced the model
+    prune: PruneSection  # what pruning removed, and the accuracy before and after
+    quantize: QuantizeSection  # how the program was quantized, and on what data
+    program: ProgramSection  # the program file: size, hash, delegation, memory plan
+    verify: VerifySection  # the program against the model handed in, in the ExecuTorch runtime
+    budget: BudgetSection  # the target's budget: what the build could check, and what a profile must
+    warnings: list[str]  # what the build says the user should know (also printed by the build)
+    timings_s: dict[str, float]  # seconds per stage, and in total
     build_peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound when it built more)
     reference: ReferenceSection | None = None  # reference vectors beside the program (packages before them: None)
     explain: ExplainSection | None = None  # what `edgekit explain` reads (packages before it, or built without: None)
