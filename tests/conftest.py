@@ -63,7 +63,7 @@ FAST_FILES = {
     "test_cli.py",
     "test_data.py",
     "test_docs.py",
-    "test_fs.py",
+    "test_fileops.py",
     "test_models.py",
     "test_profile.py",
     "test_profile_protocol.py",

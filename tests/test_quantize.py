@@ -161,7 +161,7 @@ def test_a_calibration_record_is_reused_across_recipes_and_gives_the_same_progra
 def test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_norm_is(monkeypatch):
     """XNNPACKQuantizer traces twelve conv + BatchNorm patterns (strict exports) in every PT2E prepare: edgekit traces
     them once per process, and only for a graph that still holds a batch norm once PT2E has folded those it can. The
-    annotated graph is the one XNNPACKQuantizer makes its own way (benchmarks/first_build.py compares whole programs
+    annotated graph is the one XNNPACKQuantizer makes its own way (benchmarks/ab.py --patch xnnpack-quantizer-patterns-once compares whole programs
     from fresh processes)."""
     import copy
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from edgekit import upstream
+from edgekit.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,9 +25,11 @@ def test_every_patch_is_listed_with_its_versions_its_switch_and_a_test_that_exis
         assert p.changes and p.buys and p.written_for and p.kind in ("speed", "correctness", "replacement"), p
         path, _, test = p.test.partition("::")
         assert (ROOT / path).is_file() and (not test or f"def {test}(" in (ROOT / path).read_text()), p.test
-        if p.apply is not None:
+        if p.apply is not None:  # in edgekit/upstream itself: imported by name, so the import tools cannot see it
             module, function = p.apply.split(":")
-            assert callable(getattr(__import__(module, fromlist=[function]), function)), p.apply
+            assert module.startswith("edgekit.upstream.") and callable(
+                getattr(__import__(module, fromlist=[function]), function)
+            ), p.apply
     with pytest.raises(KeyError, match="there are: shared-provenance"):
         upstream.patch("nope")
 
@@ -44,6 +47,59 @@ def test_a_patch_switched_off_is_not_applied_here_or_in_processes_started_with_t
     assert not upstream.enabled("shared-provenance") and upstream.enabled("no-mha-fastpath")
     monkeypatch.setenv(upstream.OFF_ENV, "all")
     assert not any(upstream.enabled(p.name) for p in upstream.PATCHES)
+    monkeypatch.setenv(upstream.OFF_ENV, "shared-provenanse")  # a typo must not measure everything on
+    with pytest.raises(UsageError, match="names no patch 'shared-provenanse'"):
+        upstream.enabled("shared-provenance")
+    monkeypatch.delenv(upstream.OFF_ENV)
+    # overlapping blocks: a name is back on when the last block that switched it off ends
+    first, second = upstream.switched_off("cia-walk-once"), upstream.switched_off("cia-walk-once")
+    first.__enter__(), second.__enter__()
+    first.__exit__(None, None, None)
+    assert not upstream.enabled("cia-walk-once")
+    second.__exit__(None, None, None)
+    assert upstream.enabled("cia-walk-once")
+
+
+def test_patches_shared_by_builds_in_threads_are_undone_by_the_last_block_whatever_the_order():
+    import threading
+
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
+
+    own_pattern, own_fastpath = utils._get_aten_graph_module_for_pattern, torch.backends.mha.get_fastpath_enabled()
+    for name, changed in (
+        ("xnnpack-quantizer-patterns-once", lambda: utils._get_aten_graph_module_for_pattern is not own_pattern),
+        ("no-mha-fastpath", lambda: torch.backends.mha.get_fastpath_enabled() != own_fastpath),
+    ):
+        a, b = upstream.applied(name), upstream.applied(name)
+        ready, done, inside = threading.Event(), threading.Event(), []
+
+        def other(block=b, ready=ready, done=done, inside=inside, changed=changed):  # a build in a thread, ending last
+            with block:
+                ready.set()
+                done.wait(30)
+                inside.append(changed())
+
+        t = threading.Thread(target=other)
+        with a:
+            t.start()
+            ready.wait(30)
+        assert changed(), name  # the other build's block is still open
+        done.set()
+        t.join(30)
+        assert inside == [True] and not changed(), name  # and it was the last
+
+
+def test_a_build_applies_every_build_time_patch(tmp_path, monkeypatch):
+    import edgekit
+    from edgekit.models import parse_input_spec
+
+    seen, own = set(), upstream.applied
+    monkeypatch.setattr(upstream, "applied", lambda name, *args: seen.add(name) or own(name, *args))
+    edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "p", inputs=[parse_input_spec("1x1x8x8")])
+    assert seen == {
+        "shared-provenance", "cia-walk-once", "no-mha-fastpath", "xnnpack-quantizer-patterns-once",
+        "shapes-only-quant-ops", "exported-ranges-kept", "xnnpack-skip-unchanging-passes",
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ still needed

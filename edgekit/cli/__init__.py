@@ -1,4 +1,4 @@
-"""The ``edgekit`` command line: parses options, calls the library, shows results (through :mod:`edgekit.render`).
+"""The ``edgekit`` command line: parses options, calls the library, shows results (through :mod:`edgekit.cli.render`).
 
 Outcomes are decided by the library, which raises :class:`~edgekit.errors.EdgekitError` subclasses that carry their
 own exit code (0 success, 1 a failure of the work, 2 a usage error); :class:`_Group` turns them into that exit

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from .options import emit_json
+
 _DEVICES_OPTION = click.option(
     "--devices",
     "devices_file",
@@ -75,7 +77,7 @@ def devices_list(devices_file: str | None, as_json: bool) -> None:
 
     items = load_devices(devices_file)
     if as_json:
-        click.echo(json.dumps([d.to_dict() for d in items], indent=2, default=str))
+        click.echo(json.dumps([d.to_dict() for d in items], indent=2, default=str, allow_nan=False))
         return
     if not items:
         from ..device.devices import DEFAULT_DEVICES_FILE
@@ -128,7 +130,7 @@ def devices_check(names: tuple, devices_file: str | None, as_json: bool) -> None
             failed += 1
             rows.append({"device": d.name, "reachable": False, "error": str(exc)})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
     else:
         t = render.table(
             None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .console import PIPE_WIDTH, PROSE_MIN_WIDTH, console, fmt, fmt_db, table, warn  # noqa: F401
+from .console import console, fmt, fmt_db, table, warn  # noqa: F401  (console and table: also the CLI's own)
 from .render_build import build_summary, generation_summary  # noqa: F401
 from .render_profile import generate_stats, generation_report, profile_report  # noqa: F401
 

@@ -9,6 +9,7 @@ import click
 
 from .. import paths
 from .._options import Finite, defaulted
+from .options import emit_json
 
 
 def _ratios(value: str) -> tuple[float, ...]:
@@ -286,9 +287,7 @@ def _search_and_show(search: Callable[[Any], Any], quiet: bool, as_json: bool) -
     finally:
         bar.close()
     if as_json:
-        import json
-
-        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
+        emit_json(result.manifest.to_dict())
         return
     render.tune_table(result.manifest.tune.candidates, result)
 

@@ -63,7 +63,7 @@ def answers_check(
         raise ReferenceMismatchError(
             f"the program answers differently {where} than when it was built: its top token is the build's at "
             f"{c.matching} of {c.tokens} steps from its {c.prompt_tokens}-token check prompt, the "
-            f"build's token up to {max(ties):.0%} of the logits' spread below it",
+            f"build's token up to {max(ties, default=0.0):.0%} of the logits' spread below it",
             "check the runtime and the machine (a broken kernel, a wrong library), or rebuild the package with this "
             "edgekit (its check compares logits with your model's); --no-check measures anyway",
         )

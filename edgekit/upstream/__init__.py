@@ -11,7 +11,9 @@ the standard library: measured workers use it too.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import enum
 import importlib
 import os
 import threading
@@ -20,8 +22,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import ContextManager
 
+from ..errors import UsageError
+
 #: names of patches to leave off, comma-separated, or ``all``
 OFF_ENV = "EDGEKIT_UPSTREAM_OFF"
+
+
+class PatchKind(enum.StrEnum):
+    SPEED = "speed"  # off: the same program, slower (what an A/B measures)
+    CORRECTNESS = "correctness"  # off: fails as upstream does
+    REPLACEMENT = "replacement"  # not a Python patch: edgekit's own implementation of an upstream contract
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class Patch:
     buys: str  # what it buys, measured: figures and where they are
     test: str  # the test that fails when it stops paying
     apply: str | None  # "module:function" of its context manager (None: not a Python patch, see ``changes``)
-    kind: str = "speed"  # speed (an A/B measures it; off: slower, same bytes) | correctness (off: fails as upstream)
+    kind: PatchKind = PatchKind.SPEED
     notes: list[str] = field(default_factory=list)
 
 
@@ -47,7 +57,7 @@ PATCHES: tuple[Patch, ...] = (
         "shared-provenance",
         "torch.fx.traceback.NodeSource.__init__ deep-copies a node's whole from_node history for every node in every "
         "FX pass; the records share it instead (NodeSource objects are never changed once made)",
-        TORCH,
+        dict(TORCH),
         "tiny BERT lowering 7-9 s instead of 11, suite CPU -6%; SmolLM2-135M 8da4w lowering 257 → 253 s "
         "(benchmarks/results/llm_build_time.txt); the same bytes and histories (tests/test_pipeline.py)",
         "tests/test_upstream.py::test_torch_still_deep_copies_provenance_histories",
@@ -58,7 +68,7 @@ PATCHES: tuple[Patch, ...] = (
         "torch._export.utils._materialize_cpp_cia_ops re-reads the CompositeImplicitAutograd table and looks every "
         "operator up again in every run_decompositions; walked once per set of registrations (and "
         "torch.library._clear_torch_ops_cache forgets what was walked)",
-        TORCH,
+        dict(TORCH),
         "small CNN int8 build 1.55 → 1.41 s, ResNet-18 @224 17.0 → 16.9 s (benchmarks/results/cia_walk.txt)",
         "tests/test_upstream.py::test_torch_still_walks_the_operator_table_in_every_decomposition",
         "edgekit.upstream.fx:cia_ops_materialized_once",
@@ -68,7 +78,7 @@ PATCHES: tuple[Patch, ...] = (
         "eight of XNNPACK's partition passes (ConvertToSDPA, ConvertToUpsampleBilinear2d, FuseBatchNorm, "
         "DecomposeBatchNorm, Conv1dUnsqueeze, PReLUReshape, DecomposeConcatenate, FuseActivation) retrace a partition "
         "that holds none of their ops; their call returns it unchanged there",
-        EXECUTORCH,
+        dict(EXECUTORCH),
         "SmolLM2-135M 8da4w lowering 306 → 253 s (benchmarks/results/llm_build_time.txt), 3 s of pattern exports per "
         "process; the same bytes (tests/test_pipeline.py)",
         "tests/test_upstream.py::test_xnnpacks_passes_still_retrace_a_partition_they_cannot_change",
@@ -78,7 +88,7 @@ PATCHES: tuple[Patch, ...] = (
         "xnnpack-quantizer-patterns-once",
         "XNNPACKQuantizer traces its twelve conv + BatchNorm patterns with a strict torch.export on every prepare; "
         "traced once per process, and not at all for a graph with no batch norm left",
-        EXECUTORCH,
+        dict(EXECUTORCH),
         "first int8 build in a process: small CNN 2.98 → 1.65 s, ResNet-18 18.4 → 17.5 s "
         "(benchmarks/results/first_build.txt)",
         "tests/test_quantize.py::test_the_quantizers_conv_bn_patterns_are_traced_once_and_only_where_a_batch_norm_is",
@@ -102,24 +112,24 @@ PATCHES: tuple[Patch, ...] = (
         "a --dynamic-batch 1:32 program accepts 32 samples, not 15 (tests/test_pipeline.py)",
         "tests/test_upstream.py::test_lowering_still_narrows_a_dynamic_batch",
         "edgekit.upstream.export:exported_ranges_kept",
-        kind="correctness",
+        kind=PatchKind.CORRECTNESS,
     ),
     Patch(
         "no-mha-fastpath",
         "nn.TransformerEncoder in eval mode takes a fused fast path (aten._transformer_encoder_layer_fwd) that strict "
         "export (edgekit's fallback when non-strict export fails) captures and ExecuTorch cannot lower; off while a "
         "model is exported",
-        TORCH,
+        dict(TORCH),
         "nn.TransformerEncoder models build (benchmarks/suite.toml's tiny_transformer)",
         "tests/test_upstream.py::test_strict_export_still_captures_the_fused_encoder_fast_path",
         "edgekit.upstream.export:no_mha_fastpath",
-        kind="correctness",
+        kind=PatchKind.CORRECTNESS,
     ),
     Patch(
         "lean-runtime-import",
         "executorch's portable_lib imports executorch.exir, whose __init__ pulls in the exporter, torch._dynamo and "
         "torch._inductor; a placeholder package stands in while the runtime imports",
-        EXECUTORCH,
+        dict(EXECUTORCH),
         "profiling worker start-up 4.0 → 1.0 s, RSS after loading a program 362 → 228 MiB (edgekit/upstream/runtime.py)",
         "tests/test_upstream.py::test_the_runtimes_own_import_still_pulls_in_the_compiler",
         "edgekit.upstream.runtime:exir_placeholder",
@@ -132,24 +142,24 @@ PATCHES: tuple[Patch, ...] = (
         "a tls:// executor works after a user's dask.config.set block (tests/test_scale.py)",
         "tests/test_upstream.py::test_dask_still_drops_its_defaults_with_a_config_block",
         "edgekit.upstream.dask_config:dask_defaults_restored",
-        kind="correctness",
+        kind=PatchKind.CORRECTNESS,
     ),
     Patch(
         "native-llama-kernels",
         "ExecuTorch ships its llama::update_cache / llama::custom_sdpa kernels only linked to libtorch; the native "
         "runner has its own implementation of the same contract (edgekit/runner/llm_ops.cpp)",
-        EXECUTORCH,
+        dict(EXECUTORCH),
         "generation programs run with no Python and no torch, here and on boards (a 6 MiB runner baseline against "
         "224 MiB); each cached row read once per query row (benchmarks/results/llm_sdpa.txt)",
         "tests/test_attention_kernels.py::test_edgekits_attention_gives_executorchs_answers_at_the_shapes_people_ship",
         None,
-        kind="replacement",
+        kind=PatchKind.REPLACEMENT,
         notes=["not a Python patch: --engine python runs ExecuTorch's own kernels"],
     ),
 )
 
 _BY_NAME = {p.name: p for p in PATCHES}
-_local_off: set[str] = set()
+_local_off: collections.Counter[str] = collections.Counter()  # names switched off in this process, by open blocks
 _local_lock = threading.Lock()
 
 
@@ -165,11 +175,25 @@ def patch(name: str) -> Patch:
         raise KeyError(f"no upstream patch {name!r}; there are: {', '.join(_BY_NAME)}") from None
 
 
+def _env_off() -> set[str]:
+    """The names ``EDGEKIT_UPSTREAM_OFF`` lists (``all`` included).
+
+    Raises:
+        UsageError: a name that is no patch (a typo would otherwise measure everything on).
+    """
+    off = {n.strip() for n in os.environ.get(OFF_ENV, "").split(",") if n.strip()}
+    unknown = sorted(off - set(_BY_NAME) - {"all"})
+    if unknown:
+        raise UsageError(
+            f"{OFF_ENV} names no patch {', '.join(map(repr, unknown))}", f"the patches: {', '.join(_BY_NAME)}, or all"
+        )
+    return off
+
+
 def enabled(name: str) -> bool:
     """Whether ``name`` is applied here: not listed in ``EDGEKIT_UPSTREAM_OFF``, nor switched off in this process."""
     patch(name)
-    off = {n.strip() for n in os.environ.get(OFF_ENV, "").split(",") if n.strip()}
-    return not ({"all", name} & off) and name not in _local_off
+    return not ({"all", name} & _env_off()) and _local_off[name] == 0
 
 
 def applied(name: str, *args: object) -> ContextManager[None]:
@@ -183,17 +207,17 @@ def applied(name: str, *args: object) -> ContextManager[None]:
 
 @contextlib.contextmanager
 def switched_off(*names: str) -> Iterator[None]:
-    """Leave ``names`` off in this process inside the block (``EDGEKIT_UPSTREAM_OFF`` for processes it starts)."""
+    """Leave ``names`` off in this process inside the block (``EDGEKIT_UPSTREAM_OFF`` for processes it starts);
+    blocks nest and overlap (a name is back on when the last block that switched it off ends)."""
     for n in names:
         patch(n)
     with _local_lock:
-        added = set(names) - _local_off
-        _local_off.update(added)
+        _local_off.update(names)
     try:
         yield
     finally:
         with _local_lock:
-            _local_off.difference_update(added)
+            _local_off.subtract(names)
 
 
 def version_mismatches() -> list[str]:
@@ -206,9 +230,10 @@ def version_mismatches() -> list[str]:
             except PackageNotFoundError:
                 continue  # an optional dependency that is not installed: nothing to patch
             if wanted.startswith(">="):
-                if _numbers(have) < _numbers(wanted[2:]):
+                floor = _numbers(wanted[2:])
+                if _numbers(have) + (0,) * len(floor) < floor:
                     out.append(f"{p.name}: written for {dist} {wanted}, installed {have}")
-            elif not have.startswith(wanted):
+            elif not _same_release(have, wanted):
                 out.append(f"{p.name}: written for {dist} {wanted}*, installed {have}")
     return out
 
@@ -226,3 +251,10 @@ def _numbers(v: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     return tuple(parts)
+
+
+def _same_release(have: str, wanted: str) -> bool:
+    """``have`` is the release ``wanted`` names: "2.13." for any 2.13.x; "1.5.1" for 1.5.1 or 1.5.1+cpu, not 1.5.10."""
+    if wanted.endswith("."):
+        return have.startswith(wanted)
+    return have == wanted or have.startswith(wanted + "+") or have.startswith(wanted + ".")

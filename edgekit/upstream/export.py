@@ -5,22 +5,34 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ContextManager
+
+from ._shared import Shared
 
 
-@contextlib.contextmanager
-def no_mha_fastpath() -> Iterator[None]:
+def no_mha_fastpath() -> ContextManager[None]:
     """nn.TransformerEncoder/MultiheadAttention in eval mode take a fused "fast path"
-    (``aten._transformer_encoder_layer_fwd``) that export captures and ExecuTorch cannot lower; the decomposed path
-    computes the same thing with core ATen ops. Off while a model is exported, as it was before after."""
+    (``aten._transformer_encoder_layer_fwd``) that strict export captures and ExecuTorch cannot lower; the decomposed
+    path computes the same thing with core ATen ops. Off while any export runs (the flag is the process's: builds in
+    threads share one switch), as it was before once the last one ends."""
+    return _FASTPATH_SCOPE.block()
+
+
+def _fastpath_off() -> bool:
     import torch
 
     before = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
+    return before
+
+
+def _fastpath_back(before: bool) -> None:
+    import torch
+
+    torch.backends.mha.set_fastpath_enabled(before)
+
+
+_FASTPATH_SCOPE = Shared(_fastpath_off, _fastpath_back)
 
 
 def shape_envs(program: Any) -> list:

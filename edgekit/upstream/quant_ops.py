@@ -3,16 +3,13 @@ their output shapes directly while a lowering propagates them."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, ContextManager
 
-_open = 0  # open shapes_only_quant_ops blocks
+from ._shared import Shared
 
 
-@contextlib.contextmanager
-def shapes_only_quant_ops() -> Iterator[None]:
+def shapes_only_quant_ops() -> ContextManager[None]:
     """torchao's quantize_affine / dequantize_affine / choose_qparams_affine answer fake tensors with their output
     shapes and dtypes alone, while a lowering runs.
 
@@ -23,17 +20,17 @@ def shapes_only_quant_ops() -> Iterator[None]:
     code, and the registrations are removed afterwards. The program is byte for byte the same (tests/test_generation.py
     checks the bytes); lowering takes about half the time (benchmarks/results/llm_quant_lowering.txt).
     """
-    global _open
+    return _SCOPE.block()
+
+
+def _register() -> Any:
+    """The overriding kernels, registered (None without torchao)."""
     import torch
 
     try:
         import torchao.quantization.quant_primitives as qp
-        from torch._inductor.decomposition import decompositions
-        from torch._subclasses.fake_tensor import FakeTensor
-        from torch.fx.experimental.proxy_tensor import get_proxy_mode
     except ImportError:  # no torchao: nothing of it to speed up
-        yield
-        return
+        return None
 
     def choose(x, mapping_type, block_size, target_dtype, quant_min=None, quant_max=None, eps=None,
                scale_dtype=None, zero_point_dtype=None, keepdim=False):  # fmt: skip
@@ -64,23 +61,39 @@ def shapes_only_quant_ops() -> Iterator[None]:
 
     lib = torch.library.Library("torchao", "IMPL")
     try:
-        for name, shapes in (("choose_qparams_affine", choose), ("quantize_affine", quantize),
-                             ("dequantize_affine", dequantize)):  # fmt: skip
-            own = decompositions[getattr(torch.ops.torchao, name).default]  # torchao's Python function
+        _override(lib, choose, quantize, dequantize)
+    except BaseException:
+        lib._destroy()  # nothing half-registered
+        raise
+    return lib
 
-            def kernel(*args: Any, _shapes: Any = shapes, _own: Any = own, **kwargs: Any) -> Any:
-                # fake tensors being propagated inside the block; never while a graph is traced (a proxy mode would
-                # record the empty tensors instead of torchao's arithmetic)
-                fast = _open > 0 and isinstance(args[0], FakeTensor) and get_proxy_mode() is None
-                return _shapes(*args, **kwargs) if fast else _own(*args, **kwargs)
 
-            with warnings.catch_warnings():  # torch says once that a kernel is overridden: this one, on purpose
-                warnings.filterwarnings("ignore", message=".*other operators may also be overridden")
-                lib.impl(name, kernel, "CompositeImplicitAutograd", allow_override=True)
-        _open += 1
-        yield
-    finally:
-        _open = max(0, _open - 1)
-        # torchao's own kernels are the ones registered again. Torch 2.13 still calls the override's kernel for these
-        # ops afterwards (its dispatch table names torchao's), so the kernel itself answers as torchao outside a block
+def _override(lib: Any, choose: Any, quantize: Any, dequantize: Any) -> None:
+    import torch
+    from torch._inductor.decomposition import decompositions
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    for name, shapes in (("choose_qparams_affine", choose), ("quantize_affine", quantize),
+                         ("dequantize_affine", dequantize)):  # fmt: skip
+        own = decompositions[getattr(torch.ops.torchao, name).default]  # torchao's Python function
+
+        def kernel(*args: Any, _shapes: Any = shapes, _own: Any = own, **kwargs: Any) -> Any:
+            # fake tensors being propagated inside a block; never while a graph is traced (a proxy mode would record
+            # the empty tensors instead of torchao's arithmetic)
+            fast = _SCOPE.open > 0 and isinstance(args[0], FakeTensor) and get_proxy_mode() is None
+            return _shapes(*args, **kwargs) if fast else _own(*args, **kwargs)
+
+        with warnings.catch_warnings():  # torch says once that a kernel is overridden: this one, on purpose
+            warnings.filterwarnings("ignore", message=".*other operators may also be overridden")
+            lib.impl(name, kernel, "CompositeImplicitAutograd", allow_override=True)
+
+
+def _unregister(lib: Any) -> None:
+    # torchao's own kernels are the ones registered again. Torch 2.13 still calls the override's kernel for these
+    # ops afterwards (its dispatch table names torchao's), so the kernel itself answers as torchao outside a block
+    if lib is not None:
         lib._destroy()
+
+
+_SCOPE = Shared(_register, _unregister)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ContextManager
+
+from ._shared import Shared
 
 _skip_lock = threading.Lock()
 _skip_open = 0  # open skip_unchanging_passes blocks (nested, or in several threads)
@@ -80,6 +82,7 @@ def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it need
 
 
 _PATTERNS: dict = {}  # one process's traced quantizer patterns (see cached_quantizer_patterns)
+_PATTERNS_LOCK = threading.Lock()
 
 
 def forget_traced_patterns() -> None:
@@ -108,14 +111,18 @@ def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dic
     return (code, cells, inputs, is_cuda, tuple(sorted((k, shape(v)) for k, v in kwargs.items())))
 
 
-@contextlib.contextmanager
-def cached_quantizer_patterns() -> Iterator[None]:
+def cached_quantizer_patterns() -> ContextManager[None]:
     """XNNPACKQuantizer's annotation traces its conv + BatchNorm (+ ReLU) patterns with a strict torch.export each time
     it runs: twelve exports, the same graphs every time. They are traced once per process here (each caller gets its
     own copy; the matcher only reads it), and not at all for a graph without a batch norm: every one of those patterns
     holds one, so none can match there. PT2E's prepare folds each BatchNorm into the convolution or linear before it
     first, so that is most graphs, and a process's first quantized build (every `edgekit build` from the command line)
-    is shorter by the traces: 1.3 s here (``benchmarks/results/first_build.txt``)."""
+    is shorter by the traces: 1.3 s here (``benchmarks/results/first_build.txt``). Installed while any block is open, in
+    any thread; the quantizer's own functions are back when the last one closes."""
+    return _PATTERN_SCOPE.block()
+
+
+def _install_patterns() -> tuple:
     import copy
 
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
@@ -131,12 +138,18 @@ def cached_quantizer_patterns() -> Iterator[None]:
         key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
         if key is None:
             return original(pattern, example_inputs, is_cuda, **kwargs)
-        if key not in _PATTERNS:
-            _PATTERNS[key] = original(pattern, example_inputs, is_cuda, **kwargs)
-        return copy.deepcopy(_PATTERNS[key])
+        with _PATTERNS_LOCK:  # builds in threads trace a pattern once between them
+            if key not in _PATTERNS:
+                _PATTERNS[key] = original(pattern, example_inputs, is_cuda, **kwargs)
+            return copy.deepcopy(_PATTERNS[key])
 
     utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = cached, conv_bn_where_a_batch_norm_is
-    try:
-        yield
-    finally:
-        utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = original, conv_bn
+    return utils, original, conv_bn
+
+
+def _uninstall_patterns(saved: tuple) -> None:
+    utils, original, conv_bn = saved
+    utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = original, conv_bn
+
+
+_PATTERN_SCOPE = Shared(_install_patterns, _uninstall_patterns)
