@@ -49,17 +49,28 @@ CORRECT = {
 
 
 def broken_runner(folder: Path, name: str) -> Path:
-    """edgekit's native runner with the ``name`` change of :data:`BROKEN` or :data:`CORRECT`, compiled into
-    ``folder``."""
+    """edgekit's native runner with the ``name`` change of :data:`BROKEN` or :data:`CORRECT`, compiled once per
+    source and compiler into edgekit's cache (``folder`` is where the caller works; the binary is shared by the test
+    processes and later runs)."""
+    import hashlib
+
+    from edgekit.fileops import exclusive
+    from edgekit.paths import user_cache
+    from edgekit.runner.native import SOURCE, compiler_id
+
     old, new = {**BROKEN, **CORRECT}[name]
     source = LLM_OPS.read_text()
     assert source.count(old) == 1, f"the line {name!r} mutates is no longer in llm_ops.cpp: update tests/{__name__}.py"
-    folder.mkdir(parents=True, exist_ok=True)
-    mutated = folder / f"llm_ops_{name}.cpp"
-    mutated.write_text(source.replace(old, new))
-    binary = folder / f"runner-{name}"
+    mutated_source = source.replace(old, new)
     cxx = find_compiler()
     assert cxx is not None, "the native runner needs a C++ compiler"
-    cmd = [str(mutated) if c == str(LLM_OPS) else c for c in compile_command(cxx, binary)]
-    compile_runner(cmd, binary)
+    key = hashlib.sha256((mutated_source + SOURCE.read_text() + compiler_id(cxx)).encode()).hexdigest()[:16]
+    cache = user_cache() / "test-runners" / f"{name}-{key}"
+    binary = cache / "runner"
+    with exclusive(cache / ".lock"):
+        if not binary.exists():
+            mutated = cache / f"llm_ops_{name}.cpp"
+            mutated.write_text(mutated_source)
+            cmd = [str(mutated) if c == str(LLM_OPS) else c for c in compile_command(cxx, binary)]
+            compile_runner(cmd, binary)
     return binary

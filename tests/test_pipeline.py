@@ -272,10 +272,14 @@ def test_a_build_leaves_the_host_applications_gc_freeze_warning_filters_and_logg
     assert gc.get_freeze_count() == 0  # its own freeze is handed back
 
 
-def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp_path):
+#: patches applied where a program runs or builds are scheduled, not by a build
+RUN_TIME_PATCHES = {"lean-runtime-import", "dask-config-defaults", "native-llama-kernels"}
+
+
+def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp_path, monkeypatch):
     """Builds share torch's FX provenance records instead of deep-copying them at every pass: every node of a real
     lowering carries the same history either way, the build's program and explain record are byte for byte the same,
-    and torch's own constructor is back once the build ends."""
+    and torch's own constructor is back once the build ends. The build applies every build-time upstream patch."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch.fx.traceback import NodeSource
@@ -323,7 +327,11 @@ def test_shared_provenance_changes_neither_the_program_nor_any_nodes_history(tmp
         )
         return res.manifest.program.sha256, (res.out_dir / "explain.json").read_bytes()
 
+    seen, own_applied = set(), upstream.applied  # and every build-time upstream patch is applied by a build
+    monkeypatch.setattr(upstream, "applied", lambda name, *args: seen.add(name) or own_applied(name, *args))
     sharing = build("shared")
+    monkeypatch.undo()
+    assert seen == {p.name for p in upstream.PATCHES if p.name not in RUN_TIME_PATCHES}, seen
     assert NodeSource.__init__ is torch_init
     # torch's own provenance copying and operator-table walks (cia-walk-once, below): the same bytes
     with upstream.switched_off("shared-provenance", "cia-walk-once"):

@@ -89,19 +89,6 @@ def test_patches_shared_by_builds_in_threads_are_undone_by_the_last_block_whatev
         assert inside == [True] and not changed(), name  # and it was the last
 
 
-def test_a_build_applies_every_build_time_patch(tmp_path, monkeypatch):
-    import edgekit
-    from edgekit.models import parse_input_spec
-
-    seen, own = set(), upstream.applied
-    monkeypatch.setattr(upstream, "applied", lambda name, *args: seen.add(name) or own(name, *args))
-    edgekit.build("toy_models:small_cnn", "xnnpack-int8", out=tmp_path / "p", inputs=[parse_input_spec("1x1x8x8")])
-    assert seen == {
-        "shared-provenance", "cia-walk-once", "no-mha-fastpath", "xnnpack-quantizer-patterns-once",
-        "shapes-only-quant-ops", "exported-ranges-kept", "xnnpack-skip-unchanging-passes",
-    }  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------------ still needed
 def test_torch_still_deep_copies_provenance_histories():
     from torch.fx.traceback import NodeSource
