@@ -3,6 +3,11 @@
 Written by the package stage, read by ``edgekit profile`` (program file, sha256, target), ``bench run``, the
 demo and the build summary: every one of them goes through :class:`Manifest`, so a missing or mistyped field is
 one error naming the file and the field, never a ``KeyError`` deep in a command.
+
+Longer than 400 lines because it is one job, the schema of one document: 25 small section classes, each a few fields
+with a comment, read top to bottom in the order the document nests them (the generated manifest reference follows
+this order). Split by section, a reader would page through several files to see one document, and each file would
+only import the others back.
 """
 
 from __future__ import annotations

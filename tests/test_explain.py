@@ -142,7 +142,7 @@ def test_per_module_fidelity_survives_in_place_activations():
     from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgekit.pipeline.explain import module_sqnr
+    from edgekit.pipeline.explain_fidelity import module_sqnr
 
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -135,8 +135,8 @@ def profile(
     """
     from ..errors import UsageError
     from ..fileops import write_json
-    from ..profile.harness import ProfileOptions, parse_cpus, parse_threads
     from ..profile.harness import profile as run_profile
+    from ..profile.options import ProfileOptions, parse_cpus, parse_threads
     from . import render
 
     if (program is None) == (eager is None):

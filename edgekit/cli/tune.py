@@ -300,7 +300,8 @@ def _list(value: str, option: str, cast: type = str) -> tuple:
 
 
 def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
-    from ..tune.generation import DEFAULT_MAX_PPL_INCREASE, tune_generation
+    from ..tune.gen_recipes import DEFAULT_MAX_PPL_INCREASE
+    from ..tune.generation import tune_generation
 
     _search_and_show(
         lambda bar: tune_generation(

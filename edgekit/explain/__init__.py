@@ -5,7 +5,8 @@
 """
 
 from .html import html_page
-from .report import SORTS, Explanation, ModuleRow, db_cell, explain, explain_etdump, fidelity_line, sort_rows, summary
+from .model import SORTS, Explanation, ModuleRow, db_cell, fidelity_line, sort_rows, summary
+from .report import explain, explain_etdump
 
 __all__ = [
     "SORTS",

@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from ..htmlreport import CSS, fig_png, html_table
-from .report import db_cell, fidelity_line
+from .model import db_cell, fidelity_line
 
 HEAD = ["#", "module", "class", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "own dB", "only it dB"]
 

@@ -16,186 +16,12 @@ import hashlib
 import json
 import re
 import tempfile
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._contract import Contract
 from ..errors import ProgramError
-
-#: XNNPACK's runtime operator names (``Convolution (NHWC, QC8) IGEMM #2``) → the category of its graph nodes
-RUNTIME_CATEGORY = [
-    ("Convolution", "conv"), ("Deconvolution", "deconv"), ("Fully Connected", "fc"), ("Transpose", "transpose"),
-    ("Static Reshape", "reshape"), ("Copy", "reshape"), ("Mean", "mean"), ("Global Average Pooling", "mean"),
-    ("Convert", "convert"), ("Clamp", "clamp"), ("Add", "add"), ("Subtract", "sub"), ("Multiply", "mul"),
-    ("Divide", "div"), ("Max Pooling", "maxpool"), ("Average Pooling", "avgpool"), ("Softmax", "softmax"),
-    ("Sigmoid", "sigmoid"), ("HardSwish", "hardswish"), ("Slice", "slice"), ("Batch Matrix Multiply", "bmm"),
-    ("Constant Pad", "pad"), ("Concatenate", "concat"), ("Leaky ReLU", "leakyrelu"), ("Tanh", "tanh"),
-    ("GELU", "gelu"), ("ELU", "elu"), ("PReLU", "prelu"), ("Maximum", "max"), ("Minimum", "min"),
-    ("Square Root", "sqrt"), ("Reciprocal Square Root", "rsqrt"), ("Exp", "exp"), ("Log", "log"),
-    ("Negate", "neg"), ("Abs", "abs"), ("Resize Bilinear", "resize"),
-]  # fmt: skip
-#: a runtime operator that XNNPACK made of a graph node of another kind: a 1×1 convolution runs as a GEMM
-STANDS_FOR = {("fc", "conv")}
-SORTS = ("order", "time", "sqnr")
-
-
-@dataclass(frozen=True)
-class ModuleRow(Contract):
-    """One module of the user's model, in execution order."""
-
-    module: str  # the module path, "(model)" for the root, "(XNNPACK layout)" for what XNNPACK inserted
-    cls: str | None
-    source: str | None  # file:line  code, the innermost frame of the user's own code
-    order: int
-    p50_ms: float  # per run, summed over its operators
-    share: float  # of the program's p50 run (Method::execute in the ETDump runs)
-    where: str  # "XNNPACK: Convolution (NHWC, QC8) IGEMM" or "portable: native_layer_norm — reason"
-    precision: str  # int8, fp32, fp16, int8 (data movement), ...
-    sqnr_db: float | None = None  # simulated output SQNR against fp32 (None: exact, folded or not measured)
-    local_sqnr_db: float | None = None  # SQNR of this leaf alone: its own quantization, fed the exact fp32 inputs
-    impact_sqnr_db: float | None = None  # the model's output SQNR with only this leaf's own error (what it does)
-    leaf: bool = True  # a module with no submodule of its own (a layer, not a block)
-    sqnr_note: str | None = None
-    fused: list[str] = field(default_factory=list)
-    operators: list[str] = field(default_factory=list)  # the runtime operators charged to it (``... IGEMM #7``)
-
-    @property
-    def faithfulness(self) -> float | None:
-        """What ranks the least faithful: the output SQNR with only this module quantized (its own output's SQNR in an
-        explain.json from before that was measured)."""
-        return self.impact_sqnr_db if self.impact_sqnr_db is not None else self.local_sqnr_db
-
-
-@dataclass(frozen=True)
-class MemoryPlanSummary(Contract):
-    arenas_bytes: list[int]
-    planned_bytes: int
-    peak_live_bytes: int
-    peak_step: int
-    peak_modules: list[str]
-    steps: int
-    tensors: int
-    measured_peak_rss_mb: float | None
-    note: str
-
-
-@dataclass(frozen=True)
-class Explanation(Contract):
-    package: str
-    model: str
-    target: str
-    runs: int  # ETDump runs behind the times
-    threads: int
-    method_p50_ms: float  # the program's p50 in the ETDump runs
-    untraced_p50_ms: float  # and without tracing (the profile's timed runs)
-    rows: list[ModuleRow]
-    unattributed_ms: float  # delegate overhead and operators no module could be named for
-    fidelity: str  # how the SQNR column was measured, or why it is missing
-    memory: MemoryPlanSummary | None
-    notes: list[str] = field(default_factory=list)
-    plan: dict[str, Any] | None = None  # the whole memory plan (every tensor's lifetime), for the HTML picture
-
-    def slowest(self, n: int = 3) -> list[ModuleRow]:
-        return sorted((r for r in self.rows if r.p50_ms > 0), key=lambda r: -r.p50_ms)[:n]
-
-    def least_faithful(self, n: int = 3) -> list[ModuleRow]:
-        """The layers that add the most noise themselves (not the last ones, where every earlier error arrives);
-        modules that compute nothing in inference (Dropout, Identity, Flatten) are not candidates."""
-        rows = [r for r in self.rows if r.faithfulness is not None and r.leaf and r.cls not in NO_COMPUTE]
-        return sorted(rows, key=lambda r: r.faithfulness)[:n]
-
-
-#: module classes that pass their input through in inference: never "the layer that makes the model wrong"
-NO_COMPUTE = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity", "Flatten"})
-#: a least faithful layer this far (dB) above the program's own SQNR is not what makes the program wrong
-SPREAD_DB = 10.0
-
-
-def spread_note(ex: Explanation, program_sqnr_db: float | None) -> str | None:
-    """When no single layer explains the program's error: every layer alone is far more faithful than the whole."""
-    worst = ex.least_faithful(1)
-    if not worst or program_sqnr_db is None or worst[0].faithfulness - program_sqnr_db < SPREAD_DB:
-        return None
-    n = sum(1 for r in ex.rows if r.faithfulness is not None and r.leaf and r.cls not in NO_COMPUTE)
-    return (
-        f"no single layer makes this program wrong: with only the least faithful, {worst[0].module}, quantized the "
-        f"output would be {worst[0].faithfulness:.1f} dB SQNR, and the program is {program_sqnr_db:.1f} dB against "
-        f"your model — the error accumulates over {n} quantized modules, so keeping one in fp32 barely helps (edgekit "
-        "tune's mixed precision keeps several; calibration data like the real inputs narrows every layer's ranges)"
-    )
-
-
-def fidelity_line(r: ModuleRow) -> str:
-    """One least-faithful module, in words."""
-    where = f" at {r.source.split()[0]}" if r.source else ""
-    if r.impact_sqnr_db is None:  # an explain.json from before impact_sqnr_db
-        return f"{r.module} ({r.cls or '?'}) alone {r.local_sqnr_db:.1f} dB SQNR at its output{where}"
-    return (
-        f"{r.module} ({r.cls or '?'}){where}: output {r.impact_sqnr_db:.1f} dB SQNR if only it were quantized (its own "
-        f"output {r.local_sqnr_db:.1f} dB)"
-    )
-
-
-def db_cell(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}"
-
-
-def runtime_category(name: str) -> str:
-    base = re.sub(r" #\d+$", "", name)
-    for prefix, cat in RUNTIME_CATEGORY:
-        if base.startswith(prefix):
-            return cat
-    return base.split(" (")[0].lower()
-
-
-def precision(name: str) -> str:
-    """From XNNPACK's operator name: ``(NHWC, QC8)``, ``(NC, QS8, QC8W)``, ``(NC, F32)``, ``(ND, X8)``."""
-    inside = re.search(r"\(([^)]*)\)", name)
-    tags = [t.strip() for t in inside.group(1).split(",")] if inside else []
-    if any(t.startswith(("QS8", "QU8", "QC8", "QD8", "QC4", "QB4", "QP8")) for t in tags):
-        return "int8"
-    if "F16" in tags:
-        return "fp16"
-    if "F32" in tags:
-        return "fp32"
-    if "X8" in tags:
-        return "int8 (data movement)"
-    if "X32" in tags:
-        return "fp32 (data movement)"
-    return ""
-
-
-def align(ops: list[str], xnodes: list[dict]) -> list[int | None]:
-    """Logged operator i → XNNPACK graph node index (same category, in order). Graph nodes may be skipped (XNNPACK
-    fused them at run time); an operator only when nothing matches it."""
-    n, m = len(ops), len(xnodes)
-    best = [[-1e9] * (m + 1) for _ in range(n + 1)]
-    back: list[list[str | None]] = [[None] * (m + 1) for _ in range(n + 1)]
-    best[0] = [-0.1 * j for j in range(m + 1)]
-    for i in range(1, n + 1):
-        best[i][0], back[i][0] = best[i - 1][0] - 5, "op"
-        cat = runtime_category(ops[i - 1])
-        for j in range(1, m + 1):
-            cands = [(best[i][j - 1] - 0.1, "node"), (best[i - 1][j] - 5, "op")]
-            node_cat = xnodes[j - 1].get("category")
-            if node_cat == cat:
-                cands.append((best[i - 1][j - 1] + 2, "match"))
-            elif (cat, node_cat) in STANDS_FOR:
-                cands.append((best[i - 1][j - 1] + 1.5, "match"))
-            best[i][j], back[i][j] = max(cands)
-    out: list[int | None] = [None] * n
-    i, j = n, m
-    while i > 0:
-        step = back[i][j]
-        if step == "match":
-            out[i - 1], i, j = j - 1, i - 1, j - 1
-        elif step == "node":
-            j -= 1
-        else:
-            i -= 1
-    return out
+from .align import align, etdump_events, p50, precision
+from .model import Explanation, MemoryPlanSummary, ModuleRow, spread_note
 
 
 def read_explain(package: Path, manifest: Any) -> dict | None:
@@ -219,36 +45,6 @@ def read_explain(package: Path, manifest: Any) -> dict | None:
         return json.loads(data)
     except ValueError:
         raise ProgramError(f"{path} is not valid JSON", "rebuild the package") from None
-
-
-def _events(etdump: Path) -> tuple[dict[int, list[tuple[str, list[float], bool]]], list[float]]:
-    """Per instruction: (event name, raw ms samples, delegate-internal?); and Method::execute's samples."""
-    from .._noise import quiet
-
-    with quiet():
-        from executorch.devtools import Inspector
-
-        inspector = Inspector(etdump_path=str(etdump))
-    per_instr: dict[int, list] = defaultdict(list)
-    method: list[float] = []
-    for block in inspector.event_blocks:
-        if block.name != "Execute":
-            continue
-        for ev in block.events:
-            if ev.perf_data is None or not ev.perf_data.raw:
-                continue
-            if ev.name == "Method::execute":
-                method = list(ev.perf_data.raw)
-            elif ev.name != "OPERATOR_CALL":
-                per_instr[ev._instruction_id].append((ev.name, list(ev.perf_data.raw), bool(ev.is_delegated_op)))
-    return per_instr, method
-
-
-def _p50(raw: list[float]) -> float:
-    """Per run: the samples of one run summed (an operator may run more than once a run), then the median."""
-    from ..profile.stats import percentile
-
-    return percentile(sorted(raw), 50) if raw else 0.0
 
 
 def explain(
@@ -304,7 +100,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
             "this package has no explain.json (built before edgekit explain, or with --no-explain): operators "
             "are shown by XNNPACK's names without module names, fidelity or memory plan; rebuild it for them"
         )
-    per_instr, method = _events(etdump)
+    per_instr, method = etdump_events(etdump)
     instructions = (doc or {}).get("instructions") or {}
     reasons = (doc or {}).get("portable_reasons") or manifest.program.delegation.portable_reasons
     agg: dict[str, dict] = {}
@@ -356,7 +152,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
                 meta.get("module") or ("(model)" if meta else None),
                 meta.get("class"),
                 meta.get("source"),
-                _p50(raw),
+                p50(raw),
                 f"portable: {op}" + (f" — {why}" if why else ""),
                 "/".join(meta.get("dtypes", [])),
                 [],
@@ -366,7 +162,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
         xnodes = meta.get("xnodes", [])
         match = align([e[0] for e in inner], xnodes) if xnodes else [None] * len(inner)
         for (name, raw, _), j in zip(inner, match):
-            label, ms = "XNNPACK: " + re.sub(r" #\d+$", "", name), _p50(raw)
+            label, ms = "XNNPACK: " + re.sub(r" #\d+$", "", name), p50(raw)
             if j is None:  # nothing in the recorded graph matches it: never guessed
                 if instructions:
                     unattributed += ms
@@ -386,8 +182,8 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
                 x.get("fused", []),
                 name,
             )
-        unattributed += max(0.0, _p50(call[1]) - sum(_p50(e[1]) for e in inner))  # the delegate call's own overhead
-    total = _p50(method) or sum(r["ms"] for r in agg.values()) or 1.0
+        unattributed += max(0.0, p50(call[1]) - sum(p50(e[1]) for e in inner))  # the delegate call's own overhead
+    total = p50(method) or sum(r["ms"] for r in agg.values()) or 1.0
     fidelity_rows = {r["module"]: r for r in (((doc or {}).get("modules") or {}).get("rows") or [])}
     modules_doc = (doc or {}).get("modules")
     rows = []
@@ -474,26 +270,3 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
     if spread:
         ex.notes.append(spread)
     return ex
-
-
-def summary(ex: Explanation, n: int = 3) -> dict:
-    """The slowest and the least faithful modules, a line each (what ``bench report`` shows per item)."""
-
-    def where(r: ModuleRow) -> str:
-        return f" at {r.source.split()[0]}" if r.source else ""
-
-    return {
-        "slowest": [f"{r.module} ({r.cls or '?'}) {r.share:.1%}{where(r)}" for r in ex.slowest(n)],
-        "least_faithful": [fidelity_line(r) for r in ex.least_faithful(n)],
-        "note": "; ".join(ex.notes),
-    }
-
-
-def sort_rows(ex: Explanation, by: str) -> list[ModuleRow]:
-    if by == "time":
-        return sorted(ex.rows, key=lambda r: -r.p50_ms)
-    if by == "sqnr":  # the layers whose own quantization loses the most first
-        return sorted(
-            ex.rows, key=lambda r: (r.faithfulness is None, r.faithfulness if r.faithfulness is not None else 0.0)
-        )
-    return sorted(ex.rows, key=lambda r: r.order)

@@ -5,7 +5,7 @@ program as ``explain.json`` (a few KB; the program alone has lost every name):
   kernel carries its node's module path, class and source line; an XNNPACK delegate call carries its XNNPACK graph's
   nodes in order (read back from the ``.pte``), each with the module, class and source line of the node it came from
   and what was fused into it. XNNPACK logs its operators' times without debug handles (executorch 1.5.1), so
-  ``edgekit explain`` aligns the logged operator names with these nodes (:mod:`edgekit.explain.report`).
+  ``edgekit explain`` aligns the logged operator names with these nodes (:mod:`edgekit.explain.align`).
 * ``modules``: per module, in execution order, the SQNR of its output between the fp32 model that was exported and
   PT2E's simulation of the quantized one (the program itself cannot expose intermediates; the simulation is what
   XNNPACK computes, up to rounding), so the least faithful layer has a name.
@@ -15,13 +15,13 @@ program as ``explain.json`` (a few KB; the program alone has lost every name):
 
 The module names come from ``nn_module_stack`` and ``stack_trace`` of the edge program that ``to_edge_transform_and_
 lower`` records in its ETRecord before partitioning (ExecuTorch's devtools route; the record itself, twice the
-weights, is not kept).
+weights, is not kept). This module reads nodes and the ``.pte`` and maps instructions; the memory plan is
+:mod:`edgekit.pipeline.explain_memory`, the per-module fidelity :mod:`edgekit.pipeline.explain_fidelity`.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import os
 import re
 import shutil
@@ -51,7 +51,7 @@ XNODE_CATEGORY = {
 }  # fmt: skip
 
 
-def _is_qdq(node: Any) -> bool:
+def is_qdq(node: Any) -> bool:
     return any(k in str(node.target) for k in _QDQ)
 
 
@@ -80,17 +80,17 @@ def node_info(node: Any) -> dict:
 def _owner(node: Any) -> dict:
     """A q/dq node's module is its producer's (a dequantized output) or its consumer's (a quantized input)."""
     info = node_info(node)
-    if not _is_qdq(node):
+    if not is_qdq(node):
         return info
     if "dequantize" in str(node.target):
         src = node
-        while src.op == "call_function" and _is_qdq(src) and src.all_input_nodes:
+        while src.op == "call_function" and is_qdq(src) and src.all_input_nodes:
             src = src.all_input_nodes[0]
-        if src.op == "call_function" and not _is_qdq(src):
+        if src.op == "call_function" and not is_qdq(src):
             return {**node_info(src), "op": f"dequantize output of {node_info(src)['op']}"}
     frontier = list(node.users)
     for _ in range(4):
-        dst = next((u for u in frontier if u.op == "call_function" and not _is_qdq(u)), None)
+        dst = next((u for u in frontier if u.op == "call_function" and not is_qdq(u)), None)
         if dst is not None:
             return {**node_info(dst), "op": f"quantize input of {node_info(dst)['op']}"}
         frontier = [v for u in frontier for v in u.users]
@@ -165,7 +165,7 @@ def instructions(pte: bytes, etrecord: Any, method: str = "forward") -> dict[str
     for iid, handles in sorted(handle_map.items()):
         if iid not in calls:  # a portable kernel
             nodes = [n for h in handles for n in by_handle.get(int(h), [])]
-            anchor = next((n for n in nodes if not _is_qdq(n)), nodes[0] if nodes else None)
+            anchor = next((n for n in nodes if not is_qdq(n)), nodes[0] if nodes else None)
             entry: dict = {"kind": "portable"}
             if anchor is not None:
                 dtypes = sorted(
@@ -189,10 +189,10 @@ def instructions(pte: bytes, etrecord: Any, method: str = "forward") -> dict[str
                 entry.update(op=f"inserted by XNNPACK ({x['type']})", module=None, **{"class": None, "source": None})
             else:
                 entry.update(_owner(node))
-                quantized_in = any(_is_qdq(a) and "dequantize" in str(a.target) for a in node.all_input_nodes)
-                entry["quantized"] = _is_qdq(node) or quantized_in
-                fused = [f"{node_info(a)['op']}@{node_info(a)['module'] or '-'}" for a in attached[j] if not _is_qdq(a)]
-                qdq = sum(1 for a in attached[j] if _is_qdq(a))
+                quantized_in = any(is_qdq(a) and "dequantize" in str(a.target) for a in node.all_input_nodes)
+                entry["quantized"] = is_qdq(node) or quantized_in
+                fused = [f"{node_info(a)['op']}@{node_info(a)['module'] or '-'}" for a in attached[j] if not is_qdq(a)]
+                qdq = sum(1 for a in attached[j] if is_qdq(a))
                 entry["fused"] = fused + ([f"{qdq} quantize/dequantize node(s)"] if qdq else [])
             nodes_out.append(entry)
         out[str(iid)] = {"kind": "delegate", "backend": "XnnpackBackend", "xnodes": nodes_out}
@@ -208,7 +208,7 @@ def _anchors(xnodes: list[dict], by_handle: dict) -> dict[int, Any]:
             continue
         candidates = by_handle.get(handle, [])
         convert = XNODE_CATEGORY.get(x["type"]) == "convert"
-        pick = [n for n in candidates if _is_qdq(n) == convert] or candidates
+        pick = [n for n in candidates if is_qdq(n) == convert] or candidates
         if convert and len(pick) > 1:  # the last Convert dequantizes the output; the others quantize inputs
             later = any(xnodes[k]["debug_handle"] not in (None, XNN_INSERTED) for k in range(j + 1, len(xnodes)))
             pick = [n for n in pick if ("dequantize" in str(n.target)) == (not later)] or pick
@@ -223,7 +223,7 @@ def _attach(anchors: dict[int, Any], nodes: list[Any]) -> dict[int, list]:
     anchor_of = {n: j for j, n in anchors.items()}
     attached: dict[int, list] = defaultdict(list)
     for n in (n for n in nodes if n not in anchor_of):
-        forward = _is_qdq(n) and "dequantize" in str(n.target)
+        forward = is_qdq(n) and "dequantize" in str(n.target)
         hit = None
         for direction in (forward, not forward):
             seen, frontier = set(), [n]
@@ -248,273 +248,6 @@ def _attach(anchors: dict[int, Any], nodes: list[Any]) -> dict[int, list]:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def memory_plan(et: Any, method: str = "forward") -> dict:
-    """ExecuTorch's memory plan of ``method`` (an ExecutorchProgramManager after ``to_executorch``): arenas, each
-    planned tensor's bytes, offset, lifetime in instruction steps and owning module, and the largest live set."""
-    from executorch.exir import memory
-    from executorch.exir.delegate import executorch_call_delegate
-    from executorch.exir.memory_planning import get_node_tensor_specs
-
-    gm = et.exported_program(method).graph_module
-    nodes = list(gm.graph.nodes)
-    index = {n: i for i, n in enumerate(nodes)}
-    steps = [
-        n for n in nodes if n.op == "call_function" and n.target not in (memory.alloc, memory.view, operator.getitem)
-    ]
-    step_at = {index[s]: k for k, s in enumerate(steps)}
-    first_step = sorted(step_at.items())
-
-    def to_step(i: int, last: bool) -> int:
-        if last:
-            cands = [k for j, k in first_step if j <= i]
-            return cands[-1] if cands else 0
-        cands = [k for j, k in first_step if j >= i]
-        return cands[0] if cands else len(steps) - 1
-
-    tensors, seen = [], set()
-    for n in nodes:
-        if n.op in ("output", "get_attr"):
-            continue
-        for k, spec in enumerate(get_node_tensor_specs(n)):
-            if spec is None or spec.const or spec.mem_id is None or id(spec) in seen:
-                continue
-            seen.add(id(spec))
-            src = n
-            if n.target == memory.alloc:
-                src = next((u for u in n.users if u.op == "call_function"), n)
-            elif n.target == executorch_call_delegate:
-                src = _delegate_output(gm, n, k)
-            elif n.target == operator.getitem and getattr(n.args[0], "target", None) == executorch_call_delegate:
-                src = _delegate_output(gm, n.args[0], n.args[1])
-            while src.op == "call_function" and _is_qdq(src) and src.all_input_nodes:
-                src = src.all_input_nodes[0]
-            info = node_info(src) if src.op == "call_function" else {"module": None, "class": None}
-            a, b = spec.lifetime
-            tensors.append(
-                {
-                    "bytes": int(spec.allocated_memory),
-                    "mem_id": int(spec.mem_id),
-                    "offset": int(spec.mem_offset or 0),
-                    "shape": [int(d) for d in spec.shape],
-                    "dtype": str(spec.dtype).removeprefix("torch."),
-                    "start": 0 if n.op == "placeholder" or a is None else to_step(a, False),
-                    "end": to_step(b, True) if b is not None else 0,
-                    "module": info["module"] if n.op != "placeholder" else "(input)",
-                    "class": info["class"],
-                }
-            )
-    live = [sum(t["bytes"] for t in tensors if t["start"] <= k <= t["end"]) for k in range(len(steps))]
-    peak_step = max(range(len(live)), key=live.__getitem__) if live else 0
-    members = [t for t in tensors if t["start"] <= peak_step <= t["end"]]
-    arenas = [int(b) for b in gm.meta.get("non_const_buffer_sizes", [])]
-    return {
-        "arenas_bytes": arenas,
-        "planned_bytes": sum(arenas),
-        "steps": len(steps),
-        "step_ops": [node_info(s)["op"] if s.target != executorch_call_delegate else "DELEGATE_CALL" for s in steps],
-        "tensors": tensors,
-        "live_bytes_by_step": live,
-        "peak": {
-            "step": peak_step,
-            "bytes": live[peak_step] if live else 0,
-            "modules": sorted({t["module"] or "(unnamed)" for t in members}),
-        },
-        "note": "XNNPACK's own activations live inside the delegate and are not in ExecuTorch's plan; a delegate "
-        "adds 64 bytes of padding to its arena",
-    }
-
-
-def _delegate_output(gm: Any, call: Any, index: int) -> Any:
-    lowered = getattr(gm, call.args[0].target)
-    out = next(n for n in lowered.original_module.graph.nodes if n.op == "output")
-    outs = out.args[0]
-    return outs[index] if isinstance(outs, (list, tuple)) else outs
 
 
 # ---------------------------------------------------------------------------------------------- fidelity
-def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples: int = 2) -> list[dict]:
-    """Per module, in execution order, two SQNRs (dB) of its output between ``fp32`` and ``simulated`` (PT2E's converted
-    graph), summed over ``samples``:
-
-    * ``sqnr_db``, cumulative: as the quantized model runs, every earlier layer's error included (the last layers are
-      always the worst here);
-    * ``local_sqnr_db``, the error the layer adds itself (leaf modules): the simulation run again with every layer's
-      output replaced by the fp32 value before the next layer quantizes it, so each layer sees exact inputs and only
-      its own quantization (its input's, its weights', its output's) is measured;
-    * ``impact_sqnr_db``, what that error does to the model (leaf modules): the fp32 model run from the layer on with
-      only the layer's own error put into its output, and its output compared with the fp32 one — the output SQNR if
-      only this layer were quantized (tune's sensitivity, without a calibration per layer). A layer whose small error
-      later layers amplify (a first convolution) ranks above one whose larger error fades; this names the layer that
-      makes the model wrong. It costs a replay of the rest of the model per module, so it is measured on the first
-      ``impact_samples`` samples only.
-
-    Both graphs are flat; a module's output is the last node inside it (in the simulation, after its output's
-    quantize → dequantize: what the next layer sees). A module PT2E folded away (a BatchNorm into its conv) is listed
-    as folded, and its conv is compared with the folded module's fp32 output."""
-    import math
-
-    import torch
-    import torch.fx as fx
-    from torch.utils._pytree import tree_leaves, tree_map
-
-    class Recorder(fx.Interpreter):
-        def __init__(self, gm: Any, force: dict | None = None, keep: bool = False) -> None:
-            super().__init__(gm)
-            self.keep = keep  # every node's whole output, for replays
-            self.values: dict[str, Any] = {}
-            self.full: dict[Any, Any] = {}  # node → its whole output (a replay from a node on starts from these)
-            self.force = force or {}  # node → (path, the fp32 value to continue with)
-            self.local: dict[str, Any] = {}
-
-        def run_node(self, n: Any) -> Any:
-            out = super().run_node(n)
-            if n in self.force:
-                path, exact = self.force[n]
-                if isinstance(out, torch.Tensor) and out.shape == exact.shape:
-                    # what this layer alone made of exact inputs; a copy, as the next node may be in place (relu_)
-                    self.local[path] = self._through_qdq(n, out).detach().clone()
-                    out = exact.to(out.dtype, copy=True)  # the next node may change it in place
-            # copies, as they were when computed: an in-place user (relu_) would change them later
-            copy = tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, out)
-            if self.keep:
-                self.full[n] = copy
-            first = copy[0] if isinstance(copy, (tuple, list)) and copy else copy
-            if isinstance(first, torch.Tensor):
-                self.values[n.name] = first
-            return out
-
-        def _through_qdq(self, n: Any, value: Any) -> Any:
-            """``value`` through the output quantize → dequantize that follows ``n`` in the graph (if any)."""
-            users = list(n.users)
-            if len(users) != 1 or "quantize_per" not in str(users[0].target):
-                return value
-            q = users[0]
-            dq = next((u for u in q.users if "dequantize" in str(u.target)), None)
-            if dq is None:
-                return value
-
-            def call(node: Any, x: Any) -> Any:
-                args = fx.node.map_arg(node.args[1:], lambda a: self.env[a])
-                kwargs = fx.node.map_arg(node.kwargs, lambda a: self.env[a])
-                return node.target(x, *args, **kwargs)
-
-            return call(dq, call(q, value))
-
-    def outputs(gm: Any, follow_qdq: bool) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-        for n in gm.graph.nodes:
-            if n.op == "call_function" and not _is_qdq(n):
-                for path, _ in (n.meta.get("nn_module_stack") or {}).values():
-                    if path:
-                        last[path] = n
-        if follow_qdq:
-            for path, n in list(last.items()):
-                users = list(n.users)
-                if len(users) == 1 and "quantize_per" in str(users[0].target):
-                    dq = [u for u in users[0].users if "dequantize" in str(u.target)]
-                    if dq:
-                        last[path] = dq[0]
-        return last
-
-    classes: dict[str, str] = {}
-    for n in fp32.graph.nodes:
-        for path, cls in (n.meta.get("nn_module_stack") or {}).values():
-            classes[path] = (cls.__name__ if isinstance(cls, type) else str(cls)).rsplit(".", 1)[-1]
-    ref_out, sim_last, sim_out = outputs(fp32, False), outputs(simulated, False), outputs(simulated, True)
-    order = {n.name: i for i, n in enumerate(fp32.graph.nodes)}
-    folded = {p for p in ref_out if p not in sim_out}
-    compare_to: dict[str, Any] = {}  # module → the fp32 node its simulated output stands for
-    for path in sim_out:
-        ref_node = ref_out.get(path)
-        if ref_node is None:
-            continue
-        parent = path.rpartition(".")[0]  # the conv that absorbed a folded BatchNorm stands for the BatchNorm's output
-        after = [
-            p
-            for p in folded
-            if p.rpartition(".")[0] == parent
-            and order[ref_out[p].name] > order[ref_node.name]
-            and ref_node in ref_out[p].all_input_nodes
-        ]
-        compare_to[path] = ref_out[after[0]] if after else ref_node
-    paths = list(compare_to)
-    leaves = {p for p in paths if not any(q != p and q.startswith(p + ".") for q in paths)}
-    cumulative: dict[str, list[float]] = {}
-    local: dict[str, list[float]] = {}
-    impact: dict[str, list[float]] = {}
-    nodes = list(fp32.graph.nodes)
-    index = {n: i for i, n in enumerate(nodes)}
-    last_use: dict[Any, int] = {}  # node → the index of its last user
-    for n in nodes:
-        for a in n.all_input_nodes:
-            last_use[a] = max(last_use.get(a, -1), index[n])
-
-    def replay(r: Recorder, x: tuple, at: Any, value: Any) -> Any:
-        """The fp32 graph's first output, run from ``at`` on with ``value`` as ``at``'s output."""
-        i = index[at]
-        env = {n: None for n in nodes[: i + 1]}  # skipped; only what later nodes read holds a value
-        for n in nodes[:i]:
-            if last_use.get(n, -1) > i:
-                env[n] = tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, r.full[n])
-        env[at] = value.clone()
-        return tree_leaves(fx.Interpreter(fp32).run(*x, initial_env=env))[0]
-
-    def add(acc: dict, path: str, a: Any, b: Any) -> None:
-        if a is None or b is None or a.shape != b.shape:
-            return
-        t = acc.setdefault(path, [0.0, 0.0])
-        t[0] += float(a.double().pow(2).sum())
-        t[1] += float((a.double() - b.double()).pow(2).sum())
-
-    for k, x in enumerate(samples):
-        r, s = Recorder(fp32, keep=k < impact_samples), Recorder(simulated)
-        with torch.no_grad():
-            r.run_result = r.run(*x)
-            s.run(*x)
-            exact = {p: r.values.get(compare_to[p].name) for p in leaves}
-            forced = Recorder(simulated, {sim_last[p]: (p, exact[p]) for p in leaves if exact[p] is not None})
-            forced.run(*x)
-        expected = tree_leaves(r.run_result)[0]
-        for path, ref_node in compare_to.items():
-            add(cumulative, path, r.values.get(ref_node.name), s.values.get(sim_out[path].name))
-            if path in forced.local:
-                add(local, path, exact[path], forced.local[path])
-            if path in forced.local and k < impact_samples:  # a replay per module: a ranking needs few samples
-                with torch.no_grad():
-                    add(impact, path, expected, replay(r, x, ref_node, forced.local[path]))
-
-    def db(t: list[float] | None) -> float | None:
-        if t is None or t[1] == 0:
-            return None
-        return round(max(-999.0, 10 * math.log10(t[0] / t[1])), 2) if t[0] > 0 else -999.0
-
-    rows = [
-        {
-            "module": p,
-            "class": classes.get(p, "?"),
-            "sqnr_db": db(cumulative[p]),
-            "local_sqnr_db": db(local.get(p)),
-            "impact_sqnr_db": db(impact.get(p)),
-            "leaf": p in leaves,
-            "source": user_frame(ref_out[p].meta.get("stack_trace")),
-        }
-        for p in sorted(cumulative, key=lambda p: order.get(ref_out[p].name, 0))
-    ]
-    rows += [
-        {
-            "module": p,
-            "class": classes.get(p, "?"),
-            "sqnr_db": None,
-            "local_sqnr_db": None,
-            "impact_sqnr_db": None,
-            "leaf": True,
-            "folded": True,
-            "source": user_frame(ref_out[p].meta.get("stack_trace")),
-        }
-        for p in sorted(folded)
-    ]
-    return rows
-
-
-def _inside(node: Any, path: str) -> bool:
-    return any(p == path or p.startswith(path + ".") for p, _ in (node.meta.get("nn_module_stack") or {}).values())

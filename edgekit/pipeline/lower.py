@@ -380,7 +380,8 @@ def _external_data(et: Any) -> bytes:
 
 def _record_explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
     """The instructions in module names and the memory plan; a failure here costs the explanation, not the build."""
-    from .explain import instructions, memory_plan
+    from .explain import instructions
+    from .explain_memory import memory_plan
 
     try:
         return {"instructions": instructions(pte, et.get_etrecord()), "memory": memory_plan(et)}, None

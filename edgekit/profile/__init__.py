@@ -8,7 +8,8 @@ import sys
 import types
 
 from ..runner.protocol import Engine
-from .harness import ProfileOptions, profile
+from .harness import profile
+from .options import ProfileOptions
 from .result import EnergyResult, MemoryResult, Phases, ProfileResult
 
 __all__ = ["Engine", "EnergyResult", "MemoryResult", "Phases", "ProfileOptions", "ProfileResult", "profile"]

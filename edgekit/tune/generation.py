@@ -15,97 +15,22 @@ candidates, with the reason in the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import paths
 from ..errors import BudgetError, UsageError
-from ..manifest import CandidateStatus, TuneCandidate
-from .search import Tried
-
-LINEARS = ("8da4w", "int8")
-ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
-GROUP_SIZES = (32, 64, 128)
-EMBEDDINGS = ("int4", "int8")
-DEFAULT_MAX_PPL_INCREASE = 50.0
-
-
-@dataclass(frozen=True)
-class GenRecipe:
-    """One generation candidate: the linears' precision, the int4 group size, the embedding table's precision."""
-
-    linears: str  # 8da4w | int8 (8da8w)
-    group_size: int
-    embeddings: str  # int4 | int8
-
-    @property
-    def name(self) -> str:
-        if self.linears == "8da4w":
-            return f"8da4w-g{self.group_size}-emb{self.embeddings}"
-        return f"int8-emb{self.embeddings}" + (f"-g{self.group_size}" if self.embeddings == "int4" else "")
-
-    def target(self) -> Any:
-        """The built-in generation target with this recipe, and no budget of its own: tune judges the budget."""
-        from ..targets import load_target
-
-        base = load_target("xnnpack-llm-8da4w" if self.linears == "8da4w" else "xnnpack-llm-int8")
-        return base.replace(
-            name=f"tune-{self.name}",
-            quantize__group_size=self.group_size,
-            quantize__embeddings=self.embeddings,
-            budget__max_ppl_increase_pct=None,
-        )
-
-    def to_dict(self) -> dict:
-        return {"linears": self.linears, "group_size": self.group_size, "embeddings": self.embeddings}
-
-
-def plan(linears: Sequence[str], group_sizes: Sequence[int], embeddings: Sequence[str]) -> list[GenRecipe]:
-    """Every combination asked for (the int4 group size matters to int8 linears only through an int4 table; an
-    all-int8 program takes the default 32, which it does not use, so its build key is the same whatever is asked)."""
-    out: list[GenRecipe] = []
-    for lin in linears:
-        for emb in embeddings:
-            sizes = group_sizes if lin == "8da4w" or emb == "int4" else (32,)
-            for g in sizes:
-                r = GenRecipe(lin, int(g), emb)
-                if r not in out:
-                    out.append(r)
-    return out
-
-
-@dataclass
-class _Tried(Tried):
-    """A generation candidate's journey (:class:`~edgekit.tune.search.Tried`), recorded with perplexity and tokens/s."""
-
-    recipe: GenRecipe
-
-    @property
-    def increase(self) -> float | None:
-        return self.manifest.generation.ppl_increase_pct if self.manifest else None
-
-    @property
-    def uses_int4(self) -> bool:
-        return self.recipe.linears == "8da4w" or self.recipe.embeddings == "int4"
-
-    def record(self) -> TuneCandidate:
-        m, p = self.manifest, self.profile
-        return TuneCandidate(
-            name=self.recipe.name,
-            recipe=self.recipe.to_dict(),
-            status=self.status,
-            reason=self.reason,
-            size_bytes=m.program.shipped_bytes if m else None,
-            p50_ms=p.get("p50"),
-            p90_ms=p.get("p90"),
-            peak_rss_mb=p.get("peak_rss_mb"),
-            build_s=self.build_s,
-            cached=self.cached,
-            perplexity=m.generation.perplexity_program if m else None,
-            ppl_increase_pct=self.increase,
-            decode_tokens_per_s=p.get("decode_tokens_per_s"),
-        )
+from ..manifest import CandidateStatus
+from .gen_recipes import (
+    ALIASES,
+    DEFAULT_MAX_PPL_INCREASE,
+    EMBEDDINGS,
+    GROUP_SIZES,
+    LINEARS,
+    GenRecipe,
+    TriedRecipe,
+    plan,
+)
 
 
 def tune_generation(
@@ -143,7 +68,7 @@ def tune_generation(
     check_output(Path(out), force)
     _check_eval(eval)
     say = progress or (lambda *a: None)
-    tried = [_Tried(r) for r in recipes]
+    tried = [TriedRecipe(r) for r in recipes]
     say("reading the model's config", 0, 2 * len(tried))
     _check_model(model, tried, max_seq_len, prompt_len + gen_len)
     store = BuildCache(cache)
@@ -191,7 +116,7 @@ def tune_generation(
     if not within:
         raise _no_candidate(tried, max_ppl_increase)
 
-    def remeasure(t: _Tried) -> list[float]:
+    def remeasure(t: TriedRecipe) -> list[float]:
         """Fresh decode steps (never the cache): the two best are compared side by side, interleaved."""
         say(f"re-measuring {t.recipe.name}", done, total)
         return list(_profile(t, {**settings, "rounds": 1}).decode_samples_ms)
@@ -231,7 +156,7 @@ def _check_eval(eval_path: Any) -> None:
             ) from None
 
 
-def _check_model(model: str, tried: list[_Tried], max_seq_len: int | None, needed: int) -> None:
+def _check_model(model: str, tried: list[TriedRecipe], max_seq_len: int | None, needed: int) -> None:
     """The model is a supported decoder (a GGUF is converted once, as its builds would), the cache fits it and the
     profile's tokens, and each int4 group size divides the layer widths (else those candidates are skipped)."""
     from ..causal import decoder_config, layer_widths
@@ -291,7 +216,7 @@ def _check(
     return plan(linears, group_sizes, embeddings)
 
 
-def _profile(t: _Tried, settings: dict) -> Any:
+def _profile(t: TriedRecipe, settings: dict) -> Any:
     from ..profile.generation import profile_generation
 
     return profile_generation(
@@ -304,7 +229,7 @@ def _profile(t: _Tried, settings: dict) -> Any:
     )
 
 
-def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
+def _measure(t: TriedRecipe, store: Any, key: str, settings: dict) -> None:
     """Decode and prefill speed from the generation worker (cached per build, machine and settings), for ranking."""
     from ..errors import EdgekitError
 
@@ -332,7 +257,7 @@ def _measure(t: _Tried, store: Any, key: str, settings: dict) -> None:
     store.put_measurement(key, t.profile)
 
 
-def _judge(t: _Tried, budget: float) -> None:
+def _judge(t: TriedRecipe, budget: float) -> None:
     """Within or over the perplexity budget (against the model handed in, from the build's own verify)."""
     g = t.manifest.generation
     miss = g.ppl_increase_pct - budget
@@ -344,11 +269,11 @@ def _judge(t: _Tried, budget: float) -> None:
     )
 
 
-def _speed_key(t: _Tried) -> tuple:
+def _speed_key(t: TriedRecipe) -> tuple:
     return (-t.profile["decode_tokens_per_s"], t.manifest.program.shipped_bytes)
 
 
-def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
+def _no_candidate(tried: list[TriedRecipe], budget: float) -> BudgetError:
     built = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.OVER]
     failed = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.FAILED]
     err: Any
@@ -373,8 +298,8 @@ def _no_candidate(tried: list[_Tried], budget: float) -> BudgetError:
 
 def _write(
     model: str,
-    tried: list[_Tried],
-    chosen: _Tried,
+    tried: list[TriedRecipe],
+    chosen: TriedRecipe,
     why: str,
     p: float | None,
     budget: float,

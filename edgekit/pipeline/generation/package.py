@@ -1,0 +1,217 @@
+"""Write a generation package: the manifest's generation section and verify figures from what the build measured, the
+budget checked, and ``model.pte``, ``model.ptd``, the tokenizer files and ``reference.npz`` written in one atomic step."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from ...errors import VerifyError
+from ...fileops import staged_output, write_json
+from ...machine import software_versions
+from ...manifest import GenerationSection, GreedyCheck
+from ...targets import GENERATION, QuantScheme, Target
+from ..stages import StageRunner
+from ..state import BuildResult
+from .references import model_context_len
+
+
+def write_generation_package(
+    out: Path,
+    force: bool,
+    tgt: Target,
+    lm: Any,
+    lowered: Any,
+    exported: Any,
+    quant: dict,
+    fid: dict,
+    ref: dict,
+    ids: dict,
+    greedy_text: list[str],
+    data_source: str,
+    max_seq_len: int,
+    warnings: list[str],
+    stages: StageRunner,
+    t_start: float,
+) -> BuildResult:
+    import tempfile
+
+    from ...manifest import (
+        MANIFEST_NAME,
+        MANIFEST_SCHEMA_VERSION,
+        PTD_NAME,
+        PTE_NAME,
+        BudgetCheck,
+        BudgetSection,
+        Manifest,
+        ModelSection,
+        OutputFidelity,
+        PlannedMemory,
+        ProgramData,
+        ProgramSection,
+        TensorEntry,
+        VerifySection,
+    )
+    from ...program import inspect_program
+    from ...token_fidelity import make_token_reference
+    from ..lower import deflate_size
+    from ..package import raise_for_budget
+
+    info = inspect_program(out / PTE_NAME, lowered.pte)
+    method = info.method("forward")
+    import numpy as np
+
+    if not np.isfinite(fid["check_logits"]).all():
+        raise VerifyError(
+            "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
+            "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
+        )
+    reference, ref_section = make_token_reference(
+        ref["check_tokens"], ref["check_prompt"], ref["check_logits"], fid["check_logits"]
+    )
+    greedy = ref["greedy"]
+    matching = sum(a == b for a, b in zip(greedy, fid["greedy"]))
+    prefix = next((i for i, (a, b) in enumerate(zip(greedy, fid["greedy"])) if a != b), len(greedy))
+    increase = 100.0 * (fid["ppl_program"] / fid["ppl_eager"] - 1.0)
+    with tempfile.TemporaryDirectory() as d:  # the tokenizer files as the package will hold them
+        lm.tokenizer.save_pretrained(d)
+        tok_files = {p.name: p.read_bytes() for p in sorted(Path(d).iterdir()) if p.is_file()}
+    gen = GenerationSection(
+        family=decoder_family(lm.model),
+        architecture=type(lm.model).__name__,
+        max_seq_len=max_seq_len,
+        max_context_len=max_seq_len,
+        vocab_size=int(lm.model.config.vocab_size),
+        bos_id=ids["bos_id"],
+        eos_ids=ids["eos_ids"],
+        cache="static, in place: ExecuTorch's llama::update_cache and llama::custom_sdpa",
+        tokenizer_files={n: hashlib.sha256(b).hexdigest() for n, b in tok_files.items()},
+        linears=quant["linears"],
+        embeddings=quant["embeddings"],
+        eval_data=data_source,
+        eval_tokens=fid["scored"],
+        perplexity_eager=round(fid["ppl_eager"], 4),
+        perplexity_program=round(fid["ppl_program"], 4),
+        ppl_increase_pct=round(increase, 3),
+        next_token_agreement=round(fid["agreement"], 4),
+        model_context_len=model_context_len(lm.model.config),
+        greedy=GreedyCheck(
+            len(ref["prompt"]),
+            len(greedy),
+            matching,
+            prefix,
+            greedy_text[0],
+            greedy_text[1],
+            list(ref["prompt"]),
+            list(fid["greedy"]),
+        ),
+        source=lm.source or None,
+        reference=ref_section,
+    )
+    checks = []
+    b = tgt.budget
+    if b.max_ppl_increase_pct is not None:
+        checks.append(
+            BudgetCheck(
+                "ppl_increase_pct", b.max_ppl_increase_pct, round(increase, 3), increase <= b.max_ppl_increase_pct
+            )
+        )
+    if b.max_size_mb is not None:
+        mb = round((info.size_bytes + len(lowered.data or b"")) / 2**20, 3)  # what an app ships, model.ptd too
+        checks.append(BudgetCheck("size_mb", b.max_size_mb, mb, mb <= b.max_size_mb))
+    budget = BudgetSection(checks, [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None])
+    logits = OutputFidelity(
+        index=0,
+        max_abs_error=round(fid["max_abs_error"], 6),
+        mean_abs_error=round(fid["mean_abs_error"], 6),
+        sqnr_db=fid["sqnr_db"],
+        exact=fid["sqnr_db"] is None,
+        cosine_similarity=round(fid["cosine"], 6),
+        top1_agreement=round(fid["agreement"], 4),
+        cosine_min=round(fid["cosine_min"], 6),
+    )
+    verify = VerifySection(
+        samples=fid["scored"],
+        data=data_source,
+        max_abs_error=logits.max_abs_error,
+        mean_abs_error=logits.mean_abs_error,
+        sqnr_db=logits.sqnr_db,
+        exact=logits.exact,
+        cosine_similarity=logits.cosine_similarity,
+        outputs=[logits],
+        top1_agreement=logits.top1_agreement,
+        reference="original",
+        task=GENERATION,
+        task_reason="a generation build: next-token logits, teacher-forced over the eval text",
+        cosine_min=logits.cosine_min,
+    )
+    manifest = Manifest.from_dict(
+        {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": software_versions(),
+            "model": ModelSection(
+                lm.spec,
+                [
+                    TensorEntry("tokens", [1, max_seq_len], "int64", True),
+                    TensorEntry("input_pos", [1], "int64", False),
+                ],
+                [TensorEntry("logits", list(method.outputs[0].shape), method.outputs[0].dtype, False)],
+            ),
+            "target": tgt.to_dict(),
+            "target_source": tgt.source,
+            "export": {"mode": "non-strict"},
+            "prune": {"applied": False, "reason": "generation builds do not prune"},
+            "quantize": {
+                "scheme": tgt.quantize.scheme.value,
+                "applied": quant["linears"] != "fp32" or quant["embeddings"] != "none",
+                "quantizer": "torchao quantize_ (before export)",
+                "dynamic": tgt.quantize.scheme is not QuantScheme.NONE,
+                "embeddings": quant["embeddings"],
+            },
+            "program": ProgramSection(
+                file=PTE_NAME,
+                sha256=info.sha256,
+                size_bytes=info.size_bytes,
+                compressed_size_bytes=deflate_size(lowered.pte) + (deflate_size(lowered.data) if lowered.data else 0),
+                methods=sorted(info.methods),
+                backend="xnnpack",
+                delegation=lowered.delegation,
+                planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+                data=None
+                if lowered.data is None
+                else ProgramData(
+                    file=PTD_NAME,
+                    sha256=hashlib.sha256(lowered.data).hexdigest(),
+                    size_bytes=len(lowered.data),
+                    holds="the tied embedding table, stored once for the embedding lookup and the output layer",
+                ),
+            ),
+            "verify": verify,
+            "budget": budget,
+            "warnings": list(warnings),
+            "timings_s": {**stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
+            "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "generation": gen,
+        }
+    )
+    raise_for_budget(manifest.budget)
+    with staged_output(out, force) as tmp:
+        (tmp / PTE_NAME).write_bytes(lowered.pte)
+        if lowered.data is not None:
+            (tmp / PTD_NAME).write_bytes(lowered.data)
+        for name, data in tok_files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / ref_section.file).write_bytes(reference)
+        write_json(tmp / MANIFEST_NAME, manifest.to_dict())
+    return BuildResult(out, out / PTE_NAME, manifest, tuple(manifest.warnings))
+
+
+def decoder_family(model: Any) -> str:
+    from ...causal import FAMILIES
+
+    return FAMILIES[model.config.model_type]

@@ -1,0 +1,54 @@
+"""Verify a generation program against the user's model, in the ExecuTorch runtime and through its own KV cache, token by
+token as it will run: perplexity, next-token agreement, the logits' SQNR and cosine, greedy tokens, and the answers
+check's logits on the protocol every runtime will use."""
+
+from __future__ import annotations
+
+import math
+
+from .references import windows
+
+
+def verify_program(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, data: bytes | None = None) -> dict:
+    """The program in the ExecuTorch runtime, token by token through its KV cache, against the references."""
+    import torch
+
+    from ...program import InProcessProgram
+    from ..decoder import load_custom_ops
+
+    load_custom_ops()
+    prog = InProcessProgram(pte, data=data)
+    got = []
+    for w in windows(tokens, max_seq_len):
+        for pos, t in enumerate(w[:-1]):
+            got.append(prog.run((torch.tensor([[t]]), torch.tensor([pos])))[0][0].float())
+    logits = torch.stack(got)
+    expected = ref["logits"]
+    targets = torch.tensor([t for w in windows(tokens, max_seq_len) for t in w[1:]])
+    nll = lambda lg: float(torch.nn.functional.cross_entropy(lg.double(), targets))  # noqa: E731
+    prompt = ref["prompt"]
+    out = prog.run((torch.tensor([prompt]), torch.tensor([0])))[0][0]
+    seq = [int(out.argmax())]
+    for i in range(1, len(ref["greedy"])):
+        out = prog.run((torch.tensor([[seq[-1]]]), torch.tensor([len(prompt) + i - 1])))[0][0]
+        seq.append(int(out.argmax()))
+    # the answers check's protocol, as every runtime will run it: its prompt in one call, then a token per call
+    fed, n = ref["check_tokens"], ref["check_prompt"]
+    check = [prog.run((torch.tensor([fed[:n]]), torch.tensor([0])))[0][0].float()]
+    check += [prog.run((torch.tensor([[t]]), torch.tensor([n + i])))[0][0].float() for i, t in enumerate(fed[n:-1])]
+    noise = float(((logits.double() - expected.double()) ** 2).sum())
+    signal = float((expected.double() ** 2).sum())
+    cos = torch.nn.functional.cosine_similarity(logits.double(), expected.double(), dim=1)
+    return {
+        "ppl_eager": math.exp(nll(expected)),
+        "ppl_program": math.exp(nll(logits)),
+        "agreement": float((logits.argmax(1) == expected.argmax(1)).double().mean()),
+        "sqnr_db": None if noise == 0 else round(10 * math.log10(signal / noise), 3),
+        "max_abs_error": float((logits - expected).abs().max()),
+        "mean_abs_error": float((logits - expected).abs().mean()),
+        "cosine": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "scored": len(targets),
+        "greedy": seq,
+        "check_logits": torch.stack(check).numpy(),
+    }

@@ -1,0 +1,103 @@
+"""What ``edgekit tune`` tries for a decoder: the recipes (int4 linears at each group size, int8 linears, an int4 or
+int8 table), each as a built-in generation target without a budget of its own, and each candidate's record as it goes
+(:class:`~edgekit.tune.search.Tried` with perplexity and tokens per second).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..manifest import TuneCandidate
+from .search import Tried
+
+LINEARS = ("8da4w", "int8")
+
+
+ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
+
+
+GROUP_SIZES = (32, 64, 128)
+
+
+EMBEDDINGS = ("int4", "int8")
+
+
+DEFAULT_MAX_PPL_INCREASE = 50.0
+
+
+@dataclass(frozen=True)
+class GenRecipe:
+    """One generation candidate: the linears' precision, the int4 group size, the embedding table's precision."""
+
+    linears: str  # 8da4w | int8 (8da8w)
+    group_size: int
+    embeddings: str  # int4 | int8
+
+    @property
+    def name(self) -> str:
+        if self.linears == "8da4w":
+            return f"8da4w-g{self.group_size}-emb{self.embeddings}"
+        return f"int8-emb{self.embeddings}" + (f"-g{self.group_size}" if self.embeddings == "int4" else "")
+
+    def target(self) -> Any:
+        """The built-in generation target with this recipe, and no budget of its own: tune judges the budget."""
+        from ..targets import load_target
+
+        base = load_target("xnnpack-llm-8da4w" if self.linears == "8da4w" else "xnnpack-llm-int8")
+        return base.replace(
+            name=f"tune-{self.name}",
+            quantize__group_size=self.group_size,
+            quantize__embeddings=self.embeddings,
+            budget__max_ppl_increase_pct=None,
+        )
+
+    def to_dict(self) -> dict:
+        return {"linears": self.linears, "group_size": self.group_size, "embeddings": self.embeddings}
+
+
+def plan(linears: Sequence[str], group_sizes: Sequence[int], embeddings: Sequence[str]) -> list[GenRecipe]:
+    """Every combination asked for (the int4 group size matters to int8 linears only through an int4 table; an
+    all-int8 program takes the default 32, which it does not use, so its build key is the same whatever is asked)."""
+    out: list[GenRecipe] = []
+    for lin in linears:
+        for emb in embeddings:
+            sizes = group_sizes if lin == "8da4w" or emb == "int4" else (32,)
+            for g in sizes:
+                r = GenRecipe(lin, int(g), emb)
+                if r not in out:
+                    out.append(r)
+    return out
+
+
+@dataclass
+class TriedRecipe(Tried):
+    """A generation candidate's journey (:class:`~edgekit.tune.search.Tried`), recorded with perplexity and tokens/s."""
+
+    recipe: GenRecipe
+
+    @property
+    def increase(self) -> float | None:
+        return self.manifest.generation.ppl_increase_pct if self.manifest else None
+
+    @property
+    def uses_int4(self) -> bool:
+        return self.recipe.linears == "8da4w" or self.recipe.embeddings == "int4"
+
+    def record(self) -> TuneCandidate:
+        m, p = self.manifest, self.profile
+        return TuneCandidate(
+            name=self.recipe.name,
+            recipe=self.recipe.to_dict(),
+            status=self.status,
+            reason=self.reason,
+            size_bytes=m.program.shipped_bytes if m else None,
+            p50_ms=p.get("p50"),
+            p90_ms=p.get("p90"),
+            peak_rss_mb=p.get("peak_rss_mb"),
+            build_s=self.build_s,
+            cached=self.cached,
+            perplexity=m.generation.perplexity_program if m else None,
+            ppl_increase_pct=self.increase,
+            decode_tokens_per_s=p.get("decode_tokens_per_s"),
+        )
