@@ -1,6 +1,5 @@
 """Bad input of every kind ends as one clean line (exit 1 or 2) with nothing written: never `unexpected …`."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import one_line_error, run_cli
+from mutants import run_mutants
 
 import edgekit
 from edgekit.errors import ConfigError, DataError, ProgramError
@@ -20,7 +20,6 @@ from edgekit.program import FlatTable, inspect_program
 from edgekit.targets import load_target
 
 TESTS = Path(__file__).parent
-ROOT = TESTS.parent
 X8 = [parse_input_spec("1x1x8x8")]
 
 
@@ -137,10 +136,7 @@ def test_programs_with_corrupt_metadata_are_clean_errors(tmp_path, fp32_build):
 
 
 def test_seeded_mutants_never_crash_hang_or_surprise(tmp_path, fp32_build, int8_build):
-    spec = importlib.util.spec_from_file_location("mutate_programs", ROOT / "benchmarks" / "mutate_programs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    report = mod.run_mutants([fp32_build.pte_path, int8_build.pte_path], count=60, seed=1, work=tmp_path)
+    report = run_mutants([fp32_build.pte_path, int8_build.pte_path], count=60, seed=1, work=tmp_path)
     o = report["outcomes"]
     assert sum(o.values()) == 60 and o.get("clean error", 0) > 10, report
     assert not any(o.get(k) for k in ("unexpected", "hang", "crash")), report

@@ -1,14 +1,16 @@
 """Seeded mutations of a real program through `edgekit profile`: count crashes, hangs and `unexpected` errors.
 
+A test helper, not a benchmark: tests/test_bad_inputs.py runs a seeded batch of 60 through ``run_mutants`` on every
+change; run as a script it feeds 1,000 to the digits-sized CNN of benchmarks/models.py (fp32 and int8), the run
+benchmarks/results/mutate_programs.txt holds.
+
 Every mutant must end as a result (exit 0) or a clean one-line error (exit 1 or 2). A Python traceback out of the
 CLI is a crash; a worker killed by the timeout is a hang; an error message starting with `unexpected` is a bug the
 CLI did not foresee. The worker may die of a signal on a mutant: that is reported as a clean error (the isolation
 works), and counted separately as `worker signals`.
 
-    .venv/bin/python benchmarks/mutate_programs.py            # 1,000 mutants of the digits-sized CNN (fp32 and int8)
-    .venv/bin/python benchmarks/mutate_programs.py --count 50
-
-The test suite runs a smaller seeded batch of the same generator (tests/test_bad_inputs.py).
+    .venv/bin/python tests/mutants.py            # 1,000 mutants of the digits-sized CNN (fp32 and int8)
+    .venv/bin/python tests/mutants.py --count 50
 """
 
 from __future__ import annotations
@@ -117,13 +119,14 @@ def run_mutants(programs: list[Path], count: int, seed: int, work: Path) -> dict
 
 
 def _programs(work: Path) -> list[Path]:
-    sys.path.insert(0, str(Path(__file__).parent))
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
     import edgekit
     from edgekit.models import parse_input_spec
 
     out = []
     for target in ("xnnpack-fp32", "xnnpack-int8"):
-        spec = str(Path(__file__).parent / "models.py") + ":digits_cnn"
+        spec = str(root / "benchmarks" / "models.py") + ":digits_cnn"
         res = edgekit.build(spec, target, out=work / target, inputs=[parse_input_spec("1x1x8x8")])
         out.append(res.pte_path)
     return out
