@@ -3,17 +3,13 @@ share their history, and the CompositeImplicitAutograd operator table walked onc
 
 from __future__ import annotations
 
-import contextlib
-import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
-_sharing_lock = threading.Lock()
-_sharing = 0  # open shared_provenance blocks (nested, or in several threads)
-_torch_init: Any = None  # torch's own NodeSource constructor while any block is open
+from ._shared import Shared
 
 
-@contextlib.contextmanager
-def shared_provenance():
+def shared_provenance() -> AbstractContextManager[None]:
     """Let torch's FX provenance records share their history instead of deep-copying it, while a build runs.
 
     Every FX pass that re-runs a graph (export's decompositions, PT2E's prepare and convert, each of ExecuTorch's and
@@ -26,43 +22,40 @@ def shared_provenance():
     The constructor is torch's again when the last open block ends (builds in several threads: the last to finish);
     while a block is open, the host application's own FX work in other threads shares its records too, equally
     harmless since nothing changes them."""
-    global _sharing, _torch_init
+    return _PROVENANCE.block()
+
+
+def _install_provenance() -> Any:
     from torch.fx import traceback as fx_traceback
 
     source = fx_traceback.NodeSource
-    with _sharing_lock:
-        if _sharing == 0:
-            _torch_init = full = source.__init__
+    full = source.__init__
 
-            def __init__(self, node, *args, **kwargs):  # noqa: N807 (replaces NodeSource.__init__)
-                history = node.meta.get("from_node") if node is not None else None
-                if not history:
-                    return full(self, node, *args, **kwargs)
-                node.meta["from_node"] = []  # the full constructor then copies nothing ...
-                try:
-                    full(self, node, *args, **kwargs)
-                finally:
-                    node.meta["from_node"] = history
-                self.from_node = list(history)  # ... and the history is shared, entry by entry
+    def __init__(self, node, *args, **kwargs):  # noqa: N807 (replaces NodeSource.__init__)
+        history = node.meta.get("from_node") if node is not None else None
+        if not history:
+            return full(self, node, *args, **kwargs)
+        node.meta["from_node"] = []  # the full constructor then copies nothing ...
+        try:
+            full(self, node, *args, **kwargs)
+        finally:
+            node.meta["from_node"] = history
+        self.from_node = list(history)  # ... and the history is shared, entry by entry
 
-            source.__init__ = __init__
-        _sharing += 1
-    try:
-        yield
-    finally:
-        with _sharing_lock:
-            _sharing -= 1
-            if _sharing == 0:
-                source.__init__, _torch_init = _torch_init, None
+    source.__init__ = __init__
+    return full
 
 
-_cia_lock = threading.Lock()
-_cia_open = 0  # open cia_ops_materialized_once blocks (nested, or in several threads)
-_torch_cia: tuple | None = None  # torch's own two functions while any block is open
+def _uninstall_provenance(full: Any) -> None:
+    from torch.fx import traceback as fx_traceback
+
+    fx_traceback.NodeSource.__init__ = full
 
 
-@contextlib.contextmanager
-def cia_ops_materialized_once():
+_PROVENANCE = Shared(_install_provenance, _uninstall_provenance)
+
+
+def cia_ops_materialized_once() -> AbstractContextManager[None]:
     """Let torch materialize its CompositeImplicitAutograd operators once per set of registrations, while a build runs.
 
     Every ``run_decompositions`` (export, PT2E, each of ExecuTorch's edge steps: five or more per build) lists the
@@ -74,38 +67,43 @@ def cia_ops_materialized_once():
     forgets every table seen, so a library destroyed and defined again is walked again. The suite's small CNN builds
     for int8 in 1.41 s instead of 1.55 (``benchmarks/results/cia_walk.txt``); the program is byte for byte the same (a
     test compares). Torch's own functions are back when the last open block ends."""
-    global _cia_open, _torch_cia
+    return _CIA.block()
+
+
+def _install_cia() -> tuple | None:
+    """Torch's own two functions, or None where this torch has not got them (then nothing is changed)."""
     import torch
     import torch.library
     from torch._export import utils
 
-    with _cia_lock:
-        if (
-            _cia_open == 0
-            and hasattr(utils, "_materialize_cpp_cia_ops")
-            and hasattr(torch.library, "_clear_torch_ops_cache")
-        ):
-            _torch_cia = walk, clear = utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache
-            done: set[frozenset] = set()
+    if not (hasattr(utils, "_materialize_cpp_cia_ops") and hasattr(torch.library, "_clear_torch_ops_cache")):
+        return None
+    walk, clear = utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache
+    done: set[frozenset] = set()
 
-            def materialize(*args: Any, **kwargs: Any) -> Any:
-                table = frozenset(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd"))
-                if table in done:
-                    return None
-                result = walk(*args, **kwargs)
-                done.add(table)
-                return result
+    def materialize(*args: Any, **kwargs: Any) -> Any:
+        table = frozenset(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd"))
+        if table in done:
+            return None
+        result = walk(*args, **kwargs)
+        done.add(table)
+        return result
 
-            def clear_and_forget(*args: Any, **kwargs: Any) -> Any:
-                done.clear()
-                return clear(*args, **kwargs)
+    def clear_and_forget(*args: Any, **kwargs: Any) -> Any:
+        done.clear()
+        return clear(*args, **kwargs)
 
-            utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache = materialize, clear_and_forget
-        _cia_open += 1
-    try:
-        yield
-    finally:
-        with _cia_lock:
-            _cia_open -= 1
-            if _cia_open == 0 and _torch_cia is not None:
-                (utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache), _torch_cia = _torch_cia, None
+    utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache = materialize, clear_and_forget
+    return walk, clear
+
+
+def _uninstall_cia(saved: tuple | None) -> None:
+    if saved is None:
+        return
+    import torch.library
+    from torch._export import utils
+
+    utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache = saved
+
+
+_CIA = Shared(_install_cia, _uninstall_cia)

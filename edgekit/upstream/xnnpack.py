@@ -3,20 +3,13 @@ skipped where they cannot change anything, and its quantizer's conv + BatchNorm 
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any, ContextManager
 
 from ._shared import Shared
 
-_skip_lock = threading.Lock()
-_skip_open = 0  # open skip_unchanging_passes blocks (nested, or in several threads)
-_skip_saved: dict = {}  # each pass class's own ``call`` while any block is open
 
-
-@contextlib.contextmanager
-def skip_unchanging_passes() -> Iterator[None]:
+def skip_unchanging_passes() -> ContextManager[None]:
     """XNNPACK's delegate runs 17 passes on every partition, and most end by retracing the partition through fake
     tensors (symbolic shapes included) whether they changed it or not; two first build their patterns by exporting small
     models (3 s a process, more than a small model's whole lowering). Each pass in :func:`SKIPPABLE_PASSES` rewrites only
@@ -25,35 +18,36 @@ def skip_unchanging_passes() -> Iterator[None]:
     against the real ones) for the pinned executorch; a test builds programs both ways and compares their bytes. The
     passes' own ``call`` is back when the last open block ends (before, it stayed replaced for the process's life, the
     host application's own lowerings included)."""
-    global _skip_open
+    return _SKIP_SCOPE.block()
+
+
+def _install_skips() -> dict:
     from torch.fx.passes.infra.pass_base import PassResult
 
-    with _skip_lock:
-        if _skip_open == 0:
-            for cls, ops in SKIPPABLE_PASSES().items():
-                names = frozenset(op.__name__ for op in ops)
+    saved = {}
+    for cls, ops in SKIPPABLE_PASSES().items():
+        names = frozenset(op.__name__ for op in ops)
 
-                def call(self: Any, graph_module: Any, _full: Any = cls.call, _names: frozenset = names) -> Any:
-                    present = (n.target for n in graph_module.graph.nodes if n.op == "call_function")
-                    if _names.isdisjoint(getattr(t, "__name__", None) for t in present):
-                        return PassResult(graph_module, False)
-                    return _full(self, graph_module)
+        def call(self: Any, graph_module: Any, _full: Any = cls.call, _names: frozenset = names) -> Any:
+            present = (n.target for n in graph_module.graph.nodes if n.op == "call_function")
+            if _names.isdisjoint(getattr(t, "__name__", None) for t in present):
+                return PassResult(graph_module, False)
+            return _full(self, graph_module)
 
-                _skip_saved[cls] = cls.__dict__.get("call")  # None: inherited
-                cls.call = call
-        _skip_open += 1
-    try:
-        yield
-    finally:
-        with _skip_lock:
-            _skip_open -= 1
-            if _skip_open == 0:
-                for cls, own in _skip_saved.items():
-                    if own is None:
-                        del cls.call
-                    else:
-                        cls.call = own
-                _skip_saved.clear()
+        saved[cls] = cls.__dict__.get("call")  # None: inherited
+        cls.call = call
+    return saved
+
+
+def _uninstall_skips(saved: dict) -> None:
+    for cls, own in saved.items():
+        if own is None:
+            del cls.call
+        else:
+            cls.call = own
+
+
+_SKIP_SCOPE = Shared(_install_skips, _uninstall_skips)
 
 
 def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it needs the stack)
