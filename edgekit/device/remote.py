@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ProfileError, UsageError
-from ..runner.protocol import WorkerResult, read_result
+from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, WorkerResult, read_result
 from ..runner.worker import Watch, WorkerFailed, run_worker
 from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, read_bundle
 from .devices import Device, DeviceError, Ssh, device_facts, glibc_ok, ssh_error
@@ -121,7 +121,7 @@ def _parse_facts(text: str) -> dict:
 
 def _fetch(ssh: Ssh, run: str, local: Path) -> dict:
     """Copy the run's result files into ``local`` and remove the run's folder on the device."""
-    names = ("result.json", "before.txt", "after.txt", "sampler_kb", "outputs.bin", "check_out.bin")
+    names = (RESULT, "before.txt", "after.txt", "sampler_kb", OUTPUTS, CHECK_OUTPUTS)
     q = shlex.quote(run)
     present = " ".join(f"$( [ -f {n} ] && echo {n} )" for n in names)
     payload = ssh.run(f"cd {q} && tar -czf - {present}; cd / && rm -rf {q}", binary=True)
@@ -161,7 +161,7 @@ def profile_on_device(
             "model.pte": pte,
             **(extra or {}),
             "inputs.bin": b"".join(blobs),
-            **({"check_in.bin": check} if check is not None else {}),
+            **({CHECK_INPUTS: check} if check is not None else {}),
         }
     )
     q = shlex.quote(run)
@@ -189,7 +189,7 @@ def profile_on_device(
         _kill(ssh, run)
         raise
     files = _fetch(ssh, run, local)
-    raw = reader(files["result.json"]) if "result.json" in files else None
+    raw = reader(files[RESULT]) if RESULT in files else None
     if raw is None:
         raise ProfileError(f"device {device.name} returned no result", "run `edgekit devices check`")
     before = _parse_facts(files["before.txt"].read_text()) if "before.txt" in files else {}
@@ -205,8 +205,8 @@ def profile_on_device(
         "emulated": device.emulated,
         "bundle": {"id": bundle.bundle_id, "arch": bundle.arch, "glibc_floor": bundle.glibc_floor},
         "bytes_sent": {"bundle": bundle_bytes, "program_and_inputs": len(payload)},
-        "outputs": files.get("outputs.bin"),
-        "check_outputs": files.get("check_out.bin"),
+        "outputs": files.get(OUTPUTS),
+        "check_outputs": files.get(CHECK_OUTPUTS),
     }
     return DeviceRun(raw, watch, info)
 

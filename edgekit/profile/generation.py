@@ -22,13 +22,11 @@ from typing import Any, Callable, TextIO
 from .._contract import Contract
 from ..errors import ProfileError, ProgramError, UsageError
 from ..manifest import read_manifest
-from ..runner.protocol import SELECTABLE_ENGINES, Engine
+from ..runner.protocol import CHECK_OUTPUTS, RESULT, SELECTABLE_ENGINES, Engine
 from .answers import GenerationCheck, answers_check
 from .stats import LatencyStats, summarize
 
 SCHEMA_VERSION = 1
-#: the check steps' logits, written by either engine
-CHECK_OUTPUTS = "check_out.bin"
 
 
 @dataclass(frozen=True)
@@ -233,7 +231,7 @@ def profile_generation(
                 folder / m.program.file,
                 [],
                 None,
-                ["--model", "model.pte", "--result", "result.json", "--threads", str(threads)]
+                ["--model", "model.pte", "--result", RESULT, "--threads", str(threads)]
                 + _data_args(folder, m, remote=True)
                 + args,
                 timeout=timeout,
@@ -248,7 +246,7 @@ def profile_generation(
             fetched = run.info.get("check_outputs")
             logits = Path(fetched).read_bytes() if fetched is not None else None
         else:
-            result = Path(d) / "result.json"
+            result = Path(d) / RESULT
             if native:
                 from ..runner.native import runner_path
 

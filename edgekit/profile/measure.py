@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..runner import energy as energy_mod
-from ..runner.protocol import Engine, WorkerResult, read_result
+from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, Engine, WorkerResult, read_result
 from ..runner.worker import Watch, run_worker
 from .subject import Subject, program_inputs, random_inputs, to_bytes
 
@@ -42,24 +42,24 @@ def measure_here(
     (tmp / "inputs.bin").write_bytes(b"".join(blobs))
     check = _check_blob(subject, opts)
     if check is not None:
-        (tmp / "check_in.bin").write_bytes(check)
+        (tmp / CHECK_INPUTS).write_bytes(check)
     cmd, env = _command(engine, runner, subject, opts, tmp)
     rapl = energy_mod.rapl_domains()
     freq, batt_before = energy_mod.cpu_freq_mhz(), energy_mod.battery()
     watch = run_worker(cmd, timeout=opts.timeout, cpus=opts.cpus, progress=progress, rapl=rapl, env=env)
     battery = energy_mod.battery_change(batt_before, energy_mod.battery())
-    _save_outputs(tmp / "outputs.bin", opts)
+    _save_outputs(tmp / OUTPUTS, opts)
     if opts.ops and opts.etdump_out and (tmp / "run.etdp").is_file():
         shutil.copyfile(tmp / "run.etdp", opts.etdump_out)
     return Measured(
-        read_result(tmp / "result.json"),
+        read_result(tmp / RESULT),
         watch,
         source,
         rapl,
         freq,
         battery,
         _ops(tmp / "run.etdp") if opts.ops else None,
-        check_outputs=(tmp / "check_out.bin").read_bytes() if check is not None else None,
+        check_outputs=(tmp / CHECK_OUTPUTS).read_bytes() if check is not None else None,
     )
 
 
@@ -162,7 +162,7 @@ def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False
         "--inputs",
         str(folder / "inputs.bin"),
         "--result",
-        str(folder / "result.json"),
+        str(folder / RESULT),
         "--method",
         opts.method,
         "--threads",
@@ -181,15 +181,15 @@ def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False
     if subject.kind == "program":
         args += ["--model", str(folder / "model.pte") if remote else str(subject.pte)]
     if remote or opts.save_outputs:
-        args += ["--outputs", str(folder / "outputs.bin")]
+        args += ["--outputs", str(folder / OUTPUTS)]
     for s in subject.shapes:
         args += ["--shape", ",".join(map(str, s))]
     if subject.reference is not None and opts.check:
         args += [
             "--check-inputs",
-            str(folder / "check_in.bin"),
+            str(folder / CHECK_INPUTS),
             "--check-outputs",
-            str(folder / "check_out.bin"),
+            str(folder / CHECK_OUTPUTS),
             "--check-count",
             str(subject.reference.section.samples),
         ]

@@ -25,6 +25,14 @@ PHASE_PREFIX = "@phase "
 PROGRESS_PREFIX = "@progress "
 ERROR_PREFIX = "@error "
 
+# the files of a worker's working folder, here or on a device
+RESULT = "result.json"  # --result: the WorkerResult
+OUTPUTS = "outputs.bin"  # --outputs: the last run's output tensors
+CHECK_INPUTS = "check_in.bin"  # --check-inputs: the package's reference inputs
+#: the outputs of the package's reference inputs (``--check-outputs``, the tensor engines; ``--outputs`` of the check
+#: steps, the generation runner)
+CHECK_OUTPUTS = "check_out.bin"
+
 #: Options every worker accepts (each takes one value; ``--shape`` and ``--dtype`` repeat, one per input).
 WORKER_OPTIONS = (
     "--model",
