@@ -26,13 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def commit() -> str:
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode != 0
-    return (head or "unknown") + ("+changes" if dirty else "")
+from edgekit.machine import commit_label  # noqa: E402
 
 
 def build_once(args: argparse.Namespace, off: str, out: Path) -> dict:
@@ -89,12 +83,12 @@ def main() -> None:
                     samples[arm].append(got)
             print(f"round {r}/{args.rounds}", flush=True)
     stages = sorted({k for rows in samples.values() for x in rows for k in x["stages_s"]} - {"total"})
-    f = machine_facts()
+    f, commit = machine_facts(), commit_label(ROOT)
     lines = [
         f"# A/B of upstream patches: {args.model}, target {args.target}{', task ' + args.task if args.task else ''}; "
         f"each build a fresh `edgekit build` process, {args.rounds} interleaved rounds, medians",
         f"# {f['cpu_model']}, {os.cpu_count()} cores; torch {f['torch']}, executorch {f['executorch']}; edgekit "
-        f"{commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"{commit}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"{'arm':<44}{'process s':>10}" + "".join(f"{s:>10}" for s in stages) + "   same program",
     ]
@@ -120,7 +114,7 @@ def main() -> None:
         "task": args.task,
         "rounds": args.rounds,
         "machine": f,
-        "commit": commit(),
+        "commit": commit,
         "arms": {a: {"off": arms[a], "samples": samples[a]} for a in arms},
     }
     out.with_suffix(".json").write_text(json.dumps(document, indent=1) + "\n")

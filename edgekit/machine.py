@@ -99,3 +99,10 @@ def commit_facts(cwd: str | os.PathLike | None = None) -> dict:
         return {"sha": None, "short": None, "dirty": None, "branch": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"sha": sha, "short": sha[:10], "dirty": bool(status), "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def commit_label(cwd: str | os.PathLike | None = None) -> str:
+    """:func:`commit_facts` as a benchmark result's header says it: the short sha, ``+changes`` when tracked files
+    differ from it (``unknown`` outside a repository)."""
+    facts = commit_facts(cwd)
+    return (facts["short"] or "unknown") + ("+changes" if facts["dirty"] else "")

@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-from llm_vs_llamacpp import build_llamacpp, run_measured, smollm2_gguf  # noqa: E402
+from llm_vs_llamacpp import build_llamacpp, llama_bench, run_measured, smollm2_gguf  # noqa: E402
+
+from edgekit.machine import commit_label  # noqa: E402
 
 PP, TG = 128, 64
 #: real configurations; the vocabulary is SmolLM2's tokenizer's (the one here offline), said in every result
@@ -49,14 +51,6 @@ SHAPES = {
         "real_vocab": 128256,
     },
 }
-
-
-def commit() -> str:
-    """The checkout's commit, ``+changes`` when its tracked files differ from it."""
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode != 0
-    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 def make_model(shape: str, work: Path) -> Path:
@@ -110,17 +104,6 @@ def edgekit_build(gguf: Path, out: Path) -> dict:
     return json.loads((out.parent / f"{out.name}.build.json").read_text())
 
 
-def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict:
-    out, rss = run_measured(
-        [str(bin_dir / "llama-bench"), "-m", str(gguf), "-p", str(PP), "-n", str(TG), "-t", str(threads), "-r", "1",
-         "-o", "json"]
-    )  # fmt: skip
-    rows = json.loads(out)
-    pp = next(r for r in rows if r["n_prompt"] == PP and r["n_gen"] == 0)
-    tg = next(r for r in rows if r["n_gen"] == TG and r["n_prompt"] == 0)
-    return {"prefill": pp["avg_ts"], "decode": tg["avg_ts"], "rss_mb": rss}
-
-
 def main() -> None:
     import edgekit
     from edgekit.machine import machine_facts
@@ -148,7 +131,7 @@ def main() -> None:
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
         for t in threads:
-            speed.setdefault("llama.cpp Q4_0", {}).setdefault(t, []).append(llama_bench(bin_dir, gguf, t))
+            speed.setdefault("llama.cpp Q4_0", {}).setdefault(t, []).append(llama_bench(bin_dir, gguf, t, PP, TG))
             p = profile_generation(pkg, prompt_len=PP, gen_len=TG, runs=1, warmup=1, threads=t, engine="native")
             speed.setdefault("edgekit 8da4w, native", {}).setdefault(t, []).append(
                 {"prefill": p.prefill_tokens_per_s, "decode": p.decode_tokens_per_s, "rss_mb": p.peak_rss_mb}
@@ -160,7 +143,7 @@ def main() -> None:
     lines = [
         f"# {args.shape} shape, random weights: edgekit (ExecuTorch, XNNPACK, native runner) vs llama.cpp on the same "
         f"GGUF — {f['cpu_model']}, {os.cpu_count()} cores; torch {f.get('torch')}, executorch {f['executorch']}; "
-        f"edgekit {commit()}; llama.cpp from {built['sdist']} ({built.get('flags', 'native CPU flags')})",
+        f"edgekit {commit_label(ROOT)}; llama.cpp from {built['sdist']} ({built.get('flags', 'native CPU flags')})",
         f"# hidden {shape['hidden_size']}, MLP {shape['intermediate_size']}, {shape['num_hidden_layers']} layers, "
         f"{shape['num_attention_heads']}/{shape['num_key_value_heads']} heads of {shape['head_dim']}; vocabulary "
         f"{m.generation.vocab_size} (SmolLM2's tokenizer; the real model's is {shape['real_vocab']}); prefill {PP} "
@@ -168,9 +151,16 @@ def main() -> None:
         "",
         f"{'program':<26}{'threads':>8}{'prefill t/s':>13}{'decode t/s':>12}{'peak RSS MiB':>14}  per-round decode",
     ]
+    medians = {
+        name: {
+            t: {k: statistics.median(x[k] for x in rows) for k in ("prefill", "decode", "rss_mb")}
+            for t, rows in by_t.items()
+        }
+        for name, by_t in speed.items()
+    }
     for name, by_t in speed.items():
         for t, rows in by_t.items():
-            med = {k: statistics.median(x[k] for x in rows) for k in ("prefill", "decode", "rss_mb")}
+            med = medians[name][t]
             lines.append(
                 f"{name:<26}{t:>8}{med['prefill']:>13.1f}{med['decode']:>12.1f}{med['rss_mb']:>14.1f}  "
                 + ", ".join(f"{x['decode']:.1f}" for x in rows)
@@ -181,7 +171,7 @@ def main() -> None:
         + "; ".join(
             f"{t} thread(s) "
             + ", ".join(
-                f"{statistics.median(x[k] for x in speed['edgekit 8da4w, native'][t]) / statistics.median(x[k] for x in speed['llama.cpp Q4_0'][t]):.2f}×"
+                f"{medians['edgekit 8da4w, native'][t][k] / medians['llama.cpp Q4_0'][t][k]:.2f}×"
                 for k in ("prefill", "decode")
             )
             for t in threads

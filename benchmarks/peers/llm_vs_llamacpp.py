@@ -167,15 +167,16 @@ def requantized(bin_dir: Path, gguf: Path, q: str, work: Path) -> Path:
     return target
 
 
-def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict:
+def llama_bench(bin_dir: Path, gguf: Path, threads: int, pp: int = PP, tg: int = TG) -> dict:
+    """One llama-bench round: prefill of ``pp`` tokens and decode of ``tg``, in tokens/s, and its peak RSS."""
     out, rss = run_measured(
-        [str(bin_dir / "llama-bench"), "-m", str(gguf), "-p", str(PP), "-n", str(TG), "-t", str(threads), "-r", "1",
+        [str(bin_dir / "llama-bench"), "-m", str(gguf), "-p", str(pp), "-n", str(tg), "-t", str(threads), "-r", "1",
          "-o", "json"]
     )  # fmt: skip
     rows = json.loads(out)
-    pp = next(r for r in rows if r["n_prompt"] == PP and r["n_gen"] == 0)
-    tg = next(r for r in rows if r["n_gen"] == TG and r["n_prompt"] == 0)
-    return {"prefill": pp["avg_ts"], "decode": tg["avg_ts"], "rss_mb": rss}
+    pp_row = next(r for r in rows if r["n_prompt"] == pp and r["n_gen"] == 0)
+    tg_row = next(r for r in rows if r["n_gen"] == tg and r["n_prompt"] == 0)
+    return {"prefill": pp_row["avg_ts"], "decode": tg_row["avg_ts"], "rss_mb": rss}
 
 
 def llama_ppl(bin_dir: Path, gguf: Path, text: Path) -> float:
