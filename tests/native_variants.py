@@ -50,13 +50,11 @@ CORRECT = {
 
 def broken_runner(folder: Path, name: str) -> Path:
     """edgekit's native runner with the ``name`` change of :data:`BROKEN` or :data:`CORRECT`, compiled once per
-    source and compiler into edgekit's cache (``folder`` is where the caller works; the binary is shared by the test
+    source, executorch tree and compiler into edgekit's cache (``folder`` is where the caller works; the binary is shared by the test
     processes and later runs)."""
-    import hashlib
-
     from edgekit.fileops import exclusive
     from edgekit.paths import user_cache
-    from edgekit.runner.native import SOURCE, compiler_id
+    from edgekit.runner.native import executorch_version, runner_key
 
     old, new = {**BROKEN, **CORRECT}[name]
     source = LLM_OPS.read_text()
@@ -64,7 +62,11 @@ def broken_runner(folder: Path, name: str) -> Path:
     mutated_source = source.replace(old, new)
     cxx = find_compiler()
     assert cxx is not None, "the native runner needs a C++ compiler"
-    key = hashlib.sha256((mutated_source + SOURCE.read_text() + compiler_id(cxx)).encode()).hexdigest()[:16]
+    # the product runner's key and the changed line: a new executorch wheel, or a changed runner.cpp, compiles the
+    # variant again
+    digest = runner_key(cxx)
+    digest.update((mutated_source + executorch_version()).encode())
+    key = digest.hexdigest()[:16]
     cache = user_cache() / "test-runners" / f"{name}-{key}"
     binary = cache / "runner"
     with exclusive(cache / ".lock"):

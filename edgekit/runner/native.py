@@ -121,6 +121,14 @@ def compiler_id(cxx: str) -> str:
         return cxx
 
 
+def runner_key(cxx: str) -> Any:
+    """The sha256 a compiled runner is cached under: its sources, its compiler call against this executorch tree
+    (another tree changes -I and -rpath, and the key), and the compiler ``cxx``."""
+    digest = sources_digest(compile_command("CXX", Path("OUT")))
+    digest.update(compiler_id(cxx).encode())
+    return digest
+
+
 def runner_path(rebuild: bool = False) -> Path:
     """Path of the compiled runner, compiling it first when needed.
 
@@ -140,10 +148,8 @@ def runner_path(rebuild: bool = False) -> Path:
             "install the executorch wheel from PyPI, or use --engine python",
         )
     # an install elsewhere against the same executorch tree (a wheel installed into a venv that uses this one's
-    # packages) shares the runner; another executorch tree changes -I and -rpath, and the key
-    digest = sources_digest(compile_command("CXX", Path("OUT")))
-    digest.update(compiler_id(cxx).encode())
-    folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{digest.hexdigest()[:16]}"
+    # packages) shares the runner
+    folder = cache_root() / "native-runner" / f"executorch-{executorch_version()}-{runner_key(cxx).hexdigest()[:16]}"
     binary = folder / "edgekit-runner"
     if binary.exists() and not rebuild:
         return binary
