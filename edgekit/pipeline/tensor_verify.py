@@ -1,5 +1,5 @@
-"""The verify step of a tensor build: the program in the ExecuTorch runtime against the model handed in (SQNR, cosine,
-top-1, accuracy with labels, at each dynamic size), the reference vectors stored beside it, and the per-module fidelity
+"""The verify stage of a tensor build, run: the program against the model handed in at each dynamic size (the
+comparisons themselves are :mod:`.verify`'s), the reference vectors stored beside it, and the per-module fidelity
 ``edgekit explain`` reads.
 """
 

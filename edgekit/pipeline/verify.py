@@ -1,4 +1,5 @@
-"""The verify stage: run the lowered program through the ExecuTorch runtime and compare it with eager fp32.
+"""The verify stage's comparisons: run the lowered program through the ExecuTorch runtime and compare it with eager
+fp32 (:mod:`.tensor_verify` runs them in a build).
 
 Metrics per output: max/mean absolute error, SQNR in dB (10·log10(Σref² / Σ(ref−out)²); ``null`` with
 ``exact: true`` when the outputs are identical), and cosine similarity (per sample: mean and minimum). Then the

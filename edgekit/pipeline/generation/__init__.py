@@ -35,7 +35,7 @@ from .references import (
     read_eval_tokens,
     special_ids,
 )
-from .verify import verify_program
+from .verify import verify_decoder
 
 DEFAULT_MAX_SEQ_LEN = 512
 DEFAULT_EVAL_TOKENS = 512
@@ -106,7 +106,7 @@ def build_generation(
         if quant.get("shared_table"):
             check_stored_once(lowered, quant["table_rows"])
         fid = stages.run(
-            Stage.VERIFY, lambda: verify_program(lowered.pte, tokens, ref, max_seq_len, lowered.data), data_source
+            Stage.VERIFY, lambda: verify_decoder(lowered.pte, tokens, ref, max_seq_len, lowered.data), data_source
         )
     greedy_text = [lm.tokenizer.decode(t) for t in (ref["greedy"], fid["greedy"])]
     return stages.run(

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...errors import VerifyError
 from ...fileops import staged_output, write_json
 from ...machine import software_versions
 from ...manifest import GenerationSection, GreedyCheck
@@ -63,13 +62,6 @@ def write_generation_package(
 
     info = inspect_program(out / PTE_NAME, lowered.pte)
     method = info.method("forward")
-    import numpy as np
-
-    if not np.isfinite(fid["check_logits"]).all():
-        raise VerifyError(
-            "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
-            "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
-        )
     reference, ref_section = make_token_reference(
         ref["check_tokens"], ref["check_prompt"], ref["check_logits"], fid["check_logits"]
     )

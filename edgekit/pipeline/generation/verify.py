@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import math
 
+from ...errors import VerifyError
 from .references import windows
 
 
-def verify_program(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, data: bytes | None = None) -> dict:
-    """The program in the ExecuTorch runtime, token by token through its KV cache, against the references."""
+def verify_decoder(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, data: bytes | None = None) -> dict:
+    """The program in the ExecuTorch runtime, token by token through its KV cache, against the references.
+
+    Raises:
+        VerifyError: the answers check's logits are not finite (nothing to keep as the package's reference).
+    """
     import torch
 
     from ...program import InProcessProgram
@@ -36,6 +41,12 @@ def verify_program(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, d
     fed, n = ref["check_tokens"], ref["check_prompt"]
     check = [prog.run((torch.tensor([fed[:n]]), torch.tensor([0])))[0][0].float()]
     check += [prog.run((torch.tensor([[t]]), torch.tensor([n + i])))[0][0].float() for i, t in enumerate(fed[n:-1])]
+    check_logits = torch.stack(check)
+    if not bool(torch.isfinite(check_logits).all()):
+        raise VerifyError(
+            "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
+            "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
+        )
     noise = float(((logits.double() - expected.double()) ** 2).sum())
     signal = float((expected.double() ** 2).sum())
     cos = torch.nn.functional.cosine_similarity(logits.double(), expected.double(), dim=1)
@@ -50,5 +61,5 @@ def verify_program(pte: bytes, tokens: list[int], ref: dict, max_seq_len: int, d
         "cosine_min": float(cos.min()),
         "scored": len(targets),
         "greedy": seq,
-        "check_logits": torch.stack(check).numpy(),
+        "check_logits": check_logits.numpy(),
     }
