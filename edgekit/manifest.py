@@ -342,7 +342,7 @@ class TuneSection(Contract):
 @dataclass(frozen=True)
 class ExplainSection(Contract):
     """``explain.json`` beside the program: its instructions in the model's module names, per-module fidelity and
-    the memory plan (edgekit.pipeline.explain), read by ``edgekit explain``."""
+    the memory plan (edgekit.pipeline.explain, explain_fidelity, explain_memory), read by ``edgekit explain``."""
 
     file: str
     sha256: str

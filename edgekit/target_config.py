@@ -15,8 +15,6 @@ from .errors import ConfigError
 
 #: the target task of a generation program (a decoder-only language model with a static KV cache)
 GENERATION = "text-generation"
-
-
 TASKS = (GENERATION,)
 
 
@@ -85,6 +83,7 @@ class Importance(str, enum.Enum):
 
 
 def enum_value(cls: type[enum.Enum], value: Any, key: str) -> Any:
+    """``value`` as a member of ``cls``, or ConfigError naming ``key`` and the allowed values."""
     if isinstance(value, cls):
         return value
     try:
@@ -104,6 +103,7 @@ def number_value(
     integer: bool = False,
     optional: bool = False,
 ) -> Any:
+    """``value`` as a number within ``lo``..``hi``, or ConfigError naming ``key``."""
     if value is None and optional:
         return None
     kind = int if integer else (int, float)

@@ -6,7 +6,7 @@ generation program's item carries its decode steps as samples and its TTFT and p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..builds import Built
 from ..errors import BenchError, EdgekitError
@@ -14,8 +14,11 @@ from ..runner.protocol import Engine
 from .document import BenchFailure, BenchItem, BuildFigures
 from .suite import Suite, SuiteModel
 
+if TYPE_CHECKING:
+    from ..profile.options import ProfileOptions
 
-def build_figures(b: Built, **figures: Any) -> BuildFigures:
+
+def _build_figures(b: Built, **figures: Any) -> BuildFigures:
     """What every item records of its build, plus the task's own figures (accuracy and SQNR, or perplexity)."""
     prog = b.manifest.program
     return BuildFigures(
@@ -31,7 +34,7 @@ def build_figures(b: Built, **figures: Any) -> BuildFigures:
     )
 
 
-def tensor_item(
+def _tensor_item(
     model: SuiteModel, target: str, threads: int, b: Built, prof: Any, explanation: dict | None = None
 ) -> BenchItem:
     manifest = b.manifest
@@ -43,7 +46,7 @@ def tensor_item(
         target=Path(target).stem,
         threads=threads,
         engine=prof.engine,
-        build=build_figures(
+        build=_build_figures(
             b,
             accuracy=acc.program if acc else None,
             eager_accuracy=acc.eager if acc else None,
@@ -65,12 +68,12 @@ def tensor_item(
         },
         warnings=list(prof.warnings),
         noise=prof.noise.to_dict() if prof.noise else None,
-        check=check_summary(prof.check),
+        check=_check_summary(prof.check),
         explain=explanation,
     )
 
 
-def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
+def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
     """A text-generation item: prefill and decode measured by a generation profile (here in the suite's engine, whose
     ``auto`` is the Python worker with ExecuTorch's llama:: kernels; on a device by the native runner); the latency
     samples are the decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and
@@ -96,7 +99,7 @@ def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, 
         target=Path(target).stem,
         threads=threads,
         engine=p.engine,
-        build=build_figures(
+        build=_build_figures(
             b,
             perplexity=g.perplexity_program,
             ppl_increase_pct=g.ppl_increase_pct,
@@ -138,7 +141,7 @@ def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, 
     )
 
 
-def check_summary(check: Any) -> dict | None:
+def _check_summary(check: Any) -> dict | None:
     """The reference check in a run file: status, the worst output's SQNR against the user's model, the note."""
     if check is None:
         return None
@@ -162,19 +165,19 @@ def measure_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: 
         if not isinstance(b, Built):
             raise BenchError(b)  # the build itself failed: its error text
         if b.manifest.generation is not None:
-            return generation_item(suite, model, target, threads, b, device)
-        opts = profile_options(suite, threads)
+            return _generation_item(suite, model, target, threads, b, device)
+        opts = _profile_options(suite, threads)
         if device is not None or suite.run.engine == "python":  # the ETDump comes from the native runner, here
-            return tensor_item(model, target, threads, b, profile(b.folder, options=opts, device=device))
+            return _tensor_item(model, target, threads, b, profile(b.folder, options=opts, device=device))
         with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
             etdump = Path(tmp) / "run.etdp"
             prof = profile(b.folder, options=dataclasses.replace(opts, ops=True, ops_runs=20, etdump_out=str(etdump)))
-            return tensor_item(model, target, threads, b, prof, explanation_summary(b.folder, etdump, prof))
+            return _tensor_item(model, target, threads, b, prof, _explanation_summary(b.folder, etdump, prof))
     except EdgekitError as exc:
         return BenchFailure(model.name, target, threads, str(exc))
 
 
-def explanation_summary(folder: Path, etdump: Path, prof: Any) -> dict | None:
+def _explanation_summary(folder: Path, etdump: Path, prof: Any) -> dict | None:
     """The item's slowest and least faithful modules (edgekit explain's), so a regression points at a layer."""
     from ..explain import explain_etdump, summary
 
@@ -186,7 +189,7 @@ def explanation_summary(folder: Path, etdump: Path, prof: Any) -> dict | None:
         return {"slowest": [], "least_faithful": [], "note": f"no explanation: {exc}"}
 
 
-def profile_options(suite: Suite, threads: int) -> Any:
+def _profile_options(suite: Suite, threads: int) -> ProfileOptions:
     from ..profile.options import ProfileOptions
 
     r = suite.run

@@ -28,6 +28,7 @@ STANDS_FOR = {("fc", "conv")}
 
 
 def runtime_category(name: str) -> str:
+    """The kind of runtime work an ETDump event name stands for (its number stripped)."""
     base = re.sub(r" #\d+$", "", name)
     for prefix, cat in RUNTIME_CATEGORY:
         if base.startswith(prefix):

@@ -41,6 +41,8 @@ class ModuleRow(Contract):
 
 @dataclass(frozen=True)
 class MemoryPlanSummary(Contract):
+    """The program's planned memory: arenas, the peak of live tensors and the modules alive at it."""
+
     arenas_bytes: list[int]
     planned_bytes: int
     peak_live_bytes: int
@@ -54,6 +56,8 @@ class MemoryPlanSummary(Contract):
 
 @dataclass(frozen=True)
 class Explanation(Contract):
+    """Time and fidelity per module of one package, with its memory plan and notes."""
+
     package: str
     model: str
     target: str
@@ -112,6 +116,7 @@ def fidelity_line(r: ModuleRow) -> str:
 
 
 def db_cell(v: float | None) -> str:
+    """A table cell for dB (a dash when there is none)."""
     return "–" if v is None else f"{v:.1f}"
 
 
@@ -129,6 +134,7 @@ def summary(ex: Explanation, n: int = 3) -> dict:
 
 
 def sort_rows(ex: Explanation, by: str) -> list[ModuleRow]:
+    """The rows in the order ``--sort`` asks (one of :data:`SORTS`)."""
     if by == "time":
         return sorted(ex.rows, key=lambda r: -r.p50_ms)
     if by == "sqnr":  # the layers whose own quantization loses the most first

@@ -52,6 +52,7 @@ XNODE_CATEGORY = {
 
 
 def is_qdq(node: Any) -> bool:
+    """Whether ``node`` quantizes or dequantizes (a boundary, not a module's own compute)."""
     return any(k in str(node.target) for k in _QDQ)
 
 
@@ -245,9 +246,3 @@ def _attach(anchors: dict[int, Any], nodes: list[Any]) -> dict[int, list]:
         if hit is not None:
             attached[anchor_of[hit]].append(n)
     return attached
-
-
-# ---------------------------------------------------------------------------------------------- memory
-
-
-# ---------------------------------------------------------------------------------------------- fidelity

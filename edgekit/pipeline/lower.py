@@ -32,7 +32,7 @@ class LowerResult:
     pte: bytes
     delegation: dict
     info: dict
-    explain: dict | None = None  # instructions in the user's module names and the memory plan (pipeline.explain)
+    explain: dict | None = None  # instructions in the user's module names and the memory plan (explain_memory)
     explain_error: str | None = None  # why they could not be recorded (the build goes on without them)
     data: bytes | None = None  # the external weights (a .ptd file) when ``external_weights`` asked for them
 

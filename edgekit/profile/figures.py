@@ -16,14 +16,14 @@ from .result import EnergyResult, MemoryResult, NoiseFloor
 from .stats import LatencyStats, measurement_warnings
 from .subject import Subject
 
-MB = 2**20
+_MB = 2**20
 
 
-def to_mb(b: float | int | None) -> float | None:
-    return None if b is None or b < 0 else round(b / MB, 3)
+def _mb(b: float | int | None) -> float | None:
+    return None if b is None or b < 0 else round(b / _MB, 3)
 
 
-BASELINE_NOTES = {
+_BASELINE_NOTES = {
     Engine.NATIVE: "the native runner with the ExecuTorch runtime's shared libraries mapped, before loading the program",
     Engine.PYTHON: "a Python interpreter with executorch.runtime imported (it pulls in torch): the program's own memory is the delta",
     Engine.EAGER: "a Python interpreter with torch imported: the model's own memory is the delta",
@@ -31,23 +31,24 @@ BASELINE_NOTES = {
 
 
 def memory_figures(raw: WorkerResult, watch: Watch, subject: Subject, engine: Engine, method: str) -> MemoryResult:
+    """The worker's memory figures in MiB: baseline, after load, peak (VmHWM against the sampler), USS, program size."""
     base = raw.rss_baseline_bytes
     # Not getrusage's ru_maxrss: Linux carries it across exec, so the worker would inherit the high-water mark
     # of the forked Python parent (torch loaded, hundreds of MiB). VmHWM is the same kernel counter for the
     # worker's own address space, reset at exec.
-    peak_sources = {"sampler_rss": to_mb(watch.peak_rss), "vm_hwm": to_mb(raw.hwm_bytes)}
+    peak_sources = {"sampler_rss": _mb(watch.peak_rss), "vm_hwm": _mb(raw.hwm_bytes)}
     peak = max((v for v in peak_sources.values() if v is not None), default=0.0)
     return MemoryResult(
-        baseline_rss_mb=to_mb(base) or 0.0,
-        load_rss_mb=to_mb(raw.rss_after_load_bytes) or 0.0,
+        baseline_rss_mb=_mb(base) or 0.0,
+        load_rss_mb=_mb(raw.rss_after_load_bytes) or 0.0,
         peak_rss_mb=peak,
-        load_delta_mb=round((raw.rss_after_load_bytes - base) / MB, 3),
-        peak_delta_mb=round(peak - base / MB, 3),
+        load_delta_mb=round((raw.rss_after_load_bytes - base) / _MB, 3),
+        peak_delta_mb=round(peak - base / _MB, 3),
         peak_sources_mb=peak_sources,
-        uss_mb=to_mb(watch.peak_uss) if watch.peak_uss else None,
+        uss_mb=_mb(watch.peak_uss) if watch.peak_uss else None,
         planned_mb=subject.info.planned_memory(method)["planned_mb"] if subject.info else None,
-        pte_size_mb=to_mb(subject.info.size_bytes) if subject.info else None,
-        baseline_note=BASELINE_NOTES[engine],
+        pte_size_mb=_mb(subject.info.size_bytes) if subject.info else None,
+        baseline_note=_BASELINE_NOTES[engine],
     )
 
 
@@ -113,6 +114,7 @@ NOISE_WARN_PCT = 3.0
 
 
 def noise_floor(raw: WorkerResult) -> NoiseFloor:
+    """The reference workload timed before and after the runs, and how far the machine drifted between them."""
     before, after = raw.reference_before_ms, raw.reference_after_ms
     return NoiseFloor(before, after, round((after - before) / before * 100, 2) if before > 0 else 0.0)
 
@@ -120,6 +122,7 @@ def noise_floor(raw: WorkerResult) -> NoiseFloor:
 def profile_warnings(
     raw: WorkerResult, stats: LatencyStats, opts: ProfileOptions, engine_note: str | None
 ) -> list[str]:
+    """What a reader of the figures must know: measurement warnings, machine drift, threads not as asked."""
     warnings = measurement_warnings(stats, raw.first_run_ms, raw.warmup_ms)
     drift = noise_floor(raw).drift_pct
     if abs(drift) > NOISE_WARN_PCT:
@@ -138,6 +141,7 @@ def profile_warnings(
 
 
 def budget_checks(tgt: Target, stats: LatencyStats, memory: MemoryResult, engine: Engine) -> dict:
+    """The target's budget (p50, memory) against the figures measured, with notes where a check cannot apply."""
     checks, notes = [], []
     b = tgt.budget
     if b.max_p50_ms is not None:

@@ -72,6 +72,7 @@ def parse_threads(text: str) -> list[int]:
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    """``--cpus 0,1`` as a tuple of CPU numbers (None when not given), or UsageError."""
     if not text:
         return None
     try:

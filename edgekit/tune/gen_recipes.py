@@ -12,17 +12,9 @@ from ..manifest import TuneCandidate
 from .search import Tried
 
 LINEARS = ("8da4w", "int8")
-
-
 ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
-
-
 GROUP_SIZES = (32, 64, 128)
-
-
 EMBEDDINGS = ("int4", "int8")
-
-
 DEFAULT_MAX_PPL_INCREASE = 50.0
 
 

@@ -37,6 +37,7 @@ def write_generation_package(
     stages: StageRunner,
     t_start: float,
 ) -> BuildResult:
+    """The package of a verified generation program, written atomically (staged, then renamed into ``out``)."""
     import tempfile
 
     from ...manifest import (
@@ -204,6 +205,7 @@ def write_generation_package(
 
 
 def decoder_family(model: Any) -> str:
+    """The manifest's family name for the model's type (``llama`` for Llama, Mistral and Qwen, ``phi3``, ``gpt2``)."""
     from ...causal import FAMILIES
 
     return FAMILIES[model.config.model_type]

@@ -112,6 +112,7 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
 
 
 def export_decoder(decoder: Any, max_seq_len: int) -> Any:
+    """``torch.export`` of the decoder wrapper, one to ``max_seq_len`` tokens a call, or ExportError."""
     import torch
 
     from ...errors import ExportError
@@ -137,6 +138,7 @@ SHARED_TABLE = ("embed_tokens", "lm_head")
 
 
 def lower_decoder(exported: Any, tgt: Target, methods: dict, quant: dict) -> Any:
+    """The exported decoder lowered to XNNPACK, its constant methods attached, the tied table in model.ptd when shared."""
     import warnings
 
     from ..lower import lower_program

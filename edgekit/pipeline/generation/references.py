@@ -11,10 +11,7 @@ from ...errors import DataError, UsageError
 from ...targets import EmbeddingQuant, QuantScheme, Target
 
 GREEDY_PROMPT_TOKENS = 16
-
-
 GREEDY_NEW_TOKENS = 32
-
 
 #: what verify reads without ``--eval``: plain English prose written for edgekit (no copyright, no training set)
 SAMPLE_TEXT = (
@@ -55,6 +52,7 @@ def read_eval_tokens(source: Any, tokenizer: Any, limit: int) -> tuple[list[int]
 
 
 def check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:
+    """A group size that divides every quantized width and a --max-seq-len the model's positions allow, or UsageError."""
     from torch import nn
 
     g = tgt.quantize.group_size
@@ -106,6 +104,7 @@ def sliding_window(config: Any) -> int | None:
 
 
 def special_ids(lm: Any) -> dict:
+    """The model's BOS id and its EOS ids (the config's, else the tokenizer's), as the manifest records them."""
     tok, cfg = lm.tokenizer, lm.model.config
     eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
     eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
@@ -114,6 +113,7 @@ def special_ids(lm: Any) -> dict:
 
 
 def windows(tokens: list[int], max_seq_len: int) -> list[list[int]]:
+    """``tokens`` cut into windows of ``max_seq_len`` (the last may be shorter), each with a token to predict."""
     return [
         tokens[i : i + max_seq_len] for i in range(0, len(tokens), max_seq_len) if len(tokens[i : i + max_seq_len]) > 1
     ]
