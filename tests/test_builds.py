@@ -7,10 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-from click.testing import CliRunner
+from helpers import run_cli
 
 from edgekit.builds import SUBFOLDERS, BuildCache
-from edgekit.cli import cli
 
 WRITER = textwrap.dedent("""
     import sys, torch
@@ -50,13 +49,13 @@ def test_prune_and_du_cover_every_sub_folder_and_attempts_count_this_run_only(tm
     cache.mark_attempt("key", "run3", "host:4")
     dead = tmp_path / ".measurements" / f".k.json.{2**22 + 7}.beef.tmp"  # a killed writer's temp file
     dead.write_text("{")
-    r = CliRunner().invoke(cli, ["cache", "du", "--cache", str(tmp_path)])
+    r = run_cli("cache", "du", "--cache", str(tmp_path))
     assert r.exit_code == 0 and all(sub in r.stdout for sub in SUBFOLDERS), r.output
     old = (dt.datetime.now() - dt.timedelta(days=40)).timestamp()
     for f in tmp_path.rglob("*"):
         if f.is_file():
             os.utime(f, (old, old))
-    r = CliRunner().invoke(cli, ["cache", "prune", "--cache", str(tmp_path), "--older-than", "30d"])
+    r = run_cli("cache", "prune", "--cache", str(tmp_path), "--older-than", "30d")
     # a measurement, a calibration shard, run3's attempt mark and the dead temp file
     assert r.exit_code == 0 and "removed 0 entries and 4 other file(s)" in r.stdout, r.output
     assert not [f for f in tmp_path.rglob("*") if f.is_file()]

@@ -7,21 +7,13 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import one_line_error
+from helpers import one_line_error, run_cli
 
 from edgekit.cli import cli
 
 
-@pytest.fixture()
-def run():
-    def _run(*args):
-        return CliRunner().invoke(cli, [str(a) for a in args])
-
-    return _run
-
-
-def test_build_json_prints_the_manifest(run, tmp_path, digits_like):
-    r = run(
+def test_build_json_prints_the_manifest(tmp_path, digits_like):
+    r = run_cli(
         "build",
         "toy_models:small_cnn",
         "-i",
@@ -43,25 +35,25 @@ def test_build_json_prints_the_manifest(run, tmp_path, digits_like):
     assert (tmp_path / "o" / "model.pte").is_file()
 
 
-def test_build_table_for_people(run, tmp_path):
-    r = run("build", "toy_models:mlp", "-o", tmp_path / "o")
+def test_build_table_for_people(tmp_path):
+    r = run_cli("build", "toy_models:mlp", "-o", tmp_path / "o")
     assert r.exit_code == 0, r.stderr
     assert "verify" in r.stdout and "delegation" in r.stdout and "SQNR" in r.stdout
 
 
-def test_targets_list_and_show(run):
-    r = run("targets", "list")
+def test_targets_list_and_show():
+    r = run_cli("targets", "list")
     assert r.exit_code == 0 and "xnnpack-int8-dynamic" in r.stdout and "portable-fp32" in r.stdout
-    r = run("targets", "show", "xnnpack-int8")
+    r = run_cli("targets", "show", "xnnpack-int8")
     assert r.exit_code == 0 and 'scheme = "int8-static-per-channel"' in r.stdout
-    r = run("targets", "list", "--json")
+    r = run_cli("targets", "list", "--json")
     assert {t["name"] for t in json.loads(r.stdout)} >= {"xnnpack-fp32", "xnnpack-int8"}
 
 
-def test_unknown_target_is_a_usage_error_listing_valid_ones(run, tmp_path):
-    r = run("build", "toy_models:mlp", "-t", "xnnpack-int9", "-o", tmp_path / "o")
+def test_unknown_target_is_a_usage_error_listing_valid_ones(tmp_path):
+    r = run_cli("build", "toy_models:mlp", "-t", "xnnpack-int9", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "xnnpack-fp32" in r.stderr and "did you mean 'xnnpack-int8'" in r.stderr
-    r = run("targets", "show", "nope")
+    r = run_cli("targets", "show", "nope")
     assert r.exit_code == 2
 
 
@@ -82,8 +74,8 @@ def test_usage_errors_are_the_error_line_alone(tmp_path, monkeypatch, args, frag
     assert r.exit_code == 2 and r.stderr.strip().splitlines() == [one_line_error(r, 2, fragment)], r.stderr
 
 
-def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
-    r = run("build", "toy_models:small_cnn", "-i", "1x3xfoo", "-o", tmp_path / "o")
+def test_malformed_input_spec_is_a_usage_error(tmp_path):
+    r = run_cli("build", "toy_models:small_cnn", "-i", "1x3xfoo", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "1x3x224x224" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -96,26 +88,26 @@ def test_malformed_input_spec_is_a_usage_error(run, tmp_path):
         ("toy_models:data_dependent", "torch.export failed"),
     ],
 )
-def test_model_errors_exit_1_in_one_line(run, tmp_path, spec, fragment):
-    r = run("build", spec, "-i", "1x1x8x8", "-o", tmp_path / "o")
+def test_model_errors_exit_1_in_one_line(tmp_path, spec, fragment):
+    r = run_cli("build", spec, "-i", "1x1x8x8", "-o", tmp_path / "o")
     one_line_error(r, 1, fragment)
     assert not (tmp_path / "o").exists()
 
 
-def test_not_a_model_file(run, tmp_path):
+def test_not_a_model_file(tmp_path):
     (tmp_path / "m.pt2").write_bytes(b"junk")
-    one_line_error(run("build", tmp_path / "m.pt2", "-o", tmp_path / "o"), 1, "not a saved ExportedProgram")
+    one_line_error(run_cli("build", tmp_path / "m.pt2", "-o", tmp_path / "o"), 1, "not a saved ExportedProgram")
 
 
-def test_bad_calibration_files(run, tmp_path):
+def test_bad_calibration_files(tmp_path):
     for flag, role in (("-c", "calibration"), ("--eval", "eval"), ("--finetune", "finetune")):
         # a path that does not exist: said before the model is loaded (no stage has run, nothing is written)
-        r = run("build", "toy_models:small_cnn", "-i", "1x1x8x8", flag, tmp_path / "nope.npz", "-o", tmp_path / "o")
+        r = run_cli("build", "toy_models:small_cnn", "-i", "1x1x8x8", flag, tmp_path / "nope.npz", "-o", tmp_path / "o")
         one_line_error(r, 1, f"{role} data {tmp_path / 'nope.npz'} does not exist")
         assert "load" not in r.stderr and not (tmp_path / "o").exists()
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     one_line_error(
-        run(
+        run_cli(
             "build",
             "toy_models:small_cnn",
             "-i",
@@ -132,7 +124,7 @@ def test_bad_calibration_files(run, tmp_path):
     )
     np.save(tmp_path / "wrong.npy", np.zeros((4, 2, 8, 8), np.float32))
     one_line_error(
-        run(
+        run_cli(
             "build",
             "toy_models:small_cnn",
             "-i",
@@ -150,23 +142,25 @@ def test_bad_calibration_files(run, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_output_exists(run, tmp_path):
+def test_output_exists(tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "manifest.json").write_text("{}")  # an earlier package
-    line = one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
+    line = one_line_error(run_cli("build", "toy_models:mlp", "-o", tmp_path / "o"), 1, "already exists")
     assert "--force" in line
     (tmp_path / "f").write_text("mine")
-    one_line_error(run("build", "toy_models:mlp", "-o", tmp_path / "f", "--force"), 1, "never replaces it")
+    one_line_error(run_cli("build", "toy_models:mlp", "-o", tmp_path / "f", "--force"), 1, "never replaces it")
     assert (tmp_path / "f").read_text() == "mine"
 
 
-def test_invalid_target_file(run, tmp_path):
+def test_invalid_target_file(tmp_path):
     (tmp_path / "t.toml").write_text('schema_version = 1\nname = "t"\n[quantize]\nscheme = "int3"\n')
-    line = one_line_error(run("build", "toy_models:mlp", "-t", tmp_path / "t.toml", "-o", tmp_path / "o"), 1, "t.toml")
+    line = one_line_error(
+        run_cli("build", "toy_models:mlp", "-t", tmp_path / "t.toml", "-o", tmp_path / "o"), 1, "t.toml"
+    )
     assert "int8-static-per-channel" in line
 
 
-def test_python_m_edgekit_and_version(run):
+def test_python_m_edgekit_and_version():
     import subprocess
     import sys
 

@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from click.testing import CliRunner
+from helpers import run_cli
 
-from edgekit.cli import cli
 from edgekit.demo import run_demo
 from edgekit.manifest import read_manifest
 
@@ -32,9 +31,9 @@ def test_demo_builds_fp32_and_int8_with_real_accuracy(tmp_path):
 def test_demo_cli_refuses_to_overwrite(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "demo.json").write_text("{}")  # an earlier demo: replaced only with --force
-    r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")])
+    r = run_cli("demo", "--out", str(tmp_path / "demo"))
     assert r.exit_code == 1 and "--force" in r.stderr
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")  # the user's folder: never replaced
-    r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "mine"), "--force"])
+    r = run_cli("demo", "--out", str(tmp_path / "mine"), "--force")
     assert r.exit_code == 1 and "never replaces" in r.stderr and (tmp_path / "mine" / "notes.txt").is_file()

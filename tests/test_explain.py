@@ -5,10 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import ProgramError
 from edgekit.explain import explain
 from edgekit.manifest import read_manifest
@@ -64,15 +63,13 @@ def test_explain_names_the_slowest_module_with_its_source_line_and_its_share(tmp
 
 def test_the_memory_plan_totals_the_programs_planned_bytes_and_the_cli_table_and_html(outlier, tmp_path):
     pkg = outlier["int8"].out_dir
-    r = CliRunner().invoke(
-        cli, ["explain", str(pkg), "--runs", "10", "--sort", "sqnr", "--html", str(tmp_path / "e.html"), "-q"]
-    )
+    r = run_cli("explain", str(pkg), "--runs", "10", "--sort", "sqnr", "--html", str(tmp_path / "e.html"), "-q")
     assert r.exit_code == 0, r.output
     assert "least faithful:" in r.stdout and "fc2 (Linear)" in r.stdout and "memory plan:" in r.stdout
     page = (tmp_path / "e.html").read_text()
     planned = read_manifest(pkg).program.planned_memory.planned_bytes
     assert page.count("data:image/png;base64") == 2 and f"{planned:,} bytes planned" in page
-    j = CliRunner().invoke(cli, ["explain", str(pkg), "--runs", "10", "--json", "-q"])
+    j = run_cli("explain", str(pkg), "--runs", "10", "--json", "-q")
     doc = json.loads(j.stdout)
     m = read_manifest(pkg)
     assert doc["memory"]["planned_bytes"] == m.program.planned_memory.planned_bytes  # the .pte's own plan
@@ -89,7 +86,7 @@ def test_explain_on_a_package_from_before_it_and_on_a_non_package(outlier, tmp_p
     ex = explain(old, runs=10)
     assert ex.notes and "no explain.json" in ex.notes[0] and ex.memory is None
     assert any(r.module.startswith("XNNPACK: Fully Connected") for r in ex.rows)  # by XNNPACK's names, still timed
-    r = CliRunner().invoke(cli, ["explain", str(tmp_path)])
+    r = run_cli("explain", str(tmp_path))
     assert r.exit_code == 1 and len([ln for ln in r.stderr.splitlines() if ln.startswith("Error")]) == 1
     assert "manifest" in r.stderr and "Traceback" not in r.output
 
@@ -109,9 +106,9 @@ def test_every_package_carries_reference_vectors_that_a_profile_checks_first(out
     with open(bad / "reference.npz", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01")
-    r = CliRunner().invoke(cli, ["profile", str(bad), "--runs", "5"])
+    r = run_cli("profile", str(bad), "--runs", "5")
     assert r.exit_code == 1 and "reference.npz does not match its manifest" in r.stderr and "Traceback" not in r.output
-    r = CliRunner().invoke(cli, ["profile", str(bad), "--runs", "5", "--no-check"])
+    r = run_cli("profile", str(bad), "--runs", "5", "--no-check")
     assert r.exit_code == 1  # the file is still the package's, damaged: --no-check does not make it readable
     # a package from before reference vectors profiles with a note
     old = tmp_path / "old"
@@ -119,7 +116,7 @@ def test_every_package_carries_reference_vectors_that_a_profile_checks_first(out
     doc = json.loads((old / "manifest.json").read_text())
     doc.pop("reference")
     (old / "manifest.json").write_text(json.dumps(doc))
-    r = CliRunner().invoke(cli, ["profile", str(old), "--runs", "5"])
+    r = run_cli("profile", str(old), "--runs", "5")
     assert r.exit_code == 0 and "answers not checked" in r.stdout and "before reference vectors" in r.stdout
 
 

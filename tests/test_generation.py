@@ -8,14 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_line_error
+from helpers import one_line_error, run_cli
 from loopback import QEMU, QEMU_MAX, private_sshd, require_device_tools
 from toy_models import tiny_decoder
 
 import edgekit
 from edgekit.bench.store import list_runs
-from edgekit.cli import cli
 from edgekit.program import inspect_program
 
 PROMPT = "def hello(name):"
@@ -32,16 +30,11 @@ def llama(tmp_path_factory):
     int8 candidates built through the build queue into a cache, where the tests below find the 8da4w package too."""
     d = tmp_path_factory.mktemp("gen")
     folder = tiny_decoder(d / "tiny-llama", "llama")
-    r = CliRunner().invoke(
-        cli,
-        ["build", f"hf:{folder}", "--task", "text-generation", "-t", "xnnpack-llm-fp32", "--max-seq-len", "64",
-         "-o", str(d / "xnnpack-llm-fp32"), "-q"],
-    )  # fmt: skip
+    r = run_cli("build", f"hf:{folder}", "--task", "text-generation", "-t", "xnnpack-llm-fp32", "--max-seq-len", "64",
+                "-o", str(d / "xnnpack-llm-fp32"), "-q")  # fmt: skip
     assert r.exit_code == 0, r.output
     tune = [*TUNE, "--cache", str(d / "cache")]
-    t = CliRunner().invoke(
-        cli, ["tune", f"hf:{folder}", *tune, "--max-ppl-increase", "1000", "-o", str(d / "tuned"), "--json", "-q"]
-    )
+    t = run_cli("tune", f"hf:{folder}", *tune, "--max-ppl-increase", "1000", "-o", str(d / "tuned"), "--json", "-q")
     assert t.exit_code == 0, t.output
     entries = {json.loads(m.read_text())["target"]["name"]: m.parent for m in (d / "cache").glob("*/manifest.json")}
     return {
@@ -94,9 +87,7 @@ def test_8da4w_quantizes_every_linear_and_stays_close(llama):
 
 
 def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_path):
-    r = CliRunner().invoke(
-        cli, ["profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "16", "--gen-len", "16", "--json", "-q"]
-    )
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "16", "--gen-len", "16", "--json", "-q")
     assert r.exit_code == 0, r.output
     p = json.loads(r.stdout)
     # the check: the first 48 tokens of the eval text (16 in one call, then one per call), the program's logits against
@@ -118,26 +109,23 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     manifest = json.loads((old / "manifest.json").read_text())
     del manifest["generation"]["reference"]
     (old / "manifest.json").write_text(json.dumps(manifest))
-    r = CliRunner().invoke(cli, ["profile", str(old), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q"])
+    r = run_cli("profile", str(old), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q")
     assert r.exit_code == 0 and "top tokens as when built" in r.output, r.output
     greedy = manifest["generation"]["greedy"]
     greedy["program_ids"] = [(t + 7) % 300 + 3 for t in greedy["program_ids"]]
     (old / "manifest.json").write_text(json.dumps(manifest))
-    r = CliRunner().invoke(cli, ["profile", str(old), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q"])
+    r = run_cli("profile", str(old), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "-q")
     one_line_error(r, 1, "answers differently here than when it was built", "--no-check")
     # reference logits that are not the manifest's are a damaged package, not a wrong program
     (tmp_path / "damaged").mkdir()
     for f in llama["xnnpack-llm-8da4w"].iterdir():
         (tmp_path / "damaged" / f.name).write_bytes(f.read_bytes())
     (tmp_path / "damaged" / "reference.npz").write_bytes(b"not the reference")
-    r = CliRunner().invoke(cli, ["profile", str(tmp_path / "damaged"), "--prompt-len", "8", "--gen-len", "4", "-q"])
+    r = run_cli("profile", str(tmp_path / "damaged"), "--prompt-len", "8", "--gen-len", "4", "-q")
     one_line_error(r, 1, "reference.npz is not the file the manifest names", "rebuild the package")
     # the native runner (no Python; the llama:: kernels are edgekit's C++): the same prompt, the same answers
-    r = CliRunner().invoke(
-        cli,
-        ["profile", str(llama["xnnpack-llm-8da4w"]), "--engine", "native", "--prompt-len", "16", "--gen-len", "16",
-         "--runs", "1", "--json", "-q"],
-    )  # fmt: skip
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), "--engine", "native", "--prompt-len", "16", "--gen-len",
+                "16", "--runs", "1", "--json", "-q")  # fmt: skip
     assert r.exit_code == 0, r.output
     n = json.loads(r.stdout)
     assert n["engine"] == "native" and "llm_ops.cpp" in n["engine_note"] and p["engine"] == "python"
@@ -197,11 +185,11 @@ def test_profile_on_a_device_runs_the_native_runner_there_and_labels_an_emulator
         )
         got = {}
         for dev, package in (("loop", pkg), ("arm", pkg), ("arm-gqa", shipped)):
-            r = CliRunner().invoke(cli, ["profile", str(package), "--device", dev.removesuffix("-gqa"), *args])
+            r = run_cli("profile", str(package), "--device", dev.removesuffix("-gqa"), *args)
             assert r.exit_code == 0, r.output
             got[dev] = json.loads(r.stdout)
-        wrong = CliRunner().invoke(cli, ["profile", str(pkg), "--device", "loop", "--engine", "python", *args])
-        board = CliRunner().invoke(cli, ["profile", str(llama["xnnpack-llm-int8"]), "--device", "armmax", *args])
+        wrong = run_cli("profile", str(pkg), "--device", "loop", "--engine", "python", *args)
+        board = run_cli("profile", str(llama["xnnpack-llm-int8"]), "--device", "armmax", *args)
     for dev, arch in (("loop", "x86_64"), ("arm", "aarch64"), ("arm-gqa", "aarch64")):
         p, c = got[dev], got[dev]["check"]
         assert p["device"]["name"] == dev.removesuffix("-gqa") and p["device"]["bundle"]["arch"] == arch, p["device"]
@@ -243,7 +231,7 @@ def test_generate_streams_what_executorchs_own_text_runner_generates(llama):
     ascii_ = lambda text: "".join(c for c in text if c.isascii() and c.isprintable())  # noqa: E731
     assert len(ascii_(ours)) >= 4 and ascii_(theirs).startswith(ascii_(ours)), (ours, theirs)
     # a prompt that begins with "-" is text, not an option of the worker
-    dash = CliRunner().invoke(cli, ["generate", str(pkg), "--prompt", "--help", "-n", "3", "-q"])
+    dash = run_cli("generate", str(pkg), "--prompt", "--help", "-n", "3", "-q")
     assert dash.exit_code == 0 and dash.output.strip(), dash.output
 
 
@@ -331,51 +319,50 @@ def test_a_gguf_files_4bit_grid_is_kept_where_it_is_and_the_rest_is_requantized(
 
 
 def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_path):
-    run = CliRunner().invoke
     out = tmp_path / "out"
     gen = ["--task", "text-generation", "-o", str(out)]
     # not a decoder: a CNN factory, an encoder folder
-    one_line_error(run(cli, ["build", "toy_models:small_cnn", *gen]), 2, "hf:DIR or gguf:FILE")
+    one_line_error(run_cli("build", "toy_models:small_cnn", *gen), 2, "hf:DIR or gguf:FILE")
     from transformers import BertConfig, BertModel
 
     BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
         tmp_path / "bert"
     )
-    one_line_error(run(cli, ["build", f"hf:{tmp_path / 'bert'}", *gen]), 1, "bert", "gpt2, llama")
+    one_line_error(run_cli("build", f"hf:{tmp_path / 'bert'}", *gen), 1, "bert", "gpt2, llama")
     # a GGUF that is not one, and one cut short
     (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x07" * 40)
-    one_line_error(run(cli, ["build", f"gguf:{tmp_path / 'bad.gguf'}", *gen]), 1, "not a readable GGUF")
+    one_line_error(run_cli("build", f"gguf:{tmp_path / 'bad.gguf'}", *gen), 1, "not a readable GGUF")
     # a group size that does not divide the width (64), an empty eval text
-    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "48"]), 2, "multiple of 32")
-    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--group-size", "96"]), 2, "does not divide")
+    one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--group-size", "48"), 2, "multiple of 32")
+    one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--group-size", "96"), 2, "does not divide")
     missing = str(tmp_path / "missing.txt")
-    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", missing]), 1, "does not exist")
+    one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--eval", missing), 1, "does not exist")
     (tmp_path / "empty.txt").write_text("\n")
     one_line_error(
-        run(cli, ["build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")]), 1, "at least 2"
+        run_cli("build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")), 1, "at least 2"
     )
-    one_line_error(run(cli, ["build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"]), 2, "calibration")
+    one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"), 2, "calibration")
     # a model that attends within a sliding window shorter than the cache: past it, the program would not be the model
     windowed = tiny_decoder(
         tmp_path / "windowed", "qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=0
     )
-    one_line_error(run(cli, ["build", f"hf:{windowed}", *gen, "--max-seq-len", "32"]), 2, "16-token sliding window")
+    one_line_error(run_cli("build", f"hf:{windowed}", *gen, "--max-seq-len", "32"), 2, "16-token sliding window")
     assert not out.exists()
     # a prompt longer than the cache; a generation past it
     pkg = str(llama["xnnpack-llm-fp32"])
-    one_line_error(run(cli, ["generate", pkg, "--prompt", "word " * 200]), 1, "cache holds 64")
-    one_line_error(run(cli, ["profile", pkg, "--prompt-len", "40", "--gen-len", "40"]), 2, "do not fit", "64-token")
+    one_line_error(run_cli("generate", pkg, "--prompt", "word " * 200), 1, "cache holds 64")
+    one_line_error(run_cli("profile", pkg, "--prompt-len", "40", "--gen-len", "40"), 2, "do not fit", "64-token")
     nowhere = ["--prompt-len", "8", "--gen-len", "8", "--device", "x", "--devices", str(tmp_path / "none.toml")]
-    one_line_error(run(cli, ["profile", pkg, *nowhere]), 1, "devices file", "does not exist")
-    one_line_error(run(cli, ["profile", pkg, "--ops", "--batch", "2"]), 2, "--batch, --ops", "generation program")
+    one_line_error(run_cli("profile", pkg, *nowhere), 1, "devices file", "does not exist")
+    one_line_error(run_cli("profile", pkg, "--ops", "--batch", "2"), 2, "--batch, --ops", "generation program")
     # a package whose external weights (the shared table) were damaged or left behind when it was copied
     parted = tmp_path / "parted"
     shutil.copytree(llama["xnnpack-llm-8da4w"], parted)
     (parted / "model.ptd").write_bytes((parted / "model.ptd").read_bytes()[:-100])
     short = ["--prompt-len", "8", "--gen-len", "8", "--runs", "1"]
-    one_line_error(run(cli, ["profile", str(parted), *short]), 1, "model.ptd is damaged", "whole package")
+    one_line_error(run_cli("profile", str(parted), *short), 1, "model.ptd is damaged", "whole package")
     (parted / "model.ptd").unlink()
-    one_line_error(run(cli, ["generate", str(parted), "--prompt", "hi"]), 1, "model.ptd is missing")
+    one_line_error(run_cli("generate", str(parted), "--prompt", "hi"), 1, "model.ptd is missing")
     # ... and in a build cache: the entry is corrupt, said once, and rebuilt rather than served
     from edgekit.builds import BuildCache
 
@@ -388,18 +375,18 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     # tune: a classifier's options on a decoder, a decoder's options on a classifier, a group size XNNPACK cannot run
     spec = f"hf:{llama['folder']}"
     (tmp_path / "calib.npz").write_bytes(b"")
-    r = run(cli, ["tune", spec, "--calibration", str(tmp_path / "calib.npz"), "--min-sqnr", "20", "-o", str(out)])
+    r = run_cli("tune", spec, "--calibration", str(tmp_path / "calib.npz"), "--min-sqnr", "20", "-o", str(out))
     one_line_error(r, 2, "--calibration, --min-sqnr", "do(es) not apply to a decoder")
-    r = run(cli, ["tune", "toy_models:mlp", "-c", "x.npz", "--max-ppl-increase", "5", "-o", str(out)])
+    r = run_cli("tune", "toy_models:mlp", "-c", "x.npz", "--max-ppl-increase", "5", "-o", str(out))
     one_line_error(r, 2, "--max-ppl-increase", "decoders")
-    one_line_error(run(cli, ["tune", spec, "--group-sizes", "48", "-o", str(out)]), 2, "multiple of 32")
+    one_line_error(run_cli("tune", spec, "--group-sizes", "48", "-o", str(out)), 2, "multiple of 32")
     # what a build would refuse is refused before any build: binary eval data, a cache past the model's positions;
     # a group size that divides no layer width skips its candidates (here all of them)
     (tmp_path / "eval.npz").write_bytes(bytes(range(256)) * 8)
-    r = run(cli, ["tune", spec, "--eval", str(tmp_path / "eval.npz"), "-o", str(out)])
+    r = run_cli("tune", spec, "--eval", str(tmp_path / "eval.npz"), "-o", str(out))
     one_line_error(r, 1, "not UTF-8 text")
-    one_line_error(run(cli, ["tune", spec, "--max-seq-len", "300", "-o", str(out)]), 2, "256 tokens")
-    r = run(cli, ["tune", spec, "--group-sizes", "96", "--embeddings", "int4", "--linears", "8da4w", "-o", str(out)])
+    one_line_error(run_cli("tune", spec, "--max-seq-len", "300", "-o", str(out)), 2, "256 tokens")
+    r = run_cli("tune", spec, "--group-sizes", "96", "--embeddings", "int4", "--linears", "8da4w", "-o", str(out))
     one_line_error(r, 1, "no candidate could be built", "group size 96 does not divide", "64, 128")
     assert not out.exists()
 
@@ -407,7 +394,6 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
 def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
     """A suite item with a text-generation target: built through the build queue, measured by the generation worker
     (decode steps as the latency samples, TTFT, perplexity), stored, compared and reported."""
-    run = CliRunner().invoke
     suite, store, cache = tmp_path / "suite.toml", tmp_path / "store", tmp_path / "cache"
     suite.write_text(
         'schema_version = 1\nname = "lm"\n[run]\nthreads = [1]\nprompt_len = 8\ngen_len = 16\n'
@@ -415,7 +401,7 @@ def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
         'targets = ["xnnpack-llm-fp32"]\n'
     )
     where = ["--store", str(store), "--cache", str(cache), "--executor", "inline"]
-    r = run(cli, ["bench", "run", str(suite), *where, "--save-as", "main"])
+    r = run_cli("bench", "run", str(suite), *where, "--save-as", "main")
     assert r.exit_code == 0, r.output
     assert "decode" in r.output and "tokens/s" in r.output and "ppl" in r.output
     (path,) = list_runs(store)
@@ -424,11 +410,11 @@ def test_bench_measures_generation_items_and_gates_on_them(llama, tmp_path):
     assert g["prompt_len"] == 8 and g["gen_len"] == 16 and g["rounds"] == 2 and g["decode_tokens_per_s"] > 0
     assert len(item["samples_ms"]) == 2 * 15 and abs(1000 / item["latency_ms"]["p50"] - g["decode_tokens_per_s"]) < 1
     assert b["perplexity"] > 1 and item["check"]["status"] == "passed", (b, item["check"])
-    again = run(cli, ["bench", "run", str(suite), *where])  # the cached build
+    again = run_cli("bench", "run", str(suite), *where)  # the cached build
     assert again.exit_code == 0, again.output
     # the deterministic figures gate here (the timings of a 1-layer model on a busy test machine would be noise)
     gate = ["--fail-on", "perplexity:1%", "--fail-on", "size:2%"]
-    cmp = run(cli, ["bench", "compare", "--baseline", "main", "--store", str(store), "--all", *gate])
+    cmp = run_cli("bench", "compare", "--baseline", "main", "--store", str(store), "--all", *gate)
     assert cmp.exit_code == 0, cmp.output
     assert "ttft" in cmp.output and "perplexity" in cmp.output and "no regression" in cmp.output
 
@@ -437,7 +423,6 @@ def test_tune_on_a_decoder_keeps_the_fastest_program_within_the_perplexity_budge
     """int4 and int8 linears built through the build queue (the fixture's tune), verified against the model handed
     in, measured by the generation worker; the chosen one is within the perplexity budget, and a budget none meets
     writes nothing."""
-    run = CliRunner().invoke
     m, out = llama["tuned"], llama["dir"] / "tuned"
     t = m["tune"]
     cands = {c["name"]: c for c in t["candidates"]}
@@ -454,6 +439,6 @@ def test_tune_on_a_decoder_keeps_the_fastest_program_within_the_perplexity_budge
     # its build comes from the cache (a candidate over the budget is not measured)
     assert cands["8da4w-g32-embint8"]["ppl_increase_pct"] > 1.0, cands
     only4 = [a if a != "8da4w,int8" else "8da4w" for a in args]
-    r = run(cli, [*only4, "--max-ppl-increase", "1", "-o", str(tmp_path / "none")])
+    r = run_cli(*only4, "--max-ppl-increase", "1", "-o", str(tmp_path / "none"))
     one_line_error(r, 1, "no candidate is within --max-ppl-increase 1%", "8da4w-g32-embint8")
     assert "cached" in r.output and not (tmp_path / "none").exists()

@@ -1,10 +1,9 @@
 """hf:PATH models for real: a small BERT made here with BertConfig and save_pretrained (no download, no mock)."""
 
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import DataError, ModelLoadError
 from edgekit.models import parse_input_spec
 from edgekit.program import inspect_program
@@ -70,23 +69,20 @@ def test_a_local_bert_builds_with_text_data_and_embedding_metrics(int8_bert):
 
 
 def test_the_last_hidden_state_and_the_cli(tiny_bert, tmp_path):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "build",
-            f"hf:{tiny_bert / 'bert'}",
-            "--hf-output",
-            "last_hidden_state",
-            "-i",
-            "1x8",
-            "-t",
-            "xnnpack-fp32",
-            "--eval",
-            str(tiny_bert / "sentences.txt"),
-            "-o",
-            str(tmp_path / "h"),
-            "-q",
-        ],
+    r = run_cli(
+        "build",
+        f"hf:{tiny_bert / 'bert'}",
+        "--hf-output",
+        "last_hidden_state",
+        "-i",
+        "1x8",
+        "-t",
+        "xnnpack-fp32",
+        "--eval",
+        str(tiny_bert / "sentences.txt"),
+        "-o",
+        str(tmp_path / "h"),
+        "-q",
     )
     assert r.exit_code == 0, r.output
     assert "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
@@ -104,7 +100,7 @@ def test_bad_hf_inputs_are_one_line(tiny_bert, tmp_path):
         edgekit.build(f"hf:{tiny_bert / 'bert'}", out=tmp_path / "o", eval=tmp_path / "empty.txt")
     with pytest.raises(DataError, match="needs a model with a tokenizer"):
         edgekit.build("toy_models:mlp", out=tmp_path / "o", eval=tiny_bert / "sentences.txt")
-    r = CliRunner().invoke(cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "16", "-o", str(tmp_path / "o")])
+    r = run_cli("build", f"hf:{tiny_bert / 'bert'}", "-i", "16", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "BATCHxTOKENS" in r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -115,26 +111,23 @@ def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths
     from edgekit.hf import tokenize
 
     out = tmp_path / "dyn"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "build",
-            f"hf:{tiny_bert / 'bert'}",
-            "-i",
-            "1x16",
-            "-t",
-            "xnnpack-int8-dynamic",
-            "--dynamic-dim",
-            "input_ids,attention_mask:1:4:48",
-            "-c",
-            str(tiny_bert / "sentences.txt"),
-            "--eval",
-            str(tiny_bert / "sentences.txt"),
-            "-o",
-            str(out),
-            "-q",
-            "--json",
-        ],
+    r = run_cli(
+        "build",
+        f"hf:{tiny_bert / 'bert'}",
+        "-i",
+        "1x16",
+        "-t",
+        "xnnpack-int8-dynamic",
+        "--dynamic-dim",
+        "input_ids,attention_mask:1:4:48",
+        "-c",
+        str(tiny_bert / "sentences.txt"),
+        "--eval",
+        str(tiny_bert / "sentences.txt"),
+        "-o",
+        str(out),
+        "-q",
+        "--json",
     )
     assert r.exit_code == 0, r.output
     import json
@@ -154,7 +147,7 @@ def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths
         assert [i["shape"] for i in prof.subject["inputs"]] == [[1, tokens], [1, tokens]]
     ids, mask = tokenize(tok, ["the cat"], 3)
     np.savez(tmp_path / "short.npz", x0=ids.numpy(), x1=mask.numpy())
-    r = CliRunner().invoke(cli, ["profile", str(out), "--inputs", str(tmp_path / "short.npz")])
+    r = run_cli("profile", str(out), "--inputs", str(tmp_path / "short.npz"))
     assert r.exit_code == 1 and "outside the program's range 4..48" in r.stderr and "Traceback" not in r.output
 
 
@@ -169,9 +162,7 @@ def test_dynamic_sequence_length_builds_verifies_and_profiles_at_several_lengths
     ],
 )
 def test_bad_dynamic_dims_are_usage_errors_and_write_nothing(tiny_bert, tmp_path, flag, message):
-    r = CliRunner().invoke(
-        cli, ["build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "--dynamic-dim", flag, "-o", str(tmp_path / "o")]
-    )
+    r = run_cli("build", f"hf:{tiny_bert / 'bert'}", "-i", "1x16", "--dynamic-dim", flag, "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, r.output
     assert not (tmp_path / "o").exists()
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import BudgetError, DataError, EdgekitError, ExportError, OutputExistsError
 from edgekit.manifest import read_manifest
 from edgekit.models import parse_dynamic_batch, parse_input_spec
@@ -179,7 +178,7 @@ def test_leftovers_of_a_killed_build_are_removed(tmp_path):
     edgekit.build("toy_models:mlp", "xnnpack-fp32", out=tmp_path / "o")
     assert not stale.exists() and live.exists()
     stale.mkdir()
-    r = CliRunner().invoke(cli, ["clean", str(tmp_path)])
+    r = run_cli("clean", str(tmp_path))
     assert r.exit_code == 0 and "1 leftover(s) removed" in r.output and not stale.exists() and live.exists()
 
 
@@ -213,9 +212,7 @@ def test_verify_figures_fit_what_the_output_is(tmp_path, int8_build):
     v = emb.manifest.verify
     assert v.task == "embed" and v.task_reason == "given with --task" and v.top1_agreement is None
     assert 0.9 < v.cosine_min <= v.cosine_similarity <= 1.0 and 0.5 <= v.nn_agreement <= 1.0
-    r = CliRunner().invoke(
-        cli, ["build", "toy_models:mlp", "-t", "xnnpack-int8-dynamic", "--task", "embed", "-o", tmp_path / "c", "-q"]
-    )
+    r = run_cli("build", "toy_models:mlp", "-t", "xnnpack-int8-dynamic", "--task", "embed", "-o", tmp_path / "c", "-q")
     assert r.exit_code == 0 and "nearest-neighbour agreement" in r.stdout and "top-1" not in r.stdout
 
 

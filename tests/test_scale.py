@@ -10,13 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_line_error
+from helpers import one_line_error, run_cli
 from loopback import free_port
 
 from edgekit.bench.run import run_suite
 from edgekit.bench.suite import load_suite
-from edgekit.cli import cli
 from edgekit.scale.executor import ExecutorError
 
 TESTS = Path(__file__).parent
@@ -138,9 +136,9 @@ def test_a_corrupt_cache_entry_is_rebuilt_and_said_once(cluster, remote, tmp_pat
     assert not errors and len(corrupt) == 1 and entry.name in corrupt[0] and corrupt[0].endswith("rebuilt")  # said once
     assert first == {k: b.manifest.program.sha256 for k, b in second.items()}
     assert sorted(b.cached for b in second.values()) == [False, True, True]  # only the corrupt one was built again
-    r = CliRunner().invoke(cli, ["cache", "ls", "--cache", str(cache)])
+    r = run_cli("cache", "ls", "--cache", str(cache))
     assert r.exit_code == 0 and "toy_models:mlp" in r.stdout
-    r = CliRunner().invoke(cli, ["cache", "prune", "--cache", str(cache), "--older-than", "0m"])
+    r = run_cli("cache", "prune", "--cache", str(cache), "--older-than", "0m")
     assert r.exit_code == 0 and "removed 3 entries" in r.stdout
 
 
@@ -209,18 +207,15 @@ def test_a_worker_with_another_stack_is_refused_before_any_build(tmp_path):
     ],
 )
 def test_bad_executor_and_cache_are_one_line(cluster, tmp_path, args, code, fragment):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "run",
-            str(cluster["dir"] / "suite.toml"),
-            "--store",
-            str(tmp_path / "st"),
-            "--cache",
-            str(tmp_path / "c"),
-            *args,
-        ],
+    r = run_cli(
+        "bench",
+        "run",
+        str(cluster["dir"] / "suite.toml"),
+        "--store",
+        str(tmp_path / "st"),
+        "--cache",
+        str(tmp_path / "c"),
+        *args,
     )
     one_line_error(r, code, fragment)
 

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli
 
 import edgekit
-from edgekit.cli import cli
 from edgekit.errors import DataError, UsageError
 from edgekit.manifest import read_manifest
 from edgekit.targets import QuantScheme, load_target
@@ -80,28 +79,25 @@ def test_an_interrupted_tune_resumes_from_the_cache(tmp_path):
             options=_opts(tmp_path / "cache", executor="local:1", prune_ratios=(), precisions=precisions),
         )
     assert not (tmp_path / "o").exists()
-    r = CliRunner().invoke(
-        cli,
-        [
-            "tune",
-            "toy_models:mlp",
-            "-c",
-            str(tmp_path / "calib.npz"),
-            "--runs",
-            "20",
-            "--precisions",
-            "fp32,int8-static-per-channel,int8-static-per-tensor",
-            "--cache",
-            str(tmp_path / "cache"),
-            "--executor",
-            "inline",
-            "--prune-ratios",
-            "none",
-            "-o",
-            str(tmp_path / "o"),
-            "--json",
-            "-q",
-        ],
+    r = run_cli(
+        "tune",
+        "toy_models:mlp",
+        "-c",
+        str(tmp_path / "calib.npz"),
+        "--runs",
+        "20",
+        "--precisions",
+        "fp32,int8-static-per-channel,int8-static-per-tensor",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--executor",
+        "inline",
+        "--prune-ratios",
+        "none",
+        "-o",
+        str(tmp_path / "o"),
+        "--json",
+        "-q",
     )
     assert r.exit_code == 0, r.output
     cands = json.loads(r.stdout)["tune"]["candidates"]
@@ -110,30 +106,27 @@ def test_an_interrupted_tune_resumes_from_the_cache(tmp_path):
 
 
 def test_no_candidate_meeting_the_budget_names_the_closest_and_writes_nothing(data, tmp_path):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "tune",
-            "toy_models:fragile",
-            "-c",
-            str(data / "calib.npz"),
-            "--eval",
-            str(data / "eval.npz"),
-            "--min-sqnr",
-            "400",
-            "--precisions",
-            "int8-static-per-channel",
-            "--prune-ratios",
-            "none",
-            "--runs",
-            "20",
-            "--cache",
-            str(data / "cache"),  # the mixed-precision test's build is here
-            "--executor",
-            "inline",
-            "-o",
-            str(tmp_path / "o"),
-        ],
+    r = run_cli(
+        "tune",
+        "toy_models:fragile",
+        "-c",
+        str(data / "calib.npz"),
+        "--eval",
+        str(data / "eval.npz"),
+        "--min-sqnr",
+        "400",
+        "--precisions",
+        "int8-static-per-channel",
+        "--prune-ratios",
+        "none",
+        "--runs",
+        "20",
+        "--cache",
+        str(data / "cache"),  # the mixed-precision test's build is here
+        "--executor",
+        "inline",
+        "-o",
+        str(tmp_path / "o"),
     )
     assert (
         r.exit_code == 1 and "no candidate meets SQNR ≥ 400 dB: the closest" in r.stderr and "misses by" in r.stderr
@@ -144,7 +137,7 @@ def test_no_candidate_meeting_the_budget_names_the_closest_and_writes_nothing(da
 def test_tune_refuses_to_run_without_calibration_data_or_with_data_that_does_not_fit(data, tmp_path):
     with pytest.raises(UsageError, match="needs --calibration"):
         tune("toy_models:mlp", calibration=None, out=tmp_path / "o")
-    r = CliRunner().invoke(cli, ["tune", "toy_models:mlp", "-o", str(tmp_path / "o")])
+    r = run_cli("tune", "toy_models:mlp", "-o", str(tmp_path / "o"))
     assert r.exit_code == 2 and "needs --calibration DATA" in r.stderr and not (tmp_path / "o").exists()
     with pytest.raises(DataError, match="expects"):  # data that does not fit the model fails before any build
         tune("toy_models:mlp", calibration=data / "calib.npz", out=tmp_path / "o", options=_opts(tmp_path / "cache"))
@@ -260,33 +253,30 @@ def test_a_pruned_candidate_that_is_faster_but_no_longer_the_users_model_is_not_
 
 
 def test_with_labels_and_finetune_data_the_pruned_candidate_that_keeps_accuracy_is_chosen(wide, digits_like, tmp_path):
-    r = CliRunner().invoke(
-        cli,
-        [
-            "tune",
-            wide["spec"],
-            "-c",
-            str(digits_like["calib"]),
-            "--eval",
-            str(digits_like["eval"]),
-            "--finetune",
-            str(digits_like["train"]),
-            "--max-accuracy-drop",
-            "0.02",
-            "--prune-ratios",
-            "0.5",
-            "--precisions",
-            "int8-static-per-channel",
-            "--runs",
-            "20",
-            "--cache",
-            str(wide["cache"]),
-            "--executor",
-            "inline",
-            "-o",
-            str(tmp_path / "o"),
-            "-q",
-        ],
+    r = run_cli(
+        "tune",
+        wide["spec"],
+        "-c",
+        str(digits_like["calib"]),
+        "--eval",
+        str(digits_like["eval"]),
+        "--finetune",
+        str(digits_like["train"]),
+        "--max-accuracy-drop",
+        "0.02",
+        "--prune-ratios",
+        "0.5",
+        "--precisions",
+        "int8-static-per-channel",
+        "--runs",
+        "20",
+        "--cache",
+        str(wide["cache"]),
+        "--executor",
+        "inline",
+        "-o",
+        str(tmp_path / "o"),
+        "-q",
     )
     assert r.exit_code == 0, r.output
     assert "vs your model" in r.stdout and "fidelity:" in r.stdout and "against your model" in r.stdout
