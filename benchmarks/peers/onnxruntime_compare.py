@@ -68,7 +68,9 @@ def calibration(name: str, example: np.ndarray) -> np.ndarray:
     return np.random.default_rng(1).standard_normal((CALIB_SAMPLES, *example.shape[1:])).astype(np.float32)
 
 
-def export_onnx(model, x, path: Path) -> str:
+def export_onnx(model, x, path: Path, inputs: tuple | None = None, names: tuple = ("x",)) -> str:
+    """``model`` to ONNX at ``path`` for the one input ``x`` (or the tuple ``inputs``, named ``names``), quietly: the
+    exporter used, the dynamo one unless it fails."""
     import contextlib
     import io
 
@@ -77,10 +79,10 @@ def export_onnx(model, x, path: Path) -> str:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each step
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["x"])
+            torch.onnx.export(model, inputs or (x,), str(path), dynamo=True, input_names=list(names))
             return "torch.onnx.export(dynamo=True)"
         except Exception:  # fall back to the TorchScript exporter and say so
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"], opset_version=17)
+            torch.onnx.export(model, inputs or (x,), str(path), dynamo=False, input_names=list(names), opset_version=17)
             return "torch.onnx.export(dynamo=False, opset 17)"
 
 
@@ -343,21 +345,15 @@ def et_ops_side(model: str, tmp: Path, runs: int) -> dict:
 
 
 def ort_ops_side(model: str, tmp: Path, calib: Path, runs: int) -> dict:
-    import contextlib
-    import io
-
     import onnx
     import onnxruntime as ort
-    import torch
 
     from benchmarks import realsize
 
     net, example = realsize.MODELS[model]()
-    names = ["input_ids", "attention_mask"] if len(example) > 1 else ["x"]
+    names = ("input_ids", "attention_mask") if len(example) > 1 else ("x",)
     fp32 = tmp / f"{model}.onnx"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, example, str(fp32), dynamo=True, input_names=names)
+    export_onnx(net, None, fp32, inputs=tuple(example), names=names)
     q = tmp / f"{model}_q.onnx"
     with np.load(calib) as z:
         data = {k: z[k] for k in z.files}
