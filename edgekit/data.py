@@ -21,6 +21,9 @@ from .errors import DataError, first_line
 INPUT_KEYS = ("x", "inputs", "input", "images", "data")
 LABEL_KEYS = ("y", "labels", "label", "targets", "target")
 SUFFIXES = (".npz", ".npy", ".pt")
+#: the seeds of a build's random data: reproducible, and verification never reuses a calibration sample
+CALIBRATION_SEED = 1
+VERIFY_SEED = 2
 
 
 @dataclass(frozen=True)

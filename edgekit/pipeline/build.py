@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from .._noise import import_stack
 from ..causal import is_causal_lm
-from ..data import check_data_paths, random_dataset, resolve_data
+from ..data import CALIBRATION_SEED, check_data_paths, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
 from ..fileops import check_output
@@ -26,9 +26,6 @@ from .tensor_verify import verify_tensor_program
 
 DEFAULT_FINETUNE_EPOCHS = 3
 
-#: Seeds keep random data reproducible and make sure verification (tensor_verify.VERIFY_SEED) never reuses
-#: calibration samples.
-CALIBRATION_SEED = 1
 FP16_NOTE = "cast to float16 before export: weights and activations fp16, inputs and outputs float32"
 
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data import Dataset, random_dataset
+from ..data import VERIFY_SEED, Dataset, random_dataset
 from .stages import Stage
 from .state import BuildState
-
-#: random verification data's seed: never the calibration's (pipeline.build.CALIBRATION_SEED = 1)
-VERIFY_SEED = 2
 
 
 def verify_tensor_program(st: BuildState, verify_samples: int, task: str | None) -> None:
