@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import family
 from .errors import ConfigError, TargetNotFoundError
 from .target_config import (  # noqa: F401  (the tables and enums are part of this module's names, as before)
     GENERATION,
@@ -82,8 +83,13 @@ class Target:
                 f"quantize.scheme = '{self.quantize.scheme.value}' is for generation programs: add "
                 f"task = '{GENERATION}' to the target"
             )
-        if self.backend is Backend.PORTABLE and self.quantize.scheme is not QuantScheme.NONE:
-            raise ConfigError("backend = 'portable' runs fp32 only here; quantized programs need the xnnpack backend")
+        fam = family(self.backend)
+        if self.quantize.scheme not in fam.schemes:
+            runs = "fp32 only" if fam.schemes == {QuantScheme.NONE} else ", ".join(sorted(s.value for s in fam.schemes))
+            raise ConfigError(
+                f"backend = '{self.backend.value}' runs {runs} here, not quantize.scheme = "
+                f"'{self.quantize.scheme.value}'; quantized programs need the xnnpack backend"
+            )
 
     def replace(self, **changes: Any) -> "Target":
         """A copy with top-level fields or ``section__field`` keys changed (``prune__sparsity=0.5``)."""

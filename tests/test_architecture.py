@@ -178,3 +178,21 @@ def test_no_module_is_over_400_lines_without_saying_why():
         ):
             long.append(f"{path.relative_to(ROOT)} ({len(text.splitlines())})")
     assert not long, long
+
+
+def test_one_place_decides_the_kind_of_program():
+    """Whether a build, a package or a model is a generation program (or any other kind) is asked of edgekit.kinds;
+    no room decides it again by looking at the manifest's generation section, the causal-LM test or a kind's name."""
+    import re
+
+    deciding = re.compile(
+        r"(?<!self)\.generation is (not )?None|\bis_causal_lm\(|is_generation_package|kind\.name ==|kinds\.KINDS\b"
+    )
+    found = []
+    for path in sorted((ROOT / "edgekit").rglob("*.py")):
+        if path.name == "kinds.py" or path == ROOT / "edgekit" / "causal.py":  # the seam, and the test's definition
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if deciding.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, found

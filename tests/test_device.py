@@ -152,6 +152,23 @@ def test_a_board_that_computes_wrong_int8_results_fails_the_reference_check_in_o
     assert r.exit_code == 0 and json.loads(r.stdout)["check"]["status"] == "skipped"
 
 
+def test_a_board_whose_arch_the_programs_backend_does_not_run_is_refused_before_anything_is_sent(
+    fleet, fp32_build, monkeypatch
+):
+    """A backend family lists the archs that run its programs (OpenVINO: x86_64 only); the board is asked its arch and
+    refused before the bundle or the program is sent. Here XNNPACK's family is narrowed to x86_64 to stand for one."""
+    import dataclasses
+
+    from edgekit import backends
+    from edgekit.targets import Backend
+
+    x86_only = dataclasses.replace(backends.FAMILIES[Backend.XNNPACK], archs=("x86_64",))
+    monkeypatch.setitem(backends.FAMILIES, Backend.XNNPACK, x86_only)
+    r = run_cli("profile", fp32_build.out_dir, "--device", "arm", "--devices", fleet["devices"], "--runs", "3")
+    one_line_error(r, 1, "device arm is aarch64: xnnpack programs run on x86_64 only")
+    assert _runs_left(fleet, "work-arm") == []
+
+
 def test_fp16_programs_run_on_an_arm_core_with_fp16_arithmetic(fleet, fp32_build, tmp_path):
     # cortex-a76 has asimdhp: XNNPACK takes its native fp16 kernels there (x86 without AVX512-FP16 emulates them)
     pkg = edgekit.build(

@@ -25,7 +25,10 @@ from edgekit.runner.protocol import (
     read_result,
 )
 
-RUNNER = (Path(pyworker.__file__).parent / "runner.cpp").read_text()
+SOURCES = Path(pyworker.__file__).parent
+TENSOR_MODE = (SOURCES / "runner.cpp").read_text()
+GENERATION_MODE = (SOURCES / "runner_generation.cpp").read_text()
+RUNNER = TENSOR_MODE + GENERATION_MODE + (SOURCES / "runner.h").read_text()
 
 
 def test_the_native_runner_speaks_the_protocol():
@@ -36,12 +39,12 @@ def test_the_native_runner_speaks_the_protocol():
         assert f'"{prefix.strip()} ' in RUNNER
     options = set(re.findall(r'k == "(--[\w-]+)"', RUNNER))
     assert options == set(WORKER_OPTIONS) | set(GENERATION_OPTIONS)
-    # the JSON keys the runner writes in each mode: a generation profile's in run_generation, a profile's elsewhere
-    start, end = RUNNER.index("int run_generation("), RUNNER.index("int main(")
-    keys = lambda text: set(re.findall(r'\\"(\w+)\\":', text))  # noqa: E731
+    # the JSON keys the runner writes in each mode, all through its one writer (runner.h's JsonObject)
+    keys = lambda text: set(re.findall(r'\.(?:num|integer|text|nums|ints|object|objects)\("(\w+)"', text))  # noqa: E731
     fields = lambda *contracts: {f.name for c in contracts for f in dataclasses.fields(c)}  # noqa: E731
-    assert keys(RUNNER[:start] + RUNNER[end:]) == fields(WorkerResult, CpuUsage)
-    assert keys(RUNNER[start:end]) == fields(GenerationWorkerResult, GenerationRound, GenerationCheckResult)
+    assert keys(TENSOR_MODE) == fields(WorkerResult, CpuUsage)
+    assert keys(GENERATION_MODE) == fields(GenerationWorkerResult, GenerationRound, GenerationCheckResult)
+    assert not re.search(r'\\"\w+\\":', TENSOR_MODE + GENERATION_MODE)  # no JSON written by hand beside it
 
 
 def test_the_generation_worker_takes_the_generation_options():

@@ -73,8 +73,8 @@ def _tensor_item(
     )
 
 
-def _generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
-    """A text-generation item: prefill and decode measured by a generation profile (here in the suite's engine, whose
+def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
+    """A text-generation item (the generation kind's, :mod:`edgekit.kinds`): prefill and decode measured by a generation profile (here in the suite's engine, whose
     ``auto`` is the Python worker with ExecuTorch's llama:: kernels; on a device by the native runner); the latency
     samples are the decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and
     perplexity beside them."""
@@ -156,25 +156,31 @@ def _check_summary(check: Any) -> dict | None:
 
 def measure_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Any, device: Any = None) -> Any:
     """Profile one item of a finished build (here, or on ``device``): a BenchItem, or the BenchFailure saying why not."""
+    from .. import kinds
+
+    try:
+        if not isinstance(b, Built):
+            raise BenchError(b)  # the build itself failed: its error text
+        return kinds.step(kinds.of_manifest(b.manifest), "bench_item")(suite, model, target, threads, b, device)
+    except EdgekitError as exc:
+        return BenchFailure(model.name, target, threads, str(exc))
+
+
+def tensor_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
+    """A model's item (the tensor kind's, :mod:`edgekit.kinds`): a profile of runs of one input, with the slowest and
+    least faithful modules from an ETDump where the native runner measures here."""
     import dataclasses
     import tempfile
 
     from ..profile.harness import profile
 
-    try:
-        if not isinstance(b, Built):
-            raise BenchError(b)  # the build itself failed: its error text
-        if b.manifest.generation is not None:
-            return _generation_item(suite, model, target, threads, b, device)
-        opts = _profile_options(suite, threads)
-        if device is not None or suite.run.engine == "python":  # the ETDump comes from the native runner, here
-            return _tensor_item(model, target, threads, b, profile(b.folder, options=opts, device=device))
-        with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-            etdump = Path(tmp) / "run.etdp"
-            prof = profile(b.folder, options=dataclasses.replace(opts, ops=True, ops_runs=20, etdump_out=str(etdump)))
-            return _tensor_item(model, target, threads, b, prof, _explanation_summary(b.folder, etdump, prof))
-    except EdgekitError as exc:
-        return BenchFailure(model.name, target, threads, str(exc))
+    opts = _profile_options(suite, threads)
+    if device is not None or suite.run.engine == "python":  # the ETDump comes from the native runner, here
+        return _tensor_item(model, target, threads, b, profile(b.folder, options=opts, device=device))
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        etdump = Path(tmp) / "run.etdp"
+        prof = profile(b.folder, options=dataclasses.replace(opts, ops=True, ops_runs=20, etdump_out=str(etdump)))
+        return _tensor_item(model, target, threads, b, prof, _explanation_summary(b.folder, etdump, prof))
 
 
 def _explanation_summary(folder: Path, etdump: Path, prof: Any) -> dict | None:

@@ -67,7 +67,9 @@ def edgekit_source_digest() -> str:
     """Hash of edgekit's own code and built-in targets: a change to the pipeline must not re-use old builds."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for f in sorted([*root.rglob("*.py"), *root.rglob("*.cpp"), *(root.parent / "targets").glob("*.toml")]):
+    for f in sorted(
+        [*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.h"), *(root.parent / "targets").glob("*.toml")]
+    ):
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import click
@@ -190,15 +192,16 @@ def build(
       edgekit build mypkg.nets:make_net -i 1x3x224x224 -t xnnpack-int8 -c calib.npz -o build/net
       edgekit build gguf:SmolLM2-135M-Instruct.Q4_1.gguf --task text-generation -t xnnpack-llm-8da4w -o build/lm
     """
+    from .. import kinds
     from ..fileops import check_output
-    from ..pipeline.build import build as run_build
+    from ..pipeline.request import BuildRequest, run_build
     from ..target_overrides import with_build_options
-    from ..targets import GENERATION, load_target
+    from ..targets import load_target
     from . import render
 
-    generation = task == GENERATION or (target is not None and load_target(target).task == GENERATION)
+    kind = kinds.for_build(load_target(target) if target is not None else None, task)
     tgt = with_build_options(
-        load_target(target or ("xnnpack-llm-8da4w" if generation else "xnnpack-fp32")),
+        load_target(target or kind.default_target),
         has_eval=eval_data is not None,
         group_size=group_size,
         max_ppl_increase=max_ppl_increase,
@@ -212,37 +215,36 @@ def build(
         scope=prune_scope,
         round_to=prune_round_to,
     )
+    request = BuildRequest(
+        model=model,
+        out=Path(out),
+        target=tgt,
+        inputs=tuple(inputs),
+        calibration=calibration,
+        eval=eval_data,
+        dynamic_batch=dynamic_batch,
+        dynamic_dims=tuple(dynamic_dims),
+        finetune=finetune,
+        finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr,
+        force=force,
+        task=task,
+        hf_output=hf_output,
+        reference_samples=reference_samples,
+        reference_max_mb=reference_max_mb,
+        explain=not no_explain,
+        max_seq_len=max_seq_len,
+    )
+    request.check_applies(kind)  # before anything is printed or imported
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:
         render.console().print(f"[bold]edgekit build[/] {model} → {out} [dim](target {tgt.name})[/]")
     try:
-        result = run_build(
-            model,
-            tgt,
-            out=out,
-            inputs=inputs,
-            calibration=calibration,
-            eval=eval_data,
-            dynamic_batch=dynamic_batch,
-            dynamic_dims=dynamic_dims,
-            finetune=finetune,
-            finetune_epochs=finetune_epochs,
-            finetune_lr=finetune_lr,
-            force=force,
-            task=task,
-            hf_output=hf_output,
-            progress=progress,
-            reference_samples=reference_samples,
-            reference_max_mb=reference_max_mb,
-            explain=not no_explain,
-            max_seq_len=max_seq_len,
-        )
+        result = run_build(dataclasses.replace(request, progress=progress))
     finally:
         progress.close()
     if as_json:
         emit_json(result.manifest.to_dict())
-    elif result.manifest.generation is not None:
-        render.generation_summary(result)
     else:
-        render.build_summary(result)
+        kinds.step(kinds.of_manifest(result.manifest), "render_build")(result)

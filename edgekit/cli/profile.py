@@ -3,11 +3,18 @@ a language model's text streamed."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
 import click
 
 from .._options import Finite, defaulted
 from ..runner.protocol import SELECTABLE_ENGINES
 from .options import emit_json, parsed
+
+if TYPE_CHECKING:
+    from ..specs import InputSpec
 
 
 @click.command()
@@ -133,109 +140,160 @@ def profile(
       edgekit profile --eager mypkg.nets:make_net --input 1x3x224x224
       edgekit profile build/net --device pi5 --threads 1,4
     """
+    from .. import kinds
     from ..errors import UsageError
-    from ..fileops import write_json
-    from ..profile.harness import profile as run_profile
-    from ..profile.options import ProfileOptions, parse_cpus, parse_threads
-    from . import render
 
     if (program is None) == (eager is None):
         raise UsageError(
             "nothing to profile" if program is None else "give PROGRAM or --eager, not both",
             "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE",
         )
-    from ..profile.generation import is_generation_package
+    given = locals()  # (a comprehension has locals of its own)
+    args = ProfileArgs(**{f.name: given[f.name] for f in dataclasses.fields(ProfileArgs)})
+    kind = kinds.of_package(program) if program is not None else kinds.TENSOR
+    kinds.step(kind, "profile_command")(args)
 
-    if program is not None and is_generation_package(program):
-        from ..profile.generation import profile_generation
 
-        ignored = [
-            opt
-            for opt, given in (
-                ("--input", bool(input_specs)),
-                ("--inputs", inputs_file is not None),
-                ("--batch", batch is not None),
-                ("--ops", ops),
-                ("--save-outputs", save_outputs is not None),
-                ("--target", target is not None),
-                ("--method", method != "forward"),
-                ("--min-seconds", min_seconds is not None),
-            )
-            if given
-        ]
-        if ignored:
-            raise UsageError(
-                f"{', '.join(ignored)} do(es) not apply to a generation program",
-                "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device",
-            )
+@dataclass(frozen=True)
+class ProfileArgs:
+    """What ``edgekit profile`` was given, for the kind of program that measures it (:mod:`edgekit.kinds`)."""
 
-        gen = []
-        for threads in parse_threads(threads_text) if threads_text else [1]:
-            if not quiet:
-                render.console().print(f"[dim]generation profile, {threads} thread(s)…[/]")
-            gen.append(
-                profile_generation(
-                    program,
-                    prompt_len=prompt_len,
-                    gen_len=gen_len,
-                    runs=runs or 3,
-                    warmup=1 if warmup is None else warmup,
-                    threads=threads,
-                    cpus=parse_cpus(cpus),
-                    check=not no_check,
-                    # a generation profile runs hundreds of steps: 30 min unless --timeout was given
-                    timeout=1800.0 if defaulted("timeout") else timeout,
-                    engine=engine,
-                    device=device,
-                    devices_file=devices_file,
-                )
+    program: str | None
+    eager: str | None
+    input_specs: tuple[InputSpec, ...]
+    inputs_file: str | None
+    batch: int | None
+    engine: str
+    threads_text: str | None
+    cpus: str | None
+    runs: int | None
+    warmup: int | None
+    warmup_seconds: float
+    min_seconds: float | None
+    max_seconds: float
+    timeout: float
+    method: str
+    ops: bool
+    target: str | None
+    device: str | None
+    devices_file: str | None
+    save_outputs: str | None
+    no_check: bool
+    prompt_len: int
+    gen_len: int
+    as_json: bool
+    out_file: str | None
+    quiet: bool
+
+
+def _refuse(given: list[tuple[str, bool]], noun: str, hint: str) -> None:
+    from ..errors import UsageError
+
+    wrong = [opt for opt, on in given if on]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} do(es) not apply to {noun}", hint)
+
+
+def _emit(data: list[dict], a: ProfileArgs, show: Callable[[], None]) -> None:
+    from ..fileops import write_json
+
+    payload = data[0] if len(data) == 1 else {"schema_version": 1, "sweep": data}
+    if a.out_file:
+        write_json(a.out_file, payload)
+    emit_json(payload) if a.as_json else show()
+
+
+def profile_generation_package(a: ProfileArgs) -> None:
+    """The generation kind's ``edgekit profile``: time to first token, prefill and decode tokens per second."""
+    from ..profile.generation import profile_generation
+    from ..profile.options import parse_cpus, parse_threads
+    from . import render
+
+    _refuse(
+        [
+            ("--input", bool(a.input_specs)),
+            ("--inputs", a.inputs_file is not None),
+            ("--batch", a.batch is not None),
+            ("--ops", a.ops),
+            ("--save-outputs", a.save_outputs is not None),
+            ("--target", a.target is not None),
+            ("--method", a.method != "forward"),
+            ("--min-seconds", a.min_seconds is not None),
+        ],
+        "a generation program",
+        "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device",
+    )
+    gen = []
+    for threads in parse_threads(a.threads_text) if a.threads_text else [1]:
+        if not a.quiet:
+            render.console().print(f"[dim]generation profile, {threads} thread(s)…[/]")
+        gen.append(
+            profile_generation(
+                a.program,
+                prompt_len=a.prompt_len,
+                gen_len=a.gen_len,
+                runs=a.runs or 3,
+                warmup=1 if a.warmup is None else a.warmup,
+                threads=threads,
+                cpus=parse_cpus(a.cpus),
+                check=not a.no_check,
+                # a generation profile runs hundreds of steps: 30 min unless --timeout was given
+                timeout=1800.0 if defaulted("timeout") else a.timeout,
+                engine=a.engine,
+                device=a.device,
+                devices_file=a.devices_file,
             )
-        data = [r.to_dict() for r in gen]
-        payload = data[0] if len(data) == 1 else {"schema_version": 1, "sweep": data}
-        if out_file:
-            write_json(out_file, payload)
-        emit_json(payload) if as_json else render.generation_report(gen)
-        return
-    results = []
-    for threads in parse_threads(threads_text) if threads_text else [None]:
-        opts = ProfileOptions(
-            runs=runs,
-            warmup=warmup,
-            warmup_seconds=warmup_seconds,
-            min_seconds=min_seconds,
-            max_seconds=max_seconds,
-            threads=threads,
-            cpus=parse_cpus(cpus),
-            timeout=timeout,
-            method=method,
-            engine=engine,
-            ops=ops,
-            batch=batch,
-            save_outputs=save_outputs,
-            check=not no_check,
         )
-        bar = render.PhaseProgress(quiet, f"profile ({threads or 'default'} thread(s))")
+    _emit([r.to_dict() for r in gen], a, lambda: render.generation_report(gen))
+
+
+def profile_tensor(a: ProfileArgs) -> None:
+    """The tensor kind's ``edgekit profile``: runs of one input, their latency, memory and energy."""
+    from ..profile.harness import profile as run_profile
+    from ..profile.options import ProfileOptions, parse_cpus, parse_threads
+    from . import render
+
+    _refuse(
+        [("--prompt-len", not defaulted("prompt_len")), ("--gen-len", not defaulted("gen_len"))],
+        "a model's program",
+        "they size a generation program's profile (a package built with --task text-generation)",
+    )
+    results = []
+    for threads in parse_threads(a.threads_text) if a.threads_text else [None]:
+        opts = ProfileOptions(
+            runs=a.runs,
+            warmup=a.warmup,
+            warmup_seconds=a.warmup_seconds,
+            min_seconds=a.min_seconds,
+            max_seconds=a.max_seconds,
+            threads=threads,
+            cpus=parse_cpus(a.cpus),
+            timeout=a.timeout,
+            method=a.method,
+            engine=a.engine,
+            ops=a.ops,
+            batch=a.batch,
+            save_outputs=a.save_outputs,
+            check=not a.no_check,
+        )
+        bar = render.PhaseProgress(a.quiet, f"profile ({threads or 'default'} thread(s))")
         try:
             results.append(
                 run_profile(
-                    program,
-                    eager=eager,
-                    eager_inputs=input_specs,
-                    inputs=inputs_file,
-                    target=target,
+                    a.program,
+                    eager=a.eager,
+                    eager_inputs=a.input_specs,
+                    inputs=a.inputs_file,
+                    target=a.target,
                     options=opts,
                     progress=bar,
-                    device=device,
-                    devices_file=devices_file,
+                    device=a.device,
+                    devices_file=a.devices_file,
                 )
             )
         finally:
             bar.close()
-    data = [r.to_dict() for r in results]
-    payload = data[0] if len(data) == 1 else {"schema_version": 1, "sweep": data}
-    if out_file:
-        write_json(out_file, payload)
-    emit_json(payload) if as_json else render.profile_report(results)
+    _emit([r.to_dict() for r in results], a, lambda: render.profile_report(results))
     for r in results:
         r.raise_for_budget()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
@@ -216,58 +218,132 @@ def tune(
       edgekit tune mypkg.nets:make_net -i 1x3x224x224 -c calib.npz --eval test.npz --max-accuracy-drop 0.01 -o build/best
       edgekit tune gguf:SmolLM2.gguf --eval heldout.txt --max-ppl-increase 40 -o build/llm
     """
-    from ..causal import is_causal_lm
+    from .. import kinds
 
-    given = {p.name: p.opts[0] for p in click.get_current_context().command.params if not defaulted(p.name)}
-    gen_only = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
-    if is_causal_lm(model):
-        model_only = (
-            "inputs", "calibration", "finetune", "base_target", "max_accuracy_drop", "min_sqnr", "objective",
-            "precisions", "prune_ratios", "runs", "time_budget",
-        )  # fmt: skip
-        wrong = [given[n] for n in model_only if n in given]
-        if wrong:
-            raise click.UsageError(
-                f"{', '.join(wrong)} do(es) not apply to a decoder: tune searches its generation programs by "
-                "--max-ppl-increase, --linears, --group-sizes and --embeddings"
-            )
-        _tune_generation(model, locals(), quiet, as_json)
-        return
-    wrong = [given[n] for n in gen_only if n in given]
+    loc = locals()  # (a comprehension has locals of its own)
+    args = TuneArgs(**{f.name: loc[f.name] for f in dataclasses.fields(TuneArgs)})
+    kinds.step(kinds.for_tune(model), "tune_command")(args)
+
+
+@dataclass(frozen=True)
+class TuneArgs:
+    """What ``edgekit tune`` was given, for the kind of program it searches (:mod:`edgekit.kinds`)."""
+
+    model: str
+    inputs: tuple[str, ...]
+    calibration: str | None
+    eval_data: str | None
+    finetune: str | None
+    base_target: str
+    max_accuracy_drop: float | None
+    min_sqnr: float | None
+    objective: str
+    threads: int
+    precisions: tuple[str, ...]
+    prune_ratios: tuple[float, ...]
+    runs: int
+    rounds: int
+    time_budget: float | None
+    cache: str
+    executor: str | None
+    max_ppl_increase: float | None
+    linears: str
+    group_sizes: str
+    embeddings: str
+    max_seq_len: int | None
+    prompt_len: int
+    gen_len: int
+    out: str
+    force: bool
+    as_json: bool
+    quiet: bool
+
+    def given(self, names: tuple[str, ...]) -> list[str]:
+        """The command-line spellings of those of ``names`` given on the command line (not left at their default)."""
+        opts = {p.name: p.opts[0] for p in click.get_current_context().command.params}
+        return [opts[n] for n in names if not defaulted(n)]
+
+
+#: the options of a generation program's search, and of a model's
+GENERATION_ONLY = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
+MODEL_ONLY = (
+    "inputs", "calibration", "finetune", "base_target", "max_accuracy_drop", "min_sqnr", "objective", "precisions",
+    "prune_ratios", "runs", "time_budget",
+)  # fmt: skip
+
+
+def tune_tensor(a: TuneArgs) -> None:
+    """The tensor kind's ``edgekit tune``: recipes × precisions × prune ratios within the accuracy budget."""
+    wrong = a.given(GENERATION_ONLY)
     if wrong:
         raise click.UsageError(f"{', '.join(wrong)} apply(ies) to decoders (hf:/gguf: causal language models) only")
     from ..models import parse_input_spec
     from ..tune.run import Budget, TuneOptions
     from ..tune.run import tune as run_tune
 
-    specs = [parse_input_spec(s) for s in inputs]
+    specs = [parse_input_spec(s) for s in a.inputs]
     opts = TuneOptions(
-        objective=objective,
-        threads=threads,
-        runs=runs,
-        rounds=rounds,
-        time_budget_s=time_budget,
-        cache=cache,
-        executor=executor,
-        prune_ratios=prune_ratios,
-        precisions=precisions,
+        objective=a.objective,
+        threads=a.threads,
+        runs=a.runs,
+        rounds=a.rounds,
+        time_budget_s=a.time_budget,
+        cache=a.cache,
+        executor=a.executor,
+        prune_ratios=a.prune_ratios,
+        precisions=a.precisions,
     )
     _search_and_show(
         lambda bar: run_tune(
-            model,
-            calibration=calibration,
-            out=out,
+            a.model,
+            calibration=a.calibration,
+            out=a.out,
             inputs=specs,
-            eval=eval_data,
-            finetune=finetune,
-            base_target=base_target,
-            budget=Budget(max_accuracy_drop=max_accuracy_drop, min_sqnr_db=min_sqnr),
+            eval=a.eval_data,
+            finetune=a.finetune,
+            base_target=a.base_target,
+            budget=Budget(max_accuracy_drop=a.max_accuracy_drop, min_sqnr_db=a.min_sqnr),
             options=opts,
-            force=force,
+            force=a.force,
             progress=bar,
         ),
-        quiet,
-        as_json,
+        a.quiet,
+        a.as_json,
+    )
+
+
+def tune_generation_model(a: TuneArgs) -> None:
+    """The generation kind's ``edgekit tune``: the fastest decode within the perplexity budget."""
+    wrong = a.given(MODEL_ONLY)
+    if wrong:
+        raise click.UsageError(
+            f"{', '.join(wrong)} do(es) not apply to a decoder: tune searches its generation programs by "
+            "--max-ppl-increase, --linears, --group-sizes and --embeddings"
+        )
+    from ..tune.gen_recipes import DEFAULT_MAX_PPL_INCREASE
+    from ..tune.generation import tune_generation
+
+    _search_and_show(
+        lambda bar: tune_generation(
+            a.model,
+            out=a.out,
+            eval=a.eval_data,
+            max_ppl_increase=DEFAULT_MAX_PPL_INCREASE if a.max_ppl_increase is None else a.max_ppl_increase,
+            linears=_list(a.linears, "--linears"),
+            group_sizes=_list(a.group_sizes, "--group-sizes", int),
+            embeddings=_list(a.embeddings, "--embeddings"),
+            max_seq_len=a.max_seq_len,
+            prompt_len=a.prompt_len,
+            gen_len=a.gen_len,
+            rounds=a.rounds,
+            threads=a.threads,
+            cache=a.cache,
+            executor=a.executor,
+            force=a.force,
+            progress=bar,
+        ),
+        a.quiet,
+        a.as_json,
     )
 
 
@@ -297,31 +373,3 @@ def _list(value: str, option: str, cast: type = str) -> tuple:
         return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list", param_hint=option) from None
-
-
-def _tune_generation(model: str, a: dict, quiet: bool, as_json: bool) -> None:
-    from ..tune.gen_recipes import DEFAULT_MAX_PPL_INCREASE
-    from ..tune.generation import tune_generation
-
-    _search_and_show(
-        lambda bar: tune_generation(
-            model,
-            out=a["out"],
-            eval=a["eval_data"],
-            max_ppl_increase=DEFAULT_MAX_PPL_INCREASE if a["max_ppl_increase"] is None else a["max_ppl_increase"],
-            linears=_list(a["linears"], "--linears"),
-            group_sizes=_list(a["group_sizes"], "--group-sizes", int),
-            embeddings=_list(a["embeddings"], "--embeddings"),
-            max_seq_len=a["max_seq_len"],
-            prompt_len=a["prompt_len"],
-            gen_len=a["gen_len"],
-            rounds=a["rounds"],
-            threads=a["threads"],
-            cache=a["cache"],
-            executor=a["executor"],
-            force=a["force"],
-            progress=bar,
-        ),
-        quiet,
-        as_json,
-    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..backends import family
 from ..errors import ProfileError, UsageError
 from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, WorkerResult, read_result
 from ..runner.worker import Watch, WorkerFailed, run_worker
@@ -77,10 +78,17 @@ def _workdir(facts: dict, device: Device) -> str:
     return w if w.startswith("/") else f"{facts.get('home') or '.'}/{w}"
 
 
-def ensure_bundle(ssh: Ssh, facts: dict, workdir: str) -> tuple[Bundle, str, int]:
-    """The device's bundle folder (pushed when missing); returns (bundle, remote path, bytes sent)."""
+def ensure_bundle(ssh: Ssh, facts: dict, workdir: str, backend: str = "xnnpack") -> tuple[Bundle, str, int]:
+    """The device's bundle folder (pushed when missing), once the device's arch is one that runs ``backend``'s programs
+    (:mod:`edgekit.backends`); returns (bundle, remote path, bytes sent)."""
     device = ssh.device
     arch = device.arch or facts["arch"]
+    fam = family(backend)
+    if not fam.runs_on(arch):
+        raise BundleError(
+            f"device {device.name} is {arch}: {fam.backend.value} programs run on {', '.join(fam.archs)} only",
+            "profile the package on such a device, or build it for a backend this device runs",
+        )
     try:
         bundle = read_bundle(build_bundle(arch))
     except UsageError as exc:
@@ -143,10 +151,12 @@ def profile_on_device(
     local: Path,
     reader: Callable[[Path], Any] = read_result,
     extra: dict[str, Path] | None = None,
+    backend: str = "xnnpack",
 ) -> DeviceRun:
     """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder);
     its ``result.json`` is read with ``reader`` (a profile's :class:`WorkerResult` unless told otherwise);
-    ``extra`` files go beside the program (a generation program's external weights).
+    ``extra`` files go beside the program (a generation program's external weights); ``backend``: the program's
+    (a device whose arch does not run it is refused before anything is sent).
 
     Raises:
         DeviceError, BundleError, ProfileError: one line each; the run's folder on the device is removed.
@@ -154,7 +164,7 @@ def profile_on_device(
     ssh = Ssh(device)
     facts = device_facts(ssh)
     workdir = _workdir(facts, device)
-    bundle, remote_bundle, bundle_bytes = ensure_bundle(ssh, facts, workdir)
+    bundle, remote_bundle, bundle_bytes = ensure_bundle(ssh, facts, workdir, backend)
     run = f"{workdir}/runs/{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
     payload = _tar(
         {

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .. import kinds
 from .._noise import import_stack
-from ..causal import is_causal_lm
 from ..data import CALIBRATION_SEED, check_data_paths, random_dataset, resolve_data
 from ..dynamic import DynamicDim, batch_dim
 from ..errors import ExportError, PruneError, UsageError
 from ..fileops import check_output
 from ..manifest import PruneSection, QuantizeSection, SizeComparison
 from ..models import DynamicBatch, InputSpec, LoadedModel, load_model
-from ..targets import GENERATION, Backend, EmbeddingQuant, QuantScheme, Target, load_target
+from ..targets import Backend, EmbeddingQuant, QuantScheme, Target
 from .lower import deflate_size
 from .stages import SilentRunner, Stage, StageEvent, StageRunner, build_scope
 from .state import BuildResult, BuildState
+
+if TYPE_CHECKING:
+    from .request import BuildRequest
 from .tensor_verify import verify_tensor_program
 
 DEFAULT_FINETUNE_EPOCHS = 3
@@ -101,69 +104,67 @@ def build(
         >>> result = build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
         >>> result.manifest.verify.sqnr_db
     """
-    if target is None:  # the CLI's defaults: fp32 for a model, the 4-bit recipe for a language model's generation
-        target = "xnnpack-llm-8da4w" if task == GENERATION else "xnnpack-fp32"
-    tgt = load_target(target)
-    if task == GENERATION or tgt.task == GENERATION:
-        from .generation import build_generation
+    from .request import BuildRequest, run_build
 
-        given = {
-            "inputs": bool(inputs),
-            "calibration": calibration is not None,
-            "dynamic_batch": dynamic_batch is not None,
-            "dynamic_dims": bool(dynamic_dims),
-            "finetune": finetune is not None,
-            "hf_output": hf_output is not None,
-        }
-        extra = [k for k, v in given.items() if v]
-        if extra:
-            raise UsageError(
-                f"{', '.join(extra)} do(es) not apply to a text-generation build",
-                "a generation program takes tokens; its activations are quantized at run time (no calibration)",
-            )
-        check_data_paths(eval=eval)
-        return build_generation(
-            model,
-            tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION),
-            out=out,
+    return run_build(
+        BuildRequest(
+            model=model,
+            out=Path(out),
+            target=target,
+            inputs=tuple(inputs),
+            calibration=calibration,
             eval=eval,
-            max_seq_len=max_seq_len,  # None: DEFAULT_MAX_SEQ_LEN, or the model's context (or window) if shorter
+            dynamic_batch=dynamic_batch,
+            dynamic_dims=tuple(dynamic_dims),
+            finetune=finetune,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
             force=force,
+            verify_samples=verify_samples,
+            seed=seed,
+            task=task,
+            hf_output=hf_output,
             progress=progress,
+            calibration_records=calibration_records,
+            reference_samples=reference_samples,
+            reference_max_mb=reference_max_mb,
+            explain=explain,
+            max_seq_len=max_seq_len,
         )
-    if max_seq_len is not None:
-        raise UsageError(
-            "max_seq_len applies to text-generation builds only",
-            "add --task text-generation (task='text-generation' from Python)",
-        )
+    )
+
+
+def build_tensor(request: BuildRequest) -> BuildResult:
+    """The tensor kind's build (:mod:`edgekit.kinds`): a model's forward as one program, verified against the model."""
+    r = request
     t_start = time.perf_counter()
-    if not isinstance(reference_samples, int) or isinstance(reference_samples, bool) or reference_samples < 0:
+    if not isinstance(r.reference_samples, int) or isinstance(r.reference_samples, bool) or r.reference_samples < 0:
         raise UsageError(
-            f"reference_samples must be an integer >= 0, got {reference_samples!r}", "e.g. 4, or 0 for none"
+            f"reference_samples must be an integer >= 0, got {r.reference_samples!r}", "e.g. 4, or 0 for none"
         )
     st = BuildState(
-        tgt,
-        Path(out),
-        StageRunner(progress),
-        records=calibration_records,
-        reference_samples=reference_samples,
-        reference_max_mb=reference_max_mb,
-        explain=explain,
+        r.resolved_target,
+        Path(r.out),
+        StageRunner(r.progress),
+        records=r.calibration_records,
+        reference_samples=r.reference_samples,
+        reference_max_mb=r.reference_max_mb,
+        explain=r.explain,
     )
-    check_output(st.out, force)  # a bad OUT fails in a second, not after the build
-    check_data_paths(calibration=calibration, eval=eval, finetune=finetune)  # and so does a mistyped data path
+    check_output(st.out, r.force)  # a bad OUT fails in a second, not after the build
+    check_data_paths(calibration=r.calibration, eval=r.eval, finetune=r.finetune)  # and a mistyped data path
     import_stack()
-    dims = ([batch_dim(dynamic_batch.min, dynamic_batch.max)] if dynamic_batch else []) + list(dynamic_dims)
+    dims = ([batch_dim(r.dynamic_batch.min, r.dynamic_batch.max)] if r.dynamic_batch else []) + list(r.dynamic_dims)
     with build_scope():
-        _load(st, model, inputs, dims, (calibration, eval, finetune), seed, hf_output)
-        _prune(st, finetune_epochs, finetune_lr, seed)
+        _load(st, r.model, r.inputs, dims, (r.calibration, r.eval, r.finetune), r.seed, r.hf_output)
+        _prune(st, r.finetune_epochs, r.finetune_lr, r.seed)
         st.exported = _export(st, st.eager, st.stages)
-        st.final, st.quantize = _quantize(st, st.exported, calibration is None, st.stages)
+        st.final, st.quantize = _quantize(st, st.exported, r.calibration is None, st.stages)
         _lower(st)
-        verify_tensor_program(st, verify_samples, task)
+        verify_tensor_program(st, r.verify_samples, r.task)
         from .package import write_package
 
-        return st.stages.run(Stage.PACKAGE, lambda: write_package(st, force, t_start), str(st.out))
+        return st.stages.run(Stage.PACKAGE, lambda: write_package(st, r.force, t_start), str(st.out))
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -187,7 +188,7 @@ def _load(
         lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
         model if isinstance(model, str) else "",
     )
-    if isinstance(model, str) and is_causal_lm(model):
+    if isinstance(model, str) and kinds.for_tune(model) is kinds.GENERATION_KIND:
         st.warnings.append(
             f"{model} is a causal language model, built here as one forward pass without a KV cache: "
             "--task text-generation builds a generation program"

@@ -8,9 +8,10 @@ from typing import Any
 import torch  # this module is only imported by a build, which has loaded torch already
 
 from .. import upstream
+from ..backends import family
 from ..data import Dataset
 from ..errors import QuantizeError, first_line
-from ..targets import QuantScheme
+from ..targets import Backend, QuantScheme
 from .export import ExportResult
 
 
@@ -21,8 +22,15 @@ class QuantizeResult:
     simulated: Any = None  # PT2E's converted graph: the quantized model simulated in PyTorch (per-module fidelity)
 
 
-def quantizer_for(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> Any:
-    """The XNNPACKQuantizer configured for ``scheme``, leaving the modules named in ``fp32_layers`` in float32."""
+def quantizer_for(scheme: QuantScheme, fp32_layers: tuple[str, ...] = (), backend: Backend = Backend.XNNPACK) -> Any:
+    """The target backend's PT2E quantizer (:mod:`edgekit.backends`) configured for ``scheme``, leaving the modules
+    named in ``fp32_layers`` in float32."""
+    return family(backend).step("quantizer")(scheme, fp32_layers)
+
+
+def xnnpack_quantizer(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> Any:
+    """The XNNPACK family's quantizer: XNNPACKQuantizer configured for ``scheme``, leaving the modules named in
+    ``fp32_layers`` in float32."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -102,7 +110,7 @@ def quantize_program(
         raise QuantizeError(f"PT2E convert failed: {first_line(exc, 200)}", "try the xnnpack-fp32 target") from exc
     info = {
         "scheme": scheme.value,
-        "quantizer": "XNNPACKQuantizer (torchao PT2E prepare/convert)",
+        "quantizer": family(Backend.XNNPACK).quantizer_label,
         "per_channel": scheme is not QuantScheme.INT8_STATIC_PER_TENSOR,
         "dynamic": scheme.is_dynamic,
         "calibration_samples": used,

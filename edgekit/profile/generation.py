@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from .. import kinds
 from .._contract import Contract
 from ..errors import ProfileError, ProgramError, UsageError
 from ..manifest import read_manifest
@@ -71,25 +72,11 @@ NATIVE_NOTE = (
 )
 
 
-def is_generation_package(program: str | Path) -> bool:
-    """A package folder (or its .pte) whose manifest has a generation section; reads JSON only."""
-    from ..errors import EdgekitError
-
-    path = Path(program)
-    folder = path.parent if path.suffix == ".pte" else path
-    if not (folder / "manifest.json").is_file():
-        return False
-    try:
-        return read_manifest(folder).generation is not None
-    except EdgekitError:
-        return False
-
-
 def _package(package: str | Path) -> tuple[Path, Any]:
     path = Path(package)
     folder = path.parent if path.suffix == ".pte" else path
     m = read_manifest(folder)
-    if m.generation is None:
+    if kinds.of_manifest(m) is not kinds.GENERATION_KIND:
         raise UsageError(
             f"{folder} is not a generation program (no generation section in its manifest)",
             "build a language model with --task text-generation; measure this package with `edgekit profile`",
@@ -240,6 +227,7 @@ def profile_generation(
                 local=Path(d),
                 reader=read_generation_result,
                 extra={m.program.data.file: folder / m.program.data.file} if m.program.data else None,
+                backend=m.program.backend,
             )
             raw, watch = run.raw, run.watch
             device_info = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}

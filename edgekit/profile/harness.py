@@ -62,12 +62,12 @@ def profile(
         >>> prof = edgekit.profile("build/net", runs=200, threads=2)
         >>> print(prof.latency_ms.p50, prof.memory.peak_rss_mb)
     """
-    from .generation import is_generation_package
+    from .. import kinds
 
-    if program is not None and is_generation_package(program):
+    if program is not None and (kind := kinds.of_package(program)) is not kinds.TENSOR:
         raise UsageError(
-            f"{program} is a generation program: it is measured in tokens per second, not runs of one input",
-            "use edgekit.profile.generation.profile_generation (the CLI's edgekit profile does)",
+            f"{program} is {kind.noun}: edgekit.profile measures runs of one input",
+            "profile it with `edgekit profile`, which measures each kind of program its own way",
         )
     opts = dataclasses.replace(options or ProfileOptions(), **overrides)
     subject = _subject(program, eager, eager_inputs, inputs, opts)

@@ -89,6 +89,7 @@ def measure_on_device(
         cpus=opts.cpus,
         progress=progress,
         local=tmp,
+        backend=subject.target.backend.value if subject.target is not None else "xnnpack",
     )
     info = dict(run.info)
     outputs = info.pop("outputs", None)

@@ -20,18 +20,24 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..backends import runtime_libraries
 from ..errors import ProfileError
 from ..fileops import exclusive
 
 SOURCE = Path(__file__).with_name("runner.cpp")
+#: a generation program's mode, in the same binary
+GENERATION_SOURCE = Path(__file__).with_name("runner_generation.cpp")
 #: compiled into the same binary: ExecuTorch's llama:: cache and attention kernels, for generation programs
 LLM_OPS = Path(__file__).with_name("llm_ops.cpp")
-SOURCES = (SOURCE, LLM_OPS)
+SOURCES = (SOURCE, GENERATION_SOURCE, LLM_OPS)
+#: what both modes share (included by the sources, so part of every compiled runner's key)
+HEADERS = (Path(__file__).with_name("runner.h"),)
+#: the runtime, its kernels, threadpool and ETDump, then every backend family's own libraries (edgekit.backends)
 LIBS = (
     "executorch",
     "executorch_kernels_optimized",
     "executorch_kernels_quantized",
-    "executorch_backend_xnnpack",
+    *runtime_libraries(),
     "executorch_threadpool",
     "executorch_etdump",
 )
@@ -81,7 +87,7 @@ def sources_digest(command: list[str]) -> Any:
     """A sha256 over the runner's sources (their bytes, not their paths) and ``command`` with each source path
     replaced by its name: the start of every cache key of a compiled runner, here or in a bundle."""
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in (*SOURCES, *HEADERS):
         digest.update(source.read_bytes())
     names = {str(s): s.name for s in SOURCES}
     digest.update(" ".join(names.get(c, c) for c in command).encode())

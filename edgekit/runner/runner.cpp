@@ -11,13 +11,10 @@
 // "@progress DONE TOTAL"); errors as "@error MESSAGE" and exit code 1; the result file is a WorkerResult.
 // A crash (signal) is detected by the parent.
 //
-// Generation programs (ExecuTorch's text-runner convention, forward(tokens int64[1, T], input_pos int64[1]) ->
-// logits of the last position) run in their own mode when --prompt-tokens is given: the answers check
-// (--check-prompt fed in one call, then --check-tokens one per call; --outputs: each step's logits, raw float32, which
-// the parent compares with the user's model's), then --warmup + --runs rounds of one prefill call and --gen-len - 1
-// greedy decode steps, each call timed (--etdump: one more prefill and decode, traced). The result has the generation
-// worker's keys (edgekit/runner/llmworker.py), so both engines share the parent's statistics. The
-// llama:: kernels such programs call come from llm_ops.cpp.
+// Generation programs run in their own mode, in runner_generation.cpp; what both modes share is in runner.h, and
+// every result file is written by its one JSON writer.
+
+#include "runner.h"
 
 #include <executorch/extension/data_loader/file_data_loader.h>
 #include <executorch/extension/data_loader/mmap_data_loader.h>
@@ -55,34 +52,12 @@ class ThreadPool {
 ThreadPool* get_threadpool();
 }  // namespace executorch::extension::threadpool
 
-using executorch::aten::ScalarType;
-using executorch::aten::Tensor;
-using executorch::aten::TensorImpl;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::HierarchicalAllocator;
-using executorch::runtime::MemoryManager;
-using executorch::runtime::Method;
-using executorch::runtime::MethodMeta;
-using executorch::runtime::Program;
-using executorch::runtime::Result;
-using executorch::runtime::Span;
 
-namespace {
+namespace edgekit_runner {
 
 constexpr int kProtocolVersion = 3;  // edgekit/runner/protocol.py PROTOCOL_VERSION
 
-using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Names of runtime/core/error.h codes, so users read "DelegateInvalidCompatibility", not "0x30".
 std::string error_name(Error e) {
   int c = static_cast<int>(e);
   const char* name = "Unknown";
@@ -140,10 +115,6 @@ long long hwm_bytes() {
   return kb < 0 ? -1 : kb * 1024;
 }
 
-struct Usage {
-  double user_s = 0, sys_s = 0;
-  long long nvcsw = 0, nivcsw = 0;
-};
 
 Usage usage_now() {
   rusage ru{};
@@ -156,47 +127,9 @@ Usage usage_now() {
   return u;
 }
 
-std::string usage_json(const Usage& a, const Usage& b) {
-  std::ostringstream o;
-  o.precision(9);
-  o << "{\"user_s\":" << (b.user_s - a.user_s) << ",\"sys_s\":" << (b.sys_s - a.sys_s)
-    << ",\"voluntary_ctx_switches\":" << (b.nvcsw - a.nvcsw)
-    << ",\"involuntary_ctx_switches\":" << (b.nivcsw - a.nivcsw) << "}";
-  return o.str();
-}
 
-// A JSON array of numbers; a NaN or an infinity (a kernel that computed garbage) is written as null, which JSON has.
-std::string samples_json(const std::vector<double>& v) {
-  std::ostringstream o;
-  o.precision(9);
-  o << "[";
-  for (size_t i = 0; i < v.size(); ++i) {
-    o << (i ? "," : "");
-    if (std::isfinite(v[i])) o << v[i]; else o << "null";
-  }
-  o << "]";
-  return o.str();
-}
 
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
-}
 
-struct Args {
-  std::string model, data, method = "forward", inputs, result, etdump, outputs, loader = "mmap";
-  std::string check_inputs, check_outputs;
-  std::vector<int64_t> prompt_tokens, check_prompt, check_tokens;  // generation mode
-  int gen_len = 0, prefill_chunk = 0;  // prefill_chunk: prompts fed this many tokens per call (0: all at once)
-  std::vector<std::vector<int32_t>> shapes, check_shapes;
-  int threads = 1, warmup = 20, runs = 100, etdump_runs = 20, check_count = 0;
-  double warmup_seconds = 0, min_seconds = 0, max_seconds = 1e9;
-};
 
 // The items of a comma-separated option value (empty items kept: the callers decide what they mean).
 std::vector<std::string> split_csv(const std::string& s) {
@@ -263,15 +196,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Everything one loaded method needs to stay alive.
-struct Loaded {
-  std::vector<std::vector<uint8_t>> planned;
-  std::vector<Span<uint8_t>> spans;
-  std::unique_ptr<HierarchicalAllocator> planned_alloc;
-  std::unique_ptr<executorch::extension::MallocMemoryAllocator> method_alloc, temp_alloc;
-  std::unique_ptr<MemoryManager> memory;
-  std::unique_ptr<Method> method;
-};
 
 // --data: the program's external weights (ExecuTorch's .ptd flat-tensor file), loaded once and kept for the
 // process's life; every method load (timed and traced) resolves its external tensors and XNNPACK weights in it.
@@ -432,170 +356,38 @@ void run_once(Method& m, Inputs& in, const char* phase) {
   }
 }
 
-// ---- generation programs ----
-
-// One call of a generation program: tokens [1, T] at input_pos; returns the last position's logits.
-struct Step {
-  Method& m;
-  std::vector<int64_t> tokens, pos = {0};
-  std::vector<int32_t> tok_sizes = {1, 0}, pos_sizes = {1};
-  std::vector<uint8_t> order2 = {0, 1}, order1 = {0};
-  std::vector<int32_t> tok_strides = {0, 1}, pos_strides = {1};
-
-  std::pair<const float*, int64_t> operator()(const std::vector<int64_t>& ids, int64_t at, const char* phase) {
-    tokens = ids;
-    pos[0] = at;
-    tok_sizes[1] = static_cast<int32_t>(ids.size());
-    tok_strides[0] = static_cast<int32_t>(ids.size());
-    TensorImpl ti(ScalarType::Long, 2, tok_sizes.data(), tokens.data(), order2.data(), tok_strides.data(),
-                  executorch::aten::TensorShapeDynamism::STATIC);
-    TensorImpl pi(ScalarType::Long, 1, pos_sizes.data(), pos.data(), order1.data(), pos_strides.data(),
-                  executorch::aten::TensorShapeDynamism::STATIC);
-    Error e = m.set_input(EValue(Tensor(&ti)), 0);
-    if (e == Error::Ok) e = m.set_input(EValue(Tensor(&pi)), 1);
-    if (e != Error::Ok) fail(std::string("setting the inputs failed during ") + phase + ": " + error_name(e));
-    e = m.execute();
-    if (e != Error::Ok) fail(std::string("execute() failed during ") + phase + ": " + error_name(e));
-    const EValue& out = m.get_output(0);
-    if (!out.isTensor() || out.toTensor().scalar_type() != ScalarType::Float) {
-      fail("the program's first output is not float logits: not a generation program (build it with --task "
-           "text-generation)");
-    }
-    const Tensor t = out.toTensor();
-    int64_t vocab = t.size(t.dim() - 1);
-    return {t.const_data_ptr<float>() + (t.numel() - vocab), vocab};
-  }
-};
-
-// A prompt fed from position 0, all at once or ``chunk`` tokens per call (as an app with a prompt longer than the
-// program's tokens per call does); returns the last call's logits.
-std::pair<const float*, int64_t> prefill(Step& step, const std::vector<int64_t>& ids, int chunk, const char* phase) {
-  if (chunk <= 0 || static_cast<size_t>(chunk) >= ids.size()) return step(ids, 0, phase);
-  std::pair<const float*, int64_t> out{nullptr, 0};
-  for (size_t at = 0; at < ids.size(); at += static_cast<size_t>(chunk)) {
-    std::vector<int64_t> part(ids.begin() + at, ids.begin() + std::min(ids.size(), at + chunk));
-    out = step(part, static_cast<int64_t>(at), phase);
-  }
-  return out;
+// The usage between two readings, as the result file's CpuUsage.
+std::string usage_json(const Usage& a, const Usage& b) {
+  return JsonObject()
+      .num("user_s", b.user_s - a.user_s)
+      .num("sys_s", b.sys_s - a.sys_s)
+      .integer("voluntary_ctx_switches", b.nvcsw - a.nvcsw)
+      .integer("involuntary_ctx_switches", b.nivcsw - a.nivcsw)
+      .str();
 }
 
-int64_t argmax(const float* x, int64_t n) {
-  return static_cast<int64_t>(std::max_element(x, x + n) - x);
-}
-
-// One prefill and --gen-len - 1 greedy decode steps on a method loaded with an ETDump tracer, written to --etdump:
-// where a generation's time goes, per operator (after the timed rounds, which carry no tracing).
-void trace_generation(Program& program, const Args& a) {
-  std::fprintf(stderr, "@phase ops\n");
-  executorch::etdump::ETDumpGen etdump;
-  auto traced = load_method(program, a, &etdump);
-  Step step{*traced->method};
-  auto [x, n] = prefill(step, a.prompt_tokens, a.prefill_chunk, "the ETDump run");
-  int64_t tok = argmax(x, n);
-  for (int i = 0; i < a.gen_len - 1; ++i) {
-    auto [y, vn] = step({tok}, static_cast<int64_t>(a.prompt_tokens.size()) + i, "the ETDump run");
-    tok = argmax(y, vn);
-  }
+std::string write_etdump(executorch::etdump::ETDumpGen& etdump, const std::string& path) {
   auto data = etdump.get_etdump_data();
-  if (data.buf == nullptr || data.size == 0) fail("the ETDump run recorded nothing");
-  std::ofstream f(a.etdump, std::ios::binary);
+  if (data.buf == nullptr || data.size == 0) return "empty";
+  std::ofstream f(path, std::ios::binary);
   f.write(static_cast<const char*>(data.buf), static_cast<std::streamsize>(data.size));
   free(data.buf);
-  if (!f) fail("cannot write ETDump file " + a.etdump);
+  if (!f) fail("cannot write ETDump file " + path);
+  return "written";
 }
 
-int run_generation(Program& program, Method& m, const Args& a, double load_ms, long long rss_baseline,
-                   long long rss_after_load, int threads_effective) {
-  Step step{m};
-  std::string check = "null";
-  if (!a.check_prompt.empty()) {
-    std::fprintf(stderr, "@phase check\n");
-    std::vector<int64_t> got;
-    std::vector<double> gaps;
-    std::ofstream logits;  // --outputs: each check step's logits, raw float32, one step after another
-    if (!a.outputs.empty()) logits.open(a.outputs, std::ios::binary);
-    auto out = prefill(step, a.check_prompt, a.prefill_chunk, "the answers check");
-    for (size_t i = 0; i < a.check_tokens.size(); ++i) {
-      const int64_t at = static_cast<int64_t>(a.check_prompt.size() + i) - 1;
-      if (i) out = step({a.check_tokens[i - 1]}, at, "the answers check");
-      auto [x, n] = out;
-      if (logits.is_open()) {
-        logits.write(reinterpret_cast<const char*>(x), static_cast<std::streamsize>(n * sizeof(float)));
-      }
-      int64_t want = a.check_tokens[i];
-      if (want < 0 || want >= n) {
-        fail("a check token is outside the program's vocabulary: the manifest is not this program's (rebuild it)");
-      }
-      int64_t top = argmax(x, n);
-      double mean = 0;
-      for (int64_t j = 0; j < n; ++j) mean += x[j];
-      mean /= static_cast<double>(n);
-      double spread = std::max(static_cast<double>(x[top]) - mean, 1e-9);
-      got.push_back(top);
-      gaps.push_back((static_cast<double>(x[top]) - x[want]) / spread);
-    }
-    if (logits.is_open() && !logits) fail("cannot write outputs file " + a.outputs);
-    int same = 0;
-    for (size_t i = 0; i < got.size(); ++i) same += got[i] == a.check_tokens[i];
-    std::ostringstream o;
-    o.precision(9);
-    o << "{\"prompt_tokens\":" << a.check_prompt.size() << ",\"tokens\":" << a.check_tokens.size()
-      << ",\"matching\":" << same << ",\"got\":[";
-    for (size_t i = 0; i < got.size(); ++i) o << (i ? "," : "") << got[i];
-    o << "],\"gaps\":" << samples_json(gaps) << "}";
-    check = o.str();
-  }
-  const int64_t plen = static_cast<int64_t>(a.prompt_tokens.size());
-  std::fprintf(stderr, "@phase warmup\n");
-  std::ostringstream rounds;
-  Usage u0 = usage_now();
-  auto wall0 = Clock::now();
-  int timed = 0;
-  for (int r = 0; r < a.warmup + a.runs; ++r) {
-    if (r == a.warmup) {
-      std::fprintf(stderr, "@phase timed\n");
-      u0 = usage_now();
-      wall0 = Clock::now();
-    }
-    auto t = Clock::now();
-    auto [x, n] = prefill(step, a.prompt_tokens, a.prefill_chunk, "the prefill");
-    int64_t tok = argmax(x, n);
-    double prefill = ms_since(t);
-    std::vector<double> decode;
-    for (int i = 0; i < a.gen_len - 1; ++i) {
-      t = Clock::now();
-      auto [y, vn] = step({tok}, plen + i, "a decode step");
-      tok = argmax(y, vn);
-      decode.push_back(ms_since(t));
-    }
-    if (r >= a.warmup) {
-      rounds << (timed++ ? "," : "") << "{\"prefill_ms\":" << prefill << ",\"decode_ms\":" << samples_json(decode)
-             << "}";
-      std::fprintf(stderr, "@progress %d %d\n", timed, a.runs);
-    }
-  }
-  double wall = seconds_since(wall0);
-  Usage u1 = usage_now();
-  long long peak_kb = hwm_bytes() / 1024;  // before the ETDump run loads a second copy of the method
-  if (!a.etdump.empty()) trace_generation(program, a);
-  std::ostringstream o;
-  o.precision(9);
-  o << "{\"engine\":\"native\",\"threads\":" << threads_effective << ",\"load_ms\":" << load_ms
-    << ",\"rounds\":[" << rounds.str() << "],\"baseline_rss_kb\":" << rss_baseline / 1024
-    << ",\"after_load_rss_kb\":" << rss_after_load / 1024 << ",\"peak_rss_kb\":" << peak_kb
-    << ",\"cpu_s\":" << ((u1.user_s + u1.sys_s) - (u0.user_s + u0.sys_s)) << ",\"wall_s\":" << wall
-    << ",\"check\":" << check << "}";
-  std::ofstream out(a.result);  // in the run's own folder, read by the parent after the exit
-  out << o.str() << "\n";
+void write_result(const std::string& path, const JsonObject& result) {
+  std::ofstream out(path);  // in the run's own folder, read by the parent after the exit
+  out << result.str() << "\n";
   out.close();
-  if (!out) fail("cannot write result file " + a.result);
+  if (!out) fail("cannot write result file " + path);
   std::fprintf(stderr, "@phase done\n");
-  return 0;
 }
 
-}  // namespace
+}  // namespace edgekit_runner
 
 int main(int argc, char** argv) {
+  using namespace edgekit_runner;
   Args a = parse(argc, argv);
   // Baseline: the process with the runtime's shared libraries mapped and nothing loaded.
   executorch::runtime::runtime_init();
@@ -698,39 +490,35 @@ int main(int argc, char** argv) {
   }
 
   // Per-operator profile: a separate load with an ETDump tracer, so the timed runs above carry no tracing.
-  std::string etdump_status = "\"not requested\"";
+  std::string etdump_status = "not requested";
   if (!a.etdump.empty()) {
     std::fprintf(stderr, "@phase ops\n");
     executorch::etdump::ETDumpGen etdump;
     auto traced = load_method(program.get(), a, &etdump);
     for (int i = 0; i < a.etdump_runs; ++i) run_once(*traced->method, *inputs, "the ETDump runs");
-    auto data = etdump.get_etdump_data();
-    if (data.buf == nullptr || data.size == 0) {
-      etdump_status = "\"empty\"";
-    } else {
-      std::ofstream f(a.etdump, std::ios::binary);
-      f.write(static_cast<const char*>(data.buf), static_cast<std::streamsize>(data.size));
-      free(data.buf);
-      etdump_status = "\"written\"";
-    }
+    etdump_status = write_etdump(etdump, a.etdump);
   }
 
-  std::ostringstream o;
-  o.precision(9);
-  o << "{\"protocol\":" << kProtocolVersion << ",\"engine\":\"native\",\"method\":\"" << escape(a.method) << "\",\"loader\":\"" << a.loader << "\""
-    << ",\"threads_requested\":" << a.threads << ",\"threads_effective\":" << threads_effective
-    << ",\"load_ms\":" << load_ms << ",\"first_run_ms\":" << first_run_ms
-    << ",\"warmup_ms\":" << samples_json(warm) << ",\"samples_ms\":" << samples_json(samples)
-    << ",\"timed_wall_s\":" << timed_wall_s << ",\"reference_before_ms\":" << reference_before_ms
-    << ",\"reference_after_ms\":" << reference_after_ms
-    << ",\"rss_baseline_bytes\":" << rss_baseline << ",\"rss_after_load_bytes\":" << rss_after_load
-    << ",\"hwm_bytes\":" << hwm_end
-    << ",\"cpu_load\":" << usage_json(u_start, u_loaded) << ",\"cpu_timed\":" << usage_json(u_timed0, u_timed1)
-    << ",\"etdump\":" << etdump_status << ",\"check_runs\":" << check_runs << "}";
-  std::ofstream out(a.result);
-  out << o.str() << "\n";
-  out.close();
-  if (!out) fail("cannot write result file " + a.result);
-  std::fprintf(stderr, "@phase done\n");
+  write_result(a.result, JsonObject()
+                             .integer("protocol", kProtocolVersion)
+                             .text("engine", "native")
+                             .text("method", a.method)
+                             .text("loader", a.loader)
+                             .integer("threads_requested", a.threads)
+                             .integer("threads_effective", threads_effective)
+                             .num("load_ms", load_ms)
+                             .num("first_run_ms", first_run_ms)
+                             .nums("warmup_ms", warm)
+                             .nums("samples_ms", samples)
+                             .num("timed_wall_s", timed_wall_s)
+                             .num("reference_before_ms", reference_before_ms)
+                             .num("reference_after_ms", reference_after_ms)
+                             .integer("rss_baseline_bytes", rss_baseline)
+                             .integer("rss_after_load_bytes", rss_after_load)
+                             .integer("hwm_bytes", hwm_end)
+                             .object("cpu_load", usage_json(u_start, u_loaded))
+                             .object("cpu_timed", usage_json(u_timed0, u_timed1))
+                             .text("etdump", etdump_status)
+                             .integer("check_runs", check_runs));
   return 0;
 }

@@ -171,14 +171,14 @@ def tune(
         UsageError: no calibration data, or a budget the data cannot check.
         BudgetError: no candidate meets the budget (the closest one and by how much are named); nothing is written.
     """
+    from .. import kinds
     from .._noise import import_stack
-    from ..causal import is_causal_lm
     from ..errors import UsageError
     from ..fileops import check_output
     from ..targets import load_target
     from .search import check_request
 
-    if is_causal_lm(model):
+    if kinds.for_tune(model) is not kinds.TENSOR:
         raise UsageError(
             f"{model} is a causal language model: its generation programs are tuned by a perplexity budget",
             "call edgekit.tune.tune_generation (the CLI routes a decoder there by itself)",

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 from ..._noise import import_stack
+from ...data import check_data_paths
 from ...errors import DataError, UsageError
 from ...fileops import check_output
-from ...targets import Backend, QuantScheme, Target, load_target
-from ..stages import Stage, StageEvent, StageRunner, build_scope
+from ...targets import GENERATION, Backend, QuantScheme, Target
+from ..stages import Stage, StageRunner, build_scope
 from ..state import BuildResult
 from .package import write_generation_package
 from .program import check_stored_once, export_decoder, lower_decoder, quantize_decoder
@@ -37,23 +38,17 @@ from .references import (
 )
 from .verify import verify_decoder
 
+if TYPE_CHECKING:
+    from ..request import BuildRequest
+
 DEFAULT_MAX_SEQ_LEN = 512
 DEFAULT_EVAL_TOKENS = 512
 
 
 # ------------------------------------------------------------------------------------------------ build
-def build_generation(
-    model: str,
-    target: str | Path | Target = "xnnpack-llm-8da4w",
-    *,
-    out: str | Path,
-    eval: Any = None,  # noqa: A002 - the CLI's --eval
-    max_seq_len: int | None = None,
-    eval_tokens: int = DEFAULT_EVAL_TOKENS,
-    force: bool = False,
-    progress: Callable[[StageEvent], None] | None = None,
-) -> BuildResult:
-    """Build a generation program (see the module docstring) and its package at ``out``.
+def build_generation(request: BuildRequest) -> BuildResult:
+    """The generation kind's build (:mod:`edgekit.kinds`): see the module docstring; the package is written at
+    ``request.out``.
 
     Raises:
         UsageError: a target or option that does not fit a generation build.
@@ -62,15 +57,24 @@ def build_generation(
         BudgetError: the program misses the target's budget (perplexity increase, size); nothing is written.
     """
     t_start = time.perf_counter()
-    tgt = load_target(target)
+    model, eval, force, progress = request.model, request.eval, request.force, request.progress  # noqa: A001
+    if not isinstance(model, str):
+        raise UsageError(
+            "a text-generation build takes a model spec, hf:DIR or gguf:FILE", "pass the decoder's folder or GGUF file"
+        )
+    eval_tokens = DEFAULT_EVAL_TOKENS if request.eval_tokens is None else request.eval_tokens
+    tgt = request.resolved_target
+    tgt = tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION)
     _check_target(tgt)
+    max_seq_len = request.max_seq_len
     given = max_seq_len is not None
     max_seq_len = DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len
     if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or not 8 <= max_seq_len <= 32768:
         raise UsageError(f"--max-seq-len must be an integer in [8, 32768], got {max_seq_len!r}", "e.g. 512")
+    check_data_paths(eval=eval)
     if eval is not None and not Path(eval).is_file():  # before the model loads: a typo should cost no minutes
         raise DataError(f"the eval text {eval} does not exist", "pass a UTF-8 .txt file of held-out text")
-    out = Path(out)
+    out = Path(request.out)
     check_output(out, force)
     stages = StageRunner(progress)
     import_stack()

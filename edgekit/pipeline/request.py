@@ -1,0 +1,96 @@
+"""What a build is asked to do (:class:`BuildRequest`), for every kind of program: ``build()``'s keywords and the CLI's
+flags are thin constructors of it, and :func:`run_build` asks :mod:`edgekit.kinds` which kind's build serves it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from .. import kinds
+from ..errors import UsageError
+from ..targets import Target, load_target
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    import torch
+
+    from ..data import Dataset
+    from ..dynamic import DynamicDim
+    from ..kinds import ProgramKind
+    from ..specs import DynamicBatch, InputSpec, LoadedModel
+    from .stages import StageEvent
+    from .state import BuildResult
+
+    #: a model: a spec string (``pkg.mod:factory``, ``file.py:factory``, ``model.pt2``, ``hf:DIR``, ``gguf:FILE``), an
+    #: ``nn.Module`` (with ``inputs``) or a loaded model
+    ModelSource = str | torch.nn.Module | LoadedModel
+    #: data: a path (.npz/.npy/.pt file, a folder, a text file for hf: models), a Dataset, or a callable returning one
+    DataSource = str | PathLike[str] | Dataset | Callable[[], Dataset] | None
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build: the model, the target, where to write, and the options (see :func:`edgekit.pipeline.build.build`
+    for each). ``target`` is resolved (a :class:`Target`) once :func:`run_build` has chosen the kind."""
+
+    model: ModelSource
+    out: Path
+    target: str | Path | Target | None = None
+    inputs: Sequence[InputSpec] = ()
+    calibration: DataSource = None
+    eval: DataSource = None
+    dynamic_batch: DynamicBatch | None = None
+    dynamic_dims: Sequence[DynamicDim] = ()
+    finetune: DataSource = None
+    finetune_epochs: int | None = None
+    finetune_lr: float | None = None
+    force: bool = False
+    verify_samples: int = 32
+    seed: int = 0
+    task: str | None = None
+    hf_output: str | None = None
+    progress: Callable[[StageEvent], None] | None = None
+    calibration_records: object | None = None  # get(key)/put(key, states): where calibration records are kept
+    reference_samples: int = 4
+    reference_max_mb: float = 8.0
+    explain: bool = True
+    max_seq_len: int | None = None
+    eval_tokens: int | None = None
+
+    @property
+    def resolved_target(self) -> Target:
+        if not isinstance(self.target, Target):
+            raise TypeError("BuildRequest.target is resolved by run_build")
+        return self.target
+
+    def given(self) -> list[str]:
+        """The options set to something other than their default."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.default is not dataclasses.MISSING and _differs(getattr(self, f.name), f.default)
+        ]
+
+    def check_applies(self, kind: ProgramKind) -> None:
+        """Refuse, in one line, the options that do nothing for this kind of program."""
+        extra = [n for n in self.given() if n not in kinds.COMMON_OPTIONS and n not in kind.options]
+        if extra:
+            raise UsageError(f"{', '.join(extra)} do(es) not apply to {kind.label}", kind.why_not)
+
+
+def _differs(value: object, default: object) -> bool:
+    if isinstance(default, tuple):
+        return bool(value)  # an empty list is the empty default
+    return value is not default and value != default
+
+
+def run_build(request: BuildRequest) -> BuildResult:
+    """Choose the kind of program once (from the target and task), check the options fit it, and run its build."""
+    given = None if request.target is None else load_target(request.target)
+    kind = kinds.for_build(given, request.task)
+    request.check_applies(kind)
+    tgt = given if given is not None else load_target(kind.default_target)
+    return kinds.step(kind, "build")(dataclasses.replace(request, target=tgt))
