@@ -110,7 +110,7 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: object) -> None:
     """Write JSON via a temp file and rename, so readers never see half a file; never writes NaN.
 
     Raises:

@@ -438,7 +438,7 @@ class Manifest(Contract):
         return [MANIFEST_NAME, self.program.file, *data, *side, *tokenizer]
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "") -> "Manifest":
+    def from_dict(cls, data: object, source: str = "") -> "Manifest":
         if isinstance(data, dict) and data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise ContractError(
                 f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not one this "

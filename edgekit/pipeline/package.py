@@ -24,7 +24,6 @@ from ..manifest import (
     ExportSection,
     Manifest,
     ModelSection,
-    PlannedMemory,
     ProgramSection,
     TensorEntry,
 )
@@ -92,7 +91,7 @@ def _program_section(st: BuildState, info: ProgramInfo) -> ProgramSection:
         methods=sorted(info.methods),
         backend=st.target.backend.value,
         delegation=st.lowered.delegation,
-        planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+        planned_memory=info.planned_memory("forward"),
         size_comparison=st.size_comparison,
     )
 

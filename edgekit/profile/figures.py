@@ -46,7 +46,7 @@ def memory_figures(raw: WorkerResult, watch: Watch, subject: Subject, engine: En
         peak_delta_mb=round(peak - base / _MB, 3),
         peak_sources_mb=peak_sources,
         uss_mb=_mb(watch.peak_uss) if watch.peak_uss else None,
-        planned_mb=subject.info.planned_memory(method)["planned_mb"] if subject.info else None,
+        planned_mb=subject.info.planned_memory(method).planned_mb if subject.info else None,
         pte_size_mb=_mb(subject.info.size_bytes) if subject.info else None,
         baseline_note=_BASELINE_NOTES[engine],
     )

@@ -60,7 +60,6 @@ def write_generation_package(
         Manifest,
         ModelSection,
         OutputFidelity,
-        PlannedMemory,
         ProgramData,
         ProgramSection,
         TensorEntry,
@@ -112,7 +111,7 @@ def write_generation_package(
             list(ref.prompt),
             list(fid.greedy),
         ),
-        source=lm.source or None,
+        source=None if lm.source is None else lm.source.to_dict(),
         reference=ref_section,
     )
     checks = []
@@ -184,7 +183,7 @@ def write_generation_package(
                 methods=sorted(info.methods),
                 backend="xnnpack",
                 delegation=lowered.delegation,
-                planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+                planned_memory=info.planned_memory("forward"),
                 data=None
                 if lowered.data is None
                 else ProgramData(
