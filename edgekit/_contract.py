@@ -2,7 +2,8 @@
 
 The manifest, the profiler worker's result and the bench run file are each one :class:`Contract` subclass,
 defined once and used by every reader and writer. ``from_dict`` checks every field against its annotation
-(``str``, ``int``, ``float``, ``bool``, ``list``/``dict`` and their item types, ``X | None``, nested contracts)
+(``str``, ``int``, ``float``, ``bool``, ``list``/``dict`` and their item types, ``X | None``, nested contracts;
+``object``: any JSON value, taken as it is)
 and raises :class:`~edgekit.errors.ContractError` naming the file and the field; ``to_dict`` refuses a float
 that is not finite, so no NaN ever reaches a JSON file. Keys a newer edgekit adds are ignored on read.
 """
@@ -38,7 +39,7 @@ def _type_name(tp: object) -> str:
 
 def _check(value: object, tp: object, path: str) -> object:
     """``value`` converted to ``tp`` (nested contracts built, lists to tuples where declared), or ContractError."""
-    if tp is Any:
+    if tp is Any or tp is object:
         return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

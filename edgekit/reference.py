@@ -22,7 +22,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ._contract import Contract
 from .errors import ProfileError, ProgramError
@@ -142,9 +142,9 @@ def _dtype(t: torch.Tensor) -> str:
 
 
 def make_reference(
-    inputs: list[list[torch.Tensor]],
-    expected: list[list[torch.Tensor]],
-    program: list[list[torch.Tensor]],
+    inputs: Sequence[Sequence[torch.Tensor]],
+    expected: Sequence[Sequence[torch.Tensor]],
+    program: Sequence[Sequence[torch.Tensor]],
     source: str,
     max_mb: float = DEFAULT_MAX_MB,
 ) -> tuple[bytes, ReferenceSection] | tuple[None, str]:

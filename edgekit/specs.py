@@ -156,7 +156,7 @@ def _close_matches(name: str, candidates: Sequence[str]) -> str:
     return f"did you mean {', '.join(close)}?" if close else ""
 
 
-def import_object(spec: str) -> Any:
+def import_object(spec: str) -> object:
     """The object a ``package.module:name`` or ``path/to/file.py:name`` spec names (the user's code is imported).
 
     Raises:
