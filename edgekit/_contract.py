@@ -2,7 +2,8 @@
 
 The manifest, the profiler worker's result and the bench run file are each one :class:`Contract` subclass,
 defined once and used by every reader and writer. ``from_dict`` checks every field against its annotation
-(``str``, ``int``, ``float``, ``bool``, ``list``/``dict`` and their item types, ``X | None``, nested contracts)
+(``str``, ``int``, ``float``, ``bool``, ``list``/``dict`` and their item types, ``X | None``, nested contracts;
+``object``: any JSON value, taken as it is)
 and raises :class:`~edgekit.errors.ContractError` naming the file and the field; ``to_dict`` refuses a float
 that is not finite, so no NaN ever reaches a JSON file. Keys a newer edgekit adds are ignored on read.
 """
@@ -14,27 +15,31 @@ import enum
 import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 from .errors import ContractError
 
 C = TypeVar("C", bound="Contract")
-_HINTS: dict[type, dict[str, Any]] = {}
+#: JSON data as ``json.loads`` gives it and ``json.dumps`` takes it: what a document's ``to_dict`` returns
+Json = Union[None, bool, int, float, str, list["Json"], dict[str, "Json"]]
+#: a JSON object (a table): ``to_dict``'s result
+JsonDict = dict[str, Json]
+_HINTS: dict[type, dict[str, object]] = {}
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type) -> dict[str, object]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _check(value: Any, tp: Any, path: str) -> Any:
+def _check(value: object, tp: object, path: str) -> object:
     """``value`` converted to ``tp`` (nested contracts built, lists to tuples where declared), or ContractError."""
-    if tp is Any:
+    if tp is Any or tp is object:
         return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -85,7 +90,7 @@ def _check(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a bug in a contract definition, not bad input
 
 
-def _plain(value: Any, path: str) -> Any:
+def _plain(value: object, path: str) -> Json:
     if isinstance(value, Contract):
         return value.to_dict(path)
     if isinstance(value, float) and not math.isfinite(value):
@@ -111,7 +116,7 @@ class Contract:
             )
 
     @classmethod
-    def _from(cls: type[C], data: Any, path: str) -> C:
+    def _from(cls: type[C], data: object, path: str) -> C:
         if isinstance(data, cls):
             return data
         if not isinstance(data, dict):
@@ -128,7 +133,7 @@ class Contract:
         return cls(**kwargs)
 
     @classmethod
-    def from_dict(cls: type[C], data: Any, source: str = "") -> C:
+    def from_dict(cls: type[C], data: object, source: str = "") -> C:
         """Validate ``data`` and build the document.
 
         Raises:
@@ -141,12 +146,12 @@ class Contract:
                 raise ContractError(f"{source}: {exc.message}", exc.hint or "rewrite it with this edgekit") from None
             raise
 
-    def to_dict(self, path: str = "") -> dict:
+    def to_dict(self, path: str = "") -> JsonDict:
         """Plain JSON data; raises ContractError for a non-finite float."""
         return {
             f.name: _plain(getattr(self, f.name), f"{path}.{f.name}" if path else f.name)
             for f in dataclasses.fields(self)
         }
 
-    def replace(self: C, **changes: Any) -> C:
+    def replace(self: C, **changes: object) -> C:
         return dataclasses.replace(self, **changes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import click
 
@@ -11,7 +10,7 @@ import click
 class Finite(click.FloatRange):
     """A float range that also refuses nan and inf (click's own range lets nan through: nan compares false)."""
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         v = super().convert(value, param, ctx)
         if v is not None and not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number", param, ctx)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from .errors import ModelLoadError, UsageError
 from .fileops import exclusive, temp_name
 from .paths import user_cache
 from .program import sha256_file
+
+if TYPE_CHECKING:
+    import types
+
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 #: HF ``model_type`` → the attention layout :mod:`edgekit.pipeline.decoder` knows
 FAMILIES = {
@@ -51,18 +56,50 @@ def is_causal_lm(spec: str) -> bool:
     return any(isinstance(a, str) and (a.endswith("ForCausalLM") or a == "GPT2LMHeadModel") for a in archs)
 
 
+@dataclass(frozen=True)
+class GgufHeader:
+    """What a GGUF file's header says: its architecture, its quantization type and its tensors' types."""
+
+    architecture: str | None  # general.architecture
+    file_type: str | None  # general.file_type by name (Q4_0, Q8_0 …); None when the file does not say
+    tensor_types: list[str]
+    tensors: int
+
+
+@dataclass(frozen=True)
+class GgufSource:
+    """The GGUF file a decoder came from: the manifest's ``generation.source`` (:meth:`to_dict`)."""
+
+    file: str  # its name
+    sha256: str
+    size_bytes: int
+    header: GgufHeader
+
+    def to_dict(self) -> dict[str, str | int | list[str] | None]:
+        h = self.header
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "architecture": h.architecture,
+            "file_type": h.file_type,
+            "tensor_types": list(h.tensor_types),
+            "tensors": h.tensors,
+        }
+
+
 @dataclass
 class CausalLM:
     """A loaded decoder: the transformers model (eval, fp32), its tokenizer, and where it came from."""
 
     spec: str
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     folder: Path  # the Hugging Face folder it was loaded from (for a GGUF: the converted one in the cache)
-    source: dict[str, Any] = field(default_factory=dict)  # gguf: file, sha256, quantization type, architecture
+    source: GgufSource | None = None  # gguf: the file, its sha256, quantization type and architecture
 
 
-def gguf_header(path: Path) -> dict[str, Any]:
+def gguf_header(path: Path) -> GgufHeader:
     """Architecture and quantization type from a GGUF file's header (``general.architecture``/``file_type``).
 
     Raises:
@@ -75,7 +112,7 @@ def gguf_header(path: Path) -> dict[str, Any]:
     try:
         reader = gguf.GGUFReader(str(path))
 
-        def value(key: str) -> Any:
+        def value(key: str) -> str | int | None:  # the two keys read: a string and an integer
             f = reader.fields.get(key)
             return None if f is None else f.contents()
 
@@ -91,10 +128,10 @@ def gguf_header(path: Path) -> dict[str, Any]:
         ftype_name = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_") if ftype is not None else None
     except ValueError:
         ftype_name = str(ftype)
-    return {"architecture": arch, "file_type": ftype_name, "tensor_types": types, "tensors": len(reader.tensors)}
+    return GgufHeader(None if arch is None else str(arch), ftype_name, types, len(reader.tensors))
 
 
-def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+def gguf_to_hf(path: Path, progress: Callable[[str], None] | None = None) -> tuple[Path, GgufSource]:
     """The Hugging Face folder for a GGUF file (converted once, cached by the file's sha256) and the file's facts.
 
     Raises:
@@ -104,7 +141,7 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
         raise ModelLoadError(f"gguf: file {path} does not exist", "pass the path of a .gguf file")
     header = gguf_header(path)
     sha = sha256_file(path)
-    facts = {"file": path.name, "sha256": sha, "size_bytes": path.stat().st_size, **header}
+    facts = GgufSource(path.name, sha, path.stat().st_size, header)
     root = user_cache() / "gguf"
     folder = root / sha[:32]
     if (folder / "config.json").is_file():
@@ -120,11 +157,17 @@ def gguf_to_hf(path: Path, progress: Any = None) -> tuple[Path, dict[str, Any]]:
     return folder, facts
 
 
-def _convert_gguf(path: Path, header: dict[str, Any], folder: Path, progress: Any, transformers: Any) -> None:
+def _convert_gguf(
+    path: Path,
+    header: GgufHeader,
+    folder: Path,
+    progress: Callable[[str], None] | None,
+    transformers: types.ModuleType,
+) -> None:
     tmp = folder.parent / temp_name(folder.name)
     try:
         if progress:
-            progress(f"dequantizing {path.name} ({header['file_type']}) to float32 with transformers")
+            progress(f"dequantizing {path.name} ({header.file_type}) to float32 with transformers")
         tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         import torch
 
@@ -137,7 +180,7 @@ def _convert_gguf(path: Path, header: dict[str, Any], folder: Path, progress: An
         os.replace(tmp, folder)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(
-            f"cannot convert {path.name} (architecture {header['architecture']}) to a float32 model: "
+            f"cannot convert {path.name} (architecture {header.architecture}) to a float32 model: "
             f"{str(exc).splitlines()[0][:200]}",
             "transformers reads GGUF files of the llama, mistral, qwen2, phi3 and gpt2 families",
         ) from None
@@ -145,7 +188,9 @@ def _convert_gguf(path: Path, header: dict[str, Any], folder: Path, progress: An
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def decoder_config(spec: str, progress: Any = None) -> tuple[Any, Path, dict[str, Any]]:
+def decoder_config(
+    spec: str, progress: Callable[[str], None] | None = None
+) -> tuple[PretrainedConfig, Path, GgufSource | None]:
     """``hf:DIR`` or ``gguf:FILE`` → its transformers config (a supported decoder's), its folder and, for a GGUF,
     the file's facts. Reads config.json only (a GGUF is converted once, then cached); no weights are loaded.
 
@@ -153,7 +198,7 @@ def decoder_config(spec: str, progress: Any = None) -> tuple[Any, Path, dict[str
         ModelLoadError: not found, not a causal LM, an unsupported architecture, or transformers missing.
         UsageError: a spec that is neither ``hf:`` nor ``gguf:``.
     """
-    source: dict[str, Any] = {}
+    source: GgufSource | None = None
     if spec.startswith("gguf:"):
         folder, source = gguf_to_hf(Path(spec[5:]).expanduser(), progress)
     elif spec.startswith("hf:"):
@@ -187,7 +232,7 @@ def decoder_config(spec: str, progress: Any = None) -> tuple[Any, Path, dict[str
     return config, folder, source
 
 
-def layer_widths(config: Any) -> set[int]:
+def layer_widths(config: PretrainedConfig) -> set[int]:
     """The input widths of a decoder's linear layers and its embedding width (what an int4 group must divide)."""
     names = ("hidden_size", "intermediate_size", "n_embd", "n_inner")
     widths = {getattr(config, n, None) for n in names}
@@ -199,7 +244,7 @@ def layer_widths(config: Any) -> set[int]:
     return {int(w) for w in widths if isinstance(w, int) and w > 0}
 
 
-def load_causal_lm(spec: str, progress: Any = None) -> CausalLM:
+def load_causal_lm(spec: str, progress: Callable[[str], None] | None = None) -> CausalLM:
     """``hf:DIR`` or ``gguf:FILE`` → the decoder in float32 with its tokenizer.
 
     Raises:

@@ -14,9 +14,13 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, Union
 
 from .errors import DataError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 INPUT_KEYS = ("x", "inputs", "input", "images", "data")
 LABEL_KEYS = ("y", "labels", "label", "targets", "target")
@@ -30,10 +34,10 @@ VERIFY_SEED = 2
 class Dataset:
     """Sample-first tensors: ``inputs[i]`` has shape ``(N, ...)``; ``labels`` has shape ``(N,)`` or is None."""
 
-    inputs: tuple
-    labels: Any
+    inputs: tuple[torch.Tensor, ...]
+    labels: torch.Tensor | None
     source: str
-    retokenize: Any = None  # sentences: a callable giving the same data at another token length
+    retokenize: Callable[[int], Dataset] | None = None  # sentences: the same data at another token length
 
     def __len__(self) -> int:
         return int(self.inputs[0].shape[0])
@@ -48,7 +52,7 @@ class Dataset:
             None if self.retokenize is None else (lambda tokens: self.retokenize(tokens).take(n, start)),
         )
 
-    def batches(self, batch: int = 1) -> Iterator[tuple]:
+    def batches(self, batch: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
         """Model-ready input tuples of ``batch`` samples each; an incomplete last batch is dropped when batch > 1."""
         n = len(self)
         stop = n if batch == 1 else n - n % batch
@@ -56,14 +60,30 @@ class Dataset:
             yield tuple(t[i : i + batch].contiguous() for t in self.inputs)
 
 
-def _pick(mapping: dict, keys: Sequence[str]) -> Any:
+class Tokenizer(Protocol):
+    """What data loading asks of a model's tokenizer (``LoadedModel.tokenizer``; an hf: model's is
+    :class:`edgekit.hf.TextTokenizer`): a text file, or random sentences, as token ids at the exported length."""
+
+    def text_dataset(self, path: Path, tokens: int) -> Dataset: ...
+
+    def random_sentences(self, examples: Sequence[torch.Tensor], n: int, *, seed: int, source: str) -> Dataset: ...
+
+
+#: an array as a data file holds it (numpy from .npz/.npy, torch from .pt) or as a data function returns it
+Array = Union["np.ndarray", "torch.Tensor"]
+#: what a data argument may be: a path (a data file, a folder of them, a .txt of sentences for hf: models), a
+#: :class:`Dataset`, or a callable returning samples (each a tensor or a tuple of tensors)
+DataSource = Union[str, Path, Dataset, Callable[[], Iterable["torch.Tensor | Sequence[torch.Tensor]"]]]
+
+
+def _pick(mapping: Mapping[str, Array], keys: Sequence[str]) -> Array | None:
     for k in keys:
         if k in mapping:
             return mapping[k]
     return None
 
 
-def _split_mapping(mapping: dict, path: str) -> tuple[list, Any]:
+def _split_mapping(mapping: Mapping[str, Array], path: str) -> tuple[list[Array], Array | None]:
     import re
 
     inputs = _pick(mapping, INPUT_KEYS)
@@ -84,7 +104,7 @@ def _split_mapping(mapping: dict, path: str) -> tuple[list, Any]:
     )
 
 
-def _to_tensor(value: Any, path: str) -> Any:
+def _to_tensor(value: object, path: str) -> torch.Tensor:
     import numpy as np
     import torch
 
@@ -99,7 +119,7 @@ def _to_tensor(value: Any, path: str) -> Any:
     )
 
 
-def _load_file(path: Path) -> tuple[list, Any]:
+def _load_file(path: Path) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     import numpy as np
     import torch
 
@@ -159,7 +179,7 @@ def _load_file(path: Path) -> tuple[list, Any]:
     return [_to_tensor(v, name) for v in inputs], (None if labels is None else _to_tensor(labels, name))
 
 
-def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
+def load_dataset(source: DataSource, *, limit: int | None = None) -> Dataset:
     """Load a :class:`Dataset` from a file, a folder, or a callable.
 
     Args:
@@ -223,12 +243,12 @@ def load_dataset(source: Any, *, limit: int | None = None) -> Dataset:
     return ds.take(limit) if limit else ds
 
 
-def _as_batch(t: Any) -> Any:
+def _as_batch(t: torch.Tensor) -> torch.Tensor:
     # One sample saved per file in a folder: give it a sample axis so files concatenate.
     return t if t.dim() and t.shape[0] >= 1 else t.unsqueeze(0)
 
 
-def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "calibration") -> Dataset:
+def fit_to_model(ds: Dataset, example_inputs: Sequence[torch.Tensor], *, role: str = "calibration") -> Dataset:
     """Check ``ds`` against the model's example inputs and cast it to their dtypes.
 
     A sample's shape must equal one example input without its batch dimension. Data that was saved with
@@ -268,7 +288,12 @@ def fit_to_model(ds: Dataset, example_inputs: Sequence[Any], *, role: str = "cal
 
 
 def resolve_data(
-    source: Any, example_inputs: Sequence[Any], *, role: str, limit: int | None = None, tokenizer: Any = None
+    source: DataSource | None,
+    example_inputs: Sequence[torch.Tensor],
+    *,
+    role: str,
+    limit: int | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Dataset | None:
     """``load_dataset`` + ``fit_to_model``, or None when ``source`` is None. A ``.txt`` file holds sentences, tokenised
     with ``tokenizer`` (an hf: model's) to the example inputs' length."""
@@ -291,7 +316,12 @@ def resolve_data(
 
 
 def random_dataset(
-    example_inputs: Sequence[Any], n: int, *, seed: int, source: str = "random", tokenizer: Any = None
+    example_inputs: Sequence[torch.Tensor],
+    n: int,
+    *,
+    seed: int,
+    source: str = "random",
+    tokenizer: Tokenizer | None = None,
 ) -> Dataset:
     """``n`` random samples shaped like the example inputs (normal floats / small ints; with an hf: model's
     ``tokenizer``, random sentences of its vocabulary with a matching attention mask)."""
@@ -310,7 +340,7 @@ def random_dataset(
     return Dataset(tuple(tensors), None, source)
 
 
-def check_data_paths(**sources: Any) -> None:
+def check_data_paths(**sources: DataSource | None) -> None:
     """Each data source given as a path exists (``role=source``; a ``module:function`` spec, a dataset or a callable
     is left to be resolved later): a typo fails at once, before the stack is imported and the model loaded.
 
@@ -322,7 +352,7 @@ def check_data_paths(**sources: Any) -> None:
             raise DataError(f"{role} data {source} does not exist", "check the path")
 
 
-def resolve_data_source(source: str | None) -> Any:
+def resolve_data_source(source: str | None) -> str | Dataset | None:
     """A data path stays a path; ``module:function`` (or ``file.py:function``) is called for a dataset: a
     :class:`Dataset`, or a mapping with the same keys as a data file (``x`` or ``x0, x1, ...``, and ``y``).
 

@@ -11,17 +11,58 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, NotRequired, TypedDict
 
 from .errors import EdgekitError
 from .fileops import check_output, staged_output, write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from numpy.typing import ArrayLike
+
+    from .data import Dataset
 
 SEED = 0
 DEMO_MARKER = "demo.json"  # marks a folder as an earlier demo's, so --force may replace it
 DEMO_MARKERS = (DEMO_MARKER, "digits_cnn.pt2")  # the second: demo folders of edgekit 0.1, which wrote no demo.json
 
 
-def digits_cnn() -> Any:
+class DigitsSplit(TypedDict):
+    """:func:`load_digits_split`: images ``N x 1 x 8 x 8`` (float32 in [0, 1]) and their labels (int64)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+class DemoRow(TypedDict):
+    """One variant of the demo's comparison (the eager model has no target, program or engine)."""
+
+    variant: str
+    target: NotRequired[str]
+    accuracy: float
+    size_kib: float
+    p50_ms: float | None
+    sqnr_db: float | str | None  # "–" for the eager model; None: exact
+    macs: NotRequired[int | None]
+    pte: NotRequired[str]
+    engine: NotRequired[str]
+
+
+class DemoResult(TypedDict):
+    """:func:`run_demo`'s comparison (also ``demo.json`` in its folder, without ``seconds``)."""
+
+    rows: list[DemoRow]
+    epochs: int
+    test_samples: int
+    timing_note: str
+    out: str
+    seconds: NotRequired[float]
+
+
+def digits_cnn() -> tuple[torch.nn.Module, torch.Tensor]:
     """The demo network: three conv blocks and a linear classifier, ~93k parameters, input 1x1x8x8."""
     import torch
     from torch import nn
@@ -51,7 +92,7 @@ def digits_cnn() -> Any:
     return DigitsCNN(), torch.zeros(1, 1, 8, 8)
 
 
-def load_digits_split() -> dict:
+def load_digits_split() -> DigitsSplit:
     """scikit-learn's digits as float32 ``N x 1 x 8 x 8`` in [0, 1]: 1437 train / 360 test, stratified, seeded."""
     import numpy as np
 
@@ -74,7 +115,7 @@ def load_digits_split() -> dict:
     }
 
 
-def _dataset(x: Any, y: Any, source: str = "scikit-learn digits") -> Any:
+def _dataset(x: ArrayLike, y: ArrayLike, source: str = "scikit-learn digits") -> Dataset:
     import torch
 
     from .data import Dataset
@@ -82,7 +123,16 @@ def _dataset(x: Any, y: Any, source: str = "scikit-learn digits") -> Any:
     return Dataset((torch.as_tensor(x),), torch.as_tensor(y), source)
 
 
-def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: int = 32, seed: int = SEED) -> Any:
+def train(
+    model: torch.nn.Module,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    batch: int = 32,
+    seed: int = SEED,
+) -> torch.nn.Module:
     """Train in place (Adam, cross-entropy, cosine-annealed rate); returns the model in eval mode."""
     from .pipeline.training import finetune_
 
@@ -90,7 +140,7 @@ def train(model: Any, x: Any, y: Any, *, epochs: int, lr: float = 3e-3, batch: i
     return model
 
 
-def accuracy(model: Any, x: Any, y: Any) -> float:
+def accuracy(model: torch.nn.Module, x: ArrayLike, y: ArrayLike) -> float:
     from .pipeline.training import accuracy as dataset_accuracy
 
     return dataset_accuracy(model, _dataset(x, y))
@@ -104,7 +154,7 @@ def run_demo(
     log: Callable[[str], None] = lambda m: None,
     time_runs: int = 200,
     finetune_epochs: int = 5,
-) -> dict:
+) -> DemoResult:
     """Train, build, evaluate and time the digits CNN; return the comparison rows.
 
     Raises:
@@ -127,7 +177,7 @@ def run_demo(
     return result
 
 
-def write_digits_files(folder: Path, data: dict) -> dict[str, tuple]:
+def write_digits_files(folder: Path, data: DigitsSplit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The split as the data files edgekit reads: ``calib.npz`` (256 training images), ``train.npz`` and ``test.npz``
     (images and labels). Returns their arrays by name."""
     import numpy as np
@@ -144,8 +194,14 @@ def write_digits_files(folder: Path, data: dict) -> dict[str, tuple]:
 
 
 def _run(
-    tmp: Path, out: Path, data: dict, epochs: int, log: Callable[[str], None], time_runs: int, finetune_epochs: int
-) -> dict:
+    tmp: Path,
+    out: Path,
+    data: DigitsSplit,
+    epochs: int,
+    log: Callable[[str], None],
+    time_runs: int,
+    finetune_epochs: int,
+) -> DemoResult:
     import torch
 
     from .models import LoadedModel, contiguous
@@ -163,7 +219,7 @@ def _run(
     torch.export.save(ep, str(tmp / "digits_cnn.pt2"))
     loaded = LoadedModel("edgekit.demo:digits_cnn (trained by the demo)", model, contiguous((example,)))
 
-    rows: list[dict] = [
+    rows: list[DemoRow] = [
         {
             "variant": "eager PyTorch (fp32)",
             "accuracy": eager_acc,

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import DataError, InputSpecError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch.export import Dim
+
+    from .manifest import DynamicDimInfo
 
 DYNAMIC_DIM_HELP = (
     "INPUTS:DIM:MIN:MAX — make dimension DIM of INPUTS dynamic (repeatable). Inputs that share the "
@@ -81,7 +87,7 @@ def batch_dim(lo: int, hi: int) -> DynamicDim:
     return DynamicDim(("*",), 0, lo, hi)
 
 
-def forward_names(module: Any, count: int) -> list[str]:
+def forward_names(module: torch.nn.Module, count: int) -> list[str]:
     """The names of ``module.forward``'s first ``count`` positional arguments (``x0, x1, ...`` when unknown)."""
     import inspect
 
@@ -113,7 +119,7 @@ def _index(token: str, names: Sequence[str], text: str) -> int:
     return names.index(token)
 
 
-def resolve(dims: Sequence[DynamicDim], names: Sequence[str], examples: Sequence[Any]) -> list[ResolvedDim]:
+def resolve(dims: Sequence[DynamicDim], names: Sequence[str], examples: Sequence[torch.Tensor]) -> list[ResolvedDim]:
     """Bind the user's dimensions to the model's inputs, checking every one against the example shapes.
 
     Raises:
@@ -169,7 +175,7 @@ def resolve(dims: Sequence[DynamicDim], names: Sequence[str], examples: Sequence
     return out
 
 
-def resize(t: Any, dim: int, size: int) -> Any:
+def resize(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """``t`` cut or tiled along ``dim`` to ``size`` (any valid input is fine for tracing and for comparing)."""
     have = int(t.shape[dim])
     if have == size:
@@ -181,7 +187,9 @@ def resize(t: Any, dim: int, size: int) -> Any:
     return t.repeat(*reps).narrow(dim, 0, size).contiguous()
 
 
-def at_sizes(tensors: Sequence[Any], dims: Sequence[ResolvedDim], sizes: Sequence[int]) -> tuple:
+def at_sizes(
+    tensors: Sequence[torch.Tensor], dims: Sequence[ResolvedDim], sizes: Sequence[int]
+) -> tuple[torch.Tensor, ...]:
     """The tensors with each dynamic dimension set to its size in ``sizes``."""
     out = list(tensors)
     for d, size in zip(dims, sizes):
@@ -190,18 +198,18 @@ def at_sizes(tensors: Sequence[Any], dims: Sequence[ResolvedDim], sizes: Sequenc
     return tuple(out)
 
 
-def export_examples(examples: Sequence[Any], dims: Sequence[ResolvedDim]) -> tuple:
+def export_examples(examples: Sequence[torch.Tensor], dims: Sequence[ResolvedDim]) -> tuple[torch.Tensor, ...]:
     """Examples sized inside every range and never at 0 or 1 (``torch.export`` specialises those)."""
     return at_sizes(examples, dims, [d.example for d in dims])
 
 
-def dynamic_shapes(count: int, dims: Sequence[ResolvedDim]) -> Any:
+def dynamic_shapes(count: int, dims: Sequence[ResolvedDim]) -> tuple[dict[int, Dim], ...] | None:
     """The ``dynamic_shapes`` argument of ``torch.export.export``: one Dim per ResolvedDim, shared by its inputs."""
     if not dims:
         return None
     from torch.export import Dim
 
-    shapes: list[dict] = [{} for _ in range(count)]
+    shapes: list[dict[int, Dim]] = [{} for _ in range(count)]
     for d in dims:
         sym = Dim(d.name, min=d.min, max=d.max)
         for i in d.indices:
@@ -209,7 +217,7 @@ def dynamic_shapes(count: int, dims: Sequence[ResolvedDim]) -> Any:
     return tuple(shapes)
 
 
-def check_sizes(shapes: Sequence[Sequence[int]], ranges: Sequence[Any], source: str) -> None:
+def check_sizes(shapes: Sequence[Sequence[int]], ranges: Sequence[DynamicDimInfo], source: str) -> None:
     """Refuse input shapes outside the ranges a package records (``model.dynamic_dims``).
 
     Raises:

@@ -14,9 +14,12 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import ContractError, EdgekitError, OutputExistsError
+
+if TYPE_CHECKING:
+    from ._contract import Json
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
 PACKAGE_MARKER = "manifest.json"
@@ -110,7 +113,7 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: object) -> None:
     """Write JSON via a temp file and rename, so readers never see half a file; never writes NaN.
 
     Raises:
@@ -133,7 +136,7 @@ def write_json(path: str | Path, data: Any) -> None:
         ) from None
 
 
-def read_json(path: str | Path, what: str, error: type[EdgekitError] = EdgekitError, hint: str | None = None) -> Any:
+def read_json(path: str | Path, what: str, error: type[EdgekitError] = EdgekitError, hint: str | None = None) -> Json:
     """Parse a JSON file, or raise ``error`` naming ``what`` it should have been."""
     p = Path(path)
     try:

@@ -15,17 +15,17 @@ tokenizer to the exported length. ``transformers`` is an optional extra (``pip i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .data import Dataset
 from .errors import DataError, ModelLoadError, UsageError
-from .specs import LoadedModel
+from .specs import InputSpec, LoadedModel
 
 HF_OUTPUTS = ("pooled", "last_hidden_state", "logits")
 DEFAULT_TOKENS = 32
 
 
-def _wrapper(model: Any, output: str) -> Any:
+def _wrapper(model: PreTrainedModel, output: str) -> torch.nn.Module:
     import torch
 
     class HfModel(torch.nn.Module):
@@ -53,7 +53,14 @@ def _wrapper(model: Any, output: str) -> Any:
     return HfModel().eval()
 
 
-def load_hf(spec: str, inputs: Sequence[Any], output: str | None = None) -> Any:
+# Below _wrapper on purpose: the explain.json of an hf: package records source lines of HfModel.forward (the mask and
+# the pooling are its own operators), so the lines above it stay where they were and its packages stay the same bytes.
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def load_hf(spec: str, inputs: Sequence[InputSpec], output: str | None = None) -> LoadedModel:
     """``hf:PATH`` → a LoadedModel (with the tokenizer, and the kind of output for verification).
 
     Raises:
@@ -108,7 +115,9 @@ def load_hf(spec: str, inputs: Sequence[Any], output: str | None = None) -> Any:
     )
 
 
-def tokenize(tokenizer: Any, sentences: Sequence[str], tokens: int) -> tuple:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str], tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sentences → (input_ids, attention_mask), int64, padded or truncated to ``tokens``."""
     enc = tokenizer(list(sentences), padding="max_length", truncation=True, max_length=tokens, return_tensors="pt")
     return enc["input_ids"].long(), enc["attention_mask"].long()
@@ -118,17 +127,17 @@ class TextTokenizer:
     """An hf: model's tokenizer as data loading uses it (``LoadedModel.tokenizer``): text files and random sentences
     to token ids and masks at the exported length. ``hf`` is the Hugging Face tokenizer itself."""
 
-    def __init__(self, hf: Any):
+    def __init__(self, hf: PreTrainedTokenizerBase):
         self.hf = hf
 
     def text_dataset(self, path: Path, tokens: int) -> Dataset:
         return text_dataset(path, self.hf, tokens)
 
-    def random_sentences(self, examples: Sequence[Any], n: int, *, seed: int, source: str) -> Dataset:
+    def random_sentences(self, examples: Sequence[torch.Tensor], n: int, *, seed: int, source: str) -> Dataset:
         return random_sentences(self.hf, examples, n, seed=seed, source=source)
 
 
-def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Dataset:
+def text_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, tokens: int) -> Dataset:
     """A text file of sentences (one a line; blank lines skipped) as a Dataset of token ids and masks.
 
     Raises:
@@ -143,7 +152,7 @@ def text_dataset(path: Path, tokenizer: Any, tokens: int) -> Dataset:
     return _sentences(tokenizer, lines, tokens, str(path))
 
 
-def _sentences(tokenizer: Any, lines: list[str], tokens: int, source: str) -> Dataset:
+def _sentences(tokenizer: PreTrainedTokenizerBase, lines: list[str], tokens: int, source: str) -> Dataset:
     ids, mask = tokenize(tokenizer, lines, tokens)
     return Dataset(
         (ids, mask),
@@ -153,7 +162,9 @@ def _sentences(tokenizer: Any, lines: list[str], tokens: int, source: str) -> Da
     )
 
 
-def random_sentences(tokenizer: Any, examples: Sequence[Any], n: int, *, seed: int, source: str) -> Any:
+def random_sentences(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[torch.Tensor], n: int, *, seed: int, source: str
+) -> Dataset:
     """``n`` random "sentences": token ids drawn from the vocabulary (special tokens aside) between the
     tokenizer's own start and end tokens, of random lengths, padded to the examples' length with a 0/1 mask.
     Random integers as ids and mask would be out of vocabulary and a mask of 2..9 overflows the additive mask."""

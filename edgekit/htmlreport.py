@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import html
 import io
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -15,7 +18,7 @@ tr.regressed td{background:#fdd}tr.improved td{background:#dfd}tr.noisy td{backg
 img{max-width:100%;border:1px solid #eee}.warn{color:#8a5a00}"""
 
 
-def fig_png(fig: Any) -> bytes:
+def fig_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()

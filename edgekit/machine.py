@@ -12,6 +12,7 @@ import socket
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Mapping, TypedDict
 
 
 def package_version(name: str) -> str | None:
@@ -31,7 +32,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def software_versions() -> dict:
+class MachineFacts(TypedDict):
+    """:func:`machine_facts`: what results store (as JSON) and compare about the machine that measured them."""
+
+    cpu_model: str
+    arch: str
+    cores_logical: int | None
+    cores_physical: int | None
+    cpu_max_mhz: float | None
+    memory_gb: float
+    os: str
+    hostname: str
+    python: str
+    torch: str | None
+    executorch: str | None
+    edgekit: str | None
+    machine_id: str  # machine_id() of the facts above
+
+
+class CommitFacts(TypedDict):
+    """:func:`commit_facts`: the checkout a benchmark ran from (all None outside a repository)."""
+
+    sha: str | None
+    short: str | None
+    dirty: bool | None
+    branch: str | None
+
+
+def software_versions() -> dict[str, str | None]:
     """The versions that change what a build produces (read from package metadata: no imports)."""
     from ._version import __version__
 
@@ -45,7 +73,7 @@ def software_versions() -> dict:
     }
 
 
-def machine_facts() -> dict:
+def machine_facts() -> MachineFacts:
     """CPU, cores, frequency, memory, OS and the versions that change measured figures."""
     import psutil
 
@@ -55,22 +83,22 @@ def machine_facts() -> dict:
         freq = round(f.max or f.current, 1) if f else None
     except (OSError, NotImplementedError, AttributeError):
         pass
-    facts = {
-        "cpu_model": cpu_model(),
-        "arch": platform.machine(),
-        "cores_logical": psutil.cpu_count(logical=True),
+    cpu, arch, cores, host = cpu_model(), platform.machine(), psutil.cpu_count(logical=True), socket.gethostname()
+    return {
+        "cpu_model": cpu,
+        "arch": arch,
+        "cores_logical": cores,
         "cores_physical": psutil.cpu_count(logical=False),
         "cpu_max_mhz": freq,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
-        "hostname": socket.gethostname(),
+        "hostname": host,
         "python": platform.python_version(),
         "torch": package_version("torch"),
         "executorch": package_version("executorch"),
         "edgekit": package_version("edgekit"),
+        "machine_id": machine_id({"cpu_model": cpu, "arch": arch, "cores_logical": cores, "hostname": host}),
     }
-    facts["machine_id"] = machine_id(facts)
-    return facts
 
 
 #: Hardware facts that must agree for two measurements to be comparable. The OS string (kernel version)
@@ -78,13 +106,13 @@ def machine_facts() -> dict:
 COMPARABLE_KEYS = ("cpu_model", "arch", "cores_logical", "memory_gb")
 
 
-def machine_id(facts: dict) -> str:
+def machine_id(facts: Mapping[str, object]) -> str:
     """A short stable id of the hardware + OS (not the software versions, which runs compare on purpose)."""
     text = "|".join(str(facts.get(k)) for k in ("cpu_model", "arch", "cores_logical", "hostname"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def commit_facts(cwd: str | os.PathLike | None = None) -> dict:
+def commit_facts(cwd: str | os.PathLike | None = None) -> CommitFacts:
     """The git commit of the working tree (sha, dirty flag), or nulls outside a repository."""
 
     def git(*args: str) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._contract import Contract
 from .errors import ContractError, ProgramError
@@ -106,8 +105,9 @@ class PruneSection(Contract):
     macs_after: int | None = None
     params_ratio: float | None = None
     macs_ratio: float | None = None
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    sparsity_by_layer: list[dict[str, Any]] | None = None
+    # per pruned conv/linear: layer, type, out_before, out_after, in_before, in_after, kept (a share of its channels)
+    layers: list[dict[str, str | int | float]] = field(default_factory=list)
+    sparsity_by_layer: list[dict[str, str | int | float]] | None = None  # layer, weights, zeros, sparsity
     sparsity_achieved: float | None = None
     sparsity_note: str | None = None
 
@@ -306,7 +306,7 @@ class TuneCandidate(Contract):
     """One recipe `edgekit tune` tried, with what was measured and its fate."""
 
     name: str
-    recipe: dict[str, Any]  # scheme, fp32_layers, prune ratio
+    recipe: dict[str, str | int | float | list[str] | None]  # scheme, fp32_layers, prune ratio (decoders: linears …)
     status: CandidateStatus
     reason: str
     size_bytes: int | None = None
@@ -390,7 +390,7 @@ class GenerationSection(Contract):
     ppl_increase_pct: float
     next_token_agreement: float  # share of positions where the program's top token is the model's
     greedy: GreedyCheck
-    source: dict[str, Any] | None = None  # gguf: the file, its sha256 and quantization type
+    source: dict[str, str | int | list[str] | None] | None = None  # gguf: the file, its sha256 and quantization type
     notes: list[str] = field(default_factory=list)
     model_context_len: int | None = None  # the longest cache the model allows: its positions, or its sliding window
     # the answers check's tokens and the user's model's logits for them (packages before it: None, checked against
@@ -411,7 +411,7 @@ class Manifest(Contract):
     created: str  # when the package was written, ISO 8601 UTC
     versions: dict[str, str | None]  # edgekit, torch, executorch, torchao, Python and the platform that built it
     model: ModelSection  # the model handed in: its spec, inputs and outputs
-    target: dict[str, Any]  # the target the program was built for, every key (as in its TOML file)
+    target: dict[str, object]  # the target the program was built for, every key (as in its TOML file)
     target_source: str  # where the target came from: a built-in name or a file's path
     export: ExportSection  # how torch.export traced the model
     prune: PruneSection  # what pruning removed, and the accuracy before and after
@@ -438,7 +438,7 @@ class Manifest(Contract):
         return [MANIFEST_NAME, self.program.file, *data, *side, *tokenizer]
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "") -> "Manifest":
+    def from_dict(cls, data: object, source: str = "") -> "Manifest":
         if isinstance(data, dict) and data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise ContractError(
                 f"{source or 'manifest'}: schema_version {data.get('schema_version')!r} is not one this "

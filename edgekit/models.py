@@ -13,7 +13,7 @@ tensor or a tuple of tensors. ``--input`` specs (``1x3x224x224``, ``1x128:int64`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import InputSpecError, ModelLoadError, first_line
 
@@ -27,8 +27,12 @@ from .specs import import_object as import_object
 from .specs import parse_dynamic_batch as parse_dynamic_batch
 from .specs import parse_input_spec as parse_input_spec
 
+if TYPE_CHECKING:
+    import torch
+    from torch.export import ExportedProgram
 
-def _as_inputs(value: Any, spec: str) -> tuple:
+
+def _as_inputs(value: object, spec: str) -> tuple[torch.Tensor, ...]:
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -42,7 +46,11 @@ def _as_inputs(value: Any, spec: str) -> tuple:
 
 
 def load_model(
-    spec: Any, inputs: Sequence[InputSpec] = (), *, seed: int = 0, hf_output: str | None = None
+    spec: str | Path | torch.nn.Module | LoadedModel,
+    inputs: Sequence[InputSpec] = (),
+    *,
+    seed: int = 0,
+    hf_output: str | None = None,
 ) -> LoadedModel:
     """Resolve a model spec to a :class:`LoadedModel` in eval mode with contiguous example inputs.
 
@@ -112,7 +120,7 @@ def load_model(
     return LoadedModel(spec, module.eval(), contiguous(example))
 
 
-def _load_file(spec: str, given: tuple) -> LoadedModel:
+def _load_file(spec: str, given: tuple[torch.Tensor, ...]) -> LoadedModel:
     import torch
 
     path = Path(spec)
@@ -153,7 +161,7 @@ def _load_file(spec: str, given: tuple) -> LoadedModel:
     return LoadedModel(str(path), ep.module(), contiguous(example), exported=ep)
 
 
-def _check_given_shapes(spec: str, ep: Any, given: tuple) -> None:
+def _check_given_shapes(spec: str, ep: ExportedProgram, given: tuple[torch.Tensor, ...]) -> None:
     """``--input`` for a saved program must fit what it was exported for: as many inputs, each of its rank, each static
     size equal (a dynamic one may differ).
 

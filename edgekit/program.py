@@ -13,9 +13,14 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import ProgramError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+    from .manifest import PlannedMemory, ProgramData
 
 # ExecuTorch ScalarType codes (schema/scalar_type.fbs) to dtype names; the ones a program's inputs may use.
 SCALAR_TYPES = {
@@ -62,7 +67,7 @@ class TensorMeta:
     dtype: str
     dynamic: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, list[int] | str | bool]:
         return {"shape": list(self.shape), "dtype": self.dtype, "dynamic": self.dynamic}
 
     @property
@@ -102,14 +107,17 @@ class ProgramInfo:
             )
         return self.methods[name]
 
-    def planned_memory(self, method: str = "forward") -> dict:
+    def planned_memory(self, method: str = "forward") -> PlannedMemory:
+        """What ExecuTorch's memory planner allocated for ``method``, as the manifest records it."""
+        from .manifest import PlannedMemory
+
         m = self.method(method)
-        return {
-            "method": method,
-            "planned_buffers_bytes": list(m.planned_buffer_bytes),
-            "planned_bytes": m.planned_bytes,
-            "planned_mb": round(m.planned_bytes / 2**20, 4),
-        }
+        return PlannedMemory(
+            method=method,
+            planned_buffers_bytes=list(m.planned_buffer_bytes),
+            planned_bytes=m.planned_bytes,
+            planned_mb=round(m.planned_bytes / 2**20, 4),
+        )
 
 
 def sha256_file(path: str | Path) -> str:
@@ -120,7 +128,7 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def data_file_problem(folder: str | Path, data: Any) -> str | None:
+def data_file_problem(folder: str | Path, data: ProgramData) -> str | None:
     """What is wrong with a package's external weights file (``data``: the manifest's ``program.data``), in words:
     ``missing``, or the sha256 that is not the manifest's; None when it is the file the program was built with."""
     path = Path(folder) / data.file
@@ -350,7 +358,7 @@ class InProcessProgram:
                     + ("" if data_path else "; a program that keeps weights in a .ptd file needs it beside it"),
                 ) from exc
 
-    def run(self, inputs: tuple) -> tuple:
+    def run(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         try:
             return tuple(self._method.execute(list(inputs)))
         except Exception as exc:

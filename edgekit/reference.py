@@ -22,10 +22,15 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
 
 from ._contract import Contract
 from .errors import ProfileError, ProgramError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from numpy.typing import ArrayLike
 
 REFERENCE_NAME = "reference.npz"
 #: how much lower than at build time a device's SQNR may be ...
@@ -47,6 +52,12 @@ class ReferenceOutput(Contract):
 
 
 @dataclass(frozen=True)
+class ReferenceInput(Contract):
+    shape: list[int]  # of one set (without the K dimension)
+    dtype: str
+
+
+@dataclass(frozen=True)
 class ReferenceSection(Contract):
     """The manifest's ``reference``: the reference vectors stored beside the program."""
 
@@ -55,7 +66,7 @@ class ReferenceSection(Contract):
     size_bytes: int
     samples: int  # input sets (each one run of the program)
     source: str  # where the inputs came from
-    inputs: list[dict[str, Any]]  # shape (of one set) and dtype of each input
+    inputs: list[ReferenceInput]  # shape (of one set) and dtype of each input
     outputs: list[ReferenceOutput]
     rule: str = f"device SQNR against your model >= min(build-time SQNR - {MARGIN_DB:g} dB, {FLOOR_DB:g} dB)"
 
@@ -87,8 +98,8 @@ class ReferenceVectors:
     """A package's reference vectors, read and checked against its manifest."""
 
     section: ReferenceSection
-    inputs: list[Any]  # numpy arrays, K x ...
-    expected: list[Any]
+    inputs: list[np.ndarray]  # K x (one set's shape of input i)
+    expected: list[np.ndarray]  # K x (output j's shape)
 
     def input_bytes(self) -> bytes:
         """All K sets, one after another, each its inputs in order (what the runner's --check-inputs reads)."""
@@ -99,7 +110,7 @@ class ReferenceVectors:
         return [tuple(a.shape[1:]) for a in self.inputs]
 
 
-def sqnr_db(ref: Any, got: Any) -> float | None:
+def sqnr_db(ref: ArrayLike, got: ArrayLike) -> float | None:
     """10·log10(Σref² / Σ(ref−got)²); None when identical (the same rule as verify)."""
     import numpy as np
 
@@ -115,7 +126,7 @@ def required_db(build_sqnr: float | None) -> float:
     return FLOOR_DB if build_sqnr is None else round(min(build_sqnr - MARGIN_DB, FLOOR_DB), 3)
 
 
-def _arrays(tensors: list[Any]) -> list[Any]:
+def _arrays(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     """torch tensors → numpy arrays numpy can store (bfloat16 as its bits, uint16)."""
     import torch
 
@@ -126,14 +137,14 @@ def _arrays(tensors: list[Any]) -> list[Any]:
     return out
 
 
-def _dtype(t: Any) -> str:
+def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
 def make_reference(
-    inputs: list[list[Any]],
-    expected: list[list[Any]],
-    program: list[list[Any]],
+    inputs: Sequence[Sequence[torch.Tensor]],
+    expected: Sequence[Sequence[torch.Tensor]],
+    program: Sequence[Sequence[torch.Tensor]],
     source: str,
     max_mb: float = DEFAULT_MAX_MB,
 ) -> tuple[bytes, ReferenceSection] | tuple[None, str]:
@@ -183,7 +194,7 @@ def make_reference(
         size_bytes=len(data),
         samples=k,
         source=source,
-        inputs=[{"shape": list(t.shape), "dtype": _dtype(t)} for t in inputs[0]],
+        inputs=[ReferenceInput(list(t.shape), _dtype(t)) for t in inputs[0]],
         outputs=outputs,
     )
     return data, section
@@ -217,9 +228,9 @@ def load_reference(package: Path, section: ReferenceSection) -> ReferenceVectors
     except (ValueError, KeyError, OSError) as exc:
         raise ProgramError(f"{path} is not a reference file edgekit can read ({str(exc)[:100]})", hint) from None
     for i, (a, spec) in enumerate(zip(inputs, section.inputs)):
-        if list(a.shape) != [section.samples, *spec["shape"]]:
+        if list(a.shape) != [section.samples, *spec.shape]:
             raise ProgramError(
-                f"{path}: input_{i} has shape {list(a.shape)}, the manifest says {[section.samples, *spec['shape']]}",
+                f"{path}: input_{i} has shape {list(a.shape)}, the manifest says {[section.samples, *spec.shape]}",
                 hint,
             )
     return ReferenceVectors(section, inputs, expected)
@@ -240,7 +251,7 @@ def compare(ref: ReferenceVectors, raw: bytes, where: str) -> ReferenceCheck:
             f"the reference check {where} returned {len(raw)} bytes of outputs, {k * sum(sizes)} were expected",
             "rebuild the package",
         )
-    got: list[list[Any]] = [[] for _ in ref.section.outputs]
+    got: list[list[np.ndarray]] = [[] for _ in ref.section.outputs]
     offset = 0
     for _ in range(k):
         for j, o in enumerate(ref.section.outputs):

@@ -53,7 +53,7 @@ class InputSpec:
     def __str__(self) -> str:
         return "x".join(map(str, self.shape)) + f":{self.dtype}"
 
-    def make(self, generator: "torch.Generator | None" = None) -> "torch.Tensor":
+    def make(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random, contiguous tensor of this spec (normal floats, small non-negative ints)."""
         import torch
 
@@ -127,10 +127,12 @@ class LoadedModel:
     """
 
     spec: str
-    module: Any
-    example_inputs: tuple
-    exported: Any = None
-    tokenizer: Any = None  # hf: models: tokenises text-file data to the exported length
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    exported: torch.export.ExportedProgram | None = None
+    # hf: models: tokenises text-file data to the exported length (an edgekit.data.Tokenizer: edgekit.hf's
+    # TextTokenizer; Any because specs sits below both and names neither)
+    tokenizer: Any = None
     task: str | None = None  # what the first output is, when the loader knows (hf: pooled → embed)
 
     @property
@@ -138,7 +140,7 @@ class LoadedModel:
         return tuple(InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in self.example_inputs)
 
 
-def contiguous(inputs: Sequence["torch.Tensor"]) -> tuple:
+def contiguous(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Make example inputs contiguous and unambiguous.
 
     A tensor from numpy with one channel has strides like (64, 1, 8, 1) that export reads as channels-last,
@@ -154,7 +156,7 @@ def _close_matches(name: str, candidates: Sequence[str]) -> str:
     return f"did you mean {', '.join(close)}?" if close else ""
 
 
-def import_object(spec: str) -> Any:
+def import_object(spec: str) -> object:
     """The object a ``package.module:name`` or ``path/to/file.py:name`` spec names (the user's code is imported).
 
     Raises:

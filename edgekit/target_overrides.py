@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Iterable
 
 from .targets import Target
 
 
-def parse_layer_ratios(items: Any) -> dict[str, float]:
+def parse_layer_ratios(items: Iterable[str]) -> dict[str, float]:
     """``["layer1.0.conv1=0.3", ...]`` → {layer: ratio}; UsageError unless each is LAYER=RATIO, finite, in [0, 1)."""
     from .errors import UsageError
 
@@ -32,13 +32,13 @@ def with_build_options(
     target: Target,
     *,
     has_eval: bool,
-    prune_layer: Any = (),
-    prune_ignore: Any = (),
+    prune_layer: Iterable[str] = (),
+    prune_ignore: Iterable[str] = (),
     max_accuracy_drop: float | None = None,
     quantize_embeddings: str | None = None,
     group_size: int | None = None,
     max_ppl_increase: float | None = None,
-    **prune: Any,
+    **prune: float | str | None,
 ) -> Target:
     """The target with the build command's overrides applied (``prune`` keys are ``[prune]`` fields; None = unset).
 
@@ -48,7 +48,7 @@ def with_build_options(
     """
     from .errors import UsageError
 
-    changes = {f"prune__{k}": v for k, v in prune.items() if v is not None}
+    changes: dict[str, object] = {f"prune__{k}": v for k, v in prune.items() if v is not None}
     if quantize_embeddings is not None:
         changes["quantize__embeddings"] = quantize_embeddings
     if group_size is not None:

@@ -38,10 +38,14 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._contract import Contract
 from .errors import ProgramError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
 
 REFERENCE_NAME = "reference.npz"
 #: the check's tokens: at most this many from the start of the eval text ...
@@ -69,7 +73,7 @@ class TokenFidelity(Contract):
     same_top1: float  # share of positions whose top token is the base's
 
 
-def log_softmax(logits: Any) -> Any:
+def log_softmax(logits: ArrayLike) -> np.ndarray:
     """Rows of logits → log-probabilities, in float64."""
     import numpy as np
 
@@ -78,7 +82,7 @@ def log_softmax(logits: Any) -> Any:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def kl_divergence(base: Any, other: Any) -> Any:
+def kl_divergence(base: ArrayLike, other: ArrayLike) -> np.ndarray:
     """Per row, KL(softmax(base) ‖ softmax(other)) in nats (float64; finite logits)."""
     import numpy as np
 
@@ -86,7 +90,7 @@ def kl_divergence(base: Any, other: Any) -> Any:
     return np.maximum((np.exp(lb) * (lb - lo)).sum(axis=-1), 0.0)
 
 
-def token_fidelity(base: Any, other: Any) -> TokenFidelity:
+def token_fidelity(base: ArrayLike, other: ArrayLike) -> TokenFidelity:
     """``other``'s logits against ``base``'s (both ``[positions, vocab]``)."""
     import numpy as np
 
@@ -139,7 +143,7 @@ def allowed_kld(build_kld: float, steps: int) -> float:
 
 
 def make_token_reference(
-    tokens: list[int], prompt_tokens: int, expected: Any, program: Any
+    tokens: list[int], prompt_tokens: int, expected: ArrayLike, program: ArrayLike
 ) -> tuple[bytes, TokenReference]:
     """The ``reference.npz`` bytes and its manifest section: ``expected`` the user's model's logits and ``program``
     the program's (the ExecuTorch runtime at build time), ``[len(tokens) − prompt_tokens, vocab]`` each."""
@@ -168,7 +172,7 @@ class TokenReferenceData:
 
     section: TokenReference
     tokens: list[int]
-    expected: Any  # float32 [steps, vocab]
+    expected: np.ndarray  # float32 [steps, vocab]
 
     @property
     def prompt(self) -> list[int]:
@@ -217,7 +221,7 @@ class AnswersCheck(Contract):
     max_kld: float  # allowed_kld(build, steps)
 
 
-def check_answers(ref: TokenReferenceData, logits: Any) -> AnswersCheck:
+def check_answers(ref: TokenReferenceData, logits: ArrayLike | bytes | bytearray) -> AnswersCheck:
     """``logits`` (what the runtime here gave, ``[steps, vocab]``, or its raw float32 bytes) against the reference.
 
     Raises:

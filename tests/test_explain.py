@@ -151,10 +151,10 @@ def test_per_module_fidelity_survives_in_place_activations():
     prepared = prepare_pt2e(torch.export.export(net, (x,)).module(), quantizer)
     for _ in range(4):
         prepared(torch.randn(1, 3, 16, 16))
-    rows = {r["module"]: r for r in module_sqnr(fp32, convert_pt2e(prepared), [(torch.randn(1, 3, 16, 16),)])}
+    rows = {r.module: r for r in module_sqnr(fp32, convert_pt2e(prepared), [(torch.randn(1, 3, 16, 16),)])}
     for conv in ("0", "3"):
-        assert rows[conv]["local_sqnr_db"] > 25 and rows[conv]["impact_sqnr_db"] > 20, rows[conv]
-    assert rows["1"].get("folded")  # the BatchNorm went into the first conv
+        assert rows[conv].local_sqnr_db > 25 and rows[conv].impact_sqnr_db > 20, rows[conv]
+    assert rows["1"].folded  # the BatchNorm went into the first conv
 
 
 def test_pointwise_convolutions_that_xnnpack_runs_as_gemms_keep_their_time(tmp_path):

@@ -81,8 +81,8 @@ def test_sparsity_leaves_no_masks_and_global_scope():
     res = prune_model(model, (x,), PruneConfig(sparsity=0.5, scope="global"))
     names = [n for n, _ in res.module.named_parameters()] + [n for n, _ in res.module.named_buffers()]
     assert not [n for n in names if n.endswith(("_orig", "_mask"))]
-    assert res.info["sparsity_achieved"] == pytest.approx(0.5, abs=0.01)
-    per_layer = [row["sparsity"] for row in res.info["sparsity_by_layer"]]
+    assert res.info.sparsity_achieved == pytest.approx(0.5, abs=0.01)
+    per_layer = [row["sparsity"] for row in res.info.sparsity_by_layer]
     assert max(per_layer) - min(per_layer) > 0.05  # a global ranking prunes layers unevenly
 
 

@@ -165,13 +165,13 @@ def test_fp16_is_a_candidate_only_where_the_cpu_has_fp16_arithmetic(tmp_path):
 def test_pruning_starts_from_the_most_faithful_of_the_precisions_tied_on_speed():
     from types import SimpleNamespace
 
-    from edgekit.tune.search import Tried, prune_base
+    from edgekit.tune.search import MeasureResult, Tried, prune_base
 
     def tried(scheme, p50, size, sqnr):
         manifest = SimpleNamespace(
             program=SimpleNamespace(size_bytes=size), verify=SimpleNamespace(accuracy=None, sqnr_db=sqnr)
         )
-        return Tried(Recipe(scheme), status="beaten", manifest=manifest, profile={"p50": p50})
+        return Tried(Recipe(scheme), status="beaten", manifest=manifest, profile=MeasureResult(p50, None, None, []))
 
     pt = tried(QuantScheme.INT8_STATIC_PER_TENSOR, 0.0082, 98_000, 30.0)
     pc = tried(QuantScheme.INT8_STATIC_PER_CHANNEL, 0.0083, 102_000, 34.0)
@@ -202,9 +202,9 @@ def test_a_rerun_of_the_sensitivity_scan_loads_every_calibration_it_made(data):
     exported = export_model(loaded)
     records = Counted()
     scheme = QuantScheme.INT8_STATIC_PER_CHANNEL
-    first = mixed_precision(exported, scheme, calib, held, lambda f: f["sqnr_db"] >= 30, records=records)
+    first = mixed_precision(exported, scheme, calib, held, lambda f: f.sqnr_db >= 30, records=records)
     calibrated = Counted.puts
-    again = mixed_precision(exported, scheme, calib, held, lambda f: f["sqnr_db"] >= 30, records=records)
+    again = mixed_precision(exported, scheme, calib, held, lambda f: f.sqnr_db >= 30, records=records)
     assert calibrated > 0 and Counted.puts == calibrated  # the second scan calibrated nothing
     assert again == first and sorted(first.keep) == ["fc2", "head"]  # and found exactly what the first one did
 

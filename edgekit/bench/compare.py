@@ -32,13 +32,13 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ..errors import BenchError, RegressionError, UsageError
 from ..machine import COMPARABLE_KEYS
-from .document import BenchItem, BenchRun
+from .document import BenchItem, BenchRun, MachineFacts
+from .rows import ComparisonRow, MetricComparison
 
 ALPHA = 0.002
 FEW_SAMPLES = 20
@@ -123,7 +123,7 @@ def compare_samples(
     threshold: float = 0.10,
     alpha: float = ALPHA,
     seed: int = 0,
-) -> dict:
+) -> MetricComparison:
     """Compare two latency sample sets; see the module docstring for the rule."""
     from scipy.stats import mannwhitneyu
 
@@ -169,7 +169,7 @@ def compare_samples(
     }
 
 
-def compare_value(base: float | None, new: float | None, *, metric: str, threshold: float) -> dict | None:
+def compare_value(base: float | None, new: float | None, *, metric: str, threshold: float) -> MetricComparison | None:
     """Deterministic comparison of a single value per run (None when either side lacks it)."""
     if base is None or new is None:
         return None
@@ -198,18 +198,18 @@ def compare_value(base: float | None, new: float | None, *, metric: str, thresho
     }
 
 
-def machine_differences(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
+def machine_differences(a: MachineFacts, b: MachineFacts) -> dict[str, tuple[object, object]]:
     return {k: (a.get(k), b.get(k)) for k in COMPARABLE_KEYS if a.get(k) != b.get(k)}
 
 
 @dataclass
 class Comparison:
-    rows: list[dict]
-    regressions: list[dict]
+    rows: list[ComparisonRow]
+    regressions: list[ComparisonRow]
     warnings: list[str]
     missing_in_run: list[str]
     missing_in_baseline: list[str]
-    machine_mismatch: dict
+    machine_mismatch: dict[str, tuple[object, object]]  # fact → (baseline's, run's)
     baseline: str
     run: str
     gated: dict[str, float] = field(default_factory=dict)
@@ -231,7 +231,7 @@ class Comparison:
                 "see the comparison table above; rerun to rule out noise",
             )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "baseline": self.baseline,
             "run": self.run,
@@ -324,7 +324,8 @@ def compare_runs(
         a, b = baseline.machine.get(key), run.machine.get(key)
         if a != b:
             warnings.append(f"{key} changed: {a} → {b}")
-    rows, regressions = [], []
+    rows: list[ComparisonRow] = []
+    regressions: list[ComparisonRow] = []
     for key in common:
         b, n = base_by[key], run_by[key]
         for metric, mdef in METRICS.items():
@@ -337,7 +338,7 @@ def compare_runs(
                 res = compare_value(_value(b, metric), _value(n, metric), metric=metric, threshold=thresholds[metric])
                 if res is None:
                     continue
-            row = {
+            row: ComparisonRow = {
                 "key": key,
                 "model": n.model,
                 "target": n.target,

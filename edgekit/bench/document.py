@@ -8,9 +8,8 @@ the file and the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from .._contract import Contract
+from .._contract import Contract, JsonDict
 from ..errors import BenchError, ContractError
 from ..profile.stats import LatencyStats
 
@@ -37,7 +36,7 @@ class MachineFacts(Contract):
     executorch: str | None = None
     edgekit: str | None = None
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: object = None) -> object:
         return getattr(self, key, default)
 
 
@@ -74,15 +73,15 @@ class BenchItem(Contract):
     samples_ms: list[float]
     phases: dict[str, float | None]
     memory: dict[str, float | None]
-    energy: dict[str, Any]
+    energy: dict[str, object]  # the profile's energy figures (EnergyResult)
     warnings: list[str] = field(default_factory=list)
-    noise: dict[str, Any] | None = None  # the profile's noise floor: reference workload before/after and its drift
+    noise: dict[str, object] | None = None  # the profile's noise floor: reference workload before/after and its drift
     # the answers check where it was measured: status, worst SQNR (tensor models) or KLD (generation programs), note
-    check: dict[str, Any] | None = None
-    explain: dict[str, Any] | None = None  # edgekit explain's slowest and least faithful modules, a line each (local)
+    check: dict[str, object] | None = None
+    explain: dict[str, object] | None = None  # edgekit explain's slowest and least faithful modules, a line each
     #: text-generation items: prefill/decode tokens per s, time to first token, prompt and generated tokens. Their
     #: latency_ms and samples_ms are the decode steps' (ms per generated token), phases' first_run_ms the TTFT
-    generation: dict[str, Any] | None = None
+    generation: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +100,10 @@ class BenchRun(Contract):
     kind: str
     run_id: str
     created: str
-    suite: dict[str, Any]
+    suite: dict[str, object]  # the suite's name, path and items, as run
     machine: MachineFacts
-    commit: dict[str, Any]
-    settings: dict[str, Any]
+    commit: dict[str, str | bool | None]  # the checkout it ran from (edgekit.machine.CommitFacts)
+    settings: dict[str, object]  # the run's options (threads, runs, executor ...)
     results: list[BenchItem]
     errors: list[BenchFailure]
     wall_seconds: float
@@ -113,7 +112,7 @@ class BenchRun(Contract):
     device: str | None = None  # the device it was measured on (bench run --device), else this machine
     path: str | None = field(default=None, compare=False)
 
-    def to_dict(self, path: str = "") -> dict:
+    def to_dict(self, path: str = "") -> JsonDict:
         d = super().to_dict(path)
         d.pop("path")
         return d
@@ -127,7 +126,7 @@ class BenchRun(Contract):
             )
 
 
-def run_from_dict(data: Any, source: str) -> BenchRun:
+def run_from_dict(data: object, source: str) -> BenchRun:
     """Validate a parsed run file.
 
     Raises:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any
 
 from ..errors import BenchError
 from ..fileops import staged_output
 from ..htmlreport import CSS, fig_png, html_table
 from .compare import Comparison
-from .document import BenchRun
+from .document import BenchRun, BuildFigures
 
 
 def latency_plot(runs: list[BenchRun]) -> bytes:
@@ -77,7 +76,7 @@ def scatter_plot(run: BenchRun) -> bytes:
     return png
 
 
-def _fmt(v: Any, spec: str = ".4g") -> str:
+def _fmt(v: object, spec: str = ".4g") -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -126,7 +125,7 @@ SUMMARY_HEAD = [
 ]
 
 
-def _quality_cell(b: Any) -> str:
+def _quality_cell(b: BuildFigures) -> str:
     """Top-1 accuracy, or for a generation program its perplexity and how far above the model's it is."""
     if b.perplexity is not None:
         return f"ppl {b.perplexity:.3g} ({b.ppl_increase_pct:+.1f}%)"
@@ -147,7 +146,7 @@ def generation_lines(run: BenchRun) -> list[str]:
     return out
 
 
-def _check_cell(check: dict | None) -> str:
+def _check_cell(check: dict[str, object] | None) -> str:
     """The reference check where the item was measured (a failed one is an error of the run, not an item)."""
     if not check:
         return "–"

@@ -6,14 +6,20 @@ import datetime as _dt
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .. import paths
 from ..builds import BuildCache, BuildQueue, Built, build_key, versions
 from ..errors import BenchError, EdgekitError
-from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchItem, BenchRun, MachineFacts
+from .document import RUN_KIND, RUN_SCHEMA_VERSION, BenchFailure, BenchItem, BenchRun, MachineFacts
 from .items import measure_item
-from .suite import Suite
+from .suite import Suite, SuiteModel
+
+if TYPE_CHECKING:
+    from ..device.devices import Device
+
+#: a suite's (model name, target)
+Pair = tuple[str, str]
 
 CACHE_ROOT = paths.BUILD_CACHE
 
@@ -25,8 +31,8 @@ def iter_builds(
     executor: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     notes: list[str] | None = None,
-    state: dict | None = None,
-) -> Iterator:
+    state: dict[str, bool] | None = None,
+) -> Iterator[tuple[Pair, Built | str]]:
     """Build every (model, target) of ``suite`` once, through the executor, into the content-addressed cache; yield
     ``((model, target), Built | error text)`` as each one is ready (cache hits first), so measuring can start behind
     the builds. ``notes`` receives which executor ran and anything the cache had to say (a corrupt entry rebuilt);
@@ -67,20 +73,30 @@ def iter_builds(
     notes += store.warnings
 
 
-def build_all(suite: Suite, **kwargs: Any) -> tuple[dict, dict, list[str]]:
+def build_all(
+    suite: Suite,
+    *,
+    cache: str | Path = CACHE_ROOT,
+    executor: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict[Pair, Built], dict[Pair, str], list[str]]:
     """Every build of ``suite`` (see :func:`iter_builds`): ``({pair: Built}, {pair: error}, notes)``."""
     notes: list[str] = []
-    built, errors = {}, {}
-    for pair, done in iter_builds(suite, notes=notes, **kwargs):
-        (built if isinstance(done, Built) else errors)[pair] = done
+    built: dict[Pair, Built] = {}
+    errors: dict[Pair, str] = {}
+    for pair, done in iter_builds(suite, cache=cache, executor=executor, progress=progress, notes=notes):
+        if isinstance(done, Built):
+            built[pair] = done
+        else:
+            errors[pair] = done
     return built, errors, notes
 
 
 def _document(
     suite: Suite,
-    facts: dict,
-    results: list,
-    errors: list,
+    facts: Mapping[str, object],
+    results: list[BenchItem],
+    errors: list[BenchFailure],
     t_start: float,
     device: str | None = None,
     notes: list[str] | None = None,
@@ -130,7 +146,7 @@ def run_suite(
     items, notes, state = suite.items(), [], {}
     results, errors, ready = [], [], []
 
-    def measure(model: Any, target: str, threads: int, b: Any) -> None:
+    def measure(model: SuiteModel, target: str, threads: int, b: Built | str) -> None:
         if progress:
             progress(f"{model.name} × {target} × {threads} thread(s)", len(results) + len(errors) + 1, len(items))
         outcome = measure_item(suite, model, target, threads, b)
@@ -149,7 +165,7 @@ def run_suite(
 
 def run_suite_on_devices(
     suite: Suite,
-    devices: list[Any],
+    devices: list[Device],
     *,
     cache: str | Path = CACHE_ROOT,
     executor: str | None = None,
@@ -177,7 +193,7 @@ def run_suite_on_devices(
     queues = {d.name: queue.Queue() for d in devices}
     done, lock, notes = [0], Lock(), []
 
-    def on_device(device: Any) -> BenchRun:
+    def on_device(device: Device) -> BenchRun:
         from ..device.devices import Ssh, device_facts
 
         facts = device_facts(Ssh(device))

@@ -151,7 +151,7 @@ def load_pair(
 
 def latest_per_device(root: Path = DEFAULT_ROOT) -> list[BenchRun]:
     """The newest run of every device in the store (runs made here count as one device, ``None``)."""
-    newest: dict = {}
+    newest: dict[str | None, Path] = {}
     for path in list_runs(root):
         newest[_device_of(path)] = path
     if not newest:

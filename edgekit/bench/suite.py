@@ -34,11 +34,14 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import BenchError
 from ..models import InputSpec, parse_input_spec
 from ..runner.protocol import SELECTABLE_ENGINES
+
+if TYPE_CHECKING:
+    from ..builds import ModelEntry
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = ("schema_version", "name", "description", "run", "model")
@@ -70,7 +73,7 @@ class RunSettings:
     gen_len: int = 128  # text-generation items: greedy decode steps after it
     generation_rounds: int = 3  # text-generation items: rounds of prefill + decode
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int | float | str | list[int]]:
         return {
             "prompt_len": self.prompt_len,
             "gen_len": self.gen_len,
@@ -96,7 +99,7 @@ class SuiteModel:
     eval: str | None = None
     description: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | list[str] | list[int] | None]:
         return {
             "name": self.name,
             "spec": self.spec,
@@ -107,7 +110,7 @@ class SuiteModel:
             "eval": self.eval,
         }
 
-    def entry(self) -> Any:
+    def entry(self) -> ModelEntry:
         """What a build of this model depends on (:class:`edgekit.builds.ModelEntry`): not its targets or threads."""
         from ..builds import ModelEntry
 
@@ -128,7 +131,7 @@ class Suite:
     def items(self) -> list[tuple[SuiteModel, str, int]]:
         return [(m, t, th) for m in self.models for t in m.targets for th in (m.threads or self.run.threads)]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "path": str(self.path),
@@ -156,7 +159,7 @@ def _err(path: Path, line: int | None, msg: str, hint: str | None = None) -> Ben
     return BenchError(f"{where}: {msg}", hint)
 
 
-def _threads(value: Any, path: Path, line: int | None) -> tuple[int, ...]:
+def _threads(value: object, path: Path, line: int | None) -> tuple[int, ...]:
     vals = value if isinstance(value, list) else [value]
     if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
         raise _err(

@@ -26,12 +26,17 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Mapping
 
+from .._contract import Json
 from ..errors import EdgekitError, UsageError
 from ..fileops import exclusive, remove_stale_temps, temp_name
 from ..manifest import MANIFEST_NAME, PTE_NAME, read_manifest
 from ..program import data_file_problem, sha256_file
+
+if TYPE_CHECKING:
+    from ..manifest import ProgramData
+    from ..pipeline.calibration import ObserverStates
 
 MARKER = "COMMITTED"
 CALIBRATION_DIR = ".calibration"
@@ -72,7 +77,7 @@ def _sha256(path: Path) -> str:
     return sha256_file(path) if path.is_file() else "missing"
 
 
-def _data(folder: Path) -> Any:
+def _data(folder: Path) -> ProgramData | None:
     """The manifest's ``program.data`` of the package in ``folder`` (None without one, or without a readable manifest:
     the program's own check decides then)."""
     try:
@@ -143,10 +148,10 @@ class BuildCache:
         except (FileNotFoundError, OSError):
             return None
 
-    def write_json(self, rel: str, data: Any) -> None:
+    def write_json(self, rel: str, data: object) -> None:
         self.write_file(rel, json.dumps(data, allow_nan=False).encode())
 
-    def read_json(self, rel: str) -> Any:
+    def read_json(self, rel: str) -> Json:
         """The JSON at ``rel``, or None when it is missing or unreadable (then the caller measures again)."""
         raw = self.read_file(rel)
         try:
@@ -242,7 +247,7 @@ class BuildCache:
             out.append(CacheEntry(key, size, _modified(info), model, target))
         return sorted(out, key=lambda e: e.modified or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc))
 
-    def _files(self, sub: str) -> list[dict]:
+    def _files(self, sub: str) -> list[dict[str, object]]:  # fsspec's info of each file
         try:
             found = self.fs.find(self.path(sub), detail=True)
         except FileNotFoundError:
@@ -285,10 +290,10 @@ class BuildCache:
     def calibration_records(self) -> "CalibrationRecords":
         return CalibrationRecords(self)
 
-    def measurement(self, key: str) -> dict | None:
+    def measurement(self, key: str) -> Json:  # None: not measured yet (or unreadable)
         return self.read_json(f"{MEASUREMENTS_DIR}/{key}.json")
 
-    def put_measurement(self, key: str, data: dict) -> None:
+    def put_measurement(self, key: str, data: Mapping[str, object]) -> None:
         self.write_json(f"{MEASUREMENTS_DIR}/{key}.json", data)
 
     def mark_attempt(self, key: str, run: str, worker: str) -> None:
@@ -318,10 +323,10 @@ class CalibrationRecords:
     def __init__(self, cache: BuildCache):
         self.cache = cache
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> ObserverStates | None:
         import torch
 
-        merged: dict = {}
+        merged: ObserverStates = {}
         folder = self.cache.path(CALIBRATION_DIR, key)
         for name in sorted(self.cache._names(folder)):
             if not name.endswith(".pt") or name.startswith("."):
@@ -333,7 +338,7 @@ class CalibrationRecords:
                 continue
         return merged or None
 
-    def put(self, key: str, states: dict) -> None:
+    def put(self, key: str, states: ObserverStates) -> None:
         """Add the states the record lacks (a recipe with layers in fp32 observes fewer nodes than the full one)."""
         import torch
 
@@ -355,7 +360,7 @@ def _package_files(folder: Path) -> list[str]:
     return [n for n in names if "/" not in n and not n.startswith(".")] or [PTE_NAME]
 
 
-def _modified(info: dict) -> _dt.datetime | None:
+def _modified(info: Mapping[str, object]) -> _dt.datetime | None:
     for k in ("mtime", "LastModified", "last_modified", "created"):
         v = info.get(k)
         if isinstance(v, (int, float)):

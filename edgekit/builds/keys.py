@@ -9,9 +9,24 @@ import importlib.util
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 from ..program import sha256_file
+
+if TYPE_CHECKING:
+    from ..machine import MachineFacts
+    from ..targets import Target
+
+
+class KeyedModel(Protocol):
+    """What a build key reads of a model (:class:`edgekit.builds.ModelEntry`)."""
+
+    spec: str
+    calibration: str | None
+    eval: str | None
+
+    def to_dict(self) -> Mapping[str, object]: ...
+
 
 #: the software a build depends on; a Dask worker whose stack differs is refused (its programs would differ)
 STACK_KEYS = ("torch", "executorch", "edgekit", "edgekit_source", "python", "arch")
@@ -75,7 +90,7 @@ def edgekit_source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def stack_facts() -> dict:
+def stack_facts() -> dict[str, str | None]:
     """The software a build depends on, as this process sees it (runs on Dask workers too)."""
     from ..machine import package_version
 
@@ -89,7 +104,7 @@ def stack_facts() -> dict:
     }
 
 
-def versions(facts: dict) -> dict:
+def versions(facts: MachineFacts) -> dict[str, str | None]:
     """The versions a build key holds: this machine's stack (``machine_facts``) and edgekit's own source."""
     return {
         **{k: facts[k] for k in ("torch", "executorch", "edgekit", "python")},
@@ -97,10 +112,10 @@ def versions(facts: dict) -> dict:
     }
 
 
-def build_key(model: Any, target: Any, versions: dict, extra: str = "") -> str:
+def build_key(model: KeyedModel, target: Target, versions: Mapping[str, str | None], extra: str = "") -> str:
     """Content hash of everything a build depends on: the model entry (a bench suite's ``SuiteModel``), the target, the
     sources and data the entry names, the versions, and ``extra`` (e.g. the digest of fine-tuning data)."""
-    doc = {
+    doc: dict[str, object] = {
         "model": model.to_dict(),
         "target": target.to_dict(),
         "versions": versions,
@@ -114,7 +129,7 @@ def build_key(model: Any, target: Any, versions: dict, extra: str = "") -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def measurement_key(build: str, settings: dict, machine: str) -> str:
+def measurement_key(build: str, settings: Mapping[str, object], machine: str) -> str:
     """The key of a measurement of build ``build`` with ``settings`` (threads, runs, ...) on machine ``machine``."""
     doc = {"build": build, **settings, "machine": machine}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]

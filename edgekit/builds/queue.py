@@ -12,11 +12,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import EdgekitError, first_line
 from ..manifest import Manifest
 from .cache import BuildCache
+
+if TYPE_CHECKING:
+    from ..scale.executor import Executor
+    from ..specs import InputSpec
+    from ..targets import Target
 
 
 @dataclass(frozen=True)
@@ -25,12 +30,12 @@ class ModelEntry:
     ``module:function`` names of data functions). ``name`` is a label; it is not part of the build key."""
 
     spec: str
-    inputs: tuple = ()
+    inputs: tuple[InputSpec, ...] = ()
     calibration: str | None = None
     eval: str | None = None
     name: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | list[str] | None]:
         """What the build key hashes (with the sources these name)."""
         return {
             "spec": self.spec,
@@ -45,11 +50,11 @@ class BuildJob:
     """One build for the executor (picklable and hashable: Dask and the local pool key their tasks by it)."""
 
     model: ModelEntry
-    target: Any  # a Target, or a built-in target's name
+    target: Target | str  # a Target, or a built-in target's name
     key: str
     cache_url: str
     run: str  # the queue's run id: attempts are counted per run
-    options: tuple = ()  # more build() arguments as (name, value) pairs, e.g. ("finetune", path)
+    options: tuple[tuple[str, object], ...] = ()  # more build() arguments as (name, value) pairs: ("finetune", path)
 
 
 @dataclass
@@ -65,7 +70,18 @@ class Built:
     peak_rss_mb: float | None = None
 
 
-def build_task(job: BuildJob) -> dict:
+@dataclass(frozen=True)
+class BuildTaskResult:
+    """What :func:`build_task` did for one job (its package is in the cache), sent back from the executor."""
+
+    key: str
+    cached: bool  # the entry was there already: nothing was built
+    worker: str  # where the task ran (a Dask worker's address, or host:pid)
+    seconds: float
+    peak_rss_mb: float | None  # the task's process high-water mark (None: nothing built)
+
+
+def build_task(job: BuildJob) -> BuildTaskResult:
     """Build one job into the shared cache unless it is there; what happened, and where. Runs on a pool process or a
     Dask worker: it imports the stack itself and writes only to the cache."""
     from ..data import resolve_data_source
@@ -77,7 +93,7 @@ def build_task(job: BuildJob) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
         if cache.get(job.key, Path(tmp)) is not None:
-            return {"key": job.key, "cached": True, "worker": worker, "seconds": 0.0, "peak_rss_mb": None}
+            return BuildTaskResult(job.key, True, worker, 0.0, None)
         res = build(
             job.model.spec,
             job.target,
@@ -90,13 +106,13 @@ def build_task(job: BuildJob) -> dict:
             **{k: v for k, v in job.options if v is not None},
         )
         cache.put(job.key, res.out_dir)
-    return {
-        "key": job.key,
-        "cached": False,
-        "worker": worker,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
+    return BuildTaskResult(
+        job.key,
+        False,
+        worker,
+        round(time.perf_counter() - t0, 3),
+        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
 
 
 def _worker_name() -> str:
@@ -118,11 +134,13 @@ class BuildQueue:
         self.store, self.spec, self.notes = store, executor, notes
         self.mirror = cache_mirror()
         self.run_id = f"{int(time.time())}-{secrets.token_hex(4)}"
-        self.executor: Any = None
+        self.executor: Executor | None = None
         self.count = 0  # builds run so far, said in one note (updated in place)
         self.note_at: int | None = None
 
-    def job(self, model: ModelEntry, target: Any, key: str, options: tuple = ()) -> BuildJob:
+    def job(
+        self, model: ModelEntry, target: Target | str, key: str, options: tuple[tuple[str, object], ...] = ()
+    ) -> BuildJob:
         return BuildJob(model, target, key, self.store.url, self.run_id, options)
 
     def cached(self, key: str) -> Built | None:
@@ -131,7 +149,7 @@ class BuildQueue:
         folder = self.store.get(key, self.mirror)
         return None if folder is None else Built(read_manifest(folder), folder, True, 0.0)
 
-    def start(self, build_gb: float | None = None) -> Any:
+    def start(self, build_gb: float | None = None) -> Executor:
         """The executor (made, and the stack checked against it, on first use; ``build_gb``: the memory one build
         took before, which sizes a local pool)."""
         from ..scale.executor import make_executor
@@ -159,7 +177,7 @@ class BuildQueue:
             ex.cancel()
             raise
 
-    def _built(self, job: BuildJob, r: dict | None, error: BaseException | None) -> Built | str:
+    def _built(self, job: BuildJob, r: BuildTaskResult | None, error: BaseException | None) -> Built | str:
         """A finished build task as a :class:`Built` (its package read back from the cache), or its error text."""
         from ..manifest import read_manifest
 
@@ -175,11 +193,11 @@ class BuildQueue:
             return Built(
                 read_manifest(folder),
                 folder,
-                r["cached"],
-                r["seconds"],
-                r["worker"],
+                r.cached,
+                r.seconds,
+                r.worker,
                 self.store.attempts(job.key, job.run),
-                r["peak_rss_mb"],
+                r.peak_rss_mb,
             )
         except EdgekitError as exc:
             return str(exc)

@@ -25,6 +25,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from ..errors import EdgekitError, UsageError
 from ..fileops import exclusive, read_json, staged_output, temp_name, write_json
@@ -252,7 +253,7 @@ class Bundle:
     executorch: str
     protocol: int
     glibc_floor: str
-    files: dict
+    files: dict[str, str]  # file (relative to the bundle) → sha256
 
     @property
     def bundle_id(self) -> str:
@@ -298,7 +299,21 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
 CHECK_PROGRAM = Path(__file__).with_name("check.pte")  # Linear(16,16)-ReLU-Linear(16,4), fp32, XNNPACK
 
 
-def check_bundle(path: str | Path, exec_prefix: str | None = None, timeout: float = 120) -> dict:
+class BundleCheck(TypedDict):
+    """:func:`check_bundle`: the bundle ran the built-in program and computed what eager PyTorch does."""
+
+    bundle: str
+    arch: str
+    executorch: str
+    glibc_floor: str
+    emulated: bool
+    exec_prefix: str | None
+    outputs: list[float]
+    max_abs_error: float
+    p50_ms: float
+
+
+def check_bundle(path: str | Path, exec_prefix: str | None = None, timeout: float = 120) -> BundleCheck:
     """Run a bundle on the built-in tiny program and compare its outputs with eager PyTorch's (shipped beside it).
 
     A bundle for another arch runs through qemu-user when ``exec_prefix`` is not given (the result says so).

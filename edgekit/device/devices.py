@@ -37,7 +37,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict, overload
 
 from .. import paths
 from ..errors import ConfigError, EdgekitError, UsageError
@@ -115,7 +115,7 @@ class Device:
         """A device whose runs go through an emulator: its timings mean nothing, its outputs still do."""
         return "qemu" in self.exec_prefix
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         d = dataclasses.asdict(self)
         d["ssh_options"], d["tags"] = list(self.ssh_options), list(self.tags)
         return d
@@ -254,7 +254,15 @@ class Ssh:
         """The local argv that runs ``script`` with the device's POSIX shell."""
         return [*self.base(), "sh -c " + shlex.quote(script)]
 
-    def run(self, script: str, *, data: bytes | None = None, timeout: float = 120, binary: bool = False) -> Any:
+    @overload
+    def run(
+        self, script: str, *, data: bytes | None = None, timeout: float = 120, binary: Literal[False] = False
+    ) -> str: ...
+
+    @overload
+    def run(self, script: str, *, data: bytes | None = None, timeout: float = 120, binary: Literal[True]) -> bytes: ...
+
+    def run(self, script: str, *, data: bytes | None = None, timeout: float = 120, binary: bool = False) -> str | bytes:
         """Run ``script`` on the device (stdin: ``data``); its stdout (bytes with ``binary``, else text).
 
         Raises:
@@ -322,7 +330,26 @@ echo "@home $HOME"
 """
 
 
-def device_facts(ssh: Ssh) -> dict[str, Any]:
+class DeviceFacts(TypedDict):
+    """:func:`device_facts`: what a device is, as a device profile stores it (beside a local one's machine facts)."""
+
+    device: str  # its name in the devices file
+    host: str
+    arch: str  # the arch the runner sees (an emulator's, under one)
+    os: str | None
+    hostname: str | None
+    glibc: str | None  # major.minor; None: musl or unknown
+    cores_logical: int | None
+    memory_gb: float | None
+    cpu_model: str
+    governor: str | None
+    home: str | None
+    emulated: bool
+    exec_prefix: str | None
+    machine_id: str  # of the CPU model, arch, cores, hostname and device name
+
+
+def device_facts(ssh: Ssh) -> DeviceFacts:
     """What the device is: arch, OS, glibc, cores, memory, CPU model, governor (one ssh round trip)."""
     out = ssh.run(FACTS_SCRIPT, timeout=60)
     raw = {}
@@ -332,28 +359,30 @@ def device_facts(ssh: Ssh) -> dict[str, Any]:
             raw[k] = v.strip()
     glibc = re.search(r"(\d+\.\d+)", raw.get("glibc", ""))
     d = ssh.device
-    facts = {
+    arch, cpu = raw.get("arch", "?"), raw.get("cpu") or raw.get("arch", "?")
+    if d.exec_prefix:  # the arch the runner sees is the emulated one
+        arch = d.arch or arch
+        cpu = f"emulated {arch} ({d.exec_prefix.split()[0]}) on {cpu}"
+    cores = int(raw["cores"]) if raw.get("cores", "").isdigit() else None
+    hostname = raw.get("hostname")
+    return {
         "device": d.name,
         "host": d.host,
-        "arch": raw.get("arch", "?"),
+        "arch": arch,
         "os": raw.get("os"),
-        "hostname": raw.get("hostname"),
+        "hostname": hostname,
         "glibc": glibc[1] if glibc else None,
-        "cores_logical": int(raw["cores"]) if raw.get("cores", "").isdigit() else None,
+        "cores_logical": cores,
         "memory_gb": round(int(raw["mem_kb"]) / 2**20, 1) if raw.get("mem_kb", "").isdigit() else None,
-        "cpu_model": raw.get("cpu") or raw.get("arch", "?"),
+        "cpu_model": cpu,
         "governor": raw.get("governor"),
         "home": raw.get("home"),
         "emulated": d.emulated,
         "exec_prefix": d.exec_prefix or None,
+        "machine_id": hashlib.sha256(
+            "|".join(str(v) for v in (cpu, arch, cores, hostname, d.name)).encode()
+        ).hexdigest()[:12],
     }
-    if d.exec_prefix:  # the arch the runner sees is the emulated one
-        facts["arch"] = d.arch or facts["arch"]
-        facts["cpu_model"] = f"emulated {facts['arch']} ({d.exec_prefix.split()[0]}) on {facts['cpu_model']}"
-    facts["machine_id"] = hashlib.sha256(
-        "|".join(str(facts.get(k)) for k in ("cpu_model", "arch", "cores_logical", "hostname", "device")).encode()
-    ).hexdigest()[:12]
-    return facts
 
 
 def glibc_ok(have: str | None, need: str) -> bool:

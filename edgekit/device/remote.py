@@ -16,14 +16,40 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Generic, TypedDict, TypeVar
 
 from ..backends import family
 from ..errors import ProfileError, UsageError
-from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, WorkerResult, read_result
+from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, read_result
 from ..runner.worker import Watch, WorkerFailed, run_worker
 from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, read_bundle
-from .devices import Device, DeviceError, Ssh, device_facts, glibc_ok, ssh_error
+from .devices import Device, DeviceError, DeviceFacts, Ssh, device_facts, glibc_ok, ssh_error
+
+#: what a run's result.json is read as (a profile's WorkerResult, a generation run's GenerationWorkerResult)
+R = TypeVar("R")
+
+
+class RunFacts(TypedDict, total=False):
+    """Thermal zones and CPU frequencies on the device, read before or after a run (absent where unreadable)."""
+
+    thermal_c: dict[str, float]
+    cpu_freq_mhz: dict[str, float]
+
+
+class DeviceRunInfo(TypedDict):
+    """What a device run records beside the worker's result."""
+
+    name: str
+    host: str
+    facts: DeviceFacts
+    before: RunFacts
+    after: RunFacts
+    emulated: bool
+    bundle: dict[str, str]  # id, arch, glibc_floor
+    bytes_sent: dict[str, int]  # bundle, program_and_inputs
+    outputs: Path | None  # the outputs file fetched, when the run wrote one
+    check_outputs: Path | None  # the reference check's outputs, when it ran
+
 
 RUN_SCRIPT = r"""
 set -u
@@ -53,12 +79,12 @@ exit $code
 
 
 @dataclass
-class DeviceRun:
+class DeviceRun(Generic[R]):
     """What a device profile adds to a local one."""
 
-    raw: WorkerResult | Any  # what the reader made of result.json
+    raw: R  # what the reader made of result.json
     watch: Watch
-    info: dict[str, Any]
+    info: DeviceRunInfo
 
 
 def _tar(files: dict[str, bytes | Path], mode: int = 0o644) -> bytes:
@@ -73,12 +99,12 @@ def _tar(files: dict[str, bytes | Path], mode: int = 0o644) -> bytes:
     return buf.getvalue()
 
 
-def _workdir(facts: dict, device: Device) -> str:
+def _workdir(facts: DeviceFacts, device: Device) -> str:
     w = device.workdir
     return w if w.startswith("/") else f"{facts.get('home') or '.'}/{w}"
 
 
-def ensure_bundle(ssh: Ssh, facts: dict, workdir: str, backend: str = "xnnpack") -> tuple[Bundle, str, int]:
+def ensure_bundle(ssh: Ssh, facts: DeviceFacts, workdir: str, backend: str = "xnnpack") -> tuple[Bundle, str, int]:
     """The device's bundle folder (pushed when missing), once the device's arch is one that runs ``backend``'s programs
     (:mod:`edgekit.backends`); returns (bundle, remote path, bytes sent)."""
     device = ssh.device
@@ -115,7 +141,7 @@ def ensure_bundle(ssh: Ssh, facts: dict, workdir: str, backend: str = "xnnpack")
     return bundle, remote, len(payload)
 
 
-def _parse_facts(text: str) -> dict:
+def _parse_facts(text: str) -> RunFacts:
     temps, freqs = {}, {}
     for line in text.splitlines():
         parts = line.split()
@@ -127,7 +153,7 @@ def _parse_facts(text: str) -> dict:
     }
 
 
-def _fetch(ssh: Ssh, run: str, local: Path) -> dict:
+def _fetch(ssh: Ssh, run: str, local: Path) -> dict[str, Path]:
     """Copy the run's result files into ``local`` and remove the run's folder on the device."""
     names = (RESULT, "before.txt", "after.txt", "sampler_kb", OUTPUTS, CHECK_OUTPUTS)
     q = shlex.quote(run)
@@ -149,10 +175,10 @@ def profile_on_device(
     cpus: tuple[int, ...] | None,
     progress: Callable[[str, int, int], None] | None,
     local: Path,
-    reader: Callable[[Path], Any] = read_result,
+    reader: Callable[[Path], R] = read_result,  # R: WorkerResult unless told otherwise
     extra: dict[str, Path] | None = None,
     backend: str = "xnnpack",
-) -> DeviceRun:
+) -> DeviceRun[R]:
     """Run the runner on ``device`` with ``worker_args`` (the protocol's options, paths relative to the run folder);
     its ``result.json`` is read with ``reader`` (a profile's :class:`WorkerResult` unless told otherwise);
     ``extra`` files go beside the program (a generation program's external weights); ``backend``: the program's
@@ -202,11 +228,11 @@ def profile_on_device(
     raw = reader(files[RESULT]) if RESULT in files else None
     if raw is None:
         raise ProfileError(f"device {device.name} returned no result", "run `edgekit devices check`")
-    before = _parse_facts(files["before.txt"].read_text()) if "before.txt" in files else {}
-    after = _parse_facts(files["after.txt"].read_text()) if "after.txt" in files else {}
+    before: RunFacts = _parse_facts(files["before.txt"].read_text()) if "before.txt" in files else {}
+    after: RunFacts = _parse_facts(files["after.txt"].read_text()) if "after.txt" in files else {}
     sampler_kb = files["sampler_kb"].read_text().strip() if "sampler_kb" in files else ""
     watch.peak_rss = int(sampler_kb) * 1024 if sampler_kb.isdigit() else 0
-    info = {
+    info: DeviceRunInfo = {
         "name": device.name,
         "host": device.host,
         "facts": facts,
@@ -235,7 +261,7 @@ def _kill(ssh: Ssh, run: str) -> None:
         pass
 
 
-def device_status(device: Device) -> dict:
+def device_status(device: Device) -> dict[str, object]:
     """``devices check``: reachability, facts, and whether this edgekit's bundle is already on the device."""
     ssh = Ssh(device)
     facts = device_facts(ssh)

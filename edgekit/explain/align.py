@@ -53,7 +53,7 @@ def precision(name: str) -> str:
     return ""
 
 
-def align(ops: list[str], xnodes: list[dict]) -> list[int | None]:
+def align(ops: list[str], xnodes: list[dict[str, object]]) -> list[int | None]:
     """Logged operator i → XNNPACK graph node index (same category, in order). Graph nodes may be skipped (XNNPACK
     fused them at run time); an operator only when nothing matches it."""
     n, m = len(ops), len(xnodes)
@@ -92,7 +92,7 @@ def etdump_events(etdump: Path) -> tuple[dict[int, list[tuple[str, list[float], 
         from executorch.devtools import Inspector
 
         inspector = Inspector(etdump_path=str(etdump))
-    per_instr: dict[int, list] = defaultdict(list)
+    per_instr: dict[int, list[tuple[str, list[float], bool]]] = defaultdict(list)
     method: list[float] = []
     for block in inspector.event_blocks:
         if block.name != "Execute":

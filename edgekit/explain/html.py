@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..htmlreport import CSS, fig_png, html_table
-from .model import db_cell, fidelity_line
+from .model import Explanation, ModuleRow, db_cell, fidelity_line
+
+if TYPE_CHECKING:
+    from ..pipeline.explain_memory import MemoryPlan
 
 HEAD = ["#", "module", "class", "source", "p50 ms", "share", "where", "precision", "SQNR dB", "own dB", "only it dB"]
 
 
-def rows(explanation: Any, ordered: list) -> list[list[str]]:
+def rows(explanation: Explanation, ordered: list[ModuleRow]) -> list[list[str]]:
     out = []
     for r in ordered:
         sqnr = r.sqnr_note or ("–" if r.sqnr_db is None else f"{r.sqnr_db:.1f}")
@@ -35,7 +38,7 @@ def rows(explanation: Any, ordered: list) -> list[list[str]]:
     return out
 
 
-def _time_plot(explanation: Any) -> bytes:
+def _time_plot(explanation: Explanation) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +55,7 @@ def _time_plot(explanation: Any) -> bytes:
     return png
 
 
-def _memory_plot(plan: dict) -> bytes:
+def _memory_plot(plan: MemoryPlan) -> bytes:
     """Each planned tensor as a bar from its first to its last instruction, at its offset in its arena."""
     import matplotlib
 
@@ -95,7 +98,7 @@ def _memory_plot(plan: dict) -> bytes:
     return png
 
 
-def html_page(explanation: Any, ordered: list) -> str:
+def html_page(explanation: Explanation, ordered: list[ModuleRow]) -> str:
     e, plan = explanation, explanation.plan
     img = base64.b64encode(_time_plot(e)).decode()
     body = [

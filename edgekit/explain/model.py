@@ -5,7 +5,7 @@ renderer shares (the fidelity line, a dB cell, the summary, the sort orders).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from .._contract import Contract
 
@@ -70,7 +70,9 @@ class Explanation(Contract):
     fidelity: str  # how the SQNR column was measured, or why it is missing
     memory: MemoryPlanSummary | None
     notes: list[str] = field(default_factory=list)
-    plan: dict[str, Any] | None = None  # the whole memory plan (every tensor's lifetime), for the HTML picture
+    # the whole memory plan (every tensor's lifetime: explain.json's memory, pipeline.explain_memory.MemoryPlan), for
+    # the HTML picture
+    plan: dict[str, object] | None = None
 
     def slowest(self, n: int = 3) -> list[ModuleRow]:
         return sorted((r for r in self.rows if r.p50_ms > 0), key=lambda r: -r.p50_ms)[:n]
@@ -120,7 +122,15 @@ def db_cell(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
 
-def summary(ex: Explanation, n: int = 3) -> dict:
+class ExplainSummary(TypedDict):
+    """:func:`summary`: a bench item's ``explain``."""
+
+    slowest: list[str]
+    least_faithful: list[str]
+    note: str
+
+
+def summary(ex: Explanation, n: int = 3) -> ExplainSummary:
     """The slowest and the least faithful modules, a line each (what ``bench report`` shows per item)."""
 
     def where(r: ModuleRow) -> str:

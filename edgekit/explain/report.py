@@ -16,15 +16,35 @@ import hashlib
 import json
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ProgramError
 from .align import align, etdump_events, p50, precision
 from .model import Explanation, MemoryPlanSummary, ModuleRow, spread_note
 
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+    from ..pipeline.package import ExplainDoc
+    from ..profile.result import ProfileResult
 
-def read_explain(package: Path, manifest: Any) -> dict | None:
+
+@dataclass
+class _Time:
+    """One module's time as the ETDump's events are charged to it."""
+
+    cls: str | None
+    source: str | None
+    order: int  # when it was first charged (execution order)
+    ms: float = 0.0
+    where: list[str] = field(default_factory=list)
+    prec: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+
+
+def read_explain(package: Path, manifest: Manifest) -> ExplainDoc | None:
     """A package's ``explain.json`` (None for packages from before it).
 
     Raises:
@@ -53,7 +73,7 @@ def explain(
     runs: int = 50,
     threads: int | None = None,
     timeout: float = 300.0,
-    progress: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Explanation:
     """Profile ``package`` once with an ETDump (native runner, here) and explain it by module.
 
@@ -82,7 +102,7 @@ def explain(
         return explain_etdump(package, etdump, prof)
 
 
-def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
+def explain_etdump(package: str | Path, etdump: Path, prof: ProfileResult) -> Explanation:
     """Join an ETDump of ``package`` (a profile with ``ops=True`` and ``etdump_out``) with its ``explain.json``:
     what ``explain`` does after profiling, for callers that profile anyway (``bench run``).
 
@@ -103,7 +123,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
     per_instr, method = etdump_events(etdump)
     instructions = (doc or {}).get("instructions") or {}
     reasons = (doc or {}).get("portable_reasons") or manifest.program.delegation.portable_reasons
-    agg: dict[str, dict] = {}
+    agg: dict[str, _Time] = {}
     unattributed = 0.0
 
     def charge(
@@ -117,29 +137,17 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
         operator: str = "",
     ) -> None:
         key = module if module is not None else "(XNNPACK layout)"
-        row = agg.setdefault(
-            key,
-            {
-                "cls": cls,
-                "source": source,
-                "ms": 0.0,
-                "where": [],
-                "prec": [],
-                "fused": [],
-                "ops": [],
-                "order": len(agg),
-            },
-        )
-        row["ms"] += ms
+        row = agg.setdefault(key, _Time(cls, source, len(agg)))
+        row.ms += ms
         if operator:
-            row["ops"].append(operator)
-        row["cls"] = row["cls"] or cls
-        row["source"] = row["source"] or source
-        if where not in row["where"]:
-            row["where"].append(where)
-        if prec and prec not in row["prec"]:
-            row["prec"].append(prec)
-        row["fused"] += [f for f in fused if f not in row["fused"]]
+            row.ops.append(operator)
+        row.cls = row.cls or cls
+        row.source = row.source or source
+        if where not in row.where:
+            row.where.append(where)
+        if prec and prec not in row.prec:
+            row.prec.append(prec)
+        row.fused += [f for f in fused if f not in row.fused]
 
     for iid in sorted(per_instr):
         events, meta = per_instr[iid], instructions.get(str(iid), {})
@@ -183,7 +191,7 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
                 name,
             )
         unattributed += max(0.0, p50(call[1]) - sum(p50(e[1]) for e in inner))  # the delegate call's own overhead
-    total = p50(method) or sum(r["ms"] for r in agg.values()) or 1.0
+    total = p50(method) or sum(r.ms for r in agg.values()) or 1.0
     fidelity_rows = {r["module"]: r for r in (((doc or {}).get("modules") or {}).get("rows") or [])}
     modules_doc = (doc or {}).get("modules")
     rows = []
@@ -193,20 +201,20 @@ def explain_etdump(package: str | Path, etdump: Path, prof: Any) -> Explanation:
         rows.append(
             ModuleRow(
                 module=name,
-                cls=r["cls"],
-                source=r["source"],
-                order=r["order"],
-                p50_ms=round(r["ms"], 6),
-                share=round(r["ms"] / total, 4),
-                where="; ".join(r["where"]),
-                precision="/".join(r["prec"]),
+                cls=r.cls,
+                source=r.source,
+                order=r.order,
+                p50_ms=round(r.ms, 6),
+                share=round(r.ms / total, 4),
+                where="; ".join(r.where),
+                precision="/".join(r.prec),
                 sqnr_db=fid.get("sqnr_db"),
                 local_sqnr_db=fid.get("local_sqnr_db"),
                 impact_sqnr_db=fid.get("impact_sqnr_db"),
                 leaf=fid.get("leaf", True),
                 sqnr_note=note,
-                fused=r["fused"],
-                operators=r["ops"],
+                fused=r.fused,
+                operators=r.ops,
             )
         )
     seen = set(agg)  # modules with fidelity but no time of their own (fused into another one's operator)

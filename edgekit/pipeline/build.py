@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .. import kinds
 from .._noise import import_stack
@@ -22,10 +22,11 @@ from ..targets import Backend, EmbeddingQuant, QuantScheme, Target
 from .lower import deflate_size
 from .stages import SilentRunner, Stage, StageEvent, StageRunner, build_scope
 from .state import BuildResult, BuildState
+from .tensor_verify import verify_tensor_program
 
 if TYPE_CHECKING:
-    from .request import BuildRequest
-from .tensor_verify import verify_tensor_program
+    from .export import ExportResult
+    from .request import BuildRequest, DataSource, ModelSource
 
 DEFAULT_FINETUNE_EPOCHS = 3
 
@@ -33,16 +34,16 @@ FP16_NOTE = "cast to float16 before export: weights and activations fp16, inputs
 
 
 def build(
-    model: Any,
+    model: ModelSource,
     target: str | Path | Target | None = None,
     *,
     out: str | Path,
     inputs: Sequence[InputSpec] = (),
-    calibration: Any = None,
-    eval: Any = None,  # noqa: A002 - mirrors the CLI's --eval
+    calibration: DataSource = None,
+    eval: DataSource = None,  # noqa: A002 - mirrors the CLI's --eval
     dynamic_batch: DynamicBatch | None = None,
     dynamic_dims: Sequence[DynamicDim] = (),
-    finetune: Any = None,
+    finetune: DataSource = None,
     finetune_epochs: int | None = None,
     finetune_lr: float | None = None,
     force: bool = False,
@@ -51,7 +52,7 @@ def build(
     task: str | None = None,
     hf_output: str | None = None,
     progress: Callable[[StageEvent], None] | None = None,
-    calibration_records: Any = None,
+    calibration_records: object | None = None,
     reference_samples: int = 4,
     reference_max_mb: float = 8.0,
     explain: bool = True,
@@ -170,10 +171,10 @@ def build_tensor(request: BuildRequest) -> BuildResult:
 # ------------------------------------------------------------------------------------------------ steps
 def _load(
     st: BuildState,
-    model: Any,
+    model: ModelSource,
     inputs: Sequence[InputSpec],
     dims: list[DynamicDim],
-    data: tuple,
+    data: tuple[DataSource, DataSource, DataSource],
     seed: int,
     hf_output: str | None,
 ) -> None:
@@ -256,7 +257,7 @@ def _prune(st: BuildState, finetune_epochs: int | None, finetune_lr: float | Non
         st.dense_twin = LoadedModel(loaded.spec, res.dense_module, loaded.example_inputs)
 
 
-def _export(st: BuildState, model: LoadedModel, stages: StageRunner) -> Any:
+def _export(st: BuildState, model: LoadedModel, stages: StageRunner) -> ExportResult:
     """Export; embedding tables are quantized on the eager module first (torchao works on nn.Modules), a copy."""
     from .export import export_model
 
@@ -293,8 +294,8 @@ def _export(st: BuildState, model: LoadedModel, stages: StageRunner) -> Any:
 
 
 def _quantize(
-    st: BuildState, exported: Any, random_calibration: bool, stages: StageRunner
-) -> tuple[Any, QuantizeSection]:
+    st: BuildState, exported: ExportResult, random_calibration: bool, stages: StageRunner
+) -> tuple[ExportResult, QuantizeSection]:
     """(what to lower, the manifest's quantize section)."""
     scheme = st.target.quantize.scheme
     embeddings = {"embeddings": st.target.quantize.embeddings.value, "embedding_tables": list(st.embedding_tables)}

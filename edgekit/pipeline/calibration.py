@@ -20,14 +20,31 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+if TYPE_CHECKING:
+    from torch.fx import GraphModule, Node
+
+    from ..data import Dataset
+    from .export import ExportResult
+
 STATE_DIR = ".calibration"
 
+#: a calibration record: each activation observer's state (its state_dict) under the key of what it observed
+ObserverStates = dict[str, dict[str, torch.Tensor]]
 
-def record_key(exported: Any, calibration: Any, batch: int) -> str | None:
+
+class CalibrationStore(Protocol):
+    """Where calibration records are kept (:class:`MemoryRecords`, the build cache's CalibrationRecords)."""
+
+    def get(self, key: str) -> ObserverStates | None: ...
+
+    def put(self, key: str, states: ObserverStates) -> None: ...
+
+
+def record_key(exported: ExportResult, calibration: Dataset, batch: int) -> str | None:
     """The content key of a calibration of ``exported`` (an ExportResult) on ``calibration``; None when some tensor
     cannot be hashed (a tensor subclass), in which case nothing is reused."""
     from importlib.metadata import version
@@ -47,26 +64,26 @@ def record_key(exported: Any, calibration: Any, batch: int) -> str | None:
     return h.hexdigest()[:32]
 
 
-def _bytes(t: Any) -> bytes:
+def _bytes(t: object) -> bytes:
     if not isinstance(t, torch.Tensor) or (type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)):
         raise TypeError(f"cannot hash {type(t).__name__}")
     head = f"{t.dtype}{tuple(t.shape)}".encode()
     return head + t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def _observers(prepared: Any) -> list[tuple[Any, list[Any]]]:
+def _observers(prepared: GraphModule) -> list[tuple[torch.nn.Module, list[Node]]]:
     """Every observer module of a prepared GraphModule with the nodes it observes. One instance can be called at
     several nodes (a shared quantization spec: a relu6's output and the conv output it clamps), and then its state
     mixes all of them."""
     from torchao.quantization.pt2e import ObserverBase
 
-    def observer(node: Any) -> Any:
+    def observer(node: Node) -> torch.nn.Module | None:
         if node.op != "call_module":
             return None
         module = prepared.get_submodule(node.target)
         return module if isinstance(module, ObserverBase) else None
 
-    found: dict[int, tuple[Any, list[Any]]] = {}
+    found: dict[int, tuple[torch.nn.Module, list[Node]]] = {}
     for node in prepared.graph.nodes:
         module = observer(node)
         if module is not None and node.args:
@@ -77,17 +94,17 @@ def _observers(prepared: Any) -> list[tuple[Any, list[Any]]]:
     return list(found.values())
 
 
-def _key(module: Any, roots: list[Any]) -> str:
+def _key(module: torch.nn.Module, roots: list[Node]) -> str:
     """What an observer's state depends on: the tensors it saw (by node) and its kind. In another recipe the same
     node can be watched by an observer shared differently, with another key: that one is calibrated afresh."""
     return ",".join(sorted({r.name for r in roots})) + ":" + type(module).__name__
 
 
-def _weights_only(roots: list[Any]) -> bool:
+def _weights_only(roots: list[Node]) -> bool:
     return all(r.op == "get_attr" for r in roots)
 
 
-def observed_states(prepared: Any) -> dict[str, dict[str, torch.Tensor]]:
+def observed_states(prepared: GraphModule) -> ObserverStates:
     """The activation observers' states of a calibrated prepared model, by what they observed."""
     return {
         _key(m, roots): {k: v.clone() for k, v in m.state_dict().items()}
@@ -96,7 +113,7 @@ def observed_states(prepared: Any) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-def restore(prepared: Any, states: dict[str, dict[str, torch.Tensor]]) -> bool:
+def restore(prepared: GraphModule, states: ObserverStates) -> bool:
     """Fill a freshly prepared model's observers from ``states`` (activations) and from the weights themselves; False,
     with nothing changed, when an activation observer has no state there (then calibrate as usual)."""
     observers = _observers(prepared)
@@ -112,8 +129,8 @@ def restore(prepared: Any, states: dict[str, dict[str, torch.Tensor]]) -> bool:
     return True
 
 
-class MemoryRecords(dict):
+class MemoryRecords(dict[str, ObserverStates]):
     """Calibration records in memory (one process's mixed-precision search)."""
 
-    def put(self, key: str, states: dict) -> None:
+    def put(self, key: str, states: ObserverStates) -> None:
         self[key] = {**self.get(key, {}), **states}

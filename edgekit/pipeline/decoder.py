@@ -15,9 +15,13 @@ and every numeric choice stay the model's; only attention and the cache are repl
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..causal import FAMILIES
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 
 def load_custom_ops() -> None:
@@ -25,7 +29,7 @@ def load_custom_ops() -> None:
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
 
 
-def _linears_from_conv1d(model: Any) -> None:
+def _linears_from_conv1d(model: torch.nn.Module) -> None:
     """GPT-2's projections are transformers' ``Conv1D`` (``x @ W + b``, W stored in × out): the same map as an
     ``nn.Linear`` with W transposed. Swapped in place, so quantization (which takes ``nn.Linear``) reaches them."""
     from torch import nn
@@ -41,7 +45,7 @@ def _linears_from_conv1d(model: Any) -> None:
                 setattr(parent, name, lin)
 
 
-def make_decoder(hf_model: Any, max_context_len: int) -> Any:
+def make_decoder(hf_model: PreTrainedModel, max_context_len: int) -> torch.nn.Module:
     """The text-runner-convention module around ``hf_model`` (a ``...ForCausalLM``), its cache ``max_context_len``."""
     import torch
     from torch import nn
@@ -88,7 +92,7 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
                 self.register_buffer(f"k_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
                 self.register_buffer(f"v_cache_{i}", torch.zeros(1, self.C, self.Hkv, self.D), persistent=False)
 
-        def _norm(self, norm: Any, x: Any) -> Any:
+        def _norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
             """``norm(x)``; an RMSNorm computed with its mean as a linear layer (the same formula and weights)."""
             eps = getattr(norm, "variance_epsilon", None)
             if eps is None or not type(norm).__name__.endswith("RMSNorm") or x.dtype != torch.float32:
@@ -96,14 +100,16 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
             mean = self.mean_hidden if x.shape[-1] == self.mean_hidden.shape[-1] else self.mean_head
             return norm.weight * (x * torch.rsqrt(torch.nn.functional.linear(x * x, mean) + eps))
 
-        def _rope(self, q: Any, k: Any, cos: Any, sin: Any) -> tuple:
+        def _rope(
+            self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             """Rotary embedding on ``[1, T, H, D]`` (cos/sin ``[1, T, 1, D]``), rotate_half as a matrix product."""
             if self.family != "llama" or cos.shape[-1] != self.D:
                 return self._rotate(q, k, cos.squeeze(2), sin.squeeze(2), unsqueeze_dim=2)
             linear = torch.nn.functional.linear
             return q * cos + linear(q, self.rotate_half) * sin, k * cos + linear(k, self.rotate_half) * sin
 
-        def _qkv(self, layer: Any, x: Any, T: int) -> tuple:
+        def _qkv(self, layer: nn.Module, x: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if self.family == "gpt2":
                 q, k, v = layer.attn.c_attn(x).split(self.H * self.D, dim=2)
             elif self.family == "phi3":
@@ -120,7 +126,15 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
                 q, k = self._norm(layer.self_attn.q_norm, q), self._norm(layer.self_attn.k_norm, k)
             return q, k, v
 
-        def _attention(self, i: int, layer: Any, x: Any, rope: Any, start_pos: Any, T: int) -> Any:
+        def _attention(
+            self,
+            i: int,
+            layer: nn.Module,
+            x: torch.Tensor,
+            rope: tuple[torch.Tensor, torch.Tensor] | None,
+            start_pos: int,
+            T: int,
+        ) -> torch.Tensor:
             q, k, v = self._qkv(layer, x, T)
             if rope is not None:
                 q, k = self._rope(q, k, *rope)  # [1, T, H, D]: seq at dim 1, as the ops want
@@ -131,7 +145,7 @@ def make_decoder(hf_model: Any, max_context_len: int) -> Any:
             out = layer.attn.c_proj if self.family == "gpt2" else layer.self_attn.o_proj
             return out(y)
 
-        def forward(self, tokens: Any, input_pos: Any) -> Any:
+        def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
             T = tokens.shape[1]
             start_pos = input_pos[0].item()
             torch._check_is_size(start_pos)

@@ -28,7 +28,12 @@ import shutil
 import tempfile
 from collections import defaultdict
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from executorch.devtools.etrecord import ETRecord
+    from executorch.exir.schema import Program
+    from torch.fx import Node
 
 EXPLAIN_NAME = "explain.json"
 EXPLAIN_SCHEMA_VERSION = 1
@@ -50,8 +55,18 @@ XNODE_CATEGORY = {
     "XNNCos": "cos", "XNNSquare": "square",
 }  # fmt: skip
 
+#: one graph node as ``explain.json`` names it: its operator, module path, module class and the user's source line
+NodeInfo = TypedDict("NodeInfo", {"op": str, "module": str, "class": str, "source": str | None})
 
-def is_qdq(node: Any) -> bool:
+
+class XNode(TypedDict):
+    """One node of a delegate's XNNPACK graph, as the ``.pte`` holds it."""
+
+    type: str  # its xnode_union_type (XNNConv2d …)
+    debug_handle: int | None  # the edge node it came from (XNN_INSERTED: XNNPACK's own)
+
+
+def is_qdq(node: Node) -> bool:
     """Whether ``node`` quantizes or dequantizes (a boundary, not a module's own compute)."""
     return any(k in str(node.target) for k in _QDQ)
 
@@ -66,7 +81,7 @@ def user_frame(stack_trace: str | None) -> str | None:
     return pick and f"{os.path.basename(pick[0])}:{pick[1]}  {pick[2].strip()}"
 
 
-def node_info(node: Any) -> dict:
+def node_info(node: Node) -> NodeInfo:
     """Module path, class, operator and source line of one graph node (PT2E's re-export puts q/dq at the root)."""
     stack = node.meta.get("nn_module_stack") or {}
     path, cls = list(stack.values())[-1] if stack else ("", "")
@@ -78,7 +93,7 @@ def node_info(node: Any) -> dict:
     return {"op": op, "module": path, "class": cls, "source": user_frame(node.meta.get("stack_trace"))}
 
 
-def _owner(node: Any) -> dict:
+def _owner(node: Node) -> NodeInfo:
     """A q/dq node's module is its producer's (a dequantized output) or its consumer's (a quantized input)."""
     info = node_info(node)
     if not is_qdq(node):
@@ -99,7 +114,7 @@ def _owner(node: Any) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the .pte
-def _program(pte: bytes) -> Any:
+def _program(pte: bytes) -> Program:
     from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
 
     header = _get_extended_header(pte)
@@ -120,7 +135,7 @@ def delegate_calls(pte: bytes, method: str = "forward") -> dict[int, int]:
     return out
 
 
-def xnnpack_nodes(pte: bytes, method: str = "forward") -> dict[int, list[dict]]:
+def xnnpack_nodes(pte: bytes, method: str = "forward") -> dict[int, list[XNode]]:
     """Delegate index → its XNNPACK graph's nodes in order (type and debug handle), decompiled with the flatc the
     executorch wheel ships and XNNPACK's own schema."""
     from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
@@ -149,25 +164,25 @@ def xnnpack_nodes(pte: bytes, method: str = "forward") -> dict[int, list[dict]]:
 
 
 # ------------------------------------------------------------------------------------------- instructions
-def instructions(pte: bytes, etrecord: Any, method: str = "forward") -> dict[str, dict]:
+def instructions(pte: bytes, etrecord: ETRecord, method: str = "forward") -> dict[str, dict[str, object]]:
     """Per instruction: a portable kernel's module, or a delegate call's XNNPACK nodes with theirs (see the module
     docstring). ``etrecord``: what ``to_edge_transform_and_lower(..., generate_etrecord=True)`` recorded."""
     import torch
 
     edge = etrecord.edge_dialect_program
     edge = edge[method] if isinstance(edge, dict) else edge
-    by_handle: dict[int, list] = defaultdict(list)
+    by_handle: dict[int, list[Node]] = defaultdict(list)
     for n in edge.graph.nodes:
         if n.op == "call_function" and n.meta.get("debug_handle") is not None and "getitem" not in str(n.target):
             by_handle[int(n.meta["debug_handle"])].append(n)
     handle_map = {int(k): (v if isinstance(v, list) else [v]) for k, v in etrecord._debug_handle_map[method].items()}
     calls, graphs = delegate_calls(pte, method), xnnpack_nodes(pte, method)
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, object]] = {}
     for iid, handles in sorted(handle_map.items()):
         if iid not in calls:  # a portable kernel
             nodes = [n for h in handles for n in by_handle.get(int(h), [])]
             anchor = next((n for n in nodes if not is_qdq(n)), nodes[0] if nodes else None)
-            entry: dict = {"kind": "portable"}
+            entry: dict[str, object] = {"kind": "portable"}
             if anchor is not None:
                 dtypes = sorted(
                     {
@@ -200,7 +215,7 @@ def instructions(pte: bytes, etrecord: Any, method: str = "forward") -> dict[str
     return out
 
 
-def _anchors(xnodes: list[dict], by_handle: dict) -> dict[int, Any]:
+def _anchors(xnodes: list[XNode], by_handle: dict[int, list[Node]]) -> dict[int, Node]:
     """XNNPACK node index → the edge node it came from (a Convert's is its quantize or dequantize node)."""
     anchors = {}
     for j, x in enumerate(xnodes):
@@ -218,11 +233,11 @@ def _anchors(xnodes: list[dict], by_handle: dict) -> dict[int, Any]:
     return anchors
 
 
-def _attach(anchors: dict[int, Any], nodes: list[Any]) -> dict[int, list]:
+def _attach(anchors: dict[int, Node], nodes: list[Node]) -> dict[int, list[Node]]:
     """Edge nodes no XNNPACK node stands for (BatchNorm, ReLU, q/dq), each attached to the node it was fused into:
     dequantizes forward to their consumer, everything else back to its producer."""
     anchor_of = {n: j for j, n in anchors.items()}
-    attached: dict[int, list] = defaultdict(list)
+    attached: dict[int, list[Node]] = defaultdict(list)
     for n in (n for n in nodes if n not in anchor_of):
         forward = is_qdq(n) and "dequantize" in str(n.target)
         hit = None

@@ -6,12 +6,94 @@ exported and PT2E's simulation of the quantized one — cumulative, local and it
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from .explain import is_qdq, user_frame
 
+if TYPE_CHECKING:
+    import torch
+    from torch.fx import GraphModule, Node
 
-def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples: int = 2) -> list[dict]:
+
+#: a row of ``explain.json``'s ``modules.rows`` (:meth:`ModuleSqnr.to_dict`)
+ModuleSqnrDoc = TypedDict(
+    "ModuleSqnrDoc",
+    {
+        "module": str,
+        "class": str,
+        "sqnr_db": float | None,
+        "local_sqnr_db": float | None,
+        "impact_sqnr_db": float | None,
+        "leaf": bool,
+        "folded": NotRequired[bool],
+        "source": str | None,
+    },
+)
+
+
+class ModuleFidelityDoc(TypedDict):
+    """``explain.json``'s ``modules`` (:meth:`ModuleFidelityResult.to_dict`)."""
+
+    rows: list[ModuleSqnrDoc]
+    samples: int
+    data: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ModuleSqnr:
+    """One module's row of ``explain.json``'s ``modules.rows`` (see :func:`module_sqnr` for the three figures)."""
+
+    module: str  # its path in the user's model
+    cls: str  # its class's name (``class`` in the file)
+    sqnr_db: float | None  # cumulative; None: exact (or folded)
+    local_sqnr_db: float | None  # its own error (leaf modules)
+    impact_sqnr_db: float | None  # its own error's effect on the model's output (leaf modules, first samples)
+    leaf: bool
+    source: str | None  # the user's source line that made it
+    folded: bool = False  # PT2E folded it into the module before it (a BatchNorm into its conv)
+
+    def to_dict(self) -> ModuleSqnrDoc:
+        """The row as ``explain.json`` holds it (``folded`` only on folded modules, before ``source``)."""
+        if self.folded:
+            return {
+                "module": self.module,
+                "class": self.cls,
+                "sqnr_db": self.sqnr_db,
+                "local_sqnr_db": self.local_sqnr_db,
+                "impact_sqnr_db": self.impact_sqnr_db,
+                "leaf": self.leaf,
+                "folded": True,
+                "source": self.source,
+            }
+        return {
+            "module": self.module,
+            "class": self.cls,
+            "sqnr_db": self.sqnr_db,
+            "local_sqnr_db": self.local_sqnr_db,
+            "impact_sqnr_db": self.impact_sqnr_db,
+            "leaf": self.leaf,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class ModuleFidelityResult:
+    """``explain.json``'s ``modules``: every module's row, and what the figures were measured on."""
+
+    rows: list[ModuleSqnr]
+    samples: int
+    data: str  # the data's source
+    kind: str  # how they were measured, in words
+
+    def to_dict(self) -> ModuleFidelityDoc:
+        return {"rows": [r.to_dict() for r in self.rows], "samples": self.samples, "data": self.data, "kind": self.kind}
+
+
+def module_sqnr(
+    fp32: GraphModule, simulated: GraphModule, samples: list[tuple[torch.Tensor, ...]], impact_samples: int = 2
+) -> list[ModuleSqnr]:
     """Per module, in execution order, two SQNRs (dB) of its output between ``fp32`` and ``simulated`` (PT2E's converted
     graph), summed over ``samples``:
 
@@ -36,15 +118,17 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
     from torch.utils._pytree import tree_leaves, tree_map
 
     class Recorder(fx.Interpreter):
-        def __init__(self, gm: Any, force: dict | None = None, keep: bool = False) -> None:
+        def __init__(
+            self, gm: GraphModule, force: dict[Node, tuple[str, torch.Tensor]] | None = None, keep: bool = False
+        ) -> None:
             super().__init__(gm)
             self.keep = keep  # every node's whole output, for replays
-            self.values: dict[str, Any] = {}
-            self.full: dict[Any, Any] = {}  # node → its whole output (a replay from a node on starts from these)
+            self.values: dict[str, torch.Tensor] = {}
+            self.full: dict[Node, object] = {}  # node → its whole output (a replay from a node on starts from these)
             self.force = force or {}  # node → (path, the fp32 value to continue with)
-            self.local: dict[str, Any] = {}
+            self.local: dict[str, torch.Tensor] = {}
 
-        def run_node(self, n: Any) -> Any:
+        def run_node(self, n: Node) -> object:
             out = super().run_node(n)
             if n in self.force:
                 path, exact = self.force[n]
@@ -61,7 +145,7 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
                 self.values[n.name] = first
             return out
 
-        def _through_qdq(self, n: Any, value: Any) -> Any:
+        def _through_qdq(self, n: Node, value: torch.Tensor) -> torch.Tensor:
             """``value`` through the output quantize → dequantize that follows ``n`` in the graph (if any)."""
             users = list(n.users)
             if len(users) != 1 or "quantize_per" not in str(users[0].target):
@@ -71,15 +155,15 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
             if dq is None:
                 return value
 
-            def call(node: Any, x: Any) -> Any:
+            def call(node: Node, x: torch.Tensor) -> torch.Tensor:
                 args = fx.node.map_arg(node.args[1:], lambda a: self.env[a])
                 kwargs = fx.node.map_arg(node.kwargs, lambda a: self.env[a])
                 return node.target(x, *args, **kwargs)
 
             return call(dq, call(q, value))
 
-    def outputs(gm: Any, follow_qdq: bool) -> dict[str, Any]:
-        last: dict[str, Any] = {}
+    def outputs(gm: GraphModule, follow_qdq: bool) -> dict[str, Node]:
+        last: dict[str, Node] = {}
         for n in gm.graph.nodes:
             if n.op == "call_function" and not is_qdq(n):
                 for path, _ in (n.meta.get("nn_module_stack") or {}).values():
@@ -101,7 +185,7 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
     ref_out, sim_last, sim_out = outputs(fp32, False), outputs(simulated, False), outputs(simulated, True)
     order = {n.name: i for i, n in enumerate(fp32.graph.nodes)}
     folded = {p for p in ref_out if p not in sim_out}
-    compare_to: dict[str, Any] = {}  # module → the fp32 node its simulated output stands for
+    compare_to: dict[str, Node] = {}  # module → the fp32 node its simulated output stands for
     for path in sim_out:
         ref_node = ref_out.get(path)
         if ref_node is None:
@@ -122,12 +206,12 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
     impact: dict[str, list[float]] = {}
     nodes = list(fp32.graph.nodes)
     index = {n: i for i, n in enumerate(nodes)}
-    last_use: dict[Any, int] = {}  # node → the index of its last user
+    last_use: dict[Node, int] = {}  # node → the index of its last user
     for n in nodes:
         for a in n.all_input_nodes:
             last_use[a] = max(last_use.get(a, -1), index[n])
 
-    def replay(r: Recorder, x: tuple, at: Any, value: Any) -> Any:
+    def replay(r: Recorder, x: tuple[torch.Tensor, ...], at: Node, value: torch.Tensor) -> torch.Tensor:
         """The fp32 graph's first output, run from ``at`` on with ``value`` as ``at``'s output."""
         i = index[at]
         env = {n: None for n in nodes[: i + 1]}  # skipped; only what later nodes read holds a value
@@ -137,7 +221,7 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
         env[at] = value.clone()
         return tree_leaves(fx.Interpreter(fp32).run(*x, initial_env=env))[0]
 
-    def add(acc: dict, path: str, a: Any, b: Any) -> None:
+    def add(acc: dict[str, list[float]], path: str, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
         if a is None or b is None or a.shape != b.shape:
             return
         t = acc.setdefault(path, [0.0, 0.0])
@@ -167,28 +251,28 @@ def module_sqnr(fp32: Any, simulated: Any, samples: list[tuple], impact_samples:
         return round(max(-999.0, 10 * math.log10(t[0] / t[1])), 2) if t[0] > 0 else -999.0
 
     rows = [
-        {
-            "module": p,
-            "class": classes.get(p, "?"),
-            "sqnr_db": db(cumulative[p]),
-            "local_sqnr_db": db(local.get(p)),
-            "impact_sqnr_db": db(impact.get(p)),
-            "leaf": p in leaves,
-            "source": user_frame(ref_out[p].meta.get("stack_trace")),
-        }
+        ModuleSqnr(
+            module=p,
+            cls=classes.get(p, "?"),
+            sqnr_db=db(cumulative[p]),
+            local_sqnr_db=db(local.get(p)),
+            impact_sqnr_db=db(impact.get(p)),
+            leaf=p in leaves,
+            source=user_frame(ref_out[p].meta.get("stack_trace")),
+        )
         for p in sorted(cumulative, key=lambda p: order.get(ref_out[p].name, 0))
     ]
     rows += [
-        {
-            "module": p,
-            "class": classes.get(p, "?"),
-            "sqnr_db": None,
-            "local_sqnr_db": None,
-            "impact_sqnr_db": None,
-            "leaf": True,
-            "folded": True,
-            "source": user_frame(ref_out[p].meta.get("stack_trace")),
-        }
+        ModuleSqnr(
+            module=p,
+            cls=classes.get(p, "?"),
+            sqnr_db=None,
+            local_sqnr_db=None,
+            impact_sqnr_db=None,
+            leaf=True,
+            folded=True,
+            source=user_frame(ref_out[p].meta.get("stack_trace")),
+        )
         for p in sorted(folded)
     ]
     return rows

@@ -5,12 +5,51 @@ offset, lifetime over the instructions and owning module, and the largest live s
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from .explain import is_qdq, node_info
 
+if TYPE_CHECKING:
+    from executorch.exir import ExecutorchProgramManager
+    from torch.fx import GraphModule, Node
 
-def memory_plan(et: Any, method: str = "forward") -> dict:
+#: one tensor of the plan: its bytes, arena and offset, lifetime in instruction steps, and the module that made it
+PlannedTensor = TypedDict(
+    "PlannedTensor",
+    {
+        "bytes": int,
+        "mem_id": int,
+        "offset": int,
+        "shape": list[int],
+        "dtype": str,
+        "start": int,
+        "end": int,
+        "module": str | None,
+        "class": str | None,
+    },
+)
+
+
+class PeakLive(TypedDict):
+    step: int  # the instruction step where the most planned bytes are live
+    bytes: int
+    modules: list[str]  # the modules whose tensors are live there
+
+
+class MemoryPlan(TypedDict):
+    """``explain.json``'s ``memory``."""
+
+    arenas_bytes: list[int]
+    planned_bytes: int
+    steps: int
+    step_ops: list[str]
+    tensors: list[PlannedTensor]
+    live_bytes_by_step: list[int]
+    peak: PeakLive
+    note: str
+
+
+def memory_plan(et: ExecutorchProgramManager, method: str = "forward") -> MemoryPlan:
     """ExecuTorch's memory plan of ``method`` (an ExecutorchProgramManager after ``to_executorch``): arenas, each
     planned tensor's bytes, offset, lifetime in instruction steps and owning module, and the largest live set."""
     from executorch.exir import memory
@@ -33,7 +72,8 @@ def memory_plan(et: Any, method: str = "forward") -> dict:
         cands = [k for j, k in first_step if j >= i]
         return cands[0] if cands else len(steps) - 1
 
-    tensors, seen = [], set()
+    tensors: list[PlannedTensor] = []
+    seen = set()
     for n in nodes:
         if n.op in ("output", "get_attr"):
             continue
@@ -86,7 +126,7 @@ def memory_plan(et: Any, method: str = "forward") -> dict:
     }
 
 
-def _delegate_output(gm: Any, call: Any, index: int) -> Any:
+def _delegate_output(gm: GraphModule, call: Node, index: int) -> Node:
     lowered = getattr(gm, call.args[0].target)
     out = next(n for n in lowered.original_module.graph.nodes if n.op == "output")
     outs = out.args[0]

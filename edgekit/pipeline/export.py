@@ -4,27 +4,36 @@ reported fallback)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .. import upstream
 from ..dynamic import ResolvedDim, dynamic_shapes, export_examples
 from ..errors import ExportError, first_line
+from ..manifest import ExportSection
 from ..models import LoadedModel, contiguous
+
+if TYPE_CHECKING:
+    import torch
+    from torch.export import Dim, ExportedProgram
+
+#: ``torch.export``'s ``dynamic_shapes``: per input, its dynamic dimensions (None: every shape is static)
+DynamicShapes = tuple[dict[int, "Dim"], ...]
 
 
 @dataclass(frozen=True)
 class ExportResult:
     """The traced program and how it was obtained."""
 
-    program: Any  # torch.export.ExportedProgram
-    example_inputs: tuple
-    dynamic_shapes: Any
+    program: ExportedProgram
+    example_inputs: tuple[torch.Tensor, ...]
+    dynamic_shapes: DynamicShapes | None
     strict: bool | None  # None: the program was loaded from a .pt2, not traced here
     fallback_reason: str | None = None
 
-    def info(self) -> dict:
+    def info(self) -> ExportSection:
+        """The manifest's ``export`` section."""
         mode = "loaded" if self.strict is None else ("strict" if self.strict else "non-strict")
-        return {"mode": mode, "fallback_reason": self.fallback_reason, "dynamic_batch": self.batch_dynamic}
+        return ExportSection(mode=mode, fallback_reason=self.fallback_reason, dynamic_batch=self.batch_dynamic)
 
     @property
     def batch_dynamic(self) -> bool:
@@ -63,7 +72,9 @@ def export_model(model: LoadedModel, dims: Sequence[ResolvedDim] = ()) -> Export
     return ExportResult(ep, examples, shapes, True, fallback_reason=first_line(first))
 
 
-def _trace(module: Any, examples: tuple, shapes: Any, *, strict: bool) -> Any:
+def _trace(
+    module: torch.nn.Module, examples: tuple[torch.Tensor, ...], shapes: DynamicShapes | None, *, strict: bool
+) -> ExportedProgram:
     """One ``torch.export`` attempt. A failed one prints graph dumps before raising: they are dropped (the error
     is reported in one line), unless EDGEKIT_DEBUG is set."""
     import torch

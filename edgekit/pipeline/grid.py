@@ -26,7 +26,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: ``(levels, steps, offsets)``: a weight on a 4-bit grid (see :func:`int4_grid`)
+Grid = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 #: |k − round(k)| allowed for a value to count as on its group's grid (dequantization rounds in fp32)
 TOLERANCE = 1e-3
@@ -34,7 +41,7 @@ TOLERANCE = 1e-3
 DIGIT_RATIO = 14
 
 
-def int4_grid(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
+def int4_grid(weight: torch.Tensor, group: int) -> Grid | None:
     """``(levels, steps, offsets)`` when every group of ``group`` inputs in every row of ``weight`` ``[out, in]`` holds
     at most 16 evenly spaced levels, so that ``weight = steps·levels + offsets`` (per group); ``levels`` int8 in
     −8…7 ``[out, in]``, ``steps`` (> 0) and ``offsets`` ``[out, in/group]``; else ``None``.
@@ -63,7 +70,7 @@ def int4_grid(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
     return levels, steps.to(weight.dtype), offsets.to(weight.dtype)
 
 
-def _grid_rows(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
+def _grid_rows(weight: torch.Tensor, group: int) -> Grid | None:
     import torch
 
     out, width = weight.shape
@@ -94,7 +101,9 @@ def _grid_rows(weight: Any, group: int) -> tuple[Any, Any, Any] | None:
     return levels, step.squeeze(-1), offsets.squeeze(-1)
 
 
-def offset_digits(values: Any, block: int = 32) -> tuple[Any, Any, Any, Any]:
+def offset_digits(
+    values: torch.Tensor, block: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``values`` ``[out, n]`` (n a multiple of ``block``) as two int4 digits per value with a scale per ``block``
     columns of a row: ``(d1, a1, d2, a2)``, ``values ≈ a1·d1 + a2·d2`` (scales repeated over their block), |d| ≤ 7."""
     import torch
@@ -102,7 +111,9 @@ def offset_digits(values: Any, block: int = 32) -> tuple[Any, Any, Any, Any]:
     out, n = values.shape
     v = values.to(torch.float64).reshape(out, n // block, block)
 
-    def bf16(t: Any) -> Any:  # XNNPACK stores int4 scales as bf16: the digits are chosen against what it will use
+    def bf16(
+        t: torch.Tensor,
+    ) -> torch.Tensor:  # XNNPACK stores int4 scales as bf16: the digits are chosen against what it will use
         return t.to(torch.bfloat16).to(torch.float64)
 
     a1 = v.abs().amax(-1, keepdim=True) / 7
@@ -111,13 +122,13 @@ def offset_digits(values: Any, block: int = 32) -> tuple[Any, Any, Any, Any]:
     a2 = bf16(a1 / DIGIT_RATIO * (1 + 2**-8))
     d2 = ((v - a1 * d1) / a2).round().clamp(-7, 7)
 
-    def flat(d: Any) -> Any:
+    def flat(d: torch.Tensor) -> torch.Tensor:
         return d.reshape(out, n).to(torch.int8)
 
     return flat(d1), a1.squeeze(-1).to(values.dtype), flat(d2), a2.squeeze(-1).to(values.dtype)
 
 
-def carry_int4_grids(model: Any, group: int, skip: set[str], gain: float = 1.0) -> list[str]:
+def carry_int4_grids(model: nn.Module, group: int, skip: set[str], gain: float = 1.0) -> list[str]:
     """Replace, in place, every ``nn.Linear`` of ``model`` (but the names in ``skip``) whose weights are on a 4-bit grid
     in groups of ``group`` by a ``GridLinear`` (:func:`grid_linear_class`) whose ``.linear`` is already quantized (8da4w,
     torchao's ``IntxUnpackedToInt8Tensor``, as XNNPACK lowers it); the replaced modules' names. ``gain`` scales the
@@ -153,10 +164,12 @@ class LastInput:
     __slots__ = ("x", "version", "widened")
 
     def __init__(self) -> None:
-        self.x = self.version = self.widened = None
+        self.x: torch.Tensor | None = None
+        self.version: int | None = None
+        self.widened: torch.Tensor | None = None
 
 
-def forget_inputs(model: Any) -> None:
+def forget_inputs(model: nn.Module) -> None:
     """Drop the tensors the ``GridLinear`` modules of ``model`` hold from their last call (after export: fake ones)."""
     for module in model.modules():
         last = getattr(module, "last", None)
@@ -169,7 +182,7 @@ def _padded_groups(width: int, group: int) -> int:
     return math.ceil(width // group / 32) * 32
 
 
-def _group_sums(width: int, group: int, gain: float) -> Any:
+def _group_sums(width: int, group: int, gain: float) -> nn.Parameter:
     import torch
     from torch import nn
 
@@ -190,7 +203,7 @@ def grid_linear_class() -> type:
     class GridLinear(nn.Module):
         """A linear whose weights were on a 4-bit grid, as the module docstring widens it."""
 
-        def __init__(self, linear: nn.Linear, grid: tuple, group: int, sums: nn.Parameter, last: LastInput) -> None:
+        def __init__(self, linear: nn.Linear, grid: Grid, group: int, sums: nn.Parameter, last: LastInput) -> None:
             super().__init__()
             levels, steps, offsets = grid
             out, width = levels.shape
@@ -218,7 +231,7 @@ def grid_linear_class() -> type:
             self.sums = sums  # shared: one 0/1 matrix per input width, not one per layer
             self.last = last  # shared with the same width's: the last input and its widened form
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             # the same object, unchanged since (an in-place change bumps its version): its widened form is still right
             if self.last.x is not x or self.last.version != x._version:
                 s = functional.linear(x, self.sums)

@@ -9,12 +9,18 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from .. import upstream
 from ..backends import family
 from ..errors import LowerError, first_line
 from ..targets import Backend
+
+if TYPE_CHECKING:
+    from executorch.exir import EdgeProgramManager, ExecutorchProgramManager
+    from torch.export import ExportedProgram
+    from torch.fx import GraphModule, Node
+    from torch.fx.passes.infra.pass_base import PassResult
 
 #: Why an op with no partitioner rule of its own stays on portable kernels.
 _KNOWN_REASONS = {
@@ -71,7 +77,7 @@ class _WhyNot(logging.Handler):
         self.logger.propagate = self.saved[1]
 
 
-def _explain(node: Any) -> str:
+def _explain(node: Node) -> str:
     """XNNPACK says "invalid dtype" for any argument it cannot take: say which."""
     import torch
 
@@ -105,7 +111,7 @@ def _xnnpack_ops() -> set[str]:
 
 
 def delegation_summary(
-    graph_module: Any, reasons: dict[str, set[str]] | None = None, backend: Backend = Backend.XNNPACK
+    graph_module: GraphModule, reasons: dict[str, set[str]] | None = None, backend: Backend = Backend.XNNPACK
 ) -> dict:
     """How much of the graph the delegate took: partitions, node counts, and per operator.
 
@@ -150,7 +156,7 @@ def _reasons_for(op: str, reasons: dict[str, set[str]], backend: Backend) -> lis
     return ["XNNPACK's partitioner declined it without a reason (a dtype or layout it does not take)"]
 
 
-def _fuse_quantized_embeddings(edge: Any) -> Any:
+def _fuse_quantized_embeddings(edge: EdgeProgramManager) -> EdgeProgramManager:
     """torchao's dequantize + embedding → ExecuTorch's quantized embedding ops (embedding_byte / embedding_4bit),
     with the packed weights folded to constants (as executorch's own quant-fusion tests do)."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
@@ -164,7 +170,7 @@ def _fuse_quantized_embeddings(edge: Any) -> Any:
 
 
 def lower_program(
-    program: Any,
+    program: ExportedProgram,
     backend: Backend,
     fuse_embeddings: bool = False,
     explain: bool = False,
@@ -253,7 +259,7 @@ def lower_program(
 EXTERNAL_TAG = "model"
 
 
-def _external_placeholders(program: Any, modules: tuple[str, ...]) -> tuple[str, ...]:
+def _external_placeholders(program: ExportedProgram, modules: tuple[str, ...]) -> tuple[str, ...]:
     """The name prefixes of the program inputs that hold ``modules``' weights. Lowering renames a quantized weight's
     input as it flattens it into data, scales and zero points (``p_lm_head_weight`` → ``p_lm_head_weight_qdata``
     & co.), so inputs are matched by the prefix export gave them; only modules the program has count."""
@@ -269,11 +275,11 @@ def _is_external(name: str, prefixes: tuple[str, ...]) -> bool:
     return name.startswith(prefixes)
 
 
-def _tag_delegate_weights(names: tuple[str, ...]) -> Any:
+def _tag_delegate_weights(names: tuple[str, ...]) -> Callable[[GraphModule], PassResult]:
     """An edge pass marking those inputs for XNNPACK to write into the external data instead of its own blob."""
     from torch.fx.passes.infra.pass_base import PassResult
 
-    def tag(gm: Any) -> Any:
+    def tag(gm: GraphModule) -> PassResult:
         for node in gm.graph.nodes:
             if node.op == "placeholder" and _is_external(node.name, names):
                 node.meta.setdefault("custom", {})["delegate_constant_tag"] = EXTERNAL_TAG
@@ -282,7 +288,7 @@ def _tag_delegate_weights(names: tuple[str, ...]) -> Any:
     return tag
 
 
-def _external_data(et: Any) -> bytes:
+def _external_data(et: ExecutorchProgramManager) -> bytes:
     # ExecutorchProgramManager has no public accessor in executorch 1.5.1 (ExecutorchProgram's data_files() is
     # the older class's); write_tensor_data_to_file would go through a folder for the same bytes
     data = {name: bytes(cord) for name, cord in (et._tensor_data or {}).items()}
@@ -294,7 +300,7 @@ def _external_data(et: Any) -> bytes:
     return data[EXTERNAL_TAG]
 
 
-def _record_explain(et: Any, pte: bytes) -> tuple[dict | None, str | None]:
+def _record_explain(et: ExecutorchProgramManager, pte: bytes) -> tuple[dict | None, str | None]:
     """The instructions in module names and the memory plan; a failure here costs the explanation, not the build."""
     from .explain import instructions
     from .explain_memory import memory_plan

@@ -7,7 +7,7 @@ import datetime as _dt
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import BudgetError
 from ..fileops import staged_output, write_json
@@ -21,20 +21,34 @@ from ..manifest import (
     DynamicBatchInfo,
     DynamicDimInfo,
     ExplainSection,
-    ExportSection,
     Manifest,
     ModelSection,
-    PlannedMemory,
     ProgramSection,
     TensorEntry,
+    VerifySection,
 )
 from ..program import ProgramInfo, inspect_program
 from ..targets import Target
 from .explain import EXPLAIN_NAME, EXPLAIN_SCHEMA_VERSION
 from .state import BuildResult, BuildState
 
+if TYPE_CHECKING:
+    from .explain_fidelity import ModuleFidelityDoc
+    from .explain_memory import MemoryPlan
 
-def check_budget(tgt: Target, size_bytes: int, verify: Any) -> BudgetSection:
+
+class ExplainDoc(TypedDict):
+    """``explain.json``, beside the program: what ``edgekit explain`` reads (:mod:`edgekit.pipeline.explain`)."""
+
+    schema_version: int
+    method: str
+    instructions: dict[str, dict[str, object]] | None  # instruction id → its module(s) (explain.instructions)
+    memory: MemoryPlan | None
+    modules: ModuleFidelityDoc | None
+    portable_reasons: dict[str, list[str]]  # op → why it stayed on portable kernels
+
+
+def check_budget(tgt: Target, size_bytes: int, verify: VerifySection) -> BudgetSection:
     """The checks a build can make itself (size, accuracy); the rest is left to ``edgekit profile``."""
     b = tgt.budget
     checks = []
@@ -92,7 +106,7 @@ def _program_section(st: BuildState, info: ProgramInfo) -> ProgramSection:
         methods=sorted(info.methods),
         backend=st.target.backend.value,
         delegation=st.lowered.delegation,
-        planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+        planned_memory=info.planned_memory("forward"),
         size_comparison=st.size_comparison,
     )
 
@@ -105,12 +119,12 @@ def explain_file(st: BuildState) -> tuple[bytes, ExplainSection] | None:
     rec = st.lowered.explain or {}
     if not st.explain or not (rec or st.module_fidelity):
         return None
-    doc = {
+    doc: ExplainDoc = {
         "schema_version": EXPLAIN_SCHEMA_VERSION,
         "method": "forward",
         "instructions": rec.get("instructions"),
         "memory": rec.get("memory"),
-        "modules": st.module_fidelity,
+        "modules": None if st.module_fidelity is None else st.module_fidelity.to_dict(),
         "portable_reasons": st.lowered.delegation.get("portable_reasons", {}),
     }
     data = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
@@ -124,7 +138,7 @@ def explain_file(st: BuildState) -> tuple[bytes, ExplainSection] | None:
     )
 
 
-def assemble_manifest(st: BuildState, t_start: float, explain: tuple | None = None) -> Manifest:
+def assemble_manifest(st: BuildState, t_start: float, explain: tuple[bytes, ExplainSection] | None = None) -> Manifest:
     """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
     info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
     model = _model_section(st, info)
@@ -137,7 +151,7 @@ def assemble_manifest(st: BuildState, t_start: float, explain: tuple | None = No
             "model": model,
             "target": st.target.to_dict(),
             "target_source": st.target.source,
-            "export": ExportSection.from_dict(st.exported.info()),
+            "export": st.exported.info(),
             "prune": st.prune,
             "quantize": st.quantize,
             "program": _program_section(st, info),

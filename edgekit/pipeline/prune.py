@@ -17,12 +17,20 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..data import Dataset
 from ..errors import PruneError, first_line
+from ..manifest import FinetuneInfo, PruneSection
 from ..targets import Importance, PruneConfig, PruneScope
 from .training import check_finetune_data, finetune_
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: a row of the manifest's ``prune.layers`` or ``prune.sparsity_by_layer``
+LayerRow = dict[str, "str | int | float"]
 
 PRUNABLE = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 
@@ -31,22 +39,24 @@ PRUNABLE = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 class PruneResult:
     """The pruned (and fine-tuned) module, its dense twin before sparsity (for size comparisons), and the report."""
 
-    module: Any
-    info: dict
-    dense_module: Any = None
+    module: nn.Module
+    info: PruneSection  # the manifest's prune section
+    dense_module: nn.Module | None = None
 
 
-def _prunable(module: Any) -> bool:
+def _prunable(module: nn.Module) -> bool:
     return type(module).__name__ in PRUNABLE
 
 
-def _channels(module: Any) -> tuple[int, int]:
+def _channels(module: nn.Module) -> tuple[int, int]:
     if hasattr(module, "out_channels"):
         return module.in_channels, module.out_channels
     return module.in_features, module.out_features
 
 
-def _forward(model: Any, example_inputs: tuple, produced: dict[int, str] | None = None) -> list[Any]:
+def _forward(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], produced: dict[int, str] | None = None
+) -> list[torch.Tensor]:
     """One forward pass: the output tensors (pytree leaves, as export flattens them). With ``produced``,
     also records which conv/linear layer produced each tensor (by identity)."""
     import torch
@@ -68,7 +78,7 @@ def _forward(model: Any, example_inputs: tuple, produced: dict[int, str] | None 
     return [leaf for leaf in tree_leaves(out) if isinstance(leaf, torch.Tensor)]
 
 
-def _output_layers(model: Any, outs: list[Any], produced: dict[int, str]) -> list[str]:
+def _output_layers(model: nn.Module, outs: list[torch.Tensor], produced: dict[int, str]) -> list[str]:
     """Names of conv/linear layers whose output *is* a model output (pruning them would change the outputs)."""
     import torch
 
@@ -79,7 +89,7 @@ def _output_layers(model: Any, outs: list[Any], produced: dict[int, str]) -> lis
     return names
 
 
-def _resolve_ignore(model: Any, names: tuple[str, ...]) -> list[Any]:
+def _resolve_ignore(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
     modules = dict(model.named_modules())
     found = []
     for name in names:
@@ -94,7 +104,7 @@ def _resolve_ignore(model: Any, names: tuple[str, ...]) -> list[Any]:
     return found
 
 
-def count_macs_params(model: Any, example_inputs: tuple) -> tuple[int, int]:
+def count_macs_params(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
     """(MACs, parameters) for one forward pass, by torch-pruning's counter."""
     import torch
     import torch_pruning as tp
@@ -106,8 +116,8 @@ def count_macs_params(model: Any, example_inputs: tuple) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def _layer_table(before: dict[str, tuple[int, int]], model: Any) -> list[dict]:
-    rows = []
+def _layer_table(before: dict[str, tuple[int, int]], model: nn.Module) -> list[LayerRow]:
+    rows: list[LayerRow] = []
     for name, m in model.named_modules():
         if name in before and _prunable(m):
             (in0, out0), (in1, out1) = before[name], _channels(m)
@@ -125,7 +135,7 @@ def _layer_table(before: dict[str, tuple[int, int]], model: Any) -> list[dict]:
     return rows
 
 
-def unwrapped_conv_weights(model: Any) -> list[tuple[str, tuple[int, ...]]]:
+def unwrapped_conv_weights(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     """Conv-like weights (3-D or more, several output channels) registered outside torch.nn layers.
 
     torch-pruning prunes such "unwrapped" parameters along their last dimension, which for a weight used
@@ -141,7 +151,9 @@ def unwrapped_conv_weights(model: Any) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def structured_prune_(model: Any, example_inputs: tuple, cfg: PruneConfig, ignored: list[Any]) -> None:
+def structured_prune_(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], cfg: PruneConfig, ignored: list[nn.Module]
+) -> None:
     """Remove channels in place with torch-pruning (dependency-aware)."""
     import torch_pruning as tp
 
@@ -177,11 +189,11 @@ def structured_prune_(model: Any, example_inputs: tuple, cfg: PruneConfig, ignor
         ) from exc
 
 
-def _sparsity_targets(model: Any, ignored_names: set[str]) -> list[tuple[str, Any]]:
+def _sparsity_targets(model: nn.Module, ignored_names: set[str]) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _prunable(m) and n not in ignored_names]
 
 
-def apply_sparsity_masks_(model: Any, cfg: PruneConfig, ignored_names: set[str]) -> list[tuple[str, Any]]:
+def apply_sparsity_masks_(model: nn.Module, cfg: PruneConfig, ignored_names: set[str]) -> list[tuple[str, nn.Module]]:
     """Zero the smallest-magnitude weights (global or per layer) with masks that stay live until made permanent."""
     import torch.nn.utils.prune as tprune
 
@@ -198,10 +210,10 @@ def apply_sparsity_masks_(model: Any, cfg: PruneConfig, ignored_names: set[str])
     return targets
 
 
-def make_sparsity_permanent_(targets: list[tuple[str, Any]]) -> list[dict]:
+def make_sparsity_permanent_(targets: list[tuple[str, nn.Module]]) -> list[LayerRow]:
     import torch.nn.utils.prune as tprune
 
-    rows = []
+    rows: list[LayerRow] = []
     for name, m in targets:
         tprune.remove(m, "weight")  # weight = weight_orig * mask, baked in; no weight_orig/mask left
         w = m.weight.detach()
@@ -217,8 +229,8 @@ def make_sparsity_permanent_(targets: list[tuple[str, Any]]) -> list[dict]:
 
 
 def prune_model(
-    module: Any,
-    example_inputs: tuple,
+    module: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
     cfg: PruneConfig,
     *,
     finetune: Dataset | None = None,
@@ -245,17 +257,7 @@ def prune_model(
         check_finetune_data(finetune, outputs)
     macs0, params0 = count_macs_params(model, example_inputs)
     before = {n: _channels(m) for n, m in model.named_modules() if _prunable(m)}
-    info: dict = {
-        "applied": True,
-        "structured_ratio": cfg.structured_ratio,
-        "sparsity": cfg.sparsity,
-        "importance": cfg.importance.value,
-        "scope": cfg.scope.value,
-        "round_to": cfg.round_to,
-        "ignore": list(cfg.ignore),
-        "auto_ignored": auto_ignored,
-        "library": "torch-pruning " + __import__("torch_pruning").__version__,
-    }
+    library = "torch-pruning " + __import__("torch_pruning").__version__
     if cfg.structured_ratio > 0 or cfg.layer_ratios:
         unwrapped = unwrapped_conv_weights(model)
         if unwrapped:
@@ -290,23 +292,24 @@ def prune_model(
                 f"fine-tuning failed: {type(exc).__name__}: {msg[:200]}",
                 "check the model trains on batches of the fine-tune data",
             ) from exc
-        info["finetune"] = {
-            "data": finetune.source,
-            "samples": len(finetune),
-            "epochs": finetune_epochs,
-            "lr": finetune_lr,
-            "loss": "cross-entropy",
-            "optimizer": "Adam",
-            "epoch_losses": losses,
-        }
+        tuned = FinetuneInfo(
+            data=finetune.source,
+            samples=len(finetune),
+            epochs=finetune_epochs,
+            lr=finetune_lr,
+            loss="cross-entropy",
+            optimizer="Adam",
+            epoch_losses=losses,
+        )
     else:
-        info["finetune"] = None
+        tuned = None
+    by_layer, achieved, note = None, None, None
     if targets:
-        info["sparsity_by_layer"] = make_sparsity_permanent_(targets)
-        zeros = sum(r["zeros"] for r in info["sparsity_by_layer"])
-        total = sum(r["weights"] for r in info["sparsity_by_layer"])
-        info["sparsity_achieved"] = round(zeros / total, 4) if total else 0.0
-        info["sparsity_note"] = (
+        by_layer = make_sparsity_permanent_(targets)
+        zeros = sum(int(r["zeros"]) for r in by_layer)
+        total = sum(int(r["weights"]) for r in by_layer)
+        achieved = round(zeros / total, 4) if total else 0.0
+        note = (
             "zeroed weights do not speed up XNNPACK's dense kernels; they make the program "
             "compress better (see program.compressed_size_bytes)"
         )
@@ -316,27 +319,38 @@ def prune_model(
     if leftovers:  # pragma: no cover - make_sparsity_permanent_ removes them all
         raise PruneError(f"pruning left temporary tensors behind: {leftovers[:3]}")
     macs1, params1 = count_macs_params(model, example_inputs)
-    info.update(
-        {
-            "params_before": params0,
-            "params_after": params1,
-            "macs_before": macs0,
-            "macs_after": macs1,
-            "params_ratio": round(params1 / params0, 4) if params0 else 1.0,
-            "macs_ratio": round(macs1 / macs0, 4) if macs0 else 1.0,
-            "layers": _layer_table(before, model),
-        }
-    )
     parts = []
     if cfg.structured_ratio > 0:
         parts.append(
             f"channels {cfg.structured_ratio:.0%}: params {params0:,} → {params1:,}, MACs {macs0:,} → {macs1:,}"
         )
     if targets:
-        parts.append(f"sparsity {info['sparsity_achieved']:.1%}")
-    if info["finetune"]:
+        parts.append(f"sparsity {achieved:.1%}")
+    if tuned:
         parts.append(f"fine-tuned {finetune_epochs} epoch(s)")
-    info["summary"] = "; ".join(parts)
+    info = PruneSection(
+        applied=True,
+        summary="; ".join(parts),
+        structured_ratio=cfg.structured_ratio,
+        sparsity=cfg.sparsity,
+        importance=cfg.importance.value,
+        scope=cfg.scope.value,
+        round_to=cfg.round_to,
+        ignore=list(cfg.ignore),
+        auto_ignored=auto_ignored,
+        library=library,
+        finetune=tuned,
+        params_before=params0,
+        params_after=params1,
+        macs_before=macs0,
+        macs_after=macs1,
+        params_ratio=round(params1 / params0, 4) if params0 else 1.0,
+        macs_ratio=round(macs1 / macs0, 4) if macs0 else 1.0,
+        layers=_layer_table(before, model),
+        sparsity_by_layer=by_layer,
+        sparsity_achieved=achieved,
+        sparsity_note=note,
+    )
     return PruneResult(model.eval(), info, None if dense is None else dense.eval())
 
 

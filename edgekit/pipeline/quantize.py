@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import torch  # this module is only imported by a build, which has loaded torch already
 
@@ -11,24 +11,26 @@ from .. import upstream
 from ..backends import family
 from ..data import Dataset
 from ..errors import QuantizeError, first_line
-from ..targets import Backend, QuantScheme
+from ..targets import Backend, EmbeddingQuant, QuantScheme
 from .export import ExportResult
 
 
 @dataclass(frozen=True)
 class QuantizeResult:
     exported: ExportResult
-    info: dict
-    simulated: Any = None  # PT2E's converted graph: the quantized model simulated in PyTorch (per-module fidelity)
+    info: QuantizeInfo
+    simulated: GraphModule | None = None  # PT2E's converted graph: the quantized model simulated in PyTorch
 
 
-def quantizer_for(scheme: QuantScheme, fp32_layers: tuple[str, ...] = (), backend: Backend = Backend.XNNPACK) -> Any:
+def quantizer_for(
+    scheme: QuantScheme, fp32_layers: tuple[str, ...] = (), backend: Backend = Backend.XNNPACK
+) -> XNNPACKQuantizer:
     """The target backend's PT2E quantizer (:mod:`edgekit.backends`) configured for ``scheme``, leaving the modules
     named in ``fp32_layers`` in float32."""
     return family(backend).step("quantizer")(scheme, fp32_layers)
 
 
-def xnnpack_quantizer(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> Any:
+def xnnpack_quantizer(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) -> XNNPACKQuantizer:
     """The XNNPACK family's quantizer: XNNPACKQuantizer configured for ``scheme``, leaving the modules named in
     ``fp32_layers`` in float32."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -47,7 +49,7 @@ def xnnpack_quantizer(scheme: QuantScheme, fp32_layers: tuple[str, ...] = ()) ->
     return quantizer
 
 
-def layer_names(program: Any) -> list[str]:
+def layer_names(program: ExportedProgram) -> list[str]:
     """Module names of the quantizable layers (conv, linear) in an exported program, in graph order."""
     names = []
     for node in program.graph.nodes:
@@ -58,7 +60,7 @@ def layer_names(program: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_layers(program: Any, fp32_layers: tuple[str, ...]) -> None:
+def check_layers(program: ExportedProgram, fp32_layers: tuple[str, ...]) -> None:
     """Raises QuantizeError naming a ``quantize.fp32_layers`` entry that is no conv or linear of the model."""
     if not fp32_layers:
         return
@@ -83,7 +85,7 @@ def quantize_program(
     scheme: QuantScheme,
     calibration: Dataset,
     fp32_layers: tuple[str, ...] = (),
-    records: Any = None,
+    records: CalibrationStore | None = None,
 ) -> QuantizeResult:
     """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
 
@@ -108,7 +110,7 @@ def quantize_program(
             )
     except Exception as exc:
         raise QuantizeError(f"PT2E convert failed: {first_line(exc, 200)}", "try the xnnpack-fp32 target") from exc
-    info = {
+    info: QuantizeInfo = {
         "scheme": scheme.value,
         "quantizer": family(Backend.XNNPACK).quantizer_label,
         "per_channel": scheme is not QuantScheme.INT8_STATIC_PER_TENSOR,
@@ -132,11 +134,11 @@ class _Float16(torch.nn.Module):
     """Runs ``module`` in float16 behind a float32 interface: floating inputs are cast down, floating outputs back
     up, so the program takes and returns what the fp32 model does (the casts run once per call, on the I/O only)."""
 
-    def __init__(self, module: Any):
+    def __init__(self, module: torch.nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, *args: Any) -> Any:
+    def forward(self, *args: torch.Tensor) -> object:
         from torch.utils._pytree import tree_map
 
         down = lambda t: t.to(torch.float16) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
@@ -144,7 +146,7 @@ class _Float16(torch.nn.Module):
         return tree_map(up, self.module(*tree_map(down, args)))
 
 
-def to_fp16(model: Any) -> Any:
+def to_fp16(model: LoadedModel) -> LoadedModel:
     """A copy of ``model`` (a LoadedModel) that computes in float16 (weights, buffers and activations) with float32
     inputs and outputs. The eager module is cast, not the traced graph, so code that follows its parameters' dtype
     (attention masks' ``finfo(dtype).min``) stays right. A saved ExportedProgram is cast through its ``.module()``.
@@ -173,8 +175,8 @@ def prepare_calibrated(
     scheme: QuantScheme,
     calibration: Dataset,
     fp32_layers: tuple[str, ...] = (),
-    records: Any = None,
-) -> tuple[Any, int, bool]:
+    records: CalibrationStore | None = None,
+) -> tuple[GraphModule, int, bool]:
     """PT2E prepare, then calibrate, unless the observers' states can be loaded from ``records`` (where they are
     stored otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
 
@@ -220,7 +222,7 @@ def prepare_calibrated(
     return prepared, used, False
 
 
-def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:
+def quantize_embeddings(model: LoadedModel, kind: EmbeddingQuant) -> tuple[LoadedModel, list[str]]:
     """A copy of ``model`` (a LoadedModel) whose ``nn.Embedding`` tables are quantized weight-only, per row
     (torchao ``IntxWeightOnlyConfig``, symmetric); the lower stage fuses them to ExecuTorch's quantized embedding
     kernels. Returns the copy and the tables' names (none: the model passes through unchanged).
@@ -263,3 +265,28 @@ def quantize_embeddings(model: Any, kind: Any) -> tuple[Any, list[str]]:
             f"quantizing the embedding tables failed: {first_line(exc, 200)}", "pass --quantize-embeddings none"
         ) from exc
     return LoadedModel(model.spec, module, model.example_inputs), tables
+
+
+# Below the code on purpose: an fp16 package's explain.json records _Float16.forward's source line (where the casts
+# are), so the lines above it stay where they were and its packages stay byte for byte the same.
+if TYPE_CHECKING:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torch.export import ExportedProgram
+    from torch.fx import GraphModule
+
+    from ..specs import LoadedModel
+    from .calibration import CalibrationStore
+
+
+class QuantizeInfo(TypedDict):
+    """What PT2E quantization did, as the manifest's ``quantize`` section names it (the build adds the rest)."""
+
+    scheme: str
+    quantizer: str
+    per_channel: bool
+    dynamic: bool
+    calibration_samples: int
+    calibration_batch: int
+    calibration: str  # the data's source
+    calibration_reused: bool  # the observers' states were loaded from a calibration record
+    fp32_layers: list[str]

@@ -7,10 +7,12 @@ import enum
 import gc
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, TypeVar
 
 from .. import upstream
 from .._noise import quiet
+
+T = TypeVar("T")
 
 
 class Stage(str, enum.Enum):
@@ -48,7 +50,7 @@ class StageRunner:
         self.progress = progress or (lambda e: None)
         self.seconds: dict[str, float] = {}
 
-    def run(self, stage: Stage, fn: Callable[[], Any], detail: str = "") -> Any:
+    def run(self, stage: Stage, fn: Callable[[], T], detail: str = "") -> T:
         self.progress(StageEvent(stage, StageState.START, detail=detail))
         t0 = time.perf_counter()
         freeze_more()  # what earlier stages left alive too (see frozen_heap)
@@ -66,7 +68,7 @@ class StageRunner:
 class SilentRunner(StageRunner):
     """A runner for side work (the dense twin's sizes) that reports nothing."""
 
-    def run(self, stage: Stage, fn: Callable[[], Any], detail: str = "") -> Any:
+    def run(self, stage: Stage, fn: Callable[[], T], detail: str = "") -> T:
         return fn()
 
     def skip(self, stage: Stage, reason: str) -> None:

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..data import Dataset
 from ..dynamic import ResolvedDim
-from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison
+from ..manifest import Manifest, PruneSection, QuantizeSection, SizeComparison, VerifySection
+from ..reference import ReferenceSection
 from ..specs import LoadedModel
 from ..targets import Target
 from .stages import StageRunner
+
+if TYPE_CHECKING:
+    from torch.fx import GraphModule
+
+    from .calibration import CalibrationStore
+    from .explain_fidelity import ModuleFidelityResult
+    from .export import ExportResult
+    from .lower import LowerResult
 
 
 @dataclass(frozen=True)
@@ -43,20 +52,20 @@ class BuildState:
     prune: PruneSection = field(
         default_factory=lambda: PruneSection(applied=False, reason="target asks for no pruning")
     )
-    exported: Any = None  # the plain export (its example inputs and dynamic shapes)
-    final: Any = None  # what is lowered: the quantized export, or the plain one
+    exported: ExportResult | None = None  # the plain export (its example inputs and dynamic shapes)
+    final: ExportResult | None = None  # what is lowered: the quantized export, or the plain one
     quantize: QuantizeSection | None = None
-    lowered: Any = None
+    lowered: LowerResult | None = None
     deflated: int = 0
     size_comparison: SizeComparison | None = None
-    verify: Any = None
+    verify: VerifySection | None = None
     embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding tables quantized weight-only
     dims: list[ResolvedDim] = field(default_factory=list)  # the dynamic dimensions, bound to the model's inputs
-    records: Any = None  # where calibration records are kept (get/put: the build cache's), if anywhere
+    records: CalibrationStore | None = None  # where calibration records are kept (the build cache's), if anywhere
     warnings: list[str] = field(default_factory=list)
     reference_samples: int = 4  # reference vectors to store (0: none)
     reference_max_mb: float = 8.0
-    reference: Any = None  # (reference.npz bytes, ReferenceSection) once verify made them
+    reference: tuple[bytes, ReferenceSection] | None = None  # reference.npz and its section, once verify made them
     explain: bool = True  # record what `edgekit explain` needs
-    simulated: Any = None  # PT2E's converted graph (static or dynamic int8), for per-module fidelity
-    module_fidelity: dict | None = None  # per-module SQNR rows and how they were measured
+    simulated: GraphModule | None = None  # PT2E's converted graph (static or dynamic int8), for per-module fidelity
+    module_fidelity: ModuleFidelityResult | None = None  # per-module SQNR rows and how they were measured

@@ -5,11 +5,17 @@ comparisons themselves are :mod:`.verify`'s), the reference vectors stored besid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..data import VERIFY_SEED, Dataset, random_dataset
 from .stages import Stage
 from .state import BuildState
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..manifest import VerifySection
+    from ..program import InProcessProgram
 
 
 def verify_tensor_program(st: BuildState, verify_samples: int, task: str | None) -> None:
@@ -38,7 +44,7 @@ def verify_tensor_program(st: BuildState, verify_samples: int, task: str | None)
     original = st.loaded.module
     exported_model = st.eager.module if st.prune.applied else None
 
-    def run() -> Any:
+    def run() -> VerifySection:
         program = InProcessProgram(st.lowered.pte)  # loaded once: the held-out data, then each dynamic size
         verify = verify_program(
             program,
@@ -62,7 +68,9 @@ def verify_tensor_program(st: BuildState, verify_samples: int, task: str | None)
     st.verify = st.stages.run(Stage.VERIFY, run, data.source)
 
 
-def store_reference_vectors(st: BuildState, program: Any, original: Any, verify_data: Dataset) -> None:
+def store_reference_vectors(
+    st: BuildState, program: InProcessProgram, original: torch.nn.Module, verify_data: Dataset
+) -> None:
     """A few input sets (held-out data, else calibration data, else the random verify samples) with the user's model's
     outputs and this program's, for ``reference.npz``: whatever runs the program later is checked against them."""
     import torch
@@ -93,18 +101,18 @@ IMPACT_SETS = 2
 def record_module_fidelity(st: BuildState, data: Dataset, samples: int = 4) -> None:
     """Each module's output SQNR between the fp32 model that was exported and PT2E's simulation of the quantized one
     (the program cannot expose its intermediates), for ``edgekit explain``'s least faithful layers."""
-    from .explain_fidelity import module_sqnr
+    from .explain_fidelity import ModuleFidelityResult, module_sqnr
 
     batch = int(st.exported.example_inputs[0].shape[0])
     sets = [s for _, s in zip(range(max(1, samples // batch)), data.batches(batch))]
     try:
-        st.module_fidelity = {
-            "rows": module_sqnr(st.exported.program.module(), st.simulated, sets, impact_samples=IMPACT_SETS),
-            "samples": len(sets) * batch,
-            "data": data.source,
-            "kind": "simulated: PT2E's quantized graph in PyTorch against the fp32 export ('only it' on the first "
+        st.module_fidelity = ModuleFidelityResult(
+            rows=module_sqnr(st.exported.program.module(), st.simulated, sets, impact_samples=IMPACT_SETS),
+            samples=len(sets) * batch,
+            data=data.source,
+            kind="simulated: PT2E's quantized graph in PyTorch against the fp32 export ('only it' on the first "
             f"{min(IMPACT_SETS, len(sets)) * batch} sample(s))",
-        }
+        )
     except Exception as exc:  # an explanation that cannot be made must not fail the build
         from ..errors import first_line
 

@@ -6,13 +6,16 @@ They work on a :class:`~edgekit.data.Dataset` of labelled samples and a classifi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..data import Dataset
 from ..errors import DataError
 
+if TYPE_CHECKING:
+    import torch
 
-def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
+
+def check_finetune_data(ds: Dataset, outputs: list[torch.Tensor]) -> int:
     """Labels present and within the classes of the model's (single) output; returns the number of classes."""
     if ds.labels is None:
         raise DataError(f"fine-tune data {ds.source} has no labels", "store labels under 'y' beside the inputs 'x'")
@@ -34,7 +37,7 @@ def check_finetune_data(ds: Dataset, outputs: list[Any]) -> int:
 
 
 def finetune_(
-    model: Any, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0, cosine: bool = False
+    model: torch.nn.Module, ds: Dataset, *, epochs: int, lr: float, batch: int = 32, seed: int = 0, cosine: bool = False
 ) -> list[float]:
     """Train in place with Adam and cross-entropy (``cosine``: anneal the rate over the epochs).
 
@@ -69,7 +72,7 @@ def finetune_(
     return losses
 
 
-def accuracy(model: Any, ds: Dataset, batch: int = 256) -> float:
+def accuracy(model: torch.nn.Module, ds: Dataset, batch: int = 256) -> float:
     import torch
 
     correct = 0

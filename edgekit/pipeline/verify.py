@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
 
 from ..data import Dataset
 from ..errors import DataError, VerifyError
@@ -31,6 +31,11 @@ from ..manifest import (
 )
 from ..program import InProcessProgram
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..dynamic import ResolvedDim
+
 
 class Task(str, enum.Enum):
     """What a model's first output is, so that verification reports the figures that mean something for it."""
@@ -40,7 +45,7 @@ class Task(str, enum.Enum):
     REGRESS = "regress"
 
 
-def guess_task(first_out: Any, labelled: bool) -> tuple[Task, str]:
+def guess_task(first_out: torch.Tensor, labelled: bool) -> tuple[Task, str]:
     """(task, why) from the first output's shape and values, and whether the data has labels."""
     import torch
 
@@ -62,7 +67,7 @@ def guess_task(first_out: Any, labelled: bool) -> tuple[Task, str]:
     return Task.REGRESS, f"guessed: an output of shape {tuple(first_out.shape)} is neither class scores nor embeddings"
 
 
-def nn_agreement(ref: Any, got: Any) -> float | None:
+def nn_agreement(ref: torch.Tensor, got: torch.Tensor) -> float | None:
     """Share of samples whose nearest other sample (by cosine) is the same for eager and program outputs."""
     import torch
 
@@ -76,8 +81,8 @@ def nn_agreement(ref: Any, got: Any) -> float | None:
     return round(float((sa.argmax(1) == sb.argmax(1)).double().mean()), 6)
 
 
-def compare_outputs(ref: Any, got: Any) -> dict:
-    """Error metrics between two float tensors of the same shape (``N x ...``)."""
+def compare_outputs(ref: torch.Tensor, got: torch.Tensor, index: int = 0) -> OutputFidelity:
+    """Error metrics between two float tensors of the same shape (``N x ...``): output ``index``'s fidelity."""
     import torch
 
     ref = ref.detach().double()
@@ -88,29 +93,31 @@ def compare_outputs(ref: Any, got: Any) -> dict:
     flat_r = ref.reshape(ref.shape[0], -1)
     flat_g = got.reshape(got.shape[0], -1)
     cos = torch.nn.functional.cosine_similarity(flat_r, flat_g, dim=1, eps=1e-12)
-    out = {
-        "max_abs_error": float(err.abs().max()) if err.numel() else 0.0,
-        "mean_abs_error": float(err.abs().mean()) if err.numel() else 0.0,
-        "sqnr_db": None if noise == 0 else (round(10 * math.log10(signal / noise), 3) if signal > 0 else None),
-        "exact": noise == 0,
-        "cosine_similarity": round(float(cos.mean()), 6),
-        "cosine_min": round(float(cos.min()), 6),
-    }
+    top1 = None
     if ref.dim() == 2 and ref.shape[1] > 1:
-        out["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).double().mean())
-    return out
+        top1 = float((ref.argmax(1) == got.argmax(1)).double().mean())
+    return OutputFidelity(
+        index=index,
+        max_abs_error=float(err.abs().max()) if err.numel() else 0.0,
+        mean_abs_error=float(err.abs().mean()) if err.numel() else 0.0,
+        sqnr_db=None if noise == 0 else (round(10 * math.log10(signal / noise), 3) if signal > 0 else None),
+        exact=noise == 0,
+        cosine_similarity=round(float(cos.mean()), 6),
+        top1_agreement=top1,
+        cosine_min=round(float(cos.min()), 6),
+    )
 
 
 def verify_program(
     pte: bytes | str | Path | InProcessProgram,
-    reference: Any,
+    reference: torch.nn.Module,
     data: Dataset,
     *,
     batch: int = 1,
     labelled: bool = False,
     task: Task | str | None = None,
     task_reason: str = "given with --task",
-    exported_model: Any = None,
+    exported_model: torch.nn.Module | None = None,
 ) -> VerifySection:
     """Run ``data`` through the program and the eager ``reference`` and compare them.
 
@@ -199,7 +206,9 @@ def verify_program(
     )
 
 
-def _fidelity(eager_out: list[list[Any]], pte_out: list[list[Any]], source: str) -> list[OutputFidelity]:
+def _fidelity(
+    eager_out: list[list[torch.Tensor]], pte_out: list[list[torch.Tensor]], source: str
+) -> list[OutputFidelity]:
     """Per output: the program's batches against the eager model's."""
     import torch
 
@@ -208,18 +217,18 @@ def _fidelity(eager_out: list[list[Any]], pte_out: list[list[Any]], source: str)
         ref = torch.cat([b[i] for b in eager_out])
         got = torch.cat([b[i] for b in pte_out])
         _check_finite(ref, got, i, source)
-        outputs.append(OutputFidelity.from_dict({"index": i, **compare_outputs(ref.float(), got.float())}))
+        outputs.append(compare_outputs(ref.float(), got.float(), i))
     return outputs
 
 
-def _eager_outputs(reference: Any, data: Dataset, batch: int) -> list[list[Any]]:
+def _eager_outputs(reference: torch.nn.Module, data: Dataset, batch: int) -> list[list[torch.Tensor]]:
     """The eager model's outputs (the pytree leaves: export flattens tuples, lists and dicts), 8 samples a call for a
     batch-1 program when the model takes any batch (ResNet-18 @224 on 2 cores: 32 samples in 1.3 s, against 2.0 s
     one at a time and 1.5 s 32 at a time), else in the program's own batches."""
     import torch
     from torch.utils._pytree import tree_leaves
 
-    def run(chunk: int) -> list[list[Any]]:
+    def run(chunk: int) -> list[list[torch.Tensor]]:
         out = []
         with torch.no_grad():
             for start in range(0, len(data), chunk):
@@ -235,7 +244,7 @@ def _eager_outputs(reference: Any, data: Dataset, batch: int) -> list[list[Any]]
     return run(batch)
 
 
-def _check_finite(ref: Any, got: Any, index: int, source: str) -> None:
+def _check_finite(ref: torch.Tensor, got: torch.Tensor, index: int, source: str) -> None:
     """NaN or inf in the program's output where eager's is finite: the program is broken on this data."""
     import torch
 
@@ -249,7 +258,7 @@ def _check_finite(ref: Any, got: Any, index: int, source: str) -> None:
         )
 
 
-def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
+def data_at(data: Dataset, dims: Sequence[ResolvedDim], sizes: list[int]) -> Dataset:
     """``data`` with each dynamic dimension at its size: re-tokenised text where the data is sentences (the token
     dimension of every input), else cut or tiled along the dimension."""
     from ..dynamic import at_sizes
@@ -262,9 +271,9 @@ def data_at(data: Dataset, dims: Any, sizes: list[int]) -> Dataset:
 
 def verify_at_sizes(
     pte: bytes | str | Path | InProcessProgram,
-    reference: Any,
+    reference: torch.nn.Module,
     data: Dataset,
-    dims: Any,
+    dims: Sequence[ResolvedDim],
     *,
     batch: int,
     samples: int = 16,

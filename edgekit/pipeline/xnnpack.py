@@ -6,14 +6,29 @@ linear/sub/mul/rsqrt (a mean is a linear with a constant 1/n row, so it works at
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from ..upstream.export import shape_envs
 
+if TYPE_CHECKING:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir.pass_base import PassResult
+    from torch.export import ExportedProgram
+    from torch.fx import GraphModule
+
+    #: an edge pass: a graph module in, the pass's result out
+    EdgePass = Callable[[GraphModule], PassResult]
+
 
 def _layer_norm_as_linear(
-    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5, cudnn_enable: bool = True
-) -> Any:
+    x: torch.Tensor,
+    normalized_shape: list[int],
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    cudnn_enable: bool = True,
+) -> torch.Tensor:
     """``layer_norm`` over the last dimension with ops XNNPACK has: each mean is a linear with a 1/n row."""
     import torch
 
@@ -28,7 +43,7 @@ def _layer_norm_as_linear(
     return y + bias if bias is not None else y
 
 
-def prepare_for_xnnpack(program: Any) -> tuple[Any, list[str]]:
+def prepare_for_xnnpack(program: ExportedProgram) -> tuple[ExportedProgram, list[str]]:
     """Rewrite ops XNNPACK has no kernel for into ones it has, before lowering (the aten-level part)."""
     import torch
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
@@ -45,7 +60,7 @@ def prepare_for_xnnpack(program: Any) -> tuple[Any, list[str]]:
     return program, ["layer_norm → linear-mean form"]
 
 
-def _one_inferred_dim(graph_module: Any) -> Any:
+def _one_inferred_dim(graph_module: GraphModule) -> PassResult:
     """``view_copy(x, [1, s0, 12, 32])`` → ``view_copy(x, [1, -1, 12, 32])``: a reshape with one dynamic size is
     one XNNPACK runs (it infers that size at run time); the symbolic form it refuses."""
     from executorch.exir.dialects._ops import ops as exir_ops
@@ -67,7 +82,7 @@ def _one_inferred_dim(graph_module: Any) -> Any:
     return PassResult(graph_module, changed)
 
 
-def _edge_passes(program: Any) -> tuple[list, list[str]]:
+def _edge_passes(program: ExportedProgram) -> tuple[list[EdgePass], list[str]]:
     """The edge-level rewrites this program needs: each one re-traces the whole graph (about a second on
     MobileNetV2 @224), so only those whose operators occur are run."""
     from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import (
@@ -89,12 +104,14 @@ def _edge_passes(program: Any) -> tuple[list, list[str]]:
     return passes, names
 
 
-def xnnpack_partition(program: Any, prepare: bool) -> tuple[list[Any], Any, list[Any], list[str]]:
+def xnnpack_partition(
+    program: ExportedProgram, prepare: bool
+) -> tuple[list[XnnpackPartitioner], ExportedProgram, list[EdgePass], list[str]]:
     """The XNNPACK family's partition step (:mod:`edgekit.backends`): its partitioner, and with ``prepare`` the
     program rewritten for it and the edge passes (returns partitioners, program, passes, names of what was applied)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-    passes: list[Any] = []
+    passes: list[EdgePass] = []
     applied: list[str] = []
     if prepare:
         program, applied = prepare_for_xnnpack(program)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._contract import Contract
 from ..errors import ProfileError, ReferenceMismatchError
 from ..token_fidelity import TokenReferenceData
+
+if TYPE_CHECKING:
+    from ..runner.protocol import GenerationCheckResult
 
 #: a step of the answers check whose top token is not the build's passes when the build's token is at most this far
 #: below it, in units of the logits' spread (max − mean); and at least this share of steps must agree outright
@@ -38,7 +41,7 @@ class GenerationCheck(Contract):
 
 
 def answers_check(
-    c: Any, reference: TokenReferenceData | None, logits: bytes | None, where: str, check: bool
+    c: GenerationCheckResult | None, reference: TokenReferenceData | None, logits: bytes | None, where: str, check: bool
 ) -> GenerationCheck:
     """The worker's check result ``c`` (``runner.protocol.GenerationCheckResult``, None when none ran) judged: by the
     package's reference logits when it has them (``logits``: what the worker wrote), else by its build's greedy tokens.

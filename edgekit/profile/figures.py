@@ -6,6 +6,7 @@ measurement's warnings and the target's budget checks.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, TypedDict
 
 from ..runner import energy as energy_mod
 from ..runner.protocol import Engine, WorkerResult
@@ -16,7 +17,26 @@ from .result import EnergyResult, MemoryResult, NoiseFloor
 from .stats import LatencyStats, measurement_warnings
 from .subject import Subject
 
+if TYPE_CHECKING:
+    from ..runner.energy import RaplDomain
+    from .measure import CpuFreq
+
 _MB = 2**20
+
+
+class BudgetCheckRow(TypedDict):
+    name: str  # p50_ms | peak_rss_mb
+    limit: float
+    value: float
+    ok: bool
+
+
+class ProfileBudget(TypedDict):
+    """A profile's ``budget``: the target's latency and memory budget against what was measured."""
+
+    target: str
+    checks: list[BudgetCheckRow]
+    notes: list[str]  # budgets that could not be checked, and why
 
 
 def _mb(b: float | int | None) -> float | None:
@@ -46,7 +66,7 @@ def memory_figures(raw: WorkerResult, watch: Watch, subject: Subject, engine: En
         peak_delta_mb=round(peak - base / _MB, 3),
         peak_sources_mb=peak_sources,
         uss_mb=_mb(watch.peak_uss) if watch.peak_uss else None,
-        planned_mb=subject.info.planned_memory(method)["planned_mb"] if subject.info else None,
+        planned_mb=subject.info.planned_memory(method).planned_mb if subject.info else None,
         pte_size_mb=_mb(subject.info.size_bytes) if subject.info else None,
         baseline_note=_BASELINE_NOTES[engine],
     )
@@ -56,11 +76,11 @@ def energy_figures(
     raw: WorkerResult,
     stats: LatencyStats,
     watch: Watch,
-    rapl: list,
+    rapl: list[RaplDomain],
     tgt: Target,
-    freq: dict | None,
-    battery: dict | None,
-    device: dict | None = None,
+    freq: CpuFreq | None,
+    battery: dict[str, object] | None,
+    device: dict[str, object] | None = None,
 ) -> EnergyResult:
     """CPU time and context switches of the timed runs; joules from RAPL, else the target's power model (labelled)."""
     cpu = raw.cpu_timed
@@ -140,9 +160,10 @@ def profile_warnings(
     return warnings
 
 
-def budget_checks(tgt: Target, stats: LatencyStats, memory: MemoryResult, engine: Engine) -> dict:
+def budget_checks(tgt: Target, stats: LatencyStats, memory: MemoryResult, engine: Engine) -> ProfileBudget:
     """The target's budget (p50, memory) against the figures measured, with notes where a check cannot apply."""
-    checks, notes = [], []
+    checks: list[BudgetCheckRow] = []
+    notes: list[str] = []
     b = tgt.budget
     if b.max_p50_ms is not None:
         checks.append(

@@ -10,13 +10,24 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..runner import energy as energy_mod
+from ..runner.energy import RaplDomain
 from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, Engine, WorkerResult, read_result
-from ..runner.worker import Watch, run_worker
+from ..runner.worker import Progress, Watch, run_worker
+from .options import ProfileOptions
 from .subject import Subject, program_inputs, random_inputs, to_bytes
+
+if TYPE_CHECKING:
+    from ..data import DataSource
+    from ..device.devices import Device
+    from ..device.remote import DeviceRunInfo
+    from .ops import OpTable
+
+#: CPU frequencies in MHz (here: current, min and max; on a device: per CPU)
+CpuFreq = dict[str, "float | None"]
 
 
 @dataclass
@@ -26,17 +37,24 @@ class Measured:
     raw: WorkerResult
     watch: Watch
     input_source: str
-    rapl: list = field(default_factory=list)
-    freq: dict | None = None
-    battery: dict | None = None
-    ops: dict | None = None
-    device: dict | None = None
+    rapl: list[RaplDomain] = field(default_factory=list)
+    freq: CpuFreq | None = None
+    battery: dict[str, object] | None = None  # the battery before and after (energy.battery_change)
+    ops: OpTable | None = None
+    device: dict[str, object] | None = None  # the device run's facts (remote.DeviceRunInfo, files as their hash)
     warnings: list[str] = field(default_factory=list)
     check_outputs: bytes | None = None  # the reference sets' outputs, raw (when the check ran)
 
 
 def measure_here(
-    subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine, runner: Path | None, dev: Any
+    subject: Subject,
+    opts: ProfileOptions,
+    inputs: DataSource | None,
+    tmp: Path,
+    progress: Progress | None,
+    engine: Engine,
+    runner: Path | None,
+    dev: Device | None,
 ) -> Measured:
     blobs, source = _input_blobs(subject, opts, inputs)
     (tmp / "inputs.bin").write_bytes(b"".join(blobs))
@@ -63,7 +81,7 @@ def measure_here(
     )
 
 
-def _save_outputs(produced: Path | None, opts: Any) -> None:
+def _save_outputs(produced: Path | None, opts: ProfileOptions) -> None:
     if opts.save_outputs and produced is not None and produced.is_file():
         from ..fileops import temp_name
 
@@ -74,7 +92,14 @@ def _save_outputs(produced: Path | None, opts: Any) -> None:
 
 
 def measure_on_device(
-    subject: Subject, opts: Any, inputs: Any, tmp: Path, progress: Any, engine: Engine, runner: Path | None, dev: Any
+    subject: Subject,
+    opts: ProfileOptions,
+    inputs: DataSource | None,
+    tmp: Path,
+    progress: Progress | None,
+    engine: Engine,
+    runner: Path | None,
+    dev: Device,
 ) -> Measured:
     from ..device.remote import profile_on_device
 
@@ -91,7 +116,7 @@ def measure_on_device(
         local=tmp,
         backend=subject.target.backend.value if subject.target is not None else "xnnpack",
     )
-    info = dict(run.info)
+    info: dict[str, object] = dict(run.info)
     outputs = info.pop("outputs", None)
     check_out = info.pop("check_outputs", None)
     _save_outputs(outputs, opts)
@@ -107,7 +132,7 @@ def measure_on_device(
     )
 
 
-def device_warnings(dev: Any, info: dict) -> list[str]:
+def device_warnings(dev: Device, info: DeviceRunInfo) -> list[str]:
     """What a device run's figures need said beside them: an emulator, a CPU frequency that dropped."""
     warnings = []
     if info["emulated"]:
@@ -125,7 +150,7 @@ def device_warnings(dev: Any, info: dict) -> list[str]:
     return warnings
 
 
-def reject_python_on_device(engine: Any, ops: bool = False) -> None:
+def reject_python_on_device(engine: Engine | str, ops: bool = False) -> None:
     """``--device`` runs the native runner bundle: ``--engine python`` (and ``--ops``) are for local profiles."""
     if Engine(engine) is Engine.PYTHON or ops:
         raise UsageError(
@@ -134,7 +159,9 @@ def reject_python_on_device(engine: Any, ops: bool = False) -> None:
         )
 
 
-def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts: Any) -> Any:
+def resolve_target_device(
+    device: str | Device | None, devices_file: str | Path | None, subject: Subject, opts: ProfileOptions
+) -> Device | None:
     if device is None:
         return None
     from ..device.devices import resolve_device
@@ -145,19 +172,19 @@ def resolve_target_device(device: Any, devices_file: Any, subject: Subject, opts
     return resolve_device(device, devices_file)
 
 
-def _check_blob(subject: Subject, opts: Any) -> bytes | None:
+def _check_blob(subject: Subject, opts: ProfileOptions) -> bytes | None:
     """The reference sets' input bytes, when the program is checked (a package with reference vectors, not --no-check)."""
     return subject.reference.input_bytes() if subject.reference is not None and opts.check else None
 
 
-def _input_blobs(subject: Subject, opts: Any, inputs: Any) -> tuple[list[bytes], str]:
+def _input_blobs(subject: Subject, opts: ProfileOptions, inputs: DataSource | None) -> tuple[list[bytes], str]:
     if subject.kind == "program":
         return program_inputs(subject, opts.method, inputs, opts.batch)
     arrays = random_inputs(subject.shapes, subject.dtypes)
     return [to_bytes(a, d) for a, d in zip(arrays, subject.dtypes)], "random (seed 0)"
 
 
-def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False) -> list[str]:
+def _worker_args(subject: Subject, opts: ProfileOptions, folder: Path, remote: bool = False) -> list[str]:
     """The protocol's options for one run, with its files in ``folder`` (``remote``: the program is there too)."""
     args = [
         "--inputs",
@@ -200,8 +227,8 @@ def _worker_args(subject: Subject, opts: Any, folder: Path, remote: bool = False
 
 
 def _command(
-    engine: Engine, runner: Path | None, subject: Subject, opts: Any, tmp: Path
-) -> tuple[list[str], dict | None]:
+    engine: Engine, runner: Path | None, subject: Subject, opts: ProfileOptions, tmp: Path
+) -> tuple[list[str], dict[str, str] | None]:
     """The worker's command line (protocol.WORKER_OPTIONS) and, for Python workers, its environment."""
     common = _worker_args(subject, opts, tmp)
     if engine is Engine.NATIVE:
@@ -219,7 +246,7 @@ def _command(
     return cmd, env
 
 
-def _ops(etdump: Path) -> dict | None:
+def _ops(etdump: Path) -> OpTable | None:
     from .ops import op_table
 
     return op_table(etdump) if etdump.exists() else None

@@ -8,12 +8,34 @@ the mean run time, i.e. the sum of top-level events; a delegate-internal op's sh
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from ..errors import ProfileError, first_line
 from .stats import percentile
 
 
-def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
+class OpRow(TypedDict):
+    """One operator or delegate call of :func:`op_table`."""
+
+    name: str
+    kind: str  # operator | delegate_call | delegate_op
+    backend: str | None  # the delegate's, for delegated ops
+    mean_ms: float
+    p50_ms: float
+    calls_per_run: float
+    share: float  # of the mean run time
+
+
+class OpTable(TypedDict):
+    """:func:`op_table`: a profile's ``ops``."""
+
+    runs: int
+    total_ms: float
+    ops: list[OpRow]
+    note: str
+
+
+def op_table(etdump_path: str | Path, top: int | None = None) -> OpTable:
     """Operators and delegate calls by mean time per run, with their share of the run.
 
     Returns:
@@ -30,7 +52,7 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
             inspector = Inspector(etdump_path=str(etdump_path))
     except Exception as exc:
         raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}", "profile without --ops") from exc
-    rows = []
+    events: list[tuple[str, str, str | None, int, float, float]] = []  # name, kind, backend, samples, mean, p50
     runs = 0
     for block in inspector.event_blocks:
         if block.name != "Execute":
@@ -48,25 +70,28 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> dict:
                 kind = "delegate_op"
             else:
                 kind = "operator"
-            rows.append(
-                {
-                    "name": ev.name,
-                    "kind": kind,
-                    "backend": ev.delegate_backend_name,
-                    "samples": len(raw),
-                    "mean_ms": sum(raw) / len(raw),
-                    "p50_ms": percentile(sorted(raw), 50),
-                }
+            events.append(
+                (ev.name, kind, ev.delegate_backend_name, len(raw), sum(raw) / len(raw), percentile(sorted(raw), 50))
             )
-    if not rows:
+    if not events:
         raise ProfileError("the ETDump holds no operator timings", "the runtime may have been built without profiling")
-    method = [r["mean_ms"] for r in rows if r["kind"] == "method"]
-    total = method[0] if method else sum(r["mean_ms"] for r in rows if r["kind"] in ("operator", "delegate_call"))
-    for r in rows:
-        r["calls_per_run"] = round(r["samples"] / runs, 3) if runs else 0
-        r["share"] = r["mean_ms"] / total if total else 0.0
-        del r["samples"]
-    rows = [r for r in rows if r["kind"] != "method"]
+    method = [mean for _, kind, _, _, mean, _ in events if kind == "method"]
+    total = (
+        method[0] if method else sum(mean for _, kind, _, _, mean, _ in events if kind in ("operator", "delegate_call"))
+    )
+    rows: list[OpRow] = [
+        {
+            "name": name,
+            "kind": kind,
+            "backend": backend,
+            "mean_ms": mean,
+            "p50_ms": p50,
+            "calls_per_run": round(samples / runs, 3) if runs else 0,
+            "share": mean / total if total else 0.0,
+        }
+        for name, kind, backend, samples, mean, p50 in events
+        if kind != "method"
+    ]
     rows.sort(key=lambda r: r["mean_ms"], reverse=True)
     return {
         "runs": runs,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .._contract import Contract
 from ..errors import BudgetError
@@ -49,12 +48,12 @@ class EnergyResult(Contract):
     cpu_utilization: float
     voluntary_ctx_switches: int
     involuntary_ctx_switches: int
-    cpu_freq_mhz: dict[str, Any] | None
+    cpu_freq_mhz: dict[str, int | float | None] | None  # current, min, max
     joules_per_run: float | None
     joules_source: str  # "rapl" | "estimated"
     joules_note: str
-    estimate_inputs: dict[str, Any] | None
-    battery: dict[str, Any] | None
+    estimate_inputs: dict[str, int | float | str] | None  # the power model's inputs, when joules are estimated
+    battery: dict[str, object] | None  # its state before and after, where there is one
 
 
 @dataclass(frozen=True)
@@ -83,24 +82,24 @@ class ProfileResult(Contract):
     schema_version: int
     engine: str
     engine_note: str | None
-    subject: dict[str, Any]
-    threads: dict[str, Any]
-    settings: dict[str, Any]
+    subject: dict[str, object]  # what was profiled: the package or .pte, its sha256 and method, the inputs
+    threads: dict[str, int | list[int] | None]  # requested, effective, cpus
+    settings: dict[str, str | bool | int | float | None]  # warm-up, runs, time limits, loader, target
     phases: Phases
     latency_ms: LatencyStats
     samples_ms: tuple[float, ...]
     memory: MemoryResult
     energy: EnergyResult
-    ops: dict[str, Any] | None
-    budget: dict[str, Any]
+    ops: dict[str, object] | None  # with --ops: the operator table (edgekit.profile.ops.OpTable)
+    budget: dict[str, object]  # the target's checks: target, checks (name, limit, value, ok), notes
     warnings: tuple[str, ...]
-    machine: dict[str, Any]
+    machine: dict[str, str | bool | int | float | None]  # machine_facts(), or a device's facts
     noise: NoiseFloor | None = None
-    device: dict[str, Any] | None = None  # with --device: the device, its facts before and after, bytes sent
+    device: dict[str, object] | None = None  # with --device: the device, its facts before and after, bytes sent
     check: ReferenceCheck | None = None  # the package's reference vectors, run first: passed, or why not checked
 
     @property
-    def budget_failures(self) -> list[dict]:
+    def budget_failures(self) -> list[dict[str, object]]:
         return [c for c in self.budget.get("checks", []) if not c["ok"]]
 
     def raise_for_budget(self) -> None:

@@ -6,25 +6,34 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ConfigError, DataError, ProgramError, UsageError
-from ..program import DTYPE_BYTES, ProgramInfo, data_file_problem, inspect_program
+from ..program import DTYPE_BYTES, ProgramInfo, TensorMeta, data_file_problem, inspect_program
 from ..targets import Target, target_from_dict
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+    from ..data import DataSource
+    from ..manifest import DynamicDimInfo
+    from ..reference import ReferenceVectors
+    from ..specs import InputSpec
 
 
 @dataclass
 class Subject:
     kind: str  # "program" | "eager"
-    description: dict
+    description: dict[str, object]  # what was profiled, as the result's ``subject`` records it
     target: Target | None
     pte: Path | None = None
     info: ProgramInfo | None = None
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     dtypes: list[str] = field(default_factory=list)
     eager_spec: str | None = None
-    ranges: list = field(default_factory=list)  # a package's dynamic dimensions (manifest model.dynamic_dims)
-    reference: Any = None  # the package's reference vectors (edgekit.reference.ReferenceVectors), if it has them
+    ranges: list[DynamicDimInfo] = field(default_factory=list)  # a package's dynamic dimensions (model.dynamic_dims)
+    reference: ReferenceVectors | None = None  # the package's reference vectors, if it has them
     reference_note: str = ""  # why there are none
 
 
@@ -39,7 +48,7 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
 
     p = Path(path)
     target, ranges = None, []
-    desc: dict = {"path": str(p)}
+    desc: dict[str, object] = {"path": str(p)}
     if p.is_dir():
         manifest = read_manifest(p)
         pte = p / manifest.program.file
@@ -90,7 +99,7 @@ def resolve_program(path: str | Path, method: str = "forward") -> Subject:
     return Subject("program", desc, target, pte=pte, info=info, ranges=ranges, reference=reference, reference_note=note)
 
 
-def eager_subject(spec: Any, input_specs: Any, batch: int | None) -> Subject:
+def eager_subject(spec: str, input_specs: Sequence[InputSpec | Sequence[int]], batch: int | None) -> Subject:
     from ..models import InputSpec
 
     specs = [s if isinstance(s, InputSpec) else InputSpec(tuple(s), "float32") for s in input_specs]
@@ -108,7 +117,7 @@ def eager_subject(spec: Any, input_specs: Any, batch: int | None) -> Subject:
     )
 
 
-def batch_shapes(metas: Any, batch: int | None, data_rows: int | None) -> list[tuple[int, ...]]:
+def batch_shapes(metas: Sequence[TensorMeta], batch: int | None, data_rows: int | None) -> list[tuple[int, ...]]:
     """The shapes to run: the program's own, or with ``batch`` (dynamic programs only, within their bound)."""
     shapes = []
     for i, m in enumerate(metas):
@@ -132,7 +141,7 @@ def batch_shapes(metas: Any, batch: int | None, data_rows: int | None) -> list[t
     return shapes
 
 
-def to_bytes(arr: Any, dtype: str) -> bytes:
+def to_bytes(arr: ArrayLike, dtype: str) -> bytes:
     """The array as the program's element type. bfloat16 (which numpy lacks) is float32 rounded to its upper half."""
     import numpy as np
 
@@ -143,7 +152,7 @@ def to_bytes(arr: Any, dtype: str) -> bytes:
     return np.ascontiguousarray(arr, dtype=dtype).tobytes()
 
 
-def random_inputs(shapes: list[tuple[int, ...]], dtypes: list[str]) -> list[Any]:
+def random_inputs(shapes: list[tuple[int, ...]], dtypes: list[str]) -> list[np.ndarray]:
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -158,7 +167,9 @@ def random_inputs(shapes: list[tuple[int, ...]], dtypes: list[str]) -> list[Any]
     return arrays
 
 
-def program_inputs(subject: Subject, method: str, source: Any, batch: int | None = None) -> tuple[list[bytes], str]:
+def program_inputs(
+    subject: Subject, method: str, source: DataSource | None, batch: int | None = None
+) -> tuple[list[bytes], str]:
     """The input bytes for a program (shapes and dtypes set on ``subject``): from ``source`` (checked), else random."""
     metas = subject.info.method(method).inputs
     subject.dtypes = [m.dtype for m in metas]
@@ -177,7 +188,9 @@ def program_inputs(subject: Subject, method: str, source: Any, batch: int | None
     return blobs, label
 
 
-def _user_inputs(subject: Subject, metas: Any, source: Any, batch: int | None) -> tuple[list[Any], str]:
+def _user_inputs(
+    subject: Subject, metas: Sequence[TensorMeta], source: DataSource, batch: int | None
+) -> tuple[list[np.ndarray], str]:
     import numpy as np
 
     from ..data import load_dataset
@@ -209,7 +222,7 @@ def _user_inputs(subject: Subject, metas: Any, source: Any, batch: int | None) -
     return arrays, ds.source
 
 
-def _fit(arr: Any, shape: tuple, dynamic: bool, what: str) -> Any:
+def _fit(arr: np.ndarray, shape: tuple[int, ...], dynamic: bool, what: str) -> np.ndarray:
     """The user's array as the program runs it: the program's batch of sample-first data, one sample given
     without its batch dimension, or (dynamic programs) any size up to the program's bound in each dimension.
 

@@ -13,10 +13,18 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Mapping, TypeVar
 
 from .. import upstream
 from ..errors import EdgekitError, UsageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    import distributed
+
+J = TypeVar("J", bound=Hashable)  # a job
+T = TypeVar("T")  # what the task returns for it
 
 DEFAULT_BUILD_GB = 2.0  # a build's peak RSS when no earlier build says otherwise (MobileNetV2 int8 needs ~1.5 GiB)
 
@@ -32,13 +40,13 @@ class Executor:
     spec: str
     workers: int
     describe: str
-    _pool: Any = None
-    _client: Any = None
-    _new_pool: Callable[[], Any] | None = None
-    _futures: dict = field(default_factory=dict)
+    _pool: ProcessPoolExecutor | None = None
+    _client: distributed.Client | None = None
+    _new_pool: Callable[[], ProcessPoolExecutor] | None = None
+    _futures: dict[Future | distributed.Future, Hashable] = field(default_factory=dict)  # running: future → job
     warning: str | None = None  # something the user should know about this executor (a plain-TCP cluster off loopback)
 
-    def run(self, fn: Callable, jobs: list) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    def run(self, fn: Callable[[J], T], jobs: list[J]) -> Iterator[tuple[J, T | None, BaseException | None]]:
         """Run ``fn(job)`` for every job (hashable); yield ``(job, result, error)`` as each finishes.
 
         A job whose worker died is run once more on another worker: Dask reschedules it itself; a local pool that
@@ -80,7 +88,7 @@ class Executor:
             pending = {self._pool.submit(fn, job): job for job in broken}
 
     @staticmethod
-    def _outcome(fut: Any, job: Any) -> tuple[Any, Any, BaseException | None]:
+    def _outcome(fut: Future[T] | distributed.Future, job: J) -> tuple[J, T | None, BaseException | None]:
         try:
             return job, fut.result(), None
         except Exception as exc:  # the task's own error, a worker that died too often, a broken pool
@@ -116,7 +124,7 @@ class Executor:
         elif self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def check_stack(self, facts: Callable[[], dict], keys: tuple[str, ...]) -> None:
+    def check_stack(self, facts: Callable[[], Mapping[str, object]], keys: tuple[str, ...]) -> None:
         """Refuse workers whose ``facts()`` differ from this process's on ``keys`` (before anything is submitted).
 
         Raises:
@@ -244,7 +252,7 @@ def _dask_executor(spec: str) -> Executor:
         return _connect(spec, Client, Security)
 
 
-def _connect(spec: str, Client: Any, Security: Any) -> Executor:  # noqa: N803 (the classes, imported by the caller)
+def _connect(spec: str, Client: type[distributed.Client], Security: type[distributed.Security]) -> Executor:  # noqa: N803 (the classes, imported by the caller)
     tls = spec.startswith("tls://")
     hostport = spec.split("://", 1)[1]
     address = ("tls://" if tls else "tcp://") + hostport

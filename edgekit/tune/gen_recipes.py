@@ -6,10 +6,13 @@ int8 table), each as a built-in generation target without a budget of its own, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..manifest import TuneCandidate
 from .search import Tried
+
+if TYPE_CHECKING:
+    from ..targets import Target
 
 LINEARS = ("8da4w", "int8")
 ALIASES = {"8da8w": "int8", "int4": "8da4w"}  # the manifest's names for the same recipes
@@ -32,7 +35,7 @@ class GenRecipe:
             return f"8da4w-g{self.group_size}-emb{self.embeddings}"
         return f"int8-emb{self.embeddings}" + (f"-g{self.group_size}" if self.embeddings == "int4" else "")
 
-    def target(self) -> Any:
+    def target(self) -> Target:
         """The built-in generation target with this recipe, and no budget of its own: tune judges the budget."""
         from ..targets import load_target
 
@@ -44,7 +47,7 @@ class GenRecipe:
             budget__max_ppl_increase_pct=None,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | int]:
         return {"linears": self.linears, "group_size": self.group_size, "embeddings": self.embeddings}
 
 
@@ -84,12 +87,12 @@ class TriedRecipe(Tried):
             status=self.status,
             reason=self.reason,
             size_bytes=m.program.shipped_bytes if m else None,
-            p50_ms=p.get("p50"),
-            p90_ms=p.get("p90"),
-            peak_rss_mb=p.get("peak_rss_mb"),
+            p50_ms=p.p50 if p else None,
+            p90_ms=p.p90 if p else None,
+            peak_rss_mb=p.peak_rss_mb if p else None,
             build_s=self.build_s,
             cached=self.cached,
             perplexity=m.generation.perplexity_program if m else None,
             ppl_increase_pct=self.increase,
-            decode_tokens_per_s=p.get("decode_tokens_per_s"),
+            decode_tokens_per_s=p.decode_tokens_per_s if p else None,
         )

@@ -16,7 +16,7 @@ candidates, with the reason in the table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypedDict
 
 from .. import paths
 from ..errors import BudgetError, UsageError
@@ -31,13 +31,28 @@ from .gen_recipes import (
     TriedRecipe,
     plan,
 )
+from .search import MeasureResult
+
+if TYPE_CHECKING:
+    from ..builds import BuildCache
+    from ..profile.generation import GenerationProfile
+    from .search import TuneResult
+
+
+class ProfileSettings(TypedDict):
+    """How a candidate's decode speed is measured (also part of its measurement's cache key)."""
+
+    prompt_len: int
+    gen_len: int
+    rounds: int
+    threads: int
 
 
 def tune_generation(
     model: str,
     *,
     out: str | Path,
-    eval: Any = None,  # noqa: A002 - the CLI's --eval
+    eval: str | Path | None = None,  # noqa: A002 - the CLI's --eval
     max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
     linears: Sequence[str] = LINEARS,
     group_sizes: Sequence[int] = GROUP_SIZES,
@@ -51,7 +66,7 @@ def tune_generation(
     executor: str | None = None,
     force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
-) -> Any:
+) -> TuneResult:
     """Build and measure the candidates (see the module docstring); write the chosen one as a package at ``out``
     with a ``tune`` section. Returns a :class:`~edgekit.tune.search.TuneResult`.
 
@@ -103,7 +118,7 @@ def tune_generation(
                 say(f"built {by_key[job.key].recipe.name}", done, total)
     finally:
         queue.close()  # its workers would hold memory and cores while decode is timed
-    settings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
+    settings: ProfileSettings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
     for t in todo:
         done += 1
         if t.manifest is None:
@@ -128,14 +143,14 @@ def tune_generation(
     for t in within:
         if t is not chosen:
             t.reason = (
-                f"decode {t.profile['decode_tokens_per_s']:.1f} vs {chosen.profile['decode_tokens_per_s']:.1f} "
+                f"decode {t.profile.decode_tokens_per_s:.1f} vs {chosen.profile.decode_tokens_per_s:.1f} "
                 f"tokens/s, {t.manifest.program.shipped_bytes / 2**20:.1f} vs "
                 f"{chosen.manifest.program.shipped_bytes / 2**20:.1f} MiB"
             )
     return _write(model, tried, chosen, why, p, max_ppl_increase, threads, notes, Path(out), force)
 
 
-def _check_eval(eval_path: Any) -> None:
+def _check_eval(eval_path: str | Path | None) -> None:
     """The eval file exists and is text (a generation build scores held-out text), before any build."""
     from ..errors import DataError
 
@@ -216,7 +231,7 @@ def _check(
     return plan(linears, group_sizes, embeddings)
 
 
-def _profile(t: TriedRecipe, settings: dict) -> Any:
+def _profile(t: TriedRecipe, settings: ProfileSettings) -> GenerationProfile:
     from ..profile.generation import profile_generation
 
     return profile_generation(
@@ -229,13 +244,13 @@ def _profile(t: TriedRecipe, settings: dict) -> Any:
     )
 
 
-def _measure(t: TriedRecipe, store: Any, key: str, settings: dict) -> None:
+def _measure(t: TriedRecipe, store: BuildCache, key: str, settings: ProfileSettings) -> None:
     """Decode and prefill speed from the generation worker (cached per build, machine and settings), for ranking."""
     from ..errors import EdgekitError
 
     cached = store.measurement(key)
     if isinstance(cached, dict) and isinstance(cached.get("samples"), list) and cached.get("decode_tokens_per_s"):
-        t.profile = cached
+        t.profile = MeasureResult.from_dict(cached)
         return
     try:
         p = _profile(t, settings)
@@ -246,15 +261,15 @@ def _measure(t: TriedRecipe, store: Any, key: str, settings: dict) -> None:
         t.status = CandidateStatus.FAILED
         t.reason = f"its answers in the worker were not checked ({p.check.status}: {p.check.note})"
         return
-    t.profile = {
-        "p50": p.decode_ms.p50,
-        "p90": p.decode_ms.p90,
-        "peak_rss_mb": p.peak_rss_mb,
-        "decode_tokens_per_s": p.decode_tokens_per_s,
-        "prefill_tokens_per_s": p.prefill_tokens_per_s,
-        "samples": list(p.decode_samples_ms),
-    }
-    store.put_measurement(key, t.profile)
+    t.profile = MeasureResult(
+        p.decode_ms.p50,
+        p.decode_ms.p90,
+        p.peak_rss_mb,
+        list(p.decode_samples_ms),
+        decode_tokens_per_s=p.decode_tokens_per_s,
+        prefill_tokens_per_s=p.prefill_tokens_per_s,
+    )
+    store.put_measurement(key, t.profile.to_dict())
 
 
 def _judge(t: TriedRecipe, budget: float) -> None:
@@ -269,14 +284,13 @@ def _judge(t: TriedRecipe, budget: float) -> None:
     )
 
 
-def _speed_key(t: TriedRecipe) -> tuple:
-    return (-t.profile["decode_tokens_per_s"], t.manifest.program.shipped_bytes)
+def _speed_key(t: TriedRecipe) -> tuple[float, int]:
+    return (-t.profile.decode_tokens_per_s, t.manifest.program.shipped_bytes)
 
 
 def _no_candidate(tried: list[TriedRecipe], budget: float) -> BudgetError:
     built = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.OVER]
     failed = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.FAILED]
-    err: Any
     if failed:  # within the budget, but not measurable: say so rather than blame the budget
         err = BudgetError(
             f"{failed[0].recipe.name}: {failed[0].reason}",
@@ -307,7 +321,7 @@ def _write(
     notes: list[str],
     out: Path,
     force: bool,
-) -> Any:
+) -> TuneResult:
     from ..manifest import TuneSection
     from .write import write_package
 

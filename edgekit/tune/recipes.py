@@ -12,9 +12,17 @@ import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..targets import QuantScheme, Target
+
+if TYPE_CHECKING:
+    import torch
+    from torch.fx import GraphModule
+
+    from ..data import Dataset
+    from ..pipeline.calibration import CalibrationStore
+    from ..pipeline.export import ExportResult
 
 PRUNE_RATIOS = (0.25, 0.5, 0.7)
 #: how many of the most sensitive layers mixed precision may keep in fp32 before it gives up
@@ -47,7 +55,7 @@ class Recipe:
             parts.insert(0, f"prune {self.prune:g}")
         return ", ".join(parts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | list[str] | float | None]:
         return {
             "scheme": self.scheme.value,
             "fp32_layers": list(self.fp32_layers),
@@ -106,7 +114,13 @@ def native_fp16(cpuinfo: Path = Path("/proc/cpuinfo"), arch: str | None = None) 
 
 
 # ------------------------------------------------------------------------------------------------ sensitivity
-def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[str, ...], records: Any = None) -> Any:
+def simulate(
+    exported: ExportResult,
+    scheme: QuantScheme,
+    calib: Dataset,
+    fp32_layers: tuple[str, ...],
+    records: CalibrationStore | None = None,
+) -> GraphModule:
     """PT2E prepare → calibrate → convert in PyTorch (no lowering): a module that computes what the quantized
     program would, to rank layers and try recipes in seconds. ``records``: calibration records
     (:mod:`edgekit.pipeline.calibration`) to load the observers' states from, and to add this calibration to."""
@@ -117,13 +131,23 @@ def simulate(exported: Any, scheme: QuantScheme, calib: Any, fp32_layers: tuple[
     return convert_pt2e(prepare_calibrated(exported, scheme, calib, fp32_layers, records=records)[0])
 
 
-def _first(out: Any) -> Any:
+def _first(out: object) -> torch.Tensor:
     from torch.utils._pytree import tree_leaves
 
     return tree_leaves(out)[0]
 
 
-def fidelity(module: Any, reference: list, data: Any, batch: int, labels: Any) -> dict:
+@dataclass(frozen=True)
+class FidelityResult:
+    """A simulated program against the model handed in (:func:`fidelity`)."""
+
+    sqnr_db: float  # of the first output (inf: identical)
+    accuracy: float | None  # top-1, with labels
+
+
+def fidelity(
+    module: torch.nn.Module, reference: list[torch.Tensor], data: Dataset, batch: int, labels: torch.Tensor | None
+) -> FidelityResult:
     """SQNR (dB) of ``module``'s first output against ``reference`` (eager outputs), and top-1 accuracy with labels."""
     import torch
 
@@ -135,25 +159,25 @@ def fidelity(module: Any, reference: list, data: Any, batch: int, labels: Any) -
     acc = None
     if labels is not None:
         acc = float((got.argmax(1) == labels[: len(got)]).double().mean())
-    return {"sqnr_db": sqnr, "accuracy": acc}
+    return FidelityResult(sqnr, acc)
 
 
 @dataclass(frozen=True)
 class Sensitivity:
     layers: list[tuple[str, float]]  # (layer, SQNR in dB with only that layer quantized), most sensitive first
     keep: tuple[str, ...] | None  # the smallest most-sensitive set that meets the budget in simulation
-    tried: list[tuple[int, dict]]  # (layers kept, simulated fidelity)
+    tried: list[tuple[int, FidelityResult]]  # (layers kept, simulated fidelity)
 
 
 def mixed_precision(
-    exported: Any,
+    exported: ExportResult,
     scheme: QuantScheme,
-    calib: Any,
-    data: Any,
-    meets: Callable[[dict], bool],
+    calib: Dataset,
+    data: Dataset,
+    meets: Callable[[FidelityResult], bool],
     step: Callable[[str], None] = lambda s: None,
-    reference: Any = None,
-    records: Any = None,
+    reference: torch.nn.Module | None = None,
+    records: CalibrationStore | None = None,
 ) -> Sensitivity:
     """Rank the layers by sensitivity, then keep the most sensitive ones in fp32 one at a time until ``meets``
     (``reference``: the fp32 model to compare with, when ``exported`` already holds quantized embedding tables).
@@ -177,7 +201,7 @@ def mixed_precision(
     for i, name in enumerate(names, start=1):
         step(f"sensitivity {i}/{len(names)}: {name}")
         alone = simulate(exported, scheme, calib, tuple(n for n in names if n != name), records)
-        ranked.append((name, fidelity(alone, reference, data, batch, None)["sqnr_db"]))
+        ranked.append((name, fidelity(alone, reference, data, batch, None).sqnr_db))
     ranked.sort(key=lambda r: r[1])
     tried = []
     for k in range(1, min(MAX_FP32_LAYERS, len(names) - 1) + 1):

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any
 
 from ..htmlreport import CSS, fig_png, html_table
-from ..manifest import CandidateStatus
+from ..manifest import CandidateStatus, TuneCandidate, TuneSection
 
 HEAD = [
     "candidate",
@@ -38,14 +37,14 @@ HEAD_GENERATION = [
 ]
 
 
-def table(candidates: list) -> tuple[list[str], list[list[str]]]:
+def table(candidates: list[TuneCandidate]) -> tuple[list[str], list[list[str]]]:
     """The header and rows that fit the candidates: a decoder's, or a model's."""
     if any("linears" in c.recipe for c in candidates):  # a GenRecipe's; a model's recipes name a scheme
         return HEAD_GENERATION, generation_rows(candidates)
     return HEAD, rows(candidates)
 
 
-def generation_rows(candidates: list) -> list[list[str]]:
+def generation_rows(candidates: list[TuneCandidate]) -> list[list[str]]:
     return [
         [
             c.name,
@@ -62,11 +61,11 @@ def generation_rows(candidates: list) -> list[list[str]]:
     ]
 
 
-def _f(v: Any, spec: str) -> str:
+def _f(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-def vs_your_model(c: Any) -> str:
+def vs_your_model(c: TuneCandidate) -> str:
     """The budget's figures against the model the user handed in: accuracy drop (with labels) and SQNR."""
     if c.p50_ms is None and c.sqnr_db is None and c.accuracy_drop is None:
         return "–"
@@ -74,7 +73,7 @@ def vs_your_model(c: Any) -> str:
     return ", ".join(parts + ["exact" if c.sqnr_db is None else f"{c.sqnr_db:.1f} dB"])
 
 
-def rows(candidates: list) -> list[list[str]]:
+def rows(candidates: list[TuneCandidate]) -> list[list[str]]:
     out = []
     for c in candidates:
         lowering = (
@@ -99,7 +98,7 @@ def rows(candidates: list) -> list[list[str]]:
     return out
 
 
-def pareto(candidates: list) -> list:
+def pareto(candidates: list[TuneCandidate]) -> list[TuneCandidate]:
     """The candidates no other one beats on both p50 and size."""
     pts = [c for c in candidates if c.p50_ms is not None and c.size_bytes is not None]
     return [
@@ -115,7 +114,7 @@ def pareto(candidates: list) -> list:
     ]
 
 
-def pareto_plot(candidates: list, title: str, generation: bool = False) -> bytes:
+def pareto_plot(candidates: list[TuneCandidate], title: str, generation: bool = False) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +149,7 @@ def pareto_plot(candidates: list, title: str, generation: bool = False) -> bytes
     return png
 
 
-def html_page(model: str, section: Any, meta: str) -> str:
+def html_page(model: str, section: TuneSection, meta: str) -> str:
     generation = section.objective == "decode_tokens_per_s"
     png = base64.b64encode(pareto_plot(section.candidates, model, generation)).decode()
     budget = ", ".join(f"{k} {v:g}" for k, v in section.budget.items())

@@ -8,10 +8,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..manifest import CandidateStatus
 from .search import Budget, Tried, TuneOptions, TuneResult  # noqa: F401 (TuneResult: edgekit.tune's public name)
+
+if TYPE_CHECKING:
+    from ..builds import Built
+    from ..data import Dataset
+    from ..specs import InputSpec, LoadedModel
+    from ..targets import Target
+    from .recipes import Recipe
+
+#: a data argument of tune: a file or folder, or a ``module:function`` that returns the data (builds run elsewhere
+#: and read it themselves, so it is passed on by name)
+DataPath = str | Path
 
 
 class _Session:
@@ -21,11 +32,11 @@ class _Session:
     def __init__(
         self,
         spec: str,
-        inputs: Sequence[Any],
-        calibration: Any,
-        eval_data: Any,
-        finetune: Any,
-        base: Any,
+        inputs: Sequence[InputSpec],
+        calibration: DataPath,
+        eval_data: DataPath | None,
+        finetune: DataPath | None,
+        base: Target,
         budget: Budget,
         opts: TuneOptions,
         progress: Callable[[str, int, int], None],
@@ -58,7 +69,7 @@ class _Session:
         self.total += planned
         self.progress(what, self.done, max(self.total, self.done))
 
-    def key(self, target: Any) -> str:
+    def key(self, target: Target) -> str:
         from ..builds import build_key, file_digest
 
         if self.finetune is not None and target.prune.active:
@@ -75,7 +86,7 @@ class _Session:
             key=lambda t: rank_key(t, self.opts.objective),
         )
 
-    def build(self, recipes: list) -> list[Tried]:
+    def build(self, recipes: list[Recipe]) -> list[Tried]:
         """Build (or take from the cache) and measure each recipe; mark each within or over the budget."""
         from .search import elapsed_over
 
@@ -142,7 +153,7 @@ class _Session:
             "with --max-accuracy-drop on labelled --eval"
         )
 
-    def _take(self, t: Tried, built: Any) -> None:
+    def _take(self, t: Tried, built: Built | str) -> None:
         self.done += 1
         self.step(f"built {t.recipe.name}")
         t.take(built)
@@ -154,12 +165,12 @@ class _Session:
 def tune(
     model: str,
     *,
-    calibration: Any,
+    calibration: DataPath | None,
     out: str | Path,
-    inputs: Sequence[Any] = (),
-    eval: Any = None,  # noqa: A002
-    finetune: Any = None,
-    base_target: Any = "xnnpack-int8",
+    inputs: Sequence[InputSpec] = (),
+    eval: DataPath | None = None,  # noqa: A002
+    finetune: DataPath | None = None,
+    base_target: str | Path | Target = "xnnpack-int8",
     budget: Budget = Budget(),
     options: TuneOptions = TuneOptions(),
     force: bool = False,
@@ -201,12 +212,19 @@ def tune(
 
 @dataclass(frozen=True)
 class _Data:
-    loaded: Any  # LoadedModel
-    calibration: Any  # Dataset, as many samples as the base target calibrates on
-    eval: Any  # Dataset or None
+    loaded: LoadedModel
+    calibration: Dataset  # as many samples as the base target calibrates on
+    eval: Dataset | None
 
 
-def _load_data(model: str, inputs: Sequence[Any], calibration: Any, eval_data: Any, finetune: Any, base: Any) -> _Data:
+def _load_data(
+    model: str,
+    inputs: Sequence[InputSpec],
+    calibration: DataPath,
+    eval_data: DataPath | None,
+    finetune: DataPath | None,
+    base: Target,
+) -> _Data:
     """The model and every data set, checked against each other before any build starts (a wrong shape fails in
     seconds, not as one failed build per candidate); kept for mixed precision's simulation."""
     from ..data import resolve_data
@@ -287,7 +305,7 @@ def _rescue(s: _Session) -> None:
         _mixed(s, closest.recipe)
 
 
-def _mixed(s: _Session, recipe: Any) -> bool:
+def _mixed(s: _Session, recipe: Recipe) -> bool:
     """``recipe`` misses the budget: find the fewest sensitive layers to keep in fp32 (in simulation), build that;
     whether the built program is within the budget."""
     from ..pipeline.export import export_model
@@ -306,9 +324,9 @@ def _mixed(s: _Session, recipe: Any) -> bool:
     exported = export_model(loaded)
     if s.budget.max_accuracy_drop is not None:
         eager = accuracy(reference, data)
-        meets = lambda fid: fid["accuracy"] is not None and eager - fid["accuracy"] <= s.budget.max_accuracy_drop  # noqa: E731
+        meets = lambda fid: fid.accuracy is not None and eager - fid.accuracy <= s.budget.max_accuracy_drop  # noqa: E731
     else:
-        meets = lambda fid: fid["sqnr_db"] >= s.budget.min_sqnr_db  # noqa: E731
+        meets = lambda fid: fid.sqnr_db >= s.budget.min_sqnr_db  # noqa: E731
     found = mixed_precision(
         exported,
         recipe.scheme,
@@ -322,7 +340,7 @@ def _mixed(s: _Session, recipe: Any) -> bool:
     worst = ", ".join(f"{n} ({db:.1f} dB)" for n, db in found.layers[:3])
     s.notes.append(f"most sensitive layers for {recipe.name} (output SQNR with only that layer quantized): {worst}")
     if found.keep is None:
-        best = max((f["sqnr_db"] for _, f in found.tried), default=None)
+        best = max((f.sqnr_db for _, f in found.tried), default=None)
         s.notes.append(
             f"mixed precision ({recipe.name}): keeping up to {len(found.tried)} layer(s) in fp32 did not meet "
             "the budget in simulation" + (f" (best output SQNR: {best:.1f} dB)" if best is not None else "")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .. import paths
 from ..errors import BudgetError, UsageError
@@ -21,12 +21,55 @@ from ..manifest import CandidateStatus, TuneCandidate
 from ..targets import BudgetConfig, QuantScheme
 from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
 
+if TYPE_CHECKING:
+    from ..builds import BuildCache, Built
+    from ..manifest import Manifest
+
 OBJECTIVES = ("p50", "size", "peak_rss")
 ALPHA = 0.01
 
 
 #: tune's budget is a target's budget (its fidelity part: ``max_accuracy_drop`` or ``min_sqnr_db``); one type for both
 Budget = BudgetConfig
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """A candidate's latency as tune measured it: what ranks it, cached in the build cache (:meth:`to_dict`) per
+    build, machine and settings."""
+
+    p50: float  # ms (a generation program's: a decode step's)
+    p90: float | None
+    peak_rss_mb: float | None
+    samples: list[float]  # what a re-measurement is compared with
+    decode_tokens_per_s: float | None = None  # generation programs: the objective
+    prefill_tokens_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, float | list[float] | None]:
+        """As the cache stores it (the generation figures only for generation programs)."""
+        out: dict[str, float | list[float] | None] = {"p50": self.p50, "p90": self.p90, "peak_rss_mb": self.peak_rss_mb}
+        if self.decode_tokens_per_s is not None:
+            out["decode_tokens_per_s"] = self.decode_tokens_per_s
+            out["prefill_tokens_per_s"] = self.prefill_tokens_per_s
+        out["samples"] = list(self.samples)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> MeasureResult:
+        """A cached measurement (the caller checked that it has its p50 and its samples)."""
+
+        def number(value: object) -> float | None:
+            return float(value) if isinstance(value, (int, float)) else None
+
+        samples = data.get("samples")
+        return cls(
+            number(data.get("p50")) or 0.0,
+            number(data.get("p90")),
+            number(data.get("peak_rss_mb")),
+            [float(x) for x in samples if isinstance(x, (int, float))] if isinstance(samples, list) else [],
+            number(data.get("decode_tokens_per_s")),
+            number(data.get("prefill_tokens_per_s")),
+        )
 
 
 @dataclass
@@ -37,12 +80,12 @@ class Tried:
     status: CandidateStatus = CandidateStatus.PENDING
     reason: str = ""
     folder: Path | None = None
-    manifest: Any = None
+    manifest: Manifest | None = None
     build_s: float | None = None
     cached: bool = False
-    profile: dict = field(default_factory=dict)  # p50, p90, peak_rss_mb, samples
+    profile: MeasureResult | None = None  # None: not measured
 
-    def take(self, built: Any) -> None:
+    def take(self, built: Built | str) -> None:
         """A finished build from the queue: its package (``Built``), or its error text."""
         if isinstance(built, str):
             self.status, self.reason = CandidateStatus.FAILED, built
@@ -77,9 +120,9 @@ class Tried:
             status=self.status,
             reason=self.reason,
             size_bytes=m.program.size_bytes if m else None,
-            p50_ms=self.profile.get("p50"),
-            p90_ms=self.profile.get("p90"),
-            peak_rss_mb=self.profile.get("peak_rss_mb"),
+            p50_ms=self.profile.p50 if self.profile else None,
+            p90_ms=self.profile.p90 if self.profile else None,
+            peak_rss_mb=self.profile.peak_rss_mb if self.profile else None,
             accuracy_drop=self.drop,
             sqnr_db=self.sqnr,
             cosine_min=m.verify.cosine_min if m else None,
@@ -94,7 +137,7 @@ class TuneResult:
     """The chosen package: where it is, its manifest (with the ``tune`` section) and the search's notes."""
 
     out_dir: Path
-    manifest: Any
+    manifest: Manifest
     notes: tuple[str, ...] = ()
 
 
@@ -114,7 +157,9 @@ class TuneOptions:
     ] = ()  # the plain precisions to try; () = all of them (fp16 where the CPU has it)
 
 
-def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: str) -> Budget:
+def check_request(
+    calibration: str | Path | None, eval_data: str | Path | None, budget: Budget, objective: str
+) -> Budget:
     """The budget to use; refuses what tuning cannot do meaningfully.
 
     Raises:
@@ -137,31 +182,27 @@ def check_request(calibration: Any, eval_data: Any, budget: Budget, objective: s
     return budget
 
 
-def measure(t: Tried, opts: TuneOptions, store: Any, key: str) -> None:
+def measure(t: Tried, opts: TuneOptions, store: BuildCache, key: str) -> None:
     """Profile a built candidate with the native harness (cached in the build cache per build, machine and settings)."""
     from ..profile import profile
 
     cached = store.measurement(key)
     if isinstance(cached, dict) and isinstance(cached.get("samples"), list) and cached.get("p50") is not None:
-        t.profile = cached
+        t.profile = MeasureResult.from_dict(cached)
         return
     r = profile(t.folder, runs=opts.runs, threads=opts.threads, warmup=10, warmup_seconds=0.1)
-    t.profile = {
-        "p50": r.latency_ms.p50,
-        "p90": r.latency_ms.p90,
-        "peak_rss_mb": r.memory.peak_rss_mb,
-        "samples": list(r.samples_ms),
-    }
-    store.put_measurement(key, t.profile)
+    t.profile = MeasureResult(r.latency_ms.p50, r.latency_ms.p90, r.memory.peak_rss_mb, list(r.samples_ms))
+    store.put_measurement(key, t.profile.to_dict())
 
 
-def rank_key(t: Tried, objective: str) -> tuple:
+def rank_key(t: Tried, objective: str) -> tuple[float | None, float | None]:
     size = t.manifest.program.size_bytes
+    p50 = t.profile.p50 if t.profile else 0.0
     if objective == "size":
-        return (size, t.profile.get("p50", 0.0))
+        return (size, p50)
     if objective == "peak_rss":
-        return (t.profile.get("peak_rss_mb", 0.0), size)
-    return (t.profile.get("p50", 0.0), size)
+        return (t.profile.peak_rss_mb if t.profile else 0.0, size)
+    return (p50, size)
 
 
 #: precisions whose objective is within this fraction of the best one count as tied when choosing what to prune

@@ -5,10 +5,33 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..builds import ModelEntry
+    from ..manifest import TuneCandidate, TuneSection, VerifySection
+    from .search import Budget, Tried, TuneOptions, TuneResult
 
 
-def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, out: Path, force: bool) -> Any:
+class TuneSession(Protocol):
+    """What writing the chosen package reads of a tune (:class:`edgekit.tune.run._Session`)."""
+
+    model: ModelEntry
+    opts: TuneOptions
+    budget: Budget
+    tried: list[Tried]
+    notes: list[str]
+
+
+def write_tuned(
+    s: TuneSession,
+    chosen: Tried,
+    skipped: list[TuneCandidate],
+    why: str,
+    p: float | None,
+    out: Path,
+    force: bool,
+) -> TuneResult:
     from ..manifest import TuneSection
 
     section = TuneSection(
@@ -23,7 +46,9 @@ def write_tuned(s: Any, chosen: Any, skipped: list, why: str, p: float | None, o
     return write_package(s.model.spec, section, chosen, s.notes, out, force)
 
 
-def write_package(model: str, section: Any, chosen: Any, notes: list, out: Path, force: bool) -> Any:
+def write_package(
+    model: str, section: TuneSection, chosen: Tried, notes: list[str], out: Path, force: bool
+) -> TuneResult:
     """The chosen candidate's package at ``out`` with ``section`` as its manifest's ``tune``, and ``tune.html``."""
     from ..fileops import staged_output, write_json
     from ..manifest import MANIFEST_NAME
@@ -41,7 +66,7 @@ def write_package(model: str, section: Any, chosen: Any, notes: list, out: Path,
     return TuneResult(Path(out), manifest, tuple(notes))
 
 
-def fidelity_line(v: Any, budget: Any) -> str:
+def fidelity_line(v: VerifySection, budget: Budget) -> str:
     """The chosen program's budget figures, and what they were measured against: the model the user handed in."""
     figures = [f"SQNR {'exact' if v.sqnr_db is None else f'{v.sqnr_db:.1f} dB'}"]
     if v.accuracy is not None:

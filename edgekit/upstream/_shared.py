@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Generic, TypeVar
+
+S = TypeVar("S")
 
 
-class Shared:
+class Shared(Generic[S]):
     """``install()`` returns what ``uninstall(saved)`` needs to put things back."""
 
-    def __init__(self, install: Callable[[], Any], uninstall: Callable[[Any], None]) -> None:
+    def __init__(self, install: Callable[[], S], uninstall: Callable[[S], None]) -> None:
         self._install, self._uninstall = install, uninstall
         self._lock = threading.Lock()
         self._open = 0
-        self._saved: Any = None
+        self._saved: S | None = None
 
     @property
     def open(self) -> int:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
 from ._shared import Shared
+
+if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 
 def no_mha_fastpath() -> ContextManager[None]:
@@ -35,7 +39,7 @@ def _fastpath_back(before: bool) -> None:
 _FASTPATH_SCOPE = Shared(_fastpath_off, _fastpath_back)
 
 
-def shape_envs(program: Any) -> list:
+def shape_envs(program: ExportedProgram) -> list[ShapeEnv]:
     """The shape environments of a program's symbolic dimensions (none for a static program)."""
     import torch
 
@@ -50,7 +54,7 @@ def shape_envs(program: Any) -> list:
 
 
 @contextlib.contextmanager
-def exported_ranges_kept(program: Any) -> Iterator[None]:
+def exported_ranges_kept(program: ExportedProgram) -> Iterator[None]:
     """XNNPACK's channels-last pass re-runs convolutions on fake tensors, and torch's fake convolution picks a backend
     with a size heuristic that installs a guard (batch < 16) on the program's shape environment; the memory planner
     then sizes inputs for 15 samples whatever --dynamic-batch said. The guard is irrelevant to XNNPACK (it resizes at

@@ -4,7 +4,7 @@ share their history, and the CompositeImplicitAutograd operator table walked onc
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Callable
 
 from ._shared import Shared
 
@@ -25,7 +25,7 @@ def shared_provenance() -> AbstractContextManager[None]:
     return _PROVENANCE.block()
 
 
-def _install_provenance() -> Any:
+def _install_provenance() -> Callable[..., None]:
     from torch.fx import traceback as fx_traceback
 
     source = fx_traceback.NodeSource
@@ -46,7 +46,7 @@ def _install_provenance() -> Any:
     return full
 
 
-def _uninstall_provenance(full: Any) -> None:
+def _uninstall_provenance(full: Callable[..., None]) -> None:
     from torch.fx import traceback as fx_traceback
 
     fx_traceback.NodeSource.__init__ = full
@@ -70,7 +70,7 @@ def cia_ops_materialized_once() -> AbstractContextManager[None]:
     return _CIA.block()
 
 
-def _install_cia() -> tuple | None:
+def _install_cia() -> tuple[Callable[..., None], Callable[..., None]] | None:
     """Torch's own two functions, or None where this torch has not got them (then nothing is changed)."""
     import torch
     import torch.library
@@ -81,7 +81,7 @@ def _install_cia() -> tuple | None:
     walk, clear = utils._materialize_cpp_cia_ops, torch.library._clear_torch_ops_cache
     done: set[frozenset] = set()
 
-    def materialize(*args: Any, **kwargs: Any) -> Any:
+    def materialize(*args: object, **kwargs: object) -> None:
         table = frozenset(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd"))
         if table in done:
             return None
@@ -89,7 +89,7 @@ def _install_cia() -> tuple | None:
         done.add(table)
         return result
 
-    def clear_and_forget(*args: Any, **kwargs: Any) -> Any:
+    def clear_and_forget(*args: object, **kwargs: object) -> None:
         done.clear()
         return clear(*args, **kwargs)
 
@@ -97,7 +97,7 @@ def _install_cia() -> tuple | None:
     return walk, clear
 
 
-def _uninstall_cia(saved: tuple | None) -> None:
+def _uninstall_cia(saved: tuple[Callable[..., None], Callable[..., None]] | None) -> None:
     if saved is None:
         return
     import torch.library

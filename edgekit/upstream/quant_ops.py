@@ -4,9 +4,12 @@ their output shapes directly while a lowering propagates them."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 from ._shared import Shared
+
+if TYPE_CHECKING:
+    from torch.library import Library
 
 
 def shapes_only_quant_ops() -> ContextManager[None]:
@@ -23,7 +26,7 @@ def shapes_only_quant_ops() -> ContextManager[None]:
     return _SCOPE.block()
 
 
-def _register() -> Any:
+def _register() -> Library | None:
     """The overriding kernels, registered (None without torchao)."""
     import torch
 
@@ -68,7 +71,9 @@ def _register() -> Any:
     return lib
 
 
-def _override(lib: Any, choose: Any, quantize: Any, dequantize: Any) -> None:
+def _override(
+    lib: Library, choose: Callable[..., object], quantize: Callable[..., object], dequantize: Callable[..., object]
+) -> None:
     import torch
     from torch._inductor.decomposition import decompositions
     from torch._subclasses.fake_tensor import FakeTensor
@@ -78,7 +83,12 @@ def _override(lib: Any, choose: Any, quantize: Any, dequantize: Any) -> None:
                          ("dequantize_affine", dequantize)):  # fmt: skip
         own = decompositions[getattr(torch.ops.torchao, name).default]  # torchao's Python function
 
-        def kernel(*args: Any, _shapes: Any = shapes, _own: Any = own, **kwargs: Any) -> Any:
+        def kernel(
+            *args: object,
+            _shapes: Callable[..., object] = shapes,
+            _own: Callable[..., object] = own,
+            **kwargs: object,
+        ) -> object:
             # fake tensors being propagated inside a block; never while a graph is traced (a proxy mode would record
             # the empty tensors instead of torchao's arithmetic)
             fast = _SCOPE.open > 0 and isinstance(args[0], FakeTensor) and get_proxy_mode() is None
@@ -89,7 +99,7 @@ def _override(lib: Any, choose: Any, quantize: Any, dequantize: Any) -> None:
             lib.impl(name, kernel, "CompositeImplicitAutograd", allow_override=True)
 
 
-def _unregister(lib: Any) -> None:
+def _unregister(lib: Library | None) -> None:
     # torchao's own kernels are the ones registered again. Torch 2.13 still calls the override's kernel for these
     # ops afterwards (its dispatch table names torchao's), so the kernel itself answers as torchao outside a block
     if lib is not None:

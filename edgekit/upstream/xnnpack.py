@@ -4,9 +4,20 @@ skipped where they cannot change anything, and its quantizer's conv + BatchNorm 
 from __future__ import annotations
 
 import threading
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
 from ._shared import Shared
+
+if TYPE_CHECKING:
+    import types
+
+    import torch
+    from executorch.exir.pass_base import ExportPass
+    from torch.fx import GraphModule, Node
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    #: a pass's own ``call`` (None: it inherits its base class's)
+    PassCall = Callable[[ExportPass, GraphModule], PassResult]
 
 
 def skip_unchanging_passes() -> ContextManager[None]:
@@ -21,14 +32,16 @@ def skip_unchanging_passes() -> ContextManager[None]:
     return _SKIP_SCOPE.block()
 
 
-def _install_skips() -> dict:
+def _install_skips() -> dict[type[ExportPass], Optional[PassCall]]:
     from torch.fx.passes.infra.pass_base import PassResult
 
     saved = {}
     for cls, ops in SKIPPABLE_PASSES().items():
         names = frozenset(op.__name__ for op in ops)
 
-        def call(self: Any, graph_module: Any, _full: Any = cls.call, _names: frozenset = names) -> Any:
+        def call(
+            self: ExportPass, graph_module: GraphModule, _full: PassCall = cls.call, _names: frozenset[str] = names
+        ) -> PassResult:
             present = (n.target for n in graph_module.graph.nodes if n.op == "call_function")
             if _names.isdisjoint(getattr(t, "__name__", None) for t in present):
                 return PassResult(graph_module, False)
@@ -39,7 +52,7 @@ def _install_skips() -> dict:
     return saved
 
 
-def _uninstall_skips(saved: dict) -> None:
+def _uninstall_skips(saved: dict[type[ExportPass], Optional[PassCall]]) -> None:
     for cls, own in saved.items():
         if own is None:
             del cls.call
@@ -50,7 +63,7 @@ def _uninstall_skips(saved: dict) -> None:
 _SKIP_SCOPE = Shared(_install_skips, _uninstall_skips)
 
 
-def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it needs the stack)
+def SKIPPABLE_PASSES() -> dict[type[ExportPass], set[torch._ops.OpOverload]]:  # noqa: N802 (a table, built on demand: it needs the stack)
     """XNNPACK passes → the edge ops one of which a partition must hold for the pass to change it."""
     from executorch.backends.xnnpack._passes.conv1d_unsqueeze_pass import Conv1dUnsqueezePass
     from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
@@ -75,7 +88,7 @@ def SKIPPABLE_PASSES() -> dict:  # noqa: N802 (a table, built on demand: it need
     }
 
 
-_PATTERNS: dict = {}  # one process's traced quantizer patterns (see cached_quantizer_patterns)
+_PATTERNS: dict[tuple, GraphModule] = {}  # one process's traced quantizer patterns (see cached_quantizer_patterns)
 _PATTERNS_LOCK = threading.Lock()
 
 
@@ -84,7 +97,9 @@ def forget_traced_patterns() -> None:
     _PATTERNS.clear()
 
 
-def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict) -> Any:
+def _pattern_key(
+    pattern: Callable[..., object], example_inputs: tuple, is_cuda: bool, kwargs: dict[str, object]
+) -> tuple | None:
     """What a quantizer pattern's traced graph depends on: the pattern function's code and the values it closes over
     (the conv function, whether there is a ReLU and whether it is in place), the example inputs' shapes and dtypes.
     None when it depends on anything else (then it is traced as usual)."""
@@ -98,7 +113,11 @@ def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dic
 
     import torch
 
-    def shape(t: Any) -> Any:  # the pattern's inputs (placeholders when it is traced): their values do not matter
+    def shape(
+        t: object,
+    ) -> (
+        tuple[tuple[int, ...], torch.dtype] | str
+    ):  # the pattern's inputs (placeholders when it is traced): their values do not matter
         return (tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else repr(t)
 
     inputs = tuple(shape(t) for t in example_inputs)
@@ -116,19 +135,21 @@ def cached_quantizer_patterns() -> ContextManager[None]:
     return _PATTERN_SCOPE.block()
 
 
-def _install_patterns() -> tuple:
+def _install_patterns() -> tuple[types.ModuleType, Callable[..., GraphModule], Callable[..., list[list[Node]]]]:
     import copy
 
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
 
     original, conv_bn = utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn
 
-    def conv_bn_where_a_batch_norm_is(gm: Any, *args: Any, **kwargs: Any) -> Any:
+    def conv_bn_where_a_batch_norm_is(gm: GraphModule, *args: object, **kwargs: object) -> list[list[Node]]:
         if not any(n.op == "call_function" and "batch_norm" in str(n.target) for n in gm.graph.nodes):
             return []  # the partitions annotated: none
         return conv_bn(gm, *args, **kwargs)
 
-    def cached(pattern: Any, example_inputs: tuple, is_cuda: bool = False, **kwargs: Any) -> Any:
+    def cached(
+        pattern: Callable[..., object], example_inputs: tuple, is_cuda: bool = False, **kwargs: object
+    ) -> GraphModule:
         key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
         if key is None:
             return original(pattern, example_inputs, is_cuda, **kwargs)
@@ -141,7 +162,9 @@ def _install_patterns() -> tuple:
     return utils, original, conv_bn
 
 
-def _uninstall_patterns(saved: tuple) -> None:
+def _uninstall_patterns(
+    saved: tuple[types.ModuleType, Callable[..., GraphModule], Callable[..., list[list[Node]]]],
+) -> None:
     utils, original, conv_bn = saved
     utils._get_aten_graph_module_for_pattern, utils._do_annotate_conv_bn = original, conv_bn
 

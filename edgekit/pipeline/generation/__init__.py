@@ -29,7 +29,6 @@ from ..state import BuildResult
 from .package import write_generation_package
 from .program import check_stored_once, export_decoder, lower_decoder, quantize_decoder
 from .references import (
-    check_references,
     check_shapes,
     model_context_len,
     model_references,
@@ -91,7 +90,6 @@ def build_generation(request: BuildRequest) -> BuildResult:
         tokens, data_source = read_eval_tokens(eval, lm.tokenizer, eval_tokens)
         check_shapes(lm.model, tgt, max_seq_len)
         ref = model_references(lm.model, tokens, max_seq_len)
-        ref["check_tokens"], ref["check_prompt"], ref["check_logits"] = check_references(tokens, max_seq_len, ref)
         ids = special_ids(lm)
         decoder, quant = quantize_decoder(lm.model, tgt, max_seq_len, stages)
         exported = stages.run(Stage.EXPORT, lambda: export_decoder(decoder, max_seq_len), f"T = 1..{max_seq_len}")
@@ -103,16 +101,16 @@ def build_generation(request: BuildRequest) -> BuildResult:
             "use_kv_cache": True,
             "use_sdpa_with_kv_cache": True,
             "enable_dynamic_shape": True,
-            "get_eos_ids": ids["eos_ids"],
-            **({"get_bos_id": ids["bos_id"]} if ids["bos_id"] is not None else {}),
+            "get_eos_ids": ids.eos_ids,
+            **({"get_bos_id": ids.bos_id} if ids.bos_id is not None else {}),
         }
         lowered = stages.run(Stage.LOWER, lambda: lower_decoder(exported, tgt, methods, quant), "XNNPACK")
-        if quant.get("shared_table"):
-            check_stored_once(lowered, quant["table_rows"])
+        if quant.shared_table and quant.table_rows is not None:
+            check_stored_once(lowered, quant.table_rows)
         fid = stages.run(
             Stage.VERIFY, lambda: verify_decoder(lowered.pte, tokens, ref, max_seq_len, lowered.data), data_source
         )
-    greedy_text = [lm.tokenizer.decode(t) for t in (ref["greedy"], fid["greedy"])]
+    greedy_text = [lm.tokenizer.decode(t) for t in (ref.greedy, fid.greedy)]
     return stages.run(
         Stage.PACKAGE,
         lambda: write_generation_package(

@@ -8,7 +8,7 @@ import hashlib
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...fileops import staged_output, write_json
 from ...machine import software_versions
@@ -18,18 +18,28 @@ from ..stages import StageRunner
 from ..state import BuildResult
 from .references import model_context_len
 
+if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+    from transformers import PreTrainedModel
+
+    from ...causal import CausalLM
+    from ..lower import LowerResult
+    from .program import DecoderQuantPlan
+    from .references import ReferenceResult, SpecialIds
+    from .verify import DecoderVerifyResult
+
 
 def write_generation_package(
     out: Path,
     force: bool,
     tgt: Target,
-    lm: Any,
-    lowered: Any,
-    exported: Any,
-    quant: dict,
-    fid: dict,
-    ref: dict,
-    ids: dict,
+    lm: CausalLM,
+    lowered: LowerResult,
+    exported: ExportedProgram,
+    quant: DecoderQuantPlan,
+    fid: DecoderVerifyResult,
+    ref: ReferenceResult,
+    ids: SpecialIds,
     greedy_text: list[str],
     data_source: str,
     max_seq_len: int,
@@ -50,7 +60,6 @@ def write_generation_package(
         Manifest,
         ModelSection,
         OutputFidelity,
-        PlannedMemory,
         ProgramData,
         ProgramSection,
         TensorEntry,
@@ -64,12 +73,12 @@ def write_generation_package(
     info = inspect_program(out / PTE_NAME, lowered.pte)
     method = info.method("forward")
     reference, ref_section = make_token_reference(
-        ref["check_tokens"], ref["check_prompt"], ref["check_logits"], fid["check_logits"]
+        ref.check_tokens, ref.check_prompt, ref.check_logits, fid.check_logits
     )
-    greedy = ref["greedy"]
-    matching = sum(a == b for a, b in zip(greedy, fid["greedy"]))
-    prefix = next((i for i, (a, b) in enumerate(zip(greedy, fid["greedy"])) if a != b), len(greedy))
-    increase = 100.0 * (fid["ppl_program"] / fid["ppl_eager"] - 1.0)
+    greedy = ref.greedy
+    matching = sum(a == b for a, b in zip(greedy, fid.greedy))
+    prefix = next((i for i, (a, b) in enumerate(zip(greedy, fid.greedy)) if a != b), len(greedy))
+    increase = 100.0 * (fid.ppl_program / fid.ppl_eager - 1.0)
     with tempfile.TemporaryDirectory() as d:  # the tokenizer files as the package will hold them
         lm.tokenizer.save_pretrained(d)
         tok_files = {p.name: p.read_bytes() for p in sorted(Path(d).iterdir()) if p.is_file()}
@@ -79,30 +88,30 @@ def write_generation_package(
         max_seq_len=max_seq_len,
         max_context_len=max_seq_len,
         vocab_size=int(lm.model.config.vocab_size),
-        bos_id=ids["bos_id"],
-        eos_ids=ids["eos_ids"],
+        bos_id=ids.bos_id,
+        eos_ids=ids.eos_ids,
         cache="static, in place: ExecuTorch's llama::update_cache and llama::custom_sdpa",
         tokenizer_files={n: hashlib.sha256(b).hexdigest() for n, b in tok_files.items()},
-        linears=quant["linears"],
-        embeddings=quant["embeddings"],
+        linears=quant.linears,
+        embeddings=quant.embeddings,
         eval_data=data_source,
-        eval_tokens=fid["scored"],
-        perplexity_eager=round(fid["ppl_eager"], 4),
-        perplexity_program=round(fid["ppl_program"], 4),
+        eval_tokens=fid.scored,
+        perplexity_eager=round(fid.ppl_eager, 4),
+        perplexity_program=round(fid.ppl_program, 4),
         ppl_increase_pct=round(increase, 3),
-        next_token_agreement=round(fid["agreement"], 4),
+        next_token_agreement=round(fid.agreement, 4),
         model_context_len=model_context_len(lm.model.config),
         greedy=GreedyCheck(
-            len(ref["prompt"]),
+            len(ref.prompt),
             len(greedy),
             matching,
             prefix,
             greedy_text[0],
             greedy_text[1],
-            list(ref["prompt"]),
-            list(fid["greedy"]),
+            list(ref.prompt),
+            list(fid.greedy),
         ),
-        source=lm.source or None,
+        source=None if lm.source is None else lm.source.to_dict(),
         reference=ref_section,
     )
     checks = []
@@ -119,16 +128,16 @@ def write_generation_package(
     budget = BudgetSection(checks, [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None])
     logits = OutputFidelity(
         index=0,
-        max_abs_error=round(fid["max_abs_error"], 6),
-        mean_abs_error=round(fid["mean_abs_error"], 6),
-        sqnr_db=fid["sqnr_db"],
-        exact=fid["sqnr_db"] is None,
-        cosine_similarity=round(fid["cosine"], 6),
-        top1_agreement=round(fid["agreement"], 4),
-        cosine_min=round(fid["cosine_min"], 6),
+        max_abs_error=round(fid.max_abs_error, 6),
+        mean_abs_error=round(fid.mean_abs_error, 6),
+        sqnr_db=fid.sqnr_db,
+        exact=fid.sqnr_db is None,
+        cosine_similarity=round(fid.cosine, 6),
+        top1_agreement=round(fid.agreement, 4),
+        cosine_min=round(fid.cosine_min, 6),
     )
     verify = VerifySection(
-        samples=fid["scored"],
+        samples=fid.scored,
         data=data_source,
         max_abs_error=logits.max_abs_error,
         mean_abs_error=logits.mean_abs_error,
@@ -161,10 +170,10 @@ def write_generation_package(
             "prune": {"applied": False, "reason": "generation builds do not prune"},
             "quantize": {
                 "scheme": tgt.quantize.scheme.value,
-                "applied": quant["linears"] != "fp32" or quant["embeddings"] != "none",
+                "applied": quant.linears != "fp32" or quant.embeddings != "none",
                 "quantizer": "torchao quantize_ (before export)",
                 "dynamic": tgt.quantize.scheme is not QuantScheme.NONE,
-                "embeddings": quant["embeddings"],
+                "embeddings": quant.embeddings,
             },
             "program": ProgramSection(
                 file=PTE_NAME,
@@ -174,7 +183,7 @@ def write_generation_package(
                 methods=sorted(info.methods),
                 backend="xnnpack",
                 delegation=lowered.delegation,
-                planned_memory=PlannedMemory.from_dict(info.planned_memory("forward")),
+                planned_memory=info.planned_memory("forward"),
                 data=None
                 if lowered.data is None
                 else ProgramData(
@@ -204,7 +213,7 @@ def write_generation_package(
     return BuildResult(out, out / PTE_NAME, manifest, tuple(manifest.warnings))
 
 
-def decoder_family(model: Any) -> str:
+def decoder_family(model: PreTrainedModel) -> str:
     """The manifest's family name for the model's type (``llama`` for Llama, Mistral and Qwen, ``phi3``, ``gpt2``)."""
     from ...causal import FAMILIES
 

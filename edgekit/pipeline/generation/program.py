@@ -5,13 +5,33 @@ for a tied table, its weights once in ``model.ptd``."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...targets import Backend, EmbeddingQuant, QuantScheme, Target
 from ..stages import Stage, StageRunner
 
+if TYPE_CHECKING:
+    import torch
+    from torch.export import ExportedProgram
+    from transformers import PreTrainedModel
 
-def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRunner) -> tuple[Any, dict]:
+    from ..lower import LowerResult
+
+
+@dataclass(frozen=True)
+class DecoderQuantPlan:
+    """How the decoder was quantized: what the manifest says of it, and whether lowering keeps a tied table once."""
+
+    linears: str  # fp32 | 8da8w | 8da4w (group g, how its scales were chosen), output layer 8da8w
+    embeddings: str  # the table: none | int8 | int4
+    shared_table: bool = False  # one table for the lookup and the output layer, stored once in model.ptd
+    table_rows: bytes | None = None  # its first rows as stored: what check_stored_once looks for after lowering
+
+
+def quantize_decoder(
+    model: PreTrainedModel, tgt: Target, max_seq_len: int, stages: StageRunner
+) -> tuple[torch.nn.Module, DecoderQuantPlan]:
     """The wrapper around ``model`` with its linears and embedding table quantized in place (after the references)."""
     import torch
     from torch import nn
@@ -21,17 +41,17 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
     q = tgt.quantize
     decoder = make_decoder(model, max_seq_len)
     decoder.n_layers = len(decoder.layers)
-    info = {"linears": "fp32", "embeddings": q.embeddings.value}
+    embeddings = q.embeddings.value
     if q.scheme is QuantScheme.NONE and q.embeddings is EmbeddingQuant.NONE:
         stages.skip(Stage.QUANTIZE, "target asks for fp32")
         # a tied fp32 table is one parameter for the lookup and the output layer: kept once in model.ptd too, where
         # XNNPACK's copy of the output layer's weights and the embedding's table are the same bytes
         if decoder.lm_head.weight is decoder.embed_tokens.weight:
-            info["shared_table"] = True
-            info["table_rows"] = decoder.embed_tokens.weight[:4].detach().contiguous().numpy().tobytes()
-        return decoder, info
+            rows = decoder.embed_tokens.weight[:4].detach().contiguous().numpy().tobytes()
+            return decoder, DecoderQuantPlan("fp32", embeddings, shared_table=True, table_rows=rows)
+        return decoder, DecoderQuantPlan("fp32", embeddings)
 
-    def run() -> None:
+    def run() -> DecoderQuantPlan:
         from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
         from torchao.quantization.granularity import PerAxis, PerGroup
 
@@ -46,7 +66,8 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
             # row, min-max), so the bytes are equal and the program keeps them once, outside the .pte
             # (edgekit.pipeline.lower external_weights): on SmolLM2-135M 21 MB less than an int4 table beside the
             # int8 output layer, and the lookups read int8 rows instead of int4 ones
-            info["shared_table"] = tied and q.embeddings is EmbeddingQuant.INT8 and q.scheme is not QuantScheme.NONE
+            shared = tied and q.embeddings is EmbeddingQuant.INT8 and q.scheme is not QuantScheme.NONE
+            linears, rows = "fp32", None
             if q.embeddings is not EmbeddingQuant.NONE:
                 bits = 8 if q.embeddings is EmbeddingQuant.INT8 else 4
                 for m in decoder.modules():
@@ -73,8 +94,8 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
                 # the output layer (vocabulary × hidden) decides every token: int8 per channel even in an int4
                 # program, as llama.cpp keeps output/token_embd at 6-8 bits in its 4-bit files
                 quantize_(decoder, int8, lambda m, fqn: isinstance(m, nn.Linear) and fqn == "lm_head")
-                if info["shared_table"]:  # the bytes check_stored_once looks for after lowering
-                    info["table_rows"] = head.weight.qdata[:4].contiguous().numpy().tobytes()
+                if shared:  # the bytes check_stored_once looks for after lowering
+                    rows = head.weight.qdata[:4].contiguous().numpy().tobytes()
                 # linears whose weights already are on a 4-bit grid (a GGUF's Q4_1/Q4_0/Q4_K tensors) keep it exactly
                 # (edgekit.pipeline.grid: the file's levels and steps, the group offsets as extra int4 columns), already
                 # quantized. On SmolLM2-135M's Q4_1 file: every linear; see llm_recipes.txt
@@ -96,7 +117,7 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
                     lambda m, fqn: isinstance(m, nn.Linear) and fqn != "lm_head" and fqn not in done,
                 )
                 if not int4:
-                    info["linears"] = "8da8w"
+                    linears = "8da8w"
                 else:
                     how = (
                         "HQQ scales"
@@ -104,14 +125,14 @@ def quantize_decoder(model: Any, tgt: Target, max_seq_len: int, stages: StageRun
                         else f"the weights' own 4-bit grid in {len(grids)} of {len(body)} linears"
                         + (", HQQ scales in the rest" if len(grids) < len(body) else "")
                     )
-                    info["linears"] = f"8da4w (group {q.group_size}, {how}), output layer 8da8w"
+                    linears = f"8da4w (group {q.group_size}, {how}), output layer 8da8w"
+        return DecoderQuantPlan(linears, embeddings, shared_table=shared, table_rows=rows)
 
     detail = f"{q.scheme.value}" + (f", {q.embeddings.value} embedding table" if q.embeddings.value != "none" else "")
-    stages.run(Stage.QUANTIZE, run, detail)
-    return decoder, info
+    return decoder, stages.run(Stage.QUANTIZE, run, detail)
 
 
-def export_decoder(decoder: Any, max_seq_len: int) -> Any:
+def export_decoder(decoder: torch.nn.Module, max_seq_len: int) -> ExportedProgram:
     """``torch.export`` of the decoder wrapper, one to ``max_seq_len`` tokens a call, or ExportError."""
     import torch
 
@@ -137,7 +158,9 @@ def export_decoder(decoder: Any, max_seq_len: int) -> Any:
 SHARED_TABLE = ("embed_tokens", "lm_head")
 
 
-def lower_decoder(exported: Any, tgt: Target, methods: dict, quant: dict) -> Any:
+def lower_decoder(
+    exported: ExportedProgram, tgt: Target, methods: dict[str, int | bool | list[int]], quant: DecoderQuantPlan
+) -> LowerResult:
     """The exported decoder lowered to XNNPACK, its constant methods attached, the tied table in model.ptd when shared."""
     import warnings
 
@@ -154,11 +177,11 @@ def lower_decoder(exported: Any, tgt: Target, methods: dict, quant: dict) -> Any
             constant_methods=methods,
             prepare=False,
             check_ir=False,
-            external_weights=SHARED_TABLE if quant.get("shared_table") else (),
+            external_weights=SHARED_TABLE if quant.shared_table else (),
         )
 
 
-def check_stored_once(lowered: Any, rows: bytes) -> None:
+def check_stored_once(lowered: LowerResult, rows: bytes) -> None:
     """The tied table's first int8 rows (``rows``) must be in model.ptd exactly once and not in the program: else
     ExecuTorch kept a second copy (a tag that did not reach one of the two sides), and the build says so.
 

@@ -4,11 +4,19 @@ check's logits (:mod:`edgekit.token_fidelity`) — taken before the model is qua
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...errors import DataError, UsageError
 from ...targets import EmbeddingQuant, QuantScheme, Target
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from ...causal import CausalLM
 
 GREEDY_PROMPT_TOKENS = 16
 GREEDY_NEW_TOKENS = 32
@@ -31,7 +39,9 @@ SAMPLE_TEXT = (
 )
 
 
-def read_eval_tokens(source: Any, tokenizer: Any, limit: int) -> tuple[list[int], str]:
+def read_eval_tokens(
+    source: str | Path | None, tokenizer: PreTrainedTokenizerBase, limit: int
+) -> tuple[list[int], str]:
     """The eval text's token ids (at most ``limit``) and where they came from."""
     if source is None:
         text, what = SAMPLE_TEXT, "built-in sample text (pass --eval FILE.txt for your own)"
@@ -51,7 +61,7 @@ def read_eval_tokens(source: Any, tokenizer: Any, limit: int) -> tuple[list[int]
     return ids[:limit], what + (f" (its first {limit} of {len(ids)} tokens)" if len(ids) > limit else "")
 
 
-def check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:
+def check_shapes(model: PreTrainedModel, tgt: Target, max_seq_len: int) -> None:
     """A group size that divides every quantized width and a --max-seq-len the model's positions allow, or UsageError."""
     from torch import nn
 
@@ -83,7 +93,7 @@ def check_shapes(model: Any, tgt: Target, max_seq_len: int) -> None:
         )
 
 
-def model_context_len(config: Any) -> int | None:
+def model_context_len(config: PretrainedConfig) -> int | None:
     """The longest KV cache that is still the model: its positions, or its sliding window if shorter."""
     limits = [getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)]
     limits.append(sliding_window(config))
@@ -91,7 +101,7 @@ def model_context_len(config: Any) -> int | None:
     return min(limits) if limits else None
 
 
-def sliding_window(config: Any) -> int | None:
+def sliding_window(config: PretrainedConfig) -> int | None:
     """The attention window of a model that uses one in any layer (Mistral; Qwen2/3 with use_sliding_window), else
     None."""
     window = getattr(config, "sliding_window", None)
@@ -103,13 +113,21 @@ def sliding_window(config: Any) -> int | None:
     return window if getattr(config, "use_sliding_window", True) else None
 
 
-def special_ids(lm: Any) -> dict:
+@dataclass(frozen=True)
+class SpecialIds:
+    """The model's BOS id (None: it has none) and its EOS ids, as the manifest and the program's methods record them."""
+
+    bos_id: int | None
+    eos_ids: list[int]
+
+
+def special_ids(lm: CausalLM) -> SpecialIds:
     """The model's BOS id and its EOS ids (the config's, else the tokenizer's), as the manifest records them."""
     tok, cfg = lm.tokenizer, lm.model.config
     eos = cfg.eos_token_id if cfg.eos_token_id is not None else tok.eos_token_id
     eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
     bos = cfg.bos_token_id if cfg.bos_token_id is not None else tok.bos_token_id
-    return {"bos_id": None if bos is None else int(bos), "eos_ids": eos_ids}
+    return SpecialIds(None if bos is None else int(bos), eos_ids)
 
 
 def windows(tokens: list[int], max_seq_len: int) -> list[list[int]]:
@@ -119,8 +137,22 @@ def windows(tokens: list[int], max_seq_len: int) -> list[list[int]]:
     ]
 
 
-def model_references(model: Any, tokens: list[int], max_seq_len: int) -> dict:
-    """The user's model (fp32, as handed in): teacher-forced logits at every position, and greedy tokens."""
+@dataclass(frozen=True)
+class ReferenceResult:
+    """What the user's model (fp32, as handed in) answers, taken before it is quantized in place: what verify compares
+    the program with, and what the package keeps for the answers check."""
+
+    logits: torch.Tensor  # teacher-forced, float32 [scored positions, vocab]: every window's, in order
+    greedy: list[int]  # the tokens greedy decoding adds to ``prompt``
+    prompt: list[int]  # the greedy check's prompt (the start of the eval text)
+    check_tokens: list[int]  # the answers check's tokens (edgekit.token_fidelity.check_sequence)
+    check_prompt: int  # ... how many of them are its prompt
+    check_logits: np.ndarray  # ... and the model's logits at its steps, float32 [steps, vocab]
+
+
+def model_references(model: PreTrainedModel, tokens: list[int], max_seq_len: int) -> ReferenceResult:
+    """The user's model (fp32, as handed in): teacher-forced logits at every position, greedy tokens, and the answers
+    check's tokens and logits (:func:`check_references`)."""
     import torch
 
     logits = []
@@ -131,13 +163,15 @@ def model_references(model: Any, tokens: list[int], max_seq_len: int) -> dict:
         seq = list(prompt)
         for _ in range(min(GREEDY_NEW_TOKENS, max_seq_len - len(prompt))):
             seq.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    return {"logits": torch.cat(logits), "greedy": seq[len(prompt) :], "prompt": prompt}
+    teacher_forced = torch.cat(logits)
+    check_tokens, check_prompt, check_logits = check_references(tokens, max_seq_len, teacher_forced)
+    return ReferenceResult(teacher_forced, seq[len(prompt) :], prompt, check_tokens, check_prompt, check_logits)
 
 
-def check_references(tokens: list[int], max_seq_len: int, ref: dict) -> tuple[list[int], int, Any]:
+def check_references(tokens: list[int], max_seq_len: int, logits: torch.Tensor) -> tuple[list[int], int, np.ndarray]:
     """The answers check's tokens (the start of the eval text), its prompt length, and the user's model's logits at
-    its steps: rows of the teacher-forced references (the first window starts at token 0 and holds them all)."""
+    its steps: rows of the teacher-forced ``logits`` (the first window starts at token 0 and holds them all)."""
     from ...token_fidelity import check_sequence
 
     seq, prompt = check_sequence(tokens, max_seq_len)
-    return seq, prompt, ref["logits"][prompt - 1 : len(seq) - 1].numpy()
+    return seq, prompt, logits[prompt - 1 : len(seq) - 1].numpy()
