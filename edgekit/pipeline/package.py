@@ -30,6 +30,7 @@ from ..manifest import (
 from ..program import ProgramInfo, inspect_program
 from ..targets import Target
 from .explain import EXPLAIN_NAME, EXPLAIN_SCHEMA_VERSION
+from .stages import StageRunner
 from .state import BuildResult, BuildState
 
 if TYPE_CHECKING:
@@ -48,20 +49,50 @@ class ExplainDoc(TypedDict):
     portable_reasons: dict[str, list[str]]  # op → why it stayed on portable kernels
 
 
-def check_budget(tgt: Target, size_bytes: int, verify: VerifySection) -> BudgetSection:
-    """The checks a build can make itself (size, accuracy); the rest is left to ``edgekit profile``."""
+def check_budget(
+    tgt: Target, size_bytes: int, verify: VerifySection | None = None, ppl_increase_pct: float | None = None
+) -> BudgetSection:
+    """The budget checks a build can make itself, for every kind of program: the perplexity increase (a generation
+    program's), the size (``size_bytes``: what an app ships, ``model.ptd`` too), the accuracy drop and SQNR (``verify``:
+    a model's program); the rest (latency, memory) is left to ``edgekit profile``."""
     b = tgt.budget
     checks = []
+    if b.max_ppl_increase_pct is not None and ppl_increase_pct is not None:
+        pct = round(ppl_increase_pct, 3)
+        checks.append(
+            BudgetCheck("ppl_increase_pct", b.max_ppl_increase_pct, pct, ppl_increase_pct <= b.max_ppl_increase_pct)
+        )
     if b.max_size_mb is not None:
         size_mb = round(size_bytes / 2**20, 3)
         checks.append(BudgetCheck("size_mb", b.max_size_mb, size_mb, size_mb <= b.max_size_mb))
-    if b.max_accuracy_drop is not None and verify.accuracy is not None:
+    if verify is not None and b.max_accuracy_drop is not None and verify.accuracy is not None:
         drop = verify.accuracy.drop
         checks.append(BudgetCheck("accuracy_drop", b.max_accuracy_drop, drop, drop <= b.max_accuracy_drop))
-    if b.min_sqnr_db is not None and verify.sqnr_db is not None:  # None: identical outputs
+    if verify is not None and b.min_sqnr_db is not None and verify.sqnr_db is not None:  # None: identical outputs
         checks.append(BudgetCheck("sqnr_db", b.min_sqnr_db, verify.sqnr_db, verify.sqnr_db >= b.min_sqnr_db))
     unchecked = [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None]
     return BudgetSection(checks, unchecked)
+
+
+def manifest_for(
+    target: Target, stages: StageRunner, t_start: float, warnings: list[str], **sections: object
+) -> Manifest:
+    """The one manifest assembler every kind's package step calls: what every package records (schema, creation time,
+    versions, target, warnings, stage timings, the build's peak memory) around the kind's own ``sections`` (model,
+    export, prune, quantize, program, verify, budget, and reference/explain or generation)."""
+    return Manifest.from_dict(
+        {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": software_versions(),
+            "target": target.to_dict(),
+            "target_source": target.source,
+            **sections,
+            "warnings": list(warnings),
+            "timings_s": {**stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
+            "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
 
 
 def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
@@ -142,27 +173,20 @@ def assemble_manifest(st: BuildState, t_start: float, explain: tuple[bytes, Expl
     """The manifest from what the stages produced (the program's own metadata read back from its bytes)."""
     info = inspect_program(st.out / PTE_NAME, st.lowered.pte)
     model = _model_section(st, info)
-    budget = check_budget(st.target, info.size_bytes, st.verify)
-    return Manifest.from_dict(
-        {
-            "schema_version": MANIFEST_SCHEMA_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": software_versions(),
-            "model": model,
-            "target": st.target.to_dict(),
-            "target_source": st.target.source,
-            "export": st.exported.info(),
-            "prune": st.prune,
-            "quantize": st.quantize,
-            "program": _program_section(st, info),
-            "verify": st.verify,
-            "budget": budget,
-            "warnings": list(st.warnings),
-            "timings_s": {**st.stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
-            "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "reference": st.reference[1] if st.reference else None,
-            "explain": explain[1] if explain else None,
-        }
+    return manifest_for(
+        st.target,
+        st.stages,
+        t_start,
+        st.warnings,
+        model=model,
+        export=st.exported.info(),
+        prune=st.prune,
+        quantize=st.quantize,
+        program=_program_section(st, info),
+        verify=st.verify,
+        budget=check_budget(st.target, info.size_bytes, st.verify),
+        reference=st.reference[1] if st.reference else None,
+        explain=explain[1] if explain else None,
     )
 
 

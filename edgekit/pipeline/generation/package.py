@@ -3,15 +3,11 @@ budget checked, and ``model.pte``, ``model.ptd``, the tokenizer files and ``refe
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import resource
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...fileops import staged_output, write_json
-from ...machine import software_versions
 from ...manifest import GenerationSection, GreedyCheck
 from ...targets import GENERATION, QuantScheme, Target
 from ..stages import StageRunner
@@ -52,12 +48,8 @@ def write_generation_package(
 
     from ...manifest import (
         MANIFEST_NAME,
-        MANIFEST_SCHEMA_VERSION,
         PTD_NAME,
         PTE_NAME,
-        BudgetCheck,
-        BudgetSection,
-        Manifest,
         ModelSection,
         OutputFidelity,
         ProgramData,
@@ -68,7 +60,7 @@ def write_generation_package(
     from ...program import inspect_program
     from ...token_fidelity import make_token_reference
     from ..lower import deflate_size
-    from ..package import raise_for_budget
+    from ..package import check_budget, manifest_for, raise_for_budget
 
     info = inspect_program(out / PTE_NAME, lowered.pte)
     method = info.method("forward")
@@ -114,18 +106,6 @@ def write_generation_package(
         source=None if lm.source is None else lm.source.to_dict(),
         reference=ref_section,
     )
-    checks = []
-    b = tgt.budget
-    if b.max_ppl_increase_pct is not None:
-        checks.append(
-            BudgetCheck(
-                "ppl_increase_pct", b.max_ppl_increase_pct, round(increase, 3), increase <= b.max_ppl_increase_pct
-            )
-        )
-    if b.max_size_mb is not None:
-        mb = round((info.size_bytes + len(lowered.data or b"")) / 2**20, 3)  # what an app ships, model.ptd too
-        checks.append(BudgetCheck("size_mb", b.max_size_mb, mb, mb <= b.max_size_mb))
-    budget = BudgetSection(checks, [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None])
     logits = OutputFidelity(
         index=0,
         max_abs_error=round(fid.max_abs_error, 6),
@@ -151,55 +131,50 @@ def write_generation_package(
         task_reason="a generation build: next-token logits, teacher-forced over the eval text",
         cosine_min=logits.cosine_min,
     )
-    manifest = Manifest.from_dict(
-        {
-            "schema_version": MANIFEST_SCHEMA_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": software_versions(),
-            "model": ModelSection(
-                lm.spec,
-                [
-                    TensorEntry("tokens", [1, max_seq_len], "int64", True),
-                    TensorEntry("input_pos", [1], "int64", False),
-                ],
-                [TensorEntry("logits", list(method.outputs[0].shape), method.outputs[0].dtype, False)],
+    manifest = manifest_for(
+        tgt,
+        stages,
+        t_start,
+        warnings,
+        model=ModelSection(
+            lm.spec,
+            [
+                TensorEntry("tokens", [1, max_seq_len], "int64", True),
+                TensorEntry("input_pos", [1], "int64", False),
+            ],
+            [TensorEntry("logits", list(method.outputs[0].shape), method.outputs[0].dtype, False)],
+        ),
+        export={"mode": "non-strict"},
+        prune={"applied": False, "reason": "generation builds do not prune"},
+        quantize={
+            "scheme": tgt.quantize.scheme.value,
+            "applied": quant.linears != "fp32" or quant.embeddings != "none",
+            "quantizer": "torchao quantize_ (before export)",
+            "dynamic": tgt.quantize.scheme is not QuantScheme.NONE,
+            "embeddings": quant.embeddings,
+        },
+        program=ProgramSection(
+            file=PTE_NAME,
+            sha256=info.sha256,
+            size_bytes=info.size_bytes,
+            compressed_size_bytes=deflate_size(lowered.pte) + (deflate_size(lowered.data) if lowered.data else 0),
+            methods=sorted(info.methods),
+            backend=tgt.backend.value,
+            delegation=lowered.delegation,
+            planned_memory=info.planned_memory("forward"),
+            data=None
+            if lowered.data is None
+            else ProgramData(
+                file=PTD_NAME,
+                sha256=hashlib.sha256(lowered.data).hexdigest(),
+                size_bytes=len(lowered.data),
+                holds="the tied embedding table, stored once for the embedding lookup and the output layer",
             ),
-            "target": tgt.to_dict(),
-            "target_source": tgt.source,
-            "export": {"mode": "non-strict"},
-            "prune": {"applied": False, "reason": "generation builds do not prune"},
-            "quantize": {
-                "scheme": tgt.quantize.scheme.value,
-                "applied": quant.linears != "fp32" or quant.embeddings != "none",
-                "quantizer": "torchao quantize_ (before export)",
-                "dynamic": tgt.quantize.scheme is not QuantScheme.NONE,
-                "embeddings": quant.embeddings,
-            },
-            "program": ProgramSection(
-                file=PTE_NAME,
-                sha256=info.sha256,
-                size_bytes=info.size_bytes,
-                compressed_size_bytes=deflate_size(lowered.pte) + (deflate_size(lowered.data) if lowered.data else 0),
-                methods=sorted(info.methods),
-                backend="xnnpack",
-                delegation=lowered.delegation,
-                planned_memory=info.planned_memory("forward"),
-                data=None
-                if lowered.data is None
-                else ProgramData(
-                    file=PTD_NAME,
-                    sha256=hashlib.sha256(lowered.data).hexdigest(),
-                    size_bytes=len(lowered.data),
-                    holds="the tied embedding table, stored once for the embedding lookup and the output layer",
-                ),
-            ),
-            "verify": verify,
-            "budget": budget,
-            "warnings": list(warnings),
-            "timings_s": {**stages.seconds, "total": round(time.perf_counter() - t_start, 3)},
-            "build_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "generation": gen,
-        }
+        ),
+        verify=verify,
+        # what an app ships: model.ptd too
+        budget=check_budget(tgt, info.size_bytes + len(lowered.data or b""), ppl_increase_pct=increase),
+        generation=gen,
     )
     raise_for_budget(manifest.budget)
     with staged_output(out, force) as tmp:
