@@ -116,9 +116,8 @@ def measure_on_device(
         local=tmp,
         backend=subject.target.backend.value if subject.target is not None else "xnnpack",
     )
-    info: dict[str, object] = dict(run.info)
-    outputs = info.pop("outputs", None)
-    check_out = info.pop("check_outputs", None)
+    outputs, check_out = run.info["outputs"], run.info["check_outputs"]  # fetched files, not part of the record
+    info: dict[str, object] = {k: v for k, v in run.info.items() if k not in ("outputs", "check_outputs")}
     _save_outputs(outputs, opts)
     info["outputs_sha256"] = hashlib.sha256(outputs.read_bytes()).hexdigest() if outputs else None
     info["power_model"] = dev.power is not None
