@@ -25,8 +25,8 @@ class BackendFamily:
     backend: Backend
     description: str
     schemes: frozenset[QuantScheme]  # the quantization schemes its programs run
-    #: "module:function" → (program) -> (the partitioners to lower with, the program rewritten for them, the edge
-    #: passes, the names of the rewrites applied); None: no delegate, ExecuTorch's portable kernels
+    #: "module:function" → (program, prepare) -> (the partitioners to lower with, the program rewritten for them when
+    #: ``prepare``, the edge passes, the names of the rewrites applied); None: no delegate, ExecuTorch's portable kernels
     partition: str | None
     #: "module:function" → (scheme, fp32_layers) -> its PT2E quantizer; None: it runs fp32 only
     quantizer: str | None

@@ -16,7 +16,12 @@ Steps and their signatures:
 - ``render_build(result: BuildResult) -> None``: the CLI's summary of a finished build
 - ``profile_command(args: ProfileArgs) -> None``: the CLI's ``edgekit profile`` of such a package
 - ``bench_item(suite, model, target, threads, built, device) -> BenchItem``: one measured bench item
-- ``tune_command(model, args, quiet, as_json) -> None``: the CLI's ``edgekit tune`` of such a model
+- ``tune_command(args: TuneArgs) -> None``: the CLI's ``edgekit tune`` of such a model
+
+A kind registered at run time exists in this process only: build workers (the local pool's spawned processes, Dask
+workers) know the kinds registered when ``edgekit`` is imported. A kind that bench or tune builds must be registered
+in :data:`KINDS` itself (or by a module its workers import); ``edgekit.builds`` refuses a job whose kind the worker
+does not know.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class ProgramKind:
     options: frozenset[str]  # the build options (BuildRequest fields) beyond COMMON_OPTIONS that apply
     steps: dict[str, str]  # step name → "module:function"
     why_not: str = ""  # the hint when an option that does not apply is given
+    model_note: str = ""  # said when a model this kind serves is built as another kind's program
 
     def __post_init__(self) -> None:
         missing = [s for s in STEPS if s not in self.steps]
@@ -123,7 +129,9 @@ GENERATION_KIND = ProgramKind(
         "bench_item": "edgekit.bench.items:generation_item",
         "tune_command": "edgekit.cli.tune:tune_generation_model",
     },
-    why_not="a generation program takes tokens; its activations are quantized at run time (no calibration)",
+    why_not="a text-generation build takes the model, --target, --eval and --max-seq-len (activations are quantized "
+    "at run time: no calibration)",
+    model_note="it is a causal language model: --task text-generation builds a generation program with a KV cache",
 )
 
 #: the registered kinds, asked newest first; the tensor kind (which claims everything) stays last

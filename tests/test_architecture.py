@@ -195,6 +195,17 @@ def test_one_place_decides_the_kind_of_program():
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if deciding.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    # a kind's own modules may name it (the generation profile refusing a tensor package, --eager served by the
+    # tensor kind); no other room may ask for one kind by name
+    own = {
+        "GENERATION_KIND": ("pipeline/generation/", "profile/generation.py", "tune/generation.py"),
+        "TENSOR": ("pipeline/build.py", "tune/run.py", "profile/harness.py", "cli/profile.py"),
+    }
+    for path in sorted((ROOT / "edgekit").rglob("*.py")):
+        rel = str(path.relative_to(ROOT / "edgekit"))
+        for name in re.findall(r"kinds\.(GENERATION_KIND|TENSOR)\b", path.read_text()):
+            if rel != "kinds.py" and not rel.startswith(own[name]):
+                found.append(f"edgekit/{rel}: kinds.{name}")
     assert not found, found
 
 

@@ -10,8 +10,6 @@ import edgekit
 from edgekit import kinds
 from edgekit.errors import UsageError
 
-pytestmark = pytest.mark.fast
-
 
 @pytest.fixture
 def toy():
@@ -22,6 +20,7 @@ def toy():
     kinds.unregister(TOY.name)
 
 
+@pytest.mark.fast
 def test_the_registered_kinds_choose_from_target_task_manifest_and_model(tmp_path) -> None:
     from edgekit.targets import load_target
 
@@ -38,6 +37,7 @@ def test_the_registered_kinds_choose_from_target_task_manifest_and_model(tmp_pat
         kinds.ProgramKind(**{**kinds.TENSOR.__dict__, "steps": {"build": "x:y"}})
 
 
+@pytest.mark.fast
 def test_options_that_do_nothing_for_the_kind_are_refused_in_one_line(tmp_path) -> None:
     with pytest.raises(UsageError, match="max_seq_len do\\(es\\) not apply to a model's build"):
         edgekit.build("toy_models:mlp", out=tmp_path / "p", max_seq_len=64)
@@ -45,7 +45,16 @@ def test_options_that_do_nothing_for_the_kind_are_refused_in_one_line(tmp_path) 
         edgekit.build("gguf:x.gguf", task="text-generation", out=tmp_path / "p", calibration="c.npz", finetune_epochs=2)
     assert not (tmp_path / "p").exists()
     one_line_error(
-        run_cli("build", "toy_models:mlp", "--max-seq-len", "64", "-o", tmp_path / "p"), 2, "max_seq_len", "--task"
+        run_cli("build", "gguf:x.gguf", "--task", "text-generation", "--no-explain", "-o", tmp_path / "p"),
+        2,
+        "--no-explain do(es) not apply to a text-generation build",
+        "--max-seq-len",
+    )
+    one_line_error(
+        run_cli("build", "toy_models:mlp", "--max-seq-len", "64", "-o", tmp_path / "p"),
+        2,
+        "--max-seq-len do(es) not apply to a model's build",
+        "--task",
     )
 
 
@@ -75,6 +84,24 @@ def test_a_third_kind_is_one_module_and_one_registration(tmp_path, toy) -> None:
     one_line_error(
         run_cli("build", "toy_models:mlp", "-t", tmp_path / "toy.toml", "--calibration", "c.npz", "-o", tmp_path / "q"),
         2,
-        "calibration do(es) not apply to a toy build",
+        "--calibration do(es) not apply to a toy build",
         "inputs only",
     )
+
+
+def test_a_kind_registered_at_run_time_is_refused_by_a_spawned_build_worker(tmp_path, toy):
+    """The local pool spawns its workers: they know the kinds edgekit registers, not the toy one registered here. The
+    worker refuses the job instead of building a tensor program under the toy build's key."""
+    from edgekit.builds.cache import BuildCache
+    from edgekit.builds.queue import BuildQueue, ModelEntry
+    from edgekit.targets import load_target
+
+    (tmp_path / "toy.toml").write_text('schema_version = 1\nname = "toy-fp32"\nbackend = "xnnpack"\n')
+    queue = BuildQueue(BuildCache(str(tmp_path / "cache")), "local:1", [])
+    try:
+        job = queue.job(ModelEntry("toy_models:mlp"), load_target(tmp_path / "toy.toml"), "k" * 16)
+        assert job.kind == "toy"
+        [(_, outcome)] = list(queue.run([job]))
+    finally:
+        queue.close()
+    assert isinstance(outcome, str) and "does not know the kind of program 'toy'" in outcome, outcome

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..errors import EdgekitError, first_line
+from ..errors import EdgekitError, UsageError, first_line
 from ..manifest import Manifest
 from .cache import BuildCache
 
@@ -55,6 +55,7 @@ class BuildJob:
     cache_url: str
     run: str  # the queue's run id: attempts are counted per run
     options: tuple[tuple[str, object], ...] = ()  # more build() arguments as (name, value) pairs: ("finetune", path)
+    kind: str = ""  # the kind of program the queue's process chose (edgekit.kinds); the worker must choose the same
 
 
 @dataclass
@@ -81,12 +82,31 @@ class BuildTaskResult:
     peak_rss_mb: float | None  # the task's process high-water mark (None: nothing built)
 
 
+def _kind_of(target: Target | str, options: tuple[tuple[str, object], ...]) -> str:
+    from .. import kinds
+    from ..targets import load_target
+
+    task = dict(options).get("task")
+    return kinds.for_build(load_target(target), task if isinstance(task, str) else None).name
+
+
+def _check_kind(job: BuildJob) -> None:
+    """A kind registered at run time in the queue's process does not exist in a spawned or Dask worker: building its
+    job there would make another kind's program under its key, so the worker refuses it."""
+    if job.kind and _kind_of(job.target, job.options) != job.kind:
+        raise UsageError(
+            f"this build worker does not know the kind of program {job.kind!r} that chose the build",
+            "register the kind where edgekit registers its own (or in a module every worker imports), not at run time",
+        )
+
+
 def build_task(job: BuildJob) -> BuildTaskResult:
     """Build one job into the shared cache unless it is there; what happened, and where. Runs on a pool process or a
     Dask worker: it imports the stack itself and writes only to the cache."""
     from ..data import resolve_data_source
     from ..pipeline.build import build
 
+    _check_kind(job)
     cache = BuildCache(job.cache_url)
     worker = _worker_name()
     cache.mark_attempt(job.key, job.run, worker)
@@ -141,7 +161,7 @@ class BuildQueue:
     def job(
         self, model: ModelEntry, target: Target | str, key: str, options: tuple[tuple[str, object], ...] = ()
     ) -> BuildJob:
-        return BuildJob(model, target, key, self.store.url, self.run_id, options)
+        return BuildJob(model, target, key, self.store.url, self.run_id, options, _kind_of(target, options))
 
     def cached(self, key: str) -> Built | None:
         from ..manifest import read_manifest

@@ -235,7 +235,9 @@ def build(
         explain=not no_explain,
         max_seq_len=max_seq_len,
     )
-    request.check_applies(kind)  # before anything is printed or imported
+    flags = {p.name: p.opts[0] for p in click.get_current_context().command.params}
+    renamed = {"eval": "eval_data", "explain": "no_explain"}  # request fields whose flag's parameter is named apart
+    request.check_applies(kind, lambda field: flags.get(renamed.get(field, field), field))  # before anything prints
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:

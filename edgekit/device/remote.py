@@ -22,7 +22,7 @@ from ..backends import family
 from ..errors import ProfileError, UsageError
 from ..runner.protocol import CHECK_INPUTS, CHECK_OUTPUTS, OUTPUTS, RESULT, read_result
 from ..runner.worker import Watch, WorkerFailed, run_worker
-from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, read_bundle
+from .bundle import RUNNER_NAME, Bundle, BundleError, build_bundle, normalize_arch, read_bundle
 from .devices import Device, DeviceError, DeviceFacts, Ssh, device_facts, glibc_ok, ssh_error
 
 #: what a run's result.json is read as (a profile's WorkerResult, a generation run's GenerationWorkerResult)
@@ -109,6 +109,10 @@ def ensure_bundle(ssh: Ssh, facts: DeviceFacts, workdir: str, backend: str = "xn
     (:mod:`edgekit.backends`); returns (bundle, remote path, bytes sent)."""
     device = ssh.device
     arch = device.arch or facts["arch"]
+    try:
+        arch = normalize_arch(arch)  # uname -m spellings (arm64, amd64) → the names families and bundles use
+    except UsageError as exc:
+        raise BundleError(f"device {device.name} is {arch}: {exc.message}", exc.hint) from None
     fam = family(backend)
     if not fam.runs_on(arch):
         raise BundleError(

@@ -189,11 +189,9 @@ def _load(
         lambda: load_model(model, inputs, seed=seed, hf_output=hf_output),
         model if isinstance(model, str) else "",
     )
-    if isinstance(model, str) and kinds.for_tune(model) is kinds.GENERATION_KIND:
-        st.warnings.append(
-            f"{model} is a causal language model, built here as one forward pass without a KV cache: "
-            "--task text-generation builds a generation program"
-        )
+    other = kinds.for_tune(model) if isinstance(model, str) else kinds.TENSOR  # the tensor kind's own build
+    if other is not kinds.TENSOR:
+        st.warnings.append(f"{model} is built here as one forward pass; {other.model_note}")
     module = loaded.exported.module() if loaded.exported is not None else loaded.module
     st.dims = resolve(dims, forward_names(module, len(loaded.example_inputs)), loaded.example_inputs)
     # the examples (and so every data set) at a size inside each range: what export traces and verify compares

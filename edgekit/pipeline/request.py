@@ -74,9 +74,10 @@ class BuildRequest:
             if f.default is not dataclasses.MISSING and _differs(getattr(self, f.name), f.default)
         ]
 
-    def check_applies(self, kind: ProgramKind) -> None:
-        """Refuse, in one line, the options that do nothing for this kind of program."""
-        extra = [n for n in self.given() if n not in kinds.COMMON_OPTIONS and n not in kind.options]
+    def check_applies(self, kind: ProgramKind, spell: Callable[[str], str] = str) -> None:
+        """Refuse, in one line, the options that do nothing for this kind of program (named by ``spell``: the CLI
+        spells them as its flags)."""
+        extra = [spell(n) for n in self.given() if n not in kinds.COMMON_OPTIONS and n not in kind.options]
         if extra:
             raise UsageError(f"{', '.join(extra)} do(es) not apply to {kind.label}", kind.why_not)
 
