@@ -326,7 +326,7 @@ def _quantize(
     records = st.records if st.calib_ds is not None else None  # random calibration data is not worth a record
     res = stages.run(
         Stage.QUANTIZE,
-        lambda: quantize_program(exported, scheme, calib, keep, records),
+        lambda: quantize_program(exported, scheme, calib, keep, records, st.target.backend),
         scheme.value + (f", {len(keep)} layer(s) kept in fp32" if keep else ""),
     )
     info = {

@@ -86,6 +86,7 @@ def quantize_program(
     calibration: Dataset,
     fp32_layers: tuple[str, ...] = (),
     records: CalibrationStore | None = None,
+    backend: Backend = Backend.XNNPACK,
 ) -> QuantizeResult:
     """Quantize an exported program: prepare, calibrate on ``calibration``, convert, re-export.
 
@@ -101,7 +102,7 @@ def quantize_program(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    prepared, used, reused = prepare_calibrated(exported, scheme, calibration, fp32_layers, records)
+    prepared, used, reused = prepare_calibrated(exported, scheme, calibration, fp32_layers, records, backend)
     try:
         converted = convert_pt2e(prepared)
         with torch.no_grad():
@@ -112,7 +113,7 @@ def quantize_program(
         raise QuantizeError(f"PT2E convert failed: {first_line(exc, 200)}", "try the xnnpack-fp32 target") from exc
     info: QuantizeInfo = {
         "scheme": scheme.value,
-        "quantizer": family(Backend.XNNPACK).quantizer_label,
+        "quantizer": family(backend).quantizer_label,
         "per_channel": scheme is not QuantScheme.INT8_STATIC_PER_TENSOR,
         "dynamic": scheme.is_dynamic,
         "calibration_samples": used,
@@ -176,6 +177,7 @@ def prepare_calibrated(
     calibration: Dataset,
     fp32_layers: tuple[str, ...] = (),
     records: CalibrationStore | None = None,
+    backend: Backend = Backend.XNNPACK,
 ) -> tuple[GraphModule, int, bool]:
     """PT2E prepare, then calibrate, unless the observers' states can be loaded from ``records`` (where they are
     stored otherwise). Returns (the calibrated prepared module, samples used, whether loaded).
@@ -191,7 +193,7 @@ def prepare_calibrated(
     check_layers(exported.program, fp32_layers)
     try:
         with upstream.applied("xnnpack-quantizer-patterns-once"):
-            prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers))
+            prepared = prepare_pt2e(exported.program.module(), quantizer_for(scheme, fp32_layers, backend))
     except Exception as exc:
         raise QuantizeError(
             f"PT2E prepare failed: {first_line(exc)}", "try the xnnpack-fp32 target to check the rest of the pipeline"
