@@ -4,23 +4,22 @@ Written by the package stage, read by ``edgekit profile`` (program file, sha256,
 demo and the build summary: every one of them goes through :class:`Manifest`, so a missing or mistyped field is
 one error naming the file and the field, never a ``KeyError`` deep in a command.
 
-Longer than 400 lines because it is one job, the schema of one document: 25 small section classes, each a few fields
-with a comment, read top to bottom in the order the document nests them (the generated manifest reference follows
-this order). Split by section, a reader would page through several files to see one document, and each file would
-only import the others back.
+The sections one kind of program or one command owns live beside it: ``manifest_generation`` (a generation program's
+facts and fidelity) and ``manifest_tune`` (what ``edgekit tune`` tried and chose); the rest, which every package
+has, is here, top to bottom in the order the document nests it (the generated manifest reference follows it).
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._contract import Contract
 from .errors import ContractError, ProgramError
 from .fileops import PACKAGE_MARKER, read_json
+from .manifest_generation import GenerationSection
+from .manifest_tune import TuneSection
 from .reference import ReferenceSection
-from .token_fidelity import TokenReference
 
 MANIFEST_NAME = PACKAGE_MARKER
 PTE_NAME = "model.pte"
@@ -290,55 +289,6 @@ class BudgetSection(Contract):
         return [c for c in self.checks if not c.ok]
 
 
-class CandidateStatus(enum.StrEnum):
-    """The fate of a candidate `edgekit tune` tried."""
-
-    PENDING = "pending"  # not judged yet
-    CHOSEN = "chosen"
-    WITHIN = "beaten"  # within the budget, and beaten by the chosen one
-    OVER = "over"  # outside the budget (the reason says by how much)
-    FAILED = "failed"  # the build or the measurement failed (the reason is its error)
-    SKIPPED = "skipped"  # not built (the reason says why: no fp16 arithmetic, the time budget ran out)
-
-
-@dataclass(frozen=True)
-class TuneCandidate(Contract):
-    """One recipe `edgekit tune` tried, with what was measured and its fate."""
-
-    name: str
-    recipe: dict[str, str | int | float | list[str] | None]  # scheme, fp32_layers, prune ratio (decoders: linears …)
-    status: CandidateStatus
-    reason: str
-    size_bytes: int | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    peak_rss_mb: float | None = None
-    accuracy_drop: float | None = None  # this and the two below: the program against the user's model (the budget's)
-    sqnr_db: float | None = None
-    cosine_min: float | None = None
-    build_s: float | None = None
-    cached: bool = False
-    lowering_sqnr_db: float | None = (
-        None  # pruned candidates: the program against the pruned model (did lowering work?)
-    )
-    perplexity: float | None = None  # generation candidates: the program's, teacher-forced over the eval text
-    ppl_increase_pct: float | None = None  # ... over the user's model's (the budget's figure)
-    decode_tokens_per_s: float | None = None  # ... the objective (p50_ms is then a decode step's)
-
-
-@dataclass(frozen=True)
-class TuneSection(Contract):
-    objective: str  # p50 | size | peak_rss
-    budget: dict[str, float]  # max_accuracy_drop or min_sqnr_db (older packages: min_sqnr)
-    threads: int
-    candidates: list[TuneCandidate]
-    decision: str  # why the chosen one won, in one sentence
-    fidelity: str | None = (
-        None  # the chosen program's budget figures and what they were measured against (the user's model)
-    )
-    mann_whitney_p: float | None = None  # the two best programs' re-measured latency samples (two-sided), when compared
-
-
 @dataclass(frozen=True)
 class ExplainSection(Contract):
     """``explain.json`` beside the program: its instructions in the model's module names, per-module fidelity and
@@ -350,52 +300,6 @@ class ExplainSection(Contract):
     modules: bool  # per-module SQNR recorded (quantized programs)
     instructions: bool  # module names of the program's instructions recorded
     memory: bool  # the memory plan recorded
-
-
-@dataclass(frozen=True)
-class GreedyCheck(Contract):
-    """Greedy decoding from one prompt: the user's model and the program, token by token."""
-
-    prompt_tokens: int
-    new_tokens: int
-    matching: int  # positions where both chose the same token
-    prefix: int  # tokens before the first difference
-    eager_text: str
-    program_text: str
-    prompt_ids: list[int] = field(default_factory=list)
-    program_ids: list[int] = field(default_factory=list)  # what a profile checks first, here or on a device
-
-
-@dataclass(frozen=True)
-class GenerationSection(Contract):
-    """A generation program's facts and its fidelity (``manifest.generation``)."""
-
-    family: str  # the attention layout (llama, phi3, gpt2)
-    architecture: str  # the transformers class
-    max_seq_len: int  # tokens per forward call (a longer prompt is prefilled in chunks)
-    max_context_len: int  # the KV cache: prompt and generated tokens together
-    vocab_size: int
-    bos_id: int | None
-    eos_ids: list[int]
-    cache: str  # how the KV cache is kept
-    tokenizer_files: dict[str, str]  # file in the package → sha256
-    # fp32 | 8da8w | 8da4w (group g, HQQ scales), output layer 8da8w | 8da4w (group g, the weights' own 4-bit grid
-    # in n of m linears[, HQQ scales in the rest]), output layer 8da8w
-    linears: str
-    embeddings: str  # none | int8 | int4
-    eval_data: str
-    eval_tokens: int  # next-token predictions scored (teacher-forced)
-    perplexity_eager: float  # the user's model (fp32, as handed in)
-    perplexity_program: float
-    ppl_increase_pct: float
-    next_token_agreement: float  # share of positions where the program's top token is the model's
-    greedy: GreedyCheck
-    source: dict[str, str | int | list[str] | None] | None = None  # gguf: the file, its sha256 and quantization type
-    notes: list[str] = field(default_factory=list)
-    model_context_len: int | None = None  # the longest cache the model allows: its positions, or its sliding window
-    # the answers check's tokens and the user's model's logits for them (packages before it: None, checked against
-    # greedy.program_ids instead)
-    reference: TokenReference | None = None
 
 
 @dataclass(frozen=True)

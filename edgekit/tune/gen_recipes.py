@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from ..manifest import TuneCandidate
+from ..manifest_tune import TuneCandidate
 from .search import Tried
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypedDict
 
 from .. import paths
 from ..errors import BudgetError, UsageError
-from ..manifest import CandidateStatus
+from ..manifest_tune import CandidateStatus
 from .gen_recipes import (
     ALIASES,
     DEFAULT_MAX_PPL_INCREASE,
@@ -322,7 +322,7 @@ def _write(
     out: Path,
     force: bool,
 ) -> TuneResult:
-    from ..manifest import TuneSection
+    from ..manifest_tune import TuneSection
     from .write import write_package
 
     g = chosen.manifest.generation

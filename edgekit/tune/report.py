@@ -7,7 +7,7 @@ import base64
 import html
 
 from ..htmlreport import CSS, fig_png, html_table
-from ..manifest import CandidateStatus, TuneCandidate, TuneSection
+from ..manifest_tune import CandidateStatus, TuneCandidate, TuneSection
 
 HEAD = [
     "candidate",

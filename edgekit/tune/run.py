@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..manifest import CandidateStatus
+from ..manifest_tune import CandidateStatus
 from .search import Budget, Tried, TuneOptions, TuneResult  # noqa: F401 (TuneResult: edgekit.tune's public name)
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from .. import paths
 from ..errors import BudgetError, UsageError
-from ..manifest import CandidateStatus, TuneCandidate
+from ..manifest_tune import CandidateStatus, TuneCandidate
 from ..targets import BudgetConfig, QuantScheme
 from .recipes import PRUNE_RATIOS, Recipe, base_recipes, native_fp16
 

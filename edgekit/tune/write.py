@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..builds import ModelEntry
-    from ..manifest import TuneCandidate, TuneSection, VerifySection
+    from ..manifest import VerifySection
+    from ..manifest_tune import TuneCandidate, TuneSection
     from .search import Budget, Tried, TuneOptions, TuneResult
 
 
@@ -32,7 +33,7 @@ def write_tuned(
     out: Path,
     force: bool,
 ) -> TuneResult:
-    from ..manifest import TuneSection
+    from ..manifest_tune import TuneSection
 
     section = TuneSection(
         objective=s.opts.objective,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...fileops import staged_output, write_json
-from ...manifest import GenerationSection, GreedyCheck
+from ...manifest_generation import GenerationSection, GreedyCheck
 from ...targets import GENERATION, QuantScheme, Target
 from ..stages import StageRunner
 from ..state import BuildResult
