@@ -25,3 +25,16 @@ class Finite(click.FloatRange):
 def defaulted(param: str) -> bool:
     """Whether the running command's ``param`` came from its default, not the command line."""
     return click.get_current_context().get_parameter_source(param) is click.core.ParameterSource.DEFAULT
+
+
+def flag(param: str) -> str:
+    """The running command's spelling of its parameter ``param`` (``eval_data`` → ``--eval``; itself when unknown)."""
+    for p in click.get_current_context().command.params:
+        if p.name == param:
+            return p.opts[0]
+    return param
+
+
+def given_flags(params: tuple[str, ...]) -> list[str]:
+    """The spellings of those of ``params`` given on the command line (not left at their default)."""
+    return [flag(p) for p in params if not defaulted(p)]

@@ -23,7 +23,6 @@ class BackendFamily:
     """One backend (see the module docstring)."""
 
     backend: Backend
-    description: str
     schemes: frozenset[QuantScheme]  # the quantization schemes its programs run
     #: "module:function" → (program, prepare) -> (the partitioners to lower with, the program rewritten for them when
     #: ``prepare``, the edge passes, the names of the rewrites applied); None: no delegate, ExecuTorch's portable kernels
@@ -50,7 +49,6 @@ class BackendFamily:
 FAMILIES: dict[Backend, BackendFamily] = {
     Backend.XNNPACK: BackendFamily(
         backend=Backend.XNNPACK,
-        description="XNNPACK's optimized CPU kernels (Arm NEON/SVE, x86 AVX2/AVX-512)",
         schemes=frozenset(QuantScheme),
         partition="edgekit.pipeline.xnnpack:xnnpack_partition",
         quantizer="edgekit.pipeline.quantize:xnnpack_quantizer",
@@ -61,7 +59,6 @@ FAMILIES: dict[Backend, BackendFamily] = {
     ),
     Backend.PORTABLE: BackendFamily(
         backend=Backend.PORTABLE,
-        description="no delegate: ExecuTorch's own portable CPU kernels, for comparison",
         schemes=frozenset({QuantScheme.NONE}),
         partition=None,
         quantizer=None,

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .errors import UsageError
 from .target_config import GENERATION
 
 if TYPE_CHECKING:
@@ -148,13 +147,6 @@ def unregister(name: str) -> None:
     if name == TENSOR.name:
         raise ValueError("the tensor kind cannot be removed")
     KINDS[:] = [k for k in KINDS if k.name != name]
-
-
-def by_name(name: str) -> ProgramKind:
-    for k in KINDS:
-        if k.name == name:
-            return k
-    raise UsageError(f"unknown kind of program {name!r}", f"one of {', '.join(k.name for k in KINDS)}")
 
 
 def for_build(target: Target | None, task: str | None) -> ProgramKind:

@@ -34,6 +34,16 @@ def _build_figures(b: Built, **figures: Any) -> BuildFigures:
     )
 
 
+def _names(model: SuiteModel, target: str, threads: int) -> dict[str, str | int]:
+    """What names an item in a run (its key, model, target and threads), for every kind's item."""
+    return {
+        "key": f"{model.name}|{Path(target).stem}|{threads}",
+        "model": model.name,
+        "target": Path(target).stem,
+        "threads": threads,
+    }
+
+
 def _tensor_item(
     model: SuiteModel, target: str, threads: int, b: Built, prof: Any, explanation: dict | None = None
 ) -> BenchItem:
@@ -41,10 +51,7 @@ def _tensor_item(
     acc = manifest.verify.accuracy
     prog = manifest.program
     return BenchItem(
-        key=f"{model.name}|{Path(target).stem}|{threads}",
-        model=model.name,
-        target=Path(target).stem,
-        threads=threads,
+        **_names(model, target, threads),
         engine=prof.engine,
         build=_build_figures(
             b,
@@ -74,8 +81,9 @@ def _tensor_item(
 
 
 def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
-    """A text-generation item (the generation kind's, :mod:`edgekit.kinds`): prefill and decode measured by a generation profile (here in the suite's engine, whose
-    ``auto`` is the Python worker with ExecuTorch's llama:: kernels; on a device by the native runner); the latency
+    """A text-generation item (the generation kind's, :mod:`edgekit.kinds`): prefill and decode measured by a
+    generation profile (here in the suite's engine, whose ``auto`` is the Python worker with ExecuTorch's llama::
+    kernels; on a device by the native runner); the latency
     samples are the decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and
     perplexity beside them."""
     from ..profile.generation import profile_generation
@@ -94,10 +102,7 @@ def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, 
         device=device,
     )
     return BenchItem(
-        key=f"{model.name}|{Path(target).stem}|{threads}",
-        model=model.name,
-        target=Path(target).stem,
-        threads=threads,
+        **_names(model, target, threads),
         engine=p.engine,
         build=_build_figures(
             b,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .._options import Finite
+from .._options import Finite, flag
 from ..dynamic import DYNAMIC_DIM_HELP
 from .options import RATIO, emit_json, multiple_of_32, parsed
 
@@ -215,15 +214,15 @@ def build(
         scope=prune_scope,
         round_to=prune_round_to,
     )
-    request = BuildRequest(
+    request = BuildRequest.of(
         model=model,
-        out=Path(out),
+        out=out,
         target=tgt,
-        inputs=tuple(inputs),
+        inputs=inputs,
         calibration=calibration,
         eval=eval_data,
         dynamic_batch=dynamic_batch,
-        dynamic_dims=tuple(dynamic_dims),
+        dynamic_dims=dynamic_dims,
         finetune=finetune,
         finetune_epochs=finetune_epochs,
         finetune_lr=finetune_lr,
@@ -235,9 +234,8 @@ def build(
         explain=not no_explain,
         max_seq_len=max_seq_len,
     )
-    flags = {p.name: p.opts[0] for p in click.get_current_context().command.params}
     renamed = {"eval": "eval_data", "explain": "no_explain"}  # request fields whose flag's parameter is named apart
-    request.check_applies(kind, lambda field: flags.get(renamed.get(field, field), field))  # before anything prints
+    request.check_applies(kind, lambda field: flag(renamed.get(field, field)))  # before anything prints
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from .._options import Finite, defaulted
+from .._options import Finite, defaulted, given_flags
 from ..runner.protocol import SELECTABLE_ENGINES
 from .options import emit_json, parsed
 
@@ -148,8 +148,8 @@ def profile(
             "nothing to profile" if program is None else "give PROGRAM or --eager, not both",
             "pass a .pte / package folder, or --eager MODEL_SPEC --input SHAPE",
         )
-    given = locals()  # (a comprehension has locals of its own)
-    args = ProfileArgs(**{f.name: given[f.name] for f in dataclasses.fields(ProfileArgs)})
+    values = locals()  # (a comprehension has locals of its own)
+    args = ProfileArgs(**{f.name: values[f.name] for f in dataclasses.fields(ProfileArgs)})
     kind = kinds.of_package(program) if program is not None else kinds.TENSOR
     kinds.step(kind, "profile_command")(args)
 
@@ -186,10 +186,9 @@ class ProfileArgs:
     quiet: bool
 
 
-def _refuse(given: list[tuple[str, bool]], noun: str, hint: str) -> None:
+def _refuse(wrong: list[str], noun: str, hint: str) -> None:
     from ..errors import UsageError
 
-    wrong = [opt for opt, on in given if on]
     if wrong:
         raise UsageError(f"{', '.join(wrong)} do(es) not apply to {noun}", hint)
 
@@ -211,14 +210,18 @@ def profile_generation_package(a: ProfileArgs) -> None:
 
     _refuse(
         [
-            ("--input", bool(a.input_specs)),
-            ("--inputs", a.inputs_file is not None),
-            ("--batch", a.batch is not None),
-            ("--ops", a.ops),
-            ("--save-outputs", a.save_outputs is not None),
-            ("--target", a.target is not None),
-            ("--method", a.method != "forward"),
-            ("--min-seconds", a.min_seconds is not None),
+            opt
+            for opt, on in (
+                ("--input", bool(a.input_specs)),
+                ("--inputs", a.inputs_file is not None),
+                ("--batch", a.batch is not None),
+                ("--ops", a.ops),
+                ("--save-outputs", a.save_outputs is not None),
+                ("--target", a.target is not None),
+                ("--method", a.method != "forward"),
+                ("--min-seconds", a.min_seconds is not None),
+            )
+            if on
         ],
         "a generation program",
         "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device",
@@ -254,7 +257,7 @@ def profile_tensor(a: ProfileArgs) -> None:
     from . import render
 
     _refuse(
-        [("--prompt-len", not defaulted("prompt_len")), ("--gen-len", not defaulted("gen_len"))],
+        given_flags(("prompt_len", "gen_len")),
         "a model's program",
         "they size a generation program's profile (a package built with --task text-generation)",
     )

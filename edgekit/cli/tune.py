@@ -10,7 +10,7 @@ from typing import Any, Callable
 import click
 
 from .. import paths
-from .._options import Finite, defaulted
+from .._options import Finite, given_flags
 from .options import emit_json
 
 
@@ -220,8 +220,8 @@ def tune(
     """
     from .. import kinds
 
-    loc = locals()  # (a comprehension has locals of its own)
-    args = TuneArgs(**{f.name: loc[f.name] for f in dataclasses.fields(TuneArgs)})
+    values = locals()  # (a comprehension has locals of its own)
+    args = TuneArgs(**{f.name: values[f.name] for f in dataclasses.fields(TuneArgs)})
     kinds.step(kinds.for_tune(model), "tune_command")(args)
 
 
@@ -258,11 +258,6 @@ class TuneArgs:
     as_json: bool
     quiet: bool
 
-    def given(self, names: tuple[str, ...]) -> list[str]:
-        """The command-line spellings of those of ``names`` given on the command line (not left at their default)."""
-        opts = {p.name: p.opts[0] for p in click.get_current_context().command.params}
-        return [opts[n] for n in names if not defaulted(n)]
-
 
 #: the options of a generation program's search, and of a model's
 GENERATION_ONLY = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
@@ -274,7 +269,7 @@ MODEL_ONLY = (
 
 def tune_tensor(a: TuneArgs) -> None:
     """The tensor kind's ``edgekit tune``: recipes × precisions × prune ratios within the accuracy budget."""
-    wrong = a.given(GENERATION_ONLY)
+    wrong = given_flags(GENERATION_ONLY)
     if wrong:
         raise click.UsageError(f"{', '.join(wrong)} apply(ies) to decoders (hf:/gguf: causal language models) only")
     from ..models import parse_input_spec
@@ -314,7 +309,7 @@ def tune_tensor(a: TuneArgs) -> None:
 
 def tune_generation_model(a: TuneArgs) -> None:
     """The generation kind's ``edgekit tune``: the fastest decode within the perplexity budget."""
-    wrong = a.given(MODEL_ONLY)
+    wrong = given_flags(MODEL_ONLY)
     if wrong:
         raise click.UsageError(
             f"{', '.join(wrong)} do(es) not apply to a decoder: tune searches its generation programs by "

@@ -86,24 +86,15 @@ def align(ops: list[str], xnodes: list[dict[str, object]]) -> list[int | None]:
 
 def etdump_events(etdump: Path) -> tuple[dict[int, list[tuple[str, list[float], bool]]], list[float]]:
     """Per instruction: (event name, raw ms samples, delegate-internal?); and Method::execute's samples."""
-    from .._noise import quiet
+    from ..profile.ops import timed_events
 
-    with quiet():
-        from executorch.devtools import Inspector
-
-        inspector = Inspector(etdump_path=str(etdump))
     per_instr: dict[int, list[tuple[str, list[float], bool]]] = defaultdict(list)
     method: list[float] = []
-    for block in inspector.event_blocks:
-        if block.name != "Execute":
-            continue
-        for ev in block.events:
-            if ev.perf_data is None or not ev.perf_data.raw:
-                continue
-            if ev.name == "Method::execute":
-                method = list(ev.perf_data.raw)
-            elif ev.name != "OPERATOR_CALL":
-                per_instr[ev._instruction_id].append((ev.name, list(ev.perf_data.raw), bool(ev.is_delegated_op)))
+    for ev in timed_events(etdump):
+        if ev.name == "Method::execute":
+            method = list(ev.perf_data.raw)
+        elif ev.name != "OPERATOR_CALL":
+            per_instr[ev._instruction_id].append((ev.name, list(ev.perf_data.raw), bool(ev.is_delegated_op)))
     return per_instr, method
 
 

@@ -105,34 +105,10 @@ def build(
         >>> result = build("mypkg.nets:make_net", "xnnpack-int8", calibration="calib.npz", out="build/net")
         >>> result.manifest.verify.sqnr_db
     """
+    options = dict(locals())  # every parameter is a BuildRequest field of the same name
     from .request import BuildRequest, run_build
 
-    return run_build(
-        BuildRequest(
-            model=model,
-            out=Path(out),
-            target=target,
-            inputs=tuple(inputs),
-            calibration=calibration,
-            eval=eval,
-            dynamic_batch=dynamic_batch,
-            dynamic_dims=tuple(dynamic_dims),
-            finetune=finetune,
-            finetune_epochs=finetune_epochs,
-            finetune_lr=finetune_lr,
-            force=force,
-            verify_samples=verify_samples,
-            seed=seed,
-            task=task,
-            hf_output=hf_output,
-            progress=progress,
-            calibration_records=calibration_records,
-            reference_samples=reference_samples,
-            reference_max_mb=reference_max_mb,
-            explain=explain,
-            max_seq_len=max_seq_len,
-        )
-    )
+    return run_build(BuildRequest.of(**options))
 
 
 def build_tensor(request: BuildRequest) -> BuildResult:

@@ -56,26 +56,15 @@ class ModuleSqnr:
 
     def to_dict(self) -> ModuleSqnrDoc:
         """The row as ``explain.json`` holds it (``folded`` only on folded modules, before ``source``)."""
-        if self.folded:
-            return {
-                "module": self.module,
-                "class": self.cls,
-                "sqnr_db": self.sqnr_db,
-                "local_sqnr_db": self.local_sqnr_db,
-                "impact_sqnr_db": self.impact_sqnr_db,
-                "leaf": self.leaf,
-                "folded": True,
-                "source": self.source,
-            }
-        return {
+        head = {
             "module": self.module,
             "class": self.cls,
             "sqnr_db": self.sqnr_db,
             "local_sqnr_db": self.local_sqnr_db,
             "impact_sqnr_db": self.impact_sqnr_db,
             "leaf": self.leaf,
-            "source": self.source,
         }
+        return {**head, **({"folded": True} if self.folded else {}), "source": self.source}  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,14 @@ class BuildRequest:
     max_seq_len: int | None = None
     eval_tokens: int | None = None
 
+    @classmethod
+    def of(cls, **fields: object) -> BuildRequest:
+        """A request from ``build()``'s keywords or the CLI's values: ``out`` as a path, the sequences as tuples."""
+        fields["out"] = Path(fields["out"])  # type: ignore[arg-type]
+        for name in ("inputs", "dynamic_dims"):
+            fields[name] = tuple(fields.get(name) or ())  # type: ignore[arg-type]
+        return cls(**fields)  # type: ignore[arg-type]
+
     @property
     def resolved_target(self) -> Target:
         if not isinstance(self.target, Target):

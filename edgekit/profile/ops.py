@@ -8,10 +8,31 @@ the mean run time, i.e. the sum of top-level events; a delegate-internal op's sh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import ProfileError, first_line
 from .stats import percentile
+
+if TYPE_CHECKING:
+    from executorch.devtools.inspector import Event
+
+
+def timed_events(etdump_path: str | Path) -> list[Event]:
+    """The events of an ETDump's ``Execute`` blocks that carry timings (ExecuTorch's Inspector, read quietly): what
+    ``--ops`` tabulates and ``edgekit explain`` joins to the model's modules."""
+    from .._noise import quiet
+
+    with quiet():
+        from executorch.devtools import Inspector
+
+        inspector = Inspector(etdump_path=str(etdump_path))
+    return [
+        ev
+        for block in inspector.event_blocks
+        if block.name == "Execute"
+        for ev in block.events
+        if ev.perf_data is not None and ev.perf_data.raw
+    ]
 
 
 class OpRow(TypedDict):
@@ -43,36 +64,26 @@ def op_table(etdump_path: str | Path, top: int | None = None) -> OpTable:
         ``name, kind (operator|delegate_call|delegate_op), backend, calls_per_run, mean_ms, p50_ms, share``; p50 is the
         type-7 percentile the latency figures use.
     """
-    from .._noise import quiet
-
     try:
-        with quiet():
-            from executorch.devtools import Inspector
-
-            inspector = Inspector(etdump_path=str(etdump_path))
+        events_with_times = timed_events(etdump_path)
     except Exception as exc:
         raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}", "profile without --ops") from exc
     events: list[tuple[str, str, str | None, int, float, float]] = []  # name, kind, backend, samples, mean, p50
     runs = 0
-    for block in inspector.event_blocks:
-        if block.name != "Execute":
-            continue
-        for ev in block.events:
-            if ev.perf_data is None or not ev.perf_data.raw:
-                continue
-            raw = list(ev.perf_data.raw)
-            runs = max(runs, len(raw))
-            if ev.name == "Method::execute":
-                kind = "method"
-            elif ev.name == "DELEGATE_CALL":
-                kind = "delegate_call"
-            elif ev.is_delegated_op:
-                kind = "delegate_op"
-            else:
-                kind = "operator"
-            events.append(
-                (ev.name, kind, ev.delegate_backend_name, len(raw), sum(raw) / len(raw), percentile(sorted(raw), 50))
-            )
+    for ev in events_with_times:
+        raw = list(ev.perf_data.raw)
+        runs = max(runs, len(raw))
+        if ev.name == "Method::execute":
+            kind = "method"
+        elif ev.name == "DELEGATE_CALL":
+            kind = "delegate_call"
+        elif ev.is_delegated_op:
+            kind = "delegate_op"
+        else:
+            kind = "operator"
+        events.append(
+            (ev.name, kind, ev.delegate_backend_name, len(raw), sum(raw) / len(raw), percentile(sorted(raw), 50))
+        )
     if not events:
         raise ProfileError("the ETDump holds no operator timings", "the runtime may have been built without profiling")
     method = [mean for _, kind, _, _, mean, _ in events if kind == "method"]
