@@ -120,7 +120,8 @@ GENERATION_KIND = ProgramKind(
     claims_build=_is_generation_target,
     claims_package=lambda manifest: manifest.generation is not None,
     claims_model=_is_causal,
-    options=frozenset({"max_seq_len", "eval_tokens", "task"}),
+    # max_ppl_increase, max_kld, min_top1: the CLI's budget flags (target overrides), a generation program's figures
+    options=frozenset({"max_seq_len", "eval_tokens", "task", "max_ppl_increase", "max_kld", "min_top1"}),
     steps={
         "build": "edgekit.pipeline.generation:build_generation",
         "render_build": "edgekit.cli.render_build:generation_summary",

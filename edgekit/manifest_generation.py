@@ -1,12 +1,13 @@
 """The manifest's ``generation`` section (:mod:`edgekit.manifest`): a generation program's facts (its family, cache,
-tokenizer, recipe) and its fidelity against the user's model (perplexity, next-token agreement, greedy tokens, the
-answers check's reference)."""
+tokenizer, recipe) and its fidelity against the user's model (llama.cpp's KL-divergence protocol: mean KLD, same top-1,
+perplexity ratio; greedy tokens as a diagnostic; the answers check's reference)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ._contract import Contract
+from .perplexity_protocol import ProtocolFidelity
 from .token_fidelity import TokenReference
 
 
@@ -42,11 +43,11 @@ class GenerationSection(Contract):
     linears: str
     embeddings: str  # none | int8 | int4
     eval_data: str
-    eval_tokens: int  # next-token predictions scored (teacher-forced)
-    perplexity_eager: float  # the user's model (fp32, as handed in)
+    eval_tokens: int  # next-token predictions scored (llama.cpp's protocol: the second half of each chunk)
+    perplexity_eager: float  # the user's model (fp32, as handed in), on those positions
     perplexity_program: float
     ppl_increase_pct: float
-    next_token_agreement: float  # share of positions where the program's top token is the model's
+    next_token_agreement: float  # same top-1: share of scored positions where the program's top token is the model's
     greedy: GreedyCheck
     source: dict[str, str | int | list[str] | None] | None = None  # gguf: the file, its sha256 and quantization type
     notes: list[str] = field(default_factory=list)
@@ -54,3 +55,6 @@ class GenerationSection(Contract):
     # the answers check's tokens and the user's model's logits for them (packages before it: None, checked against
     # greedy.program_ids instead)
     reference: TokenReference | None = None
+    # llama-perplexity --kl-divergence's figures against the user's model (packages before it: None; their figures
+    # above were teacher-forced over every position of max_seq_len windows)
+    fidelity: ProtocolFidelity | None = None

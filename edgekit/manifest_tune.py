@@ -40,9 +40,11 @@ class TuneCandidate(Contract):
     lowering_sqnr_db: float | None = (
         None  # pruned candidates: the program against the pruned model (did lowering work?)
     )
-    perplexity: float | None = None  # generation candidates: the program's, teacher-forced over the eval text
+    perplexity: float | None = None  # generation candidates: the program's over the eval text (llama.cpp's protocol)
     ppl_increase_pct: float | None = None  # ... over the user's model's (the budget's figure)
     decode_tokens_per_s: float | None = None  # ... the objective (p50_ms is then a decode step's)
+    kld_mean: float | None = None  # generation candidates: mean KL(your model ‖ program), llama.cpp's protocol
+    same_top1: float | None = None  # ... and the share of positions with your model's top token
 
 
 @dataclass(frozen=True)

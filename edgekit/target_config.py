@@ -235,6 +235,8 @@ class BudgetConfig:
     max_accuracy_drop: float | None = None
     min_sqnr_db: float | None = None  # output SQNR against the user's model (verify's), checked by build and tune
     max_ppl_increase_pct: float | None = None  # generation: the program's perplexity over the model's, in percent
+    max_kld: float | None = None  # generation: mean KL(your model ‖ program) in nats, llama.cpp's protocol
+    min_top1_pct: float | None = None  # generation: same top-1 as your model, percent of scored positions
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

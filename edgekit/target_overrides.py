@@ -38,6 +38,8 @@ def with_build_options(
     quantize_embeddings: str | None = None,
     group_size: int | None = None,
     max_ppl_increase: float | None = None,
+    max_kld: float | None = None,
+    min_top1: float | None = None,
     **prune: float | str | None,
 ) -> Target:
     """The target with the build command's overrides applied (``prune`` keys are ``[prune]`` fields; None = unset).
@@ -55,6 +57,10 @@ def with_build_options(
         changes["quantize__group_size"] = group_size
     if max_ppl_increase is not None:
         changes["budget__max_ppl_increase_pct"] = max_ppl_increase
+    if max_kld is not None:
+        changes["budget__max_kld"] = max_kld
+    if min_top1 is not None:
+        changes["budget__min_top1_pct"] = min_top1
     if prune_ignore:
         changes["prune__ignore"] = tuple(prune_ignore)
     if prune_layer:

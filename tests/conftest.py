@@ -71,6 +71,7 @@ FAST_FILES = {
     "test_readme.py",
     "test_targets.py",
     "test_token_fidelity.py",
+    "test_perplexity_protocol.py",
 }
 
 

@@ -52,7 +52,11 @@ def test_an_fp32_generation_program_is_the_model_handed_in(llama):
     m = edgekit.read_manifest(llama["xnnpack-llm-fp32"])
     g = m.generation
     assert g.architecture == "LlamaForCausalLM" and g.family == "llama" and g.max_context_len == 64
-    # teacher-forced over the built-in text, through the KV cache one token at a time: the same numbers
+    # llama.cpp's KL-divergence protocol over the built-in text (4 chunks of the 64-token context, the second half of
+    # each scored), through the KV cache: the program is the model, so KLD 0 and the same top token everywhere
+    f = g.fidelity
+    assert (f.n_ctx, f.chunks, f.positions) == (64, 4, 4 * (64 - 1 - 32)) and g.eval_tokens == f.positions
+    assert f.kld_mean < 1e-8 and f.same_top1 == 1.0 and abs(f.ppl_ratio - 1) < 1e-4 and abs(f.delta_p_mean) < 1e-6
     assert abs(g.perplexity_program / g.perplexity_eager - 1) < 1e-4 and g.next_token_agreement == 1.0
     assert g.greedy.matching == g.greedy.new_tokens == 32 and g.greedy.prefix == 32
     assert m.verify.task == "text-generation" and m.verify.reference == "original" and m.verify.sqnr_db > 60
@@ -80,6 +84,10 @@ def test_8da4w_quantizes_every_linear_and_stays_close(llama):
     assert f is not None and 4 * vocab * hidden <= f.size_bytes < 1.1 * 4 * vocab * hidden, f
     assert q.program.shipped_bytes < 0.5 * fp32.program.shipped_bytes
     assert 0 < g.perplexity_program and abs(g.ppl_increase_pct) < 60 and g.next_token_agreement > 0.2
+    # int4 weights move the distributions: a divergence well above the fp32 program's rounding, measured with its error
+    f = g.fidelity
+    assert f.kld_mean > 1e-3 and 0 < f.kld_se < f.kld_mean and f.kld_p99 >= f.kld_median and f.same_top1 < 1.0
+    assert round(f.same_top1, 4) == g.next_token_agreement and abs(f.ppl_increase_pct - g.ppl_increase_pct) < 1e-2
     # a built-in target's budget is checked by the build (tune's candidates carry none: tune judges them)
     assert fp32.budget.checks[0].name == "ppl_increase_pct" and fp32.budget.checks[0].ok and not q.budget.checks
     # the delegate runs the int4 GEMMs; nothing of the linears is left on portable kernels
@@ -337,10 +345,17 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--group-size", "96"), 2, "does not divide")
     missing = str(tmp_path / "missing.txt")
     one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--eval", missing), 1, "does not exist")
-    (tmp_path / "empty.txt").write_text("\n")
+    # an eval text shorter than llama.cpp's protocol needs: 4 chunks of the program's context (here 256 tokens)
+    (tmp_path / "short.txt").write_text("A short paragraph of held-out text, far from a thousand tokens.\n" * 8)
     one_line_error(
-        run_cli("build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "empty.txt")), 1, "at least 2"
+        run_cli("build", f"hf:{llama['folder']}", *gen, "--eval", str(tmp_path / "short.txt")),
+        1,
+        "4 chunks of 256 tokens",
+        "1024 are needed",
     )
+    # fidelity budgets are a generation program's: refused on a model's build, checked in range
+    one_line_error(run_cli("build", "toy_models:small_cnn", "-o", str(out), "--max-kld", "0.1"), 2, "--max-kld")
+    one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "--min-top1", "101"), 2, "--min-top1")
     one_line_error(run_cli("build", f"hf:{llama['folder']}", *gen, "-c", "x.npz"), 2, "calibration")
     # a model that attends within a sliding window shorter than the cache: past it, the program would not be the model
     windowed = tiny_decoder(
@@ -440,5 +455,19 @@ def test_tune_on_a_decoder_keeps_the_fastest_program_within_the_perplexity_budge
     assert cands["8da4w-g32-embint8"]["ppl_increase_pct"] > 1.0, cands
     only4 = [a if a != "8da4w,int8" else "8da4w" for a in args]
     r = run_cli(*only4, "--max-ppl-increase", "1", "-o", str(tmp_path / "none"))
-    one_line_error(r, 1, "no candidate is within --max-ppl-increase 1%", "8da4w-g32-embint8")
+    one_line_error(
+        r, 1, "no candidate is within the budget (perplexity +1%)", "8da4w-g32-embint8", "--max-ppl-increase"
+    )
     assert "cached" in r.output and not (tmp_path / "none").exists()
+    # the same in llama.cpp's terms: a mean KLD and a same-top-1 share none meets, each named with its figure
+    kld = cands["8da4w-g32-embint8"]["kld_mean"]
+    assert kld > 0 and 0 < cands["8da4w-g32-embint8"]["same_top1"] < 1, cands
+    r = run_cli(*only4, "--max-kld", f"{kld / 2:.6f}", "--min-top1", "99.9", "-o", str(tmp_path / "none"))
+    one_line_error(r, 1, "mean KLD ≤", "same top-1 ≥ 99.9%", f"mean KLD {kld:.4f} is over --max-kld")
+    assert not (tmp_path / "none").exists()
+    # within a KLD budget it meets: chosen, and the budget recorded as given
+    ok = run_cli(*only4, "--max-kld", "10", "--min-top1", "1", "-o", str(tmp_path / "kld"), "--json", "-q")
+    assert ok.exit_code == 0, ok.output
+    tuned = json.loads(ok.stdout)["tune"]
+    assert tuned["budget"] == {"max_ppl_increase_pct": 50.0, "max_kld": 10.0, "min_top1_pct": 1.0}
+    assert "mean KLD" in tuned["fidelity"] and "same top-1" in tuned["fidelity"]

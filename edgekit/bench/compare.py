@@ -55,7 +55,7 @@ class Verdict(str, enum.Enum):
 @dataclass(frozen=True)
 class MetricDef:
     name: str
-    kind: str  # "samples" | "ratio" | "points" | "db"
+    kind: str  # "samples" | "ratio" | "points" | "db" | "nats" (a rise is worse)
     default_threshold: float
     description: str
 
@@ -71,6 +71,8 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("sqnr", "db", 3.0, "SQNR of the program vs eager (drop in dB)"),
         MetricDef("ttft", "samples", 0.15, "text generation: time to first token, one prefill per round (ratio)"),
         MetricDef("perplexity", "ratio", 0.01, "text generation: the program's perplexity on the eval text (ratio)"),
+        MetricDef("kld", "nats", 0.01, "text generation: mean KL divergence from your model (rise in nats)"),
+        MetricDef("top1", "points", 0.01, "text generation: same top-1 as your model (drop in points)"),
     )
 }
 RSS_FLOOR_MB = 1.0
@@ -102,7 +104,7 @@ def parse_fail_on(specs: tuple[str, ...] | list[str]) -> dict[str, float]:
             ) from None
         if not math.isfinite(number) or number < 0:
             raise UsageError(f"--fail-on {spec!r}: the threshold must be a finite number >= 0", "e.g. latency_p50:10%")
-        out[name] = number if METRICS[name].kind == "db" else number / 100.0
+        out[name] = number if METRICS[name].kind in ("db", "nats") else number / 100.0
     return out
 
 
@@ -179,6 +181,10 @@ def compare_value(base: float | None, new: float | None, *, metric: str, thresho
         change = ratio - 1
         big_enough = metric != "peak_rss" or abs(new - base) >= RSS_FLOOR_MB
         worse, better = change > threshold and big_enough, change < -threshold and big_enough
+    elif kind == "nats":  # lower is better, compare the difference
+        change = new - base
+        ratio = None
+        worse, better = change > threshold, change < -threshold
     else:  # points / db: higher is better, compare the difference
         change = new - base
         ratio = None
@@ -257,6 +263,10 @@ def _value(result: BenchItem, metric: str) -> float | None:
         return result.build.sqnr_db
     if metric == "perplexity":
         return result.build.perplexity
+    if metric == "kld":
+        return result.build.kld_mean
+    if metric == "top1":
+        return result.build.same_top1
     raise KeyError(metric)
 
 

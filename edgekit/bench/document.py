@@ -55,8 +55,10 @@ class BuildFigures(Contract):
     worker: str | None = None  # where it was built (a Dask worker's address, or host:pid); None: from the cache
     attempts: int = 1  # > 1: a worker died and another one built it
     peak_rss_mb: float | None = None  # the building process's high-water mark (an upper bound for this build)
-    perplexity: float | None = None  # text-generation: the program's, teacher-forced over the eval text
+    perplexity: float | None = None  # text-generation: the program's over the eval text (llama.cpp's protocol)
     ppl_increase_pct: float | None = None  # … above the model handed in
+    kld_mean: float | None = None  # … mean KL(the model handed in ‖ program), nats
+    same_top1: float | None = None  # … share of positions with the model's top token
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ SUMMARY_HEAD = [
 def _quality_cell(b: BuildFigures) -> str:
     """Top-1 accuracy, or for a generation program its perplexity and how far above the model's it is."""
     if b.perplexity is not None:
-        return f"ppl {b.perplexity:.3g} ({b.ppl_increase_pct:+.1f}%)"
+        kld = "" if b.kld_mean is None else f", KLD {b.kld_mean:.3g}, top-1 {100 * b.same_top1:.0f}%"
+        return f"ppl {b.perplexity:.3g} ({b.ppl_increase_pct:+.1f}%{kld})"
     return "–" if b.accuracy is None else f"{b.accuracy:.2%}"
 
 

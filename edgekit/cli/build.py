@@ -116,6 +116,20 @@ from .options import RATIO, emit_json, multiple_of_32, parsed
     "model's.",
 )
 @click.option(
+    "--max-kld",
+    type=Finite(0, min_open=True),
+    metavar="NATS",
+    help="text-generation: fail when the mean KL divergence from your model (llama-perplexity's protocol) is above "
+    "this, e.g. 0.05.",
+)
+@click.option(
+    "--min-top1",
+    type=Finite(0, 100),
+    metavar="PCT",
+    help="text-generation: fail when the program's top token is your model's at fewer than this percent of the scored "
+    "positions, e.g. 90.",
+)
+@click.option(
     "--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json)."
 )
 @click.option(
@@ -171,6 +185,8 @@ def build(
     max_seq_len: int | None,
     group_size: int | None,
     max_ppl_increase: float | None,
+    max_kld: float | None,
+    min_top1: float | None,
     out: str,
     force: bool,
     reference_samples: int,
@@ -204,6 +220,8 @@ def build(
         has_eval=eval_data is not None,
         group_size=group_size,
         max_ppl_increase=max_ppl_increase,
+        max_kld=max_kld,
+        min_top1=min_top1,
         prune_layer=prune_layer,
         prune_ignore=prune_ignore,
         max_accuracy_drop=max_accuracy_drop,
@@ -236,6 +254,12 @@ def build(
     )
     renamed = {"eval": "eval_data", "explain": "no_explain"}  # request fields whose flag's parameter is named apart
     request.check_applies(kind, lambda field: flag(renamed.get(field, field)))  # before anything prints
+    budgets = {"max_ppl_increase": max_ppl_increase, "max_kld": max_kld, "min_top1": min_top1}
+    extra = [flag(k) for k, v in budgets.items() if v is not None and k not in kind.options]
+    if extra:
+        from ..errors import UsageError
+
+        raise UsageError(f"{', '.join(extra)} do(es) not apply to {kind.label}", kind.why_not)
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:

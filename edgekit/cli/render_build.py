@@ -136,17 +136,35 @@ def generation_summary(result: Any) -> None:
         + (f" + {prog.data.file} {prog.data.size_bytes / 2**20:.1f} MiB (the tied table, once)" if prog.data else "")
         + f", KV cache {g.max_context_len} tokens ({g.cache}); sha256 {prog.sha256[:12]}…",
     )
-    t.add_row(
-        "perplexity",
-        f"your model {g.perplexity_eager:.3f} → program {g.perplexity_program:.3f} ({g.ppl_increase_pct:+.2f}%) over "
-        f"{g.eval_tokens} tokens of {g.eval_data}",
-    )
-    t.add_row("next token", f"the program's top token is your model's at {g.next_token_agreement:.1%} of positions")
+    f = g.fidelity
+    if f is not None:  # llama.cpp's protocol: the figures its users compare recipes and runtimes by
+        t.add_row(
+            "fidelity",
+            f"mean KLD {f.kld_mean:.4f} ± {f.kld_se:.4f} nats (99%: {f.kld_p99:.3f}), same top-1 "
+            f"{100 * f.same_top1:.1f} ± {100 * f.same_top1_se:.1f}% against your model",
+        )
+        t.add_row(
+            "perplexity",
+            f"your model {f.ppl_base:.3f} → program {f.ppl:.3f}: ratio {f.ppl_ratio:.4f} ± {f.ppl_ratio_se:.4f} "
+            f"({g.ppl_increase_pct:+.2f}%)",
+        )
+        t.add_row(
+            "",
+            f"[dim]llama-perplexity --kl-divergence's protocol: {f.chunks} chunks of {f.n_ctx} tokens of {g.eval_data}, "
+            f"{f.positions} predictions scored (the second half of each)[/]",
+        )
+    else:
+        t.add_row(
+            "perplexity",
+            f"your model {g.perplexity_eager:.3f} → program {g.perplexity_program:.3f} ({g.ppl_increase_pct:+.2f}%) "
+            f"over {g.eval_tokens} tokens of {g.eval_data}",
+        )
+        t.add_row("next token", f"the program's top token is your model's at {g.next_token_agreement:.1%} of positions")
     gr = g.greedy
     t.add_row(
         "greedy",
         f"{gr.matching}/{gr.new_tokens} tokens as your model's ({gr.prefix} before the first difference) after a "
-        f"{gr.prompt_tokens}-token prompt",
+        f"{gr.prompt_tokens}-token prompt (a diagnostic: free-running tokens part at the first near tie)",
     )
     t.add_row("", f"[dim]program: {gr.program_text!r}[/]")
     for c in m.budget.checks:

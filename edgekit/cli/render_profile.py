@@ -160,6 +160,8 @@ def generation_report(results: list) -> None:
             con.print(f"[green]✓[/] answers checked: {c.matching}/{c.tokens} top tokens as when built ({c.note})")
     else:
         con.print(f"[yellow]answers not checked[/] ({c.note})")
+    if r0.fidelity is not None:
+        con.print(f"[bold]fidelity[/] (when built, llama-perplexity's protocol): {r0.fidelity.summary()}")
     t = table(
         "generation",
         ["threads", "load ms", "TTFT ms (p50)", "prefill tok/s", "decode tok/s", "token ms p50", "p90", "peak RSS MiB",

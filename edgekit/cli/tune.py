@@ -146,6 +146,18 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Decoders: budget on the program's perplexity over your model's, in percent (default 50).",
 )
 @click.option(
+    "--max-kld",
+    type=Finite(0),
+    metavar="NATS",
+    help="Decoders: budget on the mean KL divergence from your model (llama-perplexity's protocol), e.g. 0.05.",
+)
+@click.option(
+    "--min-top1",
+    type=Finite(0, 100),
+    metavar="PCT",
+    help="Decoders: the program's top token must be your model's at least this percent of the time, e.g. 90.",
+)
+@click.option(
     "--linears", default="8da4w,int8", show_default=True, metavar="P,P", help="Decoders: linear precisions to try."
 )
 @click.option(
@@ -190,6 +202,8 @@ def tune(
     cache: str,
     executor: str | None,
     max_ppl_increase: float | None,
+    max_kld: float | None,
+    min_top1: float | None,
     linears: str,
     group_sizes: str,
     embeddings: str,
@@ -211,7 +225,8 @@ def tune(
 
     A decoder (hf:DIR or gguf:FILE of a causal LM) is tuned as a generation program instead: int4 (8da4w) linears at
     each --group-sizes and int8 linears, each with an int4 or int8 embedding table; the fastest decode within
-    --max-ppl-increase (perplexity over --eval text, against your model) wins, the smaller program on a tie.
+    the budget — --max-ppl-increase, and --max-kld / --min-top1 if given: llama-perplexity's figures over --eval text,
+    against your model — wins, the smaller program on a tie.
 
     \b
     Example:
@@ -247,6 +262,8 @@ class TuneArgs:
     cache: str
     executor: str | None
     max_ppl_increase: float | None
+    max_kld: float | None
+    min_top1: float | None
     linears: str
     group_sizes: str
     embeddings: str
@@ -260,7 +277,17 @@ class TuneArgs:
 
 
 #: the options of a generation program's search, and of a model's
-GENERATION_ONLY = ("max_ppl_increase", "linears", "group_sizes", "embeddings", "max_seq_len", "prompt_len", "gen_len")
+GENERATION_ONLY = (
+    "max_ppl_increase",
+    "max_kld",
+    "min_top1",
+    "linears",
+    "group_sizes",
+    "embeddings",
+    "max_seq_len",
+    "prompt_len",
+    "gen_len",
+)
 MODEL_ONLY = (
     "inputs", "calibration", "finetune", "base_target", "max_accuracy_drop", "min_sqnr", "objective", "precisions",
     "prune_ratios", "runs", "time_budget",
@@ -308,12 +335,12 @@ def tune_tensor(a: TuneArgs) -> None:
 
 
 def tune_generation_model(a: TuneArgs) -> None:
-    """The generation kind's ``edgekit tune``: the fastest decode within the perplexity budget."""
+    """The generation kind's ``edgekit tune``: the fastest decode within the fidelity budget."""
     wrong = given_flags(MODEL_ONLY)
     if wrong:
         raise click.UsageError(
             f"{', '.join(wrong)} do(es) not apply to a decoder: tune searches its generation programs by "
-            "--max-ppl-increase, --linears, --group-sizes and --embeddings"
+            "--max-ppl-increase, --max-kld, --min-top1, --linears, --group-sizes and --embeddings"
         )
     from ..tune.gen_recipes import DEFAULT_MAX_PPL_INCREASE
     from ..tune.generation import tune_generation
@@ -324,6 +351,8 @@ def tune_generation_model(a: TuneArgs) -> None:
             out=a.out,
             eval=a.eval_data,
             max_ppl_increase=DEFAULT_MAX_PPL_INCREASE if a.max_ppl_increase is None else a.max_ppl_increase,
+            max_kld=a.max_kld,
+            min_top1=a.min_top1,
             linears=_list(a.linears, "--linears"),
             group_sizes=_list(a.group_sizes, "--group-sizes", int),
             embeddings=_list(a.embeddings, "--embeddings"),

@@ -34,6 +34,8 @@ from .stages import StageRunner
 from .state import BuildResult, BuildState
 
 if TYPE_CHECKING:
+    from ..perplexity_protocol import ProtocolFidelity
+    from ..target_config import BudgetConfig
     from .explain_fidelity import ModuleFidelityDoc
     from .explain_memory import MemoryPlan
 
@@ -50,18 +52,15 @@ class ExplainDoc(TypedDict):
 
 
 def check_budget(
-    tgt: Target, size_bytes: int, verify: VerifySection | None = None, ppl_increase_pct: float | None = None
+    tgt: Target, size_bytes: int, verify: VerifySection | None = None, protocol: ProtocolFidelity | None = None
 ) -> BudgetSection:
-    """The budget checks a build can make itself, for every kind of program: the perplexity increase (a generation
-    program's), the size (``size_bytes``: what an app ships, ``model.ptd`` too), the accuracy drop and SQNR (``verify``:
+    """The budget checks a build can make itself, for every kind of program: the perplexity increase, mean KLD and
+    same top-1 (``protocol``: a generation program's, on llama.cpp's protocol), the size (``size_bytes``: what an app ships, ``model.ptd`` too), the accuracy drop and SQNR (``verify``:
     a model's program); the rest (latency, memory) is left to ``edgekit profile``."""
     b = tgt.budget
     checks = []
-    if b.max_ppl_increase_pct is not None and ppl_increase_pct is not None:
-        pct = round(ppl_increase_pct, 3)
-        checks.append(
-            BudgetCheck("ppl_increase_pct", b.max_ppl_increase_pct, pct, ppl_increase_pct <= b.max_ppl_increase_pct)
-        )
+    if protocol is not None:
+        checks += protocol_checks(b, protocol)
     if b.max_size_mb is not None:
         size_mb = round(size_bytes / 2**20, 3)
         checks.append(BudgetCheck("size_mb", b.max_size_mb, size_mb, size_mb <= b.max_size_mb))
@@ -72,6 +71,21 @@ def check_budget(
         checks.append(BudgetCheck("sqnr_db", b.min_sqnr_db, verify.sqnr_db, verify.sqnr_db >= b.min_sqnr_db))
     unchecked = [k for k in ("max_p50_ms", "max_peak_rss_mb") if getattr(b, k) is not None]
     return BudgetSection(checks, unchecked)
+
+
+def protocol_checks(b: BudgetConfig, f: ProtocolFidelity) -> list[BudgetCheck]:
+    """A generation program's fidelity budgets (perplexity increase, mean KLD, same top-1), each against the model
+    handed in on llama.cpp's protocol."""
+    checks = []
+    if b.max_ppl_increase_pct is not None:
+        pct = round(f.ppl_increase_pct, 3)
+        checks.append(BudgetCheck("ppl_increase_pct", b.max_ppl_increase_pct, pct, pct <= b.max_ppl_increase_pct))
+    if b.max_kld is not None:
+        checks.append(BudgetCheck("kld_mean", b.max_kld, round(f.kld_mean, 6), f.kld_mean <= b.max_kld))
+    if b.min_top1_pct is not None:
+        top1 = round(100 * f.same_top1, 3)
+        checks.append(BudgetCheck("same_top1_pct", b.min_top1_pct, top1, top1 >= b.min_top1_pct))
+    return checks
 
 
 def manifest_for(

@@ -23,6 +23,7 @@ from .. import kinds
 from .._contract import Contract
 from ..errors import ProfileError, ProgramError, UsageError
 from ..manifest import read_manifest
+from ..perplexity_protocol import ProtocolFidelity
 from ..runner.protocol import CHECK_OUTPUTS, RESULT, SELECTABLE_ENGINES, Engine
 from .answers import GenerationCheck, answers_check
 from .stats import LatencyStats, summarize
@@ -62,6 +63,9 @@ class GenerationProfile(Contract):
     prefill_samples_ms: list[float] = field(default_factory=list)  # every round's prefill call (its TTFT)
     device: dict | None = None  # measured on a device over ssh: its name, facts, bundle, thermal and frequency readings
     engine_note: str = ""  # what the engine is, for people
+    # the program against the user's model when built, on llama.cpp's KL-divergence protocol (the manifest's; the
+    # answers check above says whether this runtime still computes that program)
+    fidelity: ProtocolFidelity | None = None
 
 
 #: what each engine is, in the report (``GenerationProfile.engine_note``)
@@ -297,6 +301,7 @@ def profile_generation(
         prefill_samples_ms=[round(x, 4) for x in prefill],
         device=device_info,
         engine_note=NATIVE_NOTE if native else PYTHON_NOTE,
+        fidelity=m.generation.fidelity,
     )
 
 

@@ -81,6 +81,7 @@ class TriedRecipe(Tried):
 
     def record(self) -> TuneCandidate:
         m, p = self.manifest, self.profile
+        f = m.generation.fidelity if m else None
         return TuneCandidate(
             name=self.recipe.name,
             recipe=self.recipe.to_dict(),
@@ -95,4 +96,6 @@ class TriedRecipe(Tried):
             perplexity=m.generation.perplexity_program if m else None,
             ppl_increase_pct=self.increase,
             decode_tokens_per_s=p.decode_tokens_per_s if p else None,
+            kld_mean=f.kld_mean if f else None,
+            same_top1=f.same_top1 if f else None,
         )

@@ -1,9 +1,10 @@
-"""``edgekit tune`` on a decoder: the fastest generation program within a perplexity budget.
+"""``edgekit tune`` on a decoder: the fastest generation program within a fidelity budget (perplexity increase, and
+optionally mean KLD and same top-1, on llama.cpp's protocol against the model handed in).
 
 Candidates: int4 linears (8da4w) at each group size, int8 linears (8da8w), each with an int4 or an int8 embedding
 table; the output layer is int8 in all of them (see :mod:`edgekit.pipeline.generation`). Every candidate is built
 through the build queue into the content-addressed cache (an interrupted tune resumes), verified against the model
-handed in (perplexity over the eval text, teacher-forced through the KV cache); those within the perplexity budget are
+handed in (llama.cpp's KL-divergence protocol over the eval text, through the KV cache); those within the budget are
 measured by the generation worker (cached per build, machine and settings), decode tokens/s being the objective. The
 two fastest are then re-measured in interleaved rounds (:func:`edgekit.tune.search.decide`, as for any model): the
 faster wins only when Mann-Whitney on their decode steps says they differ at α = 0.01, else the smaller program.
@@ -15,6 +16,7 @@ candidates, with the reason in the table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypedDict
 
@@ -35,8 +37,54 @@ from .search import MeasureResult
 
 if TYPE_CHECKING:
     from ..builds import BuildCache
+    from ..manifest_generation import GenerationSection
     from ..profile.generation import GenerationProfile
     from .search import TuneResult
+
+
+@dataclass(frozen=True)
+class GenBudget:
+    """A generation tune's fidelity budget, every figure against the model handed in on llama.cpp's protocol (the
+    build's verify): the perplexity increase, and optionally the mean KL divergence and the same-top-1 share."""
+
+    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE  # percent
+    max_kld: float | None = None  # nats
+    min_top1: float | None = None  # percent
+
+    def misses(self, g: GenerationSection) -> list[str]:
+        """What the program misses, each in a few words (empty: within)."""
+        out = []
+        if g.ppl_increase_pct > self.max_ppl_increase:
+            out.append(
+                f"perplexity {g.ppl_increase_pct:+.1f}% misses --max-ppl-increase {self.max_ppl_increase:g} by "
+                f"{g.ppl_increase_pct - self.max_ppl_increase:.1f} points"
+            )
+        f = g.fidelity
+        if self.max_kld is not None and (f is None or f.kld_mean > self.max_kld):
+            out.append(
+                "no KLD measured (a package from before llama.cpp's protocol)"
+                if f is None
+                else f"mean KLD {f.kld_mean:.4f} is over --max-kld {self.max_kld:g}"
+            )
+        if self.min_top1 is not None and (f is None or 100 * f.same_top1 < self.min_top1):
+            out.append(
+                "no same top-1 measured"
+                if f is None
+                else f"same top-1 {100 * f.same_top1:.1f}% is under --min-top1 {self.min_top1:g}"
+            )
+        return out
+
+    def describe(self) -> str:
+        parts = [f"perplexity +{self.max_ppl_increase:g}%"]
+        if self.max_kld is not None:
+            parts.append(f"mean KLD ≤ {self.max_kld:g}")
+        if self.min_top1 is not None:
+            parts.append(f"same top-1 ≥ {self.min_top1:g}%")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, float]:
+        d = {"max_ppl_increase_pct": self.max_ppl_increase, "max_kld": self.max_kld, "min_top1_pct": self.min_top1}
+        return {k: v for k, v in d.items() if v is not None}
 
 
 class ProfileSettings(TypedDict):
@@ -54,6 +102,8 @@ def tune_generation(
     out: str | Path,
     eval: str | Path | None = None,  # noqa: A002 - the CLI's --eval
     max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
+    max_kld: float | None = None,
+    min_top1: float | None = None,
     linears: Sequence[str] = LINEARS,
     group_sizes: Sequence[int] = GROUP_SIZES,
     embeddings: Sequence[str] = EMBEDDINGS,
@@ -79,7 +129,8 @@ def tune_generation(
     from ..machine import machine_facts
     from .search import TuneOptions, decide
 
-    recipes = _check(max_ppl_increase, linears, group_sizes, embeddings, prompt_len, gen_len)
+    budget = GenBudget(max_ppl_increase, max_kld, min_top1)
+    recipes = _check(budget, linears, group_sizes, embeddings, prompt_len, gen_len)
     check_output(Path(out), force)
     _check_eval(eval)
     say = progress or (lambda *a: None)
@@ -123,13 +174,13 @@ def tune_generation(
         done += 1
         if t.manifest is None:
             continue
-        _judge(t, max_ppl_increase)
+        _judge(t, budget)
         if t.status is CandidateStatus.WITHIN:  # over the budget: not worth the time to measure
             say(f"measuring {t.recipe.name}", done, total)
             _measure(t, store, measurement_key(keys[id(t)], settings, facts["machine_id"]), settings)
     within = sorted((t for t in tried if t.status == CandidateStatus.WITHIN), key=_speed_key)
     if not within:
-        raise _no_candidate(tried, max_ppl_increase)
+        raise _no_candidate(tried, budget)
 
     def remeasure(t: TriedRecipe) -> list[float]:
         """Fresh decode steps (never the cache): the two best are compared side by side, interleaved."""
@@ -147,7 +198,7 @@ def tune_generation(
                 f"tokens/s, {t.manifest.program.shipped_bytes / 2**20:.1f} vs "
                 f"{chosen.manifest.program.shipped_bytes / 2**20:.1f} MiB"
             )
-    return _write(model, tried, chosen, why, p, max_ppl_increase, threads, notes, Path(out), force)
+    return _write(model, tried, chosen, why, p, budget, threads, notes, Path(out), force)
 
 
 def _check_eval(eval_path: str | Path | None) -> None:
@@ -202,7 +253,7 @@ def _check_model(model: str, tried: list[TriedRecipe], max_seq_len: int | None, 
 
 
 def _check(
-    budget: float,
+    budget: GenBudget,
     linears: Sequence[str],
     group_sizes: Sequence[int],
     embeddings: Sequence[str],
@@ -213,8 +264,15 @@ def _check(
 
     linears = [ALIASES.get(v, v) for v in linears]
 
-    if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
-        raise UsageError(f"--max-ppl-increase must be a percentage ≥ 0, got {budget!r}", "e.g. --max-ppl-increase 25")
+    for value, what, hi, example in (
+        (budget.max_ppl_increase, "--max-ppl-increase", None, "25"),
+        (budget.max_kld, "--max-kld", None, "0.05"),
+        (budget.min_top1, "--min-top1", 100, "90"),
+    ):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if value is not None and not (ok and (hi is None or value <= hi)):
+            limits = "≥ 0" if hi is None else f"in [0, {hi}]"
+            raise UsageError(f"{what} must be a number {limits}, got {value!r}", f"e.g. {what} {example}")
     for value, valid, what in ((linears, LINEARS, "--linears"), (embeddings, EMBEDDINGS, "--embeddings")):
         bad = [v for v in value if v not in valid]
         if bad or not value:
@@ -272,23 +330,18 @@ def _measure(t: TriedRecipe, store: BuildCache, key: str, settings: ProfileSetti
     store.put_measurement(key, t.profile.to_dict())
 
 
-def _judge(t: TriedRecipe, budget: float) -> None:
-    """Within or over the perplexity budget (against the model handed in, from the build's own verify)."""
-    g = t.manifest.generation
-    miss = g.ppl_increase_pct - budget
-    t.status = CandidateStatus.OVER if miss > 0 else CandidateStatus.WITHIN
-    t.reason = (
-        f"perplexity {g.ppl_increase_pct:+.1f}% misses the budget by {miss:.1f} points (not measured)"
-        if miss > 0
-        else "within the budget"
-    )
+def _judge(t: TriedRecipe, budget: GenBudget) -> None:
+    """Within or over the budget (against the model handed in, from the build's own verify)."""
+    misses = budget.misses(t.manifest.generation)
+    t.status = CandidateStatus.OVER if misses else CandidateStatus.WITHIN
+    t.reason = "; ".join(misses) + " (not measured)" if misses else "within the budget"
 
 
 def _speed_key(t: TriedRecipe) -> tuple[float, int]:
     return (-t.profile.decode_tokens_per_s, t.manifest.program.shipped_bytes)
 
 
-def _no_candidate(tried: list[TriedRecipe], budget: float) -> BudgetError:
+def _no_candidate(tried: list[TriedRecipe], budget: GenBudget) -> BudgetError:
     built = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.OVER]
     failed = [t for t in tried if t.manifest is not None and t.status is CandidateStatus.FAILED]
     if failed:  # within the budget, but not measurable: say so rather than blame the budget
@@ -297,11 +350,11 @@ def _no_candidate(tried: list[TriedRecipe], budget: float) -> BudgetError:
             "see the table; rerun once the cause is fixed (the builds are cached)",
         )
     elif built:
-        closest = min(built, key=lambda t: t.increase)
+        closest = min(built, key=lambda t: (len(budget.misses(t.manifest.generation)), t.increase))
         err = BudgetError(
-            f"no candidate is within --max-ppl-increase {budget:g}%: the closest, {closest.recipe.name}, raises "
-            f"perplexity by {closest.increase:.1f}%",
-            "raise the budget, or build xnnpack-llm-fp32 (the model's own perplexity)",
+            f"no candidate is within the budget ({budget.describe()}): the closest, {closest.recipe.name}: "
+            + "; ".join(budget.misses(closest.manifest.generation)),
+            "loosen the budget, or build xnnpack-llm-fp32 (your model itself)",
         )
     else:
         first = next((t.reason for t in tried if t.reason), "no candidate was built")
@@ -316,7 +369,7 @@ def _write(
     chosen: TriedRecipe,
     why: str,
     p: float | None,
-    budget: float,
+    budget: GenBudget,
     threads: int,
     notes: list[str],
     out: Path,
@@ -328,15 +381,14 @@ def _write(
     g = chosen.manifest.generation
     section = TuneSection(
         objective="decode_tokens_per_s",
-        budget={"max_ppl_increase_pct": budget},
+        budget=budget.to_dict(),
         threads=threads,
         candidates=[t.record() for t in tried],
         decision=f"{chosen.recipe.name}: {why}",
         mann_whitney_p=p,
         fidelity=(
-            f"perplexity {g.perplexity_eager:.3f} → {g.perplexity_program:.3f} ({g.ppl_increase_pct:+.1f}%), "
-            f"next token {g.next_token_agreement:.1%} as your model's, over {g.eval_tokens} tokens of "
-            f"{g.eval_data}, against your model (fp32, as handed in); budget +{budget:g}%"
+            (g.fidelity.summary() if g.fidelity else f"perplexity {g.ppl_increase_pct:+.1f}%")
+            + f"; text: {g.eval_data}; against your model (fp32, as handed in); budget {budget.describe()}"
         ),
     )
     return write_package(model, section, chosen, notes, out, force)

@@ -32,6 +32,8 @@ HEAD_GENERATION = [
     "peak RSS MiB",
     "size MiB",
     "perplexity vs your model",
+    "mean KLD",
+    "same top-1",
     "build s",
     "why",
 ]
@@ -54,6 +56,8 @@ def generation_rows(candidates: list[TuneCandidate]) -> list[list[str]]:
             _f(c.peak_rss_mb, ".1f"),
             _f(None if c.size_bytes is None else c.size_bytes / 2**20, ".1f"),
             "–" if c.perplexity is None else f"{c.perplexity:.3f} ({c.ppl_increase_pct:+.1f}%)",
+            _f(c.kld_mean, ".4f"),
+            "–" if c.same_top1 is None else f"{100 * c.same_top1:.1f}%",
             ("cached" if c.cached else _f(c.build_s, ".1f")),
             c.reason,
         ]

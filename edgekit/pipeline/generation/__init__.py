@@ -5,8 +5,9 @@ tokens from its first prompt) → wrap (:mod:`edgekit.pipeline.decoder`: text-ru
 quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first, then every linear as 8da8w or 8da4w;
 linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0/Q4_K, keep it: :mod:`edgekit.pipeline.grid`)
 → export (T dynamic from 1 to ``max_seq_len``) → lower (XNNPACK, plus the constant methods ExecuTorch's text runner
-reads) → verify (the program in the ExecuTorch runtime against the references: perplexity, next-token agreement,
-logits SQNR, greedy tokens, and the answers check's tokens as every runtime will feed them) → package (``model.pte``,
+reads) → verify (the program in the ExecuTorch runtime against the references on llama.cpp's KL-divergence protocol:
+mean KLD, same top-1, perplexity ratio; logits SQNR, greedy tokens, and the answers check's tokens as every runtime
+will feed them) → package (``model.pte``,
 the tokenizer files, ``reference.npz`` with the user's model's logits for the answers check
 (:mod:`edgekit.token_fidelity`), ``manifest.json`` with a ``generation`` section).
 
@@ -32,7 +33,7 @@ from .references import (
     check_shapes,
     model_context_len,
     model_references,
-    read_eval_tokens,
+    read_eval_text,
     special_ids,
 )
 from .verify import verify_decoder
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from ..request import BuildRequest
 
 DEFAULT_MAX_SEQ_LEN = 512
-DEFAULT_EVAL_TOKENS = 512
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -61,7 +61,6 @@ def build_generation(request: BuildRequest) -> BuildResult:
         raise UsageError(
             "a text-generation build takes a model spec, hf:DIR or gguf:FILE", "pass the decoder's folder or GGUF file"
         )
-    eval_tokens = DEFAULT_EVAL_TOKENS if request.eval_tokens is None else request.eval_tokens
     tgt = request.resolved_target
     tgt = tgt if tgt.task == GENERATION else tgt.replace(task=GENERATION)
     _check_target(tgt)
@@ -87,9 +86,10 @@ def build_generation(request: BuildRequest) -> BuildResult:
             # the default, not a request: the model's own context (or its sliding window, within which full
             # attention is the model's attention) is the limit
             max_seq_len = max(8, limit)
-        tokens, data_source = read_eval_tokens(eval, lm.tokenizer, eval_tokens)
         check_shapes(lm.model, tgt, max_seq_len)
-        ref = model_references(lm.model, tokens, max_seq_len)
+        text = read_eval_text(eval, lm.tokenizer, max_seq_len, request.eval_tokens)
+        data_source = text.source
+        ref = model_references(lm.model, text, max_seq_len)
         ids = special_ids(lm)
         decoder, quant = quantize_decoder(lm.model, tgt, max_seq_len, stages)
         exported = stages.run(Stage.EXPORT, lambda: export_decoder(decoder, max_seq_len), f"T = 1..{max_seq_len}")
@@ -108,7 +108,7 @@ def build_generation(request: BuildRequest) -> BuildResult:
         if quant.shared_table and quant.table_rows is not None:
             check_stored_once(lowered, quant.table_rows)
         fid = stages.run(
-            Stage.VERIFY, lambda: verify_decoder(lowered.pte, tokens, ref, max_seq_len, lowered.data), data_source
+            Stage.VERIFY, lambda: verify_decoder(lowered.pte, text, ref, max_seq_len, lowered.data), data_source
         )
     greedy_text = [lm.tokenizer.decode(t) for t in (ref.greedy, fid.greedy)]
     return stages.run(

@@ -70,7 +70,8 @@ def write_generation_package(
     greedy = ref.greedy
     matching = sum(a == b for a, b in zip(greedy, fid.greedy))
     prefix = next((i for i, (a, b) in enumerate(zip(greedy, fid.greedy)) if a != b), len(greedy))
-    increase = 100.0 * (fid.ppl_program / fid.ppl_eager - 1.0)
+    pf = fid.protocol
+    increase = pf.ppl_increase_pct
     with tempfile.TemporaryDirectory() as d:  # the tokenizer files as the package will hold them
         lm.tokenizer.save_pretrained(d)
         tok_files = {p.name: p.read_bytes() for p in sorted(Path(d).iterdir()) if p.is_file()}
@@ -87,11 +88,12 @@ def write_generation_package(
         linears=quant.linears,
         embeddings=quant.embeddings,
         eval_data=data_source,
-        eval_tokens=fid.scored,
-        perplexity_eager=round(fid.ppl_eager, 4),
-        perplexity_program=round(fid.ppl_program, 4),
+        eval_tokens=pf.positions,
+        perplexity_eager=round(pf.ppl_base, 4),
+        perplexity_program=round(pf.ppl, 4),
         ppl_increase_pct=round(increase, 3),
-        next_token_agreement=round(fid.agreement, 4),
+        next_token_agreement=round(pf.same_top1, 4),
+        fidelity=pf,
         model_context_len=model_context_len(lm.model.config),
         greedy=GreedyCheck(
             len(ref.prompt),
@@ -113,11 +115,11 @@ def write_generation_package(
         sqnr_db=fid.sqnr_db,
         exact=fid.sqnr_db is None,
         cosine_similarity=round(fid.cosine, 6),
-        top1_agreement=round(fid.agreement, 4),
+        top1_agreement=round(pf.same_top1, 4),
         cosine_min=round(fid.cosine_min, 6),
     )
     verify = VerifySection(
-        samples=fid.scored,
+        samples=pf.positions,
         data=data_source,
         max_abs_error=logits.max_abs_error,
         mean_abs_error=logits.mean_abs_error,
@@ -128,7 +130,7 @@ def write_generation_package(
         top1_agreement=logits.top1_agreement,
         reference="original",
         task=GENERATION,
-        task_reason="a generation build: next-token logits, teacher-forced over the eval text",
+        task_reason="a generation build: next-token logits on llama.cpp's KL-divergence protocol over the eval text",
         cosine_min=logits.cosine_min,
     )
     manifest = manifest_for(
@@ -173,7 +175,7 @@ def write_generation_package(
         ),
         verify=verify,
         # what an app ships: model.ptd too
-        budget=check_budget(tgt, info.size_bytes + len(lowered.data or b""), ppl_increase_pct=increase),
+        budget=check_budget(tgt, info.size_bytes + len(lowered.data or b""), protocol=pf),
         generation=gen,
     )
     raise_for_budget(manifest.budget)

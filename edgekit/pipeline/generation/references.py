@@ -21,30 +21,44 @@ if TYPE_CHECKING:
 GREEDY_PROMPT_TOKENS = 16
 GREEDY_NEW_TOKENS = 32
 
-#: what verify reads without ``--eval``: plain English prose written for edgekit (no copyright, no training set)
-SAMPLE_TEXT = (
-    "The harbour town woke slowly on winter mornings. Fishing boats came back before the light, and the men who "
-    "sailed them carried their catch up the stone steps to the market, where the stalls opened at seven. By eight "
-    "the bakery had sold most of its bread, and the children were walking to school along the sea wall, counting "
-    "the gulls and arguing about which of them was the largest. The schoolmaster, a patient man with a grey beard, "
-    "taught arithmetic in the morning and history after lunch. He liked to begin each lesson with a question that "
-    "had no easy answer: why do tides rise twice a day, how did people cross the sea before there were maps, what "
-    "makes a town decide to build a lighthouse? The children did not always answer, but they listened, and some of "
-    "them went home and asked their parents the same questions over dinner. In spring the town changed. Visitors "
-    "arrived on the afternoon train with suitcases and cameras, the cafes put tables outside, and the harbour filled "
-    "with small boats painted in bright colours. The fishermen complained about the noise, yet they sold more fish "
-    "than at any other time of year, and the market stayed open until late in the evening. When autumn came the "
-    "visitors left, the tables were carried back inside, and the town returned to its own rhythm, quiet and steady, "
-    "measured by the boats, the bread and the bells of the old church on the hill."
-)
+#: what verify reads without ``--eval``: plain English prose written for edgekit (no copyright, no training set), long
+#: enough for llama.cpp's protocol at ``-c 512`` (4 chunks: 2,048 tokens; 2,355 with SmolLM2's tokenizer)
+SAMPLE_TEXT_FILE = Path(__file__).with_name("sample_text.txt")
 
 
-def read_eval_tokens(
-    source: str | Path | None, tokenizer: PreTrainedTokenizerBase, limit: int
-) -> tuple[list[int], str]:
-    """The eval text's token ids (at most ``limit``) and where they came from."""
+@dataclass(frozen=True)
+class EvalText:
+    """The eval text as verify reads it: its tokens (the greedy and answers checks start from them) and llama.cpp's
+    chunks of them (:mod:`edgekit.perplexity_protocol`)."""
+
+    ids: list[int]  # the text's tokens, no special tokens
+    chunks: list[list[int]]  # n_ctx tokens each, a BOS first where the tokenizer adds one
+    n_ctx: int
+    source: str  # where the text came from, and how much of it is read
+
+
+def read_eval_text(
+    source: str | Path | None, tokenizer: PreTrainedTokenizerBase, max_context: int, limit: int | None = None
+) -> EvalText:
+    """The eval text's tokens, cut as ``llama-perplexity`` cuts them for a program whose cache holds ``max_context``
+    tokens: :data:`~edgekit.perplexity_protocol.MIN_CHUNKS` whole chunks, or as many as ``limit`` tokens hold.
+
+    Raises:
+        UsageError: ``limit`` holds fewer than the chunks the protocol needs.
+        DataError: an unreadable text, or one too short for them.
+    """
+    from ...perplexity_protocol import MIN_CHUNKS, chunks, protocol_ctx, tokens_needed
+
+    n_ctx = protocol_ctx(max_context)
+    needed = tokens_needed(n_ctx)
+    if limit is not None and limit < needed:
+        raise UsageError(
+            f"eval_tokens={limit} is under the {MIN_CHUNKS} chunks of {n_ctx} tokens llama.cpp's protocol scores",
+            f"pass eval_tokens={needed} or more (or leave it out)",
+        )
     if source is None:
-        text, what = SAMPLE_TEXT, "built-in sample text (pass --eval FILE.txt for your own)"
+        text = SAMPLE_TEXT_FILE.read_text(encoding="utf-8")
+        what = "built-in sample text (pass --eval FILE.txt for your own)"
     else:
         path = Path(source)
         try:
@@ -52,13 +66,34 @@ def read_eval_tokens(
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read the eval text {path}: {exc}", "pass a UTF-8 .txt file") from None
         what = str(path)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < 2:
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = _added_bos(tokenizer)
+    seq = ([bos] if bos is not None else []) + ids
+    if len(seq) < needed:
         raise DataError(
-            f"the eval text {what} holds {len(ids)} token(s): perplexity needs at least 2",
-            "pass a .txt file with a few paragraphs of text like your users' prompts",
+            f"the eval text {what} holds {len(seq)} token(s); llama.cpp's protocol scores {MIN_CHUNKS} chunks of "
+            f"{n_ctx} tokens (the program's context, at most 512): {needed} are needed",
+            f"pass a .txt file of at least {needed} tokens of text like your users' prompts, or leave out --eval for "
+            "the built-in one",
         )
-    return ids[:limit], what + (f" (its first {limit} of {len(ids)} tokens)" if len(ids) > limit else "")
+    taken = (limit if limit is not None else needed) // n_ctx * n_ctx
+    cut = chunks(seq[:taken], n_ctx, bos)
+    read = len(cut) * n_ctx
+    return EvalText(
+        ids=ids,
+        chunks=cut,
+        n_ctx=n_ctx,
+        source=what + (f" (its first {read} of {len(seq)} tokens)" if len(seq) > read else ""),
+    )
+
+
+def _added_bos(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The BOS id when the tokenizer puts one first by itself (llama.cpp's ``add_bos``), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    first = tokenizer("a")["input_ids"][:1]
+    return int(bos) if first == [bos] else None
 
 
 def check_shapes(model: PreTrainedModel, tgt: Target, max_seq_len: int) -> None:
@@ -130,19 +165,12 @@ def special_ids(lm: CausalLM) -> SpecialIds:
     return SpecialIds(None if bos is None else int(bos), eos_ids)
 
 
-def windows(tokens: list[int], max_seq_len: int) -> list[list[int]]:
-    """``tokens`` cut into windows of ``max_seq_len`` (the last may be shorter), each with a token to predict."""
-    return [
-        tokens[i : i + max_seq_len] for i in range(0, len(tokens), max_seq_len) if len(tokens[i : i + max_seq_len]) > 1
-    ]
-
-
 @dataclass(frozen=True)
 class ReferenceResult:
     """What the user's model (fp32, as handed in) answers, taken before it is quantized in place: what verify compares
     the program with, and what the package keeps for the answers check."""
 
-    logits: torch.Tensor  # teacher-forced, float32 [scored positions, vocab]: every window's, in order
+    scored: list[torch.Tensor]  # per protocol chunk, its logits at the scored positions, float32 [positions, vocab]
     greedy: list[int]  # the tokens greedy decoding adds to ``prompt``
     prompt: list[int]  # the greedy check's prompt (the start of the eval text)
     check_tokens: list[int]  # the answers check's tokens (edgekit.token_fidelity.check_sequence)
@@ -150,28 +178,23 @@ class ReferenceResult:
     check_logits: np.ndarray  # ... and the model's logits at its steps, float32 [steps, vocab]
 
 
-def model_references(model: PreTrainedModel, tokens: list[int], max_seq_len: int) -> ReferenceResult:
-    """The user's model (fp32, as handed in): teacher-forced logits at every position, greedy tokens, and the answers
-    check's tokens and logits (:func:`check_references`)."""
+def model_references(model: PreTrainedModel, text: EvalText, max_seq_len: int) -> ReferenceResult:
+    """The user's model (fp32, as handed in): its logits at each chunk's scored positions (llama.cpp's protocol, a
+    chunk in one forward), greedy tokens, and the answers check's tokens and logits."""
     import torch
 
-    logits = []
+    from ...perplexity_protocol import first_scored
+    from ...token_fidelity import check_sequence
+
+    tokens = text.ids
     with torch.no_grad():
-        for w in windows(tokens, max_seq_len):
-            logits.append(model(torch.tensor([w]), use_cache=False).logits[0, :-1].float())
+        scored = [
+            model(torch.tensor([c]), use_cache=False).logits[0, first_scored(len(c)) : -1].float() for c in text.chunks
+        ]
         prompt = tokens[: min(GREEDY_PROMPT_TOKENS, max_seq_len // 2)]  # a call's tokens: at most max_seq_len
         seq = list(prompt)
         for _ in range(min(GREEDY_NEW_TOKENS, max_seq_len - len(prompt))):
             seq.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    teacher_forced = torch.cat(logits)
-    check_tokens, check_prompt, check_logits = check_references(tokens, max_seq_len, teacher_forced)
-    return ReferenceResult(teacher_forced, seq[len(prompt) :], prompt, check_tokens, check_prompt, check_logits)
-
-
-def check_references(tokens: list[int], max_seq_len: int, logits: torch.Tensor) -> tuple[list[int], int, np.ndarray]:
-    """The answers check's tokens (the start of the eval text), its prompt length, and the user's model's logits at
-    its steps: rows of the teacher-forced ``logits`` (the first window starts at token 0 and holds them all)."""
-    from ...token_fidelity import check_sequence
-
-    seq, prompt = check_sequence(tokens, max_seq_len)
-    return seq, prompt, logits[prompt - 1 : len(seq) - 1].numpy()
+        check, n = check_sequence(tokens, max_seq_len)
+        check_logits = model(torch.tensor([check]), use_cache=False).logits[0, n - 1 : len(check) - 1].float()
+    return ReferenceResult(scored, seq[len(prompt) :], prompt, check, n, check_logits.numpy())

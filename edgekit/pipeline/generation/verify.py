@@ -1,6 +1,8 @@
-"""Verify a generation program against the user's model, in the ExecuTorch runtime and through its own KV cache, token by
-token as it will run: perplexity, next-token agreement, the logits' SQNR and cosine, greedy tokens, and the answers
-check's logits on the protocol every runtime will use."""
+"""Verify a generation program against the user's model, in the ExecuTorch runtime and through its own KV cache as it
+will run: llama.cpp's KL-divergence protocol (:mod:`edgekit.perplexity_protocol`: each chunk's first half prefilled
+in one call, its scored half fed a token per call, the decode path users run), the logits' SQNR and cosine on the same
+positions, greedy tokens (a diagnostic: where the first divergence is), and the answers check's logits on the protocol
+every runtime will use."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import VerifyError
-from .references import ReferenceResult, windows
+from ...perplexity_protocol import ProtocolFidelity
+from .references import EvalText, ReferenceResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,42 +22,48 @@ if TYPE_CHECKING:
 class DecoderVerifyResult:
     """The program against the user's model (:class:`ReferenceResult`) over the eval text, as verify measured it."""
 
-    ppl_eager: float  # the user's model's perplexity, teacher-forced
-    ppl_program: float  # the program's, on the same positions
-    agreement: float  # share of positions whose top token is the model's
+    protocol: ProtocolFidelity  # llama-perplexity --kl-divergence's figures against the user's model
     sqnr_db: float | None  # the logits' SQNR; None: identical
     max_abs_error: float
     mean_abs_error: float
     cosine: float  # the logits' cosine similarity, mean over positions
     cosine_min: float  # ... and the worst position's
-    scored: int  # next-token predictions scored
     greedy: list[int]  # the program's greedy tokens from the reference's prompt
     check_logits: np.ndarray  # the program's logits at the answers check's steps, float32 [steps, vocab]
 
 
 def verify_decoder(
-    pte: bytes, tokens: list[int], ref: ReferenceResult, max_seq_len: int, data: bytes | None = None
+    pte: bytes, text: EvalText, ref: ReferenceResult, max_seq_len: int, data: bytes | None = None
 ) -> DecoderVerifyResult:
-    """The program in the ExecuTorch runtime, token by token through its KV cache, against the references.
+    """The program in the ExecuTorch runtime, through its KV cache, against the references (llama.cpp's protocol).
 
     Raises:
         VerifyError: the answers check's logits are not finite (nothing to keep as the package's reference).
     """
     import torch
 
+    from ...perplexity_protocol import ProtocolMeter, first_scored, scored_targets
     from ...program import InProcessProgram
     from ..decoder import load_custom_ops
 
     load_custom_ops()
     prog = InProcessProgram(pte, data=data)
-    got = []
-    for w in windows(tokens, max_seq_len):
-        for pos, t in enumerate(w[:-1]):
-            got.append(prog.run((torch.tensor([[t]]), torch.tensor([pos])))[0][0].float())
-    logits = torch.stack(got)
-    expected = ref.logits
-    targets = torch.tensor([t for w in windows(tokens, max_seq_len) for t in w[1:]])
-    nll = lambda lg: float(torch.nn.functional.cross_entropy(lg.double(), targets))  # noqa: E731
+    meter = ProtocolMeter(text.n_ctx)
+    signal = noise = 0.0
+    cos = []
+    abs_max, abs_sum, count = 0.0, 0.0, 0
+    for chunk, expected in zip(text.chunks, ref.scored):
+        first = first_scored(len(chunk))  # ≤ max_seq_len / 2: the first half is one call, then a token per call
+        prog.run((torch.tensor([chunk[:first]]), torch.tensor([0])))
+        rows = [prog.run((torch.tensor([[t]]), torch.tensor([first + i])))[0][0] for i, t in enumerate(chunk[first:-1])]
+        logits = torch.stack(rows).float()
+        meter.add(expected.numpy(), logits.numpy(), scored_targets(chunk))
+        e, g = expected.double(), logits.double()
+        signal += float((e**2).sum())
+        noise += float(((g - e) ** 2).sum())
+        cos.append(torch.nn.functional.cosine_similarity(g, e, dim=1))
+        err = (g - e).abs()
+        abs_max, abs_sum, count = max(abs_max, float(err.max())), abs_sum + float(err.sum()), count + err.numel()
     prompt = ref.prompt
     out = prog.run((torch.tensor([prompt]), torch.tensor([0])))[0][0]
     seq = [int(out.argmax())]
@@ -71,19 +80,14 @@ def verify_decoder(
             "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
             "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
         )
-    noise = float(((logits.double() - expected.double()) ** 2).sum())
-    signal = float((expected.double() ** 2).sum())
-    cos = torch.nn.functional.cosine_similarity(logits.double(), expected.double(), dim=1)
+    cos_all = torch.cat(cos)
     return DecoderVerifyResult(
-        ppl_eager=math.exp(nll(expected)),
-        ppl_program=math.exp(nll(logits)),
-        agreement=float((logits.argmax(1) == expected.argmax(1)).double().mean()),
+        protocol=meter.result(),
         sqnr_db=None if noise == 0 else round(10 * math.log10(signal / noise), 3),
-        max_abs_error=float((logits - expected).abs().max()),
-        mean_abs_error=float((logits - expected).abs().mean()),
-        cosine=float(cos.mean()),
-        cosine_min=float(cos.min()),
-        scored=len(targets),
+        max_abs_error=abs_max,
+        mean_abs_error=abs_sum / count,
+        cosine=float(cos_all.mean()),
+        cosine_min=float(cos_all.min()),
         greedy=seq,
         check_logits=check_logits.numpy(),
     )
