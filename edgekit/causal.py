@@ -19,6 +19,7 @@ from .errors import ModelLoadError, UsageError
 from .fileops import exclusive, temp_name
 from .paths import user_cache
 from .program import sha256_file
+from .stack_check import check_torchvision, torchvision_failure
 
 if TYPE_CHECKING:
     import types
@@ -150,6 +151,7 @@ def gguf_to_hf(path: Path, progress: Callable[[str], None] | None = None) -> tup
         import transformers
     except ImportError:
         raise ModelLoadError("gguf: models need transformers", "pip install 'edgekit[gguf]'") from None
+    check_torchvision()
     transformers.utils.logging.disable_progress_bar()
     with exclusive(root / f".{folder.name}.lock"):  # two builds of one file at once (tune's pool): one converts
         if not (folder / "config.json").is_file():
@@ -216,9 +218,15 @@ def decoder_config(
         import transformers
     except ImportError:
         raise ModelLoadError("hf: models need the transformers package", "pip install 'edgekit[hf]'") from None
+    check_torchvision()
     transformers.utils.logging.disable_progress_bar()  # the build shows its own stages
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (ImportError, RuntimeError) as exc:  # a broken torchvision beside torch: named, else as it was
+        named = torchvision_failure(exc)
+        if named is None:
+            raise
+        raise named from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot read {folder}/config.json: {str(exc).splitlines()[0][:200]}") from None
     archs = config.architectures or []
@@ -261,6 +269,11 @@ def load_causal_lm(spec: str, progress: Callable[[str], None] | None = None) -> 
             folder, local_files_only=True, dtype=torch.float32, attn_implementation="eager"
         ).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (ImportError, RuntimeError) as exc:  # a broken torchvision beside torch: named, else as it was
+        named = torchvision_failure(exc)
+        if named is None:
+            raise
+        raise named from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
             f"cannot load the causal language model in {folder}: {str(exc).splitlines()[0][:200]}",

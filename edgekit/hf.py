@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 from .data import Dataset
 from .errors import DataError, ModelLoadError, UsageError
 from .specs import InputSpec, LoadedModel
+from .stack_check import check_torchvision, torchvision_failure
 
 HF_OUTPUTS = ("pooled", "last_hidden_state", "logits")
 DEFAULT_TOKENS = 32
@@ -82,6 +83,7 @@ def load_hf(spec: str, inputs: Sequence[InputSpec], output: str | None = None) -
         import transformers
     except ImportError:
         raise ModelLoadError("hf: models need the transformers package", "pip install 'edgekit[hf]'") from None
+    check_torchvision()
     if output is not None and output not in HF_OUTPUTS:
         raise UsageError(f"--hf-output {output!r} is not one of {', '.join(HF_OUTPUTS)}")
     if len(inputs) > 1:
@@ -92,6 +94,11 @@ def load_hf(spec: str, inputs: Sequence[InputSpec], output: str | None = None) -
         auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
         model = auto.from_pretrained(folder, local_files_only=True, attn_implementation="eager").eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (ImportError, RuntimeError) as exc:  # a broken torchvision beside torch: named, else as it was
+        named = torchvision_failure(exc)
+        if named is None:
+            raise
+        raise named from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
             f"cannot load the Hugging Face model in {folder}: {str(exc).splitlines()[0][:200]}",

