@@ -59,6 +59,7 @@ class ProgramKind:
     steps: dict[str, str]  # step name → "module:function"
     why_not: str = ""  # the hint when an option that does not apply is given
     model_note: str = ""  # said when a model this kind serves is built as another kind's program
+    budgets: frozenset[str] = frozenset()  # the target budget's fields (BudgetConfig) a build of this kind checks
 
     def __post_init__(self) -> None:
         missing = [s for s in STEPS if s not in self.steps]
@@ -110,6 +111,7 @@ TENSOR = ProgramKind(
         "tune_command": "edgekit.cli.tune:tune_tensor",
     },
     why_not="add --task text-generation (task='text-generation' from Python) for a generation program",
+    budgets=frozenset({"max_size_mb", "max_p50_ms", "max_peak_rss_mb", "max_accuracy_drop", "min_sqnr_db"}),
 )
 
 GENERATION_KIND = ProgramKind(
@@ -120,8 +122,7 @@ GENERATION_KIND = ProgramKind(
     claims_build=_is_generation_target,
     claims_package=lambda manifest: manifest.generation is not None,
     claims_model=_is_causal,
-    # max_ppl_increase, max_kld, min_top1: the CLI's budget flags (target overrides), a generation program's figures
-    options=frozenset({"max_seq_len", "eval_tokens", "task", "max_ppl_increase", "max_kld", "min_top1"}),
+    options=frozenset({"max_seq_len", "eval_chunks", "task"}),
     steps={
         "build": "edgekit.pipeline.generation:build_generation",
         "render_build": "edgekit.cli.render_build:generation_summary",
@@ -132,6 +133,9 @@ GENERATION_KIND = ProgramKind(
     why_not="a text-generation build takes the model, --target, --eval and --max-seq-len (activations are quantized "
     "at run time: no calibration)",
     model_note="it is a causal language model: --task text-generation builds a generation program with a KV cache",
+    budgets=frozenset(
+        {"max_size_mb", "max_p50_ms", "max_peak_rss_mb", "max_ppl_increase_pct", "max_kld", "min_top1_pct"}
+    ),
 )
 
 #: the registered kinds, asked newest first; the tensor kind (which claims everything) stays last

@@ -40,6 +40,17 @@ N_CTX = 512
 MIN_CHUNKS = 4
 
 
+#: scored predictions a build aims for (4 chunks at ``-c 512``): a program with a short cache scores more, shorter chunks
+#: (as many as the text holds), so that its figures are not read off a dozen positions
+TARGET_POSITIONS = MIN_CHUNKS * (N_CTX - 1 - N_CTX // 2)
+
+
+def default_chunks(n_ctx: int) -> int:
+    """The chunks a build scores unless told: at least :data:`MIN_CHUNKS`, enough for :data:`TARGET_POSITIONS`."""
+    per_chunk = max(1, n_ctx - 1 - n_ctx // 2)
+    return max(MIN_CHUNKS, math.ceil(TARGET_POSITIONS / per_chunk))
+
+
 def protocol_ctx(max_context: int) -> int:
     """The chunk length for a program whose cache holds ``max_context`` tokens."""
     return min(N_CTX, int(max_context))
@@ -135,7 +146,7 @@ class ProtocolMeter:
             raise ValueError(f"logits of shapes {base.shape} and {other.shape} for {len(targets)} targets")
         if not (np.isfinite(base).all() and np.isfinite(other).all()):
             raise ValueError("logits that are not finite (NaN or inf) have no KL divergence")
-        lb, lo = log_softmax(base), log_softmax(other)
+        lb, lo = log_softmax(base), log_softmax(other)  # the same arithmetic as token_fidelity.kl_divergence
         rows, t = np.arange(len(targets)), np.asarray(targets)
         self._kld.append(np.maximum((np.exp(lb) * (lb - lo)).sum(axis=-1), 0.0))
         self._same.append(base.argmax(-1) == other.argmax(-1))

@@ -7,10 +7,12 @@ never uses torchvision; the fix is to remove it or install the one built for thi
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 
 from .errors import ModelLoadError
 
+PIN = re.compile(r"^torch\s*\(?\s*==\s*([^\s;,)]+)")
 HINT = "pip uninstall torchvision (edgekit does not use it), or install the torchvision built for torch {torch}"
 
 
@@ -26,9 +28,9 @@ def check_torchvision() -> None:
     except metadata.PackageNotFoundError:
         return
     for req in metadata.requires("torchvision") or []:
-        name, _, rest = req.replace(" ", "").partition("==")
-        if name == "torch" and rest:
-            wanted = rest.split(";")[0]
+        pin = PIN.match(req)  # "torch==2.5.0", "torch (==2.5.0)", "torch==2.5.0; extra == ..."
+        if pin:
+            wanted = pin.group(1)
             if wanted.split("+")[0] != torch.split("+")[0]:
                 raise ModelLoadError(
                     f"torchvision {tv} (built for torch {wanted}) is installed beside torch {torch}, and transformers "

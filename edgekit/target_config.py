@@ -241,7 +241,11 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             number_value(
-                getattr(self, f.name), f"budget.{f.name}", lo=None if f.name == "min_sqnr_db" else 0.0, optional=True
+                getattr(self, f.name),
+                f"budget.{f.name}",
+                lo=None if f.name == "min_sqnr_db" else 0.0,
+                hi=100.0 if f.name == "min_top1_pct" else None,
+                optional=True,
             )
 
     def fidelity_miss(self, drop: float | None, sqnr: float | None) -> float | None:

@@ -77,6 +77,11 @@ def test_deterministic_thresholds():
     assert compare_value(10.0, 30.0, metric="peak_rss", threshold=0.10)["verdict"] == "regressed"  # 3x memory
     assert compare_value(40.0, 30.0, metric="sqnr", threshold=3.0)["verdict"] == "regressed"
     assert compare_value(None, 30.0, metric="sqnr", threshold=3.0) is None
+    # a generation program's KLD (nats: a rise is worse) and same top-1 (points: a drop is worse)
+    assert compare_value(0.026, 0.040, metric="kld", threshold=0.01)["verdict"] == "regressed"
+    assert compare_value(0.026, 0.030, metric="kld", threshold=0.01)["verdict"] == "unchanged"
+    assert compare_value(0.040, 0.026, metric="kld", threshold=0.01)["verdict"] == "improved"
+    assert compare_value(0.917, 0.90, metric="top1", threshold=0.01)["verdict"] == "regressed"
 
 
 def test_parse_fail_on():
@@ -88,6 +93,9 @@ def test_parse_fail_on():
     }
     with pytest.raises(UsageError, match="valid metrics: latency_p50"):
         parse_fail_on(["latency:10%"])
+    assert parse_fail_on(["kld:0.02", "top1:1%"]) == {"kld": 0.02, "top1": 0.01}
+    with pytest.raises(UsageError, match="kld is in nats, not a percentage"):
+        parse_fail_on(["kld:1%"])
     with pytest.raises(UsageError, match="not a number"):
         parse_fail_on(["size:big"])
 

@@ -56,10 +56,14 @@ def test_a_program_equal_to_its_base_scores_zero_and_a_perturbed_one_does_not():
     nll_o = -log_softmax(o, axis=1)[np.arange(n), t]
     assert r.ppl_base == pytest.approx(math.exp(nll_b.mean())) and r.ppl == pytest.approx(math.exp(nll_o.mean()))
     assert r.ppl_ratio == pytest.approx(r.ppl / r.ppl_base)
-    d = nll_o - nll_b
-    assert r.ppl_ratio_se == pytest.approx(r.ppl_ratio * math.sqrt(d.var() / (n - 1)))
+    # llama.cpp's form, literally: √(se(ln PPL_Q)² + se(ln PPL_base)² − 2·cov), cov = (Σab/n − ā·b̄)/(n − 1)
+    se_q, se_b = math.sqrt(nll_o.var() / (n - 1)), math.sqrt(nll_b.var() / (n - 1))
+    cov = ((nll_o * nll_b).mean() - nll_o.mean() * nll_b.mean()) / (n - 1)
+    assert r.ppl_ratio_se == pytest.approx(r.ppl_ratio * math.sqrt(se_q**2 + se_b**2 - 2 * cov), rel=1e-9)
+    assert r.kld_p99 == pytest.approx(np.percentile(kl, 99))  # linear interpolation, as llama.cpp's percentile
     dp = np.exp(-nll_o) - np.exp(-nll_b)
     assert r.delta_p_mean == pytest.approx(dp.mean()) and r.delta_p_rms == pytest.approx(math.sqrt((dp**2).mean()))
+    assert r.delta_p_se == pytest.approx(math.sqrt(dp.var() / (n - 1)))
     assert "mean KLD" in r.summary() and "4 × 8 tokens" in r.summary()
 
 
@@ -71,3 +75,35 @@ def test_logits_that_cannot_be_compared_are_refused():
         m.add(np.zeros((1, 5)), np.full((1, 5), np.nan), [0])
     with pytest.raises(ValueError, match="no chunk"):
         m.result()
+
+
+def test_the_eval_text_is_cut_as_llama_perplexity_cuts_it(tmp_path):
+    """A real tokenizer (a byte-level BPE trained here, with a BOS it adds by itself): the BOS once before the text,
+    over each later chunk's first token; whole chunks only; 4 at least, more for a short cache as the text allows."""
+    import torch
+    from toy_models import tiny_tokenizer
+
+    from edgekit.errors import DataError, UsageError, VerifyError
+    from edgekit.pipeline.generation.references import SAMPLE_TEXT_FILE, read_eval_text
+    from edgekit.pipeline.generation.verify import check_finite_logits
+
+    tok = tiny_tokenizer(add_bos=True)
+    ids = tok(SAMPLE_TEXT_FILE.read_text(), add_special_tokens=False)["input_ids"]
+    t = read_eval_text(None, tok, 64)  # a 64-token cache: 31 scored per chunk, 33 chunks for 1,020 predictions
+    bos = tok.bos_token_id
+    assert t.n_ctx == 64 and len(t.chunks) == 33 and all(len(c) == 64 and c[0] == bos for c in t.chunks)
+    assert t.chunks[0] == [bos, *ids[:63]] and t.chunks[1] == [bos, *ids[64:127]]  # ids[63]: under the 2nd BOS
+    assert t.ids == ids and "its first 2112 of" in t.source
+    assert len(read_eval_text(None, tok, 4096, eval_chunks=4).chunks) == 4  # -c 512: 4 chunks of 512
+    short = tmp_path / "short.txt"
+    short.write_text(SAMPLE_TEXT_FILE.read_text()[:2000])
+    with pytest.raises(DataError, match="scores 4 chunks of 512 tokens"):
+        read_eval_text(short, tok, 512)
+    with pytest.raises(UsageError, match="--eval-chunks must be an integer ≥ 4"):
+        read_eval_text(None, tok, 512, eval_chunks=3)
+    # logits that are not finite: named on the side they come from, never a bare ValueError
+    good, bad = torch.zeros(2, 5), torch.full((2, 5), float("nan"))
+    with pytest.raises(VerifyError, match="program's logits are not finite"):
+        check_finite_logits(good, bad)
+    with pytest.raises(VerifyError, match="your model's own logits"):
+        check_finite_logits(bad, good)

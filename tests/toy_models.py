@@ -329,8 +329,9 @@ def outlier_mlp():
 
 
 # ------------------------------------------------------------------------------------------------ tiny decoders
-def _tiny_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE trained here on the standard library's own source (no download)."""
+def tiny_tokenizer(vocab_size: int = 384, add_bos: bool = False):
+    """A byte-level BPE trained here on the standard library's own source (no download); ``add_bos``: it puts its BOS
+    first by itself, as Llama's tokenizers do."""
     import inspect
     import json as _json
     import textwrap
@@ -349,6 +350,10 @@ def _tiny_tokenizer(vocab_size: int = 384):
         show_progress=False,
     )
     tok.train_from_iterator([inspect.getsource(m) for m in (textwrap, _json.decoder)], trainer=trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>", pad_token="<|pad|>"
     )
@@ -362,7 +367,7 @@ def tiny_decoder(folder, family: str = "llama", seed: int = 0, layers: int = 1, 
     projections at more bits), the embedding table Q8_0; the first q_proj has a zero and a constant group."""
     import transformers
 
-    tok = _tiny_tokenizer()
+    tok = tiny_tokenizer()
     common = dict(
         vocab_size=len(tok),
         bos_token_id=tok.bos_token_id,

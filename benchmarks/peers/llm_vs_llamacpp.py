@@ -386,7 +386,7 @@ def fidelity(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     res = edgekit.build(
         f"gguf:{gguf}", "xnnpack-llm-8da4w", out=out, task="text-generation", max_seq_len=KLD_CTX,
-        eval=same_text, eval_tokens=KLD_CHUNKS * KLD_CTX, force=True,
+        eval=same_text, eval_chunks=KLD_CHUNKS, force=True,
     )  # fmt: skip
     build_s = time.perf_counter() - t0
     f = res.manifest.generation.fidelity

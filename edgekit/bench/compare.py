@@ -81,7 +81,8 @@ RSS_FLOOR_MB = 1.0
 def parse_fail_on(specs: tuple[str, ...] | list[str]) -> dict[str, float]:
     """``latency_p50:10%`` / ``accuracy:0.5%`` / ``sqnr:3`` → {metric: threshold}.
 
-    Percentages are ratios for latency/size/memory and points for accuracy; SQNR takes dB.
+    Percentages are ratios for latency/size/memory/perplexity and points for accuracy and top-1; SQNR takes dB, KLD
+    nats.
 
     Raises:
         UsageError: unknown metric (the valid ones are listed) or a malformed threshold.
@@ -95,6 +96,8 @@ def parse_fail_on(specs: tuple[str, ...] | list[str]) -> dict[str, float]:
         if not sep:
             out[name] = METRICS[name].default_threshold
             continue
+        if METRICS[name].kind == "nats" and value.strip().endswith("%"):
+            raise UsageError(f"--fail-on {spec!r}: {name} is in nats, not a percentage", f"e.g. {name}:0.01")
         text = value.strip().lower().removesuffix("db")
         try:
             number = float(text.removesuffix("%"))

@@ -102,6 +102,13 @@ from .options import RATIO, emit_json, multiple_of_32, parsed
     help="text-generation: the KV cache's length, prompt and generated tokens together.  [default: 512, or the model's context if shorter]",
 )
 @click.option(
+    "--eval-chunks",
+    type=click.IntRange(4),
+    metavar="N",
+    help="text-generation: chunks of min(512, the cache) tokens of the eval text that fidelity is scored on, as "
+    "llama-perplexity --chunks.  [default: 4, more for a short cache, as the text allows]",
+)
+@click.option(
     "--group-size",
     type=click.IntRange(32),
     callback=lambda ctx, param, v: multiple_of_32(v),
@@ -183,6 +190,7 @@ def build(
     quantize_embeddings: str | None,
     task: str | None,
     max_seq_len: int | None,
+    eval_chunks: int | None,
     group_size: int | None,
     max_ppl_increase: float | None,
     max_kld: float | None,
@@ -251,15 +259,20 @@ def build(
         reference_max_mb=reference_max_mb,
         explain=not no_explain,
         max_seq_len=max_seq_len,
+        eval_chunks=eval_chunks,
     )
     renamed = {"eval": "eval_data", "explain": "no_explain"}  # request fields whose flag's parameter is named apart
     request.check_applies(kind, lambda field: flag(renamed.get(field, field)))  # before anything prints
-    budgets = {"max_ppl_increase": max_ppl_increase, "max_kld": max_kld, "min_top1": min_top1}
-    extra = [flag(k) for k, v in budgets.items() if v is not None and k not in kind.options]
-    if extra:
-        from ..errors import UsageError
-
-        raise UsageError(f"{', '.join(extra)} do(es) not apply to {kind.label}", kind.why_not)
+    flags = {
+        "max_ppl_increase_pct": max_ppl_increase,
+        "max_kld": max_kld,
+        "min_top1_pct": min_top1,
+        "max_accuracy_drop": max_accuracy_drop,
+    }
+    named = {"max_ppl_increase_pct": "max_ppl_increase", "min_top1_pct": "min_top1"}  # budget field → its flag
+    request.check_budgets(
+        kind, tgt, lambda f: flag(named.get(f, f)) if flags.get(f) is not None else f"budget.{f} of {tgt.name}"
+    )
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:

@@ -147,7 +147,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--max-kld",
-    type=Finite(0),
+    type=Finite(0, min_open=True),
     metavar="NATS",
     help="Decoders: budget on the mean KL divergence from your model (llama-perplexity's protocol), e.g. 0.05.",
 )

@@ -57,7 +57,7 @@ def build(
     reference_max_mb: float = 8.0,
     explain: bool = True,
     max_seq_len: int | None = None,
-    eval_tokens: int | None = None,
+    eval_chunks: int | None = None,
 ) -> BuildResult:
     """Build a verified ExecuTorch package from a PyTorch model.
 
@@ -94,8 +94,9 @@ def build(
             module names, per-module fidelity, the memory plan); costs a copy of the weights in memory while lowering.
         max_seq_len: generation programs (``task="text-generation"``, or a target with that task): the KV cache's
             length, prompt and generated tokens together (default 512, or the model's context if shorter).
-        eval_tokens: generation programs: how much of the eval text llama.cpp's protocol scores, in tokens (whole
-            chunks of ``min(512, max_seq_len)``; at least 4 chunks, the default).
+        eval_chunks: generation programs: how many chunks of ``min(512, max_seq_len)`` tokens of the eval text
+            llama.cpp's protocol scores (``llama-perplexity --chunks``; at least 4; default: 4, or more for a short
+            cache, as the text allows).
 
     Returns:
         A :class:`BuildResult`.

@@ -55,8 +55,9 @@ def check_budget(
     tgt: Target, size_bytes: int, verify: VerifySection | None = None, protocol: ProtocolFidelity | None = None
 ) -> BudgetSection:
     """The budget checks a build can make itself, for every kind of program: the perplexity increase, mean KLD and
-    same top-1 (``protocol``: a generation program's, on llama.cpp's protocol), the size (``size_bytes``: what an app ships, ``model.ptd`` too), the accuracy drop and SQNR (``verify``:
-    a model's program); the rest (latency, memory) is left to ``edgekit profile``."""
+    same top-1 (``protocol``: a generation program's, on llama.cpp's protocol), the size (``size_bytes``: what an app
+    ships, ``model.ptd`` too), the accuracy drop and SQNR (``verify``: a model's program); the rest (latency, memory)
+    is left to ``edgekit profile``."""
     b = tgt.budget
     checks = []
     if protocol is not None:
@@ -77,14 +78,17 @@ def protocol_checks(b: BudgetConfig, f: ProtocolFidelity) -> list[BudgetCheck]:
     """A generation program's fidelity budgets (perplexity increase, mean KLD, same top-1), each against the model
     handed in on llama.cpp's protocol."""
     checks = []
+    # judged on the figures as measured, shown rounded (tune judges the same figures: the same verdict)
     if b.max_ppl_increase_pct is not None:
-        pct = round(f.ppl_increase_pct, 3)
-        checks.append(BudgetCheck("ppl_increase_pct", b.max_ppl_increase_pct, pct, pct <= b.max_ppl_increase_pct))
+        pct = f.ppl_increase_pct
+        checks.append(
+            BudgetCheck("ppl_increase_pct", b.max_ppl_increase_pct, round(pct, 3), pct <= b.max_ppl_increase_pct)
+        )
     if b.max_kld is not None:
         checks.append(BudgetCheck("kld_mean", b.max_kld, round(f.kld_mean, 6), f.kld_mean <= b.max_kld))
     if b.min_top1_pct is not None:
-        top1 = round(100 * f.same_top1, 3)
-        checks.append(BudgetCheck("same_top1_pct", b.min_top1_pct, top1, top1 >= b.min_top1_pct))
+        top1 = 100 * f.same_top1
+        checks.append(BudgetCheck("same_top1_pct", b.min_top1_pct, round(top1, 3), top1 >= b.min_top1_pct))
     return checks
 
 
@@ -116,7 +120,7 @@ def raise_for_budget(budget: BudgetSection, what: str = "build") -> None:
         raise BudgetError(
             f"{what} exceeds the target's budget: "
             + "; ".join(f"{c.name} is {c.value} (limit {c.limit})" for c in failed),
-            "relax the target's [budget] or change the model/target",
+            "relax the limit (its flag, e.g. --max-kld, or the target's [budget]) or change the model/target",
         )
 
 

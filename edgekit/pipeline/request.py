@@ -58,7 +58,7 @@ class BuildRequest:
     reference_max_mb: float = 8.0
     explain: bool = True
     max_seq_len: int | None = None
-    eval_tokens: int | None = None
+    eval_chunks: int | None = None
 
     @classmethod
     def of(cls, **fields: object) -> BuildRequest:
@@ -89,6 +89,18 @@ class BuildRequest:
         if extra:
             raise UsageError(f"{', '.join(extra)} do(es) not apply to {kind.label}", kind.why_not)
 
+    @staticmethod
+    def check_budgets(kind: ProgramKind, tgt: Target, spell: Callable[[str], str] = lambda f: f"budget.{f}") -> None:
+        """Refuse, in one line, the budgets a build of this kind cannot check (``budget.max_kld`` on a model's program,
+        ``budget.min_sqnr_db`` on a generation program), named by ``spell`` (the CLI names its flags)."""
+        set_ = [f.name for f in dataclasses.fields(tgt.budget) if getattr(tgt.budget, f.name) is not None]
+        extra = [spell(f) for f in set_ if f not in kind.budgets]
+        if extra:
+            raise UsageError(
+                f"{', '.join(extra)} do(es) not apply to {kind.label}",
+                f"its budgets are {', '.join(sorted(kind.budgets))}; drop the others from the command or the target",
+            )
+
 
 def _differs(value: object, default: object) -> bool:
     if isinstance(default, tuple):
@@ -102,4 +114,5 @@ def run_build(request: BuildRequest) -> BuildResult:
     kind = kinds.for_build(given, request.task)
     request.check_applies(kind)
     tgt = given if given is not None else load_target(kind.default_target)
+    request.check_budgets(kind, tgt)
     return kinds.step(kind, "build")(dataclasses.replace(request, target=tgt))

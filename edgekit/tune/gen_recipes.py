@@ -12,6 +12,7 @@ from ..manifest_tune import TuneCandidate
 from .search import Tried
 
 if TYPE_CHECKING:
+    from ..manifest_generation import GenerationSection
     from ..targets import Target
 
 LINEARS = ("8da4w", "int8")
@@ -99,3 +100,48 @@ class TriedRecipe(Tried):
             kld_mean=f.kld_mean if f else None,
             same_top1=f.same_top1 if f else None,
         )
+
+
+@dataclass(frozen=True)
+class GenBudget:
+    """A generation tune's fidelity budget, every figure against the model handed in on llama.cpp's protocol (the
+    build's verify): the perplexity increase, and optionally the mean KL divergence and the same-top-1 share."""
+
+    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE  # percent
+    max_kld: float | None = None  # nats
+    min_top1: float | None = None  # percent
+
+    def misses(self, g: GenerationSection) -> list[str]:
+        """What the program misses, each in a few words (empty: within)."""
+        out = []
+        if g.ppl_increase_pct > self.max_ppl_increase:
+            out.append(
+                f"perplexity {g.ppl_increase_pct:+.1f}% misses --max-ppl-increase {self.max_ppl_increase:g} by "
+                f"{g.ppl_increase_pct - self.max_ppl_increase:.1f} points"
+            )
+        f = g.fidelity
+        if self.max_kld is not None and (f is None or f.kld_mean > self.max_kld):
+            out.append(
+                "no KLD measured (a package from before llama.cpp's protocol)"
+                if f is None
+                else f"mean KLD {f.kld_mean:.4f} is over --max-kld {self.max_kld:g}"
+            )
+        if self.min_top1 is not None and (f is None or 100 * f.same_top1 < self.min_top1):
+            out.append(
+                "no same top-1 measured"
+                if f is None
+                else f"same top-1 {100 * f.same_top1:.1f}% is under --min-top1 {self.min_top1:g}"
+            )
+        return out
+
+    def describe(self) -> str:
+        parts = [f"perplexity ≤ +{self.max_ppl_increase:g}%"]
+        if self.max_kld is not None:
+            parts.append(f"mean KLD ≤ {self.max_kld:g}")
+        if self.min_top1 is not None:
+            parts.append(f"same top-1 ≥ {self.min_top1:g}%")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, float]:
+        d = {"max_ppl_increase_pct": self.max_ppl_increase, "max_kld": self.max_kld, "min_top1_pct": self.min_top1}
+        return {k: v for k, v in d.items() if v is not None}

@@ -16,7 +16,6 @@ candidates, with the reason in the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypedDict
 
@@ -29,6 +28,7 @@ from .gen_recipes import (
     EMBEDDINGS,
     GROUP_SIZES,
     LINEARS,
+    GenBudget,
     GenRecipe,
     TriedRecipe,
     plan,
@@ -37,54 +37,8 @@ from .search import MeasureResult
 
 if TYPE_CHECKING:
     from ..builds import BuildCache
-    from ..manifest_generation import GenerationSection
     from ..profile.generation import GenerationProfile
     from .search import TuneResult
-
-
-@dataclass(frozen=True)
-class GenBudget:
-    """A generation tune's fidelity budget, every figure against the model handed in on llama.cpp's protocol (the
-    build's verify): the perplexity increase, and optionally the mean KL divergence and the same-top-1 share."""
-
-    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE  # percent
-    max_kld: float | None = None  # nats
-    min_top1: float | None = None  # percent
-
-    def misses(self, g: GenerationSection) -> list[str]:
-        """What the program misses, each in a few words (empty: within)."""
-        out = []
-        if g.ppl_increase_pct > self.max_ppl_increase:
-            out.append(
-                f"perplexity {g.ppl_increase_pct:+.1f}% misses --max-ppl-increase {self.max_ppl_increase:g} by "
-                f"{g.ppl_increase_pct - self.max_ppl_increase:.1f} points"
-            )
-        f = g.fidelity
-        if self.max_kld is not None and (f is None or f.kld_mean > self.max_kld):
-            out.append(
-                "no KLD measured (a package from before llama.cpp's protocol)"
-                if f is None
-                else f"mean KLD {f.kld_mean:.4f} is over --max-kld {self.max_kld:g}"
-            )
-        if self.min_top1 is not None and (f is None or 100 * f.same_top1 < self.min_top1):
-            out.append(
-                "no same top-1 measured"
-                if f is None
-                else f"same top-1 {100 * f.same_top1:.1f}% is under --min-top1 {self.min_top1:g}"
-            )
-        return out
-
-    def describe(self) -> str:
-        parts = [f"perplexity +{self.max_ppl_increase:g}%"]
-        if self.max_kld is not None:
-            parts.append(f"mean KLD ≤ {self.max_kld:g}")
-        if self.min_top1 is not None:
-            parts.append(f"same top-1 ≥ {self.min_top1:g}%")
-        return ", ".join(parts)
-
-    def to_dict(self) -> dict[str, float]:
-        d = {"max_ppl_increase_pct": self.max_ppl_increase, "max_kld": self.max_kld, "min_top1_pct": self.min_top1}
-        return {k: v for k, v in d.items() if v is not None}
 
 
 class ProfileSettings(TypedDict):
@@ -136,7 +90,7 @@ def tune_generation(
     say = progress or (lambda *a: None)
     tried = [TriedRecipe(r) for r in recipes]
     say("reading the model's config", 0, 2 * len(tried))
-    _check_model(model, tried, max_seq_len, prompt_len + gen_len)
+    _check_model(model, tried, max_seq_len, prompt_len + gen_len, eval)
     store = BuildCache(cache)
     store.check_writable()
     facts = machine_facts()
@@ -222,13 +176,16 @@ def _check_eval(eval_path: str | Path | None) -> None:
             ) from None
 
 
-def _check_model(model: str, tried: list[TriedRecipe], max_seq_len: int | None, needed: int) -> None:
+def _check_model(
+    model: str, tried: list[TriedRecipe], max_seq_len: int | None, needed: int, eval_path: str | Path | None
+) -> None:
     """The model is a supported decoder (a GGUF is converted once, as its builds would), the cache fits it and the
-    profile's tokens, and each int4 group size divides the layer widths (else those candidates are skipped)."""
+    profile's tokens, the eval text holds llama.cpp's chunks, and each int4 group size divides the layer widths (else
+    those candidates are skipped)."""
     from ..causal import decoder_config, layer_widths
     from ..pipeline.generation import DEFAULT_MAX_SEQ_LEN, model_context_len
 
-    config, _, _ = decoder_config(model)
+    config, folder, _ = decoder_config(model)
     limit = model_context_len(config)
     if max_seq_len is not None and limit is not None and max_seq_len > limit:
         raise UsageError(
@@ -241,6 +198,12 @@ def _check_model(model: str, tried: list[TriedRecipe], max_seq_len: int | None, 
             f"--prompt-len + --gen-len = {needed} tokens do not fit the programs' {cache}-token cache",
             "lower them" + (", or raise --max-seq-len" if limit is None or needed <= limit else ""),
         )
+    if eval_path is not None:  # what each build would refuse, before the first one starts
+        import transformers
+
+        from ..pipeline.generation.references import read_eval_text
+
+        read_eval_text(eval_path, transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True), cache)
     widths = sorted(layer_widths(config))
     for t in tried:
         bad = [w for w in widths if w % t.recipe.group_size]

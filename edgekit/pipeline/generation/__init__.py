@@ -1,15 +1,14 @@
 """``build(..., task="text-generation")``: a decoder language model → a generation program with a static KV cache.
 
-load (``hf:DIR`` / ``gguf:FILE``) → the user's model's references (teacher-forced logits over the eval text, greedy
-tokens from its first prompt) → wrap (:mod:`edgekit.pipeline.decoder`: text-runner convention, in-place cache) →
+load (``hf:DIR`` / ``gguf:FILE``) → the user's model's references (its logits at the scored positions of llama.cpp's
+chunks of the eval text, greedy tokens from its first prompt) → wrap (:mod:`edgekit.pipeline.decoder`: text-runner convention, in-place cache) →
 quantize (torchao ``quantize_`` on the module: int8/int4 embedding tables first, then every linear as 8da8w or 8da4w;
 linears already on a 4-bit grid, a GGUF's Q4_1/Q4_0/Q4_K, keep it: :mod:`edgekit.pipeline.grid`)
 → export (T dynamic from 1 to ``max_seq_len``) → lower (XNNPACK, plus the constant methods ExecuTorch's text runner
 reads) → verify (the program in the ExecuTorch runtime against the references on llama.cpp's KL-divergence protocol:
 mean KLD, same top-1, perplexity ratio; logits SQNR, greedy tokens, and the answers check's tokens as every runtime
-will feed them) → package (``model.pte``,
-the tokenizer files, ``reference.npz`` with the user's model's logits for the answers check
-(:mod:`edgekit.token_fidelity`), ``manifest.json`` with a ``generation`` section).
+will feed them) → package (``model.pte``, the tokenizer files, ``reference.npz`` with the user's model's logits for
+the answers check (:mod:`edgekit.token_fidelity`), ``manifest.json`` with a ``generation`` section).
 
 Weight-only int8/int4 linears are not offered: with executorch 1.5.1 XNNPACK takes them and computes wrong results.
 """
@@ -87,7 +86,7 @@ def build_generation(request: BuildRequest) -> BuildResult:
             # attention is the model's attention) is the limit
             max_seq_len = max(8, limit)
         check_shapes(lm.model, tgt, max_seq_len)
-        text = read_eval_text(eval, lm.tokenizer, max_seq_len, request.eval_tokens)
+        text = read_eval_text(eval, lm.tokenizer, max_seq_len, request.eval_chunks)
         data_source = text.source
         ref = model_references(lm.model, text, max_seq_len)
         ids = special_ids(lm)

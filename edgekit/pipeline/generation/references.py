@@ -1,6 +1,7 @@
-"""The user's model's side of a generation build: the eval text's tokens, the limits the model sets (its context, its
-sliding window), and what it answers — teacher-forced logits over the eval text, greedy tokens, and the answers
-check's logits (:mod:`edgekit.token_fidelity`) — taken before the model is quantized in place."""
+"""The user's model's side of a generation build: the eval text's tokens and llama.cpp's chunks of them, the limits the
+model sets (its context, its sliding window), and what it answers — its logits at each chunk's scored positions
+(:mod:`edgekit.perplexity_protocol`), greedy tokens, and the answers check's logits (:mod:`edgekit.token_fidelity`) —
+taken before the model is quantized in place."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ GREEDY_PROMPT_TOKENS = 16
 GREEDY_NEW_TOKENS = 32
 
 #: what verify reads without ``--eval``: plain English prose written for edgekit (no copyright, no training set), long
-#: enough for llama.cpp's protocol at ``-c 512`` (4 chunks: 2,048 tokens; 2,355 with SmolLM2's tokenizer)
+#: enough for llama.cpp's protocol at ``-c 512`` (4 chunks: 2,048 tokens; 3,211 with SmolLM2's tokenizer)
 SAMPLE_TEXT_FILE = Path(__file__).with_name("sample_text.txt")
 
 
@@ -38,27 +39,29 @@ class EvalText:
 
 
 def read_eval_text(
-    source: str | Path | None, tokenizer: PreTrainedTokenizerBase, max_context: int, limit: int | None = None
+    source: str | Path | None, tokenizer: PreTrainedTokenizerBase, max_context: int, eval_chunks: int | None = None
 ) -> EvalText:
     """The eval text's tokens, cut as ``llama-perplexity`` cuts them for a program whose cache holds ``max_context``
-    tokens: :data:`~edgekit.perplexity_protocol.MIN_CHUNKS` whole chunks, or as many as ``limit`` tokens hold.
+    tokens: ``eval_chunks`` whole chunks (``--chunks``), else :func:`~edgekit.perplexity_protocol.default_chunks` or as
+    many as the text holds, never fewer than :data:`~edgekit.perplexity_protocol.MIN_CHUNKS`.
 
     Raises:
-        UsageError: ``limit`` holds fewer than the chunks the protocol needs.
-        DataError: an unreadable text, or one too short for them.
+        UsageError: ``eval_chunks`` that is not an integer ≥ MIN_CHUNKS.
+        DataError: an unreadable text, or one too short for the chunks.
     """
-    from ...perplexity_protocol import MIN_CHUNKS, chunks, protocol_ctx, tokens_needed
+    from ...perplexity_protocol import MIN_CHUNKS, chunks, default_chunks, protocol_ctx
 
     n_ctx = protocol_ctx(max_context)
-    needed = tokens_needed(n_ctx)
-    if limit is not None and limit < needed:
+    if eval_chunks is not None and (
+        not isinstance(eval_chunks, int) or isinstance(eval_chunks, bool) or eval_chunks < MIN_CHUNKS
+    ):
         raise UsageError(
-            f"eval_tokens={limit} is under the {MIN_CHUNKS} chunks of {n_ctx} tokens llama.cpp's protocol scores",
-            f"pass eval_tokens={needed} or more (or leave it out)",
+            f"--eval-chunks must be an integer ≥ {MIN_CHUNKS} (llama.cpp's protocol), got {eval_chunks!r}",
+            f"e.g. --eval-chunks 8, or leave it out ({MIN_CHUNKS} or more, as the text allows)",
         )
     if source is None:
         text = SAMPLE_TEXT_FILE.read_text(encoding="utf-8")
-        what = "built-in sample text (pass --eval FILE.txt for your own)"
+        what = "the built-in sample text (--eval FILE.txt for your own)"
     else:
         path = Path(source)
         try:
@@ -69,21 +72,23 @@ def read_eval_text(
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     bos = _added_bos(tokenizer)
     seq = ([bos] if bos is not None else []) + ids
-    if len(seq) < needed:
+    wanted = eval_chunks if eval_chunks is not None else MIN_CHUNKS
+    if len(seq) < wanted * n_ctx:
         raise DataError(
-            f"the eval text {what} holds {len(seq)} token(s); llama.cpp's protocol scores {MIN_CHUNKS} chunks of "
-            f"{n_ctx} tokens (the program's context, at most 512): {needed} are needed",
-            f"pass a .txt file of at least {needed} tokens of text like your users' prompts, or leave out --eval for "
-            "the built-in one",
+            f"{what} holds {len(seq)} token(s); llama.cpp's protocol scores {wanted} chunks of {n_ctx} tokens (the "
+            f"program's context, at most 512): {wanted * n_ctx} are needed",
+            f"pass a .txt file of at least {wanted * n_ctx} tokens of text like your users' prompts"
+            if source is not None
+            else "pass --eval FILE.txt with a longer held-out text",
         )
-    taken = (limit if limit is not None else needed) // n_ctx * n_ctx
-    cut = chunks(seq[:taken], n_ctx, bos)
-    read = len(cut) * n_ctx
+    n = eval_chunks if eval_chunks is not None else min(default_chunks(n_ctx), len(seq) // n_ctx)
+    cut = chunks(seq[: n * n_ctx], n_ctx, bos)
+    read = n * n_ctx
     return EvalText(
         ids=ids,
         chunks=cut,
         n_ctx=n_ctx,
-        source=what + (f" (its first {read} of {len(seq)} tokens)" if len(seq) > read else ""),
+        source=what if read == len(seq) else f"{what}: its first {read} of {len(seq)} tokens",
     )
 
 
@@ -189,7 +194,8 @@ def model_references(model: PreTrainedModel, text: EvalText, max_seq_len: int) -
     tokens = text.ids
     with torch.no_grad():
         scored = [
-            model(torch.tensor([c]), use_cache=False).logits[0, first_scored(len(c)) : -1].float() for c in text.chunks
+            model(torch.tensor([c]), use_cache=False).logits[0, first_scored(len(c)) : -1].float().clone()
+            for c in text.chunks
         ]
         prompt = tokens[: min(GREEDY_PROMPT_TOKENS, max_seq_len // 2)]  # a call's tokens: at most max_seq_len
         seq = list(prompt)

@@ -16,6 +16,7 @@ from .references import EvalText, ReferenceResult
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def verify_decoder(
         prog.run((torch.tensor([chunk[:first]]), torch.tensor([0])))
         rows = [prog.run((torch.tensor([[t]]), torch.tensor([first + i])))[0][0] for i, t in enumerate(chunk[first:-1])]
         logits = torch.stack(rows).float()
+        check_finite_logits(expected, logits)
         meter.add(expected.numpy(), logits.numpy(), scored_targets(chunk))
         e, g = expected.double(), logits.double()
         signal += float((e**2).sum())
@@ -91,3 +93,23 @@ def verify_decoder(
         greedy=seq,
         check_logits=check_logits.numpy(),
     )
+
+
+def check_finite_logits(expected: torch.Tensor, logits: torch.Tensor) -> None:
+    """NaN or inf in the model's or the program's logits: named, with the way out (no divergence can be measured).
+
+    Raises:
+        VerifyError: which side is not finite.
+    """
+    import torch
+
+    if not bool(torch.isfinite(expected).all()):
+        raise VerifyError(
+            "your model's own logits are not finite (NaN or inf) on the eval text, before any quantization",
+            "check the model loads as intended (hf: folder or GGUF) and gives finite logits in transformers",
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise VerifyError(
+            "the program's logits are not finite (NaN or inf) in the ExecuTorch runtime",
+            "build with xnnpack-llm-fp32 to see whether quantization causes it, and report the model",
+        )
