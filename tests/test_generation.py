@@ -96,10 +96,11 @@ def test_8da4w_quantizes_every_linear_and_stays_close(llama):
 
 
 def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_path):
-    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "16", "--gen-len", "16", "--json", "-q")
+    args = ["--prompt-len", "16", "--gen-len", "16", "--json", "-q"]
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), "--engine", "python", *args)
     assert r.exit_code == 0, r.output
     p = json.loads(r.stdout)
-    # the check: the first 48 tokens of the eval text (16 in one call, then one per call), the program's logits against
+    # the check (ExecuTorch's own kernels in the Python worker, as at build time): the first 48 tokens of the eval text (16 in one call, then one per call), the program's logits against
     # the user's model's stored in the package: as close as when built (the same runtime here: the same figure)
     built = edgekit.read_manifest(llama["xnnpack-llm-8da4w"]).generation.reference
     c = p["check"]
@@ -132,9 +133,9 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     (tmp_path / "damaged" / "reference.npz").write_bytes(b"not the reference")
     r = run_cli("profile", str(tmp_path / "damaged"), "--prompt-len", "8", "--gen-len", "4", "-q")
     one_line_error(r, 1, "reference.npz is not the file the manifest names", "rebuild the package")
-    # the native runner (no Python; the llama:: kernels are edgekit's C++): the same prompt, the same answers
-    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), "--engine", "native", "--prompt-len", "16", "--gen-len",
-                "16", "--runs", "1", "--json", "-q")  # fmt: skip
+    # the default wherever a compiler is, the native runner (no Python; the llama:: kernels are edgekit's C++): the
+    # same prompt, the same answers
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), *args, "--runs", "1")
     assert r.exit_code == 0, r.output
     n = json.loads(r.stdout)
     assert n["engine"] == "native" and "llm_ops.cpp" in n["engine_note"] and p["engine"] == "python"

@@ -82,10 +82,10 @@ def _tensor_item(
 
 def generation_item(suite: Suite, model: SuiteModel, target: str, threads: int, b: Built, device: Any) -> BenchItem:
     """A text-generation item (the generation kind's, :mod:`edgekit.kinds`): prefill and decode measured by a
-    generation profile (here in the suite's engine, whose ``auto`` is the Python worker with ExecuTorch's llama::
-    kernels; on a device by the native runner); the latency
-    samples are the decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS and
-    perplexity beside them."""
+    generation profile (here in the suite's engine, whose ``auto`` is the native runner where a compiler is, else the
+    Python worker with ExecuTorch's llama:: kernels; on a device by the native runner); the latency samples are the
+    decode steps (ms per generated token), so compare's tests gate decode speed; TTFT, peak RSS, perplexity, mean KLD
+    and same top-1 beside them."""
     from ..profile.generation import profile_generation
 
     r, m = suite.run, b.manifest

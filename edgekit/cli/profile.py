@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     default="auto",
     show_default=True,
     help="native: the C++ runner (no Python in the measured process); python: the pybindings worker. auto: native "
-    "where a compiler is, except for generation programs here (python: ExecuTorch's own llama:: kernels).",
+    "where a compiler is, else python.",
 )
 @click.option(
     "--threads", "threads_text", metavar="N[,N...]", help="Threadpool size; a list sweeps (default: the target's)."

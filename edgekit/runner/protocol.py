@@ -83,8 +83,8 @@ class Phase(str, enum.Enum):
 
 
 class Engine(str, enum.Enum):
-    """Which worker measures: ``auto`` picks native when a compiler is there, else python; for a generation program
-    ``auto`` is python here (ExecuTorch's own ``llama::`` kernels), and native on a device."""
+    """Which worker measures: ``auto`` picks native when a compiler is there, else python (for a generation program
+    too: edgekit's ``llama::`` kernels in the runner; on a device always native)."""
 
     AUTO = "auto"
     NATIVE = "native"  # the C++ runner: no Python in the measured process
