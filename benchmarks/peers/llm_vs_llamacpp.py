@@ -225,7 +225,7 @@ def program_ppl(pte: Path, ids: list[int]) -> float:
     return math.exp(scored_nll(logits_for, ids))
 
 
-def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list[str]:
+def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python", threads: int = 1) -> list[str]:
     """Where a decode step's time goes: ExecuTorch's ETDump over `steps` decode steps after a 128-token prefill, 1
     thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator; in the
     Python runtime (ExecuTorch's llama:: kernels) or the native runner (edgekit's, its --etdump run)."""
@@ -242,7 +242,7 @@ def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list
 
             subprocess.run(
                 [str(runner_path()), "--model", str(pte), *(["--data", str(ptd)] if ptd else []),
-                 "--result", str(Path(d) / "r.json"), "--threads", "1",
+                 "--result", str(Path(d) / "r.json"), "--threads", str(threads),
                  "--prompt-tokens", ",".join(map(str, prompt)), "--gen-len", str(steps + 1), "--runs", "0",
                  "--warmup", "0", "--etdump", str(etdp)],
                 check=True, capture_output=True,
@@ -254,7 +254,7 @@ def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python") -> list
 
             portable_lib, _ = load_runtime(llm_ops=True)  # the quantized kernels and ExecuTorch's llama:: ops
 
-            portable_lib._unsafe_reset_threadpool(1)
+            portable_lib._unsafe_reset_threadpool(threads)
             m = portable_lib._load_for_executorch(
                 str(pte), data_path=ptd and str(ptd), enable_etdump=True, debug_buffer_size=0
             )
@@ -507,10 +507,13 @@ def main() -> None:
                         "base_mb": p.baseline_rss_mb,
                     }
                 )
+    (work / "speed.json").write_text(json.dumps(speed, indent=1))  # the raw rounds, kept whatever follows
     breakdown = {
-        f"{n}{', native' if e == 'native' else ''}": decode_breakdown(p / "model.pte", engine=e)
-        for (n, p), e in itertools.product(builds.items(), ("python", "native"))
-        if n != "xnnpack-llm-fp32"
+        f"{n}{', native' if e == 'native' else ''}, {t} thread(s)": decode_breakdown(
+            p / "model.pte", engine=e, threads=t
+        )
+        for (n, p), e, t in itertools.product(builds.items(), ("python", "native"), (1, 2))
+        if n != "xnnpack-llm-fp32" and (t == 1 or e == "native")
     }
     f = machine_facts()
     sizes = {f"llama.cpp {n}": p.stat().st_size for n, p in ggufs.items()}
@@ -520,7 +523,7 @@ def main() -> None:
         f"# SmolLM2-135M-Instruct: edgekit (ExecuTorch, XNNPACK) vs llama.cpp on the same weights — {f['cpu_model']}, "
         f"{os.cpu_count()} cores; executorch {f['executorch']}; llama.cpp from {built['sdist']} (built in "
         f"{built['seconds']} s, {built.get('flags', 'native CPU flags')})",
-        f"# source: {gguf.name} ({facts['file_type']}); prefill {PP} tokens in one call, decode {TG} tokens; medians "
+        f"# source: {gguf.name} ({facts.header.file_type}); prefill {PP} tokens in one call, decode {TG} tokens; medians "
         f"of {args.rounds} interleaved rounds",
         "",
         f"{'program':<34}{'threads':>8}{'prefill t/s':>13}{'decode t/s':>12}{'peak RSS MiB':>14}  per-round decode",
@@ -541,7 +544,7 @@ def main() -> None:
         *build_lines,
     ]
     for name, rows in breakdown.items():
-        lines += ["", f"where a decode step of edgekit {name} goes (ETDump, 1 thread, medians over 64 steps):", *rows]
+        lines += ["", f"where a decode step of edgekit {name} goes (ETDump, medians over 64 steps):", *rows]
     lines += ["", f"{'program (edgekit: model.pte + model.ptd)':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [
