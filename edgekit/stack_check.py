@@ -12,7 +12,7 @@ from importlib import metadata
 
 from .errors import ModelLoadError
 
-PIN = re.compile(r"^torch\s*\(?\s*==\s*([^\s;,)]+)")
+PIN = re.compile(r"^torch\s*\(?\s*==(?!=)\s*([^\s;,)*]+)(?![\w.]*\*)")
 HINT = "pip uninstall torchvision (edgekit does not use it), or install the torchvision built for torch {torch}"
 
 
@@ -40,14 +40,19 @@ def check_torchvision() -> None:
 
 
 def torchvision_failure(exc: BaseException) -> ModelLoadError | None:
-    """The one-line error for an import failure that torchvision caused (anywhere in ``exc``'s chain), else None."""
+    """The one-line error for an import failure that an installed torchvision caused (anywhere in ``exc``'s chain),
+    else None (a model that needs torchvision where none is installed is not this)."""
+    try:
+        tv = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "?"
     seen: BaseException | None = exc
     while seen is not None:
         if "torchvision" in str(seen):
-            try:
-                tv, torch = metadata.version("torchvision"), metadata.version("torch")
-            except metadata.PackageNotFoundError:
-                tv, torch = "?", "?"
             first = str(seen).strip().splitlines()[0][:160] if str(seen).strip() else type(seen).__name__
             return ModelLoadError(
                 f"transformers cannot import its model classes because torchvision {tv} does not work with torch "

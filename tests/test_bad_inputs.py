@@ -229,6 +229,9 @@ def test_a_torchvision_built_for_another_torch_is_named_with_the_fix(tmp_path, m
 
     from edgekit.stack_check import torchvision_failure
 
+    # no torchvision installed (this venv): a model that needs it is not blamed on it
+    missing = ModuleNotFoundError("No module named 'torchvision'")
+    assert torchvision_failure(missing) is None
     dist = tmp_path / "site" / "torchvision-0.20.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text(

@@ -144,6 +144,16 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     assert 0 < n["baseline_rss_mb"] < p["baseline_rss_mb"] / 5  # no Python, no torch in the measured process
 
 
+def test_without_a_compiler_a_generation_profile_runs_in_the_python_worker_and_says_so(llama, monkeypatch, tmp_path):
+    from edgekit.profile.generation import profile_generation
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no g++, no clang++
+    monkeypatch.delenv("CXX", raising=False)
+    p = profile_generation(llama["xnnpack-llm-8da4w"], prompt_len=8, gen_len=4, runs=1)
+    assert p.engine == "python" and "using the python engine" in p.notes[0] and "compiler" in p.notes[0]
+    assert p.check.status == "passed"
+
+
 @pytest.mark.parametrize("mutation", ["wrong-scale", "nan-weights", "libm-exp"])
 def test_the_answers_check_refuses_a_broken_attention_kernel_and_passes_a_correct_one(
     llama, tmp_path, monkeypatch, mutation

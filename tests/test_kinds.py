@@ -3,6 +3,8 @@ joins with its own module of steps plus one registration line."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from helpers import one_line_error, run_cli
 
@@ -56,6 +58,21 @@ def test_options_that_do_nothing_for_the_kind_are_refused_in_one_line(tmp_path) 
         "--max-seq-len do(es) not apply to a model's build",
         "--task",
     )
+    # budgets are the kind's too: from a target file, through build() and the CLI alike, a budget the kind cannot
+    # check is refused, never ignored (a generation profile checks no latency budget; a model's build no KLD)
+    kld = tmp_path / "kld.toml"
+    kld.write_text('schema_version = 1\nname = "kld"\n[budget]\nmax_kld = 0.1\n')
+    with pytest.raises(UsageError, match="budget.max_kld do\\(es\\) not apply to a model's build"):
+        edgekit.build("toy_models:mlp", kld, out=tmp_path / "p")
+    one_line_error(run_cli("build", "toy_models:mlp", "-t", kld, "-o", tmp_path / "p"), 2, f"budget.max_kld of {kld}")
+    p50 = tmp_path / "p50.toml"
+    p50.write_text('schema_version = 1\nname = "p50"\ntask = "text-generation"\n[budget]\nmax_p50_ms = 5\n')
+    with pytest.raises(UsageError, match="budget.max_p50_ms do\\(es\\) not apply to a text-generation build"):
+        edgekit.build("gguf:x.gguf", p50, out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    # a kind names only budgets a target has
+    with pytest.raises(ValueError, match="names budgets the target has not: max_klds"):
+        dataclasses.replace(kinds.TENSOR, budgets=frozenset({"max_klds"}))
 
 
 def test_a_third_kind_is_one_module_and_one_registration(tmp_path, toy) -> None:

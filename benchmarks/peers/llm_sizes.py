@@ -182,6 +182,8 @@ def main() -> None:
         f"answers check: all {len(checks)} profiles passed, mean KL(model ‖ program) "
         f"{min(c.kld for c in checks):.4g}-{max(c.kld for c in checks):.4g} nats (allowed {checks[0].max_kld:.4g}; "
         f"{checks[0].build_kld:.4g} when built); {checks[0].note.split(':')[0]}",
+        "fidelity when built, llama-perplexity's protocol against the model handed in (random weights: a check of the "
+        f"program, not of a recipe's quality): {m.generation.fidelity.summary() if m.generation.fidelity else '–'}",
     ]
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"llm_sizes_{args.shape.replace('.', '_')}.txt")
     out.write_text("\n".join(lines) + "\n")

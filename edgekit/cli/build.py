@@ -9,6 +9,7 @@ import click
 
 from .._options import Finite, flag
 from ..dynamic import DYNAMIC_DIM_HELP
+from ..perplexity_protocol import MIN_CHUNKS
 from .options import RATIO, emit_json, multiple_of_32, parsed
 
 
@@ -103,7 +104,7 @@ from .options import RATIO, emit_json, multiple_of_32, parsed
 )
 @click.option(
     "--eval-chunks",
-    type=click.IntRange(4),
+    type=click.IntRange(MIN_CHUNKS),
     metavar="N",
     help="text-generation: chunks of min(512, the cache) tokens of the eval text that fidelity is scored on, as "
     "llama-perplexity --chunks.  [default: 4, more for a short cache, as the text allows]",
@@ -223,8 +224,28 @@ def build(
     from . import render
 
     kind = kinds.for_build(load_target(target) if target is not None else None, task)
+    base = load_target(target or kind.default_target)
+    flags = {
+        "max_ppl_increase_pct": max_ppl_increase,
+        "max_kld": max_kld,
+        "min_top1_pct": min_top1,
+        "max_accuracy_drop": max_accuracy_drop,
+    }
+    named = {"max_ppl_increase_pct": "max_ppl_increase", "min_top1_pct": "min_top1"}  # budget field → its flag
+
+    def spell(field: str) -> str:  # the flag the user typed, else the target file's key
+        return (
+            flag(named.get(field, field))
+            if flags.get(field) is not None
+            else f"budget.{field} of {target or base.name}"
+        )
+
+    # the budgets this kind cannot check, flags first (before an override's own checks, e.g. --max-accuracy-drop's)
+    BuildRequest.check_budgets(
+        kind, base.replace(**{f"budget__{k}": v for k, v in flags.items() if v is not None}), spell
+    )
     tgt = with_build_options(
-        load_target(target or kind.default_target),
+        base,
         has_eval=eval_data is not None,
         group_size=group_size,
         max_ppl_increase=max_ppl_increase,
@@ -263,16 +284,6 @@ def build(
     )
     renamed = {"eval": "eval_data", "explain": "no_explain"}  # request fields whose flag's parameter is named apart
     request.check_applies(kind, lambda field: flag(renamed.get(field, field)))  # before anything prints
-    flags = {
-        "max_ppl_increase_pct": max_ppl_increase,
-        "max_kld": max_kld,
-        "min_top1_pct": min_top1,
-        "max_accuracy_drop": max_accuracy_drop,
-    }
-    named = {"max_ppl_increase_pct": "max_ppl_increase", "min_top1_pct": "min_top1"}  # budget field → its flag
-    request.check_budgets(
-        kind, tgt, lambda f: flag(named.get(f, f)) if flags.get(f) is not None else f"budget.{f} of {tgt.name}"
-    )
     check_output(out, force)  # before the slow imports
     progress = render.StageProgress(quiet)
     if not quiet:

@@ -98,7 +98,8 @@ class BuildRequest:
         if extra:
             raise UsageError(
                 f"{', '.join(extra)} do(es) not apply to {kind.label}",
-                f"its budgets are {', '.join(sorted(kind.budgets))}; drop the others from the command or the target",
+                f"{kind.label} is budgeted by {', '.join(sorted(kind.budgets))} (in a target file's [budget]); drop the "
+                "others from the command or the target",
             )
 
 

@@ -188,17 +188,10 @@ def profile_generation(
 
         reject_python_on_device(engine)
         dev = resolve_device(device, devices_file)
-    native, engine_fallback = dev is not None or engine is Engine.NATIVE, None
+    engine_fallback = None
     if dev is None and engine is Engine.AUTO:
-        # the native runner wherever a compiler is (decode 77 vs 43 tokens/s at 2 threads on SmolLM2-135M, equal at
-        # 1: the Python worker's ExecuTorch kernels stall on a second thread), else the Python worker, said in a note
-        from ..runner.native import NativeUnavailable, runner_path
-
-        try:
-            runner_path()
-            native = True
-        except NativeUnavailable as exc:
-            engine_fallback = f"using the python engine: {exc}"
+        engine, engine_fallback = resolve_engine(engine)
+    native = dev is not None or engine is Engine.NATIVE
     args = [
         "--prompt-tokens",
         ",".join(map(str, profile_prompt(prompt_len, g.vocab_size))),
@@ -313,6 +306,22 @@ def profile_generation(
         engine_note=NATIVE_NOTE if native else PYTHON_NOTE,
         fidelity=m.generation.fidelity,
     )
+
+
+def resolve_engine(engine: Engine | str) -> tuple[Engine, str | None]:
+    """What ``auto`` means for a generation profile here: the native runner wherever a compiler is (SmolLM2-135M's
+    8da4w program decoded 92.6 vs 50.3 tokens/s at 2 threads there, 75.2 vs 72.8 at 1:
+    benchmarks/results/llm_vs_llamacpp.txt), else the Python worker, with the note that says so."""
+    engine = Engine(engine)
+    if engine is not Engine.AUTO:
+        return engine, None
+    from ..runner.native import NativeUnavailable, runner_path
+
+    try:
+        runner_path()
+        return Engine.NATIVE, None
+    except NativeUnavailable as exc:
+        return Engine.PYTHON, f"using the python engine: {exc}"
 
 
 def generate(

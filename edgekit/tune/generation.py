@@ -48,6 +48,7 @@ class ProfileSettings(TypedDict):
     gen_len: int
     rounds: int
     threads: int
+    engine: str  # native | python, resolved before any measurement: a cached one is never the other engine's
 
 
 def tune_generation(
@@ -123,7 +124,18 @@ def tune_generation(
                 say(f"built {by_key[job.key].recipe.name}", done, total)
     finally:
         queue.close()  # its workers would hold memory and cores while decode is timed
-    settings: ProfileSettings = {"prompt_len": prompt_len, "gen_len": gen_len, "rounds": rounds, "threads": threads}
+    from ..profile.generation import resolve_engine
+
+    engine, engine_note = resolve_engine("auto")
+    if engine_note:
+        notes.append(engine_note)
+    settings: ProfileSettings = {
+        "prompt_len": prompt_len,
+        "gen_len": gen_len,
+        "rounds": rounds,
+        "threads": threads,
+        "engine": engine.value,
+    }
     for t in todo:
         done += 1
         if t.manifest is None:
@@ -262,6 +274,7 @@ def _profile(t: TriedRecipe, settings: ProfileSettings) -> GenerationProfile:
         runs=settings["rounds"],
         warmup=1,
         threads=settings["threads"],
+        engine=settings["engine"],
     )
 
 

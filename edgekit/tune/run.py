@@ -197,6 +197,11 @@ def tune(
     budget = check_request(calibration, eval, budget, options.objective)
     check_output(Path(out), force)
     base = load_target(base_target)
+    from .. import kinds
+    from ..pipeline.request import BuildRequest
+
+    # a budget the base target carries that no candidate's build can check: refused before the data loads
+    BuildRequest.check_budgets(kinds.for_build(base, None), base, lambda f: f"budget.{f} of {base_target}")
     import_stack()
     data = _load_data(model, inputs, calibration, eval, finetune, base)
     s = _Session(model, inputs, calibration, eval, finetune, base, budget, options, progress or (lambda *a: None), data)

@@ -77,9 +77,16 @@ def read_eval_text(
         raise DataError(
             f"{what} holds {len(seq)} token(s); llama.cpp's protocol scores {wanted} chunks of {n_ctx} tokens (the "
             f"program's context, at most 512): {wanted * n_ctx} are needed",
-            f"pass a .txt file of at least {wanted * n_ctx} tokens of text like your users' prompts"
-            if source is not None
-            else "pass --eval FILE.txt with a longer held-out text",
+            (
+                f"pass a .txt file of at least {wanted * n_ctx} tokens of text like your users' prompts"
+                if source is not None
+                else "pass --eval FILE.txt with a longer held-out text"
+            )
+            + (
+                f", or --eval-chunks {len(seq) // n_ctx} or fewer"
+                if eval_chunks and len(seq) // n_ctx >= MIN_CHUNKS
+                else ""
+            ),
         )
     n = eval_chunks if eval_chunks is not None else min(default_chunks(n_ctx), len(seq) // n_ctx)
     cut = chunks(seq[: n * n_ctx], n_ctx, bos)
