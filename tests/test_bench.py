@@ -175,6 +175,12 @@ def test_compare_runs_flags_only_real_regressions():
     assert cmp.exit_code == 1
     only_size = compare_runs(base, new, fail_on={"size": 0.2})
     assert only_size.regressions == [] and only_size.exit_code == 0  # 10% size change under a 20% gate
+    assert not any("ENGINES DIFFER" in w for w in cmp.warnings)
+    # an item measured by another engine (generation programs moved from the Python worker to the native runner by
+    # default): its latency and memory are another process's, said in a warning naming the item
+    python = {**_result("a", seed=9), "engine": "python"}
+    mixed = compare_runs(_run([python, _result("b")]), new)
+    assert any("ENGINES DIFFER" in w and "a|xnnpack-fp32|1 (python → native)" in w for w in mixed.warnings)
 
 
 def test_machine_mismatch_and_partial_suites():

@@ -261,9 +261,15 @@ def test_a_cache_of_eight_tokens_builds_and_checks_its_answers(llama, tmp_path):
     from edgekit.profile.generation import profile_generation
 
     res = edgekit.build(
-        f"hf:{llama['folder']}", "xnnpack-llm-fp32", task="text-generation", out=tmp_path / "eight", max_seq_len=8
+        f"hf:{llama['folder']}",
+        "xnnpack-llm-fp32",
+        task="text-generation",
+        out=tmp_path / "eight",
+        max_seq_len=8,
+        eval_chunks=6,  # llama-perplexity --chunks: exactly these, 3 predictions each (positions 4, 5, 6 of 8)
     )
     g = res.manifest.generation
+    assert (g.fidelity.n_ctx, g.fidelity.chunks, g.fidelity.positions) == (8, 6, 18) and g.fidelity.kld_mean < 1e-8
     assert g.greedy.prompt_tokens == 4 and g.greedy.new_tokens == 4 and g.greedy.matching == 4
     assert (g.reference.tokens, g.reference.prompt_tokens) == (8, 2)
     c = profile_generation(res.out_dir, engine="native", prompt_len=2, gen_len=4, runs=1).check
