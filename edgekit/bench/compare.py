@@ -337,15 +337,9 @@ def compare_runs(
         a, b = baseline.machine.get(key), run.machine.get(key)
         if a != b:
             warnings.append(f"{key} changed: {a} → {b}")
-    engines = [
-        f"{k} ({base_by[k].engine} → {run_by[k].engine})" for k in common if base_by[k].engine != run_by[k].engine
-    ]
-    if engines:  # another measuring process: latency and memory move with it, not with the program
-        warnings.append(
-            "ENGINES DIFFER — latency and memory are not comparable for "
-            + ", ".join(engines)
-            + " (pin the suite's [run] engine to compare like with like)"
-        )
+    moved = [f"{k} ({base_by[k].engine} → {run_by[k].engine})" for k in common if base_by[k].engine != run_by[k].engine]
+    if moved:  # another measuring process: latency and memory move with it, not with the program
+        warnings.append(f"ENGINES DIFFER — latency and memory not comparable for {', '.join(moved)} (pin [run] engine)")
     rows: list[ComparisonRow] = []
     regressions: list[ComparisonRow] = []
     for key in common:
