@@ -31,7 +31,13 @@ def test_the_wheel_installs_outside_the_checkout_and_builds_and_profiles_a_model
     # every package of the source tree is in the wheel, with the data files the code reads at run time
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "edgekit").rglob("__init__.py")}
     assert packages <= {str(Path(n).parent) for n in names}, packages - {str(Path(n).parent) for n in names}
-    for data in ("edgekit/runner/runner.cpp", "edgekit/builtin_targets/xnnpack-int8.toml", "edgekit/device/check.pte"):
+    data_files = (
+        "edgekit/runner/runner.cpp",
+        "edgekit/builtin_targets/xnnpack-int8.toml",
+        "edgekit/device/check.pte",
+        "edgekit/pipeline/generation/sample_text.txt",  # a generation build's eval text without --eval
+    )
+    for data in data_files:
         assert data in names, data
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
