@@ -105,6 +105,16 @@ def _rebuild_hint(g: Any, tokens: int) -> str:
     return f", or rebuild with --max-seq-len {tokens}"
 
 
+def worker_env() -> dict[str, str]:
+    """The Python worker's environment: one OpenMP and one MKL thread, read when those libraries start (before the
+    worker's own code runs), so that nothing spins beside ExecuTorch's threadpool. torch.set_num_threads(1) inside the
+    worker is not enough: SmolLM2-135M's 8da4w program at 2 threads prefilled 366-412 and decoded 31-32 tokens/s
+    without these variables, 787-853 and 58-64 with them (benchmarks/results/llm_python_worker_threads.txt)."""
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _worker(folder: Path, m: Any, threads: int) -> list[str]:
     return [
         sys.executable,
@@ -250,7 +260,7 @@ def profile_generation(
             else:
                 cmd = _worker(folder, m, threads)
             cmd += ["--result", str(result), *args]
-            watch = run_worker(cmd, timeout=timeout, cpus=cpus)
+            watch = run_worker(cmd, timeout=timeout, cpus=cpus, env=None if native else worker_env())
             raw = read_generation_result(result)
             if reference is not None and (Path(d) / CHECK_OUTPUTS).is_file():
                 logits = (Path(d) / CHECK_OUTPUTS).read_bytes()
@@ -309,9 +319,9 @@ def profile_generation(
 
 
 def resolve_engine(engine: Engine | str) -> tuple[Engine, str | None]:
-    """What ``auto`` means for a generation profile here: the native runner wherever a compiler is (SmolLM2-135M's
-    8da4w program decoded 92.6 vs 50.3 tokens/s at 2 threads there, 75.2 vs 72.8 at 1:
-    benchmarks/results/llm_vs_llamacpp.txt), else the Python worker, with the note that says so."""
+    """What ``auto`` means for a generation profile here: the native runner wherever a compiler is — what a device
+    runs, no Python in the measured process (a 5 MiB baseline against 224), as fast as the Python worker within ~10%
+    (benchmarks/results/llm_python_worker_threads.txt) — else the Python worker, with the note that says so."""
     engine = Engine(engine)
     if engine is not Engine.AUTO:
         return engine, None
@@ -369,7 +379,12 @@ def generate(
             str(result),
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=worker_env(),
         )
         try:
             assert proc.stdout is not None
