@@ -327,7 +327,7 @@ def generate(
     Example:
       edgekit generate build/lm --prompt "The capital of France is" -n 32
     """
-    from ..profile.generation import generate as run_generate
+    from ..profile.generate import generate as run_generate
     from . import render
 
     stats = run_generate(

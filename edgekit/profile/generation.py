@@ -5,23 +5,21 @@ program's load time, its answers checked first (fed the package's reference toke
 the user's model's as when it was built: :mod:`edgekit.token_fidelity`), then
 rounds of a ``prompt_len``-token prefill and ``gen_len`` greedy decode steps, each call timed. It reports time to
 first token (the prefill), prefill and decode tokens per second, per-token latency percentiles, the worker's memory
-and CPU time per generated token. :func:`generate` streams a prompt's continuation to a text stream.
+and CPU time per generated token. :func:`~edgekit.profile.generate.generate` streams a prompt's continuation.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from .. import kinds
 from .._contract import Contract
-from ..errors import ProfileError, ProgramError, UsageError
+from ..errors import UsageError
 from ..manifest import read_manifest
 from ..perplexity_protocol import ProtocolFidelity
 from ..runner.protocol import CHECK_OUTPUTS, RESULT, SELECTABLE_ENGINES, Engine
@@ -332,75 +330,3 @@ def resolve_engine(engine: Engine | str) -> tuple[Engine, str | None]:
         return Engine.NATIVE, None
     except NativeUnavailable as exc:
         return Engine.PYTHON, f"using the python engine: {exc}"
-
-
-def generate(
-    package: str | Path,
-    prompt: str,
-    *,
-    max_new_tokens: int = 128,
-    temperature: float = 0.0,
-    seed: int = 0,
-    threads: int = 1,
-    out: TextIO | None = None,
-) -> dict:
-    """Stream ``prompt``'s continuation from a generation package to ``out`` (stdout); returns the worker's figures
-    (prompt and generated tokens, TTFT, tokens per second, why it stopped).
-
-    Raises:
-        UsageError: not a generation package, or no tokenizer in it.
-        ProfileError: the worker failed (its one-line reason).
-    """
-    import os
-    import signal
-
-    folder, m = _package(package)
-    tok = folder / "tokenizer.json"
-    if not tok.is_file():
-        raise ProgramError(f"{folder} has no tokenizer.json", "rebuild the package with edgekit build")
-    out = out or sys.stdout
-    with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
-        result = Path(d) / "stats.json"
-        cmd = _worker(folder, m, threads) + [
-            "--mode",
-            "generate",
-            "--tokenizer",
-            str(tok),
-            f"--prompt={prompt}",  # one argument: a prompt that begins with "-" is text, not an option
-            "--max-new-tokens",
-            str(max_new_tokens),
-            "--temperature",
-            str(temperature),
-            "--seed",
-            str(seed),
-            "--eos",
-            ",".join(map(str, m.generation.eos_ids)),
-            "--result",
-            str(result),
-        ]
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=worker_env(),
-        )
-        try:
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(4096):
-                out.write(chunk.decode("utf-8", errors="replace"))
-                out.flush()
-            err = proc.stderr.read().decode("utf-8", errors="replace") if proc.stderr else ""
-            code = proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-        if code != 0:
-            from ..runner.protocol import ERROR_PREFIX
-
-            reason = next((ln[len(ERROR_PREFIX) :] for ln in err.splitlines() if ln.startswith(ERROR_PREFIX)), None)
-            raise ProfileError(
-                f"generation failed: {reason or f'the worker exited with {code}'}", "check the package and prompt"
-            )
-        return json.loads(result.read_text())
