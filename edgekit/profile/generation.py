@@ -196,9 +196,12 @@ def profile_generation(
 
         reject_python_on_device(engine)
         dev = resolve_device(device, devices_file)
-    engine_fallback = None
-    if dev is None and engine is Engine.AUTO:
-        engine, engine_fallback = resolve_engine(engine)
+    runner, engine_fallback = None, None
+    if dev is None:  # a device always runs its bundle's native runner
+        from ..runner.native import pick_engine
+
+        engine, runner, missing = pick_engine(engine)
+        engine_fallback = None if missing is None else f"using the python engine: {missing}"
     native = dev is not None or engine is Engine.NATIVE
     args = [
         "--prompt-tokens",
@@ -251,9 +254,7 @@ def profile_generation(
         else:
             result = Path(d) / RESULT
             if native:
-                from ..runner.native import runner_path
-
-                cmd = [str(runner_path()), "--model", str(folder / m.program.file), "--threads", str(threads)]
+                cmd = [str(runner), "--model", str(folder / m.program.file), "--threads", str(threads)]
                 cmd += _data_args(folder, m)
             else:
                 cmd = _worker(folder, m, threads)
@@ -314,19 +315,3 @@ def profile_generation(
         engine_note=NATIVE_NOTE if native else PYTHON_NOTE,
         fidelity=m.generation.fidelity,
     )
-
-
-def resolve_engine(engine: Engine | str) -> tuple[Engine, str | None]:
-    """What ``auto`` means for a generation profile here: the native runner wherever a compiler is — what a device
-    runs, no Python in the measured process (a 5 MiB baseline against 224), as fast as the Python worker within ~10%
-    (benchmarks/results/llm_python_worker_threads.txt) — else the Python worker, with the note that says so."""
-    engine = Engine(engine)
-    if engine is not Engine.AUTO:
-        return engine, None
-    from ..runner.native import NativeUnavailable, runner_path
-
-    try:
-        runner_path()
-        return Engine.NATIVE, None
-    except NativeUnavailable as exc:
-        return Engine.PYTHON, f"using the python engine: {exc}"

@@ -195,22 +195,16 @@ def _with_target_defaults(opts: ProfileOptions, tgt: Target) -> ProfileOptions:
 
 
 def _pick_engine(opts: ProfileOptions, eager: bool) -> tuple[Engine, Path | None, str | None]:
-    from ..runner.native import NativeUnavailable, runner_path
+    from ..runner.native import pick_engine
 
     if eager:
         return Engine.EAGER, None, None
-    if opts.engine is Engine.PYTHON:
-        if opts.ops:
-            raise UsageError("--ops needs the native engine (it links the ETDump library)", "drop --engine python")
-        return Engine.PYTHON, None, None
-    try:
-        return Engine.NATIVE, runner_path(), None
-    except NativeUnavailable as exc:
-        if opts.engine is Engine.NATIVE:
-            raise
-        if opts.ops:
-            raise UsageError(
-                f"--ops needs the native engine (it links the ETDump library): {exc.message}",
-                "install g++ or drop --ops",
-            ) from None
-        return Engine.PYTHON, None, f"using the python engine: {exc}"
+    if opts.engine is Engine.PYTHON and opts.ops:
+        raise UsageError("--ops needs the native engine (it links the ETDump library)", "drop --engine python")
+    engine, runner, missing = pick_engine(opts.engine)
+    if missing is not None and opts.ops:
+        raise UsageError(
+            f"--ops needs the native engine (it links the ETDump library): {missing.message}",
+            "install g++ or drop --ops",
+        )
+    return engine, runner, None if missing is None else f"using the python engine: {missing}"

@@ -23,6 +23,7 @@ from typing import Any
 from ..backends import runtime_libraries
 from ..errors import ProfileError
 from ..fileops import exclusive
+from .protocol import Engine
 
 SOURCE = Path(__file__).with_name("runner.cpp")
 #: a generation program's mode, in the same binary
@@ -164,3 +165,17 @@ def runner_path(rebuild: bool = False) -> Path:
             return binary
         compile_runner(compile_command(cxx, binary), binary)
     return binary
+
+
+def pick_engine(requested: Engine) -> tuple[Engine, Path | None, NativeUnavailable | None]:
+    """The engine a profile runs in, for every kind of program: ``python`` as asked; ``native`` with its compiled runner
+    (NativeUnavailable when it cannot be had); ``auto`` the native runner wherever a compiler is, else ``python`` with
+    the reason native was not used (the caller says it, or refuses what needs native)."""
+    if requested is Engine.PYTHON:
+        return Engine.PYTHON, None, None
+    try:
+        return Engine.NATIVE, runner_path(), None
+    except NativeUnavailable as exc:
+        if requested is Engine.NATIVE:
+            raise
+        return Engine.PYTHON, None, exc

@@ -124,11 +124,14 @@ def tune_generation(
                 say(f"built {by_key[job.key].recipe.name}", done, total)
     finally:
         queue.close()  # its workers would hold memory and cores while decode is timed
-    from ..profile.generation import resolve_engine
+    from ..runner.native import pick_engine
+    from ..runner.protocol import Engine
 
-    engine, engine_note = resolve_engine("auto")
-    if engine_note:
-        notes.append(engine_note)
+    # the engine every candidate is measured in (and its measurements cached under): the native runner wherever a
+    # compiler is, what a device runs, else the Python worker, said in the notes
+    engine, _, missing = pick_engine(Engine.AUTO)
+    if missing is not None:
+        notes.append(f"using the python engine: {missing}")
     settings: ProfileSettings = {
         "prompt_len": prompt_len,
         "gen_len": gen_len,
