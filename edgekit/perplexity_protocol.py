@@ -139,16 +139,16 @@ class ProtocolMeter:
         """
         import numpy as np
 
-        from .token_fidelity import log_softmax
+        from .token_fidelity import kl_of_log_probs, log_softmax
 
         base, other = np.asarray(base), np.asarray(other)
         if base.shape != other.shape or base.ndim != 2 or base.shape[0] != len(targets):
             raise ValueError(f"logits of shapes {base.shape} and {other.shape} for {len(targets)} targets")
         if not (np.isfinite(base).all() and np.isfinite(other).all()):
             raise ValueError("logits that are not finite (NaN or inf) have no KL divergence")
-        lb, lo = log_softmax(base), log_softmax(other)  # the same arithmetic as token_fidelity.kl_divergence
+        lb, lo = log_softmax(base), log_softmax(other)  # once: the divergence and the likelihoods both read them
         rows, t = np.arange(len(targets)), np.asarray(targets)
-        self._kld.append(np.maximum((np.exp(lb) * (lb - lo)).sum(axis=-1), 0.0))
+        self._kld.append(kl_of_log_probs(lb, lo))
         self._same.append(base.argmax(-1) == other.argmax(-1))
         self._nll_base.append(-lb[rows, t])
         self._nll.append(-lo[rows, t])

@@ -84,9 +84,13 @@ def log_softmax(logits: ArrayLike) -> np.ndarray:
 
 def kl_divergence(base: ArrayLike, other: ArrayLike) -> np.ndarray:
     """Per row, KL(softmax(base) ‖ softmax(other)) in nats (float64; finite logits)."""
+    return kl_of_log_probs(log_softmax(base), log_softmax(other))
+
+
+def kl_of_log_probs(lb: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Per row, KL(base ‖ other) from both rows' log-probabilities (:func:`log_softmax`'s), in nats."""
     import numpy as np
 
-    lb, lo = log_softmax(base), log_softmax(other)
     return np.maximum((np.exp(lb) * (lb - lo)).sum(axis=-1), 0.0)
 
 
