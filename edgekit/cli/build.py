@@ -10,7 +10,7 @@ import click
 from .._options import Finite, flag
 from ..dynamic import DYNAMIC_DIM_HELP
 from ..perplexity_protocol import MIN_CHUNKS
-from .options import RATIO, emit_json, multiple_of_32, parsed
+from .options import RATIO, emit_json, fidelity_budgets, multiple_of_32, parsed
 
 
 @click.command()
@@ -123,20 +123,7 @@ from .options import RATIO, emit_json, multiple_of_32, parsed
     help="text-generation: fail when the program's perplexity on the eval text is this many percent above your "
     "model's.",
 )
-@click.option(
-    "--max-kld",
-    type=Finite(0, min_open=True),
-    metavar="NATS",
-    help="text-generation: fail when the mean KL divergence from your model (llama-perplexity's protocol) is above "
-    "this, e.g. 0.05.",
-)
-@click.option(
-    "--min-top1",
-    type=Finite(0, 100),
-    metavar="PCT",
-    help="text-generation: fail when the program's top token is your model's at fewer than this percent of the scored "
-    "positions, e.g. 90.",
-)
+@fidelity_budgets("text-generation", "fail")
 @click.option(
     "--out", "-o", type=click.Path(), required=True, help="Package folder to write (model.pte + manifest.json)."
 )

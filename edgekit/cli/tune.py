@@ -11,7 +11,7 @@ import click
 
 from .. import paths
 from .._options import Finite, given_flags
-from .options import emit_json
+from .options import emit_json, fidelity_budgets
 
 
 def _ratios(value: str) -> tuple[float, ...]:
@@ -145,18 +145,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="PCT",
     help="Decoders: budget on the program's perplexity over your model's, in percent (default 50).",
 )
-@click.option(
-    "--max-kld",
-    type=Finite(0, min_open=True),
-    metavar="NATS",
-    help="Decoders: budget on the mean KL divergence from your model (llama-perplexity's protocol), e.g. 0.05.",
-)
-@click.option(
-    "--min-top1",
-    type=Finite(0, 100),
-    metavar="PCT",
-    help="Decoders: the program's top token must be your model's at least this percent of the time, e.g. 90.",
-)
+@fidelity_budgets("Decoders", "a candidate misses the budget")
 @click.option(
     "--linears", default="8da4w,int8", show_default=True, metavar="P,P", help="Decoders: linear precisions to try."
 )
