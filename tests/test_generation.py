@@ -142,6 +142,29 @@ def test_profile_checks_the_answers_then_reports_tokens_per_second(llama, tmp_pa
     assert n["check"]["status"] == "passed" and n["check"]["kld"] <= n["check"]["max_kld"] == c["max_kld"]
     assert n["decode_ms"]["count"] == 15
     assert 0 < n["baseline_rss_mb"] < p["baseline_rss_mb"] / 5  # no Python, no torch in the measured process
+    # --ops: one more round traced, read by kind of work: the decode steps (after the prefill call) and the prefill
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), *args, "--runs", "1", "--ops")
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.stdout)["ops"]
+    assert o["decode_steps"] == 15 and o["prefill_tokens"] == 16 and 0 < o["decode_ms"] < o["prefill_ms"]
+    kinds = {s["kind"]: s for s in o["decode"]}
+    assert {
+        "int4 linears (8da4w: q/k/v/o, MLP; a 4-bit grid's group sums)",
+        "int8 linears (8da8w; the output layer)",
+    } <= set(kinds), kinds
+    attention = kinds["attention over the KV cache (llama::custom_sdpa)"]
+    assert attention["calls"] == 1 and kinds["KV cache writes (llama::update_cache)"]["calls"] == 2  # 1 layer
+    assert sum(s["share"] for s in o["decode"]) == pytest.approx(1.0, abs=0.01)  # the derived rows close the step
+    r = run_cli(
+        "profile", str(llama["xnnpack-llm-8da4w"]), "--prompt-len", "8", "--gen-len", "4", "--runs", "1", "--ops"
+    )
+    assert r.exit_code == 0 and "where a decode step goes" in r.output and "attention over the KV cache" in r.output
+    # the Python worker traces its round too (ExecuTorch's own kernels): the same kinds of work
+    r = run_cli("profile", str(llama["xnnpack-llm-8da4w"]), *args, "--runs", "1", "--ops", "--engine", "python")
+    assert r.exit_code == 0, r.output
+    py = json.loads(r.stdout)["ops"]
+    recorded = {k for k, s in kinds.items() if not s["derived"]}
+    assert py["decode_steps"] == 15 and {s["kind"] for s in py["decode"]} >= recorded, (recorded, py["decode"])
 
 
 def test_without_a_compiler_a_generation_profile_runs_in_the_python_worker_and_says_so(llama, monkeypatch, tmp_path):

@@ -226,58 +226,23 @@ def program_ppl(pte: Path, ids: list[int]) -> float:
 
 
 def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python", threads: int = 1) -> list[str]:
-    """Where a decode step's time goes: ExecuTorch's ETDump over `steps` decode steps after a 128-token prefill, 1
-    thread, each event's median per step (the prefill is one sample of `steps + 1`), grouped by operator; in the
-    Python runtime (ExecuTorch's llama:: kernels) or the native runner (edgekit's, its --etdump run)."""
-    ptd = pte.with_suffix(".ptd") if pte.with_suffix(".ptd").is_file() else None  # a tied table kept once
-    import collections
+    """Where a decode step's time goes: `edgekit profile --ops` (edgekit.profile.step_ops) after a 128-token prefill,
+    `steps` decode steps traced, each kind of work's median per step, in the Python worker (ExecuTorch's llama::
+    kernels) or the native runner (edgekit's)."""
+    from edgekit.profile.generation import profile_generation
 
-    from edgekit.profile.ops import op_table
-
-    prompt = list(range(100, 100 + PP))
-    with tempfile.TemporaryDirectory() as d:
-        etdp = Path(d) / "decode.etdp"
-        if engine == "native":
-            from edgekit.runner.native import runner_path
-
-            subprocess.run(
-                [str(runner_path()), "--model", str(pte), *(["--data", str(ptd)] if ptd else []),
-                 "--result", str(Path(d) / "r.json"), "--threads", str(threads),
-                 "--prompt-tokens", ",".join(map(str, prompt)), "--gen-len", str(steps + 1), "--runs", "0",
-                 "--warmup", "0", "--etdump", str(etdp)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        else:
-            import torch
-
-            from edgekit.runner.runtime import load_runtime
-
-            portable_lib, _ = load_runtime(llm_ops=True)  # the quantized kernels and ExecuTorch's llama:: ops
-
-            portable_lib._unsafe_reset_threadpool(threads)
-            m = portable_lib._load_for_executorch(
-                str(pte), data_path=ptd and str(ptd), enable_etdump=True, debug_buffer_size=0
-            )
-            tok = int(m.run_method("forward", (torch.tensor([prompt]), torch.tensor([0])))[0].argmax())
-            for i in range(steps):
-                tok = int(m.run_method("forward", (torch.tensor([[tok]]), torch.tensor([PP + i])))[0].argmax())
-            m.write_etdump_result_to_file(str(etdp))
-        table = op_table(etdp)
-    by = collections.defaultdict(lambda: [0.0, 0])
-    for r in table["ops"]:
-        if r["kind"] == "delegate_call" or r["name"] == "OPERATOR_CALL":
-            continue  # wrappers: their time is the rows inside them
-        name = r["name"].split(" #")[0]
-        by[(r["kind"], name)][0] += r["p50_ms"]
-        by[(r["kind"], name)][1] += r["calls_per_run"]
-    total = sum(v[0] for v in by.values())
-    rows = sorted(by.items(), key=lambda kv: -kv[1][0])
-    out = [f"  {'operator (per decode step)':<58}{'where':>10}{'calls':>7}{'ms':>8}{'share':>7}"]
-    for (kind, name), (ms, calls) in rows[:8]:
-        where = "XNNPACK" if kind == "delegate_op" else "portable"
-        out.append(f"  {name[:58]:<58}{where:>10}{calls:>7.0f}{ms:>8.3f}{ms / total:>7.0%}")
-    rest = sum(v[0] for v in dict(rows[8:]).values())
-    out.append(f"  {'everything else':<58}{'':>10}{'':>7}{rest:>8.3f}{rest / total:>7.0%}")
+    p = profile_generation(pte.parent, prompt_len=PP, gen_len=steps + 1, runs=1, warmup=0, threads=threads,
+                           engine=engine, ops=True)  # fmt: skip
+    o = p.ops
+    out = [f"  {'kind of work (per decode step, traced: ' + format(o.decode_ms, '.2f') + ' ms)':<74}{'calls':>7}{'ms':>8}"
+           f"{'share':>7}"]  # fmt: skip
+    shown = [s for s in o.decode if s.share >= 0.005]
+    for s in shown:
+        out.append(f"  {s.kind:<74}{'' if s.derived else s.calls:>7}{s.ms:>8.3f}{s.share:>7.0%}")
+    rest = [s for s in o.decode if s.share < 0.005]
+    if rest:
+        ms = sum(s.ms for s in rest)
+        out.append(f"  {f'{len(rest)} other kinds':<74}{'':>7}{ms:>8.3f}{ms / o.decode_ms:>7.0%}")
     return out
 
 
@@ -544,7 +509,7 @@ def main() -> None:
         *build_lines,
     ]
     for name, rows in breakdown.items():
-        lines += ["", f"where a decode step of edgekit {name} goes (ETDump, medians over 64 steps):", *rows]
+        lines += ["", f"where a decode step of edgekit {name} goes (edgekit profile --ops, 64 steps traced):", *rows]
     lines += ["", f"{'program (edgekit: model.pte + model.ptd)':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [

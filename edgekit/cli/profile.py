@@ -215,7 +215,6 @@ def profile_generation_package(a: ProfileArgs) -> None:
                 ("--input", bool(a.input_specs)),
                 ("--inputs", a.inputs_file is not None),
                 ("--batch", a.batch is not None),
-                ("--ops", a.ops),
                 ("--save-outputs", a.save_outputs is not None),
                 ("--target", a.target is not None),
                 ("--method", a.method != "forward"),
@@ -224,7 +223,7 @@ def profile_generation_package(a: ProfileArgs) -> None:
             if on
         ],
         "a generation program",
-        "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device",
+        "drop them: it is profiled with --prompt-len / --gen-len / --runs / --threads / --engine / --device / --ops",
     )
     gen = []
     for threads in parse_threads(a.threads_text) if a.threads_text else [1]:
@@ -245,6 +244,7 @@ def profile_generation_package(a: ProfileArgs) -> None:
                 engine=a.engine,
                 device=a.device,
                 devices_file=a.devices_file,
+                ops=a.ops,
             )
         )
     _emit([r.to_dict() for r in gen], a, lambda: render.generation_report(gen))

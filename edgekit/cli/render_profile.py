@@ -189,7 +189,47 @@ def generation_report(results: list) -> None:
         + "). "
         f"J/token: {r0.joules_note}.[/]"
     )
+    for r in results:
+        if r.ops is not None:
+            con.print(_step_table(r))
+    if r0.ops is not None:
+        con.print(f"[dim]{r0.ops.note}[/]")
     warn([n for r in results for n in r.notes])
+
+
+def _step_table(r: Any, shown: float = 0.005) -> Any:
+    """A generation profile's ``--ops``: its traced decode step by kind of work, beside its prefill call; kinds
+    under half a percent of both are folded into one row."""
+    o = r.ops
+    prefill = {s.kind: s for s in o.prefill}
+    t = table(
+        f"where a decode step goes ({r.threads} thread(s); traced: decode step {o.decode_ms:.2f} ms, median of "
+        f"{o.decode_steps}, untraced {r.decode_ms.p50:.2f} ms; prefill of {o.prefill_tokens} tokens {o.prefill_ms:.1f} "
+        f"ms, untraced {r.ttft_ms.p50:.1f} ms)",
+        ["kind of work", "decode ms", "share", "calls/step", "prefill ms", "share"],
+        left=("kind of work",),
+    )
+    rest = [0.0, 0.0, 0.0, 0.0, 0]
+    for s in o.decode:
+        p = prefill.get(s.kind)
+        if s.share < shown and (p is None or p.share < shown):
+            rest[0] += s.ms
+            rest[1] += s.share
+            rest[2] += p.ms if p else 0.0
+            rest[3] += p.share if p else 0.0
+            rest[4] += 1
+            continue
+        t.add_row(
+            s.kind + (" [dim](derived)[/]" if s.derived else ""),
+            f"{s.ms:.3f}",
+            f"[bold]{s.share:.1%}[/]",
+            "–" if s.derived else str(s.calls),
+            "–" if p is None else f"{p.ms:.2f}",
+            "–" if p is None else f"{p.share:.1%}",
+        )
+    if rest[4]:
+        t.add_row(f"{rest[4]} other kinds", f"{rest[0]:.3f}", f"{rest[1]:.1%}", "", f"{rest[2]:.2f}", f"{rest[3]:.1%}")
+    return t
 
 
 def generate_stats(stats: dict) -> None:

@@ -25,6 +25,7 @@ from ..perplexity_protocol import ProtocolFidelity
 from ..runner.protocol import CHECK_OUTPUTS, RESULT, SELECTABLE_ENGINES, Engine
 from .answers import GenerationCheck, answers_check
 from .stats import LatencyStats, summarize
+from .step_ops import StepOps
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +65,7 @@ class GenerationProfile(Contract):
     # the program against the user's model when built, on llama.cpp's KL-divergence protocol (the manifest's; the
     # answers check above says whether this runtime still computes that program)
     fidelity: ProtocolFidelity | None = None
+    ops: StepOps | None = None  # --ops: the traced decode step and prefill call by kind of work (here, either engine)
 
 
 #: what each engine is, in the report (``GenerationProfile.engine_note``)
@@ -152,6 +154,7 @@ def profile_generation(
     device: Any = None,
     devices_file: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    ops: bool = False,
 ) -> GenerationProfile:
     """Profile a generation package (see the module docstring).
 
@@ -159,6 +162,8 @@ def profile_generation(
     process: what ``device`` always uses, and what ``auto`` means wherever a C++ compiler is) or ``python``
     (ExecuTorch's own kernels in a Python worker: ``auto`` without a compiler).
     ``device``: a devices-file name, ``ssh://user@host[:port]`` or a Device: measured there over ssh.
+    ``ops``: one more round traced into an ETDump after the timed ones, read by kind of work
+    (:mod:`edgekit.profile.step_ops`); either engine, here (``device``: a usage error).
 
     Raises:
         UsageError: not a generation package, a prompt and generation that do not fit its cache, or an engine the
@@ -194,7 +199,7 @@ def profile_generation(
         from ..device.devices import resolve_device
         from .measure import reject_python_on_device
 
-        reject_python_on_device(engine)
+        reject_python_on_device(engine, ops)
         dev = resolve_device(device, devices_file)
     runner, engine_fallback = None, None
     if dev is None:  # a device always runs its bundle's native runner
@@ -225,6 +230,7 @@ def profile_generation(
         args += ["--check-tokens", ",".join(map(str, g.greedy.program_ids))]
     device_info = None
     logits: bytes | None = None
+    traced: StepOps | None = None
     with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as d:
         if reference is not None:
             args += ["--outputs", CHECK_OUTPUTS if dev is not None else str(Path(d) / CHECK_OUTPUTS)]
@@ -259,10 +265,16 @@ def profile_generation(
             else:
                 cmd = _worker(folder, m, threads)
             cmd += ["--result", str(result), *args]
+            if ops:
+                cmd += ["--etdump", str(Path(d) / "gen.etdp")]
             watch = run_worker(cmd, timeout=timeout, cpus=cpus, env=None if native else worker_env())
             raw = read_generation_result(result)
             if reference is not None and (Path(d) / CHECK_OUTPUTS).is_file():
                 logits = (Path(d) / CHECK_OUTPUTS).read_bytes()
+            if ops:
+                from .step_ops import step_ops
+
+                traced = step_ops(Path(d) / "gen.etdp", prompt_len)
     notes = [engine_fallback] if engine_fallback else []
     where = "here"
     power, model_of_power = m.target.get("power", {}), "target's"
@@ -314,4 +326,5 @@ def profile_generation(
         device=device_info,
         engine_note=NATIVE_NOTE if native else PYTHON_NOTE,
         fidelity=m.generation.fidelity,
+        ops=traced,
     )

@@ -65,6 +65,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--check-prompt", default="")  # comma-separated token ids
     p.add_argument("--check-tokens", default="")  # fed one per call after the check prompt
     p.add_argument("--outputs", default="")  # the check steps' logits, raw float32, one step after another
+    p.add_argument("--etdump", default="")  # after the timed rounds: one more, traced into this ETDump file
     p.add_argument("--tokenizer")
     p.add_argument("--prompt", default="")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -165,13 +166,16 @@ def main(argv: list[str] | None = None) -> None:
             rounds.append({"prefill_ms": prefill * 1000, "decode_ms": [d * 1000 for d in decode]})
     wall = time.perf_counter() - wall0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kb = _status_kb("VmHWM")  # before the traced run loads a second copy of the program
+    if a.etdump:
+        _trace(a, portable_lib, prompt)
     result = {
         "threads": threads,
         "load_ms": load_ms,
         "rounds": rounds,
         "baseline_rss_kb": baseline_kb,
         "after_load_rss_kb": after_load_kb,
-        "peak_rss_kb": _status_kb("VmHWM"),
+        "peak_rss_kb": peak_kb,
         "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "wall_s": wall,
         "check": check,
@@ -181,6 +185,24 @@ def main(argv: list[str] | None = None) -> None:
         json.dump(result, f)
     os.replace(tmp, a.result)
     _say(PHASE_PREFIX + "done")
+
+
+def _trace(a: argparse.Namespace, portable_lib: Any, prompt: list[int]) -> None:
+    """One prefill and ``--gen-len - 1`` greedy decode steps on the program loaded again with an ETDump tracer (the
+    pybindings' module: ``executorch.runtime`` offers none), written to ``--etdump``: as the native runner's."""
+    import torch
+
+    _say(PHASE_PREFIX + "ops")
+    m = portable_lib._load_for_executorch(a.model, data_path=a.data or None, enable_etdump=True, debug_buffer_size=0)
+
+    def run(ids: list[int], pos: int) -> int:
+        out = m.run_method("forward", (torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)))
+        return int(out[0][0].argmax())
+
+    tok = run(prompt, 0)
+    for i in range(a.gen_len - 1):
+        tok = run([tok], len(prompt) + i)
+    m.write_etdump_result_to_file(a.etdump)
 
 
 def _generate(a: argparse.Namespace, step: Any) -> None:
