@@ -247,7 +247,10 @@ def test_weights_on_a_gguf_4bit_grid_keep_it_exactly_and_others_are_left_alone()
         dq = q.dequantize()
         main = (levels.float().reshape(48, groups, 32) * steps[..., None]).reshape(48, width)
         assert torch.equal(dq[:, :width], main)
-        effective = main + (dq[:, width : width + 64] + dq[:, width + 64 :]) @ grid.sums  # offsets via the group sums
+        sums = grid.sums.dequantize()  # the group sums: an int4 linear of 0/1 weights (XNNPACK's int4 kernel too)
+        assert grid.sums.target_dtype == torch.int4 and set(sums.unique().tolist()) == {0.0, 1.0}
+        assert torch.equal(sums[:groups].sum(0), torch.ones(width)) and not sums[groups:].any()  # each input in one
+        effective = main + (dq[:, width : width + 64] + dq[:, width + 64 :]) @ sums  # offsets via the group sums
         assert (effective - snapped).abs().max() <= offsets.abs().max() / 150, kind  # two digits: 1/196 of the largest
         # eager: int8 activations over the widened row (Gaussian x has no outliers, so the sums set its range)
         x = torch.randn(3, width)
