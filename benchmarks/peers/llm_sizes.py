@@ -50,6 +50,23 @@ SHAPES = {
         "max_position_embeddings": 2048,
         "real_vocab": 128256,
     },
+    # Qwen2.5-0.5B's dimensions in the Llama layout: llama.cpp's converter refuses a Qwen2 model whose tokenizer is
+    # SmolLM2's as rebuilt from its GGUF ("BPE pre-tokenizer was not recognized"); the Llama path takes it. What that
+    # leaves out is Qwen2's q/k/v biases (three vector adds a layer) and its 151,936-token vocabulary.
+    "qwen2.5-0.5b": {
+        "family": "llama",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 32768,
+        "real_vocab": 151936,
+    },
 }
 
 
