@@ -234,15 +234,14 @@ def decode_breakdown(pte: Path, steps: int = 64, engine: str = "python", threads
     p = profile_generation(pte.parent, prompt_len=PP, gen_len=steps + 1, runs=1, warmup=0, threads=threads,
                            engine=engine, ops=True)  # fmt: skip
     o = p.ops
-    out = [f"  {'kind of work (per decode step, traced: ' + format(o.decode_ms, '.2f') + ' ms)':<74}{'calls':>7}{'ms':>8}"
-           f"{'share':>7}"]  # fmt: skip
-    shown = [s for s in o.decode if s.share >= 0.005]
-    for s in shown:
-        out.append(f"  {s.kind:<74}{'' if s.derived else s.calls:>7}{s.ms:>8.3f}{s.share:>7.0%}")
+    head = f"kind of work ({o.decode_steps} decode steps traced, median {o.decode_ms:.2f} ms a step)"
+    out = [f"  {head:<80}{'calls':>7}{'ms':>8}{'share':>7}"]
+    for s in (s for s in o.decode if s.share >= 0.005):
+        out.append(f"  {s.kind:<80}{'' if s.derived else s.calls:>7}{s.ms:>8.3f}{s.share:>7.0%}")
     rest = [s for s in o.decode if s.share < 0.005]
     if rest:
         ms = sum(s.ms for s in rest)
-        out.append(f"  {f'{len(rest)} other kinds':<74}{'':>7}{ms:>8.3f}{ms / o.decode_ms:>7.0%}")
+        out.append(f"  {f'{len(rest)} other kinds':<80}{'':>7}{ms:>8.3f}{ms / o.decode_ms:>7.0%}")
     return out
 
 
@@ -509,7 +508,7 @@ def main() -> None:
         *build_lines,
     ]
     for name, rows in breakdown.items():
-        lines += ["", f"where a decode step of edgekit {name} goes (edgekit profile --ops, 64 steps traced):", *rows]
+        lines += ["", f"where a decode step of edgekit {name} goes (edgekit profile --ops):", *rows]
     lines += ["", f"{'program (edgekit: model.pte + model.ptd)':<50}{'file MiB':>10}"]
     lines += [f"{n:<50}{s / 2**20:>10.1f}" for n, s in sizes.items()]
     lines += [

@@ -245,6 +245,7 @@ def profile_generation_package(a: ProfileArgs) -> None:
                 device=a.device,
                 devices_file=a.devices_file,
                 ops=a.ops,
+                progress=None if a.quiet else lambda m: render.console().print(f"[dim]{m}[/]"),
             )
         )
     _emit([r.to_dict() for r in gen], a, lambda: render.generation_report(gen))

@@ -3,9 +3,12 @@ device's facts, and ``edgekit generate``'s figures."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .console import console, fmt, table, warn
+
+if TYPE_CHECKING:
+    from ..profile.generation import GenerationProfile
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -197,10 +200,12 @@ def generation_report(results: list) -> None:
     warn([n for r in results for n in r.notes])
 
 
-def _step_table(r: Any, shown: float = 0.005) -> Any:
-    """A generation profile's ``--ops``: its traced decode step by kind of work, beside its prefill call; kinds
-    under half a percent of both are folded into one row."""
+def _step_table(r: GenerationProfile, shown: float = 0.005) -> Any:
+    """A generation profile's ``--ops``: its traced decode step by kind of work, beside its prefill call (kinds that
+    only the prefill has come last); kinds under half a percent of both are folded into one row."""
     o = r.ops
+    assert o is not None
+    decode = {s.kind: s for s in o.decode}
     prefill = {s.kind: s for s in o.prefill}
     t = table(
         f"where a decode step goes ({r.threads} thread(s); traced: decode step {o.decode_ms:.2f} ms, median of "
@@ -209,26 +214,32 @@ def _step_table(r: Any, shown: float = 0.005) -> Any:
         ["kind of work", "decode ms", "share", "calls/step", "prefill ms", "share"],
         left=("kind of work",),
     )
-    rest = [0.0, 0.0, 0.0, 0.0, 0]
-    for s in o.decode:
-        p = prefill.get(s.kind)
-        if s.share < shown and (p is None or p.share < shown):
-            rest[0] += s.ms
-            rest[1] += s.share
-            rest[2] += p.ms if p else 0.0
-            rest[3] += p.share if p else 0.0
-            rest[4] += 1
+    folded = [0.0, 0.0, 0.0, 0.0, 0]  # decode ms, share, prefill ms, share, kinds
+    for kind in [*decode, *(k for k in prefill if k not in decode)]:
+        d, p = decode.get(kind), prefill.get(kind)
+        if (d is None or d.share < shown) and (p is None or p.share < shown):
+            for i, x in enumerate((d and d.ms, d and d.share, p and p.ms, p and p.share)):
+                folded[i] += x or 0.0
+            folded[4] += 1
             continue
+        derived = (d or p).derived
         t.add_row(
-            s.kind + (" [dim](derived)[/]" if s.derived else ""),
-            f"{s.ms:.3f}",
-            f"[bold]{s.share:.1%}[/]",
-            "–" if s.derived else str(s.calls),
+            kind + (" [dim](derived)[/]" if derived else ""),
+            "–" if d is None else f"{d.ms:.3f}",
+            "–" if d is None else f"[bold]{d.share:.1%}[/]",
+            "–" if d is None or derived else str(d.calls),
             "–" if p is None else f"{p.ms:.2f}",
             "–" if p is None else f"{p.share:.1%}",
         )
-    if rest[4]:
-        t.add_row(f"{rest[4]} other kinds", f"{rest[0]:.3f}", f"{rest[1]:.1%}", "", f"{rest[2]:.2f}", f"{rest[3]:.1%}")
+    if folded[4]:
+        t.add_row(
+            f"{folded[4]} other kinds",
+            f"{folded[0]:.3f}",
+            f"{folded[1]:.1%}",
+            "",
+            f"{folded[2]:.2f}",
+            f"{folded[3]:.1%}",
+        )
     return t
 
 

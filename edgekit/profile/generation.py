@@ -25,7 +25,7 @@ from ..perplexity_protocol import ProtocolFidelity
 from ..runner.protocol import CHECK_OUTPUTS, RESULT, SELECTABLE_ENGINES, Engine
 from .answers import GenerationCheck, answers_check
 from .stats import LatencyStats, summarize
-from .step_ops import StepOps
+from .step_ops import TRACED_STEPS, StepOps
 
 SCHEMA_VERSION = 1
 
@@ -266,7 +266,7 @@ def profile_generation(
                 cmd = _worker(folder, m, threads)
             cmd += ["--result", str(result), *args]
             if ops:
-                cmd += ["--etdump", str(Path(d) / "gen.etdp")]
+                cmd += ["--etdump", str(Path(d) / "gen.etdp"), "--etdump-runs", str(TRACED_STEPS)]
             watch = run_worker(cmd, timeout=timeout, cpus=cpus, env=None if native else worker_env())
             raw = read_generation_result(result)
             if reference is not None and (Path(d) / CHECK_OUTPUTS).is_file():
@@ -274,7 +274,10 @@ def profile_generation(
             if ops:
                 from .step_ops import step_ops
 
-                traced = step_ops(Path(d) / "gen.etdp", prompt_len)
+                if progress:
+                    progress("reading the traced round (ExecuTorch's Inspector)…")
+
+                traced = step_ops(Path(d) / "gen.etdp", prompt_len, min(gen_len - 1, TRACED_STEPS))
     notes = [engine_fallback] if engine_fallback else []
     where = "here"
     power, model_of_power = m.target.get("power", {}), "target's"

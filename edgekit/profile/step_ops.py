@@ -1,13 +1,14 @@
-"""Where a generation program's decode step (and its prefill call) goes, by kind of operation: ``edgekit profile
+"""Where a generation program's decode step (and its prefill call) goes, by kind of work: ``edgekit profile
 --ops`` on a generation package.
 
-The native runner traces one more round after the timed ones (one prefill call, then ``gen_len - 1`` decode steps)
-into an ETDump (``runner_generation.cpp``). Every call runs the same instructions, so ExecuTorch's Inspector keeps one
-event per instruction with one time per call, in order: the first is the prefill's, the rest are decode steps'.
-A step's events are merged by kind (XNNPACK's ``Fully Connected … GEMM #3`` of every layer is one row: int4, int8 or
-fp32 linears), so the table reads as the question a user asks: which kind of work takes the step, in milliseconds and
-as a share. Two rows are derived, not recorded: what XNNPACK spends outside its linears (element-wise operations,
-conversions, dispatch between its operators; "XNNPACK, the rest") and what the runtime spends between operators.
+After the timed rounds the worker (either engine) traces one more round into an ETDump: one prefill call, then up
+to :data:`TRACED_STEPS` decode steps. Every call runs the same instructions, so ExecuTorch's Inspector keeps one
+``Execute`` block with one event per instruction and one time per call, in order: the first is the prefill's, the rest
+are decode steps' (checked: anything else is a ProfileError, never a mislabelled table). A call's events are merged by
+kind (XNNPACK's ``Fully Connected … QB4W GEMM #3`` of every layer is one row, "int4 linears"), so the table answers the
+question a user asks: which kind of work takes the step. Two rows are derived, not recorded: the XNNPACK time its
+per-operator timer misses (it counts whole microseconds, so most element-wise operators of a decode step read 0;
+plus each delegate call's setup and the tracer's own logging) and the runtime's time between operators.
 
 Tracing costs time of its own (SmolLM2-135M's 8da4w program at 2 threads: a ~9.6 ms decode step traced at ~12.1 ms,
 XNNPACK timing each of its ~1,300 operators a step; the attention kernel, 1.1 ms a step untraced by a clock around
@@ -18,23 +19,27 @@ milliseconds; the untraced figures are the profile's own.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._contract import Contract
 from ..errors import ProfileError, first_line
 
+#: the decode steps a traced round runs at most (the Inspector reads ~4 MB of ETDump per 32 steps of SmolLM2-135M)
+TRACED_STEPS = 32
 #: XNNPACK's and ExecuTorch's operator names → what they are in a generation program (first match wins)
 KINDS: tuple[tuple[str, str], ...] = (
-    ("QB4W", "int4 linears (8da4w: q/k/v/o, MLP; a 4-bit grid's group sums)"),
-    ("QC8W", "int8 linears (8da8w; the output layer)"),
-    ("Fully Connected (NC, F32)", "fp32 linears (RMSNorm means, rotate_half)"),
+    ("QB4W", "int4 linears (group-wise)"),
+    ("QC4W", "int4 linears (per channel)"),
+    ("QC8W", "int8 linears"),
+    ("Fully Connected (NC, F32)", "fp32 linears"),
     ("Fully Connected (NC, F16)", "fp16 linears"),
     ("llama::custom_sdpa", "attention over the KV cache (llama::custom_sdpa)"),
     ("llama::update_cache", "KV cache writes (llama::update_cache)"),
     ("embedding", "token embedding lookup"),
 )
-OTHER_XNNPACK = "XNNPACK outside its linears (element-wise ops, dispatch, tracing)"
+OTHER_XNNPACK = "XNNPACK time its operator timer misses (sub-µs operators, call setup, tracing)"
 BETWEEN = "runtime between operators"
 
 
@@ -70,21 +75,12 @@ class StepOps(Contract):
     note: str
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
-
-
-def _shares(events: list[tuple[str, bool, str, list[float]]], pick: slice) -> tuple[float, list[StepShare]]:
+def _shares(events: list[tuple[str, bool, list[float]]], pick: slice) -> tuple[float, list[StepShare]]:
     """(the call's time, its kinds of work) over the calls ``pick`` selects: each event's median there."""
     total, delegate_ms, delegated, operators = 0.0, 0.0, 0.0, 0.0
     rows: dict[str, list[float]] = {}  # kind -> [ms, calls]
-    for name, is_delegated, _, raw in events:
-        times = raw[pick]
-        if not times:
-            continue
-        ms = _median(times)
+    for name, is_delegated, raw in events:
+        ms = statistics.median(raw[pick])
         if name == "Method::execute":
             total = ms
         elif name == "DELEGATE_CALL":
@@ -114,28 +110,39 @@ def _shares(events: list[tuple[str, bool, str, list[float]]], pick: slice) -> tu
     return total, shares
 
 
-def step_ops(etdump_path: str | Path, prompt_len: int) -> StepOps:
-    """The ETDump of a traced generation round (one prefill call, then decode steps) by kind of work.
+def step_ops(etdump_path: str | Path, prompt_len: int, decode_steps: int) -> StepOps:
+    """The ETDump of a traced generation round (one prefill call, then ``decode_steps`` decode steps) by kind of work.
 
     Raises:
-        ProfileError: the ETDump cannot be read or holds no decode step.
+        ProfileError: the ETDump cannot be read, or its calls are not one prefill and ``decode_steps`` decode steps
+            that ran the same instructions (the first call could not be told from the others).
     """
-    from .ops import timed_events
+    from .._noise import quiet
 
     try:
+        with quiet():
+            from executorch.devtools import Inspector
+
+            blocks = [b for b in Inspector(etdump_path=str(etdump_path)).event_blocks if b.name == "Execute"]
         events = [
-            (ev.name, bool(ev.is_delegated_op), str(ev.delegate_backend_name), list(ev.perf_data.raw))
-            for ev in timed_events(etdump_path)
+            (ev.name, bool(ev.is_delegated_op), list(ev.perf_data.raw))
+            for b in blocks
+            for ev in b.events
+            if ev.perf_data is not None and ev.perf_data.raw
         ]
     except Exception as exc:
         raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}", "profile without --ops") from exc
-    calls = max((len(raw) for *_, raw in events), default=0)
-    if calls < 2:
-        raise ProfileError("the ETDump holds no decode step", "profile with --gen-len 2 or more")
+    calls = {len(raw) for *_, raw in events}
+    if len(blocks) != 1 or calls != {decode_steps + 1}:
+        raise ProfileError(
+            f"the traced round holds {len(blocks)} block(s) of {sorted(calls)} call(s), not one prefill and "
+            f"{decode_steps} decode steps on the same instructions: its prefill cannot be told from its steps",
+            "profile without --ops, and report the program",
+        )
     decode_ms, decode = _shares(events, slice(1, None))
     prefill_ms, prefill = _shares(events, slice(0, 1))
     return StepOps(
-        decode_steps=calls - 1,
+        decode_steps=decode_steps,
         decode_ms=round(decode_ms, 4),
         decode=decode,
         prefill_tokens=prompt_len,

@@ -66,6 +66,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--check-tokens", default="")  # fed one per call after the check prompt
     p.add_argument("--outputs", default="")  # the check steps' logits, raw float32, one step after another
     p.add_argument("--etdump", default="")  # after the timed rounds: one more, traced into this ETDump file
+    p.add_argument("--etdump-runs", type=int, default=20)  # the traced round's decode steps, at most
     p.add_argument("--tokenizer")
     p.add_argument("--prompt", default="")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -188,20 +189,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _trace(a: argparse.Namespace, portable_lib: Any, prompt: list[int]) -> None:
-    """One prefill and ``--gen-len - 1`` greedy decode steps on the program loaded again with an ETDump tracer (the
-    pybindings' module: ``executorch.runtime`` offers none), written to ``--etdump``: as the native runner's."""
+    """One prefill (fed as the timed rounds feed it) and up to ``--etdump-runs`` greedy decode steps on the program
+    loaded again with an ETDump tracer (the pybindings' module: ``executorch.runtime`` offers none), written to
+    ``--etdump``: as the native runner's."""
     import torch
 
     _say(PHASE_PREFIX + "ops")
     m = portable_lib._load_for_executorch(a.model, data_path=a.data or None, enable_etdump=True, debug_buffer_size=0)
 
-    def run(ids: list[int], pos: int) -> int:
+    def run(ids: list[int], pos: int) -> Any:
         out = m.run_method("forward", (torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)))
-        return int(out[0][0].argmax())
+        return out[0][0]
 
-    tok = run(prompt, 0)
-    for i in range(a.gen_len - 1):
-        tok = run([tok], len(prompt) + i)
+    n = a.prefill_chunk if 0 < a.prefill_chunk < len(prompt) else len(prompt)
+    for at in range(0, len(prompt), n):
+        out = run(prompt[at : at + n], at)
+    tok = int(out.argmax())
+    for i in range(min(a.gen_len - 1, a.etdump_runs)):
+        tok = int(run([tok], len(prompt) + i).argmax())
     m.write_etdump_result_to_file(a.etdump)
 
 

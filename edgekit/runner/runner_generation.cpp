@@ -4,7 +4,7 @@
 // logits of the last position. First the answers check (--check-prompt fed in one call, then --check-tokens one per
 // call; --outputs: each step's logits, raw float32, which the parent compares with the user's model's), then --warmup +
 // --runs rounds of one prefill call and --gen-len - 1 greedy decode steps, each call timed (--etdump: one more prefill
-// and decode, traced). The result has the generation worker's keys (edgekit/runner/llmworker.py), so both engines
+// and up to --etdump-runs decode steps, traced). The result has the generation worker's keys (edgekit/runner/llmworker.py), so both engines
 // share the parent's statistics. The llama:: kernels such programs call come from llm_ops.cpp.
 
 #include "runner.h"
@@ -65,8 +65,8 @@ int64_t argmax(const float* x, int64_t n) {
   return static_cast<int64_t>(std::max_element(x, x + n) - x);
 }
 
-// One prefill and --gen-len - 1 greedy decode steps on a method loaded with an ETDump tracer, written to --etdump:
-// where a generation's time goes, per operator (after the timed rounds, which carry no tracing).
+// One prefill and min(--gen-len - 1, --etdump-runs) greedy decode steps on a method loaded with an ETDump tracer,
+// written to --etdump: where a generation's time goes, per operator (after the timed rounds, which carry no tracing).
 void trace_generation(Program& program, const Args& a) {
   std::fprintf(stderr, "@phase ops\n");
   executorch::etdump::ETDumpGen etdump;
@@ -74,7 +74,7 @@ void trace_generation(Program& program, const Args& a) {
   Step step{*traced->method};
   auto [x, n] = prefill(step, a.prompt_tokens, a.prefill_chunk, "the ETDump run");
   int64_t tok = argmax(x, n);
-  for (int i = 0; i < a.gen_len - 1; ++i) {
+  for (int i = 0; i < std::min(a.gen_len - 1, a.etdump_runs); ++i) {
     auto [y, vn] = step({tok}, static_cast<int64_t>(a.prompt_tokens.size()) + i, "the ETDump run");
     tok = argmax(y, vn);
   }
