@@ -128,12 +128,10 @@ def offset_digits(
     return flat(d1), a1.squeeze(-1).to(values.dtype), flat(d2), a2.squeeze(-1).to(values.dtype)
 
 
-def carry_int4_grids(model: nn.Module, group: int, skip: set[str], gain: float = 1.0) -> list[str]:
+def carry_int4_grids(model: nn.Module, group: int, skip: set[str]) -> list[str]:
     """Replace, in place, every ``nn.Linear`` of ``model`` (but the names in ``skip``) whose weights are on a 4-bit grid
     in groups of ``group`` by a ``GridLinear`` (:func:`grid_linear_class`) whose ``.linear`` is already quantized (8da4w,
-    torchao's ``IntxUnpackedToInt8Tensor``, as XNNPACK lowers it); the replaced modules' names. ``gain`` scales the
-    group sums in the widened input (and divides their weights): 1 is what builds use, other values are for
-    the retired grid_gain experiment (``docs/decisions/003-decoder-recipes.md``)."""
+    torchao's ``IntxUnpackedToInt8Tensor``, as XNNPACK lowers it); the replaced modules' names."""
     from torch import nn
 
     found = [
@@ -149,7 +147,7 @@ def carry_int4_grids(model: nn.Module, group: int, skip: set[str], gain: float =
             continue
         width = linear.weight.shape[1]
         if width not in sums:
-            sums[width] = (_group_sums(width, group, gain), LastInput())
+            sums[width] = (_group_sums(width, group), LastInput())
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         setattr(parent, name.rpartition(".")[2], grid_linear_class()(linear, grid, group, *sums[width]))
         replaced.append(name)
@@ -182,23 +180,24 @@ def _padded_groups(width: int, group: int) -> int:
     return math.ceil(width // group / 32) * 32
 
 
-def _group_sums(width: int, group: int, gain: float) -> nn.Parameter:
-    """The group sums as an int4 linear: levels 0 and 1, the gain as every block's scale (XNNPACK's int4 kernel,
-    reading x as int8 per token, as the widened row is read next). As a dense fp32 matrix it was one float per input
-    and group, repacked by XNNPACK for every layer: on SmolLM2-135M a decode step read 12 MB of it, on a
-    Qwen2.5-0.5B-shaped decoder 75 MB (22% of a step); in int4, SmolLM2's decode went from 64.3 / 85.3 to 72.5 / 111.3
-    tokens/s at 1 / 2 threads, mean KLD 0.0216 ± 0.0005 → 0.0228 ± 0.0007 (within noise), peak RSS 10 MiB less
-    (benchmarks/results/llm_group_sums.txt)."""
+def _group_sums(width: int, group: int) -> nn.Parameter:
+    """The group sums as an int4 linear of 0/1 weights at scale 1 (XNNPACK's int4 kernel, reading x as int8 per token,
+    as the widened row is read next). As a dense fp32 matrix XNNPACK read all of it in every layer, a float per input
+    and group for each of a layer's four distinct inputs: 18 MB a decode step on SmolLM2-135M, 83 MB on a
+    Qwen2.5-0.5B-shaped decoder, where fp32 linears (these, the RMSNorm means and rotate_half) took 22% of a step. In
+    int4 SmolLM2 decodes at 72.5 / 111.3 instead of 64.3 / 85.3 tokens/s at 1 / 2 threads with 10 MiB less RSS; mean
+    KLD 0.0216 ± 0.0005 → 0.0228 ± 0.0007 nats, 1.4 standard errors apart, same top-1 89.7 → 90.2%
+    (``benchmarks/results/llm_group_sums.txt``)."""
     import torch
     from torch import nn
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
-    matrix = torch.zeros(_padded_groups(width, group), width)  # the padding rows stay 0: those sums are 0
+    matrix = torch.zeros(_padded_groups(width, group), width, dtype=torch.int8)  # padding rows stay 0: zero sums
     for g in range(width // group):
-        matrix[g, g * group : (g + 1) * group] = 1.0
-    scale = torch.full((matrix.shape[0], width // 32), float(gain))
+        matrix[g, g * group : (g + 1) * group] = 1
+    scale = torch.ones(matrix.shape[0], width // 32)
     weight = IntxUnpackedToInt8Tensor(
-        qdata=matrix.to(torch.int8),
+        qdata=matrix,
         scale=scale,
         zero_point=torch.zeros_like(scale, dtype=torch.int8),
         target_dtype=torch.int4,
@@ -207,10 +206,6 @@ def _group_sums(width: int, group: int, gain: float) -> nn.Parameter:
         activation_quantization="int8_asym_per_token",
     )
     return nn.Parameter(weight, requires_grad=False)
-
-
-def _gain(sums: nn.Parameter) -> float:
-    return float(sums.scale.max()) or 1.0
 
 
 @functools.cache
@@ -230,8 +225,7 @@ def grid_linear_class() -> type:
             out, width = levels.shape
             padded = sums.shape[0]
             values = torch.zeros(out, padded, dtype=torch.float64)
-            gain = _gain(sums)
-            values[:, : offsets.shape[1]] = offsets.to(torch.float64) / gain  # the weights of the group sums
+            values[:, : offsets.shape[1]] = offsets.to(torch.float64)  # the weights of the group sums
             d1, a1, d2, a2 = offset_digits(values)
             qdata = torch.cat([levels, d1, d2], dim=1)
             block = 32  # XNNPACK's int4 groups; the targets' group sizes are multiples of 32
