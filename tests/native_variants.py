@@ -27,6 +27,11 @@ BROKEN = {
         "const float inv = 1.0f / sum;",
         'const float inv = std::nanf("");',
     ),
+    # a decode step's key ranges (attended separately at 2 threads) merged as if their maxima were equal
+    "merge-ignores-maxima": (
+        "const float w = std::exp(st[0] - m);",
+        "const float w = 1.0f;",
+    ),
     # scores scaled by 1/D instead of 1/sqrt(D)
     "wrong-scale": (
         "1.0f / std::sqrt(static_cast<float>(D))",

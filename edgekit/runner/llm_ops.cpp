@@ -6,7 +6,8 @@
 // (extension/llm/custom_ops) need ATen's vector headers, ExecuTorch's optimized-kernel headers and torchao's, none of
 // which the wheel carries. So the runner has its own implementation of the same contract (schemas, argument order,
 // layouts [B, S, H, D] for queries and [B, C, Hkv, D] for the cache, the causal offset start_pos), plain C++ the
-// compiler vectorises, rows spread over ExecuTorch's threadpool, each cached row read once per query row. Checked
+// compiler vectorises, rows spread over ExecuTorch's threadpool, each cached row read once per query row (a decode
+// step whose kv heads the threads do not divide also splits its keys between them). Checked
 // against ExecuTorch's kernels on the same inputs at the attention shapes people ship (tests/test_attention_kernels.py)
 // and logit for logit in a program (tests/test_generation.py), by every profile's answers check (the program's
 // divergence from the user's model, edgekit/token_fidelity.py), and side by side in benchmarks/peers/; profiles that
@@ -66,9 +67,11 @@ __attribute__((always_inline)) static inline f8 exp8(f8 x) {
   return y * pow2;
 }
 
-// p: group*C scratch. q0: the group's query heads (group*D), k/v rows at stride `row` floats, o0: group*D out
+// p: group*C scratch. q0: the group's query heads (group*D), k/v rows at stride `row` floats, o0: group*D out.
+// With `partial` (group*2 floats: each head's max score and sum of exponentials) the output is left unnormalised
+// and the two figures written there, for merging key ranges attended separately (see custom_sdpa_out).
 EK_CLONES void attend(const float* q0, const float* kd, const float* vd, int64_t row, float* o0, int64_t keys,
-                      int64_t group, int64_t D, int64_t C, float sc, float* p) {
+                      int64_t group, int64_t D, int64_t C, float sc, float* p, float* partial = nullptr) {
   const bool vec = D % 8 == 0;
   for (int64_t j = 0; j < keys; ++j) {
     const float* kr = kd + j * row;
@@ -105,6 +108,11 @@ EK_CLONES void attend(const float* q0, const float* kd, const float* vd, int64_t
     for (; j < keys; ++j) {
       pg[j] = std::exp(pg[j] - mx);
       sum += pg[j];
+    }
+    if (partial != nullptr) {
+      partial[2 * g] = mx;
+      partial[2 * g + 1] = sum;
+      continue;
     }
     const float inv = 1.0f / sum;
     for (j = 0; j < keys; ++j) pg[j] *= inv;
@@ -191,17 +199,65 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   float* od = output.mutable_data_ptr<float>();
   // one item per (batch, query row, kv head): the kv head's query heads together, so each cached key and value row
   // is read once per query row (ExecuTorch's kernel reads it once per query head: three times for SmolLM2's 9/3)
-  executorch::extension::parallel_for(0, B * S * Hkv, 1, [&](int64_t begin, int64_t end) {
+  const int64_t items = B * S * Hkv;
+  const int64_t threads = executorch::extension::get_thread_count();
+  // A decode step (S = 1) with fewer items than threads, or a count they do not divide (SmolLM2's 3 kv heads on 2
+  // threads: 2:1), also splits each item's keys into `parts` ranges attended separately and merged by their maxima
+  // (flash-decoding), as long as each range keeps at least kMinKeys keys.
+  constexpr int64_t kMinKeys = 64;
+  int64_t parts = 1;
+  if (S == 1 && threads > 1 && items % threads != 0) {
+    parts = std::min((2 * threads + items - 1) / items, (start_pos + 1) / kMinKeys);
+    parts = std::max<int64_t>(parts, 1);
+  }
+  if (parts == 1) {
+    executorch::extension::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(static_cast<size_t>(group * C));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t kh = item % Hkv, i = (item / Hkv) % S, b = item / (Hkv * S);
+        const int64_t keys = is_causal ? start_pos + i + 1 : start_pos + S;
+        const int64_t head = (b * S + i) * H + kh * group;  // the group's query heads, one after another
+        const int64_t cached = (b * C * Hkv + kh) * D;
+        edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, od + head * D, keys, group, D, C,
+                                  sc, p.data());
+      }
+    });
+    return output;
+  }
+  const int64_t keys = start_pos + 1;  // S = 1: causal or not, every cached position up to this one
+  const int64_t span = (keys + parts - 1) / parts;
+  std::vector<float> outs(static_cast<size_t>(items * parts * group * D)), stats(static_cast<size_t>(items * parts * group * 2));
+  executorch::extension::parallel_for(0, items * parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> p(static_cast<size_t>(group * C));
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t kh = item % Hkv, i = (item / Hkv) % S, b = item / (Hkv * S);
-      const int64_t keys = is_causal ? start_pos + i + 1 : start_pos + S;
-      const int64_t head = (b * S + i) * H + kh * group;  // the group's query heads, one after another
-      const int64_t cached = (b * C * Hkv + kh) * D;
-      edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, od + head * D, keys, group, D, C,
-                                sc, p.data());
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t item = task / parts, part = task % parts;
+      const int64_t kh = item % Hkv, b = item / Hkv;
+      const int64_t first = part * span, n = std::min(keys, first + span) - first;
+      const int64_t head = b * H + kh * group;
+      const int64_t cached = (b * C * Hkv + kh) * D + first * Hkv * D;
+      edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, outs.data() + task * group * D, n,
+                                group, D, C, sc, p.data(), stats.data() + task * group * 2);
     }
   });
+  for (int64_t item = 0; item < items; ++item) {  // merge: o = sum_r e^(m_r - m) o_r / sum_r e^(m_r - m) l_r
+    const int64_t kh = item % Hkv, b = item / Hkv;
+    for (int64_t g = 0; g < group; ++g) {
+      float m = -INFINITY;
+      for (int64_t r = 0; r < parts; ++r) m = std::max(m, stats[((item * parts + r) * group + g) * 2]);
+      float* o = od + (b * H + kh * group + g) * D;
+      std::fill(o, o + D, 0.0f);
+      float total = 0;
+      for (int64_t r = 0; r < parts; ++r) {
+        const float* st = stats.data() + ((item * parts + r) * group + g) * 2;
+        const float w = std::exp(st[0] - m);
+        total += w * st[1];
+        const float* part_out = outs.data() + ((item * parts + r) * group + g) * D;
+        for (int64_t d = 0; d < D; ++d) o[d] += w * part_out[d];
+      }
+      const float inv = 1.0f / total;
+      for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+    }
+  }
   return output;
 }
 
