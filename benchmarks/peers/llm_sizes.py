@@ -164,7 +164,8 @@ def main() -> None:
         f"# hidden {shape['hidden_size']}, MLP {shape['intermediate_size']}, {shape['num_hidden_layers']} layers, "
         f"{shape['num_attention_heads']}/{shape['num_key_value_heads']} heads of {shape['head_dim']}; vocabulary "
         f"{m.generation.vocab_size} (SmolLM2's tokenizer; the real model's is {shape['real_vocab']}); prefill {PP} "
-        f"tokens in one call, decode {TG}; medians of {args.rounds} interleaved rounds",
+        f"tokens in one call, then decode {TG} (llama-bench -d {PP}: after as many tokens of context as edgekit's); "
+        f"medians of {args.rounds} interleaved rounds",
         "",
         f"{'program':<26}{'threads':>8}{'prefill t/s':>13}{'decode t/s':>12}{'peak RSS MiB':>14}  per-round decode",
     ]
