@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // eight-float vectors passed between inlined helpers: no ABI crosses here
@@ -201,13 +202,14 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   // is read once per query row (ExecuTorch's kernel reads it once per query head: three times for SmolLM2's 9/3)
   const int64_t items = B * S * Hkv;
   const int64_t threads = executorch::extension::get_thread_count();
-  // A decode step (S = 1) with fewer items than threads, or a count they do not divide (SmolLM2's 3 kv heads on 2
-  // threads: 2:1), also splits each item's keys into `parts` ranges attended separately and merged by their maxima
-  // (flash-decoding), as long as each range keeps at least kMinKeys keys.
+  // A decode step (S = 1) whose items the threads do not divide (SmolLM2's 3 kv heads on 2 threads ran 2:1) also
+  // splits each item's keys into `parts` ranges attended separately and merged by their maxima (flash-decoding):
+  // the fewest parts that make items × parts a multiple of the threads (parallel_for hands each thread one block of
+  // tasks), as long as each range keeps at least kMinKeys keys.
   constexpr int64_t kMinKeys = 64;
   int64_t parts = 1;
   if (S == 1 && threads > 1 && items % threads != 0) {
-    parts = std::min((2 * threads + items - 1) / items, (start_pos + 1) / kMinKeys);
+    parts = std::min(threads / std::gcd(items, threads), (start_pos + 1) / kMinKeys);
     parts = std::max<int64_t>(parts, 1);
   }
   if (parts == 1) {
@@ -228,7 +230,7 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   const int64_t span = (keys + parts - 1) / parts;
   std::vector<float> outs(static_cast<size_t>(items * parts * group * D)), stats(static_cast<size_t>(items * parts * group * 2));
   executorch::extension::parallel_for(0, items * parts, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p(static_cast<size_t>(group * C));
+    std::vector<float> p(static_cast<size_t>(group * span));  // scores of one range: span is their stride
     for (int64_t task = begin; task < end; ++task) {
       const int64_t item = task / parts, part = task % parts;
       const int64_t kh = item % Hkv, b = item / Hkv;
@@ -236,7 +238,7 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
       const int64_t head = b * H + kh * group;
       const int64_t cached = (b * C * Hkv + kh) * D + first * Hkv * D;
       edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, outs.data() + task * group * D, n,
-                                group, D, C, sc, p.data(), stats.data() + task * group * 2);
+                                group, D, span, sc, p.data(), stats.data() + task * group * 2);
     }
   });
   for (int64_t item = 0; item < items; ++item) {  // merge: o = sum_r e^(m_r - m) o_r / sum_r e^(m_r - m) l_r
