@@ -418,7 +418,7 @@ def test_bad_generation_inputs_are_one_line_errors_and_write_nothing(llama, tmp_
     one_line_error(run_cli("profile", pkg, *nowhere), 1, "devices file", "does not exist")
     one_line_error(run_cli("profile", pkg, "--save-outputs", "o.bin", "--batch", "2"), 2, "--batch, --save-outputs")
     # --ops traces here: with --device it is refused before anything runs
-    one_line_error(run_cli("profile", pkg, *nowhere, "--ops"), 2, "--ops are for local profiles")
+    one_line_error(run_cli("profile", pkg, *nowhere, "--ops"), 2, "--ops is for local profiles", "drop --ops")
     # a package whose external weights (the shared table) were damaged or left behind when it was copied
     parted = tmp_path / "parted"
     shutil.copytree(llama["xnnpack-llm-8da4w"], parted)

@@ -210,7 +210,7 @@ def _step_table(r: GenerationProfile, shown: float = 0.005) -> Any:
     t = table(
         f"where a decode step goes ({r.threads} thread(s); traced: decode step {o.decode_ms:.2f} ms, median of "
         f"{o.decode_steps}, untraced {r.decode_ms.p50:.2f} ms; prefill of {o.prefill_tokens} tokens {o.prefill_ms:.1f} "
-        f"ms, untraced {r.ttft_ms.p50:.1f} ms)",
+        f"ms traced inside the program, TTFT untraced {r.ttft_ms.p50:.1f} ms with inputs and argmax)",
         ["kind of work", "decode ms", "share", "calls/step", "prefill ms", "share"],
         left=("kind of work",),
     )

@@ -151,10 +151,12 @@ def device_warnings(dev: Device, info: DeviceRunInfo) -> list[str]:
 
 def reject_python_on_device(engine: Engine | str, ops: bool = False) -> None:
     """``--device`` runs the native runner bundle: ``--engine python`` (and ``--ops``) are for local profiles."""
-    if Engine(engine) is Engine.PYTHON or ops:
+    given = [flag for flag, on in (("--engine python", Engine(engine) is Engine.PYTHON), ("--ops", ops)) if on]
+    if given:
+        said = " and ".join(given)
         raise UsageError(
-            "--device uses the native runner bundle: --engine python and --ops are for local profiles",
-            "drop --engine python / --ops",
+            f"--device uses the native runner bundle: {said} {'is' if len(given) == 1 else 'are'} for local profiles",
+            f"drop {said}, or profile here without --device",
         )
 
 
