@@ -179,9 +179,15 @@ def main() -> None:
     for name, by_t in speed.items():
         for t, rows in by_t.items():
             med = medians[name][t]
+            empty = rows[0].get("decode_depth0")
             lines.append(
                 f"{name:<26}{t:>8}{med['prefill']:>13.1f}{med['decode']:>12.1f}{med['rss_mb']:>14.1f}  "
                 + ", ".join(f"{x['decode']:.1f}" for x in rows)
+                + (
+                    ""
+                    if empty is None
+                    else f" (from an empty context: {statistics.median(x['decode_depth0'] for x in rows):.1f})"
+                )
             )
     lines += [
         "",
