@@ -22,9 +22,13 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._contract import Contract
 from ..errors import ProfileError, first_line
+
+if TYPE_CHECKING:
+    from executorch.devtools.inspector import Event
 
 #: the decode steps a traced round runs at most (the Inspector reads ~4 MB of ETDump per 32 steps of SmolLM2-135M)
 TRACED_STEPS = 32
@@ -75,12 +79,12 @@ class StepOps(Contract):
     note: str
 
 
-def _shares(events: list[tuple[str, bool, list[float]]], pick: slice) -> tuple[float, list[StepShare]]:
+def _shares(events: list[Event], pick: slice) -> tuple[float, list[StepShare]]:
     """(the call's time, its kinds of work) over the calls ``pick`` selects: each event's median there."""
     total, delegate_ms, delegated, operators = 0.0, 0.0, 0.0, 0.0
     rows: dict[str, list[float]] = {}  # kind -> [ms, calls]
-    for name, is_delegated, raw in events:
-        ms = statistics.median(raw[pick])
+    for ev in events:
+        name, ms = ev.name, statistics.median(ev.perf_data.raw[pick])
         if name == "Method::execute":
             total = ms
         elif name == "DELEGATE_CALL":
@@ -91,7 +95,7 @@ def _shares(events: list[tuple[str, bool, list[float]]], pick: slice) -> tuple[f
             row = rows.setdefault(kind_of(name), [0.0, 0])
             row[0] += ms
             row[1] += 1
-            if is_delegated:
+            if ev.is_delegated_op:
                 delegated += ms
             else:
                 operators += ms
@@ -117,25 +121,19 @@ def step_ops(etdump_path: str | Path, prompt_len: int, decode_steps: int) -> Ste
         ProfileError: the ETDump cannot be read, or its calls are not one prefill and ``decode_steps`` decode steps
             that ran the same instructions (the first call could not be told from the others).
     """
-    from .._noise import quiet
+    from .ops import timed_events
 
     try:
-        with quiet():
-            from executorch.devtools import Inspector
-
-            blocks = [b for b in Inspector(etdump_path=str(etdump_path)).event_blocks if b.name == "Execute"]
-        events = [
-            (ev.name, bool(ev.is_delegated_op), list(ev.perf_data.raw))
-            for b in blocks
-            for ev in b.events
-            if ev.perf_data is not None and ev.perf_data.raw
-        ]
+        events = timed_events(etdump_path)
     except Exception as exc:
         raise ProfileError(f"reading the ETDump failed: {first_line(exc, 200)}", "profile without --ops") from exc
-    calls = {len(raw) for *_, raw in events}
-    if len(blocks) != 1 or calls != {decode_steps + 1}:
+    # one Execute block (one Method::execute event) whose every event has a time per call: else the calls ran
+    # different instructions and the first need not be the prefill
+    runs = sum(ev.name == "Method::execute" for ev in events)
+    calls = {len(ev.perf_data.raw) for ev in events}
+    if runs != 1 or calls != {decode_steps + 1}:
         raise ProfileError(
-            f"the traced round holds {len(blocks)} block(s) of {sorted(calls)} call(s), not one prefill and "
+            f"the traced round holds {runs} block(s) of {sorted(calls)} call(s), not one prefill and "
             f"{decode_steps} decode steps on the same instructions: its prefill cannot be told from its steps",
             "profile without --ops, and report the program",
         )
