@@ -107,11 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         return method.execute([torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0][0]
 
     def feed_prompt(ids: list[int]) -> Any:
-        """``ids`` from position 0, all at once or ``--prefill-chunk`` tokens per call; the last call's logits."""
-        n = a.prefill_chunk if 0 < a.prefill_chunk < len(ids) else len(ids)
-        for at in range(0, len(ids), n):
-            out = step(ids[at : at + n], at)
-        return out
+        return _feed(step, ids, a.prefill_chunk)
 
     check = None
     if a.check_prompt:
@@ -188,6 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     _say(PHASE_PREFIX + "done")
 
 
+def _feed(step: Any, ids: list[int], chunk: int) -> Any:
+    """``ids`` from position 0 through ``step(ids, pos)``, all at once or ``chunk`` tokens per call (``--prefill-chunk``);
+    the last call's logits."""
+    n = chunk if 0 < chunk < len(ids) else len(ids)
+    for at in range(0, len(ids), n):
+        out = step(ids[at : at + n], at)
+    return out
+
+
 def _trace(a: argparse.Namespace, portable_lib: Any, prompt: list[int]) -> None:
     """One prefill (fed as the timed rounds feed it) and up to ``--etdump-runs`` greedy decode steps on the program
     loaded again with an ETDump tracer (the pybindings' module: ``executorch.runtime`` offers none), written to
@@ -201,10 +206,7 @@ def _trace(a: argparse.Namespace, portable_lib: Any, prompt: list[int]) -> None:
         out = m.run_method("forward", (torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)))
         return out[0][0]
 
-    n = a.prefill_chunk if 0 < a.prefill_chunk < len(prompt) else len(prompt)
-    for at in range(0, len(prompt), n):
-        out = run(prompt[at : at + n], at)
-    tok = int(out.argmax())
+    tok = int(_feed(run, prompt, a.prefill_chunk).argmax())
     for i in range(min(a.gen_len - 1, a.etdump_runs)):
         tok = int(run([tok], len(prompt) + i).argmax())
     m.write_etdump_result_to_file(a.etdump)
