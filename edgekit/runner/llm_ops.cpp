@@ -144,6 +144,15 @@ using executorch::runtime::KernelRuntimeContext;
 template <typename T>
 using optional = std::optional<T>;
 
+// Per-thread scratch that only grows (a decode step calls the kernel once per layer: no allocation per call). Slot 0
+// holds one block of tasks' scores on whichever thread runs it, slots 1 and 2 the split path's partial outputs and
+// maxima/sums on the calling thread, which may also run tasks: the slots never alias.
+float* scratch(size_t n, int slot) {
+  thread_local std::vector<float> buffers[3];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
 bool contiguous4(const Tensor& t) {
   if (t.dim() != 4) return false;
   auto s = t.strides();
@@ -214,31 +223,32 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   }
   if (parts == 1) {
     executorch::extension::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> p(static_cast<size_t>(group * C));
+      float* p = scratch(static_cast<size_t>(group * C), 0);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t kh = item % Hkv, i = (item / Hkv) % S, b = item / (Hkv * S);
         const int64_t keys = is_causal ? start_pos + i + 1 : start_pos + S;
         const int64_t head = (b * S + i) * H + kh * group;  // the group's query heads, one after another
         const int64_t cached = (b * C * Hkv + kh) * D;
         edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, od + head * D, keys, group, D, C,
-                                  sc, p.data());
+                                  sc, p);
       }
     });
     return output;
   }
   const int64_t keys = start_pos + 1;  // S = 1: causal or not, every cached position up to this one
   const int64_t span = (keys + parts - 1) / parts;
-  std::vector<float> outs(static_cast<size_t>(items * parts * group * D)), stats(static_cast<size_t>(items * parts * group * 2));
+  float* outs = scratch(static_cast<size_t>(items * parts * group * D), 1);
+  float* stats = scratch(static_cast<size_t>(items * parts * group * 2), 2);
   executorch::extension::parallel_for(0, items * parts, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p(static_cast<size_t>(group * span));  // scores of one range: span is their stride
+    float* p = scratch(static_cast<size_t>(group * span), 0);  // scores of one range: span is their stride
     for (int64_t task = begin; task < end; ++task) {
       const int64_t item = task / parts, part = task % parts;
       const int64_t kh = item % Hkv, b = item / Hkv;
       const int64_t first = part * span, n = std::min(keys, first + span) - first;
       const int64_t head = b * H + kh * group;
       const int64_t cached = (b * C * Hkv + kh) * D + first * Hkv * D;
-      edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, outs.data() + task * group * D, n,
-                                group, D, span, sc, p.data(), stats.data() + task * group * 2);
+      edgekit_attention::attend(qd + head * D, kd + cached, vd + cached, Hkv * D, outs + task * group * D, n, group,
+                                D, span, sc, p, stats + task * group * 2);
     }
   });
   for (int64_t item = 0; item < items; ++item) {  // merge: o = sum_r e^(m_r - m) o_r / sum_r e^(m_r - m) l_r
@@ -250,10 +260,10 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
       std::fill(o, o + D, 0.0f);
       float total = 0;
       for (int64_t r = 0; r < parts; ++r) {
-        const float* st = stats.data() + ((item * parts + r) * group + g) * 2;
+        const float* st = stats + ((item * parts + r) * group + g) * 2;
         const float w = std::exp(st[0] - m);
         total += w * st[1];
-        const float* part_out = outs.data() + ((item * parts + r) * group + g) * D;
+        const float* part_out = outs + ((item * parts + r) * group + g) * D;
         for (int64_t d = 0; d < D; ++d) o[d] += w * part_out[d];
       }
       const float inv = 1.0f / total;
